@@ -1,0 +1,367 @@
+//! X-Road identifiers (DESIGN §2), parsed once at the edge into newtypes.
+//!
+//! Every part is 1–255 characters of `A-Z a-z 0-9 ' ( ) + , - . = ?` (X-Road's strict rule), so
+//! a part never contains `/` and the canonical form `INSTANCE/CLASS/CODE/...` is unambiguous.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Why a string is not a valid identifier.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdError {
+    #[error("identifier {0:?} has {1} parts, expected {2}")]
+    WrongParts(String, usize, &'static str),
+    #[error("identifier part {0:?} is empty or longer than 255 characters")]
+    Length(String),
+    #[error("identifier part {0:?} contains a character outside A-Z a-z 0-9 ' ( ) + , - . = ?")]
+    Character(String),
+    #[error("identifier {0:?} belongs to instance {1:?}, not {2:?}")]
+    OtherInstance(String, String, String),
+}
+
+/// Checks one identifier part against the strict X-Road rule.
+pub fn validate_part(part: &str) -> Result<(), IdError> {
+    if part.is_empty() || part.len() > 255 {
+        return Err(IdError::Length(part.to_owned()));
+    }
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "'()+,-.=?".contains(c);
+    if !part.chars().all(allowed) {
+        return Err(IdError::Character(part.to_owned()));
+    }
+    Ok(())
+}
+
+fn split_parts<'a>(s: &'a str, n: &[usize], what: &'static str) -> Result<Vec<&'a str>, IdError> {
+    let parts: Vec<&str> = s.split('/').collect();
+    if !n.contains(&parts.len()) {
+        return Err(IdError::WrongParts(s.to_owned(), parts.len(), what));
+    }
+    for p in &parts {
+        validate_part(p)?;
+    }
+    Ok(parts)
+}
+
+macro_rules! string_serde {
+    ($t:ty) => {
+        impl Serialize for $t {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+/// An X-Road instance, e.g. `JP`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct InstanceId(String);
+
+impl InstanceId {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for InstanceId {
+    type Err = IdError;
+    fn from_str(s: &str) -> Result<Self, IdError> {
+        split_parts(s, &[1], "1 (INSTANCE)")?;
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl fmt::Display for InstanceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A member organisation: `INSTANCE/CLASS/MEMBERCODE`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MemberId {
+    instance: String,
+    class: String,
+    code: String,
+}
+
+impl MemberId {
+    pub fn new(instance: &str, class: &str, code: &str) -> Result<Self, IdError> {
+        format!("{instance}/{class}/{code}").parse()
+    }
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+    pub fn class(&self) -> &str {
+        &self.class
+    }
+    pub fn code(&self) -> &str {
+        &self.code
+    }
+    pub fn subsystem(&self, code: &str) -> Result<SubsystemId, IdError> {
+        validate_part(code)?;
+        Ok(SubsystemId {
+            member: self.clone(),
+            code: code.to_owned(),
+        })
+    }
+    pub fn server(&self, code: &str) -> Result<SecurityServerId, IdError> {
+        validate_part(code)?;
+        Ok(SecurityServerId {
+            owner: self.clone(),
+            code: code.to_owned(),
+        })
+    }
+}
+
+impl FromStr for MemberId {
+    type Err = IdError;
+    fn from_str(s: &str) -> Result<Self, IdError> {
+        let p = split_parts(s, &[3], "3 (INSTANCE/CLASS/MEMBER)")?;
+        Ok(Self {
+            instance: p[0].to_owned(),
+            class: p[1].to_owned(),
+            code: p[2].to_owned(),
+        })
+    }
+}
+
+impl fmt::Display for MemberId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}/{}", self.instance, self.class, self.code)
+    }
+}
+
+/// A subsystem, the unit that calls and is called: `INSTANCE/CLASS/MEMBERCODE/SUBSYSTEM`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SubsystemId {
+    member: MemberId,
+    code: String,
+}
+
+impl SubsystemId {
+    pub fn member(&self) -> &MemberId {
+        &self.member
+    }
+    pub fn code(&self) -> &str {
+        &self.code
+    }
+    pub fn service(&self, code: &str, version: Option<&str>) -> Result<ServiceId, IdError> {
+        validate_part(code)?;
+        if let Some(v) = version {
+            validate_part(v)?;
+        }
+        Ok(ServiceId {
+            subsystem: self.clone(),
+            code: code.to_owned(),
+            version: version.map(str::to_owned),
+        })
+    }
+}
+
+impl FromStr for SubsystemId {
+    type Err = IdError;
+    fn from_str(s: &str) -> Result<Self, IdError> {
+        let p = split_parts(s, &[4], "4 (INSTANCE/CLASS/MEMBER/SUBSYSTEM)")?;
+        Ok(Self {
+            member: MemberId {
+                instance: p[0].to_owned(),
+                class: p[1].to_owned(),
+                code: p[2].to_owned(),
+            },
+            code: p[3].to_owned(),
+        })
+    }
+}
+
+impl fmt::Display for SubsystemId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.member, self.code)
+    }
+}
+
+/// A service: `INSTANCE/CLASS/MEMBERCODE/SUBSYSTEM/SERVICECODE[/VERSION]`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServiceId {
+    subsystem: SubsystemId,
+    code: String,
+    version: Option<String>,
+}
+
+impl ServiceId {
+    pub fn subsystem(&self) -> &SubsystemId {
+        &self.subsystem
+    }
+    pub fn code(&self) -> &str {
+        &self.code
+    }
+    pub fn version(&self) -> Option<&str> {
+        self.version.as_deref()
+    }
+}
+
+impl FromStr for ServiceId {
+    type Err = IdError;
+    fn from_str(s: &str) -> Result<Self, IdError> {
+        let p = split_parts(
+            s,
+            &[5, 6],
+            "5 or 6 (INSTANCE/CLASS/MEMBER/SUBSYSTEM/SERVICE[/VERSION])",
+        )?;
+        let subsystem: SubsystemId = p[..4].join("/").parse()?;
+        Ok(Self {
+            subsystem,
+            code: p[4].to_owned(),
+            version: p.get(5).map(|v| (*v).to_owned()),
+        })
+    }
+}
+
+impl fmt::Display for ServiceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.subsystem, self.code)?;
+        if let Some(v) = &self.version {
+            write!(f, "/{v}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A security server: `INSTANCE/CLASS/MEMBERCODE/SERVERCODE`; the member is its owner.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SecurityServerId {
+    owner: MemberId,
+    code: String,
+}
+
+impl SecurityServerId {
+    pub fn owner(&self) -> &MemberId {
+        &self.owner
+    }
+    pub fn code(&self) -> &str {
+        &self.code
+    }
+}
+
+impl FromStr for SecurityServerId {
+    type Err = IdError;
+    fn from_str(s: &str) -> Result<Self, IdError> {
+        let p = split_parts(s, &[4], "4 (INSTANCE/CLASS/MEMBER/SERVERCODE)")?;
+        let owner: MemberId = p[..3].join("/").parse()?;
+        Ok(Self {
+            owner,
+            code: p[3].to_owned(),
+        })
+    }
+}
+
+impl fmt::Display for SecurityServerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.owner, self.code)
+    }
+}
+
+/// A global group of subsystems: `INSTANCE/GROUPCODE`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GlobalGroupId {
+    instance: String,
+    code: String,
+}
+
+impl GlobalGroupId {
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+    pub fn code(&self) -> &str {
+        &self.code
+    }
+}
+
+impl FromStr for GlobalGroupId {
+    type Err = IdError;
+    fn from_str(s: &str) -> Result<Self, IdError> {
+        let p = split_parts(s, &[2], "2 (INSTANCE/GROUPCODE)")?;
+        Ok(Self {
+            instance: p[0].to_owned(),
+            code: p[1].to_owned(),
+        })
+    }
+}
+
+impl fmt::Display for GlobalGroupId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.instance, self.code)
+    }
+}
+
+string_serde!(InstanceId);
+string_serde!(MemberId);
+string_serde!(SubsystemId);
+string_serde!(ServiceId);
+string_serde!(SecurityServerId);
+string_serde!(GlobalGroupId);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_prints_canonical_forms() {
+        let s: ServiceId = "JP/MUN/131016/records/residentRecord/v1".parse().unwrap();
+        assert_eq!(s.subsystem().member().code(), "131016");
+        assert_eq!(s.version(), Some("v1"));
+        assert_eq!(s.to_string(), "JP/MUN/131016/records/residentRecord/v1");
+        let ss: SecurityServerId = "JP/GOV/digital-agency/ss1".parse().unwrap();
+        assert_eq!(ss.owner().to_string(), "JP/GOV/digital-agency");
+        let g: GlobalGroupId = "JP/portals".parse().unwrap();
+        assert_eq!(g.code(), "portals");
+    }
+
+    #[test]
+    fn rejects_bad_identifiers() {
+        assert!(matches!(
+            "JP/GOV".parse::<MemberId>(),
+            Err(IdError::WrongParts(..))
+        ));
+        assert!(matches!(
+            "JP//x".parse::<MemberId>(),
+            Err(IdError::Length(_))
+        ));
+        assert!(matches!(
+            "JP/GOV/a b".parse::<MemberId>(),
+            Err(IdError::Character(_))
+        ));
+        assert!(matches!(
+            "JP/GOV/a%2F".parse::<MemberId>(),
+            Err(IdError::Character(_))
+        ));
+        assert!(matches!(
+            "JP/GOV/ü".parse::<MemberId>(),
+            Err(IdError::Character(_))
+        ));
+        let long = "a".repeat(256);
+        assert!(format!("JP/GOV/{long}").parse::<MemberId>().is_err());
+        assert!(
+            format!("JP/GOV/{}", "a".repeat(255))
+                .parse::<MemberId>()
+                .is_ok()
+        );
+        assert!("JP/GOV/x/y/z/v/extra".parse::<ServiceId>().is_err());
+        assert!("'()+,-.=?".parse::<InstanceId>().is_ok());
+    }
+
+    #[test]
+    fn serde_uses_the_canonical_string() {
+        let id: SubsystemId = "JP/GOV/digital-agency/portal".parse().unwrap();
+        let json = serde_json::to_string(&id).unwrap();
+        assert_eq!(json, "\"JP/GOV/digital-agency/portal\"");
+        assert!(serde_json::from_str::<SubsystemId>("\"JP/GOV/x\"").is_err());
+    }
+}

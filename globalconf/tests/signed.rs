@@ -1,0 +1,181 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! The configuration a security server accepts is exactly the one an anchor key signed, for the
+//! anchor's instance, and never older than the one it holds.
+
+use certs::SigningKey;
+use globalconf::{Anchor, ConfError, InstanceId, Succession, signed};
+use proto::v1 as pb;
+
+fn ca_pem() -> String {
+    let clock = certs::ManualClock::at_unix(1_800_000_000);
+    certs::CertificateAuthority::generate("JP", std::time::Duration::from_secs(86_400), &clock)
+        .unwrap()
+        .certificate_pem()
+}
+
+fn anchor_for(keys: &[&SigningKey]) -> Anchor {
+    Anchor::new(
+        "JP".parse::<InstanceId>().unwrap(),
+        vec!["https://127.0.0.1:41001".into()],
+        ca_pem(),
+        keys.iter().map(|k| k.public_key()).collect(),
+    )
+    .unwrap()
+}
+
+fn configuration(serial: u64) -> pb::GlobalConfiguration {
+    let member_key = SigningKey::from_seed([7; 32]);
+    pb::GlobalConfiguration {
+        instance: "JP".into(),
+        serial,
+        generated_at: 1_800_000_000,
+        expires_at: 1_800_000_000 + 7 * 86_400,
+        members: vec![pb::Member {
+            id: "JP/MUN/131016".into(),
+            name: "Chiyoda City".into(),
+            subsystems: vec![pb::Subsystem {
+                id: "JP/MUN/131016/records".into(),
+                name: "Resident records".into(),
+            }],
+            signing_keys: vec![pb::MemberSigningKey {
+                key_id: member_key.key_id().to_string(),
+                public_key: member_key.public_key().as_bytes().to_vec(),
+                valid_from: 1_700_000_000,
+                valid_until: 0,
+            }],
+        }],
+        security_servers: vec![pb::SecurityServer {
+            id: "JP/MUN/131016/ss1".into(),
+            addresses: vec!["127.0.0.1:5500".into()],
+            tls_cert_sha256: vec![1; 32],
+            hosted_subsystems: vec!["JP/MUN/131016/records".into()],
+        }],
+        global_groups: vec![],
+        registry_urls: vec!["https://127.0.0.1:41001".into()],
+        parameters: None,
+    }
+}
+
+#[test]
+fn a_signed_configuration_verifies_and_decodes() {
+    let key = SigningKey::from_seed([1; 32]);
+    let envelope = signed::sign(&configuration(5), &key);
+    let verified = signed::verify(&envelope, &anchor_for(&[&key])).unwrap();
+    assert_eq!(verified.serial(), 5);
+    assert_eq!(verified.envelope(), envelope.as_slice());
+    let sub = "JP/MUN/131016/records".parse().unwrap();
+    assert_eq!(verified.conf().servers_hosting(&sub).len(), 1);
+}
+
+#[test]
+fn every_single_byte_alteration_is_rejected() {
+    let key = SigningKey::from_seed([1; 32]);
+    let anchor = anchor_for(&[&key]);
+    let envelope = signed::sign(&configuration(5), &key);
+    for i in 0..envelope.len() {
+        for flip in [0x01u8, 0x80] {
+            let mut altered = envelope.clone();
+            altered[i] ^= flip;
+            assert!(
+                signed::verify(&altered, &anchor).is_err(),
+                "byte {i} flipped with {flip:#x} was accepted"
+            );
+        }
+    }
+    let mut longer = envelope.clone();
+    longer.extend_from_slice(&[0x2a, 0x00]);
+    assert!(matches!(
+        signed::verify(&longer, &anchor),
+        Err(ConfError::Malformed(_))
+    ));
+}
+
+#[test]
+fn a_key_not_in_the_anchor_is_rejected() {
+    let registry = SigningKey::from_seed([1; 32]);
+    let intruder = SigningKey::from_seed([2; 32]);
+    let envelope = signed::sign(&configuration(5), &intruder);
+    assert!(matches!(
+        signed::verify(&envelope, &anchor_for(&[&registry])),
+        Err(ConfError::UnknownSigner(_))
+    ));
+}
+
+#[test]
+fn any_anchor_key_may_sign() {
+    let old = SigningKey::from_seed([1; 32]);
+    let new = SigningKey::from_seed([3; 32]);
+    let envelope = signed::sign(&configuration(5), &new);
+    assert!(signed::verify(&envelope, &anchor_for(&[&old, &new])).is_ok());
+}
+
+#[test]
+fn an_older_serial_is_a_rollback_and_a_forked_serial_a_conflict() {
+    let key = SigningKey::from_seed([1; 32]);
+    let anchor = anchor_for(&[&key]);
+    let v5 = signed::verify(&signed::sign(&configuration(5), &key), &anchor).unwrap();
+    let v6 = signed::verify(&signed::sign(&configuration(6), &key), &anchor).unwrap();
+    assert_eq!(v5.check_successor(&v6).unwrap(), Succession::Newer);
+    assert_eq!(v6.check_successor(&v6.clone()).unwrap(), Succession::Same);
+    assert!(matches!(
+        v6.check_successor(&v5),
+        Err(ConfError::Rollback {
+            held: 6,
+            offered: 5
+        })
+    ));
+    let mut fork = configuration(6);
+    fork.members[0].name = "Someone else".into();
+    let fork = signed::verify(&signed::sign(&fork, &key), &anchor).unwrap();
+    assert!(matches!(
+        v6.check_successor(&fork),
+        Err(ConfError::SerialConflict(6))
+    ));
+}
+
+#[test]
+fn a_configuration_of_another_instance_is_rejected() {
+    let key = SigningKey::from_seed([1; 32]);
+    let mut other = configuration(5);
+    other.instance = "EE".into();
+    let envelope = signed::sign(&other, &key);
+    assert!(matches!(
+        signed::verify(&envelope, &anchor_for(&[&key])),
+        Err(ConfError::Invalid(_))
+    ));
+}
+
+#[test]
+fn member_keys_are_valid_only_in_their_window() {
+    let key = SigningKey::from_seed([1; 32]);
+    let mut c = configuration(5);
+    c.members[0].signing_keys[0].valid_until = 1_800_000_000;
+    let v = signed::verify(&signed::sign(&c, &key), &anchor_for(&[&key])).unwrap();
+    let member = "JP/MUN/131016".parse().unwrap();
+    let kid = SigningKey::from_seed([7; 32]).key_id();
+    assert!(
+        v.conf()
+            .member_key_at(&member, &kid, 1_799_999_999)
+            .is_some()
+    );
+    assert!(
+        v.conf()
+            .member_key_at(&member, &kid, 1_800_000_000)
+            .is_none()
+    );
+    assert!(
+        v.conf()
+            .member_key_at(&member, &kid, 1_600_000_000)
+            .is_none()
+    );
+}
+
+#[test]
+fn anchor_round_trips_through_its_file_form() {
+    let key = SigningKey::from_seed([1; 32]);
+    let anchor = anchor_for(&[&key]);
+    let parsed = Anchor::parse(&anchor.to_toml().unwrap()).unwrap();
+    assert_eq!(parsed, anchor);
+    let tampered = anchor.to_toml().unwrap().replace("https://", "http://");
+    assert!(Anchor::parse(&tampered).is_err());
+}

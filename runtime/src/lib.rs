@@ -1,0 +1,20 @@
+//! What every xroad-rs binary needs around its own logic: one serving loop, one shutdown path,
+//! logging set-up and small HTTP clients.
+//!
+//! # Layout
+//! - [`shutdown`]: the shutdown signal every task listens to, and OS signal handling.
+//! - [`serve`]: accept loop for an axum router over plain TCP or TLS, with a connection limit,
+//!   the peer certificate in request extensions, and graceful drain with a deadline.
+//! - [`client`]: HTTP(S) clients with timeouts and bounded bodies (registry polling, admin CLIs).
+//! - [`logging`]: `tracing` subscriber set-up (text or JSON).
+#![forbid(unsafe_code)]
+
+pub mod client;
+pub mod logging;
+pub mod serve;
+pub mod shutdown;
+
+pub use client::{ClientError, HttpClient, Response};
+pub use logging::init_tracing;
+pub use serve::{PeerCertificate, ServeOptions, serve_http, serve_http_with};
+pub use shutdown::{Shutdown, ShutdownTrigger, signal};

@@ -1,0 +1,293 @@
+//! The global configuration client (DESIGN §4): starts from the copy stored on disk, polls the
+//! registries, falls back to peer security servers when no registry answers, and accepts only a
+//! correctly signed configuration that is not older than the one it holds.
+//!
+//! The decision itself (signature, instance, serial) is `globalconf`'s; this module does the I/O
+//! around it and publishes the current configuration on a `watch` channel.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use certs::Clock;
+use globalconf::{Anchor, ConfError, SecurityServerId, Succession, VerifiedConf};
+use proto::v1 as pb;
+use tokio::sync::{Mutex, watch};
+
+use crate::peer::PeerPool;
+
+/// Why a refresh found nothing to accept.
+#[derive(Debug, thiserror::Error)]
+pub enum RefreshError {
+    #[error("no registry or peer provided an acceptable configuration: {0}")]
+    NoSource(String),
+    #[error("cannot store the configuration: {0}")]
+    Store(#[from] certs::Error),
+}
+
+/// Where an accepted configuration came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    Registry(String),
+    Peer(SecurityServerId),
+}
+
+/// The outcome of a refresh.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refreshed {
+    pub source: Source,
+    pub serial: u64,
+    pub succession: Succession,
+}
+
+/// Holds the current configuration and keeps it fresh.
+#[derive(Debug)]
+pub struct ConfClient {
+    anchor: Anchor,
+    store_path: PathBuf,
+    own_id: SecurityServerId,
+    current: watch::Sender<Option<VerifiedConf>>,
+    registries: runtime::HttpClient,
+    peers: Arc<PeerPool>,
+    // Serialises offers, so that check-then-store cannot interleave.
+    offer_lock: Mutex<()>,
+    poll_override: Option<Duration>,
+    clock: Arc<dyn Clock>,
+}
+
+impl ConfClient {
+    /// Starts from the stored copy when there is a valid one. A stored copy that no longer
+    /// verifies (altered on disk, or the anchor changed) is ignored and logged.
+    pub fn open(
+        anchor: Anchor,
+        store_path: PathBuf,
+        own_id: SecurityServerId,
+        peers: Arc<PeerPool>,
+        fetch_timeout: Duration,
+        poll_override: Option<Duration>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, certs::Error> {
+        let stored = match std::fs::read(&store_path) {
+            Ok(bytes) => match globalconf::signed::verify(&bytes, &anchor) {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    tracing::error!(path = %store_path.display(), error = %e, "stored configuration is not valid; ignoring it");
+                    None
+                }
+            },
+            Err(_) => None,
+        };
+        let tls =
+            certs::client_config_trusting(&anchor.ca_certificates_der(), &[b"h2", b"http/1.1"])?;
+        let registries = runtime::HttpClient::https(tls)
+            .with_timeout(fetch_timeout)
+            .with_max_body(256 * 1024 * 1024);
+        let (current, _) = watch::channel(stored);
+        Ok(Self {
+            anchor,
+            store_path,
+            own_id,
+            current,
+            registries,
+            peers,
+            offer_lock: Mutex::new(()),
+            poll_override,
+            clock,
+        })
+    }
+
+    pub fn current(&self) -> Option<VerifiedConf> {
+        self.current.borrow().clone()
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<Option<VerifiedConf>> {
+        self.current.subscribe()
+    }
+
+    pub fn anchor(&self) -> &Anchor {
+        &self.anchor
+    }
+
+    /// The configuration if it is usable for exchanges now: present and not expired.
+    pub fn valid_now(&self) -> Result<VerifiedConf, String> {
+        let now = self.clock.unix_now();
+        match self.current() {
+            None => Err("this security server holds no global configuration".into()),
+            Some(c) if c.conf().is_expired(now) => Err(format!(
+                "the global configuration (serial {}) expired at {} (Unix time); the registry and all peers have been unreachable",
+                c.serial(),
+                c.conf().expires_at()
+            )),
+            Some(c) => Ok(c),
+        }
+    }
+
+    /// Verifies an envelope, checks it may replace the current one, stores it atomically and
+    /// publishes it.
+    pub async fn offer(&self, envelope: &[u8]) -> Result<Succession, OfferError> {
+        let candidate = globalconf::signed::verify(envelope, &self.anchor)?;
+        let _guard = self.offer_lock.lock().await;
+        let succession = match self.current.borrow().as_ref() {
+            Some(held) => held.check_successor(&candidate)?,
+            None => Succession::Newer,
+        };
+        if succession == Succession::Newer {
+            certs::write_file_atomic(&self.store_path, candidate.envelope())?;
+            self.peers.retain(candidate.conf());
+            tracing::info!(
+                serial = candidate.serial(),
+                expires_at = candidate.conf().expires_at(),
+                "accepted global configuration"
+            );
+            self.current.send_replace(Some(candidate));
+        }
+        Ok(succession)
+    }
+
+    /// Registry URLs to try: the anchor's first, then any the configuration adds.
+    fn registry_urls(&self) -> Vec<String> {
+        let mut urls: Vec<String> = self.anchor.registry_urls().to_vec();
+        if let Some(c) = self.current.borrow().as_ref() {
+            for u in c.conf().registry_urls() {
+                if !urls.contains(u) {
+                    urls.push(u.clone());
+                }
+            }
+        }
+        urls
+    }
+
+    /// One refresh: the registries in order; if none provides an acceptable configuration, the
+    /// peer servers the held configuration lists.
+    pub async fn refresh(&self) -> Result<Refreshed, RefreshError> {
+        let mut failures = Vec::new();
+        for base in self.registry_urls() {
+            let url = format!("{}/v1/global-configuration", base.trim_end_matches('/'));
+            match self.registries.get(&url, None).await {
+                Ok(r) if r.is_success() => match self.offer(&r.body).await {
+                    Ok(succession) => {
+                        return Ok(Refreshed {
+                            source: Source::Registry(base),
+                            serial: self.current().map_or(0, |c| c.serial()),
+                            succession,
+                        });
+                    }
+                    Err(OfferError::Store(e)) => return Err(RefreshError::Store(e)),
+                    Err(e) => failures.push(format!("{base}: {e}")),
+                },
+                Ok(r) => failures.push(format!("{base}: HTTP {}", r.status)),
+                Err(e) => failures.push(format!("{base}: {e}")),
+            }
+        }
+        tracing::warn!(failures = %failures.join("; "), "no registry provided a configuration; asking peers");
+        match self.refresh_from_peers(&mut failures).await? {
+            Some(r) => Ok(r),
+            None => Err(RefreshError::NoSource(failures.join("; "))),
+        }
+    }
+
+    async fn refresh_from_peers(
+        &self,
+        failures: &mut Vec<String>,
+    ) -> Result<Option<Refreshed>, RefreshError> {
+        let Some(held) = self.current() else {
+            failures.push("no configuration held, so no peers known".into());
+            return Ok(None);
+        };
+        let mut best: Option<Refreshed> = None;
+        for server in held.conf().servers() {
+            if server.id == self.own_id {
+                continue;
+            }
+            for address in &server.addresses {
+                let mut client = match self.peers.client(server, address) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        failures.push(format!("{}: {e}", server.id));
+                        continue;
+                    }
+                };
+                let request = pb::GetConfigurationRequest {
+                    have_serial: self.current().map_or(0, |c| c.serial()),
+                };
+                let answer = tokio::time::timeout(
+                    self.registries_timeout(),
+                    client.get_configuration(request),
+                )
+                .await;
+                let envelope = match answer {
+                    Ok(Ok(r)) => prost::Message::encode_to_vec(&r.into_inner()),
+                    Ok(Err(status)) => {
+                        failures.push(format!("{} at {address}: {}", server.id, status.message()));
+                        continue;
+                    }
+                    Err(_) => {
+                        failures.push(format!("{} at {address}: timed out", server.id));
+                        continue;
+                    }
+                };
+                match self.offer(&envelope).await {
+                    Ok(succession) => {
+                        let serial = self.current().map_or(0, |c| c.serial());
+                        if best
+                            .as_ref()
+                            .is_none_or(|b| serial > b.serial || succession == Succession::Newer)
+                        {
+                            best = Some(Refreshed {
+                                source: Source::Peer(server.id.clone()),
+                                serial,
+                                succession,
+                            });
+                        }
+                    }
+                    Err(OfferError::Store(e)) => return Err(RefreshError::Store(e)),
+                    Err(e) => failures.push(format!("{} at {address}: {e}", server.id)),
+                }
+                // One answering address per server is enough.
+                break;
+            }
+        }
+        Ok(best)
+    }
+
+    fn registries_timeout(&self) -> Duration {
+        Duration::from_secs(10)
+    }
+
+    /// How long to wait between polls.
+    pub fn poll_interval(&self) -> Duration {
+        self.poll_override.unwrap_or_else(|| {
+            self.current()
+                .map_or(globalconf::Parameters::DEFAULT_POLL_INTERVAL, |c| {
+                    c.conf().parameters().poll_interval
+                })
+        })
+    }
+
+    /// Polls until shutdown. A failed refresh is logged and retried at the next poll.
+    pub async fn run(self: Arc<Self>, shutdown: runtime::Shutdown) {
+        let mut stop = std::pin::pin!(shutdown.wait());
+        loop {
+            match self.refresh().await {
+                Ok(r) if r.succession == Succession::Newer => {
+                    tracing::info!(serial = r.serial, source = ?r.source, "configuration updated");
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "configuration refresh failed"),
+            }
+            tokio::select! {
+                _ = &mut stop => return,
+                _ = tokio::time::sleep(self.poll_interval()) => {}
+            }
+        }
+    }
+}
+
+/// Why an offered configuration was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum OfferError {
+    #[error(transparent)]
+    Refused(#[from] ConfError),
+    #[error("cannot store the configuration: {0}")]
+    Store(#[from] certs::Error),
+}

@@ -1,0 +1,239 @@
+//! The security server's configuration file (one TOML file; every key is documented in
+//! `docs/configuration.md`). Pingora style: a `#[serde(default)]` struct, parsed, then
+//! validated; relative paths are resolved against the file's directory.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use globalconf::SecurityServerId;
+use serde::{Deserialize, Serialize};
+
+/// Why a configuration file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Syntax { path: String, message: String },
+    #[error("configuration is invalid: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// This server's identifier, `INSTANCE/CLASS/MEMBER/SERVERCODE`.
+    pub server_id: Option<SecurityServerId>,
+    /// The instance anchor this server trusts.
+    pub anchor: PathBuf,
+    /// Keys, certificate, stored configuration and databases.
+    pub data_dir: PathBuf,
+    /// `text` or `json` logs.
+    pub log_format: LogFormat,
+    pub client_proxy: ClientProxyConfig,
+    pub server_proxy: ServerProxyConfig,
+    pub admin: AdminConfig,
+    pub globalconf: GlobalConfConfig,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClientProxyConfig {
+    /// Where the organisation's information systems call (X-Road REST); keep it on the local network.
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerProxyConfig {
+    /// Where peer security servers connect (gRPC over mutual TLS).
+    pub listen: SocketAddr,
+    /// `host:port` peers should use; published in the global configuration at enrolment.
+    /// Empty: the listen address.
+    pub advertise: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// The admin API and health/metrics endpoints (bearer token from `data_dir/admin-token`).
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GlobalConfConfig {
+    /// Seconds between polls for a new configuration; 0 takes the instance parameter (default 60).
+    pub poll_interval_secs: u64,
+    /// Seconds one download may take.
+    pub fetch_timeout_secs: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server_id: None,
+            anchor: PathBuf::from("anchor.toml"),
+            data_dir: PathBuf::from("data"),
+            log_format: LogFormat::Text,
+            client_proxy: ClientProxyConfig::default(),
+            server_proxy: ServerProxyConfig::default(),
+            admin: AdminConfig::default(),
+            globalconf: GlobalConfConfig::default(),
+        }
+    }
+}
+
+impl Default for ClientProxyConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+        }
+    }
+}
+
+impl Default for ServerProxyConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 5500)),
+            advertise: Vec::new(),
+        }
+    }
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8090)),
+        }
+    }
+}
+
+impl Default for GlobalConfConfig {
+    fn default() -> Self {
+        Self {
+            poll_interval_secs: 0,
+            fetch_timeout_secs: 10,
+        }
+    }
+}
+
+impl Config {
+    /// Parses TOML; relative paths are taken relative to `base_dir`.
+    pub fn from_str(text: &str, base_dir: &Path) -> Result<Self, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: "configuration".into(),
+            message: e.to_string(),
+        })?;
+        config.anchor = base_dir.join(&config.anchor);
+        config.data_dir = base_dir.join(&config.data_dir);
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::from_str(&text, base).map_err(|e| match e {
+            ConfigError::Syntax { message, .. } => ConfigError::Syntax {
+                path: path.display().to_string(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.server_id.is_none() {
+            return Err(ConfigError::Invalid("server_id is not set".into()));
+        }
+        if self.globalconf.fetch_timeout_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "globalconf.fetch_timeout_secs must be at least 1".into(),
+            ));
+        }
+        for a in &self.server_proxy.advertise {
+            if a.rsplit_once(':')
+                .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "server_proxy.advertise entry {a:?} is not host:port"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The validated server id (`validate` guarantees it is set).
+    pub fn server_id(&self) -> Result<&SecurityServerId, ConfigError> {
+        self.server_id
+            .as_ref()
+            .ok_or_else(|| ConfigError::Invalid("server_id is not set".into()))
+    }
+
+    /// Addresses peers should use to reach this server.
+    pub fn advertised_addresses(&self) -> Vec<String> {
+        if self.server_proxy.advertise.is_empty() {
+            vec![self.server_proxy.listen.to_string()]
+        } else {
+            self.server_proxy.advertise.clone()
+        }
+    }
+
+    pub fn fetch_timeout(&self) -> Duration {
+        Duration::from_secs(self.globalconf.fetch_timeout_secs)
+    }
+
+    /// Renders the file form; paths are written as given.
+    pub fn to_toml(&self) -> Result<String, ConfigError> {
+        toml::to_string_pretty(self).map_err(|e| ConfigError::Invalid(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_fill_missing_keys_and_paths_are_relative_to_the_file() {
+        let c = Config::from_str(
+            "server_id = \"JP/GOV/digital-agency/ss1\"\n",
+            Path::new("/etc/xroad"),
+        )
+        .unwrap();
+        assert_eq!(c.anchor, Path::new("/etc/xroad/anchor.toml"));
+        assert_eq!(c.data_dir, Path::new("/etc/xroad/data"));
+        assert_eq!(c.client_proxy.listen.port(), 8080);
+        assert_eq!(c.advertised_addresses(), vec!["0.0.0.0:5500".to_string()]);
+    }
+
+    #[test]
+    fn unknown_keys_bad_ids_and_missing_id_are_refused() {
+        let base = Path::new(".");
+        assert!(Config::from_str("server_id = \"JP/GOV/x/ss1\"\nlisten = 1\n", base).is_err());
+        assert!(Config::from_str("server_id = \"JP/GOV/x\"\n", base).is_err());
+        assert!(Config::from_str("", base).is_err());
+        assert!(
+            Config::from_str(
+                "server_id = \"JP/GOV/x/ss1\"\n[server_proxy]\nadvertise = [\"nohost\"]\n",
+                base
+            )
+            .is_err()
+        );
+    }
+}

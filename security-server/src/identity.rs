@@ -1,0 +1,362 @@
+//! The server's own keys and certificate on disk, and enrolment with the central registry
+//! (DESIGN §3).
+//!
+//! `data_dir` layout (secret files 0600):
+//! - `tls.key`, `tls.pem`: the TLS key (Ed25519) and the certificate the instance CA issued for it;
+//! - `signing/<member>/<key-id>.key`: message-signing keys, one directory per member this server
+//!   signs for (its owner, and later the members it hosts); `<member>` has `/` replaced by `_`,
+//!   which identifiers never contain;
+//! - `admin-token`: the bearer token of the admin API;
+//! - `enrollment-request.bin`: the signed enrolment request `init` made.
+
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use certs::{Clock, Domain, KeyId, SigningKey, TlsIdentity};
+use globalconf::{Anchor, MemberId, SecurityServerId};
+use prost::Message;
+use proto::v1 as pb;
+use serde::Deserialize;
+
+use crate::config::Config;
+
+/// Why the server's identity could not be made, loaded or enrolled.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error("{0}")]
+    Keys(#[from] certs::Error),
+    #[error("cannot access {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{0} already exists: this server was initialised before")]
+    AlreadyInitialised(String),
+    #[error("this server is not initialised: run `security-server --config PATH init` first")]
+    NotInitialised,
+    #[error(
+        "this server has no certificate yet: run `security-server --config PATH enroll` and have the registry operator approve it"
+    )]
+    NotEnrolled,
+    #[error("no signing key for member {0}")]
+    NoSigningKey(String),
+    #[error("no registry answered: {0}")]
+    RegistryUnreachable(String),
+    #[error("the registry refused the enrolment: {0}")]
+    Refused(String),
+    #[error("the certificate the registry issued is not for this server's TLS key")]
+    CertificateMismatch,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> IdentityError + '_ {
+    move |source| IdentityError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Where each file of the identity lives.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    data_dir: PathBuf,
+}
+
+impl Paths {
+    pub fn new(data_dir: &Path) -> Self {
+        Self {
+            data_dir: data_dir.to_owned(),
+        }
+    }
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+    pub fn tls_key(&self) -> PathBuf {
+        self.data_dir.join("tls.key")
+    }
+    pub fn tls_cert(&self) -> PathBuf {
+        self.data_dir.join("tls.pem")
+    }
+    pub fn admin_token(&self) -> PathBuf {
+        self.data_dir.join("admin-token")
+    }
+    pub fn enrollment_request(&self) -> PathBuf {
+        self.data_dir.join("enrollment-request.bin")
+    }
+    pub fn stored_globalconf(&self) -> PathBuf {
+        self.data_dir.join("globalconf.bin")
+    }
+    pub fn signing_dir(&self, member: &MemberId) -> PathBuf {
+        self.data_dir
+            .join("signing")
+            .join(member.to_string().replace('/', "_"))
+    }
+    pub fn signing_key(&self, member: &MemberId, key_id: &KeyId) -> PathBuf {
+        self.signing_dir(member).join(format!("{key_id}.key"))
+    }
+}
+
+/// What `init` made.
+#[derive(Debug)]
+pub struct InitReport {
+    pub server_id: SecurityServerId,
+    pub signing_key_id: KeyId,
+    pub tls_key_id: KeyId,
+    pub enrollment_request: PathBuf,
+}
+
+fn create_private_dir(path: &Path) -> Result<(), IdentityError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(io_err(path))
+}
+
+/// Makes the server's TLS key, its owner's signing key, the admin token, and a signed enrolment
+/// request (DESIGN §3). Refuses to run twice.
+pub fn init(config: &Config, clock: &dyn Clock) -> Result<InitReport, IdentityError> {
+    let server_id = config
+        .server_id()
+        .map_err(|_| IdentityError::NotInitialised)?
+        .clone();
+    let paths = Paths::new(&config.data_dir);
+    if paths.tls_key().exists() {
+        return Err(IdentityError::AlreadyInitialised(
+            paths.tls_key().display().to_string(),
+        ));
+    }
+    create_private_dir(paths.data_dir())?;
+    let owner = server_id.owner().clone();
+    create_private_dir(&paths.signing_dir(&owner))?;
+
+    let tls_key = SigningKey::generate()?;
+    let signing_key = SigningKey::generate()?;
+    certs::save_secret_key(
+        &paths.signing_key(&owner, &signing_key.key_id()),
+        &signing_key,
+    )?;
+    certs::save_secret_key(&paths.tls_key(), &tls_key)?;
+    let token = random_hex(32)?;
+    certs::write_secret_file(&paths.admin_token(), token.as_bytes())?;
+
+    let request = pb::EnrollmentRequest {
+        server_id: server_id.to_string(),
+        addresses: config.advertised_addresses(),
+        tls_public_key_der: tls_key.public_key().to_spki_der(),
+        member_signing_public_key: signing_key.public_key().as_bytes().to_vec(),
+        created_at: clock.unix_now(),
+    }
+    .encode_to_vec();
+    let signature = signing_key.sign(Domain::EnrollmentRequest, &request);
+    let signed = pb::SignedEnrollmentRequest {
+        request,
+        signature: signature.to_vec(),
+        token: String::new(),
+    };
+    certs::write_file_atomic(&paths.enrollment_request(), &signed.encode_to_vec())?;
+    Ok(InitReport {
+        server_id,
+        signing_key_id: signing_key.key_id(),
+        tls_key_id: tls_key.key_id(),
+        enrollment_request: paths.enrollment_request(),
+    })
+}
+
+/// Random bytes as lowercase hex, for tokens.
+pub fn random_hex(bytes: usize) -> Result<String, IdentityError> {
+    let mut buf = vec![0u8; bytes];
+    getrandom::fill(&mut buf).map_err(|e| IdentityError::Io {
+        path: "the operating system's random source".into(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The status the registry reports for an enrolment.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EnrollmentStatus {
+    Pending,
+    Approved,
+    Rejected,
+}
+
+#[derive(Debug, Deserialize)]
+struct StatusBody {
+    status: EnrollmentStatus,
+    #[serde(default)]
+    certificate_pem: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ErrorBody {
+    #[serde(rename = "type")]
+    kind: String,
+    message: String,
+}
+
+/// Percent-encodes an identifier as one URL path segment.
+pub fn path_segment(id: &str) -> String {
+    id.replace('/', "%2F").replace('?', "%3F")
+}
+
+fn registry_client(anchor: &Anchor) -> Result<runtime::HttpClient, IdentityError> {
+    let tls = certs::client_config_trusting(&anchor.ca_certificates_der(), &[b"h2", b"http/1.1"])?;
+    Ok(runtime::HttpClient::https(tls))
+}
+
+/// Sends the enrolment request (with the one-time token, if the operator issued one) to the
+/// first registry that answers.
+pub async fn submit_enrollment(
+    config: &Config,
+    anchor: &Anchor,
+    token: Option<&str>,
+) -> Result<EnrollmentStatus, IdentityError> {
+    let paths = Paths::new(&config.data_dir);
+    let path = paths.enrollment_request();
+    let bytes = std::fs::read(&path).map_err(|_| IdentityError::NotInitialised)?;
+    let mut signed = pb::SignedEnrollmentRequest::decode(bytes.as_slice())
+        .map_err(|_| IdentityError::NotInitialised)?;
+    signed.token = token.unwrap_or_default().to_owned();
+    let body = Bytes::from(signed.encode_to_vec());
+    let client = registry_client(anchor)?;
+    let mut failures = Vec::new();
+    for base in anchor.registry_urls() {
+        let url = format!("{}/v1/enrollments", base.trim_end_matches('/'));
+        match client
+            .post(&url, None, "application/x-protobuf", body.clone())
+            .await
+        {
+            Ok(r) if r.is_success() => {
+                let status: StatusBody = r
+                    .json()
+                    .map_err(|e| IdentityError::Refused(format!("unreadable answer: {e}")))?;
+                return Ok(status.status);
+            }
+            Ok(r) if r.status.as_u16() == 503 => failures.push(format!("{url}: read-only")),
+            Ok(r) => {
+                let message = r
+                    .json::<ErrorBody>()
+                    .map(|e| format!("{}: {}", e.kind, e.message))
+                    .unwrap_or_else(|_| format!("HTTP {}", r.status));
+                return Err(IdentityError::Refused(message));
+            }
+            Err(e) => failures.push(e.to_string()),
+        }
+    }
+    Err(IdentityError::RegistryUnreachable(failures.join("; ")))
+}
+
+/// Asks the registry for the enrolment's status; once approved, checks and stores the issued
+/// certificate as `tls.pem`.
+pub async fn fetch_certificate(
+    config: &Config,
+    anchor: &Anchor,
+) -> Result<EnrollmentStatus, IdentityError> {
+    let server_id = config
+        .server_id()
+        .map_err(|_| IdentityError::NotInitialised)?;
+    let paths = Paths::new(&config.data_dir);
+    let tls_key = certs::load_secret_key(&paths.tls_key())?;
+    let client = registry_client(anchor)?;
+    let mut failures = Vec::new();
+    for base in anchor.registry_urls() {
+        let url = format!(
+            "{}/v1/enrollments/{}",
+            base.trim_end_matches('/'),
+            path_segment(&server_id.to_string())
+        );
+        let r = match client.get(&url, None).await {
+            Ok(r) if r.is_success() => r,
+            Ok(r) => {
+                failures.push(format!("{url}: HTTP {}", r.status));
+                continue;
+            }
+            Err(e) => {
+                failures.push(e.to_string());
+                continue;
+            }
+        };
+        let status: StatusBody = r
+            .json()
+            .map_err(|e| IdentityError::Refused(format!("unreadable answer: {e}")))?;
+        if status.status == EnrollmentStatus::Approved {
+            let pem = status
+                .certificate_pem
+                .ok_or_else(|| IdentityError::Refused("approved without a certificate".into()))?;
+            let chain = certs::certs_from_pem(&pem)?;
+            let leaf = chain.first().ok_or(IdentityError::CertificateMismatch)?;
+            // The SubjectPublicKeyInfo is embedded verbatim in the certificate, so a certificate
+            // for another key cannot contain ours.
+            let spki = tls_key.public_key().to_spki_der();
+            if !leaf.windows(spki.len()).any(|w| w == spki.as_slice()) {
+                return Err(IdentityError::CertificateMismatch);
+            }
+            certs::write_file_atomic(&paths.tls_cert(), pem.as_bytes())?;
+        }
+        return Ok(status.status);
+    }
+    Err(IdentityError::RegistryUnreachable(failures.join("; ")))
+}
+
+/// The loaded identity a running server needs.
+#[derive(Debug)]
+pub struct Identity {
+    pub server_id: SecurityServerId,
+    pub tls: TlsIdentity,
+    /// Every message-signing key on disk, by member.
+    pub signing_keys: Vec<(MemberId, SigningKey)>,
+    pub admin_token: String,
+}
+
+impl Identity {
+    pub fn load(config: &Config) -> Result<Self, IdentityError> {
+        let server_id = config
+            .server_id()
+            .map_err(|_| IdentityError::NotInitialised)?
+            .clone();
+        let paths = Paths::new(&config.data_dir);
+        if !paths.tls_key().exists() {
+            return Err(IdentityError::NotInitialised);
+        }
+        let tls_key = certs::load_secret_key(&paths.tls_key())?;
+        let cert_path = paths.tls_cert();
+        if !cert_path.exists() {
+            return Err(IdentityError::NotEnrolled);
+        }
+        let pem = std::fs::read_to_string(&cert_path).map_err(io_err(&cert_path))?;
+        let chain = certs::certs_from_pem(&pem)?;
+        let admin_token = String::from_utf8_lossy(&certs::read_secret_file(&paths.admin_token())?)
+            .trim()
+            .to_owned();
+        let mut signing_keys = Vec::new();
+        let signing_root = paths.data_dir().join("signing");
+        let dirs = std::fs::read_dir(&signing_root).map_err(io_err(&signing_root))?;
+        for dir in dirs {
+            let dir = dir.map_err(io_err(&signing_root))?.path();
+            let Some(member) = dir
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.replace('_', "/").parse::<MemberId>().ok())
+            else {
+                continue;
+            };
+            for file in std::fs::read_dir(&dir).map_err(io_err(&dir))? {
+                let file = file.map_err(io_err(&dir))?.path();
+                if file.extension().is_some_and(|e| e == "key") {
+                    signing_keys.push((member.clone(), certs::load_secret_key(&file)?));
+                }
+            }
+        }
+        if !signing_keys.iter().any(|(m, _)| m == server_id.owner()) {
+            return Err(IdentityError::NoSigningKey(server_id.owner().to_string()));
+        }
+        Ok(Self {
+            server_id,
+            tls: TlsIdentity::new(chain, tls_key),
+            signing_keys,
+            admin_token,
+        })
+    }
+}

@@ -1,0 +1,168 @@
+//! Assembles a running security server from its configuration: the configuration client, the
+//! client proxy, the server proxy (peer gRPC over pinned mutual TLS) and the admin API, all
+//! stopped by one shutdown signal.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use certs::Clock;
+use globalconf::Anchor;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+use crate::admin::Admin;
+use crate::clientproxy::ClientProxy;
+use crate::confclient::ConfClient;
+use crate::config::Config;
+use crate::identity::{Identity, IdentityError, Paths};
+use crate::peer::{PeerPool, PeerService};
+
+/// Why a server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("anchor: {0}")]
+    Anchor(#[from] globalconf::AnchorError),
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error("TLS: {0}")]
+    Tls(#[from] certs::Error),
+    #[error("cannot listen: {0}")]
+    Listen(#[from] std::io::Error),
+}
+
+/// The three listeners of a server; tests bind them to port 0.
+#[derive(Debug)]
+pub struct Listeners {
+    pub client_proxy: TcpListener,
+    pub server_proxy: TcpListener,
+    pub admin: TcpListener,
+}
+
+impl Listeners {
+    pub async fn bind(config: &Config) -> std::io::Result<Self> {
+        Ok(Self {
+            client_proxy: TcpListener::bind(config.client_proxy.listen).await?,
+            server_proxy: TcpListener::bind(config.server_proxy.listen).await?,
+            admin: TcpListener::bind(config.admin.listen).await?,
+        })
+    }
+}
+
+/// A started server.
+#[derive(Debug)]
+pub struct RunningServer {
+    pub conf: Arc<ConfClient>,
+    pub client_proxy_addr: SocketAddr,
+    pub server_proxy_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    trigger: runtime::ShutdownTrigger,
+    tasks: JoinSet<()>,
+}
+
+impl RunningServer {
+    /// Stops accepting, lets in-flight requests finish, and returns when every task has ended.
+    pub async fn shutdown(mut self) {
+        self.trigger.trigger();
+        while self.tasks.join_next().await.is_some() {}
+    }
+
+    /// Runs until `signal` resolves, then shuts down.
+    pub async fn run_until(self, signal: impl std::future::Future<Output = ()>) {
+        signal.await;
+        self.shutdown().await;
+    }
+}
+
+/// Starts a server on the given listeners.
+pub async fn start(
+    config: &Config,
+    listeners: Listeners,
+    clock: Arc<dyn Clock>,
+) -> Result<RunningServer, StartError> {
+    config.validate()?;
+    let anchor = Anchor::load(&config.anchor)?;
+    let identity = Identity::load(config)?;
+    let tls_identity = Arc::new(identity.tls);
+    let peers = Arc::new(PeerPool::new(
+        Arc::clone(&tls_identity),
+        config.fetch_timeout(),
+    ));
+    let poll_override = (config.globalconf.poll_interval_secs > 0)
+        .then(|| Duration::from_secs(config.globalconf.poll_interval_secs));
+    let conf = Arc::new(ConfClient::open(
+        anchor,
+        Paths::new(&config.data_dir).stored_globalconf(),
+        identity.server_id.clone(),
+        Arc::clone(&peers),
+        config.fetch_timeout(),
+        poll_override,
+        Arc::clone(&clock),
+    )?);
+
+    let client_proxy_addr = listeners.client_proxy.local_addr()?;
+    let server_proxy_addr = listeners.server_proxy.local_addr()?;
+    let admin_addr = listeners.admin.local_addr()?;
+    let (trigger, shutdown) = runtime::Shutdown::new();
+    let mut tasks = JoinSet::new();
+
+    tasks.spawn(Arc::clone(&conf).run(shutdown.clone()));
+
+    let client_router = ClientProxy::new(Arc::clone(&conf)).router();
+    tasks.spawn(serve(
+        "client proxy",
+        listeners.client_proxy,
+        None,
+        client_router,
+        shutdown.clone(),
+    ));
+
+    let peer_tls = crate::peer::server_tls(&tls_identity, conf.subscribe())?;
+    let peer_router = PeerService::new(conf.subscribe()).router();
+    tasks.spawn(serve(
+        "server proxy",
+        listeners.server_proxy,
+        Some(peer_tls),
+        peer_router,
+        shutdown.clone(),
+    ));
+
+    let admin_router = Admin::new(Arc::clone(&conf), &identity.admin_token).router();
+    tasks.spawn(serve(
+        "admin",
+        listeners.admin,
+        None,
+        admin_router,
+        shutdown.clone(),
+    ));
+
+    tracing::info!(
+        server = %identity.server_id,
+        client_proxy = %client_proxy_addr,
+        server_proxy = %server_proxy_addr,
+        admin = %admin_addr,
+        "security server started"
+    );
+    Ok(RunningServer {
+        conf,
+        client_proxy_addr,
+        server_proxy_addr,
+        admin_addr,
+        trigger,
+        tasks,
+    })
+}
+
+async fn serve(
+    name: &'static str,
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    router: axum::Router,
+    shutdown: runtime::Shutdown,
+) {
+    if let Err(e) = runtime::serve_http(listener, tls, router, shutdown.wait()).await {
+        tracing::error!(listener = name, error = %e, "listener failed");
+    }
+}
