@@ -115,6 +115,7 @@ pub struct GlobalConf {
     servers: BTreeMap<SecurityServerId, ServerInfo>,
     hosting: HashMap<SubsystemId, Vec<SecurityServerId>>,
     by_cert: HashMap<[u8; 32], SecurityServerId>,
+    key_owner: HashMap<KeyId, MemberId>,
     groups: BTreeMap<GlobalGroupId, GroupInfo>,
     registry_urls: Vec<String>,
     parameters: Parameters,
@@ -191,6 +192,18 @@ impl GlobalConf {
             }
         }
 
+        let mut key_owner = HashMap::new();
+        for m in members.values() {
+            for k in &m.signing_keys {
+                if key_owner.insert(k.key_id.clone(), m.id.clone()).is_some() {
+                    return Err(inconsistent(format!(
+                        "signing key {} listed twice",
+                        k.key_id
+                    )));
+                }
+            }
+        }
+
         let mut servers = BTreeMap::new();
         let mut hosting: HashMap<SubsystemId, Vec<SecurityServerId>> = HashMap::new();
         let mut by_cert = HashMap::new();
@@ -259,6 +272,7 @@ impl GlobalConf {
             servers,
             hosting,
             by_cert,
+            key_owner,
             groups,
             registry_urls: c.registry_urls.clone(),
             parameters: Parameters::from_proto(c.parameters.as_ref()),
@@ -331,6 +345,18 @@ impl GlobalConf {
             .get(group)
             .is_some_and(|g| g.members.contains(subsystem))
     }
+    /// The member that holds the signing key with this id, and the key (whatever its validity).
+    pub fn signing_key(&self, key_id: &KeyId) -> Option<(&MemberId, &MemberKey)> {
+        let member = self.key_owner.get(key_id)?;
+        let key = self
+            .members
+            .get(member)?
+            .signing_keys
+            .iter()
+            .find(|k| &k.key_id == key_id)?;
+        Some((member, key))
+    }
+
     /// The member's key with this id, if it was valid at `unix` (a signature's created-at).
     pub fn member_key_at(
         &self,

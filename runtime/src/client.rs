@@ -75,8 +75,10 @@ impl HttpClient {
         }
     }
 
-    /// HTTPS only, trusting what `tls` trusts.
-    pub fn https(tls: rustls::ClientConfig) -> Self {
+    /// HTTPS only, trusting what `tls` trusts. ALPN is negotiated by the connector (h2, then
+    /// http/1.1), so any protocols preset in `tls` are replaced.
+    pub fn https(mut tls: rustls::ClientConfig) -> Self {
+        tls.alpn_protocols.clear();
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);

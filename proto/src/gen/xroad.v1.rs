@@ -207,13 +207,17 @@ pub struct ResponseHeader {
     #[prost(string, tag = "8")]
     pub server: ::prost::alloc::string::String,
 }
-/// Exact header bytes plus a domain-separated Ed25519 signature over them.
+/// Exact header bytes plus a domain-separated Ed25519 signature over them. The key id is outside
+/// the signed bytes so that the receiver can verify before it decodes; after decoding, the
+/// header's own signer_key_id must equal it.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct SignedHeader {
     #[prost(bytes = "vec", tag = "1")]
     pub header: ::prost::alloc::vec::Vec<u8>,
     #[prost(bytes = "vec", tag = "2")]
     pub signature: ::prost::alloc::vec::Vec<u8>,
+    #[prost(string, tag = "3")]
+    pub key_id: ::prost::alloc::string::String,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ExchangeRequest {

@@ -1,0 +1,586 @@
+//! Access rights of a provider's server (DESIGN §5.3): which subsystems may call which services.
+//! Deny by default: a call is allowed only when a grant names it. No I/O; storing the grants is
+//! the caller's business.
+//!
+//! # Grants
+//!
+//! A [`Grant`] gives one service to one [`Subject`] (a subsystem, or every member of a global
+//! group as the global configuration lists it), optionally narrowed to one method and one path
+//! pattern:
+//!
+//! - **Service**: matched on subsystem and service code. A grant without a version covers every
+//!   version; a grant naming a version covers only calls naming that version. (REST calls carry
+//!   no version, so a versioned grant never matches one.)
+//! - **Method**: `None` is any method; methods are X-Road's eight (stored as upper-case strings;
+//!   lower case is accepted on input).
+//! - **Path**: `None` is the whole service. A pattern starts with `/`; its segments are literals
+//!   (percent-decoded before comparison), `*` (exactly one non-empty segment) or, as the last
+//!   segment only, `**` (any remainder, including none: `/records/**` covers `/records`,
+//!   `/records/` and `/records/a/b`). A literal is compared with the request's percent-decoded
+//!   segment byte for byte; `*` never matches a segment that decodes to contain `/` or `\`, so
+//!   `a%2Fb` cannot pass for one segment.
+//!
+//! A request path with any dot segment (see [`crate::rest::path_segments`]) or a broken escape
+//! is never allowed, whatever the grants say. A grant with an invalid method or pattern
+//! ([`Grant::validate`]) never matches.
+//!
+//! # Stored form
+//!
+//! `serde` gives, e.g.
+//! `{"service": "JP/MUN/131016/records/residentRecord", "subject": "JP/GOV/digital-agency/portal",
+//! "method": "GET", "path": "/persons/*"}`; a subject of four parts is a subsystem, of two parts a
+//! global group (`"JP/portals"`). `method` and `path` may be left out.
+
+use std::fmt;
+use std::str::FromStr;
+
+use http::Method;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use globalconf::{GlobalConf, GlobalGroupId, IdError, ServiceId, SubsystemId};
+
+use crate::rest::{self, path_segments, percent_decode};
+
+/// Who a grant is for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Subject {
+    /// `INSTANCE/CLASS/MEMBER/SUBSYSTEM`
+    Subsystem(SubsystemId),
+    /// `INSTANCE/GROUPCODE`: every subsystem the global configuration lists in the group.
+    Group(GlobalGroupId),
+}
+
+impl Subject {
+    /// Whether `client` is, or is in, this subject.
+    pub fn includes(&self, client: &SubsystemId, conf: &GlobalConf) -> bool {
+        match self {
+            Subject::Subsystem(s) => s == client,
+            Subject::Group(g) => conf.is_in_group(g, client),
+        }
+    }
+}
+
+impl FromStr for Subject {
+    type Err = IdError;
+    fn from_str(s: &str) -> Result<Self, IdError> {
+        if s.split('/').count() == 2 {
+            s.parse().map(Subject::Group)
+        } else {
+            s.parse().map(Subject::Subsystem)
+        }
+    }
+}
+
+impl fmt::Display for Subject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Subject::Subsystem(s) => s.fmt(f),
+            Subject::Group(g) => g.fmt(f),
+        }
+    }
+}
+
+impl Serialize for Subject {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Subject {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// One access right.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grant {
+    pub service: ServiceId,
+    pub subject: Subject,
+    /// `None`: any method.
+    #[serde(default, with = "method_text", skip_serializing_if = "Option::is_none")]
+    pub method: Option<Method>,
+    /// `None`: the whole service; else a pattern (see the module documentation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+}
+
+/// Why a grant can never match.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GrantError {
+    #[error("method {0} is not one of X-Road's REST methods")]
+    Method(String),
+    #[error("path pattern {0:?}: {1}")]
+    Path(String, &'static str),
+}
+
+impl Grant {
+    /// Checks the method and the path pattern; an invalid grant is ignored by [`AccessRights`].
+    pub fn validate(&self) -> Result<(), GrantError> {
+        if let Some(m) = &self.method
+            && !rest::is_supported_method(m)
+        {
+            return Err(GrantError::Method(m.to_string()));
+        }
+        if let Some(p) = &self.path {
+            parse_pattern(p).map_err(|why| GrantError::Path(p.clone(), why))?;
+        }
+        Ok(())
+    }
+
+    fn covers_service(&self, service: &ServiceId) -> bool {
+        self.service.subsystem() == service.subsystem()
+            && self.service.code() == service.code()
+            && self
+                .service
+                .version()
+                .is_none_or(|v| service.version() == Some(v))
+    }
+
+    fn covers_call(&self, method: &Method, segments: &[Vec<u8>]) -> bool {
+        if self.validate().is_err() {
+            return false;
+        }
+        if self.method.as_ref().is_some_and(|m| m != method) {
+            return false;
+        }
+        match &self.path {
+            None => true,
+            Some(p) => parse_pattern(p).is_ok_and(|pattern| matches(&pattern, segments)),
+        }
+    }
+}
+
+/// One method + path an allowed service may be called with (`None` = any), for the
+/// `allowedMethods` metaservice.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Endpoint {
+    pub method: Option<String>,
+    pub path: Option<String>,
+}
+
+/// The access rights a provider's server holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct AccessRights {
+    grants: Vec<Grant>,
+}
+
+impl AccessRights {
+    /// The rights given by `grants` (duplicates kept once).
+    pub fn new(grants: Vec<Grant>) -> Self {
+        let mut rights = Self::default();
+        for g in grants {
+            rights.add(g);
+        }
+        rights
+    }
+
+    pub fn grants(&self) -> &[Grant] {
+        &self.grants
+    }
+
+    /// Adds a grant; `false` if it was already there.
+    pub fn add(&mut self, grant: Grant) -> bool {
+        if self.grants.contains(&grant) {
+            return false;
+        }
+        self.grants.push(grant);
+        true
+    }
+
+    /// Removes a grant; `false` if it was not there.
+    pub fn remove(&mut self, grant: &Grant) -> bool {
+        let before = self.grants.len();
+        self.grants.retain(|g| g != grant);
+        self.grants.len() != before
+    }
+
+    /// Whether `client` may call `method path` of `service`. `path` is the request's remainder
+    /// after the service code, still percent-encoded (`""` or starting with `/`).
+    pub fn allows(
+        &self,
+        client: &SubsystemId,
+        service: &ServiceId,
+        method: &Method,
+        path: &str,
+        conf: &GlobalConf,
+    ) -> bool {
+        let Ok(segments) = path_segments(path) else {
+            return false;
+        };
+        self.grants.iter().any(|g| {
+            g.covers_service(service)
+                && g.subject.includes(client, conf)
+                && g.covers_call(method, &segments)
+        })
+    }
+
+    /// For `allowedMethods`: the services of `provider` that `client` has any grant for, each
+    /// with its endpoints, sorted and without repeats.
+    pub fn allowed_methods(
+        &self,
+        client: &SubsystemId,
+        provider: &SubsystemId,
+        conf: &GlobalConf,
+    ) -> Vec<(ServiceId, Vec<Endpoint>)> {
+        let mut out: Vec<(ServiceId, Vec<Endpoint>)> = Vec::new();
+        for g in &self.grants {
+            if g.service.subsystem() != provider
+                || !g.subject.includes(client, conf)
+                || g.validate().is_err()
+            {
+                continue;
+            }
+            let endpoint = Endpoint {
+                method: g.method.as_ref().map(|m| m.as_str().to_owned()),
+                path: g.path.clone(),
+            };
+            match out.iter_mut().find(|(s, _)| s == &g.service) {
+                Some((_, endpoints)) => endpoints.push(endpoint),
+                None => out.push((g.service.clone(), vec![endpoint])),
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        for (_, endpoints) in &mut out {
+            endpoints.sort();
+            endpoints.dedup();
+        }
+        out
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PatternSegment {
+    Literal(Vec<u8>),
+    /// `*`
+    One,
+    /// `**`, last only
+    Rest,
+}
+
+fn parse_pattern(p: &str) -> Result<Vec<PatternSegment>, &'static str> {
+    let body = p.strip_prefix('/').ok_or("must start with '/'")?;
+    let raw: Vec<&str> = body.split('/').collect();
+    let mut out = Vec::with_capacity(raw.len());
+    for (i, seg) in raw.iter().enumerate() {
+        let s = match *seg {
+            "**" if i + 1 == raw.len() => PatternSegment::Rest,
+            "**" => return Err("'**' may only be the last segment"),
+            "*" => PatternSegment::One,
+            lit if lit.contains('*') => return Err("'*' must be a whole segment"),
+            lit => {
+                let bytes = percent_decode(lit).ok_or("malformed percent-escape")?;
+                if bytes.contains(&b'/') || bytes.contains(&b'\\') {
+                    return Err("a literal segment may not contain '/' or '\\'");
+                }
+                PatternSegment::Literal(bytes)
+            }
+        };
+        out.push(s);
+    }
+    // The literal segments, joined back, must be a path without dot segments.
+    path_segments(p).map_err(|_| "dot segments are not allowed")?;
+    Ok(out)
+}
+
+fn matches(pattern: &[PatternSegment], path: &[Vec<u8>]) -> bool {
+    match pattern.split_first() {
+        None => path.is_empty(),
+        Some((PatternSegment::Rest, _)) => true,
+        Some((PatternSegment::One, rest)) => path.split_first().is_some_and(|(seg, tail)| {
+            !seg.is_empty() && !seg.iter().any(|&b| b == b'/' || b == b'\\') && matches(rest, tail)
+        }),
+        Some((PatternSegment::Literal(lit), rest)) => path
+            .split_first()
+            .is_some_and(|(seg, tail)| seg == lit && matches(rest, tail)),
+    }
+}
+
+/// `Option<Method>` as an optional upper-case string.
+mod method_text {
+    use http::Method;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(m: &Option<Method>, s: S) -> Result<S::Ok, S::Error> {
+        match m {
+            Some(m) => s.serialize_some(m.as_str()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Method>, D::Error> {
+        let Some(text) = Option::<String>::deserialize(d)? else {
+            return Ok(None);
+        };
+        let m = Method::from_bytes(text.to_ascii_uppercase().as_bytes())
+            .map_err(serde::de::Error::custom)?;
+        if !crate::rest::is_supported_method(&m) {
+            return Err(serde::de::Error::custom(format!(
+                "method {text} is not one of X-Road's REST methods"
+            )));
+        }
+        Ok(Some(m))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::test_support::{CLIENT, GROUP, OTHER, PROVIDER, conf, sub};
+
+    fn service(code: &str) -> ServiceId {
+        format!("{PROVIDER}/{code}").parse().unwrap()
+    }
+
+    fn grant(subject: &str, method: Option<Method>, path: Option<&str>) -> Grant {
+        Grant {
+            service: service("records"),
+            subject: subject.parse().unwrap(),
+            method,
+            path: path.map(str::to_owned),
+        }
+    }
+
+    fn allows(rights: &AccessRights, client: &str, method: Method, path: &str) -> bool {
+        rights.allows(&sub(client), &service("records"), &method, path, &conf())
+    }
+
+    #[test]
+    fn deny_by_default() {
+        let rights = AccessRights::default();
+        assert!(!allows(&rights, CLIENT, Method::GET, ""));
+        let rights = AccessRights::new(vec![grant(OTHER, None, None)]);
+        assert!(!allows(&rights, CLIENT, Method::GET, ""));
+    }
+
+    #[test]
+    fn subsystem_grant() {
+        let rights = AccessRights::new(vec![grant(CLIENT, None, None)]);
+        assert!(allows(&rights, CLIENT, Method::GET, ""));
+        assert!(allows(&rights, CLIENT, Method::DELETE, "/anything/at/all"));
+        assert!(!allows(&rights, OTHER, Method::GET, ""));
+        // Another service of the same provider is not covered.
+        assert!(!rights.allows(&sub(CLIENT), &service("other"), &Method::GET, "", &conf()));
+    }
+
+    #[test]
+    fn group_grant() {
+        let rights = AccessRights::new(vec![grant(GROUP, None, None)]);
+        assert!(
+            allows(&rights, CLIENT, Method::GET, "/x"),
+            "CLIENT is in the group"
+        );
+        assert!(!allows(&rights, OTHER, Method::GET, "/x"));
+        let rights = AccessRights::new(vec![grant("JP/nobody", None, None)]);
+        assert!(!allows(&rights, CLIENT, Method::GET, "/x"));
+    }
+
+    #[test]
+    fn method_restriction() {
+        let rights = AccessRights::new(vec![grant(CLIENT, Some(Method::GET), None)]);
+        assert!(allows(&rights, CLIENT, Method::GET, "/x"));
+        assert!(!allows(&rights, CLIENT, Method::POST, "/x"));
+    }
+
+    #[test]
+    fn one_segment_wildcard() {
+        let rights = AccessRights::new(vec![grant(CLIENT, None, Some("/records/*"))]);
+        assert!(allows(&rights, CLIENT, Method::GET, "/records/1"));
+        assert!(allows(&rights, CLIENT, Method::GET, "/records/a%20b"));
+        assert!(!allows(&rights, CLIENT, Method::GET, "/records"));
+        assert!(!allows(&rights, CLIENT, Method::GET, "/records/"));
+        assert!(!allows(&rights, CLIENT, Method::GET, "/records/1/2"));
+        assert!(!allows(&rights, CLIENT, Method::GET, "/records/1%2F2"));
+        assert!(!allows(&rights, CLIENT, Method::GET, "/records/1%5C2"));
+        assert!(!allows(&rights, CLIENT, Method::GET, "/other/1"));
+        assert!(!allows(&rights, CLIENT, Method::GET, ""));
+    }
+
+    #[test]
+    fn remainder_wildcard() {
+        let rights = AccessRights::new(vec![grant(CLIENT, None, Some("/records/**"))]);
+        for ok in ["/records", "/records/", "/records/1", "/records/1/2/3"] {
+            assert!(allows(&rights, CLIENT, Method::GET, ok), "{ok}");
+        }
+        for no in ["/record", "/recordsx/1", "/", ""] {
+            assert!(!allows(&rights, CLIENT, Method::GET, no), "{no}");
+        }
+    }
+
+    #[test]
+    fn literal_segments_compare_decoded() {
+        let rights = AccessRights::new(vec![grant(CLIENT, None, Some("/a%20b/c"))]);
+        assert!(allows(&rights, CLIENT, Method::GET, "/a b/c"));
+        assert!(allows(&rights, CLIENT, Method::GET, "/a%20b/c"));
+        assert!(allows(&rights, CLIENT, Method::GET, "/a%20b/%63"));
+        assert!(!allows(&rights, CLIENT, Method::GET, "/a%20b/C"));
+    }
+
+    #[test]
+    fn dot_segments_never_match() {
+        let rights = AccessRights::new(vec![
+            grant(CLIENT, None, Some("/records/**")),
+            grant(CLIENT, Some(Method::PUT), None),
+        ]);
+        for path in [
+            "/records/../admin",
+            "/records/%2e%2e/admin",
+            "/records/..%2Fadmin",
+            "/records/..;x/admin",
+            "/records/./1",
+            "/records/%zz",
+        ] {
+            assert!(!allows(&rights, CLIENT, Method::GET, path), "{path}");
+            assert!(!allows(&rights, CLIENT, Method::PUT, path), "{path}");
+        }
+    }
+
+    #[test]
+    fn invalid_patterns_never_match() {
+        for p in [
+            "records",
+            "/a/**/b",
+            "/a*",
+            "/../x",
+            "/%2e%2e/**",
+            "/a%2Fb",
+            "/%zz",
+        ] {
+            let g = grant(CLIENT, None, Some(p));
+            assert!(g.validate().is_err(), "{p}");
+            let rights = AccessRights::new(vec![g]);
+            assert!(!allows(&rights, CLIENT, Method::GET, "/a/x/b"), "{p}");
+        }
+        let g = grant(CLIENT, Some(Method::CONNECT), None);
+        assert!(matches!(g.validate(), Err(GrantError::Method(_))));
+        assert!(!allows(
+            &AccessRights::new(vec![g]),
+            CLIENT,
+            Method::CONNECT,
+            ""
+        ));
+    }
+
+    #[test]
+    fn versioned_grants() {
+        let mut g = grant(CLIENT, None, None);
+        g.service = format!("{PROVIDER}/records/v2").parse().unwrap();
+        let rights = AccessRights::new(vec![g]);
+        let v2: ServiceId = format!("{PROVIDER}/records/v2").parse().unwrap();
+        let v1: ServiceId = format!("{PROVIDER}/records/v1").parse().unwrap();
+        assert!(rights.allows(&sub(CLIENT), &v2, &Method::GET, "", &conf()));
+        assert!(!rights.allows(&sub(CLIENT), &v1, &Method::GET, "", &conf()));
+        assert!(
+            !allows(&rights, CLIENT, Method::GET, ""),
+            "unversioned call"
+        );
+        // An unversioned grant covers every version.
+        let rights = AccessRights::new(vec![grant(CLIENT, None, None)]);
+        assert!(rights.allows(&sub(CLIENT), &v1, &Method::GET, "", &conf()));
+    }
+
+    #[test]
+    fn add_and_remove() {
+        let mut rights =
+            AccessRights::new(vec![grant(CLIENT, None, None), grant(CLIENT, None, None)]);
+        assert_eq!(rights.grants().len(), 1);
+        assert!(!rights.add(grant(CLIENT, None, None)));
+        assert!(rights.add(grant(CLIENT, Some(Method::GET), None)));
+        assert_eq!(rights.grants().len(), 2);
+        assert!(rights.remove(&grant(CLIENT, None, None)));
+        assert!(!rights.remove(&grant(CLIENT, None, None)));
+        assert!(!allows(&rights, CLIENT, Method::POST, ""));
+        assert!(allows(&rights, CLIENT, Method::GET, ""));
+    }
+
+    #[test]
+    fn allowed_methods_lists_the_clients_services() {
+        let mut other_service = grant(GROUP, Some(Method::POST), Some("/x"));
+        other_service.service = service("alpha");
+        let mut foreign = grant(CLIENT, None, None);
+        foreign.service = format!("{OTHER}/svc").parse().unwrap();
+        let rights = AccessRights::new(vec![
+            grant(CLIENT, Some(Method::GET), Some("/records/*")),
+            grant(GROUP, Some(Method::GET), Some("/records/*")),
+            grant(OTHER, None, None),
+            grant(CLIENT, None, None),
+            other_service,
+            foreign,
+        ]);
+        let list = rights.allowed_methods(&sub(CLIENT), &sub(PROVIDER), &conf());
+        assert_eq!(
+            list,
+            vec![
+                (
+                    service("alpha"),
+                    vec![Endpoint {
+                        method: Some("POST".into()),
+                        path: Some("/x".into())
+                    }]
+                ),
+                (
+                    service("records"),
+                    vec![
+                        Endpoint {
+                            method: None,
+                            path: None
+                        },
+                        Endpoint {
+                            method: Some("GET".into()),
+                            path: Some("/records/*".into())
+                        },
+                    ]
+                ),
+            ]
+        );
+        assert!(
+            rights
+                .allowed_methods(&sub(OTHER), &sub(PROVIDER), &conf())
+                .iter()
+                .all(|(s, _)| s == &service("records"))
+        );
+    }
+
+    #[test]
+    fn serde_form() {
+        let g = grant(GROUP, Some(Method::GET), Some("/records/*"));
+        let json = serde_json::to_value(&g).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "service": format!("{PROVIDER}/records"),
+                "subject": GROUP,
+                "method": "GET",
+                "path": "/records/*",
+            })
+        );
+        assert_eq!(serde_json::from_value::<Grant>(json).unwrap(), g);
+
+        let g: Grant = serde_json::from_value(serde_json::json!({
+            "service": format!("{PROVIDER}/records"),
+            "subject": CLIENT,
+            "method": "get",
+        }))
+        .unwrap();
+        assert_eq!(g.subject, Subject::Subsystem(sub(CLIENT)));
+        assert_eq!(g.method, Some(Method::GET));
+        assert_eq!(g.path, None);
+        let json = serde_json::to_string(&AccessRights::new(vec![g])).unwrap();
+        assert!(json.starts_with('['), "{json}");
+        assert!(!json.contains("path"), "{json}");
+
+        for bad in [
+            serde_json::json!({"service": format!("{PROVIDER}/records"), "subject": "JP/GOV/x"}),
+            serde_json::json!({"service": format!("{PROVIDER}/records"), "subject": CLIENT, "method": "CONNECT"}),
+            serde_json::json!({"service": format!("{PROVIDER}/records"), "subject": CLIENT, "extra": 1}),
+        ] {
+            assert!(
+                serde_json::from_value::<Grant>(bad.clone()).is_err(),
+                "{bad}"
+            );
+        }
+    }
+}

@@ -1,0 +1,1291 @@
+//! The client-facing X-Road Message Protocol for REST, version `r1` (DESIGN §5.1). No I/O.
+//!
+//! This module owns the recognition of what an information system sends to its security
+//! server ([`parse_call`], [`parse_request`]), the header rules in both directions
+//! ([`filter_headers`], [`apply_headers`]) and the X-Road headers a security server writes
+//! ([`write_response_headers`], [`write_provider_request_headers`]).
+//!
+//! # The request
+//!
+//! `{METHOD} /r1/{INSTANCE}/{CLASS}/{MEMBER}/{SUBSYSTEM}/{SERVICECODE}[/path][?query]`
+//!
+//! Each identifier part is percent-decoded on its own (the spec's "URI sanitation": `/` only
+//! separates parts) and must then pass the strict identifier rule (`A-Z a-z 0-9 ' ( ) + , - . = ?`,
+//! 1–255 characters). The service URL carries no version. The remainder after the service code
+//! (`path`) and the query are passed on exactly as received, still percent-encoded; a path with a
+//! dot segment (`.`/`..`, also encoded or with `;` parameters) or a broken `%` escape is refused.
+//! Methods are X-Road's eight: DELETE, GET, HEAD, OPTIONS, PATCH, POST, PUT, TRACE.
+//!
+//! # X-Road request headers
+//!
+//! Header names are case-insensitive. Every header below may appear at most once
+//! (`Client.DuplicateHeaderField`; the spec lets a server take the last `X-Road-Client`, we refuse
+//! the ambiguity). Leading and trailing spaces and tabs of a value are ignored.
+//!
+//! | header | rule |
+//! |---|---|
+//! | `X-Road-Client` | required; `INSTANCE/CLASS/MEMBER/SUBSYSTEM`, each part percent-decoded. The spec allows a member without subsystem; here the subsystem is the unit that calls (DESIGN §2), so it is required. |
+//! | `X-Road-Id` | optional; 1–255 visible ASCII characters (`!`..`~`, no spaces). Generated as a UUID v4 when absent. |
+//! | `X-Road-Security-Server` | optional; `INSTANCE/CLASS/MEMBER/SERVERCODE`, parts percent-decoded. |
+//! | `X-Road-Represented-Party` | optional; `[CLASS/]CODE`, parts percent-decoded and checked like identifiers; kept in that canonical form. |
+//! | `X-Road-UserId`, `X-Road-Issue`, `X-Road-Data-Subject`, `X-Road-Purpose` | optional free text: UTF-8, at most 1024 bytes, no control characters; raw UTF-8 is accepted and kept as is (no percent-decoding). Empty means absent. |
+//!
+//! Any header value that is not UTF-8 is refused with `Client.InvalidHeaderField`.
+//!
+//! # Headers passed through ([`filter_headers`])
+//!
+//! The same filter serves requests (client IS → provider IS) and responses (provider IS → client
+//! IS). Dropped: the hop-by-hop headers (`Connection` and every header it names, `Keep-Alive`,
+//! `Proxy-Authenticate`, `Proxy-Authorization`, `Proxy-Connection`, `TE`, `Trailer`,
+//! `Transfer-Encoding`, `Upgrade`), the headers that leak the origin host (`Host`, `User-Agent`,
+//! `Server`), the ones the security server handles itself (`Content-Length`, recomputed, and
+//! `Expect`), and the X-Road headers of this protocol ([`is_xroad_header`]), which travel as
+//! typed, signed fields and are written fresh at the far end. Everything else passes unchanged:
+//! `Content-Type`, `Accept`, caching headers, `Date` (a provider's `Date` is the origin's, which an
+//! intermediary keeps), and user-defined headers, including X-Road extension headers this
+//! protocol does not define (the spec says they are handled like any user header).
+//!
+//! # Error codes (all `Client.*`, HTTP 400)
+//!
+//! | code | when |
+//! |---|---|
+//! | `BadRequest` | the URL is not of the `/r1/...` form; bad path; a metaservice with extra path or a missing/repeated query parameter |
+//! | `InvalidProtocolVersion` | `/rN/` with N other than 1 |
+//! | `InvalidHttpMethod` | a method outside X-Road's eight; a metaservice called with other than GET |
+//! | `InvalidServiceIdentifier` | an identifier part in the URL (or `serviceCode=`) breaks the identifier rule |
+//! | `InvalidClientIdentifier` | `X-Road-Client` missing or malformed |
+//! | `InvalidSecurityServer` | `X-Road-Security-Server` malformed |
+//! | `InvalidHeaderField` | another X-Road header malformed, or any header value not UTF-8 |
+//! | `DuplicateHeaderField` | an X-Road request header given more than once |
+
+use http::request::Parts;
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
+
+use globalconf::id::validate_part;
+use globalconf::{InstanceId, MemberId, SecurityServerId, ServiceId, SubsystemId};
+
+use crate::error::XRoadError;
+use crate::message::VerifiedRequest;
+
+/// The protocol version segment of every service URL.
+pub const PROTOCOL_VERSION: &str = "r1";
+
+/// Longest accepted free-text X-Road header value, in bytes.
+pub const MAX_TEXT_HEADER_BYTES: usize = 1024;
+
+/// Longest accepted `X-Road-Id`, in bytes.
+pub const MAX_MESSAGE_ID_BYTES: usize = 255;
+
+/// X-Road header names, lowercase as `http` stores them.
+pub mod header {
+    pub const CLIENT: &str = "x-road-client";
+    pub const SERVICE: &str = "x-road-service";
+    pub const ID: &str = "x-road-id";
+    pub const USER_ID: &str = "x-road-userid";
+    pub const ISSUE: &str = "x-road-issue";
+    pub const REPRESENTED_PARTY: &str = "x-road-represented-party";
+    pub const SECURITY_SERVER: &str = "x-road-security-server";
+    pub const REQUEST_ID: &str = "x-road-request-id";
+    pub const REQUEST_HASH: &str = "x-road-request-hash";
+    pub const ERROR: &str = "x-road-error";
+    /// Our extension (DESIGN §7): the person the data is about.
+    pub const DATA_SUBJECT: &str = "x-road-data-subject";
+    /// Our extension (DESIGN §7): legal basis or procedure name.
+    pub const PURPOSE: &str = "x-road-purpose";
+
+    /// Every X-Road header this protocol defines.
+    pub const ALL: [&str; 12] = [
+        CLIENT,
+        SERVICE,
+        ID,
+        USER_ID,
+        ISSUE,
+        REPRESENTED_PARTY,
+        SECURITY_SERVER,
+        REQUEST_ID,
+        REQUEST_HASH,
+        ERROR,
+        DATA_SUBJECT,
+        PURPOSE,
+    ];
+}
+
+/// The `Client.*` codes this module reports (see the module documentation for when).
+pub mod codes {
+    pub const BAD_REQUEST: &str = "BadRequest";
+    pub const INVALID_PROTOCOL_VERSION: &str = "InvalidProtocolVersion";
+    pub const INVALID_HTTP_METHOD: &str = "InvalidHttpMethod";
+    pub const INVALID_SERVICE_IDENTIFIER: &str = "InvalidServiceIdentifier";
+    pub const INVALID_CLIENT_IDENTIFIER: &str = "InvalidClientIdentifier";
+    pub const INVALID_SECURITY_SERVER: &str = "InvalidSecurityServer";
+    pub const INVALID_HEADER_FIELD: &str = "InvalidHeaderField";
+    pub const DUPLICATE_HEADER_FIELD: &str = "DuplicateHeaderField";
+}
+
+/// Service codes of the REST metaservices (PR-MREST); they are answered, not forwarded.
+pub mod metaservice {
+    pub const LIST_METHODS: &str = "listMethods";
+    pub const ALLOWED_METHODS: &str = "allowedMethods";
+    pub const GET_OPENAPI: &str = "getOpenAPI";
+    /// `GET /listClients`: answered by the client's own server from the global configuration.
+    pub const LIST_CLIENTS_PATH: &str = "/listClients";
+}
+
+/// One service call from an information system, fully recognised.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientRequest {
+    pub message_id: String,
+    pub client: SubsystemId,
+    pub service: ServiceId,
+    pub method: Method,
+    /// The remainder after the service code: `""` or starting with `/`, still percent-encoded as
+    /// received (free of dot segments).
+    pub path: String,
+    /// The raw query after `?`, as received.
+    pub query: Option<String>,
+    /// Pass-through headers after [`filter_headers`], names lowercase, in arrival order per name.
+    pub headers: Vec<(String, String)>,
+    pub user_id: Option<String>,
+    pub issue: Option<String>,
+    /// `CLASS/CODE` or `CODE`.
+    pub represented_party: Option<String>,
+    pub data_subject: Option<String>,
+    pub purpose: Option<String>,
+    /// The provider security server the client asked for, if any.
+    pub target_server: Option<SecurityServerId>,
+}
+
+/// What an information system asked its security server for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientCall {
+    /// An ordinary service call, to be forwarded to the provider's server.
+    Service(ClientRequest),
+    /// `GET /listClients[?xRoadInstance=X]`; needs no `X-Road-Client`.
+    ListClients { instance: Option<InstanceId> },
+    /// `GET /r1/{provider}/listMethods`; a regular X-Road call to the provider's server.
+    ListMethods {
+        provider: SubsystemId,
+        request: ClientRequest,
+    },
+    /// `GET /r1/{provider}/allowedMethods`; a regular X-Road call to the provider's server.
+    AllowedMethods {
+        provider: SubsystemId,
+        request: ClientRequest,
+    },
+    /// `GET /r1/{provider}/getOpenAPI?serviceCode=X`; `service` is `{provider}/X`.
+    GetOpenApi {
+        provider: SubsystemId,
+        service: ServiceId,
+        request: ClientRequest,
+    },
+}
+
+/// A header name or value that cannot travel: not UTF-8, or not valid in HTTP.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("header {name:?} has an invalid name or value")]
+pub struct InvalidHeader {
+    pub name: String,
+}
+
+impl InvalidHeader {
+    fn new(name: impl Into<String>) -> Self {
+        Self { name: name.into() }
+    }
+}
+
+/// The X-Road headers a security server puts on the response to the client IS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponseMeta {
+    pub message_id: String,
+    /// The client's server's own id for this request, when it keeps one.
+    pub request_id: Option<String>,
+    pub client: SubsystemId,
+    pub service: ServiceId,
+    /// Standard base64 of the request hash (see [`crate::message::request_hash_b64`]).
+    pub request_hash_b64: String,
+    /// The provider security server that answered.
+    pub security_server: SecurityServerId,
+}
+
+/// A new X-Road-Id: a random UUID (version 4) in its lowercase text form.
+pub fn new_message_id() -> Result<String, XRoadError> {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b).map_err(|e| {
+        XRoadError::client_proxy("InternalError", format!("no randomness for X-Road-Id: {e}"))
+    })?;
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    Ok(format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    ))
+}
+
+/// Recognises a call: a metaservice or an ordinary service call.
+///
+/// Metaservices are recognised by their service code (`listMethods`, `allowedMethods`,
+/// `getOpenAPI`), which X-Road reserves; they take GET only and no path after the code. Unknown
+/// query parameters of a metaservice are ignored; a known one given twice is refused.
+pub fn parse_call(parts: &Parts) -> Result<ClientCall, XRoadError> {
+    if parts.uri.path() == metaservice::LIST_CLIENTS_PATH {
+        if parts.method != Method::GET {
+            return Err(XRoadError::client(
+                codes::INVALID_HTTP_METHOD,
+                "listClients takes GET only",
+            ));
+        }
+        let instance = match query_param(parts.uri.query(), "xRoadInstance")? {
+            None => None,
+            Some(v) => Some(v.parse::<InstanceId>().map_err(|e| {
+                XRoadError::client(codes::BAD_REQUEST, format!("xRoadInstance: {e}"))
+            })?),
+        };
+        return Ok(ClientCall::ListClients { instance });
+    }
+
+    let request = parse_request(parts)?;
+    let code = request.service.code();
+    let is_meta = [
+        metaservice::LIST_METHODS,
+        metaservice::ALLOWED_METHODS,
+        metaservice::GET_OPENAPI,
+    ]
+    .contains(&code);
+    if !is_meta {
+        return Ok(ClientCall::Service(request));
+    }
+    let id = request.message_id.clone();
+    if request.method != Method::GET {
+        return Err(XRoadError::client(
+            codes::INVALID_HTTP_METHOD,
+            format!("metaservice {code} takes GET only"),
+        )
+        .with_id(id));
+    }
+    if !request.path.is_empty() {
+        return Err(XRoadError::client(
+            codes::BAD_REQUEST,
+            format!("metaservice {code} takes no path after the service code"),
+        )
+        .with_id(id));
+    }
+    let provider = request.service.subsystem().clone();
+    match code {
+        metaservice::LIST_METHODS => Ok(ClientCall::ListMethods { provider, request }),
+        metaservice::ALLOWED_METHODS => Ok(ClientCall::AllowedMethods { provider, request }),
+        _ => {
+            let service_code = query_param(request.query.as_deref(), "serviceCode")
+                .map_err(|e| e.with_id(id.clone()))?
+                .ok_or_else(|| {
+                    XRoadError::client(
+                        codes::BAD_REQUEST,
+                        "getOpenAPI needs the query parameter serviceCode",
+                    )
+                    .with_id(id.clone())
+                })?;
+            let service = provider.service(&service_code, None).map_err(|e| {
+                XRoadError::client(
+                    codes::INVALID_SERVICE_IDENTIFIER,
+                    format!("serviceCode: {e}"),
+                )
+                .with_id(id)
+            })?;
+            Ok(ClientCall::GetOpenApi {
+                provider,
+                service,
+                request,
+            })
+        }
+    }
+}
+
+/// The single value of a query parameter, percent-decoded; `None` when absent.
+fn query_param(query: Option<&str>, name: &str) -> Result<Option<String>, XRoadError> {
+    let bad = |msg: String| XRoadError::client(codes::BAD_REQUEST, msg);
+    let mut found = None;
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let k = percent_decode_utf8(k).ok_or_else(|| bad("malformed query".into()))?;
+        if k != name {
+            continue;
+        }
+        let v = percent_decode_utf8(v)
+            .ok_or_else(|| bad(format!("malformed query parameter {name}")))?;
+        if found.replace(v).is_some() {
+            return Err(bad(format!("query parameter {name} given more than once")));
+        }
+    }
+    Ok(found)
+}
+
+/// Recognises a service call: URL, method, X-Road headers and pass-through headers.
+///
+/// The X-Road-Id is read (or generated) first, so that every later error carries it.
+pub fn parse_request(parts: &Parts) -> Result<ClientRequest, XRoadError> {
+    let message_id = match single_header(&parts.headers, header::ID)? {
+        Some(id) => {
+            check_message_id(id).map_err(|m| XRoadError::client(codes::INVALID_HEADER_FIELD, m))?;
+            id.to_owned()
+        }
+        None => new_message_id()?,
+    };
+    parse_request_with_id(parts, &message_id).map_err(|e| e.with_id(message_id.clone()))
+}
+
+fn parse_request_with_id(parts: &Parts, message_id: &str) -> Result<ClientRequest, XRoadError> {
+    let (service, path) = parse_service_url(parts.uri.path())?;
+    if !is_supported_method(&parts.method) {
+        return Err(XRoadError::client(
+            codes::INVALID_HTTP_METHOD,
+            format!("method {} is not supported", parts.method),
+        ));
+    }
+    let h = &parts.headers;
+    let client = match single_header(h, header::CLIENT)? {
+        None => {
+            return Err(XRoadError::client(
+                codes::INVALID_CLIENT_IDENTIFIER,
+                "the X-Road-Client header is missing",
+            ));
+        }
+        Some(v) => parse_client_header(v)?,
+    };
+    let target_server = single_header(h, header::SECURITY_SERVER)?
+        .map(parse_server_header)
+        .transpose()?;
+    let represented_party = single_header(h, header::REPRESENTED_PARTY)?
+        .map(parse_represented_party)
+        .transpose()?;
+    let text = |name: &'static str| -> Result<Option<String>, XRoadError> {
+        match single_header(h, name)? {
+            None => Ok(None),
+            Some(v) => free_text(name, v),
+        }
+    };
+    let headers = filter_headers(h).map_err(|e| {
+        XRoadError::client(
+            codes::INVALID_HEADER_FIELD,
+            format!("header {} is not valid UTF-8", e.name),
+        )
+    })?;
+    Ok(ClientRequest {
+        message_id: message_id.to_owned(),
+        client,
+        service,
+        method: parts.method.clone(),
+        path,
+        query: parts.uri.query().map(str::to_owned),
+        headers,
+        user_id: text(header::USER_ID)?,
+        issue: text(header::ISSUE)?,
+        represented_party,
+        data_subject: text(header::DATA_SUBJECT)?,
+        purpose: text(header::PURPOSE)?,
+        target_server,
+    })
+}
+
+/// X-Road's REST verbs.
+pub fn is_supported_method(method: &Method) -> bool {
+    [
+        Method::DELETE,
+        Method::GET,
+        Method::HEAD,
+        Method::OPTIONS,
+        Method::PATCH,
+        Method::POST,
+        Method::PUT,
+        Method::TRACE,
+    ]
+    .contains(method)
+}
+
+/// `/r1/I/C/M/S/CODE[/rest]` → the service and `""` or `/rest`.
+fn parse_service_url(path: &str) -> Result<(ServiceId, String), XRoadError> {
+    let bad = |msg: &str| {
+        XRoadError::client(
+            codes::BAD_REQUEST,
+            format!("{msg}; expected /r1/INSTANCE/CLASS/MEMBER/SUBSYSTEM/SERVICECODE[/path]"),
+        )
+    };
+    let rest = path
+        .strip_prefix('/')
+        .ok_or_else(|| bad("the path is not absolute"))?;
+    let mut pieces = rest.splitn(7, '/');
+    let version = pieces.next().unwrap_or("");
+    if version != PROTOCOL_VERSION {
+        let numbered = version.len() > 1
+            && version.starts_with('r')
+            && version[1..].bytes().all(|b| b.is_ascii_digit());
+        if numbered {
+            return Err(XRoadError::client(
+                codes::INVALID_PROTOCOL_VERSION,
+                format!("protocol version {version} is not supported; use r1"),
+            ));
+        }
+        return Err(bad("not an X-Road REST URL"));
+    }
+    let mut ids = Vec::with_capacity(5);
+    for what in [
+        "instance",
+        "member class",
+        "member code",
+        "subsystem code",
+        "service code",
+    ] {
+        let raw = pieces
+            .next()
+            .ok_or_else(|| bad(&format!("the {what} is missing")))?;
+        let part = decode_id_part(raw).map_err(|m| {
+            XRoadError::client(codes::INVALID_SERVICE_IDENTIFIER, format!("{what}: {m}"))
+        })?;
+        ids.push(part);
+    }
+    let service = MemberId::new(&ids[0], &ids[1], &ids[2])
+        .and_then(|m| m.subsystem(&ids[3]))
+        .and_then(|s| s.service(&ids[4], None))
+        .map_err(|e| XRoadError::client(codes::INVALID_SERVICE_IDENTIFIER, e.to_string()))?;
+    let path = match pieces.next() {
+        Some(r) => format!("/{r}"),
+        None => String::new(),
+    };
+    path_segments(&path).map_err(|e| XRoadError::client(codes::BAD_REQUEST, e.to_string()))?;
+    Ok((service, path))
+}
+
+/// One identifier part of a URL or header: percent-decoded, then the strict identifier rule.
+fn decode_id_part(raw: &str) -> Result<String, String> {
+    let part = percent_decode_utf8(raw)
+        .ok_or_else(|| format!("{raw:?} is not valid percent-encoded UTF-8"))?;
+    validate_part(&part).map_err(|e| e.to_string())?;
+    Ok(part)
+}
+
+fn decode_id_parts(value: &str) -> Result<Vec<String>, String> {
+    value.split('/').map(decode_id_part).collect()
+}
+
+fn parse_client_header(value: &str) -> Result<SubsystemId, XRoadError> {
+    let err = |m: String| {
+        XRoadError::client(
+            codes::INVALID_CLIENT_IDENTIFIER,
+            format!("X-Road-Client: {m}"),
+        )
+    };
+    let parts = decode_id_parts(value).map_err(err)?;
+    match parts.as_slice() {
+        [i, c, m, s] => MemberId::new(i, c, m)
+            .and_then(|m| m.subsystem(s))
+            .map_err(|e| err(e.to_string())),
+        [_, _, _] => Err(err(
+            "a member cannot call without a subsystem; use INSTANCE/CLASS/MEMBER/SUBSYSTEM".into(),
+        )),
+        _ => Err(err(format!(
+            "{} parts, expected INSTANCE/CLASS/MEMBER/SUBSYSTEM",
+            parts.len()
+        ))),
+    }
+}
+
+fn parse_server_header(value: &str) -> Result<SecurityServerId, XRoadError> {
+    let err = |m: String| {
+        XRoadError::client(
+            codes::INVALID_SECURITY_SERVER,
+            format!("X-Road-Security-Server: {m}"),
+        )
+    };
+    let parts = decode_id_parts(value).map_err(err)?;
+    match parts.as_slice() {
+        [i, c, m, s] => MemberId::new(i, c, m)
+            .and_then(|m| m.server(s))
+            .map_err(|e| err(e.to_string())),
+        _ => Err(err(format!(
+            "{} parts, expected INSTANCE/CLASS/MEMBER/SERVERCODE",
+            parts.len()
+        ))),
+    }
+}
+
+fn parse_represented_party(value: &str) -> Result<String, XRoadError> {
+    let err = |m: String| {
+        XRoadError::client(
+            codes::INVALID_HEADER_FIELD,
+            format!("X-Road-Represented-Party: {m}"),
+        )
+    };
+    let parts = decode_id_parts(value).map_err(err)?;
+    if parts.is_empty() || parts.len() > 2 {
+        return Err(err(format!("{} parts, expected [CLASS/]CODE", parts.len())));
+    }
+    Ok(parts.join("/"))
+}
+
+fn check_message_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > MAX_MESSAGE_ID_BYTES {
+        return Err(format!(
+            "X-Road-Id must be 1–{MAX_MESSAGE_ID_BYTES} characters"
+        ));
+    }
+    if !id.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("X-Road-Id must be visible ASCII without spaces".into());
+    }
+    Ok(())
+}
+
+/// Whether a message id is acceptable as an X-Road-Id (1–255 visible ASCII characters).
+pub fn is_valid_message_id(id: &str) -> bool {
+    check_message_id(id).is_ok()
+}
+
+/// Free-text X-Road header: empty → absent; UTF-8, ≤ 1024 bytes, no control characters.
+fn free_text(name: &str, value: &str) -> Result<Option<String>, XRoadError> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    if !is_valid_free_text(value) {
+        return Err(XRoadError::client(
+            codes::INVALID_HEADER_FIELD,
+            format!(
+                "{name} must be at most {MAX_TEXT_HEADER_BYTES} bytes of UTF-8 without control characters"
+            ),
+        ));
+    }
+    Ok(Some(value.to_owned()))
+}
+
+/// The rule for free-text X-Road fields: at most 1024 bytes, no control characters.
+pub fn is_valid_free_text(value: &str) -> bool {
+    value.len() <= MAX_TEXT_HEADER_BYTES && !value.chars().any(char::is_control)
+}
+
+/// The one value of a header, as UTF-8 with surrounding spaces and tabs removed.
+fn single_header<'a>(map: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, XRoadError> {
+    let mut values = map.get_all(name).iter();
+    let Some(first) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(XRoadError::client(
+            codes::DUPLICATE_HEADER_FIELD,
+            format!("header {name} given more than once"),
+        ));
+    }
+    let value = std::str::from_utf8(first.as_bytes()).map_err(|_| {
+        XRoadError::client(
+            codes::INVALID_HEADER_FIELD,
+            format!("header {name} is not valid UTF-8"),
+        )
+    })?;
+    Ok(Some(value.trim_matches([' ', '\t'])))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Header filtering
+// ---------------------------------------------------------------------------------------------
+
+/// Headers that never pass, besides the X-Road ones and those `Connection` names.
+const DROPPED: [&str; 14] = [
+    // hop-by-hop (RFC 9110 §7.6.1, and the spec's list)
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    // could leak the origin host
+    "host",
+    "user-agent",
+    "server",
+    // handled by the security server itself
+    "content-length",
+    "expect",
+];
+
+/// Whether `name` (lowercase) is an X-Road header this protocol defines.
+pub fn is_xroad_header(name: &str) -> bool {
+    header::ALL.contains(&name)
+}
+
+fn is_dropped(name: &str) -> bool {
+    DROPPED.contains(&name) || is_xroad_header(name)
+}
+
+/// The headers that pass through a security server, in either direction (see the module
+/// documentation for the rule). Names come out lowercase. A value that is not UTF-8 cannot be
+/// carried in the signed header and is an error, never silently altered.
+pub fn filter_headers(map: &HeaderMap) -> Result<Vec<(String, String)>, InvalidHeader> {
+    let mut named = Vec::new();
+    for v in map.get_all(http::header::CONNECTION) {
+        let v = std::str::from_utf8(v.as_bytes()).map_err(|_| InvalidHeader::new("connection"))?;
+        named.extend(
+            v.split(',')
+                .map(|t| t.trim().to_ascii_lowercase())
+                .filter(|t| !t.is_empty()),
+        );
+    }
+    let mut out = Vec::with_capacity(map.len());
+    for (name, value) in map {
+        let n = name.as_str();
+        if is_dropped(n) || named.iter().any(|x| x == n) {
+            continue;
+        }
+        let v = std::str::from_utf8(value.as_bytes()).map_err(|_| InvalidHeader::new(n))?;
+        out.push((n.to_owned(), v.to_owned()));
+    }
+    Ok(out)
+}
+
+/// Appends pass-through headers (from a signed header) to an outgoing request or response.
+/// Anything [`filter_headers`] would drop is skipped again here, so a peer cannot smuggle
+/// `Host`, `Transfer-Encoding` or an X-Road header in.
+pub fn apply_headers<'a, I>(map: &mut HeaderMap, headers: I) -> Result<(), InvalidHeader>
+where
+    I: IntoIterator<Item = (&'a str, &'a str)>,
+{
+    for (name, value) in headers {
+        let header_name =
+            HeaderName::from_bytes(name.as_bytes()).map_err(|_| InvalidHeader::new(name))?;
+        if is_dropped(header_name.as_str()) {
+            continue;
+        }
+        let header_value =
+            HeaderValue::from_bytes(value.as_bytes()).map_err(|_| InvalidHeader::new(name))?;
+        map.append(header_name, header_value);
+    }
+    Ok(())
+}
+
+fn set(map: &mut HeaderMap, name: &'static str, value: &str) -> Result<(), InvalidHeader> {
+    let v = HeaderValue::from_bytes(value.as_bytes()).map_err(|_| InvalidHeader::new(name))?;
+    map.insert(HeaderName::from_static(name), v);
+    Ok(())
+}
+
+/// Writes the X-Road response headers, replacing any the provider IS set (the spec says they
+/// are overwritten): `X-Road-Client`, `X-Road-Service` (`INSTANCE/CLASS/MEMBER/SUBSYSTEM/CODE`),
+/// `X-Road-Id`, `X-Road-Request-Id` (when known), `X-Road-Request-Hash` (base64) and
+/// `X-Road-Security-Server`.
+pub fn write_response_headers(
+    map: &mut HeaderMap,
+    meta: &ResponseMeta,
+) -> Result<(), InvalidHeader> {
+    set(map, header::CLIENT, &meta.client.to_string())?;
+    set(map, header::SERVICE, &meta.service.to_string())?;
+    set(map, header::ID, &meta.message_id)?;
+    match &meta.request_id {
+        Some(id) => set(map, header::REQUEST_ID, id)?,
+        None => {
+            map.remove(header::REQUEST_ID);
+        }
+    }
+    set(map, header::REQUEST_HASH, &meta.request_hash_b64)?;
+    set(
+        map,
+        header::SECURITY_SERVER,
+        &meta.security_server.to_string(),
+    )?;
+    map.remove(header::ERROR);
+    Ok(())
+}
+
+/// The headers of the request the provider's server sends to the provider IS: the signed
+/// pass-through headers, then the X-Road headers from the verified header (`X-Road-Client`,
+/// `X-Road-Service`, `X-Road-Id`, and `X-Road-UserId`, `X-Road-Issue`,
+/// `X-Road-Represented-Party`, `X-Road-Data-Subject`, `X-Road-Purpose` when set), as X-Road shows
+/// them to a provider. Asking for a [`VerifiedRequest`] means nothing unchecked is forwarded.
+pub fn write_provider_request_headers(
+    map: &mut HeaderMap,
+    request: &VerifiedRequest,
+) -> Result<(), InvalidHeader> {
+    let h = request.header();
+    apply_headers(
+        map,
+        h.headers
+            .iter()
+            .map(|x| (x.name.as_str(), x.value.as_str())),
+    )?;
+    set(map, header::CLIENT, &request.client().to_string())?;
+    set(map, header::SERVICE, &request.service().to_string())?;
+    set(map, header::ID, request.message_id())?;
+    for (name, value) in [
+        (header::USER_ID, &h.user_id),
+        (header::ISSUE, &h.issue),
+        (header::REPRESENTED_PARTY, &h.represented_party),
+        (header::DATA_SUBJECT, &h.data_subject),
+        (header::PURPOSE, &h.purpose),
+    ] {
+        if !value.is_empty() {
+            set(map, name, value)?;
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Paths and percent-encoding
+// ---------------------------------------------------------------------------------------------
+
+/// Why a service path is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    #[error("the path must be empty or start with '/'")]
+    NotAbsolute,
+    #[error("the path has a malformed percent-escape")]
+    BadEscape,
+    #[error("the path has a dot segment ('.' or '..'), which could escape the service")]
+    DotSegment,
+}
+
+/// Splits a service path (`""` or `/...`, percent-encoded) into percent-decoded segments:
+/// `""` and `"/"` give `[""]`, `"/a/b/"` gives `["a", "b", ""]`.
+///
+/// Refuses every spelling of a dot segment a provider might resolve: `.`, `..`, encoded
+/// (`%2e%2E`), hidden behind an encoded separator (`..%2F`, `..%5C`) or a `;` parameter (`..;x`).
+pub fn path_segments(path: &str) -> Result<Vec<Vec<u8>>, PathError> {
+    let rest = if path.is_empty() {
+        ""
+    } else {
+        path.strip_prefix('/').ok_or(PathError::NotAbsolute)?
+    };
+    let mut out = Vec::new();
+    for raw in rest.split('/') {
+        let seg = percent_decode(raw).ok_or(PathError::BadEscape)?;
+        let dotty = seg.split(|&b| b == b'/' || b == b'\\').any(|piece| {
+            let name = piece.split(|&b| b == b';').next().unwrap_or(piece);
+            name == b"." || name == b".."
+        });
+        if dotty {
+            return Err(PathError::DotSegment);
+        }
+        out.push(seg);
+    }
+    Ok(out)
+}
+
+/// Decodes `%XX` escapes; `None` for a malformed escape. `+` stays `+`.
+pub(crate) fn percent_decode(s: &str) -> Option<Vec<u8>> {
+    fn hex_val(b: u8) -> Option<u8> {
+        match b {
+            b'0'..=b'9' => Some(b - b'0'),
+            b'a'..=b'f' => Some(b - b'a' + 10),
+            b'A'..=b'F' => Some(b - b'A' + 10),
+            _ => None,
+        }
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hi = hex_val(*bytes.get(i + 1)?)?;
+            let lo = hex_val(*bytes.get(i + 2)?)?;
+            out.push((hi << 4) | lo);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    Some(out)
+}
+
+fn percent_decode_utf8(s: &str) -> Option<String> {
+    String::from_utf8(percent_decode(s)?).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(method: &str, uri: &str, headers: &[(&str, &[u8])]) -> Parts {
+        let mut b = http::Request::builder().method(method).uri(uri);
+        for (n, v) in headers {
+            b = b.header(*n, HeaderValue::from_bytes(v).unwrap());
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    const CLIENT: (&str, &[u8]) = ("X-Road-Client", b"JP/GOV/digital-agency/portal");
+    const SERVICE_URL: &str = "/r1/JP/MUN/131016/records/residentRecord";
+
+    fn ok(method: &str, uri: &str, headers: &[(&str, &[u8])]) -> ClientRequest {
+        parse_request(&parts(method, uri, headers)).unwrap()
+    }
+
+    fn err(method: &str, uri: &str, headers: &[(&str, &[u8])]) -> XRoadError {
+        parse_request(&parts(method, uri, headers)).unwrap_err()
+    }
+
+    #[test]
+    fn parses_a_service_call() {
+        let r = ok(
+            "POST",
+            "/r1/JP/MUN/131016/records/residentRecord/v1/persons/123?x=1&y=%20",
+            &[
+                CLIENT,
+                ("x-road-id", b"abc-123"),
+                ("X-Road-UserId", b"JP123"),
+                ("X-Road-Issue", b"case 7"),
+                ("X-Road-Security-Server", b"JP/MUN/131016/ss1"),
+                ("X-Road-Represented-Party", b"GOV/0001"),
+                ("X-Road-Data-Subject", "住民123".as_bytes()),
+                ("X-Road-Purpose", "住民基本台帳法第30条".as_bytes()),
+                ("Content-Type", b"application/json"),
+            ],
+        );
+        assert_eq!(r.message_id, "abc-123");
+        assert_eq!(r.client.to_string(), "JP/GOV/digital-agency/portal");
+        assert_eq!(
+            r.service.to_string(),
+            "JP/MUN/131016/records/residentRecord"
+        );
+        assert_eq!(r.service.version(), None);
+        assert_eq!(r.method, Method::POST);
+        assert_eq!(r.path, "/v1/persons/123");
+        assert_eq!(r.query.as_deref(), Some("x=1&y=%20"));
+        assert_eq!(r.user_id.as_deref(), Some("JP123"));
+        assert_eq!(r.issue.as_deref(), Some("case 7"));
+        assert_eq!(r.represented_party.as_deref(), Some("GOV/0001"));
+        assert_eq!(r.data_subject.as_deref(), Some("住民123"));
+        assert_eq!(r.purpose.as_deref(), Some("住民基本台帳法第30条"));
+        assert_eq!(r.target_server.unwrap().to_string(), "JP/MUN/131016/ss1");
+        assert_eq!(
+            r.headers,
+            vec![("content-type".to_owned(), "application/json".to_owned())]
+        );
+    }
+
+    #[test]
+    fn path_after_the_service_code() {
+        assert_eq!(ok("GET", SERVICE_URL, &[CLIENT]).path, "");
+        assert_eq!(ok("GET", &format!("{SERVICE_URL}/"), &[CLIENT]).path, "/");
+        let r = ok("GET", &format!("{SERVICE_URL}/a%2Fb/c%20d"), &[CLIENT]);
+        assert_eq!(r.path, "/a%2Fb/c%20d", "kept percent-encoded as received");
+        assert_eq!(r.query, None);
+    }
+
+    #[test]
+    fn identifier_parts_are_percent_decoded_one_by_one() {
+        let r = ok(
+            "GET",
+            "/r1/JP/MUN/%31%33%31016/rec%3Fords/code%28x%29",
+            &[("X-Road-Client", b"JP/GOV/digital%2Dagency/portal")],
+        );
+        assert_eq!(r.service.subsystem().member().code(), "131016");
+        assert_eq!(r.service.subsystem().code(), "rec?ords");
+        assert_eq!(r.service.code(), "code(x)");
+        assert_eq!(r.client.member().code(), "digital-agency");
+    }
+
+    #[test]
+    fn bad_identifiers_in_the_url() {
+        for uri in [
+            "/r1/JP/MUN/131016/records/bar%2Fservice", // decodes to a '/', not allowed in a part
+            "/r1/JP/MUN/131016/rec%20ords/svc",
+            "/r1/JP/MUN/13%ZZ/records/svc",
+            "/r1/JP/MUN/%E3%81%82/records/svc", // UTF-8 but outside the strict rule
+            "/r1/JP/MUN/%FF/records/svc",       // not UTF-8
+            "/r1/JP//131016/records/svc",
+        ] {
+            let e = err("GET", uri, &[CLIENT]);
+            assert_eq!(e.code, codes::INVALID_SERVICE_IDENTIFIER, "{uri}");
+            assert_eq!(e.error_type(), "Client.InvalidServiceIdentifier");
+        }
+        let long = "a".repeat(256);
+        let e = err("GET", &format!("/r1/JP/MUN/{long}/records/svc"), &[CLIENT]);
+        assert_eq!(e.code, codes::INVALID_SERVICE_IDENTIFIER);
+    }
+
+    #[test]
+    fn not_the_rest_url_form() {
+        for uri in [
+            "/",
+            "/r1",
+            "/r1/JP/MUN/131016/records",
+            "/rest/JP/MUN/131016/records/svc",
+            "/JP/MUN/131016/records/svc/x",
+        ] {
+            assert_eq!(err("GET", uri, &[CLIENT]).code, codes::BAD_REQUEST, "{uri}");
+        }
+        let e = err("GET", "/r2/JP/MUN/131016/records/svc", &[CLIENT]);
+        assert_eq!(e.code, codes::INVALID_PROTOCOL_VERSION);
+    }
+
+    #[test]
+    fn dot_segments_in_the_path_are_refused() {
+        for tail in [
+            "/..",
+            "/a/../b",
+            "/./a",
+            "/%2e%2E/x",
+            "/.%2e",
+            "/..%2Fadmin",
+            "/a/..%5cadmin",
+            "/..;jsessionid=1/x",
+            "/a/%zz",
+        ] {
+            let e = err("GET", &format!("{SERVICE_URL}{tail}"), &[CLIENT]);
+            assert_eq!(e.code, codes::BAD_REQUEST, "{tail}");
+        }
+        // Dots inside a name are fine.
+        assert_eq!(
+            ok("GET", &format!("{SERVICE_URL}/a..b/.x/..."), &[CLIENT]).path,
+            "/a..b/.x/..."
+        );
+    }
+
+    #[test]
+    fn unsupported_method() {
+        let e = err("CONNECT", SERVICE_URL, &[CLIENT]);
+        assert_eq!(e.code, codes::INVALID_HTTP_METHOD);
+        let e = err("FOO", SERVICE_URL, &[CLIENT]);
+        assert_eq!(e.code, codes::INVALID_HTTP_METHOD);
+    }
+
+    #[test]
+    fn x_road_client_is_required_once_and_well_formed() {
+        let e = err("GET", SERVICE_URL, &[]);
+        assert_eq!(e.code, codes::INVALID_CLIENT_IDENTIFIER);
+        assert!(e.message_id.is_some(), "errors carry the generated id");
+
+        let e = err(
+            "GET",
+            SERVICE_URL,
+            &[CLIENT, ("x-road-client", b"JP/GOV/other/portal")],
+        );
+        assert_eq!(e.code, codes::DUPLICATE_HEADER_FIELD);
+
+        for bad in [
+            &b"JP/GOV/digital-agency"[..],
+            b"JP/GOV/digital-agency/portal/extra",
+            b"JP/GOV/digital agency/portal",
+            b"JP/GOV//portal",
+            b"",
+            b"JP/GOV/a%2Fb/portal",
+        ] {
+            let e = err("GET", SERVICE_URL, &[("X-Road-Client", bad)]);
+            assert_eq!(
+                e.code,
+                codes::INVALID_CLIENT_IDENTIFIER,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        // Case-insensitive name, surrounding whitespace ignored.
+        let r = ok(
+            "GET",
+            SERVICE_URL,
+            &[("X-ROAD-CLIENT", b" JP/GOV/digital-agency/portal\t")],
+        );
+        assert_eq!(r.client.code(), "portal");
+    }
+
+    #[test]
+    fn generated_message_id_is_a_uuid_v4() {
+        let r = ok("GET", SERVICE_URL, &[CLIENT]);
+        let id = r.message_id;
+        assert_eq!(id.len(), 36);
+        for (i, c) in id.chars().enumerate() {
+            if [8, 13, 18, 23].contains(&i) {
+                assert_eq!(c, '-');
+            } else {
+                assert!(c.is_ascii_hexdigit() && !c.is_ascii_uppercase(), "{id}");
+            }
+        }
+        assert_eq!(&id[14..15], "4", "version 4: {id}");
+        assert!("89ab".contains(&id[19..20]), "RFC 4122 variant: {id}");
+        assert_ne!(new_message_id().unwrap(), new_message_id().unwrap());
+    }
+
+    #[test]
+    fn message_id_rules() {
+        let e = err("GET", SERVICE_URL, &[CLIENT, ("X-Road-Id", b"has space")]);
+        assert_eq!(e.code, codes::INVALID_HEADER_FIELD);
+        let long = "x".repeat(256);
+        let e = err(
+            "GET",
+            SERVICE_URL,
+            &[CLIENT, ("X-Road-Id", long.as_bytes())],
+        );
+        assert_eq!(e.code, codes::INVALID_HEADER_FIELD);
+        let e = err("GET", SERVICE_URL, &[CLIENT, ("X-Road-Id", "ü".as_bytes())]);
+        assert_eq!(e.code, codes::INVALID_HEADER_FIELD);
+        let e = err(
+            "GET",
+            SERVICE_URL,
+            &[CLIENT, ("X-Road-Id", b"a"), ("X-Road-Id", b"b")],
+        );
+        assert_eq!(e.code, codes::DUPLICATE_HEADER_FIELD);
+        let max = "x".repeat(255);
+        assert_eq!(
+            ok("GET", SERVICE_URL, &[CLIENT, ("X-Road-Id", max.as_bytes())]).message_id,
+            max
+        );
+        // Later errors carry the client's id.
+        let e = err(
+            "GET",
+            SERVICE_URL,
+            &[("X-Road-Id", b"my-id"), ("X-Road-Client", b"bad")],
+        );
+        assert_eq!(e.message_id.as_deref(), Some("my-id"));
+    }
+
+    #[test]
+    fn other_x_road_headers() {
+        let e = err(
+            "GET",
+            SERVICE_URL,
+            &[CLIENT, ("X-Road-Security-Server", b"JP/MUN/131016")],
+        );
+        assert_eq!(e.code, codes::INVALID_SECURITY_SERVER);
+        let r = ok(
+            "GET",
+            SERVICE_URL,
+            &[CLIENT, ("X-Road-Represented-Party", b"0001")],
+        );
+        assert_eq!(r.represented_party.as_deref(), Some("0001"));
+        let e = err(
+            "GET",
+            SERVICE_URL,
+            &[CLIENT, ("X-Road-Represented-Party", b"JP/GOV/0001")],
+        );
+        assert_eq!(e.code, codes::INVALID_HEADER_FIELD);
+        let long = "x".repeat(1025);
+        let e = err(
+            "GET",
+            SERVICE_URL,
+            &[CLIENT, ("X-Road-Purpose", long.as_bytes())],
+        );
+        assert_eq!(e.code, codes::INVALID_HEADER_FIELD);
+        let e = err(
+            "GET",
+            SERVICE_URL,
+            &[CLIENT, ("X-Road-Data-Subject", "a\u{85}b".as_bytes())],
+        );
+        assert_eq!(e.code, codes::INVALID_HEADER_FIELD);
+        let e = err(
+            "GET",
+            SERVICE_URL,
+            &[CLIENT, ("X-Road-UserId", b"\xff\xfe")],
+        );
+        assert_eq!(e.code, codes::INVALID_HEADER_FIELD);
+        let e = err(
+            "GET",
+            SERVICE_URL,
+            &[CLIENT, ("X-Road-Issue", b"a"), ("x-road-issue", b"b")],
+        );
+        assert_eq!(e.code, codes::DUPLICATE_HEADER_FIELD);
+        let r = ok("GET", SERVICE_URL, &[CLIENT, ("X-Road-Purpose", b"")]);
+        assert_eq!(r.purpose, None);
+        // A non-UTF-8 pass-through header is refused, not mangled.
+        let e = err("GET", SERVICE_URL, &[CLIENT, ("X-Custom", b"\xff")]);
+        assert_eq!(e.code, codes::INVALID_HEADER_FIELD);
+    }
+
+    #[test]
+    fn header_filtering() {
+        let mut map = HeaderMap::new();
+        for (n, v) in [
+            ("connection", "close, X-Secret-Hop"),
+            ("x-secret-hop", "1"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-authorization", "Basic x"),
+            ("proxy-authenticate", "Basic"),
+            ("proxy-connection", "keep-alive"),
+            ("te", "trailers"),
+            ("trailer", "x"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "h2c"),
+            ("host", "ss.example"),
+            ("user-agent", "curl"),
+            ("server", "nginx"),
+            ("content-length", "3"),
+            ("expect", "100-continue"),
+            ("x-road-client", "JP/GOV/digital-agency/portal"),
+            ("x-road-request-hash", "abc"),
+            ("x-road-error", "Server.ServerProxy.Foo"),
+            ("content-type", "application/json"),
+            ("accept", "application/xml"),
+            ("cache-control", "no-cache"),
+            ("pragma", "no-cache"),
+            ("authorization", "Bearer t"),
+            ("x-custom", "a"),
+            ("x-custom", "b"),
+            ("x-road-my-extension", "kept"),
+            ("date", "Thu, 21 Mar 2019 12:36:39 GMT"),
+        ] {
+            map.append(HeaderName::from_static(n), HeaderValue::from_static(v));
+        }
+        let kept = filter_headers(&map).unwrap();
+        let names: Vec<&str> = kept.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "content-type",
+                "accept",
+                "cache-control",
+                "pragma",
+                "authorization",
+                "x-custom",
+                "x-custom",
+                "x-road-my-extension",
+                "date"
+            ]
+        );
+        assert!(kept.contains(&("x-custom".into(), "b".into())));
+
+        let mut bad = HeaderMap::new();
+        bad.insert("x-bin", HeaderValue::from_bytes(b"\xff").unwrap());
+        assert_eq!(filter_headers(&bad).unwrap_err().name, "x-bin");
+    }
+
+    #[test]
+    fn apply_headers_skips_what_may_not_pass() {
+        let mut map = HeaderMap::new();
+        apply_headers(
+            &mut map,
+            [
+                ("content-type", "text/plain"),
+                ("Host", "evil"),
+                ("transfer-encoding", "chunked"),
+                ("x-road-client", "JP/X/y/z"),
+                ("x-a", "1"),
+                ("x-a", "2"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(map.len(), 3);
+        assert_eq!(map.get_all("x-a").iter().count(), 2);
+        assert!(map.get("host").is_none());
+        assert!(apply_headers(&mut map, [("bad name", "x")]).is_err());
+        assert!(apply_headers(&mut map, [("x-b", "a\r\nb")]).is_err());
+    }
+
+    #[test]
+    fn response_headers() {
+        let mut map = HeaderMap::new();
+        map.insert("x-road-id", HeaderValue::from_static("forged"));
+        map.insert("x-road-error", HeaderValue::from_static("forged"));
+        let meta = ResponseMeta {
+            message_id: "id-1".into(),
+            request_id: Some("req-1".into()),
+            client: "JP/GOV/digital-agency/portal".parse().unwrap(),
+            service: "JP/MUN/131016/records/residentRecord".parse().unwrap(),
+            request_hash_b64: "AAAA".into(),
+            security_server: "JP/MUN/131016/ss1".parse().unwrap(),
+        };
+        write_response_headers(&mut map, &meta).unwrap();
+        assert_eq!(map["x-road-client"], "JP/GOV/digital-agency/portal");
+        assert_eq!(
+            map["x-road-service"],
+            "JP/MUN/131016/records/residentRecord"
+        );
+        assert_eq!(map["x-road-id"], "id-1");
+        assert_eq!(map["x-road-request-id"], "req-1");
+        assert_eq!(map["x-road-request-hash"], "AAAA");
+        assert_eq!(map["x-road-security-server"], "JP/MUN/131016/ss1");
+        assert!(map.get("x-road-error").is_none());
+        assert_eq!(map.get_all("x-road-id").iter().count(), 1);
+    }
+
+    #[test]
+    fn metaservices_are_recognised() {
+        let call = |m: &str, uri: &str, h: &[(&str, &[u8])]| parse_call(&parts(m, uri, h));
+
+        assert_eq!(
+            call("GET", "/listClients", &[]).unwrap(),
+            ClientCall::ListClients { instance: None }
+        );
+        assert_eq!(
+            call("GET", "/listClients?xRoadInstance=JP", &[]).unwrap(),
+            ClientCall::ListClients {
+                instance: Some("JP".parse().unwrap())
+            }
+        );
+        assert_eq!(
+            call("GET", "/listClients?xRoadInstance=JP&xRoadInstance=EE", &[])
+                .unwrap_err()
+                .code,
+            codes::BAD_REQUEST
+        );
+        assert_eq!(
+            call("POST", "/listClients", &[]).unwrap_err().code,
+            codes::INVALID_HTTP_METHOD
+        );
+
+        let provider: SubsystemId = "JP/MUN/131016/records".parse().unwrap();
+        match call("GET", "/r1/JP/MUN/131016/records/listMethods", &[CLIENT]).unwrap() {
+            ClientCall::ListMethods {
+                provider: p,
+                request,
+            } => {
+                assert_eq!(p, provider);
+                assert_eq!(request.client.code(), "portal");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            call("GET", "/r1/JP/MUN/131016/records/allowedMethods", &[CLIENT]).unwrap(),
+            ClientCall::AllowedMethods { provider: p, .. } if p == provider
+        ));
+        match call(
+            "GET",
+            "/r1/JP/MUN/131016/records/getOpenAPI?serviceCode=resident%52ecord",
+            &[CLIENT],
+        )
+        .unwrap()
+        {
+            ClientCall::GetOpenApi {
+                provider: p,
+                service,
+                ..
+            } => {
+                assert_eq!(p, provider);
+                assert_eq!(service.to_string(), "JP/MUN/131016/records/residentRecord");
+            }
+            other => panic!("{other:?}"),
+        }
+        let e = call("GET", "/r1/JP/MUN/131016/records/getOpenAPI", &[CLIENT]).unwrap_err();
+        assert_eq!(e.code, codes::BAD_REQUEST);
+        let e = call(
+            "GET",
+            "/r1/JP/MUN/131016/records/getOpenAPI?serviceCode=a%20b",
+            &[CLIENT],
+        )
+        .unwrap_err();
+        assert_eq!(e.code, codes::INVALID_SERVICE_IDENTIFIER);
+        // Metaservices travel as X-Road calls: X-Road-Client is required.
+        let e = call("GET", "/r1/JP/MUN/131016/records/listMethods", &[]).unwrap_err();
+        assert_eq!(e.code, codes::INVALID_CLIENT_IDENTIFIER);
+        let e = call("POST", "/r1/JP/MUN/131016/records/listMethods", &[CLIENT]).unwrap_err();
+        assert_eq!(e.code, codes::INVALID_HTTP_METHOD);
+        let e = call("GET", "/r1/JP/MUN/131016/records/listMethods/x", &[CLIENT]).unwrap_err();
+        assert_eq!(e.code, codes::BAD_REQUEST);
+
+        assert!(matches!(
+            call("GET", SERVICE_URL, &[CLIENT]).unwrap(),
+            ClientCall::Service(_)
+        ));
+    }
+
+    #[test]
+    fn path_segments_decode_and_refuse_dots() {
+        assert_eq!(path_segments("").unwrap(), vec![b"".to_vec()]);
+        assert_eq!(path_segments("/").unwrap(), vec![b"".to_vec()]);
+        assert_eq!(
+            path_segments("/a%20b/c/").unwrap(),
+            vec![b"a b".to_vec(), b"c".to_vec(), b"".to_vec()]
+        );
+        assert_eq!(path_segments("x"), Err(PathError::NotAbsolute));
+        assert_eq!(path_segments("/%4"), Err(PathError::BadEscape));
+        assert_eq!(path_segments("/a/%2E"), Err(PathError::DotSegment));
+    }
+}

@@ -1,0 +1,84 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! `init` makes the server's secrets with mode 0600 and a correctly signed enrolment request.
+
+use std::os::unix::fs::PermissionsExt;
+
+use certs::{Domain, ManualClock, PublicKey};
+use prost::Message;
+use proto::v1 as pb;
+use security_server::Config;
+use security_server::identity::{self, IdentityError, Paths};
+
+fn config(dir: &std::path::Path) -> Config {
+    Config::from_str(
+        "server_id = \"JP/MUN/131016/ss1\"\n[server_proxy]\nadvertise = [\"ss1.city.example:5500\"]\n",
+        dir,
+    )
+    .unwrap()
+}
+
+fn mode(path: &std::path::Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn init_creates_secret_files_0600_and_a_signed_enrollment_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path());
+    let clock = ManualClock::at_unix(1_800_000_000);
+    let report = identity::init(&config, &clock).unwrap();
+    let paths = Paths::new(&config.data_dir);
+
+    let owner = "JP/MUN/131016".parse().unwrap();
+    let signing_key_path = paths.signing_key(&owner, &report.signing_key_id);
+    for secret in [
+        paths.tls_key(),
+        paths.admin_token(),
+        signing_key_path.clone(),
+    ] {
+        assert_eq!(mode(&secret), 0o600, "{} is not 0600", secret.display());
+    }
+    assert_eq!(
+        mode(paths.data_dir()) & 0o077,
+        0,
+        "data_dir is open to others"
+    );
+
+    let signed = pb::SignedEnrollmentRequest::decode(
+        std::fs::read(paths.enrollment_request())
+            .unwrap()
+            .as_slice(),
+    )
+    .unwrap();
+    let request = pb::EnrollmentRequest::decode(signed.request.as_slice()).unwrap();
+    assert_eq!(request.server_id, "JP/MUN/131016/ss1");
+    assert_eq!(request.addresses, vec!["ss1.city.example:5500".to_string()]);
+    assert_eq!(request.created_at, 1_800_000_000);
+    let key = PublicKey::from_bytes(&request.member_signing_public_key).unwrap();
+    assert_eq!(key.key_id(), report.signing_key_id);
+    key.verify(
+        Domain::EnrollmentRequest,
+        &signed.request,
+        &signed.signature,
+    )
+    .expect("the request is signed by the member key it carries");
+
+    let signing_key = certs::load_secret_key(&signing_key_path).unwrap();
+    assert_eq!(signing_key.public_key(), key);
+}
+
+#[test]
+fn init_refuses_to_run_twice_and_run_needs_a_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path());
+    let clock = ManualClock::at_unix(1_800_000_000);
+    identity::init(&config, &clock).unwrap();
+    assert!(matches!(
+        identity::init(&config, &clock),
+        Err(IdentityError::AlreadyInitialised(_))
+    ));
+    assert!(matches!(
+        identity::Identity::load(&config),
+        Err(IdentityError::NotEnrolled)
+    ));
+}
