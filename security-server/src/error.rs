@@ -2,6 +2,8 @@
 //! a JSON body `{"type", "message", "detail"}` and the same type in the `X-Road-Error` header.
 //! Each kind maps explicitly to its HTTP status, the way rustls maps errors to alerts.
 
+use std::borrow::Cow;
+
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
@@ -22,31 +24,35 @@ pub enum Origin {
 pub struct XRoadError {
     pub origin: Origin,
     /// The code after the prefix, e.g. `OutdatedGlobalConf`, `InvalidClientIdentifier`.
-    pub code: &'static str,
+    pub code: Cow<'static, str>,
     pub message: String,
     /// The message's X-Road-Id, when known.
     pub message_id: Option<String>,
 }
 
 impl XRoadError {
-    pub fn new(origin: Origin, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(
+        origin: Origin,
+        code: impl Into<Cow<'static, str>>,
+        message: impl Into<String>,
+    ) -> Self {
         Self {
             origin,
-            code,
+            code: code.into(),
             message: message.into(),
             message_id: None,
         }
     }
 
-    pub fn client(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn client(code: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
         Self::new(Origin::Client, code, message)
     }
 
-    pub fn client_proxy(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn client_proxy(code: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
         Self::new(Origin::ClientProxy, code, message)
     }
 
-    pub fn server_proxy(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn server_proxy(code: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
         Self::new(Origin::ServerProxy, code, message)
     }
 
@@ -58,6 +64,26 @@ impl XRoadError {
     /// The global configuration is missing or expired (DESIGN §4 (c)).
     pub fn outdated_globalconf(message: impl Into<String>) -> Self {
         Self::client_proxy("OutdatedGlobalConf", message)
+    }
+
+    /// Rebuilds an error a provider's security server reported (its type and message). Only
+    /// `Server.ServerProxy.*` types are taken as they are: a provider cannot make the client's
+    /// server claim a fault of its own or of the client.
+    pub fn from_remote(error_type: &str, message: &str) -> Self {
+        let valid_code = |c: &str| {
+            !c.is_empty()
+                && c.len() <= 128
+                && c.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '.')
+        };
+        match error_type.strip_prefix("Server.ServerProxy.") {
+            Some(code) if valid_code(code) => Self::server_proxy(code.to_owned(), message),
+            _ => Self::client_proxy(
+                "InvalidResponse",
+                format!(
+                    "the provider's security server answered with an unrecognised error {error_type:?}: {message}"
+                ),
+            ),
+        }
     }
 
     /// `Client.X`, `Server.ClientProxy.X` or `Server.ServerProxy.X`.

@@ -852,7 +852,7 @@ mod tests {
         verify_with(signed, BODY, &conf(), &CLIENT_CERT, NOW, &cache())
     }
 
-    fn code(r: Result<VerifiedRequest, XRoadError>) -> &'static str {
+    fn code(r: Result<VerifiedRequest, XRoadError>) -> std::borrow::Cow<'static, str> {
         let e = r.unwrap_err();
         assert_eq!(e.origin, crate::error::Origin::ServerProxy);
         e.code
@@ -1156,7 +1156,7 @@ mod tests {
         verify_response(signed, body, &conf(), &sub(PROVIDER), ctx, NOW + 2, SKEW)
     }
 
-    fn resp_code(r: Result<VerifiedResponse, XRoadError>) -> &'static str {
+    fn resp_code(r: Result<VerifiedResponse, XRoadError>) -> std::borrow::Cow<'static, str> {
         let e = r.unwrap_err();
         assert_eq!(e.origin, crate::error::Origin::ClientProxy);
         assert_eq!(e.message_id.as_deref(), Some("msg-1"));

@@ -1,0 +1,358 @@
+//! The registry's operations as an in-process handle ([`RegistryAdmin`]) and the JSON views they
+//! return. The admin HTTP API and the public enrolment endpoint call exactly these methods, so
+//! the sandbox and tests that drive the handle exercise the same code as operators do.
+
+use std::sync::Arc;
+
+use certs::{KeyId, PublicKey};
+use globalconf::{GlobalGroupId, MemberId, SecurityServerId, SubsystemId};
+use serde::{Deserialize, Serialize};
+
+use crate::enrollment::{EnrollmentRecord, EnrollmentStatus};
+use crate::error::RegistryError;
+use crate::registry::{Core, Shared};
+use crate::store::{AuditEntry, Publication};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusView {
+    pub instance: String,
+    pub serial: u64,
+    pub generated_at: i64,
+    pub expires_at: i64,
+    pub members: usize,
+    pub subsystems: usize,
+    pub servers: usize,
+    pub pending_enrollments: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberView {
+    pub id: MemberId,
+    pub name: String,
+    pub subsystems: Vec<SubsystemView>,
+    pub signing_keys: Vec<KeyView>,
+    /// Security servers the member owns.
+    pub servers: Vec<SecurityServerId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubsystemView {
+    pub id: SubsystemId,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupView {
+    pub id: GlobalGroupId,
+    pub description: String,
+    pub members: Vec<SubsystemId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerView {
+    pub id: SecurityServerId,
+    pub addresses: Vec<String>,
+    /// Hex SHA-256 of its TLS certificate (the pin peers check).
+    pub tls_cert_sha256: String,
+    pub hosted_subsystems: Vec<SubsystemId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyView {
+    pub member: MemberId,
+    pub key_id: KeyId,
+    /// Base64 of the raw 32-byte Ed25519 public key.
+    pub public_key: PublicKey,
+    pub valid_from: i64,
+    pub valid_until: Option<i64>,
+}
+
+/// An enrolment request as the operator sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrollmentView {
+    pub server_id: SecurityServerId,
+    pub status: EnrollmentStatus,
+    pub addresses: Vec<String>,
+    pub member_key_id: KeyId,
+    pub submitted_at: i64,
+    pub decided_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_pem: Option<String>,
+}
+
+/// What the public enrolment endpoints tell a security server about its request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrollmentStatusView {
+    pub server_id: SecurityServerId,
+    pub status: EnrollmentStatus,
+    /// The issued TLS certificate, once approved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_pem: Option<String>,
+}
+
+impl EnrollmentStatusView {
+    pub(crate) fn from_record(r: &EnrollmentRecord) -> Self {
+        Self {
+            server_id: r.server_id.clone(),
+            status: r.status,
+            certificate_pem: r.certificate_der.as_deref().map(certs::cert_to_pem),
+        }
+    }
+}
+
+impl From<EnrollmentView> for EnrollmentStatusView {
+    fn from(v: EnrollmentView) -> Self {
+        Self {
+            server_id: v.server_id,
+            status: v.status,
+            certificate_pem: v.certificate_pem,
+        }
+    }
+}
+
+/// A freshly issued one-time enrolment token. The registry keeps only its hash: this is the
+/// only time the token is shown.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IssuedToken {
+    pub server_id: SecurityServerId,
+    pub token: String,
+    pub expires_at: i64,
+}
+
+impl std::fmt::Debug for IssuedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedToken")
+            .field("server_id", &self.server_id)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// In-process handle on a running (or just opened) [`crate::Registry`]. Cheap to clone. Every
+/// method runs on tokio's blocking pool (each change is an fsync'd transaction), so a tokio
+/// runtime is needed.
+#[derive(Debug, Clone)]
+pub struct RegistryAdmin {
+    shared: Arc<Shared>,
+}
+
+impl RegistryAdmin {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+
+    async fn call<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&mut Core, i64) -> Result<T, RegistryError> + Send + 'static,
+    ) -> Result<T, RegistryError> {
+        let shared = Arc::clone(&self.shared);
+        tokio::task::spawn_blocking(move || shared.with_core(op))
+            .await
+            .map_err(|e| RegistryError::Internal(format!("registry task failed: {e}")))?
+    }
+
+    /// The configuration currently served (serial, times and the signed envelope bytes).
+    pub fn publication(&self) -> Arc<Publication> {
+        self.shared.publication.borrow().clone()
+    }
+
+    /// Announces every new publication.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<Arc<Publication>> {
+        self.shared.publication.subscribe()
+    }
+
+    pub fn anchor(&self) -> &globalconf::Anchor {
+        &self.shared.anchor
+    }
+
+    pub async fn status(&self) -> Result<StatusView, RegistryError> {
+        self.call(|core, _| core.status()).await
+    }
+
+    /// Signs and publishes a new serial now, even without changes.
+    pub async fn publish(&self) -> Result<StatusView, RegistryError> {
+        self.call(|core, now| core.publish(now)).await
+    }
+
+    /// The newest `limit` audit entries, oldest first.
+    pub async fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, RegistryError> {
+        self.call(move |core, _| core.audit_log(limit)).await
+    }
+
+    pub async fn list_members(&self) -> Result<Vec<MemberView>, RegistryError> {
+        self.call(|core, _| Ok(core.list_members())).await
+    }
+
+    pub async fn add_member(
+        &self,
+        id: MemberId,
+        name: impl Into<String>,
+    ) -> Result<MemberView, RegistryError> {
+        let name = name.into();
+        self.call(move |core, now| core.add_member(id, name, now))
+            .await
+    }
+
+    /// Removes a member together with its subsystems, signing keys and security servers.
+    pub async fn remove_member(&self, id: MemberId) -> Result<(), RegistryError> {
+        self.call(move |core, now| core.remove_member(&id, now))
+            .await
+    }
+
+    pub async fn list_subsystems(&self) -> Result<Vec<SubsystemView>, RegistryError> {
+        self.call(|core, _| Ok(core.list_subsystems())).await
+    }
+
+    /// Adds a subsystem of an existing member; an empty name defaults to the subsystem code.
+    pub async fn add_subsystem(
+        &self,
+        id: SubsystemId,
+        name: impl Into<String>,
+    ) -> Result<SubsystemView, RegistryError> {
+        let name = name.into();
+        self.call(move |core, now| core.add_subsystem(id, name, now))
+            .await
+    }
+
+    pub async fn remove_subsystem(&self, id: SubsystemId) -> Result<(), RegistryError> {
+        self.call(move |core, now| core.remove_subsystem(&id, now))
+            .await
+    }
+
+    pub async fn list_groups(&self) -> Result<Vec<GroupView>, RegistryError> {
+        self.call(|core, _| Ok(core.list_groups())).await
+    }
+
+    pub async fn add_group(
+        &self,
+        id: GlobalGroupId,
+        description: impl Into<String>,
+    ) -> Result<GroupView, RegistryError> {
+        let description = description.into();
+        self.call(move |core, now| core.add_group(id, description, now))
+            .await
+    }
+
+    pub async fn remove_group(&self, id: GlobalGroupId) -> Result<(), RegistryError> {
+        self.call(move |core, now| core.remove_group(&id, now))
+            .await
+    }
+
+    pub async fn add_group_member(
+        &self,
+        group: GlobalGroupId,
+        subsystem: SubsystemId,
+    ) -> Result<GroupView, RegistryError> {
+        self.call(move |core, now| core.set_group_member(&group, &subsystem, true, now))
+            .await
+    }
+
+    pub async fn remove_group_member(
+        &self,
+        group: GlobalGroupId,
+        subsystem: SubsystemId,
+    ) -> Result<GroupView, RegistryError> {
+        self.call(move |core, now| core.set_group_member(&group, &subsystem, false, now))
+            .await
+    }
+
+    pub async fn list_enrollments(&self) -> Result<Vec<EnrollmentView>, RegistryError> {
+        self.call(|core, _| Ok(core.list_enrollments())).await
+    }
+
+    pub async fn enrollment(&self, id: SecurityServerId) -> Result<EnrollmentView, RegistryError> {
+        self.call(move |core, _| core.enrollment(&id)).await
+    }
+
+    /// What `POST /v1/enrollments` does with a `SignedEnrollmentRequest`'s bytes.
+    pub async fn submit_enrollment(
+        &self,
+        body: Vec<u8>,
+    ) -> Result<EnrollmentStatusView, RegistryError> {
+        self.call(move |core, now| core.submit_enrollment(&body, now))
+            .await
+    }
+
+    pub async fn approve_enrollment(
+        &self,
+        id: SecurityServerId,
+    ) -> Result<EnrollmentView, RegistryError> {
+        self.call(move |core, now| core.approve_enrollment(&id, now))
+            .await
+    }
+
+    pub async fn reject_enrollment(
+        &self,
+        id: SecurityServerId,
+    ) -> Result<EnrollmentView, RegistryError> {
+        self.call(move |core, now| core.reject_enrollment(&id, now))
+            .await
+    }
+
+    /// Issues a one-time token that lets `server_id` enrol without waiting for approval.
+    pub async fn issue_token(
+        &self,
+        server_id: SecurityServerId,
+    ) -> Result<IssuedToken, RegistryError> {
+        self.call(move |core, now| core.issue_token(&server_id, now))
+            .await
+    }
+
+    pub async fn list_servers(&self) -> Result<Vec<ServerView>, RegistryError> {
+        self.call(|core, _| Ok(core.list_servers())).await
+    }
+
+    pub async fn remove_server(&self, id: SecurityServerId) -> Result<(), RegistryError> {
+        self.call(move |core, now| core.remove_server(&id, now))
+            .await
+    }
+
+    pub async fn add_hosted_subsystem(
+        &self,
+        server: SecurityServerId,
+        subsystem: SubsystemId,
+    ) -> Result<ServerView, RegistryError> {
+        self.call(move |core, now| core.set_hosted_subsystem(&server, &subsystem, true, now))
+            .await
+    }
+
+    pub async fn remove_hosted_subsystem(
+        &self,
+        server: SecurityServerId,
+        subsystem: SubsystemId,
+    ) -> Result<ServerView, RegistryError> {
+        self.call(move |core, now| core.set_hosted_subsystem(&server, &subsystem, false, now))
+            .await
+    }
+
+    pub async fn list_keys(&self, member: MemberId) -> Result<Vec<KeyView>, RegistryError> {
+        self.call(move |core, _| core.list_keys(&member)).await
+    }
+
+    /// Lists another signing key for a member, valid from `valid_from` (default: now).
+    pub async fn add_key(
+        &self,
+        member: MemberId,
+        public_key: PublicKey,
+        valid_from: Option<i64>,
+    ) -> Result<KeyView, RegistryError> {
+        self.call(move |core, now| core.add_key(&member, public_key, valid_from, now))
+            .await
+    }
+
+    /// Ends a key's validity at `at` (default: now).
+    pub async fn retire_key(
+        &self,
+        member: MemberId,
+        key_id: KeyId,
+        at: Option<i64>,
+    ) -> Result<KeyView, RegistryError> {
+        self.call(move |core, now| core.retire_key(&member, &key_id, at, now))
+            .await
+    }
+
+    pub async fn remove_key(&self, member: MemberId, key_id: KeyId) -> Result<(), RegistryError> {
+        self.call(move |core, now| core.remove_key(&member, &key_id, now))
+            .await
+    }
+}

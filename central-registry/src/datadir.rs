@@ -1,0 +1,211 @@
+//! The registry's data directory: which file is which, and `init`, which creates the instance's
+//! keys, CA, TLS identity, admin token, database and anchor exactly once.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use certs::{CertificateAuthority, Clock, KeyId, SigningKey};
+use globalconf::Anchor;
+
+use crate::config::RegistryConfig;
+use crate::error::RegistryError;
+use crate::store::Store;
+use crate::util;
+
+/// Validity of the instance CA certificate.
+pub const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+/// Validity of TLS certificates the CA issues (registry, replicas, security servers).
+pub const TLS_VALIDITY: Duration = Duration::from_secs(2 * 365 * 24 * 3600);
+
+/// The files of a registry data directory.
+#[derive(Debug, Clone)]
+pub struct DataDir {
+    root: PathBuf,
+}
+
+impl DataDir {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    /// Ed25519 key that signs the global configuration (0600).
+    pub fn signing_key(&self) -> PathBuf {
+        self.root.join("configuration-signing.key")
+    }
+    pub fn ca_pem(&self) -> PathBuf {
+        self.root.join("ca.pem")
+    }
+    pub fn ca_key(&self) -> PathBuf {
+        self.root.join("ca.key")
+    }
+    pub fn tls_pem(&self) -> PathBuf {
+        self.root.join("tls.pem")
+    }
+    pub fn tls_key(&self) -> PathBuf {
+        self.root.join("tls.key")
+    }
+    /// Bearer token of the admin API (0600, hex).
+    pub fn admin_token(&self) -> PathBuf {
+        self.root.join("admin-token")
+    }
+    pub fn database(&self) -> PathBuf {
+        self.root.join("registry.redb")
+    }
+    pub fn anchor(&self) -> PathBuf {
+        self.root.join("anchor.toml")
+    }
+
+    fn all(&self) -> [PathBuf; 8] {
+        [
+            self.signing_key(),
+            self.ca_pem(),
+            self.ca_key(),
+            self.tls_pem(),
+            self.tls_key(),
+            self.admin_token(),
+            self.database(),
+            self.anchor(),
+        ]
+    }
+
+    /// Reads the admin bearer token.
+    pub fn read_admin_token(&self) -> Result<String, RegistryError> {
+        let bytes = certs::read_secret_file(&self.admin_token())?;
+        let text = std::str::from_utf8(&bytes)
+            .map_err(|_| RegistryError::Internal("admin-token is not text".into()))?;
+        Ok(text.trim().to_owned())
+    }
+}
+
+/// What `init` made.
+#[derive(Debug, Clone)]
+pub struct InitSummary {
+    pub data_dir: PathBuf,
+    pub anchor_path: PathBuf,
+    pub admin_token_path: PathBuf,
+    pub signing_key_id: KeyId,
+}
+
+/// Creates the data directory's keys, CA, TLS identity, admin token, database and anchor.
+/// Refuses a directory that already holds any of them.
+pub fn init_data_dir(
+    config: &RegistryConfig,
+    clock: &dyn Clock,
+) -> Result<InitSummary, RegistryError> {
+    config.validate()?;
+    let instance = config.instance_id()?;
+    let dir = DataDir::new(&config.data_dir);
+    if let Some(existing) = dir.all().iter().find(|p| p.exists()) {
+        return Err(RegistryError::Conflict(format!(
+            "{} is already initialised ({} exists); refusing to overwrite it",
+            dir.root().display(),
+            existing.display()
+        )));
+    }
+    create_private_dir(dir.root())?;
+
+    let signing_key = SigningKey::generate()?;
+    certs::save_secret_key(&dir.signing_key(), &signing_key)?;
+
+    let ca = CertificateAuthority::generate(instance.as_str(), CA_VALIDITY, clock)?;
+    ca.save(&dir.ca_pem(), &dir.ca_key())?;
+
+    let tls_key = SigningKey::generate()?;
+    let tls_cert = ca.issue(
+        &format!("xroad-rs {instance} central registry"),
+        &tls_key.public_key().to_spki_der(),
+        &config.public_hosts()?,
+        TLS_VALIDITY,
+        clock,
+    )?;
+    certs::save_secret_key(&dir.tls_key(), &tls_key)?;
+    certs::write_file_atomic(&dir.tls_pem(), certs::cert_to_pem(&tls_cert).as_bytes())?;
+
+    let token = util::random_hex(32).map_err(certs::Error::from)?;
+    certs::write_secret_file(&dir.admin_token(), format!("{token}\n").as_bytes())?;
+
+    drop(Store::create(&dir.database())?);
+
+    let anchor = Anchor::new(
+        instance,
+        config.public_urls.clone(),
+        ca.certificate_pem(),
+        vec![signing_key.public_key()],
+    )?;
+    anchor.save(&dir.anchor())?;
+
+    Ok(InitSummary {
+        data_dir: dir.root().to_owned(),
+        anchor_path: dir.anchor(),
+        admin_token_path: dir.admin_token(),
+        signing_key_id: signing_key.key_id(),
+    })
+}
+
+/// A TLS identity for a registry replica on `host`, issued by the instance CA: writes
+/// `out_dir/tls.pem`, `out_dir/tls.key` (0600) and a copy of the anchor, `out_dir/anchor.toml`.
+pub fn issue_replica_identity(
+    config: &RegistryConfig,
+    host: &str,
+    out_dir: &Path,
+    clock: &dyn Clock,
+) -> Result<ReplicaIdentityFiles, RegistryError> {
+    let dir = DataDir::new(&config.data_dir);
+    if host.is_empty() {
+        return Err(RegistryError::BadRequest("host is empty".into()));
+    }
+    let ca = CertificateAuthority::load(&dir.ca_pem(), &dir.ca_key())?;
+    let anchor = Anchor::load(&dir.anchor())?;
+    create_private_dir(out_dir)?;
+    let files = ReplicaIdentityFiles {
+        tls_cert: out_dir.join("tls.pem"),
+        tls_key: out_dir.join("tls.key"),
+        anchor: out_dir.join("anchor.toml"),
+    };
+    if files.tls_key.exists() {
+        return Err(RegistryError::Conflict(format!(
+            "{} exists; refusing to overwrite it",
+            files.tls_key.display()
+        )));
+    }
+    let key = SigningKey::generate()?;
+    let cert = ca.issue(
+        &format!("xroad-rs {} registry replica {host}", anchor.instance()),
+        &key.public_key().to_spki_der(),
+        &[host.to_owned()],
+        TLS_VALIDITY,
+        clock,
+    )?;
+    certs::save_secret_key(&files.tls_key, &key)?;
+    certs::write_file_atomic(&files.tls_cert, certs::cert_to_pem(&cert).as_bytes())?;
+    anchor.save(&files.anchor)?;
+    Ok(files)
+}
+
+/// The files [`issue_replica_identity`] wrote.
+#[derive(Debug, Clone)]
+pub struct ReplicaIdentityFiles {
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+    pub anchor: PathBuf,
+}
+
+/// Creates a directory (and parents); a directory we create is 0700, as it holds secrets.
+fn create_private_dir(path: &Path) -> Result<(), RegistryError> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    if path.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(|source| {
+            RegistryError::Certs(certs::Error::Io {
+                path: path.to_owned(),
+                source,
+            })
+        })
+}

@@ -1,0 +1,122 @@
+//! The public HTTPS endpoints of the registry (and the pieces a replica shares): the signed
+//! global configuration, the anchor, the CA certificate, enrolment, health.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use globalconf::SecurityServerId;
+use http::{StatusCode, header};
+
+use crate::admin::RegistryAdmin;
+use crate::enrollment::EnrollmentStatus;
+use crate::error::RegistryError;
+use crate::registry::Shared;
+
+/// Largest accepted enrolment request body.
+pub const MAX_ENROLLMENT_BODY: usize = 64 * 1024;
+
+/// Header carrying the serial of the served configuration.
+pub const SERIAL_HEADER: &str = "x-configuration-serial";
+
+pub(crate) fn public_router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/v1/global-configuration", get(global_configuration))
+        .route("/v1/anchor", get(anchor))
+        .route("/v1/ca.pem", get(ca_pem))
+        .route(
+            "/v1/enrollments",
+            post(submit_enrollment).layer(DefaultBodyLimit::max(MAX_ENROLLMENT_BODY)),
+        )
+        .route("/v1/enrollments/{*server_id}", get(enrollment_status))
+        .route("/health", get(health))
+        .fallback(not_found)
+        .with_state(shared)
+}
+
+/// The signed configuration envelope as served by the registry and its replicas.
+pub(crate) fn configuration_response(serial: u64, envelope: Bytes) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "application/x-protobuf".to_owned()),
+            (header::CACHE_CONTROL, "no-cache".to_owned()),
+            (
+                header::HeaderName::from_static(SERIAL_HEADER),
+                serial.to_string(),
+            ),
+        ],
+        envelope,
+    )
+        .into_response()
+}
+
+pub(crate) fn anchor_response(toml: String) -> Response {
+    ([(header::CONTENT_TYPE, "application/toml")], toml).into_response()
+}
+
+pub(crate) fn ca_pem_response(pem: String) -> Response {
+    ([(header::CONTENT_TYPE, "application/x-pem-file")], pem).into_response()
+}
+
+pub(crate) async fn health() -> &'static str {
+    "ok"
+}
+
+pub(crate) async fn not_found() -> RegistryError {
+    RegistryError::NotFound("no such endpoint".into())
+}
+
+/// Parses a server id taken from a path: percent-encoded (`JP%2FGOV%2Fx%2Fss1`) or with slashes.
+pub(crate) fn path_server_id(raw: &str) -> Result<SecurityServerId, RegistryError> {
+    raw.trim_start_matches('/')
+        .parse()
+        .map_err(|e| RegistryError::BadRequest(format!("server id: {e}")))
+}
+
+async fn global_configuration(State(shared): State<Arc<Shared>>) -> Response {
+    let p = shared.publication.borrow().clone();
+    configuration_response(p.serial, p.envelope.clone())
+}
+
+async fn anchor(State(shared): State<Arc<Shared>>) -> Response {
+    anchor_response(shared.anchor_toml.clone())
+}
+
+async fn ca_pem(State(shared): State<Arc<Shared>>) -> Response {
+    ca_pem_response(shared.ca_pem.clone())
+}
+
+async fn submit_enrollment(
+    State(shared): State<Arc<Shared>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, RegistryError> {
+    let body = body.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            RegistryError::TooLarge(MAX_ENROLLMENT_BODY)
+        } else {
+            RegistryError::BadRequest(r.body_text())
+        }
+    })?;
+    let view = RegistryAdmin::new(shared)
+        .submit_enrollment(body.to_vec())
+        .await?;
+    let status = match view.status {
+        EnrollmentStatus::Approved => StatusCode::OK,
+        _ => StatusCode::ACCEPTED,
+    };
+    Ok((status, Json(view)).into_response())
+}
+
+async fn enrollment_status(
+    State(shared): State<Arc<Shared>>,
+    Path(server_id): Path<String>,
+) -> Result<Response, RegistryError> {
+    let id = path_server_id(&server_id)?;
+    let view = RegistryAdmin::new(shared).enrollment(id).await?;
+    Ok(Json(crate::admin::EnrollmentStatusView::from(view)).into_response())
+}

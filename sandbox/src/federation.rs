@@ -1,0 +1,420 @@
+//! Starting a whole federation in one process on loopback: the central registry, then each
+//! security server through the real enrolment path (init, one-time token, HTTPS enrolment), then
+//! the servers themselves; and `federation.json`, the description scripts and tests read.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use central_registry::{Registry, RegistryAdmin, RegistryConfig};
+use certs::Clock;
+use globalconf::{Anchor, SecurityServerId, SubsystemId};
+use security_server::identity::{self, EnrollmentStatus};
+use security_server::{Config as ServerConfig, Listeners, RunningServer};
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::spec::FederationSpec;
+
+/// Why the federation could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("{0}")]
+    Setup(String),
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("registry: {0}")]
+    Registry(#[from] central_registry::RegistryError),
+    #[error("security server: {0}")]
+    Identity(#[from] identity::IdentityError),
+    #[error("security server: {0}")]
+    Start(#[from] security_server::server::StartError),
+    #[error("security server configuration: {0}")]
+    Config(#[from] security_server::config::ConfigError),
+    #[error("keys: {0}")]
+    Certs(#[from] certs::Error),
+}
+
+fn setup(msg: impl Into<String>) -> SandboxError {
+    SandboxError::Setup(msg.into())
+}
+
+/// Which loopback ports to use.
+#[derive(Debug, Clone, Copy)]
+pub enum Ports {
+    /// Port 0 everywhere (tests).
+    Ephemeral,
+    /// Fixed ports from a base (the README's `sandbox`): registry base+1 (admin base+2); server i:
+    /// client proxy base+80+i, admin base+90+i, server proxy base+50+i.
+    Fixed(u16),
+}
+
+impl Ports {
+    fn addr(self, offset: u16) -> SocketAddr {
+        let port = match self {
+            Ports::Ephemeral => 0,
+            Ports::Fixed(base) => base.saturating_add(offset),
+        };
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+}
+
+/// `federation.json` (DESIGN §10).
+#[derive(Debug, Clone, Serialize)]
+pub struct Description {
+    pub instance: String,
+    pub anchor: PathBuf,
+    pub registries: Vec<String>,
+    pub registry_admin: String,
+    pub registry_config: PathBuf,
+    pub security_servers: Vec<ServerDescription>,
+    pub services: Vec<ServiceDescription>,
+    /// Where the admin bearer tokens are (0600).
+    pub credentials: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerDescription {
+    pub id: SecurityServerId,
+    pub client_proxy: String,
+    pub admin: String,
+    pub server_proxy: String,
+    pub hosts: Vec<SubsystemId>,
+    pub config: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceDescription {
+    pub id: String,
+    pub allowed: Vec<String>,
+}
+
+/// One security server of the federation.
+#[derive(Debug)]
+pub struct SandboxServer {
+    pub id: SecurityServerId,
+    pub config_path: PathBuf,
+    pub config: ServerConfig,
+    pub admin_token: String,
+    running: Option<RunningServer>,
+}
+
+impl SandboxServer {
+    /// The running server (None after [`Federation::stop_server`]).
+    pub fn running(&self) -> Option<&RunningServer> {
+        self.running.as_ref()
+    }
+
+    pub fn client_proxy_url(&self) -> Option<String> {
+        self.running
+            .as_ref()
+            .map(|r| format!("http://{}", r.client_proxy_addr))
+    }
+}
+
+/// A started federation. Dropping it without [`Federation::stop`] aborts its tasks.
+#[derive(Debug)]
+pub struct Federation {
+    dir: PathBuf,
+    spec: FederationSpec,
+    clock: Arc<dyn Clock>,
+    registry: RegistryAdmin,
+    registry_stop: Option<runtime::ShutdownTrigger>,
+    registry_task: Option<JoinHandle<Result<(), central_registry::RegistryError>>>,
+    registry_url: String,
+    servers: Vec<SandboxServer>,
+    description: Description,
+}
+
+const MARKER: &str = ".xroad-sandbox";
+
+/// Prepares `dir`: creates it, or empties it if an earlier sandbox made it. Refuses to touch a
+/// non-empty directory the sandbox did not make.
+pub fn prepare_dir(dir: &Path) -> Result<(), SandboxError> {
+    if dir.exists() {
+        let empty = std::fs::read_dir(dir)?.next().is_none();
+        if !empty && !dir.join(MARKER).exists() {
+            return Err(setup(format!(
+                "{} exists and was not made by the sandbox; choose another --dir",
+                dir.display()
+            )));
+        }
+        std::fs::remove_dir_all(dir)?;
+    }
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(
+        dir.join(MARKER),
+        b"made by the xroad-rs sandbox; deleted on its next start\n",
+    )?;
+    Ok(())
+}
+
+impl Federation {
+    /// Starts the federation in `dir` (see [`prepare_dir`]).
+    pub async fn start(
+        spec: FederationSpec,
+        dir: &Path,
+        ports: Ports,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Federation, SandboxError> {
+        prepare_dir(dir)?;
+        let dir = std::path::absolute(dir)?;
+
+        // The registry: bind first, so the anchor can name the real port.
+        let public = TcpListener::bind(ports.addr(1)).await?;
+        let admin = TcpListener::bind(ports.addr(2)).await?;
+        let registry_url = format!("https://{}", public.local_addr()?);
+        let registry_dir = dir.join("registry");
+        std::fs::create_dir_all(&registry_dir)?;
+        let registry_config = RegistryConfig {
+            instance: spec.instance.clone(),
+            data_dir: registry_dir.join("data"),
+            listen: public.local_addr()?,
+            admin_listen: admin.local_addr()?,
+            public_urls: vec![registry_url.clone()],
+            configuration_validity_secs: spec.configuration_validity_secs,
+            ..RegistryConfig::default()
+        };
+        let registry_config_path = registry_dir.join("registry.toml");
+        certs::write_file_atomic(
+            &registry_config_path,
+            registry_config
+                .to_toml()
+                .map_err(|e| setup(e.to_string()))?
+                .as_bytes(),
+        )?;
+        let init = central_registry::init_data_dir(&registry_config, clock.as_ref())?;
+        let anchor_path = dir.join("anchor.toml");
+        std::fs::copy(&init.anchor_path, &anchor_path)?;
+        let anchor = Anchor::load(&anchor_path).map_err(|e| setup(e.to_string()))?;
+        let registry = Registry::open(registry_config.clone(), Arc::clone(&clock))?;
+        let admin_handle = registry.admin();
+        let (registry_stop, registry_shutdown) = runtime::Shutdown::new();
+        let registry_task = tokio::spawn(registry.run(public, admin, registry_shutdown.wait()));
+
+        for m in &spec.members {
+            admin_handle
+                .add_member(m.id.clone(), m.name.clone())
+                .await?;
+            for (code, name) in &m.subsystems {
+                let sub = m.id.subsystem(code).map_err(|e| setup(e.to_string()))?;
+                admin_handle.add_subsystem(sub, name.clone()).await?;
+            }
+        }
+
+        // Each server: init, enrol with a one-time token over HTTPS, register what it hosts.
+        let mut prepared = Vec::new();
+        for (i, s) in spec.servers.iter().enumerate() {
+            let i = u16::try_from(i).map_err(|_| setup("too many servers"))?;
+            let listeners = Listeners {
+                client_proxy: TcpListener::bind(ports.addr(80 + i)).await?,
+                server_proxy: TcpListener::bind(ports.addr(50 + i)).await?,
+                admin: TcpListener::bind(ports.addr(90 + i)).await?,
+            };
+            let server_dir = dir.join(s.id.to_string().replace('/', "_"));
+            std::fs::create_dir_all(&server_dir)?;
+            let config_path = server_dir.join("security-server.toml");
+            let mut config = ServerConfig {
+                server_id: Some(s.id.clone()),
+                ..ServerConfig::default()
+            };
+            config.client_proxy.listen = listeners.client_proxy.local_addr()?;
+            config.server_proxy.listen = listeners.server_proxy.local_addr()?;
+            config.admin.listen = listeners.admin.local_addr()?;
+            config.globalconf.poll_interval_secs = spec.poll_interval_secs;
+            certs::write_file_atomic(&config_path, config.to_toml()?.as_bytes())?;
+            let config = ServerConfig::load(&config_path)?;
+            anchor
+                .save(&config.anchor)
+                .map_err(|e| setup(e.to_string()))?;
+            identity::init(&config, clock.as_ref())?;
+            let token = admin_handle.issue_token(s.id.clone()).await?;
+            let status = identity::submit_enrollment(&config, &anchor, Some(&token.token)).await?;
+            if status != EnrollmentStatus::Approved {
+                return Err(setup(format!(
+                    "enrolment of {} was not approved: {status:?}",
+                    s.id
+                )));
+            }
+            if identity::fetch_certificate(&config, &anchor).await? != EnrollmentStatus::Approved {
+                return Err(setup(format!("no certificate for {}", s.id)));
+            }
+            for h in &s.hosts {
+                admin_handle
+                    .add_hosted_subsystem(s.id.clone(), h.clone())
+                    .await?;
+            }
+            prepared.push((s.clone(), config_path, config, listeners));
+        }
+
+        let mut servers = Vec::new();
+        for (s, config_path, config, listeners) in prepared {
+            let running = security_server::start(&config, listeners, Arc::clone(&clock)).await?;
+            let admin_token = identity::Identity::load(&config)?.admin_token;
+            servers.push(SandboxServer {
+                id: s.id.clone(),
+                config_path,
+                config,
+                admin_token,
+                running: Some(running),
+            });
+        }
+
+        let serial = admin_handle.publication().serial;
+        for s in &servers {
+            let conf = s.running.as_ref().map(|r| Arc::clone(&r.conf));
+            let ok = crate::eventually(Duration::from_secs(20), || {
+                let conf = conf.clone();
+                async move {
+                    conf.and_then(|c| c.current())
+                        .is_some_and(|c| c.serial() >= serial)
+                }
+            })
+            .await;
+            if !ok {
+                return Err(setup(format!(
+                    "{} did not receive configuration serial {serial}",
+                    s.id
+                )));
+            }
+        }
+
+        let credentials = dir.join("credentials.json");
+        let tokens: serde_json::Map<String, serde_json::Value> = servers
+            .iter()
+            .map(|s| {
+                (
+                    s.id.to_string(),
+                    serde_json::Value::String(s.admin_token.clone()),
+                )
+            })
+            .chain(std::iter::once((
+                "central-registry".to_string(),
+                serde_json::Value::String(
+                    String::from_utf8_lossy(&certs::read_secret_file(&init.admin_token_path)?)
+                        .trim()
+                        .to_owned(),
+                ),
+            )))
+            .collect();
+        let tokens = serde_json::to_vec_pretty(&tokens).map_err(|e| setup(e.to_string()))?;
+        certs::write_secret_file(&credentials, &tokens)?;
+
+        let description = Description {
+            instance: spec.instance.clone(),
+            anchor: anchor_path,
+            registries: vec![registry_url.clone()],
+            registry_admin: format!("http://{}", registry_config.admin_listen),
+            registry_config: registry_config_path,
+            security_servers: servers
+                .iter()
+                .map(|s| {
+                    let r = s.running.as_ref();
+                    ServerDescription {
+                        id: s.id.clone(),
+                        client_proxy: r
+                            .map(|r| format!("http://{}", r.client_proxy_addr))
+                            .unwrap_or_default(),
+                        admin: r
+                            .map(|r| format!("http://{}", r.admin_addr))
+                            .unwrap_or_default(),
+                        server_proxy: r
+                            .map(|r| r.server_proxy_addr.to_string())
+                            .unwrap_or_default(),
+                        hosts: spec
+                            .servers
+                            .iter()
+                            .find(|x| x.id == s.id)
+                            .map(|x| x.hosts.clone())
+                            .unwrap_or_default(),
+                        config: s.config_path.clone(),
+                    }
+                })
+                .collect(),
+            services: Vec::new(),
+            credentials,
+        };
+        let json = serde_json::to_vec_pretty(&description).map_err(|e| setup(e.to_string()))?;
+        certs::write_file_atomic(&dir.join("federation.json"), &json)?;
+
+        Ok(Federation {
+            dir,
+            spec,
+            clock,
+            registry: admin_handle,
+            registry_stop: Some(registry_stop),
+            registry_task: Some(registry_task),
+            registry_url,
+            servers,
+            description,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn spec(&self) -> &FederationSpec {
+        &self.spec
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    pub fn description(&self) -> &Description {
+        &self.description
+    }
+
+    /// The registry, driven in-process.
+    pub fn registry(&self) -> &RegistryAdmin {
+        &self.registry
+    }
+
+    pub fn registry_url(&self) -> &str {
+        &self.registry_url
+    }
+
+    pub fn servers(&self) -> &[SandboxServer] {
+        &self.servers
+    }
+
+    pub fn server(&self, id: &str) -> Option<&SandboxServer> {
+        self.servers.iter().find(|s| s.id.to_string() == id)
+    }
+
+    /// Stops the registry (servers keep running on what they hold).
+    pub async fn stop_registry(&mut self) {
+        if let Some(t) = self.registry_stop.take() {
+            t.trigger();
+        }
+        if let Some(task) = self.registry_task.take() {
+            match task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "registry stopped with an error"),
+                Err(e) => tracing::warn!(error = %e, "registry task failed"),
+            }
+        }
+    }
+
+    /// Stops one security server.
+    pub async fn stop_server(&mut self, id: &str) {
+        if let Some(s) = self.servers.iter_mut().find(|s| s.id.to_string() == id)
+            && let Some(r) = s.running.take()
+        {
+            r.shutdown().await;
+        }
+    }
+
+    /// Stops everything gracefully.
+    pub async fn stop(mut self) {
+        for s in &mut self.servers {
+            if let Some(r) = s.running.take() {
+                r.shutdown().await;
+            }
+        }
+        self.stop_registry().await;
+    }
+}
