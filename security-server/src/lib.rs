@@ -26,6 +26,7 @@ pub mod message;
 pub mod peer;
 pub mod replay;
 pub mod rest;
+pub mod serverconf;
 pub mod server;
 
 pub use config::Config;

@@ -17,6 +17,7 @@ use crate::confclient::ConfClient;
 use crate::config::Config;
 use crate::identity::{Identity, IdentityError, Paths};
 use crate::peer::{PeerPool, PeerService};
+use crate::serverconf::ServerConf;
 
 /// Why a server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +56,8 @@ impl Listeners {
 #[derive(Debug)]
 pub struct RunningServer {
     pub conf: Arc<ConfClient>,
+    /// Services and access rights; changes apply to the next request.
+    pub serverconf: Arc<ServerConf>,
     pub client_proxy_addr: SocketAddr,
     pub server_proxy_addr: SocketAddr,
     pub admin_addr: SocketAddr,
@@ -102,6 +105,8 @@ pub async fn start(
         Arc::clone(&clock),
     )?);
 
+    let serverconf = Arc::new(ServerConf::in_memory());
+
     let client_proxy_addr = listeners.client_proxy.local_addr()?;
     let server_proxy_addr = listeners.server_proxy.local_addr()?;
     let admin_addr = listeners.admin.local_addr()?;
@@ -147,6 +152,7 @@ pub async fn start(
     );
     Ok(RunningServer {
         conf,
+        serverconf,
         client_proxy_addr,
         server_proxy_addr,
         admin_addr,
