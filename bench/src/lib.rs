@@ -1,3 +1,10 @@
-//! Benchmarks live in `benches/` (`cargo bench -p bench`); results and the machine they ran on are
-//! in `docs/performance.md`.
+//! Benchmarks of xroad-rs. Results and the machine they ran on are in `docs/performance.md`.
+//!
+//! # Layout
+//! - [`load`]: a closed-loop HTTP load generator (N clients, warm-up, exact latency percentiles),
+//!   used by the `bench` program (`src/main.rs`: the message exchange through the gateway
+//!   against the same load sent directly to the provider's backend).
+//! - `benches/`: `cargo bench -p bench` targets (the global configuration at national size).
 #![forbid(unsafe_code)]
+
+pub mod load;

@@ -143,19 +143,35 @@ impl HttpClient {
         bearer: Option<&str>,
         body: Option<(&str, Bytes)>,
     ) -> Result<Response, ClientError> {
-        let mut builder = Request::builder().method(method).uri(url);
-        if let Some(token) = bearer {
-            builder = builder.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        let token = bearer.map(|t| format!("Bearer {t}"));
+        let mut headers: Vec<(&str, &str)> = Vec::new();
+        if let Some(t) = &token {
+            headers.push(("authorization", t));
         }
         let body = match body {
             Some((content_type, bytes)) => {
-                builder = builder.header(header::CONTENT_TYPE, content_type);
-                Full::new(bytes)
+                headers.push(("content-type", content_type));
+                bytes
             }
-            None => Full::new(Bytes::new()),
+            None => Bytes::new(),
         };
+        self.request(method, url, &headers, body).await
+    }
+
+    /// A request with arbitrary headers (names and values as given).
+    pub async fn request(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Result<Response, ClientError> {
+        let mut builder = Request::builder().method(method).uri(url);
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
         let request = builder
-            .body(body)
+            .body(Full::new(body))
             .map_err(|e| ClientError::Request(e.to_string()))?;
         let exchange = async {
             let response = match &self.inner {
@@ -194,7 +210,7 @@ impl HttpClient {
 }
 
 /// The whole `source()` chain in one line: hyper's top-level errors say little on their own.
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(inner) = cur {

@@ -14,7 +14,7 @@ pub mod logging;
 pub mod serve;
 pub mod shutdown;
 
-pub use client::{ClientError, HttpClient, Response};
+pub use client::{ClientError, HttpClient, Response, error_chain};
 pub use logging::init_tracing;
 pub use serve::{PeerCertificate, ServeOptions, serve_http, serve_http_with};
 pub use shutdown::{Shutdown, ShutdownTrigger, signal};

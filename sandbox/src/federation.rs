@@ -1,6 +1,7 @@
 //! Starting a whole federation in one process on loopback: the central registry, then each
 //! security server through the real enrolment path (init, one-time token, HTTPS enrolment), then
-//! the servers themselves; and `federation.json`, the description scripts and tests read.
+//! the servers themselves, the demo backend and the services with their grants; and
+//! `federation.json`, the description scripts and tests read.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -10,13 +11,15 @@ use std::time::Duration;
 use central_registry::{Registry, RegistryAdmin, RegistryConfig};
 use certs::Clock;
 use globalconf::{Anchor, SecurityServerId, SubsystemId};
+use security_server::access::Grant;
 use security_server::identity::{self, EnrollmentStatus};
+use security_server::serverconf::{ServerConfError, ServiceEntry};
 use security_server::{Config as ServerConfig, Listeners, RunningServer};
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::spec::FederationSpec;
+use crate::spec::{Backend, FederationSpec, ServiceSpec};
 
 /// Why the federation could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +38,8 @@ pub enum SandboxError {
     Config(#[from] security_server::config::ConfigError),
     #[error("keys: {0}")]
     Certs(#[from] certs::Error),
+    #[error("services: {0}")]
+    ServerConf(#[from] ServerConfError),
 }
 
 fn setup(msg: impl Into<String>) -> SandboxError {
@@ -47,7 +52,7 @@ pub enum Ports {
     /// Port 0 everywhere (tests).
     Ephemeral,
     /// Fixed ports from a base (the README's `sandbox`): registry base+1 (admin base+2); server i:
-    /// client proxy base+80+i, admin base+90+i, server proxy base+50+i.
+    /// client proxy base+80+i, admin base+90+i, server proxy base+50+i; demo backend base+100.
     Fixed(u16),
 }
 
@@ -71,6 +76,8 @@ pub struct Description {
     pub registry_config: PathBuf,
     pub security_servers: Vec<ServerDescription>,
     pub services: Vec<ServiceDescription>,
+    /// The demo provider information system ([`crate::demo`]), plain HTTP.
+    pub demo_backend: String,
     /// Where the admin bearer tokens are (0600).
     pub credentials: PathBuf,
 }
@@ -89,6 +96,8 @@ pub struct ServerDescription {
 pub struct ServiceDescription {
     pub id: String,
     pub allowed: Vec<String>,
+    /// The provider information system's base URL the server calls.
+    pub backend: String,
 }
 
 /// One security server of the federation.
@@ -125,6 +134,9 @@ pub struct Federation {
     registry_task: Option<JoinHandle<Result<(), central_registry::RegistryError>>>,
     registry_url: String,
     servers: Vec<SandboxServer>,
+    demo_url: String,
+    demo_stop: Option<runtime::ShutdownTrigger>,
+    demo_task: Option<JoinHandle<std::io::Result<()>>>,
     description: Description,
 }
 
@@ -164,6 +176,8 @@ impl Federation {
 
         // The registry: bind first, so the anchor can name the real port.
         let public = TcpListener::bind(ports.addr(1)).await?;
+        let demo_listener = TcpListener::bind(ports.addr(100)).await?;
+        let demo_url = format!("http://{}", demo_listener.local_addr()?);
         let admin = TcpListener::bind(ports.addr(2)).await?;
         let registry_url = format!("https://{}", public.local_addr()?);
         let registry_dir = dir.join("registry");
@@ -334,12 +348,15 @@ impl Federation {
                 })
                 .collect(),
             services: Vec::new(),
+            demo_backend: demo_url.clone(),
             credentials,
         };
-        let json = serde_json::to_vec_pretty(&description).map_err(|e| setup(e.to_string()))?;
-        certs::write_file_atomic(&dir.join("federation.json"), &json)?;
 
-        Ok(Federation {
+        let (demo_stop, demo_shutdown) = runtime::Shutdown::new();
+        let demo_task = tokio::spawn(crate::demo::serve(demo_listener, demo_shutdown.wait()));
+
+        let services = spec.services.clone();
+        let mut federation = Federation {
             dir,
             spec,
             clock,
@@ -348,8 +365,95 @@ impl Federation {
             registry_task: Some(registry_task),
             registry_url,
             servers,
+            demo_url,
+            demo_stop: Some(demo_stop),
+            demo_task: Some(demo_task),
             description,
-        })
+        };
+        for service in services {
+            federation.register_service(service)?;
+        }
+        federation.write_description()?;
+        Ok(federation)
+    }
+
+    /// Registers a service (with its OpenAPI document) and its grants on every running server
+    /// hosting the service's subsystem, and lists it in `federation.json`. Replaces an earlier
+    /// entry of the same service; grants are added to those already there. For anything finer
+    /// (method or path grants, revoking), use [`SandboxServer::running`]`.serverconf`.
+    pub fn add_service(&mut self, service: ServiceSpec) -> Result<(), SandboxError> {
+        self.register_service(service)?;
+        self.write_description()
+    }
+
+    fn register_service(&mut self, service: ServiceSpec) -> Result<(), SandboxError> {
+        let base = match &service.backend {
+            Backend::Demo => &self.demo_url,
+            Backend::Url(url) => url,
+        };
+        let url = format!("{}{}", base.trim_end_matches('/'), service.path);
+        let provider = service.id.subsystem();
+        let hosting: Vec<&RunningServer> = self
+            .spec
+            .servers
+            .iter()
+            .filter(|s| s.hosts.contains(provider))
+            .filter_map(|s| self.servers.iter().find(|x| x.id == s.id))
+            .filter_map(SandboxServer::running)
+            .collect();
+        if hosting.is_empty() {
+            return Err(setup(format!(
+                "no running security server hosts {provider}, the provider of {}",
+                service.id
+            )));
+        }
+        for server in hosting {
+            server.serverconf.add_service(ServiceEntry {
+                id: service.id.clone(),
+                url: url.clone(),
+                timeout_secs: 30,
+                openapi: service.openapi.clone(),
+            })?;
+            for subject in &service.allowed {
+                server.serverconf.grant(Grant {
+                    service: service.id.clone(),
+                    subject: subject.clone(),
+                    method: None,
+                    path: None,
+                })?;
+            }
+        }
+
+        let id = service.id.to_string();
+        let allowed = service.allowed.iter().map(ToString::to_string);
+        match self.description.services.iter_mut().find(|d| d.id == id) {
+            Some(d) => {
+                d.backend = url;
+                for a in allowed {
+                    if !d.allowed.contains(&a) {
+                        d.allowed.push(a);
+                    }
+                }
+            }
+            None => self.description.services.push(ServiceDescription {
+                id,
+                allowed: allowed.collect(),
+                backend: url,
+            }),
+        }
+        Ok(())
+    }
+
+    fn write_description(&self) -> Result<(), SandboxError> {
+        let json =
+            serde_json::to_vec_pretty(&self.description).map_err(|e| setup(e.to_string()))?;
+        certs::write_file_atomic(&self.dir.join("federation.json"), &json)?;
+        Ok(())
+    }
+
+    /// The demo provider information system's base URL (`http://127.0.0.1:PORT`).
+    pub fn demo_url(&self) -> &str {
+        &self.demo_url
     }
 
     pub fn dir(&self) -> &Path {
@@ -415,6 +519,121 @@ impl Federation {
                 r.shutdown().await;
             }
         }
+        if let Some(t) = self.demo_stop.take() {
+            t.trigger();
+        }
+        if let Some(task) = self.demo_task.take() {
+            match task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "demo backend stopped with an error"),
+                Err(e) => tracing::warn!(error = %e, "demo backend task failed"),
+            }
+        }
         self.stop_registry().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::demo::DemoApi;
+    use serde_json::Value;
+
+    const RECORDS_SERVER: &str = "JP/MUN/131016/ss1";
+
+    #[tokio::test]
+    async fn services_are_registered_granted_and_described() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spec = FederationSpec::sandbox();
+        spec.poll_interval_secs = 3600;
+        let mut f = Federation::start(
+            spec,
+            &dir.path().join("fed"),
+            Ports::Ephemeral,
+            Arc::new(certs::SystemClock),
+        )
+        .await
+        .unwrap();
+
+        let json: Value =
+            serde_json::from_slice(&std::fs::read(f.dir().join("federation.json")).unwrap())
+                .unwrap();
+        assert_eq!(json["demo_backend"], f.demo_url());
+        let services = json["services"].as_array().unwrap();
+        let allowed = |id: &str| {
+            services
+                .iter()
+                .find(|s| s["id"] == id)
+                .map(|s| s["allowed"].clone())
+                .unwrap()
+        };
+        assert_eq!(
+            allowed("JP/MUN/131016/records/residentRecord"),
+            serde_json::json!(["JP/GOV/digital-agency/portal"])
+        );
+        assert_eq!(
+            allowed("JP/MUN/131016/records/taxCertificate"),
+            serde_json::json!(["JP/GOV/digital-agency/portal", "JP/MUN/271004/welfare"])
+        );
+        assert_eq!(
+            services[0]["backend"],
+            format!("{}/residents", f.demo_url())
+        );
+
+        // The provider's server holds the services and grants; the others hold none.
+        let provider = f.server(RECORDS_SERVER).unwrap().running().unwrap();
+        let local = provider.serverconf.snapshot();
+        let record: globalconf::ServiceId = "JP/MUN/131016/records/residentRecord".parse().unwrap();
+        let entry = local.service(&record).unwrap();
+        assert_eq!(entry.url, format!("{}/residents", f.demo_url()));
+        assert!(entry.openapi.as_deref().unwrap().contains("住民票"));
+        assert_eq!(local.access.grants().len(), 3);
+        let ministry = f.server("JP/GOV/digital-agency/ss1").unwrap().running().unwrap();
+        assert!(ministry.serverconf.snapshot().services.is_empty());
+
+        // The demo backend answers directly.
+        let http = runtime::HttpClient::plain();
+        let answer = http
+            .get(&format!("{}/residents/131016000001", f.demo_url()), None)
+            .await
+            .unwrap();
+        assert_eq!(answer.status.as_u16(), 200);
+        assert_eq!(answer.json::<Value>().unwrap()["name"]["romaji"], "Yamada Taro");
+
+        // More services: registered, granted, and added to the description file.
+        let echo: globalconf::ServiceId = "JP/MUN/131016/records/echo".parse().unwrap();
+        f.add_service(ServiceSpec::demo(
+            echo.clone(),
+            DemoApi::Echo,
+            vec!["JP/GOV/digital-agency/portal".parse().unwrap()],
+        ))
+        .unwrap();
+        let local = provider_conf(&f);
+        assert_eq!(
+            local.service(&echo).unwrap().url,
+            format!("{}/echo", f.demo_url())
+        );
+        let json: Value =
+            serde_json::from_slice(&std::fs::read(f.dir().join("federation.json")).unwrap())
+                .unwrap();
+        assert_eq!(json["services"].as_array().unwrap().len(), 3);
+
+        // A service of a subsystem no server hosts is refused.
+        let orphan = ServiceSpec::demo(
+            "JP/MUN/999999/records/x".parse().unwrap(),
+            DemoApi::Echo,
+            Vec::new(),
+        );
+        assert!(f.add_service(orphan).is_err());
+        f.stop().await;
+    }
+
+    fn provider_conf(f: &Federation) -> Arc<security_server::serverconf::LocalConf> {
+        f.server(RECORDS_SERVER)
+            .unwrap()
+            .running()
+            .unwrap()
+            .serverconf
+            .snapshot()
     }
 }

@@ -2,18 +2,26 @@
 //! starts, and the harness the integration tests build on.
 //!
 //! # Layout
-//! - [`spec`]: what the federation is made of (the default demo: a ministry, two municipalities).
-//! - [`federation`]: starting it through the real enrolment path, stopping it, `federation.json`.
+//! - [`spec`]: what the federation is made of (the default demo: a ministry, two municipalities,
+//!   the municipality's services and who may call them).
+//! - [`federation`]: starting it through the real enrolment path, registering services and
+//!   grants, stopping it, `federation.json`.
+//! - [`demo`]: the demo provider information system (synthetic resident records and tax
+//!   certificates of Chiyoda City, and an echo service).
 #![forbid(unsafe_code)]
 
+pub mod demo;
 pub mod federation;
 pub mod spec;
 
 use std::future::Future;
 use std::time::Duration;
 
-pub use federation::{Description, Federation, Ports, SandboxError, SandboxServer, prepare_dir};
-pub use spec::{FederationSpec, MemberSpec, ServerSpec};
+pub use demo::DemoApi;
+pub use federation::{
+    Description, Federation, Ports, SandboxError, SandboxServer, ServiceDescription, prepare_dir,
+};
+pub use spec::{Backend, FederationSpec, MemberSpec, ServerSpec, ServiceSpec};
 
 /// Polls `condition` until it holds or `timeout` passes; returns whether it held. Tests use this
 /// instead of sleeping for a guessed time.

@@ -1,12 +1,12 @@
 //! `cargo run --release --bin sandbox [-- --dir DIR]`: a whole federation on loopback with
-//! embedded defaults, until Ctrl-C.
+//! embedded defaults and the demo services, until Ctrl-C.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
-use sandbox::{Federation, FederationSpec, Ports};
+use sandbox::{Description, Federation, FederationSpec, Ports};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -53,6 +53,53 @@ async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+const PORTAL: &str = "JP/GOV/digital-agency/portal";
+const WELFARE: &str = "JP/MUN/271004/welfare";
+const RECORDS: &str = "JP/MUN/131016/records";
+
+/// The client proxy of the server hosting `subsystem`.
+fn client_proxy_of<'a>(d: &'a Description, subsystem: &str) -> Option<&'a str> {
+    d.security_servers
+        .iter()
+        .find(|s| s.hosts.iter().any(|h| h.to_string() == subsystem))
+        .map(|s| s.client_proxy.as_str())
+}
+
+/// Ready-to-paste calls through the gateway: allowed, denied, and the metaservices.
+fn print_exchange_examples(d: &Description) {
+    let (Some(ministry), Some(osaka)) = (client_proxy_of(d, PORTAL), client_proxy_of(d, WELFARE))
+    else {
+        return;
+    };
+    println!("  # 住民票: the portal reads a resident record through the ministry's security server");
+    println!("  curl -s {ministry}/r1/{RECORDS}/residentRecord/131016000001 \\");
+    println!("    -H 'X-Road-Client: {PORTAL}' -H 'X-Road-Data-Subject: 131016000001' \\");
+    println!("    -H 'X-Road-Purpose: 児童手当の認定 (child allowance eligibility)'");
+    println!("  # search residents by name (kanji, kana or romaji)");
+    println!(
+        "  curl -s -G {ministry}/r1/{RECORDS}/residentRecord --data-urlencode 'name=山田' -H 'X-Road-Client: {PORTAL}'"
+    );
+    println!("  # 課税証明書: Osaka's welfare office reads a tax certificate through its own server");
+    println!("  curl -s '{osaka}/r1/{RECORDS}/taxCertificate/131016000005?year=2025' \\");
+    println!("    -H 'X-Road-Client: {WELFARE}' -H 'X-Road-Data-Subject: 131016000005' \\");
+    println!("    -H 'X-Road-Purpose: 生活保護の要否判定 (public assistance assessment)'");
+    println!(
+        "  # denied: the welfare office has no grant for resident records (Server.ServerProxy.AccessDenied)"
+    );
+    println!(
+        "  curl -s -i {osaka}/r1/{RECORDS}/residentRecord/131016000005 -H 'X-Road-Client: {WELFARE}'"
+    );
+    println!("  # metaservices: clients, the provider's services, what the caller may use, OpenAPI");
+    println!("  curl -s {ministry}/listClients");
+    println!("  curl -s {ministry}/r1/{RECORDS}/listMethods -H 'X-Road-Client: {PORTAL}'");
+    println!("  curl -s {osaka}/r1/{RECORDS}/allowedMethods -H 'X-Road-Client: {WELFARE}'");
+    println!(
+        "  curl -s '{ministry}/r1/{RECORDS}/getOpenAPI?serviceCode=residentRecord' -H 'X-Road-Client: {PORTAL}'"
+    );
+    println!("  # the demo backend directly, without the gateway");
+    println!("  curl -s {}/residents/131016000001", d.demo_backend);
+}
+
 fn print_summary(f: &Federation) {
     let d = f.description();
     let dir = f.dir().display();
@@ -76,8 +123,16 @@ fn print_summary(f: &Federation) {
         );
     }
     println!("  admin tokens: {} (0600)", d.credentials.display());
+    println!(
+        "  demo backend: {} (Chiyoda City's systems; synthetic data)",
+        d.demo_backend
+    );
+    for service in &d.services {
+        println!("      {}  allowed: {}", service.id, service.allowed.join(", "));
+    }
     println!();
     println!("Try:");
+    print_exchange_examples(d);
     println!("  # the signed global configuration, over HTTPS trusting only the instance CA");
     println!(
         "  curl -s --cacert {dir}/registry/data/ca.pem {}/v1/global-configuration -D - -o /dev/null",

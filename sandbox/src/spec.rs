@@ -1,8 +1,12 @@
-//! What a federation is made of: members with their subsystems, and security servers with the
-//! subsystems they host. [`FederationSpec::sandbox`] is the default demo: a national ministry and
-//! two municipalities, each with its own security server.
+//! What a federation is made of: members with their subsystems, security servers with the
+//! subsystems they host, and the services the hosted subsystems provide with who may call them.
+//! [`FederationSpec::sandbox`] is the default demo: a national ministry and two municipalities,
+//! each with its own security server, and Chiyoda City's resident and tax services.
 
-use globalconf::{MemberId, SecurityServerId, SubsystemId};
+use globalconf::{MemberId, SecurityServerId, ServiceId, SubsystemId};
+use security_server::access::Subject;
+
+use crate::demo::DemoApi;
 
 #[derive(Debug, Clone)]
 pub struct MemberSpec {
@@ -18,6 +22,41 @@ pub struct ServerSpec {
     pub hosts: Vec<SubsystemId>,
 }
 
+/// Where a service's provider information system is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    /// The sandbox's own demo backend ([`crate::demo`]); the service's `path` is appended to its URL.
+    Demo,
+    /// Another HTTP(S) server, e.g. one a test starts; the service's `path` is appended.
+    Url(String),
+}
+
+/// One service a hosted subsystem provides, and the subjects granted it (the whole service, any
+/// method and path).
+#[derive(Debug, Clone)]
+pub struct ServiceSpec {
+    pub id: ServiceId,
+    pub backend: Backend,
+    /// Path on the backend that the service's base URL points at (`/residents`); may be empty.
+    pub path: String,
+    pub allowed: Vec<Subject>,
+    /// Served by the `getOpenAPI` metaservice.
+    pub openapi: Option<String>,
+}
+
+impl ServiceSpec {
+    /// A service backed by one of the demo backend's APIs, with its OpenAPI document.
+    pub fn demo(id: ServiceId, api: DemoApi, allowed: Vec<Subject>) -> Self {
+        Self {
+            openapi: Some(api.openapi(&id)),
+            id,
+            backend: Backend::Demo,
+            path: api.path().to_owned(),
+            allowed,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct FederationSpec {
     pub instance: String,
@@ -27,6 +66,8 @@ pub struct FederationSpec {
     pub configuration_validity_secs: u64,
     /// Poll interval of the security servers; 0 takes the instance default (60 s).
     pub poll_interval_secs: u64,
+    /// Registered on every server hosting the service's subsystem, once the servers run.
+    pub services: Vec<ServiceSpec>,
 }
 
 fn id<T: std::str::FromStr>(s: &str) -> T
@@ -84,6 +125,57 @@ impl FederationSpec {
             ],
             configuration_validity_secs: 7 * 24 * 3600,
             poll_interval_secs: 0,
+            services: vec![
+                ServiceSpec::demo(
+                    id("JP/MUN/131016/records/residentRecord"),
+                    DemoApi::ResidentRecord,
+                    vec![id("JP/GOV/digital-agency/portal")],
+                ),
+                // The welfare office of another city may see tax certificates (e.g. for a
+                // benefit's income test) but not resident records.
+                ServiceSpec::demo(
+                    id("JP/MUN/131016/records/taxCertificate"),
+                    DemoApi::TaxCertificate,
+                    vec![
+                        id("JP/GOV/digital-agency/portal"),
+                        id("JP/MUN/271004/welfare"),
+                    ],
+                ),
+            ],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn allowed_of(spec: &FederationSpec, service: &str) -> Vec<String> {
+        let service: ServiceId = service.parse().unwrap();
+        spec.services
+            .iter()
+            .find(|s| s.id == service)
+            .map(|s| s.allowed.iter().map(ToString::to_string).collect())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn the_welfare_office_may_read_tax_certificates_but_not_resident_records() {
+        let spec = FederationSpec::sandbox();
+        assert_eq!(spec.services.len(), 2);
+        assert_eq!(
+            allowed_of(&spec, "JP/MUN/131016/records/residentRecord"),
+            ["JP/GOV/digital-agency/portal"]
+        );
+        assert_eq!(
+            allowed_of(&spec, "JP/MUN/131016/records/taxCertificate"),
+            ["JP/GOV/digital-agency/portal", "JP/MUN/271004/welfare"]
+        );
+        for s in &spec.services {
+            assert_eq!(s.backend, Backend::Demo);
+            assert!(s.openapi.is_some());
+            // Every provider is hosted by a server of the spec.
+            assert!(spec.servers.iter().any(|x| x.hosts.contains(s.id.subsystem())));
         }
     }
 }

@@ -1,26 +1,154 @@
 //! The client proxy: where an organisation's information systems call, with X-Road's REST
-//! protocol (DESIGN §5.1).
+//! protocol (DESIGN §5.1). It recognises the call, signs a request header with the client
+//! member's key, sends it over pinned mutual TLS to a security server hosting the provider
+//! (failing over to the next one when a connection cannot be made, before any byte of the
+//! request is sent), verifies the signed response, and answers with X-Road's response headers.
 //!
 //! Every request first needs a usable global configuration: a server whose configuration is
 //! missing or expired refuses with `Server.ClientProxy.OutdatedGlobalConf`, as X-Road does.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use axum::Router;
+use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use certs::Clock;
+use globalconf::{GlobalConf, InstanceId, SecurityServerId, VerifiedConf};
+use http_body_util::{BodyExt, Limited};
+use proto::v1 as pb;
+use tokio::sync::Semaphore;
 
 use crate::confclient::ConfClient;
 use crate::error::XRoadError;
+use crate::keys::MemberKeys;
+use crate::message::{self, RequestContext};
+use crate::metrics::{self, Metrics};
+use crate::peer::{self, PeerPool};
+use crate::rest::{self, ClientCall, ClientRequest, ResponseMeta};
+
+/// Error codes of this module.
+pub mod codes {
+    /// `Client.*`: the request body is larger than `exchange.max_body_bytes`.
+    pub const BODY_TOO_LARGE: &str = "BodyTooLarge";
+    /// `Client.*`: the body ended early or could not be read.
+    pub const BROKEN_BODY: &str = "BrokenBody";
+    /// `Server.ClientProxy.*`: the client subsystem is not in the global configuration.
+    pub const UNKNOWN_MEMBER: &str = "UnknownMember";
+    /// `Server.ClientProxy.*`: the client subsystem exists but is not hosted by this server.
+    pub const CLIENT_NOT_HOSTED: &str = "ClientNotHosted";
+    /// `Server.ClientProxy.*`: no security server hosts the provider subsystem (or not the one
+    /// `X-Road-Security-Server` names).
+    pub const UNKNOWN_SERVICE: &str = "UnknownService";
+    /// `Server.ClientProxy.*`: no signing key of the client member is valid now.
+    pub const NO_SIGNING_KEY: &str = "NoSigningKey";
+    /// `Server.ClientProxy.*`: no provider server could be reached, or the connection broke.
+    pub const NETWORK_ERROR: &str = "NetworkError";
+    /// `Server.ClientProxy.*`: this server is not listed in the global configuration.
+    pub const SERVER_NOT_LISTED: &str = "ServerNotListed";
+    /// `Server.ClientProxy.*`: unexpected internal failure.
+    pub const INTERNAL_ERROR: &str = "InternalError";
+}
+
+/// How long a provider server that could not be reached is tried last.
+const UNHEALTHY_FOR: Duration = Duration::from_secs(30);
+
+/// Provider servers ranked by recent connection failures; healthy ones share the load.
+#[derive(Debug, Default)]
+struct Health {
+    failed_at: Mutex<HashMap<SecurityServerId, Instant>>,
+    next: AtomicUsize,
+}
+
+impl Health {
+    /// Healthy servers first, rotated for each call so they share the load; then those that
+    /// recently failed, longest-ago failure first.
+    fn order(&self, servers: &[SecurityServerId]) -> Vec<SecurityServerId> {
+        if servers.is_empty() {
+            return Vec::new();
+        }
+        let start = self.next.fetch_add(1, Ordering::Relaxed) % servers.len();
+        let rotated = servers[start..].iter().chain(&servers[..start]);
+        let failed = self.failed_at.lock().unwrap_or_else(|p| p.into_inner());
+        let (mut healthy, mut sick) = (Vec::new(), Vec::new());
+        for s in rotated {
+            match failed.get(s) {
+                Some(at) if at.elapsed() < UNHEALTHY_FOR => sick.push((*at, s.clone())),
+                _ => healthy.push(s.clone()),
+            }
+        }
+        sick.sort_by_key(|(at, _)| *at);
+        healthy.extend(sick.into_iter().map(|(_, s)| s));
+        healthy
+    }
+
+    fn failed(&self, server: &SecurityServerId) {
+        let mut failed = self.failed_at.lock().unwrap_or_else(|p| p.into_inner());
+        failed.insert(server.clone(), Instant::now());
+    }
+
+    fn succeeded(&self, server: &SecurityServerId) {
+        let mut failed = self.failed_at.lock().unwrap_or_else(|p| p.into_inner());
+        failed.remove(server);
+    }
+}
+
+/// What the client proxy is built from.
+#[derive(Debug)]
+pub struct ClientProxySettings {
+    pub this: SecurityServerId,
+    pub max_body: usize,
+    pub body_memory_budget: usize,
+    pub request_timeout: Duration,
+    /// `exchange.max_clock_skew_secs` when set; else the instance parameter.
+    pub skew_override: Option<Duration>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    settings: ClientProxySettings,
+    conf: Arc<ConfClient>,
+    keys: Arc<MemberKeys>,
+    peers: Arc<PeerPool>,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+    health: Health,
+    /// Bytes of bodies held at once, in KiB permits.
+    budget: Semaphore,
+}
 
 #[derive(Debug, Clone)]
 pub struct ClientProxy {
-    conf: Arc<ConfClient>,
+    inner: Arc<Inner>,
 }
 
 impl ClientProxy {
-    pub fn new(conf: Arc<ConfClient>) -> Self {
-        Self { conf }
+    pub fn new(
+        settings: ClientProxySettings,
+        conf: Arc<ConfClient>,
+        keys: Arc<MemberKeys>,
+        peers: Arc<PeerPool>,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let permits = (settings.body_memory_budget / 1024).clamp(1, Semaphore::MAX_PERMITS);
+        Self {
+            inner: Arc::new(Inner {
+                settings,
+                conf,
+                keys,
+                peers,
+                clock,
+                metrics,
+                health: Health::default(),
+                budget: Semaphore::new(permits),
+            }),
+        }
     }
 
     pub fn router(self) -> Router {
@@ -29,24 +157,311 @@ impl ClientProxy {
 }
 
 async fn handle(State(proxy): State<ClientProxy>, request: Request) -> Response {
+    let started = Instant::now();
     let message_id = request
         .headers()
-        .get("x-road-id")
+        .get(rest::header::ID)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let result = proxy
-        .conf
-        .valid_now()
-        .map_err(XRoadError::outdated_globalconf);
-    let error = match result {
-        Err(e) => e,
-        Ok(_conf) => XRoadError::client_proxy(
-            "ServiceFailed",
-            "message exchange is not available on this server yet",
-        ),
+    let (response, outcome) = match proxy.inner.call(request).await {
+        Ok(r) => (r, "ok".to_owned()),
+        Err(mut e) => {
+            if e.message_id.is_none() {
+                e.message_id = message_id;
+            }
+            tracing::info!(error = %e, id = e.message_id.as_deref().unwrap_or(""), "client proxy refused a request");
+            let outcome = e.error_type();
+            (e.into_response(), outcome)
+        }
     };
-    match message_id {
-        Some(id) => error.with_id(id).into_response(),
-        None => error.into_response(),
+    proxy
+        .inner
+        .metrics
+        .observe(metrics::CLIENT_PROXY, &outcome, started.elapsed());
+    response
+}
+
+impl Inner {
+    fn max_skew(&self, conf: &GlobalConf) -> Duration {
+        self.settings
+            .skew_override
+            .unwrap_or(conf.parameters().max_clock_skew)
     }
+
+    async fn call(&self, request: Request) -> Result<Response, XRoadError> {
+        let conf = self
+            .conf
+            .valid_now()
+            .map_err(XRoadError::outdated_globalconf)?;
+        let (parts, body) = request.into_parts();
+        let request = match rest::parse_call(&parts)? {
+            ClientCall::ListClients { instance } => {
+                return Ok(list_clients(conf.conf(), instance.as_ref()));
+            }
+            ClientCall::Service(r)
+            | ClientCall::ListMethods { request: r, .. }
+            | ClientCall::AllowedMethods { request: r, .. }
+            | ClientCall::GetOpenApi { request: r, .. } => r,
+        };
+        let id = request.message_id.clone();
+
+        // Hold room for the body before reading it, so many large bodies cannot exhaust memory.
+        let declared = parts
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        let max_body = self.settings.max_body;
+        if declared.is_some_and(|n| n > max_body) {
+            return Err(too_large(max_body).with_id(id));
+        }
+        let reserve = declared.unwrap_or(max_body).max(1);
+        let permits = u32::try_from(reserve.div_ceil(1024)).unwrap_or(u32::MAX);
+        let _room = self.budget.acquire_many(permits).await.map_err(|_| {
+            XRoadError::client_proxy(codes::INTERNAL_ERROR, "shutting down").with_id(id.clone())
+        })?;
+        let body = Limited::new(body, max_body)
+            .collect()
+            .await
+            .map_err(|e| {
+                if e.is::<http_body_util::LengthLimitError>() {
+                    too_large(max_body)
+                } else {
+                    XRoadError::client(
+                        codes::BROKEN_BODY,
+                        format!("cannot read the request body: {e}"),
+                    )
+                }
+                .with_id(id.clone())
+            })?
+            .to_bytes();
+
+        let exchange = self.forward(&conf, request, body);
+        tokio::time::timeout(self.settings.request_timeout, exchange)
+            .await
+            .map_err(|_| {
+                XRoadError::client_proxy(
+                    codes::NETWORK_ERROR,
+                    format!("no answer within {:?}", self.settings.request_timeout),
+                )
+                .with_id(id.clone())
+            })?
+    }
+
+    async fn forward(
+        &self,
+        verified_conf: &VerifiedConf,
+        request: ClientRequest,
+        body: Bytes,
+    ) -> Result<Response, XRoadError> {
+        let conf = verified_conf.conf();
+        let id = request.message_id.clone();
+        let err = |code: &'static str, msg: String| {
+            XRoadError::client_proxy(code, msg).with_id(id.clone())
+        };
+
+        let this = conf.server(&self.settings.this).ok_or_else(|| {
+            err(
+                codes::SERVER_NOT_LISTED,
+                format!(
+                    "this server {} is not in the global configuration",
+                    self.settings.this
+                ),
+            )
+        })?;
+        if !conf.has_subsystem(&request.client) {
+            return Err(err(
+                codes::UNKNOWN_MEMBER,
+                format!(
+                    "client {} is not in the global configuration",
+                    request.client
+                ),
+            ));
+        }
+        if !this.hosted.contains(&request.client) {
+            return Err(err(
+                codes::CLIENT_NOT_HOSTED,
+                format!(
+                    "client {} is not hosted by this security server",
+                    request.client
+                ),
+            ));
+        }
+        let provider = request.service.subsystem();
+        let hosting = conf.servers_hosting(provider);
+        let candidates: Vec<SecurityServerId> = match &request.target_server {
+            Some(t) if hosting.contains(t) => vec![t.clone()],
+            Some(t) => {
+                return Err(err(
+                    codes::UNKNOWN_SERVICE,
+                    format!("security server {t} does not host {provider}"),
+                ));
+            }
+            None => self.health.order(hosting),
+        };
+        if candidates.is_empty() {
+            return Err(err(
+                codes::UNKNOWN_SERVICE,
+                format!("no security server hosts {provider}"),
+            ));
+        }
+        let now = self.clock.unix_now();
+        let key = self
+            .keys
+            .signer(request.client.member(), conf, now)
+            .ok_or_else(|| {
+                err(
+                    codes::NO_SIGNING_KEY,
+                    format!("no signing key of {} is valid now", request.client.member()),
+                )
+            })?;
+
+        let mut failures = Vec::new();
+        for server_id in candidates {
+            let Some(server) = conf.server(&server_id) else {
+                continue;
+            };
+            for address in &server.addresses {
+                let mut client = match self.peers.connect(server, address).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        self.health.failed(&server_id);
+                        failures.push(format!("{server_id} at {address}: {e}"));
+                        continue;
+                    }
+                };
+                let header =
+                    message::build_request_header(&request, &body, &key.key_id(), now, &server_id);
+                let signed = message::sign_request(&header, key);
+                let context = RequestContext::new(&id, &signed, &server_id);
+                let outgoing = pb::ExchangeRequest {
+                    header: Some(signed),
+                    body: body.to_vec(),
+                };
+                match client.exchange(outgoing).await {
+                    Ok(answer) => {
+                        self.health.succeeded(&server_id);
+                        return self.respond(
+                            verified_conf,
+                            &request,
+                            &context,
+                            answer.into_inner(),
+                        );
+                    }
+                    Err(status) if peer::is_connect_failure(&status) => {
+                        self.peers.forget(server, address);
+                        self.health.failed(&server_id);
+                        failures.push(format!("{server_id} at {address}: {}", status.message()));
+                    }
+                    Err(status) => {
+                        if let Some(e) = peer::status_to_error(&status) {
+                            return Err(e.with_id(id.clone()));
+                        }
+                        self.peers.forget(server, address);
+                        return Err(err(
+                            codes::NETWORK_ERROR,
+                            format!(
+                                "the exchange with {server_id} broke off: {}",
+                                status.message()
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        Err(err(
+            codes::NETWORK_ERROR,
+            format!(
+                "cannot connect to any security server hosting {provider}: {}",
+                failures.join("; ")
+            ),
+        ))
+    }
+
+    fn respond(
+        &self,
+        verified_conf: &VerifiedConf,
+        request: &ClientRequest,
+        context: &RequestContext,
+        answer: pb::ExchangeResponse,
+    ) -> Result<Response, XRoadError> {
+        let id = request.message_id.clone();
+        let conf = verified_conf.conf();
+        let header = answer.header.ok_or_else(|| {
+            XRoadError::client_proxy(
+                message::response_codes::INVALID_RESPONSE,
+                "the response has no header",
+            )
+            .with_id(id.clone())
+        })?;
+        let verified = message::verify_response(
+            &header,
+            &answer.body,
+            conf,
+            request.service.subsystem(),
+            context,
+            self.clock.unix_now(),
+            self.max_skew(conf),
+        )?;
+        let internal = |e: rest::InvalidHeader| {
+            XRoadError::client_proxy(message::response_codes::INVALID_RESPONSE, e.to_string())
+                .with_id(id.clone())
+        };
+        let mut response = Response::new(Body::from(answer.body));
+        *response.status_mut() = verified.status();
+        let headers = response.headers_mut();
+        rest::apply_headers(headers, verified.headers()).map_err(internal)?;
+        rest::write_response_headers(
+            headers,
+            &ResponseMeta {
+                message_id: id.clone(),
+                request_id: Some(rest::new_message_id()?),
+                client: request.client.clone(),
+                service: request.service.clone(),
+                request_hash_b64: verified.request_hash_b64(),
+                security_server: verified.server().clone(),
+            },
+        )
+        .map_err(internal)?;
+        Ok(response)
+    }
+}
+
+fn too_large(max_body: usize) -> XRoadError {
+    XRoadError::client(
+        codes::BODY_TOO_LARGE,
+        format!("the request body is larger than {max_body} bytes"),
+    )
+}
+
+/// `GET /listClients`: the members and subsystems of the instance, in X-Road's JSON shape.
+fn list_clients(conf: &GlobalConf, instance: Option<&InstanceId>) -> Response {
+    if instance.is_some_and(|i| i != conf.instance()) {
+        return axum::Json(serde_json::json!({ "member": [] })).into_response();
+    }
+    let mut members = Vec::new();
+    for m in conf.members() {
+        members.push(serde_json::json!({
+            "id": {
+                "object_type": "MEMBER",
+                "xroad_instance": m.id.instance(),
+                "member_class": m.id.class(),
+                "member_code": m.id.code(),
+            },
+            "name": m.name,
+        }));
+        for s in &m.subsystems {
+            members.push(serde_json::json!({
+                "id": {
+                    "object_type": "SUBSYSTEM",
+                    "xroad_instance": m.id.instance(),
+                    "member_class": m.id.class(),
+                    "member_code": m.id.code(),
+                    "subsystem_code": s.code(),
+                },
+                "name": conf.subsystem_name(s).unwrap_or_default(),
+            }));
+        }
+    }
+    axum::Json(serde_json::json!({ "member": members })).into_response()
 }

@@ -38,6 +38,40 @@ pub struct Config {
     pub server_proxy: ServerProxyConfig,
     pub admin: AdminConfig,
     pub globalconf: GlobalConfConfig,
+    pub exchange: ExchangeConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExchangeConfig {
+    /// Largest request or response body, in bytes.
+    pub max_body_bytes: usize,
+    /// Bytes of bodies held in memory at once across all exchanges; requests wait for room.
+    pub body_memory_budget_bytes: usize,
+    /// Largest accepted clock difference for signed headers; 0 takes the instance parameter.
+    pub max_clock_skew_secs: u64,
+    /// How long X-Road-Ids are remembered against replays; 0 means twice the clock skew.
+    pub replay_window_secs: u64,
+    /// Most remembered X-Road-Ids; beyond it new messages are refused until old ones age out.
+    pub replay_cache_entries: usize,
+    /// How long connecting to a peer security server may take before trying the next one.
+    pub connect_timeout_ms: u64,
+    /// How long one exchange may take end to end, as seen by the client proxy.
+    pub request_timeout_secs: u64,
+}
+
+impl Default for ExchangeConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 10 * 1024 * 1024,
+            body_memory_budget_bytes: 256 * 1024 * 1024,
+            max_clock_skew_secs: 0,
+            replay_window_secs: 0,
+            replay_cache_entries: 1_000_000,
+            connect_timeout_ms: 2_000,
+            request_timeout_secs: 120,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,6 +126,7 @@ impl Default for Config {
             server_proxy: ServerProxyConfig::default(),
             admin: AdminConfig::default(),
             globalconf: GlobalConfConfig::default(),
+            exchange: ExchangeConfig::default(),
         }
     }
 }
@@ -165,6 +200,17 @@ impl Config {
         if self.globalconf.fetch_timeout_secs == 0 {
             return Err(ConfigError::Invalid(
                 "globalconf.fetch_timeout_secs must be at least 1".into(),
+            ));
+        }
+        let e = &self.exchange;
+        if e.max_body_bytes == 0 || e.body_memory_budget_bytes < e.max_body_bytes {
+            return Err(ConfigError::Invalid(
+                "exchange.max_body_bytes must be at least 1 and at most exchange.body_memory_budget_bytes".into(),
+            ));
+        }
+        if e.replay_cache_entries == 0 || e.connect_timeout_ms == 0 || e.request_timeout_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "exchange.replay_cache_entries, connect_timeout_ms and request_timeout_secs must be at least 1".into(),
             ));
         }
         for a in &self.server_proxy.advertise {

@@ -17,17 +17,21 @@
 
 pub mod access;
 pub mod admin;
+pub mod backend;
 pub mod clientproxy;
 pub mod confclient;
 pub mod config;
 pub mod error;
 pub mod identity;
+pub mod keys;
 pub mod message;
+pub mod metrics;
 pub mod peer;
 pub mod replay;
 pub mod rest;
-pub mod serverconf;
 pub mod server;
+pub mod serverconf;
+pub mod serverproxy;
 
 pub use config::Config;
 pub use error::XRoadError;

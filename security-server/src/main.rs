@@ -7,10 +7,12 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use globalconf::{Anchor, SecurityServerId};
+use globalconf::{Anchor, SecurityServerId, ServiceId};
 use security_server::Config;
+use security_server::access::{Grant, Subject};
 use security_server::config::LogFormat;
 use security_server::identity::{self, EnrollmentStatus, Paths};
+use security_server::serverconf::{AuditEntry, ServiceEntry};
 
 #[derive(Debug, Parser)]
 #[command(name = "security-server", version, about = "xroad-rs security server")]
@@ -23,6 +25,9 @@ struct Cli {
         default_value = "security-server.toml"
     )]
     config: PathBuf,
+    /// Print the admin API's JSON answer instead of text (service, access, audit).
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -63,6 +68,80 @@ enum Command {
     Status,
     /// Ask the running server to refresh its global configuration now (admin API).
     RefreshGlobalconf,
+    /// Services this server provides for its hosted subsystems (admin API).
+    #[command(subcommand)]
+    Service(ServiceCmd),
+    /// Access rights to the services: deny by default (admin API).
+    #[command(subcommand)]
+    Access(AccessCmd),
+    /// Recent changes of services and access rights (admin API).
+    Audit {
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ServiceCmd {
+    /// Add a service, or replace the one with this identifier.
+    Add {
+        /// INSTANCE/CLASS/MEMBER/SUBSYSTEM/SERVICECODE
+        id: ServiceId,
+        /// Base URL of the provider's information system (http:// or https://); the request's
+        /// path and query are appended.
+        #[arg(long)]
+        url: String,
+        /// How long the information system may take to answer.
+        #[arg(long, default_value_t = 30)]
+        timeout_secs: u64,
+        /// The service's OpenAPI document, served by the `getOpenAPI` metaservice.
+        #[arg(long)]
+        openapi: Option<PathBuf>,
+    },
+    List,
+    /// Remove a service and every grant for it.
+    Remove {
+        id: ServiceId,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AccessCmd {
+    /// Allow a subsystem or a global group to call a service (or one method + path pattern).
+    Grant(GrantArgs),
+    /// Remove a grant; give the same arguments it was granted with.
+    Revoke(GrantArgs),
+    List,
+}
+
+#[derive(Debug, clap::Args)]
+struct GrantArgs {
+    /// INSTANCE/CLASS/MEMBER/SUBSYSTEM/SERVICECODE
+    service: ServiceId,
+    /// A subsystem (INSTANCE/CLASS/MEMBER/SUBSYSTEM) or a global group (INSTANCE/GROUPCODE).
+    subject: Subject,
+    /// Only this method (GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS, TRACE); default any.
+    #[arg(long)]
+    method: Option<String>,
+    /// Only paths matching this pattern (`/records/*`, `/records/**`); default the whole service.
+    #[arg(long)]
+    path: Option<String>,
+}
+
+impl GrantArgs {
+    fn into_grant(self) -> anyhow::Result<Grant> {
+        let method = self
+            .method
+            .map(|m| http::Method::from_bytes(m.to_ascii_uppercase().as_bytes()))
+            .transpose()
+            .context("--method")?;
+        Ok(Grant {
+            service: self.service,
+            subject: self.subject,
+            method,
+            path: self.path,
+        })
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -102,17 +181,186 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Status => {
-            let body = admin_call(&cli.config, http::Method::GET, "/v1/status").await?;
+            let (_, body) = admin_call(&cli.config, http::Method::GET, "/v1/status", None).await?;
             println!("{}", serde_json::to_string_pretty(&body)?);
             Ok(())
         }
         Command::RefreshGlobalconf => {
-            let body =
-                admin_call(&cli.config, http::Method::POST, "/v1/globalconf/refresh").await?;
+            let (_, body) = admin_call(
+                &cli.config,
+                http::Method::POST,
+                "/v1/globalconf/refresh",
+                None,
+            )
+            .await?;
             println!("{}", serde_json::to_string_pretty(&body)?);
             Ok(())
         }
+        Command::Service(cmd) => service(&cli.config, cli.json, cmd).await,
+        Command::Access(cmd) => access(&cli.config, cli.json, cmd).await,
+        Command::Audit { limit } => {
+            let (_, body) = admin_call(
+                &cli.config,
+                http::Method::GET,
+                &format!("/v1/audit?limit={limit}"),
+                None,
+            )
+            .await?;
+            print(cli.json, &body, |body| {
+                let entries: Vec<AuditEntry> = serde_json::from_value(body.clone())?;
+                if entries.is_empty() {
+                    println!("no audit records");
+                }
+                for e in entries {
+                    println!("{:>6}  {}  {:<15} {}", e.seq, e.time, e.action, e.details);
+                }
+                Ok(())
+            })
+        }
     }
+}
+
+/// Prints the admin API's answer as JSON, or with `text`.
+fn print(
+    json: bool,
+    body: &serde_json::Value,
+    text: impl FnOnce(&serde_json::Value) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(body)?);
+        Ok(())
+    } else {
+        text(body).context("unexpected answer from the admin API")
+    }
+}
+
+async fn service(config: &Path, json: bool, cmd: ServiceCmd) -> anyhow::Result<()> {
+    match cmd {
+        ServiceCmd::Add {
+            id,
+            url,
+            timeout_secs,
+            openapi,
+        } => {
+            let openapi = openapi
+                .map(|p| {
+                    std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))
+                })
+                .transpose()?;
+            let entry = ServiceEntry {
+                id,
+                url,
+                timeout_secs,
+                openapi,
+            };
+            let (status, body) = admin_call(
+                config,
+                http::Method::POST,
+                "/v1/services",
+                Some(&serde_json::to_value(&entry)?),
+            )
+            .await?;
+            print(json, &body, |_| {
+                let verb = if status == http::StatusCode::CREATED {
+                    "added"
+                } else {
+                    "replaced"
+                };
+                println!("{verb} service {}", describe_service(&entry));
+                Ok(())
+            })
+        }
+        ServiceCmd::List => {
+            let (_, body) = admin_call(config, http::Method::GET, "/v1/services", None).await?;
+            print(json, &body, |body| {
+                let services: Vec<ServiceEntry> = serde_json::from_value(body.clone())?;
+                if services.is_empty() {
+                    println!("no services");
+                }
+                for s in &services {
+                    println!("{}", describe_service(s));
+                }
+                Ok(())
+            })
+        }
+        ServiceCmd::Remove { id } => {
+            let path = format!("/v1/services/{}", identity::path_segment(&id.to_string()));
+            let (_, body) = admin_call(config, http::Method::DELETE, &path, None).await?;
+            print(json, &body, |_| {
+                println!("removed service {id} and its grants");
+                Ok(())
+            })
+        }
+    }
+}
+
+fn describe_service(s: &ServiceEntry) -> String {
+    let openapi = s
+        .openapi
+        .as_ref()
+        .map(|doc| format!("  openapi {} bytes", doc.len()))
+        .unwrap_or_default();
+    format!("{}  {}  timeout {} s{openapi}", s.id, s.url, s.timeout_secs)
+}
+
+async fn access(config: &Path, json: bool, cmd: AccessCmd) -> anyhow::Result<()> {
+    match cmd {
+        AccessCmd::Grant(args) => {
+            let grant = args.into_grant()?;
+            let (status, body) = admin_call(
+                config,
+                http::Method::POST,
+                "/v1/access",
+                Some(&serde_json::to_value(&grant)?),
+            )
+            .await?;
+            print(json, &body, |_| {
+                if status == http::StatusCode::CREATED {
+                    println!("granted {}", describe_grant(&grant));
+                } else {
+                    println!("already granted: {}", describe_grant(&grant));
+                }
+                Ok(())
+            })
+        }
+        AccessCmd::Revoke(args) => {
+            let grant = args.into_grant()?;
+            let (_, body) = admin_call(
+                config,
+                http::Method::POST,
+                "/v1/access/revoke",
+                Some(&serde_json::to_value(&grant)?),
+            )
+            .await?;
+            print(json, &body, |_| {
+                println!("revoked {}", describe_grant(&grant));
+                Ok(())
+            })
+        }
+        AccessCmd::List => {
+            let (_, body) = admin_call(config, http::Method::GET, "/v1/access", None).await?;
+            print(json, &body, |body| {
+                let grants: Vec<Grant> = serde_json::from_value(body.clone())?;
+                if grants.is_empty() {
+                    println!("no grants: every call is denied");
+                }
+                for g in &grants {
+                    println!("{}", describe_grant(g));
+                }
+                Ok(())
+            })
+        }
+    }
+}
+
+fn describe_grant(g: &Grant) -> String {
+    format!(
+        "{}  to {}  {} {}",
+        g.service,
+        g.subject,
+        g.method.as_ref().map_or("any method", |m| m.as_str()),
+        g.path.as_deref().unwrap_or("(whole service)")
+    )
 }
 
 fn init(
@@ -212,23 +460,36 @@ async fn enroll(config_path: &Path, token: Option<&str>, wait: u64) -> anyhow::R
     }
 }
 
+/// Calls the running server's admin API with the token from `data_dir/admin-token`; answers the
+/// status and the JSON body (`null` when there is none). An error answer becomes an error.
 async fn admin_call(
     config_path: &Path,
     method: http::Method,
     path: &str,
-) -> anyhow::Result<serde_json::Value> {
+    body: Option<&serde_json::Value>,
+) -> anyhow::Result<(http::StatusCode, serde_json::Value)> {
     let config = Config::load(config_path)?;
     let token_bytes = certs::read_secret_file(&Paths::new(&config.data_dir).admin_token())?;
     let token = String::from_utf8_lossy(&token_bytes).trim().to_owned();
     let url = format!("http://{}{path}", config.admin.listen);
+    let body = body
+        .map(|b| serde_json::to_vec(b).map(|bytes| ("application/json", bytes.into())))
+        .transpose()?;
     let response = runtime::HttpClient::plain()
-        .send(method, &url, Some(&token), None)
+        .send(method, &url, Some(&token), body)
         .await?;
-    let body: serde_json::Value = response
-        .json()
-        .with_context(|| format!("unreadable answer from {url}"))?;
+    let answer: serde_json::Value = if response.body.is_empty() {
+        serde_json::Value::Null
+    } else {
+        response
+            .json()
+            .with_context(|| format!("unreadable answer from {url}"))?
+    };
     if !response.is_success() {
-        bail!("{}: {}", response.status, body);
+        match (answer["type"].as_str(), answer["message"].as_str()) {
+            (Some(kind), Some(message)) => bail!("{kind}: {message} (HTTP {})", response.status),
+            _ => bail!("HTTP {}: {answer}", response.status),
+        }
     }
-    Ok(body)
+    Ok((response.status, answer))
 }

@@ -14,6 +14,9 @@ use proto::v1::peer_client::PeerClient;
 use tokio::sync::watch;
 use tonic::transport::{Channel, Endpoint, Uri};
 
+use crate::error::XRoadError;
+use crate::serverproxy::ServerProxy;
+
 pub const ALPN_H2: &[u8] = b"h2";
 
 /// Accepts a TLS peer iff the current configuration lists its certificate, so a server removed
@@ -46,6 +49,8 @@ pub enum PeerError {
     Address(String),
     #[error("TLS set-up failed: {0}")]
     Tls(#[from] certs::Error),
+    #[error("{0}")]
+    Connect(String),
 }
 
 /// A channel is for one server, at one address, pinned to one certificate.
@@ -56,16 +61,81 @@ type ChannelKey = (SecurityServerId, String, [u8; 32]);
 pub struct PeerPool {
     identity: Arc<TlsIdentity>,
     connect_timeout: Duration,
+    max_message: usize,
     channels: Mutex<HashMap<ChannelKey, Channel>>,
 }
 
+/// The connection to a peer could not be made (TCP or TLS): nothing of a request was sent, so
+/// trying another server is safe.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot connect: {0}")]
+pub struct ConnectFailed(#[source] pub std::io::Error);
+
+/// Whether a failed call failed while connecting, before any byte of the request was sent.
+pub fn is_connect_failure(status: &tonic::Status) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(e) = cur {
+        if e.downcast_ref::<ConnectFailed>().is_some() {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
+}
+
 impl PeerPool {
-    pub fn new(identity: Arc<TlsIdentity>, connect_timeout: Duration) -> Self {
+    /// `max_message`: the largest gRPC message either way (a body plus its signed header).
+    pub fn new(identity: Arc<TlsIdentity>, connect_timeout: Duration, max_message: usize) -> Self {
         Self {
             identity,
             connect_timeout,
+            max_message,
             channels: Mutex::new(HashMap::new()),
         }
+    }
+
+    fn wrap(&self, channel: Channel) -> PeerClient<Channel> {
+        PeerClient::new(channel)
+            .max_decoding_message_size(self.max_message)
+            .max_encoding_message_size(self.max_message)
+    }
+
+    /// A connected client for `server` at `address`: the pooled channel, or a new connection made
+    /// now. An error means nothing was sent, so the caller may try another server.
+    pub async fn connect(
+        &self,
+        server: &ServerInfo,
+        address: &str,
+    ) -> Result<PeerClient<Channel>, PeerError> {
+        let key = (
+            server.id.clone(),
+            address.to_owned(),
+            server.tls_cert_sha256,
+        );
+        if let Some(channel) = self.lock().get(&key) {
+            return Ok(self.wrap(channel.clone()));
+        }
+        let (endpoint, connector) = self.endpoint(server.tls_cert_sha256, address)?;
+        let channel = endpoint
+            .connect_with_connector(connector)
+            .await
+            .map_err(|e| PeerError::Connect(runtime::error_chain(&e)))?;
+        self.lock().insert(key, channel.clone());
+        Ok(self.wrap(channel))
+    }
+
+    /// Drops the pooled channel to `server` at `address` (after it failed).
+    pub fn forget(&self, server: &ServerInfo, address: &str) {
+        let key = (
+            server.id.clone(),
+            address.to_owned(),
+            server.tls_cert_sha256,
+        );
+        self.lock().remove(&key);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ChannelKey, Channel>> {
+        self.channels.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// A client for `server` at `address`; the server must present the certificate the
@@ -80,23 +150,42 @@ impl PeerPool {
             address.to_owned(),
             server.tls_cert_sha256,
         );
-        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        let mut channels = self.lock();
         if let Some(channel) = channels.get(&key) {
-            return Ok(PeerClient::new(channel.clone()));
+            return Ok(self.wrap(channel.clone()));
         }
-        let channel = self.connect_lazy(server.tls_cert_sha256, address)?;
+        let (endpoint, connector) = self.endpoint(server.tls_cert_sha256, address)?;
+        let channel = endpoint.connect_with_connector_lazy(connector);
         channels.insert(key, channel.clone());
-        Ok(PeerClient::new(channel))
+        drop(channels);
+        Ok(self.wrap(channel))
     }
 
     /// Forgets channels to servers or certificates the configuration no longer lists.
     pub fn retain(&self, conf: &globalconf::GlobalConf) {
-        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
-        channels
+        self.lock()
             .retain(|(id, _, pin), _| conf.server(id).is_some_and(|s| &s.tls_cert_sha256 == pin));
     }
 
-    fn connect_lazy(&self, pin: [u8; 32], address: &str) -> Result<Channel, PeerError> {
+    #[allow(clippy::type_complexity)]
+    fn endpoint(
+        &self,
+        pin: [u8; 32],
+        address: &str,
+    ) -> Result<
+        (
+            Endpoint,
+            impl tower::Service<
+                Uri,
+                Response = TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
+                Error = ConnectFailed,
+                Future = impl Send,
+            > + Clone
+            + Send
+            + 'static,
+        ),
+        PeerError,
+    > {
         let uri: Uri = format!("http://{address}")
             .parse()
             .map_err(|_| PeerError::Address(address.to_owned()))?;
@@ -109,6 +198,7 @@ impl PeerPool {
             policy,
             &[ALPN_H2],
         )?);
+        let connect_timeout = self.connect_timeout;
         let connector = tower::service_fn(move |uri: Uri| {
             let tls = Arc::clone(&tls);
             async move {
@@ -118,18 +208,27 @@ impl PeerPool {
                     .trim_matches(['[', ']'])
                     .to_owned();
                 let port = uri.port_u16().unwrap_or(443);
-                let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
-                tcp.set_nodelay(true)?;
-                // The pin, not the name, authenticates the peer; the name only fills SNI.
-                let name = rustls::pki_types::ServerName::try_from(host)
-                    .unwrap_or_else(|_| {
-                        rustls::pki_types::ServerName::from(std::net::Ipv4Addr::LOCALHOST)
-                    })
-                    .to_owned();
-                let stream = tokio_rustls::TlsConnector::from(tls)
-                    .connect(name, tcp)
-                    .await?;
-                Ok::<_, std::io::Error>(TokioIo::new(stream))
+                let handshake = async {
+                    let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+                    tcp.set_nodelay(true)?;
+                    // The pin, not the name, authenticates the peer; the name only fills SNI.
+                    let name = rustls::pki_types::ServerName::try_from(host.clone())
+                        .unwrap_or_else(|_| {
+                            rustls::pki_types::ServerName::from(std::net::Ipv4Addr::LOCALHOST)
+                        })
+                        .to_owned();
+                    tokio_rustls::TlsConnector::from(tls)
+                        .connect(name, tcp)
+                        .await
+                };
+                match tokio::time::timeout(connect_timeout, handshake).await {
+                    Ok(Ok(stream)) => Ok(TokioIo::new(stream)),
+                    Ok(Err(e)) => Err(ConnectFailed(e)),
+                    Err(_) => Err(ConnectFailed(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "connect timed out",
+                    ))),
+                }
             }
         });
         let endpoint = Endpoint::from(uri)
@@ -137,7 +236,7 @@ impl PeerPool {
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_while_idle(true);
-        Ok(endpoint.connect_with_connector_lazy(connector))
+        Ok((endpoint, connector))
     }
 }
 
@@ -145,27 +244,58 @@ impl PeerPool {
 #[derive(Debug, Clone)]
 pub struct PeerService {
     conf: watch::Receiver<Option<VerifiedConf>>,
+    proxy: Arc<ServerProxy>,
 }
 
+/// The gRPC metadata key that carries an X-Road error type between servers.
+pub const ERROR_METADATA: &str = "x-road-error";
+
 impl PeerService {
-    pub fn new(conf: watch::Receiver<Option<VerifiedConf>>) -> Self {
-        Self { conf }
+    pub fn new(conf: watch::Receiver<Option<VerifiedConf>>, proxy: Arc<ServerProxy>) -> Self {
+        Self { conf, proxy }
     }
 
-    pub fn router(self) -> axum::Router {
-        tonic::service::Routes::new(pb::peer_server::PeerServer::new(self)).into_axum_router()
+    /// `max_message`: the largest gRPC message either way.
+    pub fn router(self, max_message: usize) -> axum::Router {
+        let server = pb::peer_server::PeerServer::new(self)
+            .max_decoding_message_size(max_message)
+            .max_encoding_message_size(max_message);
+        tonic::service::Routes::new(server).into_axum_router()
     }
+}
+
+/// An X-Road error as a gRPC status: the type in metadata, the message as the status message.
+pub fn error_to_status(e: &XRoadError) -> tonic::Status {
+    let mut status = tonic::Status::failed_precondition(e.message.clone());
+    if let Ok(v) = tonic::metadata::MetadataValue::try_from(e.error_type()) {
+        status.metadata_mut().insert(ERROR_METADATA, v);
+    }
+    status
+}
+
+/// The X-Road error a provider's server reported in a status, if it carried one.
+pub fn status_to_error(status: &tonic::Status) -> Option<XRoadError> {
+    let error_type = status.metadata().get(ERROR_METADATA)?.to_str().ok()?;
+    Some(XRoadError::from_remote(error_type, status.message()))
 }
 
 #[tonic::async_trait]
 impl pb::peer_server::Peer for PeerService {
     async fn exchange(
         &self,
-        _request: tonic::Request<pb::ExchangeRequest>,
+        request: tonic::Request<pb::ExchangeRequest>,
     ) -> Result<tonic::Response<pb::ExchangeResponse>, tonic::Status> {
-        Err(tonic::Status::unimplemented(
-            "message exchange is not available on this server yet",
-        ))
+        let peer = request
+            .extensions()
+            .get::<runtime::PeerCertificate>()
+            .map(|p| p.0);
+        match self.proxy.exchange(peer, request.into_inner()).await {
+            Ok(response) => Ok(tonic::Response::new(response)),
+            Err(e) => {
+                tracing::info!(error = %e, "exchange refused");
+                Err(error_to_status(&e))
+            }
+        }
     }
 
     async fn get_configuration(

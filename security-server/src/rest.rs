@@ -305,7 +305,7 @@ pub fn parse_call(parts: &Parts) -> Result<ClientCall, XRoadError> {
 }
 
 /// The single value of a query parameter, percent-decoded; `None` when absent.
-fn query_param(query: Option<&str>, name: &str) -> Result<Option<String>, XRoadError> {
+pub fn query_param(query: Option<&str>, name: &str) -> Result<Option<String>, XRoadError> {
     let bad = |msg: String| XRoadError::client(codes::BAD_REQUEST, msg);
     let mut found = None;
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {

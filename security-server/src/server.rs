@@ -12,12 +12,21 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
 use crate::admin::Admin;
-use crate::clientproxy::ClientProxy;
+use crate::backend::Backend;
+use crate::clientproxy::{ClientProxy, ClientProxySettings};
 use crate::confclient::ConfClient;
 use crate::config::Config;
 use crate::identity::{Identity, IdentityError, Paths};
+use crate::keys::MemberKeys;
+use crate::metrics::Metrics;
 use crate::peer::{PeerPool, PeerService};
+use crate::replay::ReplayCache;
 use crate::serverconf::ServerConf;
+use crate::serverproxy::ServerProxy;
+
+/// How long X-Road-Ids are remembered when `exchange.replay_window_secs` is 0: long enough for
+/// any clock skew up to five minutes.
+const DEFAULT_REPLAY_WINDOW_SECS: u64 = 600;
 
 /// Why a server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +41,8 @@ pub enum StartError {
     Tls(#[from] certs::Error),
     #[error("cannot listen: {0}")]
     Listen(#[from] std::io::Error),
+    #[error("local configuration: {0}")]
+    ServerConf(crate::serverconf::ServerConfError),
 }
 
 /// The three listeners of a server; tests bind them to port 0.
@@ -89,9 +100,13 @@ pub async fn start(
     let anchor = Anchor::load(&config.anchor)?;
     let identity = Identity::load(config)?;
     let tls_identity = Arc::new(identity.tls);
+    let exchange = &config.exchange;
+    // A body plus its signed header and framing.
+    let max_message = exchange.max_body_bytes + 256 * 1024;
     let peers = Arc::new(PeerPool::new(
         Arc::clone(&tls_identity),
-        config.fetch_timeout(),
+        Duration::from_millis(exchange.connect_timeout_ms),
+        max_message,
     ));
     let poll_override = (config.globalconf.poll_interval_secs > 0)
         .then(|| Duration::from_secs(config.globalconf.poll_interval_secs));
@@ -105,7 +120,11 @@ pub async fn start(
         Arc::clone(&clock),
     )?);
 
-    let serverconf = Arc::new(ServerConf::in_memory());
+    let serverconf = Arc::new(
+        ServerConf::open(&config.data_dir.join("serverconf.redb"))
+            .map_err(StartError::ServerConf)?
+            .with_clock(Arc::clone(&clock)),
+    );
 
     let client_proxy_addr = listeners.client_proxy.local_addr()?;
     let server_proxy_addr = listeners.server_proxy.local_addr()?;
@@ -115,7 +134,31 @@ pub async fn start(
 
     tasks.spawn(Arc::clone(&conf).run(shutdown.clone()));
 
-    let client_router = ClientProxy::new(Arc::clone(&conf)).router();
+    let keys = Arc::new(MemberKeys::new(identity.signing_keys));
+    let metrics = Arc::new(Metrics::new());
+    let skew_override = (exchange.max_clock_skew_secs > 0)
+        .then(|| Duration::from_secs(exchange.max_clock_skew_secs));
+    let replay_window = Duration::from_secs(if exchange.replay_window_secs > 0 {
+        exchange.replay_window_secs
+    } else {
+        DEFAULT_REPLAY_WINDOW_SECS
+    });
+
+    let client_router = ClientProxy::new(
+        ClientProxySettings {
+            this: identity.server_id.clone(),
+            max_body: exchange.max_body_bytes,
+            body_memory_budget: exchange.body_memory_budget_bytes,
+            request_timeout: Duration::from_secs(exchange.request_timeout_secs),
+            skew_override,
+        },
+        Arc::clone(&conf),
+        Arc::clone(&keys),
+        Arc::clone(&peers),
+        Arc::clone(&clock),
+        Arc::clone(&metrics),
+    )
+    .router();
     tasks.spawn(serve(
         "client proxy",
         listeners.client_proxy,
@@ -125,7 +168,18 @@ pub async fn start(
     ));
 
     let peer_tls = crate::peer::server_tls(&tls_identity, conf.subscribe())?;
-    let peer_router = PeerService::new(conf.subscribe()).router();
+    let server_proxy = Arc::new(ServerProxy {
+        this: identity.server_id.clone(),
+        conf: Arc::clone(&conf),
+        serverconf: Arc::clone(&serverconf),
+        keys,
+        replay: ReplayCache::new(replay_window, exchange.replay_cache_entries),
+        backend: Backend::new(exchange.max_body_bytes),
+        clock: Arc::clone(&clock),
+        skew_override,
+        metrics: Arc::clone(&metrics),
+    });
+    let peer_router = PeerService::new(conf.subscribe(), server_proxy).router(max_message);
     tasks.spawn(serve(
         "server proxy",
         listeners.server_proxy,
@@ -134,7 +188,17 @@ pub async fn start(
         shutdown.clone(),
     ));
 
-    let admin_router = Admin::new(Arc::clone(&conf), &identity.admin_token).router();
+    let admin_router = Admin::new(
+        Arc::clone(&conf),
+        Arc::clone(&serverconf),
+        &identity.admin_token,
+    )
+    .router()
+    .merge(crate::metrics::router(
+        Arc::clone(&metrics),
+        Arc::clone(&conf),
+        Arc::clone(&clock),
+    ));
     tasks.spawn(serve(
         "admin",
         listeners.admin,

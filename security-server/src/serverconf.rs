@@ -2,17 +2,34 @@
 //! for its hosted subsystems (service code → provider information system), and who may call them
 //! (access rights). Changed through the admin API and CLI; a change applies to the next request
 //! without a restart, because readers take an immutable snapshot.
+//!
+//! # Storage
+//!
+//! [`ServerConf::open`] keeps the configuration in a redb database (`serverconf.redb` in the data
+//! directory). Every change is one write transaction holding the whole new configuration and its
+//! audit record (DESIGN §8); the in-memory snapshot is swapped only after the transaction has
+//! committed, so memory is never ahead of disk and no change is ever without its audit record.
+//! The configuration is written whole rather than record by record: it is small (services and
+//! grants of one server), and what is on disk is then by construction exactly the snapshot
+//! readers see.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
+use certs::{Clock, SystemClock};
 use globalconf::{ServiceId, SubsystemId};
+use redb::{Database, ReadableDatabase as _, ReadableTable as _, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use crate::access::{AccessRights, Grant};
 
+/// The longest `timeout_secs` a service may have (one day).
+pub const MAX_TIMEOUT_SECS: u64 = 86_400;
+
 /// One service a hosted subsystem provides.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ServiceEntry {
     /// `INSTANCE/CLASS/MEMBER/SUBSYSTEM/SERVICECODE`.
     pub id: ServiceId,
@@ -23,6 +40,40 @@ pub struct ServiceEntry {
     /// The service's OpenAPI document, served by the `getOpenAPI` metaservice.
     #[serde(default)]
     pub openapi: Option<String>,
+}
+
+impl ServiceEntry {
+    /// Checks the URL (`http://` or `https://` with a host, and no query or fragment, because the
+    /// request's path and query are appended) and the timeout (1 s to [`MAX_TIMEOUT_SECS`]).
+    pub fn validate(&self) -> Result<(), ServerConfError> {
+        let invalid = |why: &str| {
+            Err(ServerConfError::Invalid(format!(
+                "service URL {:?} {why}",
+                self.url
+            )))
+        };
+        let Ok(uri) = self.url.parse::<http::Uri>() else {
+            return invalid("is not a URL");
+        };
+        if !matches!(uri.scheme_str(), Some("http" | "https")) {
+            return invalid("is not http:// or https://");
+        }
+        if uri.host().is_none_or(str::is_empty) {
+            return invalid("has no host");
+        }
+        if uri.query().is_some() || self.url.contains('#') {
+            return invalid("may not have a query or a fragment");
+        }
+        if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+            return invalid("may not carry user information");
+        }
+        if !(1..=MAX_TIMEOUT_SECS).contains(&self.timeout_secs) {
+            return Err(ServerConfError::Invalid(format!(
+                "timeout_secs must be 1 to {MAX_TIMEOUT_SECS}"
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// An immutable view of the local configuration.
@@ -43,8 +94,25 @@ impl LocalConf {
     }
 
     /// The services one hosted subsystem provides, in identifier order.
-    pub fn services_of<'a>(&'a self, provider: &'a SubsystemId) -> impl Iterator<Item = &'a ServiceEntry> + 'a {
-        self.services.values().filter(move |s| s.id.subsystem() == provider)
+    pub fn services_of<'a>(
+        &'a self,
+        provider: &'a SubsystemId,
+    ) -> impl Iterator<Item = &'a ServiceEntry> + 'a {
+        self.services
+            .values()
+            .filter(move |s| s.id.subsystem() == provider)
+    }
+
+    /// Whether some service entry could be called under `grant`: one with the grant's
+    /// subsystem and code, and, for a versioned grant, that version or no version (the
+    /// unversioned entry serves every version).
+    fn has_service_for(&self, grant: &Grant) -> bool {
+        let g = &grant.service;
+        self.services.keys().any(|s| {
+            s.subsystem() == g.subsystem()
+                && s.code() == g.code()
+                && (s.version().is_none() || s.version() == g.version())
+        })
     }
 }
 
@@ -53,71 +121,312 @@ impl LocalConf {
 pub enum ServerConfError {
     #[error("invalid: {0}")]
     Invalid(String),
+    /// A grant for a service this server does not provide.
+    #[error("no service {0} is configured; add the service before granting it")]
+    UnknownService(Box<ServiceId>),
     #[error("storage: {0}")]
     Storage(String),
 }
 
+/// One recorded change of the local configuration (DESIGN §8).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// Position in the audit table, from 1.
+    pub seq: u64,
+    /// Unix seconds.
+    pub time: i64,
+    /// `service.add`, `service.remove`, `access.grant` or `access.revoke`.
+    pub action: String,
+    pub details: serde_json::Value,
+}
+
+type Table = TableDefinition<'static, &'static str, &'static [u8]>;
+
+/// Keys [`CONF_SERVICES`] and [`CONF_GRANTS`], each a JSON array.
+const CONF: Table = TableDefinition::new("local_conf");
+const CONF_SERVICES: &str = "services";
+const CONF_GRANTS: &str = "grants";
+/// Sequence number → JSON [`AuditEntry`].
+const AUDIT: TableDefinition<'static, u64, &'static [u8]> = TableDefinition::new("audit");
+
+/// Where changes go.
+#[derive(Debug)]
+enum Store {
+    /// Tests and tools: nothing survives the process.
+    Memory {
+        audit: Vec<AuditEntry>,
+    },
+    Disk(Database),
+}
+
+fn storage(e: impl std::fmt::Display) -> ServerConfError {
+    ServerConfError::Storage(e.to_string())
+}
+
+fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, ServerConfError> {
+    serde_json::to_vec(value).map_err(storage)
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(what: &str, bytes: &[u8]) -> Result<T, ServerConfError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| ServerConfError::Storage(format!("stored {what} are unreadable: {e}")))
+}
+
+impl Store {
+    fn open(path: &Path) -> Result<(Self, LocalConf), ServerConfError> {
+        let db = Database::create(path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => ServerConfError::Storage(format!(
+                "{} is open in another process (is the server already running?)",
+                path.display()
+            )),
+            e => ServerConfError::Storage(format!("{}: {e}", path.display())),
+        })?;
+        let txn = db.begin_write().map_err(storage)?;
+        txn.open_table(CONF).map_err(storage)?;
+        txn.open_table(AUDIT).map_err(storage)?;
+        txn.commit().map_err(storage)?;
+
+        let txn = db.begin_read().map_err(storage)?;
+        let table = txn.open_table(CONF).map_err(storage)?;
+        let mut conf = LocalConf::default();
+        if let Some(v) = table.get(CONF_SERVICES).map_err(storage)? {
+            let services: Vec<ServiceEntry> = decode("services", v.value())?;
+            conf.services = services.into_iter().map(|s| (s.id.clone(), s)).collect();
+        }
+        if let Some(v) = table.get(CONF_GRANTS).map_err(storage)? {
+            conf.access = decode("grants", v.value())?;
+        }
+        Ok((Store::Disk(db), conf))
+    }
+
+    /// Writes `conf` and appends `entry` (its `seq` is assigned here), all or nothing.
+    fn commit(&mut self, conf: &LocalConf, mut entry: AuditEntry) -> Result<(), ServerConfError> {
+        match self {
+            Store::Memory { audit } => {
+                entry.seq = audit.last().map_or(1, |e| e.seq + 1);
+                audit.push(entry);
+                Ok(())
+            }
+            Store::Disk(db) => {
+                let services: Vec<&ServiceEntry> = conf.services.values().collect();
+                let services = encode(&services)?;
+                let grants = encode(&conf.access)?;
+                let txn = db.begin_write().map_err(storage)?;
+                {
+                    let mut table = txn.open_table(CONF).map_err(storage)?;
+                    table
+                        .insert(CONF_SERVICES, services.as_slice())
+                        .map_err(storage)?;
+                    table
+                        .insert(CONF_GRANTS, grants.as_slice())
+                        .map_err(storage)?;
+                    let mut audit = txn.open_table(AUDIT).map_err(storage)?;
+                    entry.seq = match audit.last().map_err(storage)? {
+                        Some((k, _)) => k.value() + 1,
+                        None => 1,
+                    };
+                    audit
+                        .insert(entry.seq, encode(&entry)?.as_slice())
+                        .map_err(storage)?;
+                }
+                txn.commit().map_err(storage)
+            }
+        }
+    }
+
+    /// The newest `limit` entries, oldest first.
+    fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, ServerConfError> {
+        match self {
+            Store::Memory { audit } => Ok(audit[audit.len().saturating_sub(limit)..].to_vec()),
+            Store::Disk(db) => {
+                let txn = db.begin_read().map_err(storage)?;
+                let table = txn.open_table(AUDIT).map_err(storage)?;
+                let mut entries = Vec::new();
+                for row in table.iter().map_err(storage)?.rev().take(limit) {
+                    let (_, v) = row.map_err(storage)?;
+                    entries.push(decode("audit entries", v.value())?);
+                }
+                entries.reverse();
+                Ok(entries)
+            }
+        }
+    }
+}
+
+/// What one change did, for the audit table; `None` from a change that changed nothing.
+struct Record {
+    action: &'static str,
+    details: serde_json::Value,
+}
+
 /// The local configuration and its current snapshot.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ServerConf {
     current: RwLock<Arc<LocalConf>>,
+    /// Held for the whole of a change, so changes apply one at a time; readers are not blocked
+    /// while a change is written.
+    store: Mutex<Store>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Default for ServerConf {
+    fn default() -> Self {
+        Self::in_memory()
+    }
 }
 
 impl ServerConf {
-    /// An empty configuration held in memory only.
+    /// An empty configuration held in memory only (its audit records too).
     pub fn in_memory() -> Self {
-        Self::default()
+        Self::with_store(Store::Memory { audit: Vec::new() }, LocalConf::default())
+    }
+
+    /// Opens the database at `path`, creating it if missing, and loads the configuration.
+    pub fn open(path: &Path) -> Result<ServerConf, ServerConfError> {
+        let (store, conf) = Store::open(path)?;
+        Ok(Self::with_store(store, conf))
+    }
+
+    fn with_store(store: Store, conf: LocalConf) -> Self {
+        Self {
+            current: RwLock::new(Arc::new(conf)),
+            store: Mutex::new(store),
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// The clock that timestamps audit records (the system clock by default).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// The current snapshot; cheap (one `Arc` clone).
     pub fn snapshot(&self) -> Arc<LocalConf> {
-        Arc::clone(&self.current.read().unwrap_or_else(|p| p.into_inner()))
+        Arc::clone(&self.current.read().unwrap_or_else(PoisonError::into_inner))
     }
 
-    fn update<T>(&self, change: impl FnOnce(&mut LocalConf) -> T) -> T {
-        let mut guard = self.current.write().unwrap_or_else(|p| p.into_inner());
-        let mut next = LocalConf::clone(&guard);
-        let result = change(&mut next);
-        *guard = Arc::new(next);
-        result
+    /// The newest `limit` audit records, oldest first.
+    pub fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, ServerConfError> {
+        self.store
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .audit(limit)
+    }
+
+    /// Applies `change` to a copy of the snapshot; if it changed something, commits the copy
+    /// with its audit record, and only then makes it the snapshot.
+    fn update<T>(
+        &self,
+        change: impl FnOnce(&mut LocalConf) -> Result<(T, Option<Record>), ServerConfError>,
+    ) -> Result<T, ServerConfError> {
+        let mut store = self.store.lock().unwrap_or_else(PoisonError::into_inner);
+        // Changes hold `store`, so no other change can swap the snapshot until we are done.
+        let mut next = LocalConf::clone(&self.snapshot());
+        let (result, record) = change(&mut next)?;
+        let Some(record) = record else {
+            return Ok(result);
+        };
+        let entry = AuditEntry {
+            seq: 0,
+            time: self.clock.unix_now(),
+            action: record.action.to_owned(),
+            details: record.details,
+        };
+        store.commit(&next, entry)?;
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(next);
+        tracing::info!(action = record.action, "local configuration changed");
+        Ok(result)
     }
 
     /// Adds or replaces a service; returns whether it was new.
     pub fn add_service(&self, entry: ServiceEntry) -> Result<bool, ServerConfError> {
-        if !(entry.url.starts_with("http://") || entry.url.starts_with("https://")) {
-            return Err(ServerConfError::Invalid(format!(
-                "service URL {:?} is not http:// or https://",
-                entry.url
-            )));
-        }
-        if entry.timeout_secs == 0 {
-            return Err(ServerConfError::Invalid("timeout_secs must be at least 1".into()));
-        }
-        Ok(self.update(|c| c.services.insert(entry.id.clone(), entry).is_none()))
+        entry.validate()?;
+        self.update(|c| {
+            let old = c.services.get(&entry.id);
+            if old == Some(&entry) {
+                return Ok((false, None));
+            }
+            let new = old.is_none();
+            let record = Record {
+                action: "service.add",
+                details: serde_json::json!({
+                    "id": entry.id,
+                    "url": entry.url,
+                    "timeout_secs": entry.timeout_secs,
+                    "openapi_bytes": entry.openapi.as_ref().map(String::len),
+                    "replaced": !new,
+                }),
+            };
+            c.services.insert(entry.id.clone(), entry);
+            Ok((new, Some(record)))
+        })
     }
 
-    /// Removes a service and the grants for it; returns whether it existed.
+    /// Removes a service and the grants for it (also versioned grants that only this entry
+    /// served); returns whether it existed.
     pub fn remove_service(&self, id: &ServiceId) -> Result<bool, ServerConfError> {
-        Ok(self.update(|c| {
-            let existed = c.services.remove(id).is_some();
-            let stale: Vec<Grant> = c.access.grants().iter().filter(|g| &g.service == id).cloned().collect();
+        self.update(|c| {
+            if c.services.remove(id).is_none() {
+                return Ok((false, None));
+            }
+            let stale: Vec<Grant> = c
+                .access
+                .grants()
+                .iter()
+                .filter(|g| {
+                    &g.service == id
+                        || (g.service.subsystem() == id.subsystem()
+                            && g.service.code() == id.code()
+                            && !c.has_service_for(g))
+                })
+                .cloned()
+                .collect();
             for g in &stale {
                 c.access.remove(g);
             }
-            existed
-        }))
+            let record = Record {
+                action: "service.remove",
+                details: serde_json::json!({"id": id, "grants_removed": stale}),
+            };
+            Ok((true, Some(record)))
+        })
     }
 
-    /// Adds a grant; returns false if it was already there.
+    /// Adds a grant for a configured service; returns false if it was already there.
     pub fn grant(&self, grant: Grant) -> Result<bool, ServerConfError> {
         grant
             .validate()
             .map_err(|e| ServerConfError::Invalid(e.to_string()))?;
-        Ok(self.update(|c| c.access.add(grant)))
+        self.update(|c| {
+            if !c.has_service_for(&grant) {
+                return Err(ServerConfError::UnknownService(Box::new(
+                    grant.service.clone(),
+                )));
+            }
+            let details = serde_json::to_value(&grant).map_err(storage)?;
+            if !c.access.add(grant) {
+                return Ok((false, None));
+            }
+            let record = Record {
+                action: "access.grant",
+                details,
+            };
+            Ok((true, Some(record)))
+        })
     }
 
     /// Removes a grant; returns whether it existed.
     pub fn revoke(&self, grant: &Grant) -> Result<bool, ServerConfError> {
-        Ok(self.update(|c| c.access.remove(grant)))
+        self.update(|c| {
+            if !c.access.remove(grant) {
+                return Ok((false, None));
+            }
+            let record = Record {
+                action: "access.revoke",
+                details: serde_json::to_value(grant).map_err(storage)?,
+            };
+            Ok((true, Some(record)))
+        })
     }
 }

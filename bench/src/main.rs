@@ -1,0 +1,253 @@
+//! `cargo run --release --bin bench -- --clients 64 --seconds 10`: the cost of the message
+//! exchange. Starts a sandbox federation in-process on ephemeral loopback ports (in a temporary
+//! directory) with its demo backend, registers `JP/MUN/131016/records/echo` (the backend's
+//! `POST /echo`) granted to `JP/GOV/digital-agency/portal`, and runs the same closed-loop load
+//! twice: through the ministry's client proxy (client proxy → mutual-TLS gRPC → Chiyoda City's
+//! server proxy → backend), then directly against the backend. Prints requests, errors,
+//! throughput and exact latency percentiles of each, and the ratio gateway/direct.
+//!
+//! The load generator, the three security servers, the registry and the backend share this one
+//! process and the machine's cores, so the numbers compare the two paths on equal terms rather
+//! than show what a dedicated server would do.
+#![forbid(unsafe_code)]
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use bench::load::{self, LoadOptions, LoadReport, Target};
+use clap::Parser;
+use sandbox::{DemoApi, Federation, FederationSpec, Ports, ServiceSpec};
+
+const CLIENT: &str = "JP/GOV/digital-agency/portal";
+const ECHO_SERVICE: &str = "JP/MUN/131016/records/echo";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "bench",
+    about = "Closed-loop load through the xroad-rs gateway and directly against the backend (loopback only)"
+)]
+struct Args {
+    /// Concurrent clients, each with one request in flight.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    clients: u32,
+    /// Measured seconds per run.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    seconds: u64,
+    /// Seconds of load before each measured window.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(0..=600))]
+    warmup_seconds: u64,
+    /// Size of each request body (POSTed to the echo service, which returns it).
+    #[arg(long, default_value_t = 1024)]
+    body_bytes: usize,
+    /// Only the direct run (no federation is started).
+    #[arg(long, conflicts_with = "gateway_only")]
+    direct_only: bool,
+    /// Only the run through the gateway.
+    #[arg(long)]
+    gateway_only: bool,
+    /// Print one JSON line with the results instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if args.body_bytes > sandbox::demo::ECHO_MAX_BODY {
+        anyhow::bail!(
+            "--body-bytes is at most {} (the echo backend's limit)",
+            sandbox::demo::ECHO_MAX_BODY
+        );
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let options = LoadOptions {
+        clients: args.clients as usize,
+        duration: Duration::from_secs(args.seconds),
+        warmup: Duration::from_secs(args.warmup_seconds),
+        body_bytes: args.body_bytes,
+        ..LoadOptions::default()
+    };
+    let dir = tempfile::tempdir().context("creating a temporary directory")?;
+
+    let (gateway, direct) = if args.direct_only {
+        (None, Some(run_direct_only(&options).await?))
+    } else {
+        let federation = start_federation(dir.path()).await?;
+        let result = run_through_federation(&federation, &options, args.gateway_only).await;
+        eprintln!("stopping the federation…");
+        federation.stop().await;
+        result?
+    };
+
+    if args.json {
+        println!("{}", json_line(&args, gateway.as_ref(), direct.as_ref()));
+    } else {
+        print_table(&args, gateway.as_ref(), direct.as_ref());
+    }
+    Ok(())
+}
+
+async fn start_federation(dir: &Path) -> anyhow::Result<Federation> {
+    eprintln!("starting a sandbox federation on loopback…");
+    let mut spec = FederationSpec::sandbox();
+    // No configuration polling during the measurement.
+    spec.poll_interval_secs = 3600;
+    spec.services.push(ServiceSpec::demo(
+        ECHO_SERVICE.parse().context("echo service id")?,
+        DemoApi::Echo,
+        vec![CLIENT.parse().context("client id")?],
+    ));
+    Federation::start(
+        spec,
+        &dir.join("federation"),
+        Ports::Ephemeral,
+        Arc::new(certs::SystemClock),
+    )
+    .await
+    .context("starting the sandbox federation")
+}
+
+async fn run_through_federation(
+    federation: &Federation,
+    options: &LoadOptions,
+    gateway_only: bool,
+) -> anyhow::Result<(Option<LoadReport>, Option<LoadReport>)> {
+    let proxy = federation
+        .description()
+        .security_servers
+        .iter()
+        .find(|s| s.hosts.iter().any(|h| h.to_string() == CLIENT))
+        .map(|s| s.client_proxy.clone())
+        .context("no security server hosts the client subsystem")?;
+    let gateway_target = Target::new("gateway", &format!("{proxy}/r1/{ECHO_SERVICE}"))?
+        .header("X-Road-Client", CLIENT)?;
+    let gateway = Some(measure(gateway_target, options).await);
+    let direct = if gateway_only {
+        None
+    } else {
+        let target = Target::new("direct", &format!("{}/echo", federation.demo_url()))?;
+        Some(measure(target, options).await)
+    };
+    Ok((gateway, direct))
+}
+
+async fn run_direct_only(options: &LoadOptions) -> anyhow::Result<LoadReport> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("binding the demo backend")?;
+    let url = format!("http://{}/echo", listener.local_addr()?);
+    let (stop, shutdown) = tokio::sync::oneshot::channel::<()>();
+    let backend = tokio::spawn(sandbox::demo::serve(listener, async {
+        let _ = shutdown.await;
+    }));
+    let report = measure(Target::new("direct", &url)?, options).await;
+    let _ = stop.send(());
+    backend
+        .await
+        .context("demo backend task")?
+        .context("demo backend")?;
+    Ok(report)
+}
+
+async fn measure(target: Target, options: &LoadOptions) -> LoadReport {
+    eprintln!(
+        "{}: {} clients → {}; warming up {:?}, measuring {:?}…",
+        target.name(),
+        options.clients,
+        target.url(),
+        options.warmup,
+        options.duration
+    );
+    load::run(target, options).await
+}
+
+fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+fn ms(d: Option<Duration>) -> String {
+    d.map_or_else(|| "-".into(), |d| format!("{:.2} ms", d.as_secs_f64() * 1e3))
+}
+
+fn ratios(gateway: &LoadReport, direct: &LoadReport) -> (Option<f64>, Option<f64>) {
+    let throughput = (direct.throughput() > 0.0 && gateway.throughput() > 0.0)
+        .then(|| gateway.throughput() / direct.throughput());
+    let p50 = match (gateway.percentile(50.0), direct.percentile(50.0)) {
+        (Some(g), Some(d)) if !d.is_zero() => Some(g.as_secs_f64() / d.as_secs_f64()),
+        _ => None,
+    };
+    (throughput, p50)
+}
+
+fn print_table(args: &Args, gateway: Option<&LoadReport>, direct: Option<&LoadReport>) {
+    println!();
+    println!(
+        "{} clients, {} s measured after {} s warm-up, {}-byte POST bodies to the echo service; \
+         {} CPUs shared by the load generator, the federation and the backend",
+        args.clients,
+        args.seconds,
+        args.warmup_seconds,
+        args.body_bytes,
+        cpus()
+    );
+    println!();
+    println!(
+        "{:<8} {:>10} {:>8} {:>12} {:>10} {:>10} {:>10} {:>10}",
+        "path", "requests", "errors", "2xx req/s", "p50", "p90", "p99", "max"
+    );
+    for r in [gateway, direct].into_iter().flatten() {
+        println!(
+            "{:<8} {:>10} {:>8} {:>12.0} {:>10} {:>10} {:>10} {:>10}",
+            r.target,
+            r.requests,
+            r.errors,
+            r.throughput(),
+            ms(r.percentile(50.0)),
+            ms(r.percentile(90.0)),
+            ms(r.percentile(99.0)),
+            ms(r.max())
+        );
+    }
+    if let (Some(g), Some(d)) = (gateway, direct) {
+        let (throughput, p50) = ratios(g, d);
+        let show = |x: Option<f64>| x.map_or_else(|| "n/a".into(), |x| format!("{x:.3}"));
+        println!();
+        println!(
+            "gateway/direct: throughput {}, p50 latency {}",
+            show(throughput),
+            show(p50)
+        );
+    }
+    for r in [gateway, direct].into_iter().flatten() {
+        if let Some(e) = &r.first_error {
+            println!();
+            println!("first {} error: {e}", r.target);
+        }
+    }
+}
+
+fn json_line(args: &Args, gateway: Option<&LoadReport>, direct: Option<&LoadReport>) -> String {
+    let (throughput, p50) = match (gateway, direct) {
+        (Some(g), Some(d)) => ratios(g, d),
+        _ => (None, None),
+    };
+    serde_json::json!({
+        "clients": args.clients,
+        "seconds": args.seconds,
+        "warmup_seconds": args.warmup_seconds,
+        "body_bytes": args.body_bytes,
+        "cpus": cpus(),
+        "gateway": gateway.map(LoadReport::to_json),
+        "direct": direct.map(LoadReport::to_json),
+        "ratio": { "throughput": throughput, "p50_latency": p50 },
+    })
+    .to_string()
+}

@@ -1,0 +1,885 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Issue 3, end to end: a real HTTP client, through two security servers, to a real HTTP backend
+//! and back; every error class; tampering, forgery, replay and unknown peers; failover; 10 MiB.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::Request;
+use axum::response::IntoResponse;
+use axum::routing::{any, get};
+use base64::Engine as _;
+use http::Method;
+use prost::Message as _;
+use proto::v1 as pb;
+use sandbox::{Federation, FederationSpec, Ports, ServerSpec};
+use security_server::access::{Grant, Subject};
+use security_server::serverconf::ServiceEntry;
+use sha2::{Digest, Sha256};
+
+const PORTAL: &str = "JP/GOV/digital-agency/portal";
+const WELFARE: &str = "JP/MUN/271004/welfare";
+const MINISTRY: &str = "JP/GOV/digital-agency/ss1";
+const CHIYODA: &str = "JP/MUN/131016/ss1";
+const CHIYODA2: &str = "JP/MUN/131016/ss2";
+const OSAKA: &str = "JP/MUN/271004/ss1";
+const RECORDS: &str = "JP/MUN/131016/records";
+
+/// A provider information system: `/echo/...` describes the request it got; `/raw` returns the
+/// body; `/slow` answers after 3 s; `/teapot` is an application error of its own.
+async fn backend() -> String {
+    async fn echo(request: Request) -> impl IntoResponse {
+        let (parts, body) = request.into_parts();
+        let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+        let headers: BTreeMap<String, String> = parts
+            .headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        (
+            [("x-backend", "records"), ("cache-control", "max-age=5")],
+            axum::Json(serde_json::json!({
+                "method": parts.method.as_str(),
+                "path": parts.uri.path(),
+                "query": parts.uri.query(),
+                "headers": headers,
+                "body_len": body.len(),
+                "body_sha256": hex(&Sha256::digest(&body)),
+            })),
+        )
+    }
+    let router = Router::new()
+        .route("/echo", any(echo))
+        .route("/echo/{*rest}", any(echo))
+        .route("/raw", any(|body: Bytes| async move { body }))
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                "late"
+            }),
+        )
+        .route(
+            "/teapot",
+            get(|| async {
+                (
+                    http::StatusCode::IM_A_TEAPOT,
+                    [("content-type", "text/plain")],
+                    "short and stout",
+                )
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(runtime::serve_http(
+        listener,
+        None,
+        router,
+        std::future::pending(),
+    ));
+    url
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn register(f: &Federation, server: &str, service: &str, url: String, timeout_secs: u64) {
+    let s = f.server(server).unwrap().running().unwrap();
+    s.serverconf
+        .add_service(ServiceEntry {
+            id: service.parse().unwrap(),
+            url,
+            timeout_secs,
+            openapi: Some("{\"openapi\":\"3.0.0\"}".into()),
+        })
+        .unwrap();
+}
+
+fn grant(f: &Federation, server: &str, service: &str, client: &str) {
+    let s = f.server(server).unwrap().running().unwrap();
+    s.serverconf
+        .grant(Grant {
+            service: service.parse().unwrap(),
+            subject: Subject::Subsystem(client.parse().unwrap()),
+            method: None,
+            path: None,
+        })
+        .unwrap();
+}
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    f: Federation,
+    backend: String,
+}
+
+/// The sandbox federation plus, on Chiyoda's server, `residentRecord` (→ /echo) granted to the
+/// portal, `raw` (→ /raw), `slow` (1 s timeout), `teapot` and `down` (nothing listening).
+async fn setup(spec: FederationSpec, provider_servers: &[&str]) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let f = Federation::start(
+        spec,
+        &dir.path().join("fed"),
+        Ports::Ephemeral,
+        Arc::new(certs::SystemClock),
+    )
+    .await
+    .unwrap();
+    let backend = backend().await;
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    for server in provider_servers {
+        for (code, url, timeout) in [
+            ("residentRecord", format!("{backend}/echo"), 10),
+            ("raw", format!("{backend}/raw"), 10),
+            ("slow", format!("{backend}/slow"), 1),
+            ("teapot", format!("{backend}/teapot"), 10),
+            ("down", closed.clone(), 10),
+        ] {
+            let service = format!("{RECORDS}/{code}");
+            register(&f, server, &service, url, timeout);
+            grant(&f, server, &service, PORTAL);
+        }
+    }
+    Setup {
+        _dir: dir,
+        f,
+        backend,
+    }
+}
+
+async fn call(
+    f: &Federation,
+    via: &str,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> runtime::Response {
+    let url = format!(
+        "{}{path}",
+        f.server(via).unwrap().client_proxy_url().unwrap()
+    );
+    runtime::HttpClient::plain()
+        .with_timeout(Duration::from_secs(30))
+        .request(method, &url, headers, body.into())
+        .await
+        .unwrap()
+}
+
+fn error_type(r: &runtime::Response) -> String {
+    let header = r
+        .headers
+        .get("x-road-error")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    if !header.is_empty() {
+        let body: serde_json::Value = r.json().unwrap();
+        assert_eq!(body["type"], header, "the JSON body and X-Road-Error agree");
+    }
+    header
+}
+
+#[tokio::test]
+async fn get_and_post_through_two_security_servers() {
+    let s = setup(FederationSpec::sandbox(), &[CHIYODA]).await;
+    let r = call(
+        &s.f,
+        MINISTRY,
+        Method::GET,
+        "/r1/JP/MUN/131016/records/residentRecord/residents/131016000001?year=2025",
+        &[
+            ("X-Road-Client", PORTAL),
+            ("X-Road-Id", "test-get-1"),
+            ("X-Road-UserId", "JP1234567"),
+            ("X-Road-Data-Subject", "131016000001"),
+            ("X-Road-Purpose", "児童手当の認定"),
+            ("Accept", "application/json"),
+            ("X-Custom", "kept"),
+            ("User-Agent", "dropped/1.0"),
+            ("Connection", "keep-alive, x-hop"),
+            ("X-Hop", "dropped"),
+        ],
+        vec![],
+    )
+    .await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+    let echo: serde_json::Value = r.json().unwrap();
+    assert_eq!(echo["method"], "GET");
+    assert_eq!(echo["path"], "/echo/residents/131016000001");
+    assert_eq!(echo["query"], "year=2025");
+    let h = &echo["headers"];
+    assert_eq!(h["x-road-client"], PORTAL);
+    assert_eq!(h["x-road-service"], "JP/MUN/131016/records/residentRecord");
+    assert_eq!(h["x-road-id"], "test-get-1");
+    assert_eq!(h["x-road-userid"], "JP1234567");
+    assert_eq!(h["x-road-data-subject"], "131016000001");
+    assert_eq!(h["x-road-purpose"], "児童手当の認定");
+    assert_eq!(h["accept"], "application/json");
+    assert_eq!(h["x-custom"], "kept");
+    assert!(h.get("user-agent").is_none(), "User-Agent is dropped: {h}");
+    assert!(
+        h.get("x-hop").is_none(),
+        "headers named by Connection are dropped: {h}"
+    );
+    assert_eq!(h["host"], s.backend.trim_start_matches("http://"));
+
+    let rh = &r.headers;
+    assert_eq!(rh["x-road-client"], PORTAL);
+    assert_eq!(rh["x-road-service"], "JP/MUN/131016/records/residentRecord");
+    assert_eq!(rh["x-road-id"], "test-get-1");
+    assert_eq!(rh["x-road-security-server"], CHIYODA);
+    assert!(!rh["x-road-request-id"].is_empty());
+    assert_eq!(rh["x-backend"], "records");
+    assert_eq!(rh["cache-control"], "max-age=5");
+    let hash = base64::engine::general_purpose::STANDARD
+        .decode(rh["x-road-request-hash"].as_bytes())
+        .unwrap();
+    assert_eq!(hash.len(), 64, "SHA-512 of the signed request");
+
+    // POST with a body; a second call has its own id and request hash.
+    let body: Vec<u8> = (0..1024u32).map(|i| (i % 251) as u8).collect();
+    let r2 = call(
+        &s.f,
+        MINISTRY,
+        Method::POST,
+        "/r1/JP/MUN/131016/records/residentRecord/residents",
+        &[
+            ("X-Road-Client", PORTAL),
+            ("Content-Type", "application/octet-stream"),
+        ],
+        body.clone(),
+    )
+    .await;
+    assert_eq!(r2.status.as_u16(), 200, "{}", r2.text());
+    let echo: serde_json::Value = r2.json().unwrap();
+    assert_eq!(echo["method"], "POST");
+    assert_eq!(echo["body_len"], 1024);
+    assert_eq!(echo["body_sha256"], hex(&Sha256::digest(&body)));
+    assert_eq!(echo["headers"]["content-type"], "application/octet-stream");
+    let generated_id = r2.headers["x-road-id"].to_str().unwrap();
+    assert_eq!(
+        generated_id.len(),
+        36,
+        "a UUID was generated: {generated_id}"
+    );
+    assert_eq!(echo["headers"]["x-road-id"], generated_id);
+    assert_ne!(r2.headers["x-road-request-hash"], rh["x-road-request-hash"]);
+
+    // A provider IS's own error passes through as it is.
+    let r3 = call(
+        &s.f,
+        MINISTRY,
+        Method::GET,
+        "/r1/JP/MUN/131016/records/teapot",
+        &[("X-Road-Client", PORTAL)],
+        vec![],
+    )
+    .await;
+    assert_eq!(r3.status.as_u16(), 418);
+    assert_eq!(r3.text(), "short and stout");
+    assert!(r3.headers.get("x-road-error").is_none());
+    s.f.stop().await;
+}
+
+#[tokio::test]
+async fn each_error_class_has_its_x_road_type() {
+    let s = setup(FederationSpec::sandbox(), &[CHIYODA]).await;
+    let f = &s.f;
+    let get = |via: &'static str, path: &'static str, client: Option<&'static str>| async move {
+        let headers: Vec<(&str, &str)> = client
+            .map(|c| vec![("X-Road-Client", c)])
+            .unwrap_or_default();
+        call(f, via, Method::GET, path, &headers, vec![]).await
+    };
+    let cases: Vec<(runtime::Response, &str, u16)> = vec![
+        (
+            get(
+                MINISTRY,
+                "/r1/JP/MUN/131016/records/residentRecord",
+                Some("JP/GOV/nobody/x"),
+            )
+            .await,
+            "Server.ClientProxy.UnknownMember",
+            500,
+        ),
+        (
+            get(
+                MINISTRY,
+                "/r1/JP/MUN/131016/records/residentRecord",
+                Some(WELFARE),
+            )
+            .await,
+            "Server.ClientProxy.ClientNotHosted",
+            500,
+        ),
+        (
+            get(
+                MINISTRY,
+                "/r1/JP/MUN/131016/records/noSuchService",
+                Some(PORTAL),
+            )
+            .await,
+            "Server.ServerProxy.UnknownService",
+            500,
+        ),
+        (
+            get(MINISTRY, "/r1/JP/MUN/999999/x/residentRecord", Some(PORTAL)).await,
+            "Server.ClientProxy.UnknownService",
+            500,
+        ),
+        (
+            get(
+                OSAKA,
+                "/r1/JP/MUN/131016/records/residentRecord",
+                Some(WELFARE),
+            )
+            .await,
+            "Server.ServerProxy.AccessDenied",
+            500,
+        ),
+        (
+            get(MINISTRY, "/r1/JP/MUN/131016/records/down", Some(PORTAL)).await,
+            "Server.ServerProxy.ServiceFailed",
+            500,
+        ),
+        (
+            get(MINISTRY, "/r1/JP/MUN/131016/records/slow", Some(PORTAL)).await,
+            "Server.ServerProxy.ServiceTimeout",
+            500,
+        ),
+        (
+            get(
+                MINISTRY,
+                "/r1/JP/MUN/131016/rec%20ords/residentRecord",
+                Some(PORTAL),
+            )
+            .await,
+            "Client.InvalidServiceIdentifier",
+            400,
+        ),
+        (
+            get(MINISTRY, "/r1/JP/MUN/131016/records/residentRecord", None).await,
+            "Client.InvalidClientIdentifier",
+            400,
+        ),
+        (
+            get(
+                MINISTRY,
+                "/r1/JP/MUN/131016/records/residentRecord",
+                Some("JP/GOV/digital agency/portal"),
+            )
+            .await,
+            "Client.InvalidClientIdentifier",
+            400,
+        ),
+        (
+            get(
+                MINISTRY,
+                "/r2/JP/MUN/131016/records/residentRecord",
+                Some(PORTAL),
+            )
+            .await,
+            "Client.InvalidProtocolVersion",
+            400,
+        ),
+        (
+            get(
+                MINISTRY,
+                "/r1/JP/MUN/131016/records/residentRecord/../x",
+                Some(PORTAL),
+            )
+            .await,
+            "Client.BadRequest",
+            400,
+        ),
+    ];
+    for (i, (r, expected, status)) in cases.iter().enumerate() {
+        assert_eq!(&error_type(r), expected, "case {i}: {}", r.text());
+        assert_eq!(r.status.as_u16(), *status, "case {i}");
+    }
+    let r = call(
+        f,
+        MINISTRY,
+        Method::GET,
+        "/r1/JP/MUN/131016/records/residentRecord",
+        &[
+            ("X-Road-Client", PORTAL),
+            ("X-Road-Id", "bad id with spaces"),
+        ],
+        vec![],
+    )
+    .await;
+    assert_eq!(error_type(&r), "Client.InvalidHeaderField");
+    s.f.stop().await;
+}
+
+#[tokio::test]
+async fn metaservices_list_clients_methods_and_openapi() {
+    let s = setup(FederationSpec::sandbox(), &[CHIYODA]).await;
+    let f = &s.f;
+    let r = call(f, MINISTRY, Method::GET, "/listClients", &[], vec![]).await;
+    assert_eq!(r.status.as_u16(), 200);
+    let v: serde_json::Value = r.json().unwrap();
+    assert!(
+        v["member"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["id"]["subsystem_code"] == "records")
+    );
+
+    let r = call(
+        f,
+        MINISTRY,
+        Method::GET,
+        "/r1/JP/MUN/131016/records/listMethods",
+        &[("X-Road-Client", PORTAL)],
+        vec![],
+    )
+    .await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+    let v: serde_json::Value = r.json().unwrap();
+    let codes: Vec<&str> = v["service"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["service_code"].as_str().unwrap())
+        .collect();
+    assert!(
+        codes.contains(&"residentRecord") && codes.contains(&"raw"),
+        "{codes:?}"
+    );
+
+    // Welfare is not granted residentRecord: it is not among its allowed methods, and it gets
+    // no OpenAPI document for it; the portal is granted it.
+    let allowed = |r: runtime::Response| -> Vec<String> {
+        assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+        let v: serde_json::Value = r.json().unwrap();
+        v["service"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["service_code"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let welfare = allowed(
+        call(
+            f,
+            OSAKA,
+            Method::GET,
+            "/r1/JP/MUN/131016/records/allowedMethods",
+            &[("X-Road-Client", WELFARE)],
+            vec![],
+        )
+        .await,
+    );
+    assert!(
+        !welfare.contains(&"residentRecord".to_owned()),
+        "{welfare:?}"
+    );
+    let portal = allowed(
+        call(
+            f,
+            MINISTRY,
+            Method::GET,
+            "/r1/JP/MUN/131016/records/allowedMethods",
+            &[("X-Road-Client", PORTAL)],
+            vec![],
+        )
+        .await,
+    );
+    assert!(portal.contains(&"residentRecord".to_owned()), "{portal:?}");
+
+    let r = call(
+        f,
+        MINISTRY,
+        Method::GET,
+        "/r1/JP/MUN/131016/records/getOpenAPI?serviceCode=residentRecord",
+        &[("X-Road-Client", PORTAL)],
+        vec![],
+    )
+    .await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+    assert_eq!(r.text(), "{\"openapi\":\"3.0.0\"}");
+    let r = call(
+        f,
+        OSAKA,
+        Method::GET,
+        "/r1/JP/MUN/131016/records/getOpenAPI?serviceCode=residentRecord",
+        &[("X-Road-Client", WELFARE)],
+        vec![],
+    )
+    .await;
+    assert_eq!(error_type(&r), "Server.ServerProxy.AccessDenied");
+    s.f.stop().await;
+}
+
+#[tokio::test]
+async fn grants_by_group_method_and_path_apply_without_restart() {
+    let s = setup(FederationSpec::sandbox(), &[CHIYODA]).await;
+    let f = &s.f;
+    let path = "/r1/JP/MUN/131016/records/residentRecord/residents/1";
+    let welfare = [("X-Road-Client", WELFARE)];
+    assert_eq!(
+        error_type(&call(f, OSAKA, Method::GET, path, &welfare, vec![]).await),
+        "Server.ServerProxy.AccessDenied"
+    );
+
+    // A global group that contains the welfare office, granted GET on /residents/* only.
+    f.registry()
+        .add_group("JP/municipal-welfare".parse().unwrap(), "Welfare offices")
+        .await
+        .unwrap();
+    f.registry()
+        .add_group_member(
+            "JP/municipal-welfare".parse().unwrap(),
+            WELFARE.parse().unwrap(),
+        )
+        .await
+        .unwrap();
+    for id in [CHIYODA, OSAKA] {
+        f.server(id)
+            .unwrap()
+            .running()
+            .unwrap()
+            .conf
+            .refresh()
+            .await
+            .unwrap();
+    }
+    let chiyoda = f.server(CHIYODA).unwrap().running().unwrap();
+    let g = Grant {
+        service: format!("{RECORDS}/residentRecord").parse().unwrap(),
+        subject: Subject::Group("JP/municipal-welfare".parse().unwrap()),
+        method: Some(Method::GET),
+        path: Some("/residents/*".into()),
+    };
+    chiyoda.serverconf.grant(g.clone()).unwrap();
+    assert_eq!(
+        call(f, OSAKA, Method::GET, path, &welfare, vec![])
+            .await
+            .status
+            .as_u16(),
+        200
+    );
+    let post = call(f, OSAKA, Method::POST, path, &welfare, b"x".to_vec()).await;
+    assert_eq!(error_type(&post), "Server.ServerProxy.AccessDenied");
+    let deeper = call(
+        f,
+        OSAKA,
+        Method::GET,
+        "/r1/JP/MUN/131016/records/residentRecord/residents/1/tax",
+        &welfare,
+        vec![],
+    )
+    .await;
+    assert_eq!(error_type(&deeper), "Server.ServerProxy.AccessDenied");
+    chiyoda.serverconf.revoke(&g).unwrap();
+    assert_eq!(
+        error_type(&call(f, OSAKA, Method::GET, path, &welfare, vec![]).await),
+        "Server.ServerProxy.AccessDenied"
+    );
+    s.f.stop().await;
+}
+
+#[tokio::test]
+async fn a_ten_mib_body_round_trips_and_a_larger_one_is_refused() {
+    let s = setup(FederationSpec::sandbox(), &[CHIYODA]).await;
+    let body: Vec<u8> = (0..10 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let r = call(
+        &s.f,
+        MINISTRY,
+        Method::POST,
+        "/r1/JP/MUN/131016/records/raw",
+        &[("X-Road-Client", PORTAL)],
+        body.clone(),
+    )
+    .await;
+    assert_eq!(
+        r.status.as_u16(),
+        200,
+        "{}",
+        String::from_utf8_lossy(&r.body[..r.body.len().min(300)])
+    );
+    assert_eq!(r.body.len(), body.len());
+    assert!(
+        r.body.as_ref() == body.as_slice(),
+        "the body came back unchanged"
+    );
+
+    let mut larger = body;
+    larger.push(0);
+    let r = call(
+        &s.f,
+        MINISTRY,
+        Method::POST,
+        "/r1/JP/MUN/131016/records/raw",
+        &[("X-Road-Client", PORTAL)],
+        larger,
+    )
+    .await;
+    assert_eq!(error_type(&r), "Client.BodyTooLarge");
+    s.f.stop().await;
+}
+
+fn two_chiyoda_servers() -> FederationSpec {
+    let mut spec = FederationSpec::sandbox();
+    spec.servers.push(ServerSpec {
+        id: CHIYODA2.parse().unwrap(),
+        hosts: vec![RECORDS.parse().unwrap()],
+    });
+    spec
+}
+
+#[tokio::test]
+async fn fails_over_when_one_of_two_provider_servers_is_down() {
+    let mut s = setup(two_chiyoda_servers(), &[CHIYODA, CHIYODA2]).await;
+    let path = "/r1/JP/MUN/131016/records/residentRecord";
+    let portal = [("X-Road-Client", PORTAL)];
+    // Both serve while both are up (load is spread).
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..6 {
+        let r = call(&s.f, MINISTRY, Method::GET, path, &portal, vec![]).await;
+        assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+        seen.insert(
+            r.headers["x-road-security-server"]
+                .to_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    assert_eq!(seen.len(), 2, "both provider servers answered: {seen:?}");
+
+    s.f.stop_server(CHIYODA).await;
+    for _ in 0..6 {
+        let r = call(&s.f, MINISTRY, Method::GET, path, &portal, vec![]).await;
+        assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+        assert_eq!(r.headers["x-road-security-server"], CHIYODA2);
+    }
+    // Pinning the server that is down fails instead of going elsewhere.
+    let r = call(
+        &s.f,
+        MINISTRY,
+        Method::GET,
+        path,
+        &[
+            ("X-Road-Client", PORTAL),
+            ("X-Road-Security-Server", CHIYODA),
+        ],
+        vec![],
+    )
+    .await;
+    assert_eq!(error_type(&r), "Server.ClientProxy.NetworkError");
+    s.f.stop().await;
+}
+
+/// Sends hand-made exchanges to Chiyoda's server proxy as the ministry's server would.
+struct RawPeer {
+    pool: security_server::peer::PeerPool,
+    key: certs::SigningKey,
+    conf: globalconf::VerifiedConf,
+}
+
+impl RawPeer {
+    fn new(f: &Federation) -> Self {
+        let ministry = f.server(MINISTRY).unwrap();
+        let identity = security_server::identity::Identity::load(&ministry.config).unwrap();
+        let key = identity.signing_keys.into_iter().next().unwrap().1;
+        let pool = security_server::peer::PeerPool::new(
+            Arc::new(identity.tls),
+            Duration::from_secs(2),
+            32 << 20,
+        );
+        let conf = ministry.running().unwrap().conf.current().unwrap();
+        Self { pool, key, conf }
+    }
+
+    fn signed(&self, id: &str, body: &[u8]) -> pb::SignedHeader {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let header = pb::RequestHeader {
+            message_id: id.into(),
+            client: PORTAL.into(),
+            service: format!("{RECORDS}/raw"),
+            method: "POST".into(),
+            created_at: now,
+            body_sha256: Sha256::digest(body).to_vec(),
+            target_server: CHIYODA.into(),
+            ..Default::default()
+        };
+        security_server::message::sign_request(&header, &self.key)
+    }
+
+    async fn send(
+        &self,
+        header: pb::SignedHeader,
+        body: &[u8],
+    ) -> Result<pb::ExchangeResponse, String> {
+        let server = self
+            .conf
+            .conf()
+            .server(&CHIYODA.parse().unwrap())
+            .unwrap()
+            .clone();
+        let mut client = self
+            .pool
+            .connect(&server, &server.addresses[0])
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        client
+            .exchange(pb::ExchangeRequest {
+                header: Some(header),
+                body: body.to_vec(),
+            })
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|status| {
+                security_server::peer::status_to_error(&status)
+                    .map(|e| e.error_type())
+                    .unwrap_or_else(|| format!("no X-Road error: {status}"))
+            })
+    }
+}
+
+#[tokio::test]
+async fn tampered_forged_replayed_and_unlisted_exchanges_are_rejected() {
+    let s = setup(FederationSpec::sandbox(), &[CHIYODA]).await;
+    let peer = RawPeer::new(&s.f);
+
+    let ok = peer.signed("raw-1", b"hello");
+    assert!(peer.send(ok.clone(), b"hello").await.is_ok());
+    // The same message again: a replay.
+    assert_eq!(
+        peer.send(ok, b"hello").await.unwrap_err(),
+        "Server.ServerProxy.DuplicateMessage"
+    );
+    // The body altered in transit.
+    let h = peer.signed("raw-2", b"hello");
+    assert_eq!(
+        peer.send(h, b"hellO").await.unwrap_err(),
+        "Server.ServerProxy.InvalidBody"
+    );
+    // A forged signature: one bit of it flipped, or the header changed after signing.
+    let mut h = peer.signed("raw-3", b"hello");
+    h.signature[10] ^= 1;
+    assert_eq!(
+        peer.send(h, b"hello").await.unwrap_err(),
+        "Server.ServerProxy.InvalidSignature"
+    );
+    let mut h = peer.signed("raw-4", b"hello");
+    let mut decoded = pb::RequestHeader::decode(h.header.as_slice()).unwrap();
+    decoded.service = format!("{RECORDS}/residentRecord");
+    h.header = decoded.encode_to_vec();
+    assert_eq!(
+        peer.send(h, b"hello").await.unwrap_err(),
+        "Server.ServerProxy.InvalidSignature"
+    );
+    // Signed by a key the configuration does not list for the client's member.
+    let stranger = certs::SigningKey::generate().unwrap();
+    let h = security_server::message::sign_request(
+        &pb::RequestHeader::decode(peer.signed("raw-5", b"x").header.as_slice()).unwrap(),
+        &stranger,
+    );
+    assert_eq!(
+        peer.send(h, b"x").await.unwrap_err(),
+        "Server.ServerProxy.UnknownSigningKey"
+    );
+
+    // A peer whose certificate the configuration does not list cannot even connect.
+    let ca = certs::CertificateAuthority::load(
+        &s.f.dir().join("registry/data/ca.pem"),
+        &s.f.dir().join("registry/data/ca.key"),
+    )
+    .unwrap();
+    let rogue_key = certs::SigningKey::generate().unwrap();
+    let rogue_cert = ca
+        .issue(
+            MINISTRY,
+            &rogue_key.public_key().to_spki_der(),
+            &["127.0.0.1".into()],
+            Duration::from_secs(3600),
+            &certs::SystemClock,
+        )
+        .unwrap();
+    let rogue = RawPeer {
+        pool: security_server::peer::PeerPool::new(
+            Arc::new(certs::TlsIdentity::new(vec![rogue_cert], rogue_key)),
+            Duration::from_secs(2),
+            1 << 20,
+        ),
+        key: peer.key.clone(),
+        conf: peer.conf.clone(),
+    };
+    let err = rogue
+        .send(rogue.signed("raw-6", b"x"), b"x")
+        .await
+        .unwrap_err();
+    assert!(
+        !err.starts_with("Server."),
+        "refused at the TLS handshake, not by a handler: {err}"
+    );
+    s.f.stop().await;
+}
+
+#[tokio::test]
+async fn a_member_key_removed_from_the_configuration_is_rejected() {
+    let s = setup(FederationSpec::sandbox(), &[CHIYODA]).await;
+    let peer = RawPeer::new(&s.f);
+    assert!(peer.send(peer.signed("key-1", b"a"), b"a").await.is_ok());
+
+    s.f.registry()
+        .remove_key("JP/GOV/digital-agency".parse().unwrap(), peer.key.key_id())
+        .await
+        .unwrap();
+    s.f.server(CHIYODA)
+        .unwrap()
+        .running()
+        .unwrap()
+        .conf
+        .refresh()
+        .await
+        .unwrap();
+    assert_eq!(
+        peer.send(peer.signed("key-2", b"a"), b"a")
+            .await
+            .unwrap_err(),
+        "Server.ServerProxy.UnknownSigningKey"
+    );
+    // The ministry's own server, once it has the configuration, has no valid key to sign with.
+    s.f.server(MINISTRY)
+        .unwrap()
+        .running()
+        .unwrap()
+        .conf
+        .refresh()
+        .await
+        .unwrap();
+    let r = call(
+        &s.f,
+        MINISTRY,
+        Method::GET,
+        "/r1/JP/MUN/131016/records/residentRecord",
+        &[("X-Road-Client", PORTAL)],
+        vec![],
+    )
+    .await;
+    assert_eq!(error_type(&r), "Server.ClientProxy.NoSigningKey");
+    s.f.stop().await;
+}

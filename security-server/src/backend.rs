@@ -1,0 +1,121 @@
+//! Calls from the provider's security server to the provider's information system: plain HTTP on
+//! the organisation's network, a per-service timeout, a bounded response body, and no redirects
+//! followed.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use crate::error::XRoadError;
+use crate::message::VerifiedRequest;
+use crate::rest;
+use crate::serverconf::ServiceEntry;
+
+/// Error codes of this module (`Server.ServerProxy.*`).
+pub mod codes {
+    /// The provider's information system cannot be reached or answered something unusable.
+    pub const SERVICE_FAILED: &str = "ServiceFailed";
+    /// The provider's information system did not answer within the service's timeout.
+    pub const SERVICE_TIMEOUT: &str = "ServiceTimeout";
+}
+
+/// What the provider's information system answered.
+#[derive(Debug)]
+pub struct BackendResponse {
+    pub status: StatusCode,
+    /// Pass-through headers (filtered as the protocol requires).
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+}
+
+/// A pooled HTTP client for provider information systems.
+#[derive(Debug, Clone)]
+pub struct Backend {
+    client: Client<HttpConnector, Full<Bytes>>,
+    max_body: usize,
+}
+
+impl Backend {
+    pub fn new(max_body: usize) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build(connector);
+        Self { client, max_body }
+    }
+
+    /// The URL of one call: the service's base URL, then the request's path and query.
+    pub fn url(entry: &ServiceEntry, request: &VerifiedRequest) -> String {
+        let mut url = entry.url.trim_end_matches('/').to_owned();
+        if request.path().is_empty() && entry.url.ends_with('/') {
+            url.push('/');
+        }
+        url.push_str(request.path());
+        if let Some(q) = request.query().filter(|q| !q.is_empty()) {
+            url.push('?');
+            url.push_str(q);
+        }
+        url
+    }
+
+    pub async fn call(
+        &self,
+        entry: &ServiceEntry,
+        request: &VerifiedRequest,
+        body: Bytes,
+    ) -> Result<BackendResponse, XRoadError> {
+        let id = request.message_id().to_owned();
+        let failed =
+            |msg: String| XRoadError::server_proxy(codes::SERVICE_FAILED, msg).with_id(id.clone());
+        let url = Self::url(entry, request);
+        let method = Method::from_bytes(request.method().as_str().as_bytes())
+            .map_err(|_| failed("unsupported method".into()))?;
+        let mut builder = Request::builder().method(method).uri(&url);
+        let headers = builder
+            .headers_mut()
+            .ok_or_else(|| failed(format!("invalid service URL {url:?}")))?;
+        rest::write_provider_request_headers(headers, request)
+            .map_err(|e| failed(format!("cannot pass header: {e}")))?;
+        let outgoing = builder
+            .body(Full::new(body))
+            .map_err(|e| failed(format!("invalid request to {url}: {e}")))?;
+
+        let timeout = Duration::from_secs(entry.timeout_secs);
+        let call = async {
+            let response = self.client.request(outgoing).await.map_err(|e| {
+                failed(format!(
+                    "cannot reach the provider's information system for {}: {}",
+                    entry.id,
+                    runtime::error_chain(&e)
+                ))
+            })?;
+            let (parts, incoming) = response.into_parts();
+            let body = Limited::new(incoming, self.max_body)
+                .collect()
+                .await
+                .map_err(|e| failed(format!("the provider's answer is too large or broken: {e}")))?
+                .to_bytes();
+            Ok::<_, XRoadError>((parts.status, parts.headers, body))
+        };
+        let (status, headers, body) =
+            tokio::time::timeout(timeout, call).await.map_err(|_| {
+                XRoadError::server_proxy(
+                    codes::SERVICE_TIMEOUT,
+                    format!("the provider's information system did not answer within {timeout:?}"),
+                )
+                .with_id(id.clone())
+            })??;
+        Ok(BackendResponse {
+            status,
+            headers: rest::filter_headers(&headers).map_err(|e| failed(e.to_string()))?,
+            body,
+        })
+    }
+}

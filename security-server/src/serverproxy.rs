@@ -1,0 +1,278 @@
+//! The server proxy: receives an exchange from a peer security server, checks it in DESIGN §5.2's
+//! order (pinned TLS peer hosting the client, signature under a valid key, clock skew, replay —
+//! in [`message::verify_request`]; then the service and the access rights here), calls the
+//! provider's information system, and signs the answer with the provider member's key.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use certs::Clock;
+use globalconf::{GlobalConf, SecurityServerId};
+use http::StatusCode;
+use proto::v1 as pb;
+
+use crate::backend::Backend;
+use crate::confclient::ConfClient;
+use crate::error::XRoadError;
+use crate::keys::MemberKeys;
+use crate::message::{self, VerifiedRequest, request_codes};
+use crate::metrics::{self, Metrics};
+use crate::replay::ReplayCache;
+use crate::rest::{self, metaservice};
+use crate::serverconf::{LocalConf, ServerConf};
+
+/// Error codes of this module (`Server.ServerProxy.*`); `message` and `backend` have the rest.
+pub mod codes {
+    /// The provider's server holds no usable global configuration.
+    pub const OUTDATED_GLOBALCONF: &str = "OutdatedGlobalConf";
+    /// The access rights do not allow this client this service, method and path.
+    pub const ACCESS_DENIED: &str = "AccessDenied";
+    /// The provider's server has no valid signing key for the provider member.
+    pub const NO_SIGNING_KEY: &str = "NoSigningKey";
+    /// The TLS connection carried no client certificate (cannot happen with the pinned config).
+    pub const UNAUTHENTICATED_PEER: &str = "UnauthenticatedPeer";
+}
+
+/// Everything the server proxy needs, shared by all connections.
+#[derive(Debug)]
+pub struct ServerProxy {
+    pub this: SecurityServerId,
+    pub conf: Arc<ConfClient>,
+    pub serverconf: Arc<ServerConf>,
+    pub keys: Arc<MemberKeys>,
+    pub replay: ReplayCache,
+    pub backend: Backend,
+    pub clock: Arc<dyn Clock>,
+    /// `exchange.max_clock_skew_secs` when set; else the instance parameter.
+    pub skew_override: Option<Duration>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl ServerProxy {
+    pub fn max_skew(&self, conf: &GlobalConf) -> Duration {
+        self.skew_override
+            .unwrap_or(conf.parameters().max_clock_skew)
+    }
+
+    /// Handles one exchange and records it in the metrics.
+    pub async fn exchange(
+        &self,
+        peer_cert_sha256: Option<[u8; 32]>,
+        request: pb::ExchangeRequest,
+    ) -> Result<pb::ExchangeResponse, XRoadError> {
+        let started = Instant::now();
+        let result = self.handle(peer_cert_sha256, request).await;
+        let outcome = match &result {
+            Ok(_) => "ok".to_owned(),
+            Err(e) => e.error_type(),
+        };
+        self.metrics
+            .observe(metrics::SERVER_PROXY, &outcome, started.elapsed());
+        result
+    }
+
+    async fn handle(
+        &self,
+        peer_cert_sha256: Option<[u8; 32]>,
+        request: pb::ExchangeRequest,
+    ) -> Result<pb::ExchangeResponse, XRoadError> {
+        let conf = self
+            .conf
+            .valid_now()
+            .map_err(|m| XRoadError::server_proxy(codes::OUTDATED_GLOBALCONF, m))?;
+        let conf = conf.conf();
+        let peer = peer_cert_sha256.ok_or_else(|| {
+            XRoadError::server_proxy(codes::UNAUTHENTICATED_PEER, "no client certificate")
+        })?;
+        let header = request.header.ok_or_else(|| {
+            XRoadError::server_proxy(request_codes::INVALID_MESSAGE, "the exchange has no header")
+        })?;
+        let body = Bytes::from(request.body);
+        let now = self.clock.unix_now();
+        let verified = message::verify_request(
+            &header,
+            &body,
+            conf,
+            &peer,
+            &self.this,
+            now,
+            self.max_skew(conf),
+            &self.replay,
+        )?;
+        let id = verified.message_id().to_owned();
+        let local = self.serverconf.snapshot();
+
+        let (status, headers, response_body) = match verified.service().code() {
+            metaservice::LIST_METHODS => list_methods(&verified, &local, conf, false)?,
+            metaservice::ALLOWED_METHODS => list_methods(&verified, &local, conf, true)?,
+            metaservice::GET_OPENAPI => open_api(&verified, &local, conf)?,
+            _ => {
+                let entry = local.service(verified.service()).ok_or_else(|| {
+                    XRoadError::server_proxy(
+                        request_codes::UNKNOWN_SERVICE,
+                        format!("service {} is not provided here", verified.service()),
+                    )
+                    .with_id(id.clone())
+                })?;
+                let allowed = local.access.allows(
+                    verified.client(),
+                    verified.service(),
+                    verified.method(),
+                    verified.path(),
+                    conf,
+                );
+                if !allowed {
+                    return Err(XRoadError::server_proxy(
+                        codes::ACCESS_DENIED,
+                        format!(
+                            "{} may not call {} {} {}",
+                            verified.client(),
+                            verified.method(),
+                            verified.service(),
+                            if verified.path().is_empty() {
+                                "/"
+                            } else {
+                                verified.path()
+                            }
+                        ),
+                    )
+                    .with_id(id));
+                }
+                let r = self.backend.call(entry, &verified, body).await?;
+                (r.status, r.headers, r.body)
+            }
+        };
+
+        let provider = verified.service().subsystem().member();
+        let key = self.keys.signer(provider, conf, now).ok_or_else(|| {
+            XRoadError::server_proxy(
+                codes::NO_SIGNING_KEY,
+                format!("this server holds no signing key valid now for {provider}"),
+            )
+            .with_id(id.clone())
+        })?;
+        let response_header = message::build_response_header(
+            &verified,
+            status,
+            &headers,
+            &response_body,
+            &key.key_id(),
+            now,
+            &self.this,
+        );
+        Ok(pb::ExchangeResponse {
+            header: Some(message::sign_response(&response_header, key)),
+            body: response_body.to_vec(),
+        })
+    }
+}
+
+type Answer = (StatusCode, Vec<(String, String)>, Bytes);
+
+fn json_answer(value: &serde_json::Value) -> Answer {
+    (
+        StatusCode::OK,
+        vec![("content-type".into(), "application/json".into())],
+        Bytes::from(value.to_string()),
+    )
+}
+
+fn service_json(id: &globalconf::ServiceId) -> serde_json::Value {
+    let sub = id.subsystem();
+    serde_json::json!({
+        "object_type": "SERVICE",
+        "xroad_instance": sub.member().instance(),
+        "member_class": sub.member().class(),
+        "member_code": sub.member().code(),
+        "subsystem_code": sub.code(),
+        "service_code": id.code(),
+        "service_type": "REST",
+    })
+}
+
+/// `listMethods` (every service of the provider subsystem) or `allowedMethods` (those the
+/// client may call, with the allowed endpoints), in X-Road's JSON shape.
+fn list_methods(
+    request: &VerifiedRequest,
+    local: &LocalConf,
+    conf: &GlobalConf,
+    only_allowed: bool,
+) -> Result<Answer, XRoadError> {
+    let provider = request.service().subsystem();
+    let services: Vec<serde_json::Value> = if only_allowed {
+        local
+            .access
+            .allowed_methods(request.client(), provider, conf)
+            .into_iter()
+            .filter(|(id, _)| local.service(id).is_some())
+            .map(|(id, endpoints)| {
+                let mut v = service_json(&id);
+                v["endpoints"] = endpoints
+                    .iter()
+                    .map(|e| {
+                        serde_json::json!({
+                            "method": e.method.clone().unwrap_or_else(|| "*".into()),
+                            "path": e.path.clone().unwrap_or_else(|| "**".into()),
+                        })
+                    })
+                    .collect();
+                v
+            })
+            .collect()
+    } else {
+        local
+            .services_of(provider)
+            .map(|s| service_json(&s.id))
+            .collect()
+    };
+    Ok(json_answer(&serde_json::json!({ "service": services })))
+}
+
+/// `getOpenAPI?serviceCode=X`: the service's OpenAPI document, for clients allowed to call it.
+fn open_api(
+    request: &VerifiedRequest,
+    local: &LocalConf,
+    conf: &GlobalConf,
+) -> Result<Answer, XRoadError> {
+    let id = request.message_id().to_owned();
+    let code = rest::query_param(request.query(), "serviceCode")?.ok_or_else(|| {
+        XRoadError::client(rest::codes::BAD_REQUEST, "serviceCode is missing").with_id(id.clone())
+    })?;
+    let provider = request.service().subsystem();
+    let service = provider.service(&code, None).map_err(|e| {
+        XRoadError::client(rest::codes::INVALID_SERVICE_IDENTIFIER, e.to_string())
+            .with_id(id.clone())
+    })?;
+    let unknown = || {
+        XRoadError::server_proxy(
+            request_codes::UNKNOWN_SERVICE,
+            format!("service {service} has no OpenAPI description here"),
+        )
+        .with_id(id.clone())
+    };
+    let entry = local.service(&service).ok_or_else(unknown)?;
+    let allowed = local
+        .access
+        .allowed_methods(request.client(), provider, conf)
+        .iter()
+        .any(|(s, _)| s == &service);
+    if !allowed {
+        return Err(XRoadError::server_proxy(
+            codes::ACCESS_DENIED,
+            format!("{} may not call {service}", request.client()),
+        )
+        .with_id(id));
+    }
+    let doc = entry.openapi.clone().ok_or_else(unknown)?;
+    let content_type = if doc.trim_start().starts_with('{') {
+        "application/json"
+    } else {
+        "application/yaml"
+    };
+    Ok((
+        StatusCode::OK,
+        vec![("content-type".into(), content_type.into())],
+        Bytes::from(doc),
+    ))
+}
