@@ -883,3 +883,60 @@ async fn a_member_key_removed_from_the_configuration_is_rejected() {
     assert_eq!(error_type(&r), "Server.ClientProxy.NoSigningKey");
     s.f.stop().await;
 }
+
+/// A backend whose `/hold` tells the test it has the request, then answers 300 ms later.
+async fn holding_backend() -> (String, Arc<tokio::sync::Notify>) {
+    let arrived = Arc::new(tokio::sync::Notify::new());
+    let signal = Arc::clone(&arrived);
+    let router = Router::new().route(
+        "/hold",
+        get(move || {
+            let signal = Arc::clone(&signal);
+            async move {
+                signal.notify_one();
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                "finished"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(runtime::serve_http(listener, None, router, std::future::pending()));
+    (url, arrived)
+}
+
+#[tokio::test]
+async fn https_client_proxy_and_graceful_shutdown_finishes_in_flight_exchanges() {
+    let mut s = setup(FederationSpec::sandbox(), &[CHIYODA]).await;
+    let (hold_url, arrived) = holding_backend().await;
+    register(&s.f, CHIYODA, &format!("{RECORDS}/hold"), format!("{hold_url}/hold"), 10);
+    grant(&s.f, CHIYODA, &format!("{RECORDS}/hold"), PORTAL);
+
+    // Restart the ministry's server with HTTPS on its client proxy.
+    let mut config = s.f.server(MINISTRY).unwrap().config.clone();
+    config.client_proxy.tls = true;
+    s.f.stop_server(MINISTRY).await;
+    let listeners = security_server::Listeners {
+        client_proxy: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        server_proxy: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        admin: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    };
+    let server = security_server::start(&config, listeners, Arc::new(certs::SystemClock)).await.unwrap();
+    let url = format!("https://127.0.0.1:{}/r1/JP/MUN/131016/records/hold", server.client_proxy_addr.port());
+    let anchor = globalconf::Anchor::load(&s.f.description().anchor).unwrap();
+    let https = runtime::HttpClient::https(certs::client_config_trusting(&anchor.ca_certificates_der(), &[]).unwrap());
+
+    let in_flight = {
+        let https = https.clone();
+        let url = url.clone();
+        tokio::spawn(async move { https.request(Method::GET, &url, &[("X-Road-Client", PORTAL)], Bytes::new()).await })
+    };
+    arrived.notified().await;
+    let addr = server.client_proxy_addr;
+    server.shutdown().await;
+    let answer = in_flight.await.unwrap().expect("the in-flight exchange finished");
+    assert_eq!(answer.status.as_u16(), 200, "{}", answer.text());
+    assert_eq!(answer.text(), "finished");
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "no new connections after shutdown");
+    s.f.stop().await;
+}

@@ -88,7 +88,7 @@ impl IntoResponse for AdminError {
 impl From<ServerConfError> for AdminError {
     fn from(e: ServerConfError) -> Self {
         match e {
-            ServerConfError::Invalid(_) => AdminError::BadRequest(e.to_string()),
+            ServerConfError::Invalid(why) => AdminError::BadRequest(why),
             ServerConfError::UnknownService(_) => AdminError::UnknownService(e.to_string()),
             ServerConfError::Storage(_) => AdminError::Storage(e.to_string()),
         }
@@ -149,7 +149,7 @@ impl Admin {
 }
 
 async fn require_bearer(State(admin): State<Admin>, req: Request, next: Next) -> Response {
-    if false && !admin.authorized(req.headers()) {
+    if !admin.authorized(req.headers()) {
         tracing::warn!(path = %req.uri().path(), "admin request without a valid bearer token");
         return AdminError::Unauthorized.into_response();
     }

@@ -87,6 +87,9 @@ pub enum LogFormat {
 pub struct ClientProxyConfig {
     /// Where the organisation's information systems call (X-Road REST); keep it on the local network.
     pub listen: SocketAddr,
+    /// Serve HTTPS instead of HTTP, with this server's certificate from the instance CA (the
+    /// information systems then trust the instance CA, `ca.pem` of the anchor).
+    pub tls: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -135,6 +138,7 @@ impl Default for ClientProxyConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            tls: false,
         }
     }
 }

@@ -12,6 +12,7 @@
 //! - [`replay`]: the replay cache of X-Road-Ids per client within a time window (no I/O).
 //! - [`admin`]: the admin API and the health endpoint.
 //! - [`error`]: X-Road error types and how each maps to HTTP.
+//! - [`serverconf`]: the services this server provides and the access rights (redb).
 //! - [`server`]: assembles and runs all of the above.
 #![forbid(unsafe_code)]
 

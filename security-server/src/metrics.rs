@@ -117,33 +117,6 @@ fn escape(s: &str) -> String {
         .replace('\n', "\\n")
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn counts_outcomes_and_fills_cumulative_buckets() {
-        let m = Metrics::new();
-        m.observe(CLIENT_PROXY, "ok", Duration::from_millis(3));
-        m.observe(
-            CLIENT_PROXY,
-            "Server.ServerProxy.AccessDenied",
-            Duration::from_millis(30),
-        );
-        let text = m.render(&[("xroad_globalconf_serial", "Serial.", 7.0)]);
-        assert!(text.contains("xroad_exchanges_total{proxy=\"client_proxy\",outcome=\"ok\"} 1"));
-        assert!(text.contains("outcome=\"Server.ServerProxy.AccessDenied\"} 1"));
-        assert!(text.contains(
-            "xroad_exchange_duration_seconds_bucket{proxy=\"client_proxy\",le=\"0.005\"} 1"
-        ));
-        assert!(text.contains(
-            "xroad_exchange_duration_seconds_bucket{proxy=\"client_proxy\",le=\"0.05\"} 2"
-        ));
-        assert!(text.contains("xroad_exchange_duration_seconds_count{proxy=\"client_proxy\"} 2"));
-        assert!(text.contains("xroad_globalconf_serial 7"));
-    }
-}
-
 /// `GET /metrics` (unauthenticated, like most Prometheus endpoints: keep the admin listener on
 /// loopback or a management network).
 pub fn router(
@@ -186,4 +159,31 @@ pub fn router(
             }
         }),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_outcomes_and_fills_cumulative_buckets() {
+        let m = Metrics::new();
+        m.observe(CLIENT_PROXY, "ok", Duration::from_millis(3));
+        m.observe(
+            CLIENT_PROXY,
+            "Server.ServerProxy.AccessDenied",
+            Duration::from_millis(30),
+        );
+        let text = m.render(&[("xroad_globalconf_serial", "Serial.", 7.0)]);
+        assert!(text.contains("xroad_exchanges_total{proxy=\"client_proxy\",outcome=\"ok\"} 1"));
+        assert!(text.contains("outcome=\"Server.ServerProxy.AccessDenied\"} 1"));
+        assert!(text.contains(
+            "xroad_exchange_duration_seconds_bucket{proxy=\"client_proxy\",le=\"0.005\"} 1"
+        ));
+        assert!(text.contains(
+            "xroad_exchange_duration_seconds_bucket{proxy=\"client_proxy\",le=\"0.05\"} 2"
+        ));
+        assert!(text.contains("xroad_exchange_duration_seconds_count{proxy=\"client_proxy\"} 2"));
+        assert!(text.contains("xroad_globalconf_serial 7"));
+    }
 }

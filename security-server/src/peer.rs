@@ -298,6 +298,13 @@ impl pb::peer_server::Peer for PeerService {
         }
     }
 
+    async fn add_checkpoint(
+        &self,
+        _request: tonic::Request<pb::AddCheckpointRequest>,
+    ) -> Result<tonic::Response<pb::AddCheckpointResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("this server does not witness checkpoints yet"))
+    }
+
     async fn get_configuration(
         &self,
         _request: tonic::Request<pb::GetConfigurationRequest>,

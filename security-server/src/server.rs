@@ -144,6 +144,11 @@ pub async fn start(
         DEFAULT_REPLAY_WINDOW_SECS
     });
 
+    let client_tls = if config.client_proxy.tls {
+        Some(Arc::new(certs::server_config(&tls_identity, &[b"h2", b"http/1.1"])?))
+    } else {
+        None
+    };
     let client_router = ClientProxy::new(
         ClientProxySettings {
             this: identity.server_id.clone(),
@@ -162,7 +167,7 @@ pub async fn start(
     tasks.spawn(serve(
         "client proxy",
         listeners.client_proxy,
-        None,
+        client_tls,
         client_router,
         shutdown.clone(),
     ));

@@ -239,6 +239,164 @@ pub struct GetConfigurationRequest {
     #[prost(uint64, tag = "1")]
     pub have_serial: u64,
 }
+/// One entry of a security server's message log. Its encoding is a Merkle leaf (RFC 6962:
+/// SHA-256(0x00 || bytes)). The body is not part of the record: the signed header carries its
+/// SHA-256, and the body is stored beside the record (possibly encrypted), or not at all.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct LogRecord {
+    #[prost(enumeration = "LogKind", tag = "1")]
+    pub kind: i32,
+    #[prost(enumeration = "LogSide", tag = "2")]
+    pub side: i32,
+    #[prost(string, tag = "3")]
+    pub message_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "4")]
+    pub client: ::prost::alloc::string::String,
+    #[prost(string, tag = "5")]
+    pub service: ::prost::alloc::string::String,
+    /// The exact signed header bytes (RequestHeader or ResponseHeader).
+    #[prost(bytes = "vec", tag = "6")]
+    pub signed_header: ::prost::alloc::vec::Vec<u8>,
+    #[prost(bytes = "vec", tag = "7")]
+    pub signature: ::prost::alloc::vec::Vec<u8>,
+    #[prost(string, tag = "8")]
+    pub key_id: ::prost::alloc::string::String,
+    #[prost(bytes = "vec", tag = "9")]
+    pub body_sha256: ::prost::alloc::vec::Vec<u8>,
+    /// Whether the body was stored beside the record.
+    #[prost(bool, tag = "10")]
+    pub body_stored: bool,
+    #[prost(int64, tag = "11")]
+    pub logged_at_ms: i64,
+    /// The other security server of the exchange.
+    #[prost(string, tag = "12")]
+    pub peer: ::prost::alloc::string::String,
+}
+/// A witness request (C2SP tlog-witness semantics over gRPC): cosign `checkpoint` (a signed
+/// note) after checking `consistency_proof` from `old_size`, the size the caller believes the
+/// witness last cosigned (0 for the first time).
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct AddCheckpointRequest {
+    #[prost(uint64, tag = "1")]
+    pub old_size: u64,
+    #[prost(bytes = "vec", repeated, tag = "2")]
+    pub consistency_proof: ::prost::alloc::vec::Vec<::prost::alloc::vec::Vec<u8>>,
+    #[prost(string, tag = "3")]
+    pub checkpoint: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct AddCheckpointResponse {
+    #[prost(oneof = "add_checkpoint_response::Result", tags = "1, 2")]
+    pub result: ::core::option::Option<add_checkpoint_response::Result>,
+}
+/// Nested message and enum types in `AddCheckpointResponse`.
+pub mod add_checkpoint_response {
+    #[derive(Clone, PartialEq, Eq, Hash, ::prost::Oneof)]
+    pub enum Result {
+        /// The cosignature line, as it goes below the checkpoint ("— <name> <base64>").
+        #[prost(string, tag = "1")]
+        Cosignature(::prost::alloc::string::String),
+        /// old_size was not what the witness holds: retry from this size.
+        #[prost(uint64, tag = "2")]
+        ConflictKnownSize(u64),
+    }
+}
+/// Self-contained evidence for auditors (docs/evidence.md): records with their inclusion proofs,
+/// a checkpoint covering them with cosignatures, and the signed global configurations that list
+/// the keys used. Verifiable offline with only the instance anchor.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct EvidenceBundle {
+    #[prost(uint32, tag = "1")]
+    pub version: u32,
+    /// The security server whose log this is (the checkpoint's origin).
+    #[prost(string, tag = "2")]
+    pub server_id: ::prost::alloc::string::String,
+    /// The checkpoint as a signed note: the server's signature and the witnesses' cosignatures.
+    #[prost(string, tag = "3")]
+    pub checkpoint: ::prost::alloc::string::String,
+    #[prost(message, repeated, tag = "4")]
+    pub records: ::prost::alloc::vec::Vec<EvidenceRecord>,
+    /// SignedConfiguration envelopes, exactly as the registry signed them.
+    #[prost(bytes = "vec", repeated, tag = "5")]
+    pub configurations: ::prost::alloc::vec::Vec<::prost::alloc::vec::Vec<u8>>,
+    #[prost(int64, tag = "6")]
+    pub exported_at: i64,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct EvidenceRecord {
+    #[prost(uint64, tag = "1")]
+    pub index: u64,
+    /// The LogRecord bytes, exactly as logged.
+    #[prost(bytes = "vec", tag = "2")]
+    pub record: ::prost::alloc::vec::Vec<u8>,
+    /// The body, when it was stored and is exported.
+    #[prost(bytes = "vec", tag = "3")]
+    pub body: ::prost::alloc::vec::Vec<u8>,
+    #[prost(bool, tag = "4")]
+    pub has_body: bool,
+    #[prost(bytes = "vec", repeated, tag = "5")]
+    pub inclusion_proof: ::prost::alloc::vec::Vec<::prost::alloc::vec::Vec<u8>>,
+}
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum LogKind {
+    Unspecified = 0,
+    Request = 1,
+    Response = 2,
+}
+impl LogKind {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Unspecified => "LOG_KIND_UNSPECIFIED",
+            Self::Request => "LOG_KIND_REQUEST",
+            Self::Response => "LOG_KIND_RESPONSE",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "LOG_KIND_UNSPECIFIED" => Some(Self::Unspecified),
+            "LOG_KIND_REQUEST" => Some(Self::Request),
+            "LOG_KIND_RESPONSE" => Some(Self::Response),
+            _ => None,
+        }
+    }
+}
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum LogSide {
+    Unspecified = 0,
+    /// Logged by the client's security server (client proxy).
+    Client = 1,
+    /// Logged by the provider's security server (server proxy).
+    Server = 2,
+}
+impl LogSide {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Unspecified => "LOG_SIDE_UNSPECIFIED",
+            Self::Client => "LOG_SIDE_CLIENT",
+            Self::Server => "LOG_SIDE_SERVER",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "LOG_SIDE_UNSPECIFIED" => Some(Self::Unspecified),
+            "LOG_SIDE_CLIENT" => Some(Self::Client),
+            "LOG_SIDE_SERVER" => Some(Self::Server),
+            _ => None,
+        }
+    }
+}
 /// Generated client implementations.
 pub mod peer_client {
     #![allow(
@@ -367,6 +525,31 @@ pub mod peer_client {
                 .insert(GrpcMethod::new("xroad.v1.Peer", "GetConfiguration"));
             self.inner.unary(req, path, codec).await
         }
+        /// Witness a peer's message-log checkpoint (DESIGN §6).
+        pub async fn add_checkpoint(
+            &mut self,
+            request: impl tonic::IntoRequest<super::AddCheckpointRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::AddCheckpointResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/xroad.v1.Peer/AddCheckpoint",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("xroad.v1.Peer", "AddCheckpoint"));
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -396,6 +579,14 @@ pub mod peer_server {
             request: tonic::Request<super::GetConfigurationRequest>,
         ) -> std::result::Result<
             tonic::Response<super::SignedConfiguration>,
+            tonic::Status,
+        >;
+        /// Witness a peer's message-log checkpoint (DESIGN §6).
+        async fn add_checkpoint(
+            &self,
+            request: tonic::Request<super::AddCheckpointRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::AddCheckpointResponse>,
             tonic::Status,
         >;
     }
@@ -549,6 +740,51 @@ pub mod peer_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = GetConfigurationSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/xroad.v1.Peer/AddCheckpoint" => {
+                    #[allow(non_camel_case_types)]
+                    struct AddCheckpointSvc<T: Peer>(pub Arc<T>);
+                    impl<
+                        T: Peer,
+                    > tonic::server::UnaryService<super::AddCheckpointRequest>
+                    for AddCheckpointSvc<T> {
+                        type Response = super::AddCheckpointResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::AddCheckpointRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Peer>::add_checkpoint(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = AddCheckpointSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
