@@ -38,7 +38,10 @@ impl std::fmt::Display for TargetError {
         match self {
             TargetError::Url(e) => write!(f, "invalid URL: {e}"),
             TargetError::NotLoopback(u) => {
-                write!(f, "{u} is not a plain-HTTP URL on 127.0.0.1; the bench talks to loopback only")
+                write!(
+                    f,
+                    "{u} is not a plain-HTTP URL on 127.0.0.1; the bench talks to loopback only"
+                )
             }
             TargetError::Header(e) => write!(f, "invalid header: {e}"),
         }
@@ -58,7 +61,9 @@ pub struct Target {
 impl Target {
     /// A target named `name` (for reports) at `url`, which must be `http://127.0.0.1:PORT/...`.
     pub fn new(name: impl Into<String>, url: &str) -> Result<Self, TargetError> {
-        let uri: Uri = url.parse().map_err(|e| TargetError::Url(format!("{url}: {e}")))?;
+        let uri: Uri = url
+            .parse()
+            .map_err(|e| TargetError::Url(format!("{url}: {e}")))?;
         if uri.scheme_str() != Some("http") || uri.host() != Some("127.0.0.1") {
             return Err(TargetError::NotLoopback(url.to_owned()));
         }
@@ -73,8 +78,8 @@ impl Target {
     pub fn header(mut self, name: &str, value: &str) -> Result<Self, TargetError> {
         let name = HeaderName::from_bytes(name.as_bytes())
             .map_err(|e| TargetError::Header(format!("{name}: {e}")))?;
-        let value =
-            HeaderValue::from_str(value).map_err(|e| TargetError::Header(format!("{name}: {e}")))?;
+        let value = HeaderValue::from_str(value)
+            .map_err(|e| TargetError::Header(format!("{name}: {e}")))?;
         self.headers.push((name, value));
         Ok(self)
     }
@@ -276,16 +281,15 @@ async fn client_loop(shared: Arc<Shared>) -> Tally {
         };
         let result = match outcome {
             Ok(result) => result,
-            Err(_) => Err(format!(
-                "no answer within {:?}",
-                shared.request_timeout
-            )),
+            Err(_) => Err(format!("no answer within {:?}", shared.request_timeout)),
         };
         let measured = started >= shared.measure_from;
         match result {
             Ok(()) if measured => {
                 let us = started.elapsed().as_micros();
-                tally.latencies_us.push(u32::try_from(us).unwrap_or(u32::MAX));
+                tally
+                    .latencies_us
+                    .push(u32::try_from(us).unwrap_or(u32::MAX));
             }
             Ok(()) => {}
             Err(error) => {
@@ -389,7 +393,10 @@ mod tests {
                 "{url}"
             );
         }
-        assert!(matches!(Target::new("x", "not a url"), Err(TargetError::Url(_))));
+        assert!(matches!(
+            Target::new("x", "not a url"),
+            Err(TargetError::Url(_))
+        ));
     }
 
     #[tokio::test]
@@ -413,7 +420,10 @@ mod tests {
         assert_eq!(report.percentile(50.0), None);
         let first = report.first_error.unwrap();
         assert!(first.contains("503"), "{first}");
-        assert!(first.contains("Server.ServerProxy.ServiceFailed"), "{first}");
+        assert!(
+            first.contains("Server.ServerProxy.ServiceFailed"),
+            "{first}"
+        );
         let _ = stop.send(());
         server.await.unwrap();
     }
@@ -479,10 +489,12 @@ mod tests {
                 _ = &mut shutdown => return,
             };
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| async move {
-                    let body = req.into_body().collect().await?.to_bytes();
-                    Ok::<_, hyper::Error>(answer(body))
-                });
+                let service = hyper::service::service_fn(
+                    move |req: Request<hyper::body::Incoming>| async move {
+                        let body = req.into_body().collect().await?.to_bytes();
+                        Ok::<_, hyper::Error>(answer(body))
+                    },
+                );
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
                     .await;

@@ -174,7 +174,10 @@ fn cpus() -> usize {
 }
 
 fn ms(d: Option<Duration>) -> String {
-    d.map_or_else(|| "-".into(), |d| format!("{:.2} ms", d.as_secs_f64() * 1e3))
+    d.map_or_else(
+        || "-".into(),
+        |d| format!("{:.2} ms", d.as_secs_f64() * 1e3),
+    )
 }
 
 fn ratios(gateway: &LoadReport, direct: &LoadReport) -> (Option<f64>, Option<f64>) {

@@ -100,6 +100,16 @@ impl SigningKey {
         }
     }
 
+    /// Signs `text` with plain Ed25519: no `xroad-rs/v1/` prefix, no domain.
+    ///
+    /// Only for C2SP signed notes (checkpoints and their cosignatures), whose format is its
+    /// own domain separation: a note's text can never be one of our prefixed messages, which
+    /// start with `xroad-rs/v1/` (the `tlog` crate refuses such note texts). Everything else
+    /// signs with [`SigningKey::sign`].
+    pub fn sign_note_text(&self, text: &[u8]) -> [u8; 64] {
+        self.0.sign(text).to_bytes()
+    }
+
     pub fn to_pkcs8_pem(&self) -> Result<Zeroizing<String>, Error> {
         self.0
             .to_pkcs8_pem(LineEnding::LF)
@@ -174,6 +184,19 @@ impl PublicKey {
         let key = ed25519_dalek::VerifyingKey::from_bytes(&self.0).map_err(|_| Error::Signature)?;
         let bytes = domain.signed_bytes(message).ok_or(Error::Signature)?;
         key.verify_strict(&bytes, &signature)
+            .map_err(|_| Error::Signature)
+    }
+
+    /// Verifies a plain Ed25519 signature made by [`SigningKey::sign_note_text`] (strict
+    /// RFC 8032 verification, no domain prefix).
+    ///
+    /// Only for C2SP signed notes, whose format is its own domain separation (a note's text
+    /// can never be one of our prefixed messages, which start with `xroad-rs/v1/`).
+    pub fn verify_note_text(&self, text: &[u8], signature: &[u8]) -> Result<(), Error> {
+        let signature =
+            ed25519_dalek::Signature::from_slice(signature).map_err(|_| Error::Signature)?;
+        let key = ed25519_dalek::VerifyingKey::from_bytes(&self.0).map_err(|_| Error::Signature)?;
+        key.verify_strict(text, &signature)
             .map_err(|_| Error::Signature)
     }
 
@@ -387,6 +410,62 @@ mod tests {
                 .verify(Domain::Other("a\0b"), b"m", &forged)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn note_text_signature_is_plain_ed25519() {
+        let k = key(4);
+        let sig = k.sign_note_text(b"example.com/log\n1\n");
+        let raw = ed25519_dalek::VerifyingKey::from_bytes(k.public_key().as_bytes()).unwrap();
+        raw.verify_strict(
+            b"example.com/log\n1\n",
+            &ed25519_dalek::Signature::from_bytes(&sig),
+        )
+        .unwrap();
+        k.public_key()
+            .verify_note_text(b"example.com/log\n1\n", &sig)
+            .unwrap();
+    }
+
+    #[test]
+    fn note_text_signature_rejects_changes() {
+        let k = key(4);
+        let text = b"origin\n5\n".to_vec();
+        let sig = k.sign_note_text(&text);
+        for i in 0..text.len() {
+            let mut bad = text.clone();
+            bad[i] ^= 0x01;
+            assert!(k.public_key().verify_note_text(&bad, &sig).is_err());
+        }
+        for i in 0..sig.len() {
+            let mut bad = sig;
+            bad[i] ^= 0x01;
+            assert!(k.public_key().verify_note_text(&text, &bad).is_err());
+        }
+        assert!(key(5).public_key().verify_note_text(&text, &sig).is_err());
+        assert!(k.public_key().verify_note_text(&text, &sig[..63]).is_err());
+    }
+
+    #[test]
+    fn note_and_domain_signatures_do_not_cross_verify() {
+        let k = key(4);
+        let pk = k.public_key();
+        for domain in [
+            Domain::Checkpoint,
+            Domain::RequestHeader,
+            Domain::Other("note"),
+        ] {
+            // A note signature over a message does not pass as a domain signature over it,
+            // and vice versa.
+            let note_sig = k.sign_note_text(b"m");
+            assert!(pk.verify(domain, b"m", &note_sig).is_err());
+            let domain_sig = k.sign(domain, b"m");
+            assert!(pk.verify_note_text(b"m", &domain_sig).is_err());
+            // Over the prefixed bytes the two are the same signature, which is why a note's
+            // text must never start with `xroad-rs/v1/` (the tlog crate refuses such notes).
+            let prefixed = domain.signed_bytes(b"m").unwrap();
+            assert_eq!(k.sign_note_text(&prefixed), domain_sig);
+        }
     }
 
     #[test]

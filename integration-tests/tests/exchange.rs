@@ -291,6 +291,21 @@ async fn get_and_post_through_two_security_servers() {
     assert_eq!(r3.status.as_u16(), 418);
     assert_eq!(r3.text(), "short and stout");
     assert!(r3.headers.get("x-road-error").is_none());
+
+    // Both ends counted the exchanges.
+    for (server, proxy) in [(MINISTRY, "client_proxy"), (CHIYODA, "server_proxy")] {
+        let admin = s.f.server(server).unwrap().running().unwrap().admin_addr;
+        let metrics = runtime::HttpClient::plain()
+            .get(&format!("http://{admin}/metrics"), None)
+            .await
+            .unwrap()
+            .text();
+        let line = format!("xroad_exchanges_total{{proxy=\"{proxy}\",outcome=\"ok\"}} 3");
+        assert!(
+            metrics.contains(&line),
+            "{server}: {line} not in\n{metrics}"
+        );
+    }
     s.f.stop().await;
 }
 
@@ -901,7 +916,12 @@ async fn holding_backend() -> (String, Arc<tokio::sync::Notify>) {
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(runtime::serve_http(listener, None, router, std::future::pending()));
+    tokio::spawn(runtime::serve_http(
+        listener,
+        None,
+        router,
+        std::future::pending(),
+    ));
     (url, arrived)
 }
 
@@ -909,7 +929,13 @@ async fn holding_backend() -> (String, Arc<tokio::sync::Notify>) {
 async fn https_client_proxy_and_graceful_shutdown_finishes_in_flight_exchanges() {
     let mut s = setup(FederationSpec::sandbox(), &[CHIYODA]).await;
     let (hold_url, arrived) = holding_backend().await;
-    register(&s.f, CHIYODA, &format!("{RECORDS}/hold"), format!("{hold_url}/hold"), 10);
+    register(
+        &s.f,
+        CHIYODA,
+        &format!("{RECORDS}/hold"),
+        format!("{hold_url}/hold"),
+        10,
+    );
     grant(&s.f, CHIYODA, &format!("{RECORDS}/hold"), PORTAL);
 
     // Restart the ministry's server with HTTPS on its client proxy.
@@ -921,22 +947,44 @@ async fn https_client_proxy_and_graceful_shutdown_finishes_in_flight_exchanges()
         server_proxy: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
         admin: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
     };
-    let server = security_server::start(&config, listeners, Arc::new(certs::SystemClock)).await.unwrap();
-    let url = format!("https://127.0.0.1:{}/r1/JP/MUN/131016/records/hold", server.client_proxy_addr.port());
+    let server = security_server::start(&config, listeners, Arc::new(certs::SystemClock))
+        .await
+        .unwrap();
+    let url = format!(
+        "https://127.0.0.1:{}/r1/JP/MUN/131016/records/hold",
+        server.client_proxy_addr.port()
+    );
     let anchor = globalconf::Anchor::load(&s.f.description().anchor).unwrap();
-    let https = runtime::HttpClient::https(certs::client_config_trusting(&anchor.ca_certificates_der(), &[]).unwrap());
+    let https = runtime::HttpClient::https(
+        certs::client_config_trusting(&anchor.ca_certificates_der(), &[]).unwrap(),
+    );
 
     let in_flight = {
         let https = https.clone();
         let url = url.clone();
-        tokio::spawn(async move { https.request(Method::GET, &url, &[("X-Road-Client", PORTAL)], Bytes::new()).await })
+        tokio::spawn(async move {
+            https
+                .request(
+                    Method::GET,
+                    &url,
+                    &[("X-Road-Client", PORTAL)],
+                    Bytes::new(),
+                )
+                .await
+        })
     };
     arrived.notified().await;
     let addr = server.client_proxy_addr;
     server.shutdown().await;
-    let answer = in_flight.await.unwrap().expect("the in-flight exchange finished");
+    let answer = in_flight
+        .await
+        .unwrap()
+        .expect("the in-flight exchange finished");
     assert_eq!(answer.status.as_u16(), 200, "{}", answer.text());
     assert_eq!(answer.text(), "finished");
-    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "no new connections after shutdown");
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "no new connections after shutdown"
+    );
     s.f.stop().await;
 }

@@ -734,7 +734,11 @@ mod tests {
     #[test]
     fn openapi_documents_are_json_with_the_service_url() {
         let service: ServiceId = "JP/MUN/131016/records/residentRecord".parse().unwrap();
-        for api in [DemoApi::ResidentRecord, DemoApi::TaxCertificate, DemoApi::Echo] {
+        for api in [
+            DemoApi::ResidentRecord,
+            DemoApi::TaxCertificate,
+            DemoApi::Echo,
+        ] {
             let doc: Value = serde_json::from_str(&api.openapi(&service)).unwrap();
             assert_eq!(doc["openapi"], "3.0.3");
             assert_eq!(

@@ -588,7 +588,11 @@ mod tests {
         assert_eq!(entry.url, format!("{}/residents", f.demo_url()));
         assert!(entry.openapi.as_deref().unwrap().contains("住民票"));
         assert_eq!(local.access.grants().len(), 3);
-        let ministry = f.server("JP/GOV/digital-agency/ss1").unwrap().running().unwrap();
+        let ministry = f
+            .server("JP/GOV/digital-agency/ss1")
+            .unwrap()
+            .running()
+            .unwrap();
         assert!(ministry.serverconf.snapshot().services.is_empty());
 
         // The demo backend answers directly.
@@ -598,7 +602,10 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(answer.status.as_u16(), 200);
-        assert_eq!(answer.json::<Value>().unwrap()["name"]["romaji"], "Yamada Taro");
+        assert_eq!(
+            answer.json::<Value>().unwrap()["name"]["romaji"],
+            "Yamada Taro"
+        );
 
         // More services: registered, granted, and added to the description file.
         let echo: globalconf::ServiceId = "JP/MUN/131016/records/echo".parse().unwrap();

@@ -71,7 +71,9 @@ fn print_exchange_examples(d: &Description) {
     else {
         return;
     };
-    println!("  # 住民票: the portal reads a resident record through the ministry's security server");
+    println!(
+        "  # 住民票: the portal reads a resident record through the ministry's security server"
+    );
     println!("  curl -s {ministry}/r1/{RECORDS}/residentRecord/131016000001 \\");
     println!("    -H 'X-Road-Client: {PORTAL}' -H 'X-Road-Data-Subject: 131016000001' \\");
     println!("    -H 'X-Road-Purpose: 児童手当の認定 (child allowance eligibility)'");
@@ -79,7 +81,9 @@ fn print_exchange_examples(d: &Description) {
     println!(
         "  curl -s -G {ministry}/r1/{RECORDS}/residentRecord --data-urlencode 'name=山田' -H 'X-Road-Client: {PORTAL}'"
     );
-    println!("  # 課税証明書: Osaka's welfare office reads a tax certificate through its own server");
+    println!(
+        "  # 課税証明書: Osaka's welfare office reads a tax certificate through its own server"
+    );
     println!("  curl -s '{osaka}/r1/{RECORDS}/taxCertificate/131016000005?year=2025' \\");
     println!("    -H 'X-Road-Client: {WELFARE}' -H 'X-Road-Data-Subject: 131016000005' \\");
     println!("    -H 'X-Road-Purpose: 生活保護の要否判定 (public assistance assessment)'");
@@ -89,7 +93,9 @@ fn print_exchange_examples(d: &Description) {
     println!(
         "  curl -s -i {osaka}/r1/{RECORDS}/residentRecord/131016000005 -H 'X-Road-Client: {WELFARE}'"
     );
-    println!("  # metaservices: clients, the provider's services, what the caller may use, OpenAPI");
+    println!(
+        "  # metaservices: clients, the provider's services, what the caller may use, OpenAPI"
+    );
     println!("  curl -s {ministry}/listClients");
     println!("  curl -s {ministry}/r1/{RECORDS}/listMethods -H 'X-Road-Client: {PORTAL}'");
     println!("  curl -s {osaka}/r1/{RECORDS}/allowedMethods -H 'X-Road-Client: {WELFARE}'");
@@ -128,7 +134,11 @@ fn print_summary(f: &Federation) {
         d.demo_backend
     );
     for service in &d.services {
-        println!("      {}  allowed: {}", service.id, service.allowed.join(", "));
+        println!(
+            "      {}  allowed: {}",
+            service.id,
+            service.allowed.join(", ")
+        );
     }
     println!();
     println!("Try:");

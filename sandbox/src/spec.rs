@@ -175,7 +175,11 @@ mod tests {
             assert_eq!(s.backend, Backend::Demo);
             assert!(s.openapi.is_some());
             // Every provider is hosted by a server of the spec.
-            assert!(spec.servers.iter().any(|x| x.hosts.contains(s.id.subsystem())));
+            assert!(
+                spec.servers
+                    .iter()
+                    .any(|x| x.hosts.contains(s.id.subsystem()))
+            );
         }
     }
 }

@@ -302,7 +302,9 @@ impl pb::peer_server::Peer for PeerService {
         &self,
         _request: tonic::Request<pb::AddCheckpointRequest>,
     ) -> Result<tonic::Response<pb::AddCheckpointResponse>, tonic::Status> {
-        Err(tonic::Status::unimplemented("this server does not witness checkpoints yet"))
+        Err(tonic::Status::unimplemented(
+            "this server does not witness checkpoints yet",
+        ))
     }
 
     async fn get_configuration(

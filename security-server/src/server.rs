@@ -145,7 +145,10 @@ pub async fn start(
     });
 
     let client_tls = if config.client_proxy.tls {
-        Some(Arc::new(certs::server_config(&tls_identity, &[b"h2", b"http/1.1"])?))
+        Some(Arc::new(certs::server_config(
+            &tls_identity,
+            &[b"h2", b"http/1.1"],
+        )?))
     } else {
         None
     };
