@@ -77,7 +77,11 @@ impl SigningKey {
     }
 
     pub fn public_key(&self) -> PublicKey {
-        PublicKey(self.0.verifying_key().to_bytes())
+        let point = self.0.verifying_key();
+        PublicKey {
+            bytes: point.to_bytes(),
+            point,
+        }
     }
 
     pub fn key_id(&self) -> KeyId {
@@ -139,10 +143,28 @@ impl fmt::Debug for SigningKey {
     }
 }
 
-/// An Ed25519 public key: 32 bytes, checked to be a usable curve point.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+/// An Ed25519 public key: 32 bytes, checked to be a usable curve point. The decoded point is
+/// kept beside the bytes, so verifying does not decompress the key again each time.
+#[derive(Clone, Copy, serde::Serialize, serde::Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct PublicKey([u8; 32]);
+pub struct PublicKey {
+    bytes: [u8; 32],
+    point: ed25519_dalek::VerifyingKey,
+}
+
+impl PartialEq for PublicKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.bytes == other.bytes
+    }
+}
+
+impl Eq for PublicKey {}
+
+impl std::hash::Hash for PublicKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.bytes.hash(state);
+    }
+}
 
 /// DER prefix of an Ed25519 SubjectPublicKeyInfo (RFC 8410): the key follows it.
 const ED25519_SPKI_PREFIX: [u8; 12] = [
@@ -165,15 +187,15 @@ impl PublicKey {
         if key.is_weak() {
             return Err(Error::KeyFormat("weak (small-order) Ed25519 key".into()));
         }
-        Ok(PublicKey(bytes))
+        Ok(PublicKey { bytes, point: key })
     }
 
     pub fn as_bytes(&self) -> &[u8; 32] {
-        &self.0
+        &self.bytes
     }
 
     pub fn key_id(&self) -> KeyId {
-        let digest = Sha256::digest(self.0);
+        let digest = Sha256::digest(self.bytes);
         KeyId(hex(&digest[..16]))
     }
 
@@ -181,9 +203,9 @@ impl PublicKey {
     pub fn verify(&self, domain: Domain, message: &[u8], signature: &[u8]) -> Result<(), Error> {
         let signature =
             ed25519_dalek::Signature::from_slice(signature).map_err(|_| Error::Signature)?;
-        let key = ed25519_dalek::VerifyingKey::from_bytes(&self.0).map_err(|_| Error::Signature)?;
         let bytes = domain.signed_bytes(message).ok_or(Error::Signature)?;
-        key.verify_strict(&bytes, &signature)
+        self.point
+            .verify_strict(&bytes, &signature)
             .map_err(|_| Error::Signature)
     }
 
@@ -195,8 +217,8 @@ impl PublicKey {
     pub fn verify_note_text(&self, text: &[u8], signature: &[u8]) -> Result<(), Error> {
         let signature =
             ed25519_dalek::Signature::from_slice(signature).map_err(|_| Error::Signature)?;
-        let key = ed25519_dalek::VerifyingKey::from_bytes(&self.0).map_err(|_| Error::Signature)?;
-        key.verify_strict(text, &signature)
+        self.point
+            .verify_strict(text, &signature)
             .map_err(|_| Error::Signature)
     }
 
@@ -204,13 +226,13 @@ impl PublicKey {
     pub fn to_spki_der(&self) -> Vec<u8> {
         let mut der = Vec::with_capacity(ED25519_SPKI_PREFIX.len() + 32);
         der.extend_from_slice(&ED25519_SPKI_PREFIX);
-        der.extend_from_slice(&self.0);
+        der.extend_from_slice(&self.bytes);
         der
     }
 
     /// Standard base64 with padding.
     pub fn to_base64(&self) -> String {
-        BASE64.encode(self.0)
+        BASE64.encode(self.bytes)
     }
 
     pub fn from_base64(s: &str) -> Result<Self, Error> {

@@ -25,9 +25,10 @@ use proto::v1 as pb;
 use tokio::sync::Semaphore;
 
 use crate::confclient::ConfClient;
-use crate::error::XRoadError;
+use crate::error::{Origin, XRoadError};
 use crate::keys::MemberKeys;
 use crate::message::{self, RequestContext};
+use crate::messagelog::{Logged, MessageLogger};
 use crate::metrics::{self, Metrics};
 use crate::peer::{self, PeerPool};
 use crate::rest::{self, ClientCall, ClientRequest, ResponseMeta};
@@ -117,6 +118,7 @@ struct Inner {
     peers: Arc<PeerPool>,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
+    logger: MessageLogger,
     health: Health,
     /// Bytes of bodies held at once, in KiB permits.
     budget: Semaphore,
@@ -135,6 +137,7 @@ impl ClientProxy {
         peers: Arc<PeerPool>,
         clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,
+        logger: MessageLogger,
     ) -> Self {
         let permits = (settings.body_memory_budget / 1024).clamp(1, Semaphore::MAX_PERMITS);
         Self {
@@ -145,6 +148,7 @@ impl ClientProxy {
                 peers,
                 clock,
                 metrics,
+                logger,
                 health: Health::default(),
                 budget: Semaphore::new(permits),
             }),
@@ -334,6 +338,24 @@ impl Inner {
                     message::build_request_header(&request, &body, &key.key_id(), now, &server_id);
                 let signed = message::sign_request(&header, key);
                 let context = RequestContext::new(&id, &signed, &server_id);
+                // Logged before it is passed on; a failed write stops the exchange.
+                self.logger
+                    .write(
+                        Origin::ClientProxy,
+                        Logged {
+                            kind: pb::LogKind::Request,
+                            side: pb::LogSide::Client,
+                            message_id: &id,
+                            client: &request.client,
+                            service: &request.service,
+                            signed: &signed,
+                            body_sha256: &header.body_sha256,
+                            body: &body,
+                            data_subject: request.data_subject.as_deref(),
+                            peer: &server_id,
+                        },
+                    )
+                    .await?;
                 let outgoing = pb::ExchangeRequest {
                     header: Some(signed),
                     body: body.to_vec(),
@@ -341,12 +363,9 @@ impl Inner {
                 match client.exchange(outgoing).await {
                     Ok(answer) => {
                         self.health.succeeded(&server_id);
-                        return self.respond(
-                            verified_conf,
-                            &request,
-                            &context,
-                            answer.into_inner(),
-                        );
+                        return self
+                            .respond(verified_conf, &request, &context, answer.into_inner())
+                            .await;
                     }
                     Err(status) if peer::is_connect_failure(&status) => {
                         self.peers.forget(server, address);
@@ -378,7 +397,7 @@ impl Inner {
         ))
     }
 
-    fn respond(
+    async fn respond(
         &self,
         verified_conf: &VerifiedConf,
         request: &ClientRequest,
@@ -403,11 +422,29 @@ impl Inner {
             self.clock.unix_now(),
             self.max_skew(conf),
         )?;
+        let body = Bytes::from(answer.body);
+        self.logger
+            .write(
+                Origin::ClientProxy,
+                Logged {
+                    kind: pb::LogKind::Response,
+                    side: pb::LogSide::Client,
+                    message_id: &id,
+                    client: &request.client,
+                    service: &request.service,
+                    signed: &header,
+                    body_sha256: &verified.header().body_sha256,
+                    body: &body,
+                    data_subject: None,
+                    peer: verified.server(),
+                },
+            )
+            .await?;
         let internal = |e: rest::InvalidHeader| {
             XRoadError::client_proxy(message::response_codes::INVALID_RESPONSE, e.to_string())
                 .with_id(id.clone())
         };
-        let mut response = Response::new(Body::from(answer.body));
+        let mut response = Response::new(Body::from(body));
         *response.status_mut() = verified.status();
         let headers = response.headers_mut();
         rest::apply_headers(headers, verified.headers()).map_err(internal)?;

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use globalconf::SecurityServerId;
+use globalconf::{SecurityServerId, SubsystemId};
 use serde::{Deserialize, Serialize};
 
 /// Why a configuration file cannot be used.
@@ -39,6 +39,42 @@ pub struct Config {
     pub admin: AdminConfig,
     pub globalconf: GlobalConfConfig,
     pub exchange: ExchangeConfig,
+    pub messagelog: MessageLogConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MessageLogConfig {
+    /// Store request and response bodies beside the records (the records always hold the bodies'
+    /// SHA-256, which the signatures cover).
+    pub log_bodies: bool,
+    /// Subsystems (hosted here, as client or provider) whose bodies are never stored.
+    pub body_logging_off: Vec<SubsystemId>,
+    /// Encrypt stored bodies with the server's body key (`data_dir/messagelog-body.key`).
+    pub encrypt_bodies: bool,
+    /// Records older than this many days move to archive files; 0 keeps everything online.
+    pub retention_days: u64,
+    /// Where archive files go (relative to the configuration file).
+    pub archive_dir: PathBuf,
+    /// Seconds between checkpoints when there are new records; 0 takes the instance parameter
+    /// (default 1).
+    pub checkpoint_interval_secs: u64,
+    /// Witnesses asked to cosign each checkpoint; 0 takes the instance parameter (default 2).
+    pub witness_count: u32,
+}
+
+impl Default for MessageLogConfig {
+    fn default() -> Self {
+        Self {
+            log_bodies: true,
+            body_logging_off: Vec::new(),
+            encrypt_bodies: true,
+            retention_days: 0,
+            archive_dir: PathBuf::from("archive"),
+            checkpoint_interval_secs: 0,
+            witness_count: 0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -130,6 +166,7 @@ impl Default for Config {
             admin: AdminConfig::default(),
             globalconf: GlobalConfConfig::default(),
             exchange: ExchangeConfig::default(),
+            messagelog: MessageLogConfig::default(),
         }
     }
 }
@@ -178,6 +215,7 @@ impl Config {
         })?;
         config.anchor = base_dir.join(&config.anchor);
         config.data_dir = base_dir.join(&config.data_dir);
+        config.messagelog.archive_dir = base_dir.join(&config.messagelog.archive_dir);
         config.validate()?;
         Ok(config)
     }

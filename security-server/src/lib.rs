@@ -26,6 +26,7 @@ pub mod error;
 pub mod identity;
 pub mod keys;
 pub mod message;
+pub mod messagelog;
 pub mod metrics;
 pub mod peer;
 pub mod replay;

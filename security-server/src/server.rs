@@ -18,6 +18,7 @@ use crate::confclient::ConfClient;
 use crate::config::Config;
 use crate::identity::{Identity, IdentityError, Paths};
 use crate::keys::MemberKeys;
+use crate::messagelog::{Checkpointer, MessageLogger};
 use crate::metrics::Metrics;
 use crate::peer::{PeerPool, PeerService};
 use crate::replay::ReplayCache;
@@ -31,6 +32,8 @@ const DEFAULT_REPLAY_WINDOW_SECS: u64 = 600;
 /// Why a server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    #[error("message log: {0}")]
+    MessageLog(#[from] msglog::LogError),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     #[error("anchor: {0}")]
@@ -66,6 +69,8 @@ impl Listeners {
 /// A started server.
 #[derive(Debug)]
 pub struct RunningServer {
+    /// The message log (DESIGN §6).
+    pub log: msglog::MessageLog,
     pub conf: Arc<ConfClient>,
     /// Services and access rights; changes apply to the next request.
     pub serverconf: Arc<ServerConf>,
@@ -135,6 +140,29 @@ pub async fn start(
     tasks.spawn(Arc::clone(&conf).run(shutdown.clone()));
 
     let keys = Arc::new(MemberKeys::new(identity.signing_keys));
+    let log_config = &config.messagelog;
+    let body_key = if log_config.encrypt_bodies {
+        Some(msglog::load_or_create_key(
+            &config.data_dir.join("messagelog-body.key"),
+        )?)
+    } else {
+        None
+    };
+    let subject_key = msglog::load_or_create_key(&config.data_dir.join("subject-index.key"))?;
+    let log = msglog::MessageLog::open(
+        &config.data_dir.join("messagelog.redb"),
+        msglog::LogOptions {
+            body_key,
+            subject_key,
+            ..msglog::LogOptions::default()
+        },
+    )?;
+    let logger = MessageLogger::new(
+        log.clone(),
+        log_config.log_bodies,
+        log_config.body_logging_off.clone(),
+        Arc::clone(&clock),
+    );
     let metrics = Arc::new(Metrics::new());
     let skew_override = (exchange.max_clock_skew_secs > 0)
         .then(|| Duration::from_secs(exchange.max_clock_skew_secs));
@@ -165,6 +193,7 @@ pub async fn start(
         Arc::clone(&peers),
         Arc::clone(&clock),
         Arc::clone(&metrics),
+        logger.clone(),
     )
     .router();
     tasks.spawn(serve(
@@ -180,12 +209,13 @@ pub async fn start(
         this: identity.server_id.clone(),
         conf: Arc::clone(&conf),
         serverconf: Arc::clone(&serverconf),
-        keys,
+        keys: Arc::clone(&keys),
         replay: ReplayCache::new(replay_window, exchange.replay_cache_entries),
         backend: Backend::new(exchange.max_body_bytes),
         clock: Arc::clone(&clock),
         skew_override,
         metrics: Arc::clone(&metrics),
+        logger,
     });
     let peer_router = PeerService::new(conf.subscribe(), server_proxy).router(max_message);
     tasks.spawn(serve(
@@ -215,6 +245,33 @@ pub async fn start(
         shutdown.clone(),
     ));
 
+    tasks.spawn(keep_configuration_history(
+        conf.subscribe(),
+        log.clone(),
+        shutdown.clone(),
+    ));
+    let checkpointer = Checkpointer {
+        log: log.clone(),
+        this: identity.server_id.clone(),
+        conf: Arc::clone(&conf),
+        keys: Arc::clone(&keys),
+        peers: Arc::clone(&peers),
+        clock: Arc::clone(&clock),
+        interval_override: (log_config.checkpoint_interval_secs > 0)
+            .then(|| Duration::from_secs(log_config.checkpoint_interval_secs)),
+        witness_count_override: (log_config.witness_count > 0).then_some(log_config.witness_count),
+    };
+    tasks.spawn(checkpointer.run(shutdown.clone()));
+    if log_config.retention_days > 0 {
+        tasks.spawn(retention(
+            log.clone(),
+            log_config.retention_days,
+            log_config.archive_dir.clone(),
+            Arc::clone(&clock),
+            shutdown.clone(),
+        ));
+    }
+
     tracing::info!(
         server = %identity.server_id,
         client_proxy = %client_proxy_addr,
@@ -223,6 +280,7 @@ pub async fn start(
         "security server started"
     );
     Ok(RunningServer {
+        log,
         conf,
         serverconf,
         client_proxy_addr,
@@ -242,5 +300,60 @@ async fn serve(
 ) {
     if let Err(e) = runtime::serve_http(listener, tls, router, shutdown.wait()).await {
         tracing::error!(listener = name, error = %e, "listener failed");
+    }
+}
+
+/// Stores every accepted configuration in the message log's history, so that evidence can show
+/// the configuration in force when a record was written.
+async fn keep_configuration_history(
+    mut updates: tokio::sync::watch::Receiver<Option<globalconf::VerifiedConf>>,
+    log: msglog::MessageLog,
+    shutdown: runtime::Shutdown,
+) {
+    let mut stop = std::pin::pin!(shutdown.wait());
+    loop {
+        let current = updates.borrow_and_update().clone();
+        if let Some(c) = current {
+            let log = log.clone();
+            let stored = tokio::task::spawn_blocking(move || {
+                log.store_configuration(c.serial(), c.conf().generated_at(), c.envelope())
+            })
+            .await;
+            if !matches!(stored, Ok(Ok(_))) {
+                tracing::error!("cannot store the configuration in the message log's history");
+            }
+        }
+        tokio::select! {
+            _ = &mut stop => return,
+            changed = updates.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
+/// Once an hour, moves records older than the retention period to archive files.
+async fn retention(
+    log: msglog::MessageLog,
+    days: u64,
+    dir: std::path::PathBuf,
+    clock: Arc<dyn Clock>,
+    shutdown: runtime::Shutdown,
+) {
+    let mut stop = std::pin::pin!(shutdown.wait());
+    loop {
+        let now_ms = clock.unix_now().saturating_mul(1000);
+        let cutoff = now_ms
+            .saturating_sub(i64::try_from(days.saturating_mul(86_400_000)).unwrap_or(i64::MAX));
+        let (log2, dir2) = (log.clone(), dir.clone());
+        match tokio::task::spawn_blocking(move || log2.archive_before(cutoff, &dir2, |_, _| {}))
+            .await
+        {
+            Ok(Ok(report)) => tracing::info!(?report, "archived old message log records"),
+            Ok(Err(e)) => tracing::error!(error = %e, "archiving the message log failed"),
+            Err(e) => tracing::error!(error = %e, "archiving task failed"),
+        }
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+        }
     }
 }

@@ -14,9 +14,10 @@ use proto::v1 as pb;
 
 use crate::backend::Backend;
 use crate::confclient::ConfClient;
-use crate::error::XRoadError;
+use crate::error::{Origin, XRoadError};
 use crate::keys::MemberKeys;
 use crate::message::{self, VerifiedRequest, request_codes};
+use crate::messagelog::{Logged, MessageLogger};
 use crate::metrics::{self, Metrics};
 use crate::replay::ReplayCache;
 use crate::rest::{self, metaservice};
@@ -47,6 +48,7 @@ pub struct ServerProxy {
     /// `exchange.max_clock_skew_secs` when set; else the instance parameter.
     pub skew_override: Option<Duration>,
     pub metrics: Arc<Metrics>,
+    pub logger: MessageLogger,
 }
 
 impl ServerProxy {
@@ -103,10 +105,17 @@ impl ServerProxy {
         let id = verified.message_id().to_owned();
         let local = self.serverconf.snapshot();
 
-        let (status, headers, response_body) = match verified.service().code() {
-            metaservice::LIST_METHODS => list_methods(&verified, &local, conf, false)?,
-            metaservice::ALLOWED_METHODS => list_methods(&verified, &local, conf, true)?,
-            metaservice::GET_OPENAPI => open_api(&verified, &local, conf)?,
+        // Decide what answers the request (and check access) before logging it, so a refused
+        // request is not recorded as passed on.
+        enum Plan<'a> {
+            Meta(&'a str),
+            Backend(&'a crate::serverconf::ServiceEntry),
+        }
+        let code = verified.service().code();
+        let plan = match code {
+            metaservice::LIST_METHODS | metaservice::ALLOWED_METHODS | metaservice::GET_OPENAPI => {
+                Plan::Meta(code)
+            }
             _ => {
                 let entry = local.service(verified.service()).ok_or_else(|| {
                     XRoadError::server_proxy(
@@ -139,6 +148,34 @@ impl ServerProxy {
                     )
                     .with_id(id));
                 }
+                Plan::Backend(entry)
+            }
+        };
+        let subject = verified.header().data_subject.clone();
+        self.logger
+            .write(
+                Origin::ServerProxy,
+                Logged {
+                    kind: pb::LogKind::Request,
+                    side: pb::LogSide::Server,
+                    message_id: &id,
+                    client: verified.client(),
+                    service: verified.service(),
+                    signed: &header,
+                    body_sha256: &verified.header().body_sha256,
+                    body: &body,
+                    data_subject: Some(subject.as_str()),
+                    peer: verified.peer(),
+                },
+            )
+            .await?;
+        let (status, headers, response_body) = match plan {
+            Plan::Meta(metaservice::LIST_METHODS) => list_methods(&verified, &local, conf, false)?,
+            Plan::Meta(metaservice::ALLOWED_METHODS) => {
+                list_methods(&verified, &local, conf, true)?
+            }
+            Plan::Meta(_) => open_api(&verified, &local, conf)?,
+            Plan::Backend(entry) => {
                 let r = self.backend.call(entry, &verified, body).await?;
                 (r.status, r.headers, r.body)
             }
@@ -161,8 +198,26 @@ impl ServerProxy {
             now,
             &self.this,
         );
+        let signed = message::sign_response(&response_header, key);
+        self.logger
+            .write(
+                Origin::ServerProxy,
+                Logged {
+                    kind: pb::LogKind::Response,
+                    side: pb::LogSide::Server,
+                    message_id: &id,
+                    client: verified.client(),
+                    service: verified.service(),
+                    signed: &signed,
+                    body_sha256: &response_header.body_sha256,
+                    body: &response_body,
+                    data_subject: None,
+                    peer: verified.peer(),
+                },
+            )
+            .await?;
         Ok(pb::ExchangeResponse {
-            header: Some(message::sign_response(&response_header, key)),
+            header: Some(signed),
             body: response_body.to_vec(),
         })
     }

@@ -1,0 +1,272 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! kill -9 during load (issue 4): the client's and the provider's security servers run as child
+//! processes and are killed with SIGKILL, one then the other, while exchanges are under way. Every
+//! exchange the client saw succeed must be in both servers' logs afterwards, and both logs must
+//! verify (inclusion of every record under a signed checkpoint).
+//!
+//! `harness = false`: this binary is both the test and, when `XROAD_CHILD_CONFIG` is set, the
+//! security server process the test starts and kills.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::Method;
+use sandbox::{Federation, FederationSpec, Ports};
+
+const MINISTRY: &str = "JP/GOV/digital-agency/ss1";
+const CHIYODA: &str = "JP/MUN/131016/ss1";
+const PORTAL: &str = "JP/GOV/digital-agency/portal";
+const CHILD_ENV: &str = "XROAD_CHILD_CONFIG";
+
+fn main() {
+    if let Some(config) = std::env::var_os(CHILD_ENV) {
+        run_child(Path::new(&config));
+        return;
+    }
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(kill_nine_during_load());
+    println!("test kill_nine_during_load ... ok");
+    println!("1 passed, 0 failed");
+}
+
+/// Child mode: one security server until it is killed.
+fn run_child(config: &Path) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let config = security_server::Config::load(config).unwrap();
+        let listeners = security_server::Listeners::bind(&config).await.unwrap();
+        let server = security_server::start(&config, listeners, Arc::new(certs::SystemClock))
+            .await
+            .unwrap();
+        server.run_until(std::future::pending()).await;
+    });
+}
+
+/// Kills the children if the test panics, so no server outlives it.
+struct Children(Vec<(PathBuf, String, Child)>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for (_, _, child) in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn spawn(config: &Path) -> Child {
+    Command::new(std::env::current_exe().unwrap())
+        .env(CHILD_ENV, config)
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .unwrap()
+}
+
+async fn healthy(admin: &str) -> bool {
+    sandbox::eventually(Duration::from_secs(20), || async move {
+        runtime::HttpClient::plain()
+            .get(&format!("http://{admin}/health"), None)
+            .await
+            .is_ok_and(|r| r.status.as_u16() == 200)
+    })
+    .await
+}
+
+async fn kill_nine_during_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = FederationSpec::sandbox();
+    spec.poll_interval_secs = 3600;
+    let mut f = Federation::start(
+        spec,
+        &dir.path().join("fed"),
+        Ports::Ephemeral,
+        Arc::new(certs::SystemClock),
+    )
+    .await
+    .unwrap();
+    let proxy = f.server(MINISTRY).unwrap().client_proxy_url().unwrap();
+    let configs: Vec<(String, PathBuf, String)> = [MINISTRY, CHIYODA]
+        .iter()
+        .map(|id| {
+            let s = f.server(id).unwrap();
+            (
+                id.to_string(),
+                s.config_path.clone(),
+                s.config.admin.listen.to_string(),
+            )
+        })
+        .collect();
+    let admin_addr = |id: &str| {
+        let r = f.server(id).unwrap().running().unwrap();
+        r.admin_addr.to_string()
+    };
+    let admins: Vec<String> = [MINISTRY, CHIYODA]
+        .iter()
+        .map(|id| admin_addr(id))
+        .collect();
+
+    // The in-process servers hand over to child processes on the same ports and data.
+    let mut children = Children(Vec::new());
+    // (The sandbox wrote the ports it bound into each configuration file, so a child binds the
+    // same addresses the global configuration lists.)
+    for ((id, config, _), admin) in configs.iter().zip(&admins) {
+        f.stop_server(id).await;
+        children
+            .0
+            .push((config.clone(), admin.clone(), spawn(config)));
+    }
+    for (_, admin, _) in &children.0 {
+        assert!(healthy(admin).await, "child at {admin} became healthy");
+    }
+    eprintln!("crash test: both children are healthy");
+
+    let succeeded = Arc::new(Mutex::new(BTreeSet::new()));
+    let attempts = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let url = format!("{proxy}/r1/JP/MUN/131016/records/residentRecord/131016000001");
+    for round in 0..4 {
+        // Load from 16 concurrent clients while the victim is killed.
+        let load = {
+            let url = url.clone();
+            let succeeded = Arc::clone(&succeeded);
+            let attempts = Arc::clone(&attempts);
+            tokio::spawn(async move {
+                let http = runtime::HttpClient::plain().with_timeout(Duration::from_secs(10));
+                let mut tasks = Vec::new();
+                for c in 0..16 {
+                    let (http, url, succeeded, attempts) = (
+                        http.clone(),
+                        url.clone(),
+                        Arc::clone(&succeeded),
+                        Arc::clone(&attempts),
+                    );
+                    tasks.push(tokio::spawn(async move {
+                        for i in 0..40 {
+                            let id = format!("crash-{round}-{c}-{i}");
+                            attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let r = http
+                                .request(
+                                    Method::GET,
+                                    &url,
+                                    &[
+                                        ("X-Road-Client", PORTAL),
+                                        ("X-Road-Id", &id),
+                                        ("X-Road-Data-Subject", "131016000001"),
+                                    ],
+                                    bytes::Bytes::new(),
+                                )
+                                .await;
+                            match r {
+                                Ok(r) if r.status.as_u16() == 200 => {
+                                    succeeded.lock().unwrap().insert(id);
+                                }
+                                Ok(r) if c == 0 && i == 0 => {
+                                    eprintln!("crash test: first answer {}: {}", r.status, r.text())
+                                }
+                                Err(e) if c == 0 && i == 0 => {
+                                    eprintln!("crash test: first call failed: {e}")
+                                }
+                                _ => {}
+                            }
+                        }
+                    }));
+                }
+                for t in tasks {
+                    t.await.unwrap();
+                }
+            })
+        };
+        // Let some exchanges through, then SIGKILL one of the two servers mid-load.
+        let before = succeeded.lock().unwrap().len();
+        let ok = sandbox::eventually(Duration::from_secs(20), || {
+            let succeeded = Arc::clone(&succeeded);
+            async move { succeeded.lock().unwrap().len() >= before + 20 }
+        })
+        .await;
+        assert!(ok, "exchanges succeed before the kill in round {round}");
+        eprintln!(
+            "crash test: round {round}: killing a server after {} successes",
+            succeeded.lock().unwrap().len()
+        );
+        let victim = round % 2;
+        let (config, admin, child) = &mut children.0[victim];
+        child.kill().unwrap();
+        child.wait().unwrap();
+        load.await.unwrap();
+        *child = spawn(config);
+        assert!(
+            healthy(admin).await,
+            "restarted child at {admin} is healthy"
+        );
+    }
+    let succeeded = succeeded.lock().unwrap().clone();
+    let total = attempts.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        succeeded.len() > 80,
+        "enough exchanges succeeded to mean something: {}",
+        succeeded.len()
+    );
+    assert!(
+        (succeeded.len() as u64) < total,
+        "some exchanges failed, so the kills happened mid-load"
+    );
+
+    // Give each server a checkpoint interval to sign what it has, then stop them the hard way.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for (_, _, child) in &mut children.0 {
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    for (id, config, _) in &configs {
+        let config = security_server::Config::load(config).unwrap();
+        let log = msglog::MessageLog::open(
+            &config.data_dir.join("messagelog.redb"),
+            msglog::LogOptions {
+                body_key: Some(
+                    msglog::load_or_create_key(&config.data_dir.join("messagelog-body.key"))
+                        .unwrap(),
+                ),
+                subject_key: msglog::load_or_create_key(&config.data_dir.join("subject-index.key"))
+                    .unwrap(),
+                ..msglog::LogOptions::default()
+            },
+        )
+        .unwrap();
+        for message_id in &succeeded {
+            let found = log.find_by_message_id(message_id).unwrap();
+            assert!(
+                found.len() >= 2,
+                "{id}: request and response of {message_id} are in the log ({found:?})"
+            );
+        }
+        // Every record is included under the current root, and the newest signed checkpoint is
+        // consistent with it (what was signed before the last kill was not rewritten).
+        let size = log.size().unwrap();
+        let root = log.root(size).unwrap();
+        let (cp_size, note) = log
+            .latest_checkpoint()
+            .unwrap()
+            .expect("a checkpoint was signed");
+        let cp = tlog::Checkpoint::parse_body(tlog::note::parse(&note).unwrap().text()).unwrap();
+        assert_eq!(cp.size(), cp_size);
+        let proof = log.consistency_proof(cp_size, size).unwrap();
+        tlog::verify_consistency(cp_size, size, cp.root(), &root, &proof).unwrap();
+        for index in 0..size {
+            let record = log
+                .record(index)
+                .unwrap()
+                .expect("every index has its record");
+            let leaf = tlog::leaf_hash(&record.record_bytes);
+            let proof = log.inclusion_proof(index, size).unwrap();
+            tlog::verify_inclusion(&leaf, index, size, &proof, &root).unwrap();
+        }
+        println!(
+            "{id}: {size} records, {} succeeded exchanges found",
+            succeeded.len()
+        );
+    }
+    f.stop().await;
+}

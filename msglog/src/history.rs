@@ -1,0 +1,280 @@
+//! What the log keeps beside its records: its own signed checkpoints (with the cosignatures
+//! collected for them), the witness state of other servers' logs that this server cosigns,
+//! how far each of our witnesses has cosigned, and the history of global configurations (so
+//! evidence can carry the configuration in force when a record was written).
+
+use std::collections::BTreeSet;
+
+use redb::{ReadableDatabase as _, ReadableTable as _};
+use tlog::{Checkpoint, NoteSignature, WitnessState};
+
+use crate::LogError;
+use crate::store::MessageLog;
+use crate::tables::{
+    CHECKPOINTS, CONF_BY_TIME, CONFIGURATIONS, NODES, Nodes, WITNESS_STATE, WITNESSED, read_size,
+    tree_error,
+};
+
+/// How many stored checkpoints [`MessageLog::checkpoint_covering`] looks at from each end.
+const COVERING_WINDOW: usize = 64;
+
+impl MessageLog {
+    /// Stores the signed checkpoint note of tree size `size`, replacing any note stored for that
+    /// size (so a note re-rendered with more cosignatures replaces the one it grew from).
+    ///
+    /// Refused unless the note's body is a checkpoint of exactly this size whose root is this
+    /// log's root at that size. The signatures are not checked here (the log does not know its
+    /// server's keys); evidence verification checks them.
+    pub fn store_checkpoint(&self, size: u64, note_text: &str) -> Result<(), LogError> {
+        let note = tlog::note::parse(note_text)
+            .map_err(|e| LogError::InvalidCheckpoint(format!("not a signed note: {e}")))?;
+        let cp = Checkpoint::parse_body(note.text())
+            .map_err(|e| LogError::InvalidCheckpoint(e.to_string()))?;
+        if cp.size() != size {
+            return Err(LogError::InvalidCheckpoint(format!(
+                "the note is of size {}, not {size}",
+                cp.size()
+            )));
+        }
+        let txn = self.inner.db.begin_write()?;
+        {
+            let nodes = Nodes(txn.open_table(NODES)?);
+            let log_size = read_size(&nodes.0)?;
+            if size > log_size {
+                return Err(LogError::OutOfRange {
+                    what: "checkpoint size",
+                    value: size,
+                    size: log_size,
+                });
+            }
+            let root = tlog::root(&nodes, size).map_err(tree_error)?;
+            if &root != cp.root() {
+                return Err(LogError::InvalidCheckpoint(format!(
+                    "the note's root is not this log's root at size {size}"
+                )));
+            }
+            txn.open_table(CHECKPOINTS)?.insert(size, note_text)?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Adds cosignature lines to the stored checkpoint of `size` (lines already there are not
+    /// repeated); returns the new note text.
+    pub fn add_cosignatures(
+        &self,
+        size: u64,
+        cosignatures: &[NoteSignature],
+    ) -> Result<String, LogError> {
+        let txn = self.inner.db.begin_write()?;
+        let text = {
+            let mut table = txn.open_table(CHECKPOINTS)?;
+            let stored = table
+                .get(size)?
+                .map(|v| v.value().to_owned())
+                .ok_or_else(|| {
+                    LogError::InvalidCheckpoint(format!("no checkpoint of size {size} is stored"))
+                })?;
+            let mut note = tlog::note::parse(&stored)
+                .map_err(|e| LogError::corrupt(format!("stored checkpoint {size}: {e}")))?;
+            for sig in cosignatures {
+                if !note.signatures().contains(sig) {
+                    note.push_signature(sig.clone())
+                        .map_err(|e| LogError::InvalidCheckpoint(e.to_string()))?;
+                }
+            }
+            let text = note.render();
+            table.insert(size, text.as_str())?;
+            text
+        };
+        txn.commit()?;
+        Ok(text)
+    }
+
+    /// The newest stored checkpoint: (size, note text).
+    pub fn latest_checkpoint(&self) -> Result<Option<(u64, String)>, LogError> {
+        let txn = self.inner.db.begin_read()?;
+        let table = txn.open_table(CHECKPOINTS)?;
+        Ok(table
+            .last()?
+            .map(|(k, v)| (k.value(), v.value().to_owned())))
+    }
+
+    /// The stored checkpoint of exactly `size`, if any.
+    pub fn checkpoint(&self, size: u64) -> Result<Option<String>, LogError> {
+        let txn = self.inner.db.begin_read()?;
+        let table = txn.open_table(CHECKPOINTS)?;
+        Ok(table.get(size)?.map(|v| v.value().to_owned()))
+    }
+
+    /// A stored checkpoint that covers the first `n` records (size ≥ `n`), for evidence.
+    ///
+    /// Looks at the 64 smallest checkpoints of size ≥ `n` and the 64 newest overall, and picks
+    /// the one with the most cosignature lines (signatures not under the log's own key name),
+    /// the newer on a tie: the most witnessed checkpoint is the strongest evidence, and any
+    /// covering size gives equally short proofs. `None` if no stored checkpoint is that large.
+    pub fn checkpoint_covering(&self, n: u64) -> Result<Option<(u64, String)>, LogError> {
+        let txn = self.inner.db.begin_read()?;
+        let table = txn.open_table(CHECKPOINTS)?;
+        let mut candidates = Vec::new();
+        for row in table.range(n..)?.take(COVERING_WINDOW) {
+            let (k, v) = row?;
+            candidates.push((k.value(), v.value().to_owned()));
+        }
+        for row in table.range(n..)?.rev().take(COVERING_WINDOW) {
+            let (k, v) = row?;
+            candidates.push((k.value(), v.value().to_owned()));
+        }
+        let best = candidates
+            .into_iter()
+            .map(|(size, text)| (cosignature_count(&text), size, text))
+            .max_by_key(|(count, size, _)| (*count, *size));
+        Ok(best.map(|(_, size, text)| (size, text)))
+    }
+
+    // --- the witness side: other servers' logs ----------------------------------------------
+
+    /// What this server last cosigned for the log `origin` (another server).
+    pub fn witness_state(&self, origin: &str) -> Result<Option<WitnessState>, LogError> {
+        let txn = self.inner.db.begin_read()?;
+        let table = txn.open_table(WITNESS_STATE)?;
+        let value = table.get(origin)?.map(|v| v.value().to_vec());
+        value.map(|v| decode_witness_state(origin, &v)).transpose()
+    }
+
+    /// Compare-and-set of the witness state of `origin`, in one write transaction: stores `new`
+    /// and returns `true` only if the stored state is still `expected` (`None`: nothing
+    /// stored). On `false` the caller re-reads and decides again (tlog::witness).
+    pub fn witness_update(
+        &self,
+        origin: &str,
+        expected: Option<&WitnessState>,
+        new: WitnessState,
+    ) -> Result<bool, LogError> {
+        if new.origin != origin {
+            return Err(LogError::InvalidCheckpoint(format!(
+                "witness state of {:?} stored under {origin:?}",
+                new.origin
+            )));
+        }
+        let txn = self.inner.db.begin_write()?;
+        {
+            let mut table = txn.open_table(WITNESS_STATE)?;
+            let current = table.get(origin)?.map(|v| v.value().to_vec());
+            let current = current
+                .map(|v| decode_witness_state(origin, &v))
+                .transpose()?;
+            if current.as_ref() != expected {
+                return Ok(false);
+            }
+            let mut value = Vec::with_capacity(40);
+            value.extend_from_slice(&new.size.to_be_bytes());
+            value.extend_from_slice(&new.root);
+            table.insert(origin, value.as_slice())?;
+        }
+        txn.commit()?;
+        Ok(true)
+    }
+
+    // --- our witnesses ----------------------------------------------------------------------
+
+    /// The size of our log that `witness` last cosigned (0 if never): the old size of the next
+    /// request to it.
+    pub fn witnessed_size(&self, witness: &str) -> Result<u64, LogError> {
+        let txn = self.inner.db.begin_read()?;
+        let table = txn.open_table(WITNESSED)?;
+        Ok(table.get(witness)?.map_or(0, |v| v.value()))
+    }
+
+    pub fn set_witnessed_size(&self, witness: &str, size: u64) -> Result<(), LogError> {
+        let txn = self.inner.db.begin_write()?;
+        txn.open_table(WITNESSED)?.insert(witness, size)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    // --- configuration history --------------------------------------------------------------
+
+    /// Keeps a signed configuration envelope (as received and verified) under its serial;
+    /// storing the same one again does nothing. At national size an envelope is about 1.2 MiB,
+    /// so the history grows by that much per registry publication.
+    pub fn store_configuration(
+        &self,
+        serial: u64,
+        generated_at: i64,
+        envelope: &[u8],
+    ) -> Result<(), LogError> {
+        let txn = self.inner.db.begin_write()?;
+        {
+            let mut confs = txn.open_table(CONFIGURATIONS)?;
+            let existing = confs.get(serial)?.map(|v| v.value().1 == envelope);
+            match existing {
+                Some(true) => return Ok(()),
+                Some(false) => return Err(LogError::ConfigurationConflict(serial)),
+                None => {}
+            }
+            confs.insert(serial, (generated_at, envelope))?;
+            txn.open_table(CONF_BY_TIME)?
+                .insert((generated_at, serial), ())?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// The envelopes needed to check records made at `times` (Unix seconds): for each time the
+    /// newest configuration generated at or before it (the one in force then), and the newest
+    /// configuration overall; each once, in serial order.
+    pub fn configurations_for(&self, times: &[i64]) -> Result<Vec<Vec<u8>>, LogError> {
+        let txn = self.inner.db.begin_read()?;
+        let by_time = txn.open_table(CONF_BY_TIME)?;
+        let confs = txn.open_table(CONFIGURATIONS)?;
+        let mut serials = BTreeSet::new();
+        for &t in times {
+            if let Some(row) = by_time.range(..=(t, u64::MAX))?.next_back() {
+                serials.insert(row?.0.value().1);
+            }
+        }
+        if let Some((serial, _)) = confs.last()? {
+            serials.insert(serial.value());
+        }
+        let mut out = Vec::with_capacity(serials.len());
+        for serial in serials {
+            let envelope = confs
+                .get(serial)?
+                .ok_or_else(|| {
+                    LogError::corrupt(format!("configuration {serial} is indexed but missing"))
+                })?
+                .value()
+                .1
+                .to_vec();
+            out.push(envelope);
+        }
+        Ok(out)
+    }
+}
+
+fn decode_witness_state(origin: &str, value: &[u8]) -> Result<WitnessState, LogError> {
+    let (size, root) = value
+        .split_first_chunk::<8>()
+        .filter(|(_, root)| root.len() == 32)
+        .ok_or_else(|| LogError::corrupt(format!("witness state of {origin} is not 40 bytes")))?;
+    let mut r = [0u8; 32];
+    r.copy_from_slice(root);
+    Ok(WitnessState {
+        origin: origin.to_owned(),
+        size: u64::from_be_bytes(*size),
+        root: r,
+    })
+}
+
+/// Signature lines of a checkpoint note other than the log's own (by key name).
+fn cosignature_count(note_text: &str) -> usize {
+    let Ok(note) = tlog::note::parse(note_text) else {
+        return 0;
+    };
+    let Some(origin) = note.text().split('\n').next() else {
+        return 0;
+    };
+    let own = tlog::log_key_name(origin);
+    note.signatures().iter().filter(|s| s.name() != own).count()
+}

@@ -1,0 +1,45 @@
+//! # Layout
+//!
+//! The message log of a security server (DESIGN §6–7): every request and response it passes on,
+//! durable before it is passed on, in an RFC 6962 Merkle tree whose checkpoints peers cosign,
+//! with offline-verifiable evidence.
+//!
+//! - [`store`]: [`MessageLog`]: open, group-committed [`MessageLog::append`], roots and proofs,
+//!   records with their (decrypted) bodies, the message-id, time and subject indexes.
+//! - `writer` (private): the group-commit thread: many appends, one transaction, one fsync.
+//! - [`history`]: checkpoints and their cosignatures, witness state of other servers' logs, our
+//!   witnesses' progress, the history of signed global configurations.
+//! - [`archive`]: retention: hash-linked archive files, reading archived records back, chain checks.
+//! - [`evidence`]: [`evidence::export`] of records as an `EvidenceBundle`, and the offline
+//!   [`evidence::verify`]; [`report`] is what verification found.
+//! - `crypto` (private): bodies at rest (ChaCha20-Poly1305) and the subject index HMAC. Pure.
+//! - [`keys`]: the key files of both ([`load_or_create_key`]).
+//! - `tables` (private): the redb tables (listed there and in `docs/evidence.md`).
+//! - [`error`]: [`LogError`] and [`EvidenceError`], grouped by kind.
+//!
+//! Pure parts (crypto, the archive format, evidence verification, the report) do no I/O; the
+//! store, the writer and the archive files do.
+
+#![forbid(unsafe_code)]
+// Tests unwrap freely; the library build (also checked by clippy) may not.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod archive;
+mod crypto;
+pub mod error;
+pub mod evidence;
+pub mod history;
+pub mod keys;
+pub mod report;
+pub mod store;
+mod tables;
+mod writer;
+
+pub use archive::{ArchiveFile, ArchiveReport, ArchiveVerification, verify_archive_chain};
+pub use error::{EvidenceError, LogError};
+pub use evidence::{VerifyOptions, export, verify, verify_with};
+pub use keys::load_or_create_key;
+pub use report::Report;
+pub use store::{Entry, LogOptions, LogStats, MessageLog, StoredRecord};
+/// The tlog crate, whose types ([`tlog::WitnessState`], [`tlog::Hash`], notes) this API uses.
+pub use tlog;

@@ -1,0 +1,538 @@
+//! [`MessageLog`]: opening the database, appending (through the group-commit writer), and the
+//! reads: size, roots and proofs, records with their bodies, and the three indexes.
+//!
+//! Reads are blocking (each is one redb read transaction); async callers use `spawn_blocking`.
+//! `append` is async: it returns when the group commit holding the entry is durable.
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use bytes::Bytes;
+use prost::Message as _;
+use proto::v1 as pb;
+use redb::{Database, ReadableDatabase as _, ReadableTable as _};
+use tlog::{CompactRange, Hash};
+use tokio::sync::oneshot;
+
+use crate::LogError;
+use crate::archive::LoadedArchive;
+use crate::crypto::{self, BodyCipher};
+use crate::tables::{
+    ARCHIVES, BODIES, BY_MESSAGE_ID, BY_SUBJECT, BY_TIME, CHECKPOINTS, CONF_BY_TIME,
+    CONFIGURATIONS, FORMAT_VERSION, META, META_BODY_KEY_CHECK, META_FORMAT, META_SALT, NODES,
+    Nodes, RECORDS, WITNESS_STATE, WITNESSED, read_size, tree_error,
+};
+use crate::writer::{Counters, Job, Prepared, Writer};
+
+/// How a message log is opened.
+#[derive(Clone)]
+pub struct LogOptions {
+    /// Encrypts bodies at rest (ChaCha20-Poly1305) when set; stores them plain when `None`.
+    pub body_key: Option<[u8; 32]>,
+    /// The HMAC key of the subject index. The default (all zeros) is for tests only: a server
+    /// sets it from [`crate::load_or_create_key`], or anyone can compute the index keys.
+    pub subject_key: [u8; 32],
+    /// The most entries one group commit takes (default 1024). One `append_batch` is never split.
+    pub max_batch: usize,
+    /// How long the writer may wait for more entries before a commit, and only when the previous
+    /// commit held more than one append (there is concurrency): the appenders it just answered
+    /// come back within microseconds, and taking them along doubles the batch of a closed loop
+    /// of appenders. It stops waiting as soon as no entry arrived for 50 µs. Default 200 µs;
+    /// zero disables it.
+    pub group_commit_linger: Duration,
+    /// The most records one archive file holds (default 100,000), so that reading an archived
+    /// record back loads a bounded file.
+    pub archive_file_records: u64,
+}
+
+impl LogOptions {
+    pub const DEFAULT_MAX_BATCH: usize = 1024;
+    pub const DEFAULT_GROUP_COMMIT_LINGER: Duration = Duration::from_micros(200);
+    pub const DEFAULT_ARCHIVE_FILE_RECORDS: u64 = 100_000;
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        LogOptions {
+            body_key: None,
+            subject_key: [0; 32],
+            max_batch: Self::DEFAULT_MAX_BATCH,
+            group_commit_linger: Self::DEFAULT_GROUP_COMMIT_LINGER,
+            archive_file_records: Self::DEFAULT_ARCHIVE_FILE_RECORDS,
+        }
+    }
+}
+
+impl std::fmt::Debug for LogOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogOptions")
+            .field("encrypt_bodies", &self.body_key.is_some())
+            .field("max_batch", &self.max_batch)
+            .field("group_commit_linger", &self.group_commit_linger)
+            .field("archive_file_records", &self.archive_file_records)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One record to append.
+///
+/// The caller fills in `record` completely, `logged_at_ms` and `body_stored` included:
+/// `body_stored` must be `body.is_some()`, and a body must hash to `record.body_sha256`.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub record: pb::LogRecord,
+    /// Stored beside the record (encrypted when the log has a body key); not part of the leaf.
+    pub body: Option<Bytes>,
+    /// Indexed by its HMAC only; the raw value is not stored by the index.
+    pub data_subject: Option<String>,
+}
+
+/// A record read back: its exact bytes (the Merkle leaf data) and, if stored, its body,
+/// decrypted and checked against the record's `body_sha256`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRecord {
+    pub index: u64,
+    pub record_bytes: Vec<u8>,
+    pub body: Option<Vec<u8>>,
+}
+
+impl StoredRecord {
+    pub fn decode(&self) -> Result<pb::LogRecord, LogError> {
+        decode_record(self.index, &self.record_bytes)
+    }
+}
+
+/// Counters of the group-commit writer since the log was opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LogStats {
+    /// Write transactions committed (each one fsync).
+    pub batches_committed: u64,
+    /// Entries in them.
+    pub entries_committed: u64,
+    /// Write transactions that failed (each failed all its appenders).
+    pub batches_failed: u64,
+}
+
+/// A security server's message log in its own redb file. Cheap to clone; the writer thread
+/// stops, and the file is released, when the last clone is dropped.
+#[derive(Debug, Clone)]
+pub struct MessageLog {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) db: Arc<Database>,
+    pub(crate) path: PathBuf,
+    pub(crate) cipher: Arc<BodyCipher>,
+    subject_key: [u8; 32],
+    pub(crate) options: LogOptions,
+    submit: Option<mpsc::Sender<Job>>,
+    writer: Option<JoinHandle<()>>,
+    counters: Arc<Counters>,
+    /// Held by `archive_before`, so two runs never archive the same range.
+    pub(crate) archiving: Mutex<()>,
+    /// The archive file read last (verified against the archives table when loaded).
+    pub(crate) archive_cache: Mutex<Option<Arc<LoadedArchive>>>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MessageLog")
+            .field("path", &self.path)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Closing the channel ends the writer's loop once it has answered what is queued;
+        // joining it releases its handle on the database before ours goes.
+        self.submit.take();
+        if let Some(writer) = self.writer.take()
+            && writer.join().is_err()
+        {
+            tracing::error!("the message log writer thread panicked");
+        }
+    }
+}
+
+impl MessageLog {
+    /// Opens the log at `path`, creating the file if there is none.
+    pub fn open(path: &Path, options: LogOptions) -> Result<MessageLog, LogError> {
+        let db = Arc::new(Database::builder().create(path)?);
+        let salt = initialise(&db, options.body_key.as_ref())?;
+        let cipher = Arc::new(BodyCipher::new(options.body_key.as_ref(), &salt)?);
+
+        let frontier = {
+            let txn = db.begin_read()?;
+            let nodes = Nodes(txn.open_table(NODES)?);
+            CompactRange::from_source(&nodes, read_size(&nodes.0)?).map_err(tree_error)?
+        };
+        let counters = Arc::new(Counters::default());
+        let (submit, jobs) = mpsc::channel();
+        let writer = Writer {
+            db: Arc::clone(&db),
+            frontier,
+            cipher: Arc::clone(&cipher),
+            max_batch: options.max_batch,
+            linger: options.group_commit_linger,
+            counters: Arc::clone(&counters),
+        };
+        let writer = std::thread::Builder::new()
+            .name("msglog-writer".into())
+            .spawn(move || writer.run(jobs))
+            .map_err(LogError::io(path))?;
+        Ok(MessageLog {
+            inner: Arc::new(Inner {
+                db,
+                path: path.to_owned(),
+                cipher,
+                subject_key: options.subject_key,
+                options,
+                submit: Some(submit),
+                writer: Some(writer),
+                counters,
+                archiving: Mutex::new(()),
+                archive_cache: Mutex::new(None),
+            }),
+        })
+    }
+
+    /// Appends one record; returns its leaf index once the record is durable.
+    pub async fn append(&self, entry: Entry) -> Result<u64, LogError> {
+        let prepared = self.prepare(entry)?;
+        self.submit(vec![prepared]).await
+    }
+
+    /// Appends records at consecutive indexes in one transaction (all or none); returns their
+    /// indexes once durable.
+    pub async fn append_batch(&self, entries: Vec<Entry>) -> Result<Range<u64>, LogError> {
+        let n = entries.len() as u64;
+        if n == 0 {
+            let size = self.size()?;
+            return Ok(size..size);
+        }
+        let prepared = entries
+            .into_iter()
+            .map(|e| self.prepare(e))
+            .collect::<Result<Vec<_>, _>>()?;
+        let first = self.submit(prepared).await?;
+        Ok(first..first + n)
+    }
+
+    async fn submit(&self, entries: Vec<Prepared>) -> Result<u64, LogError> {
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .submit
+            .as_ref()
+            .ok_or(LogError::Closed)?
+            .send(Job { entries, reply })
+            .map_err(|_| LogError::Closed)?;
+        answer.await.map_err(|_| LogError::Closed)?
+    }
+
+    /// Checks an entry and does the work that does not need its index, outside the writer.
+    fn prepare(&self, entry: Entry) -> Result<Prepared, LogError> {
+        let Entry {
+            record,
+            body,
+            data_subject,
+        } = entry;
+        if record.body_stored != body.is_some() {
+            return Err(LogError::InvalidEntry(format!(
+                "body_stored is {} but a body was {}given",
+                record.body_stored,
+                if body.is_some() { "" } else { "not " }
+            )));
+        }
+        if let Some(body) = &body
+            && crypto::sha256(body).as_slice() != record.body_sha256.as_slice()
+        {
+            return Err(LogError::InvalidEntry(
+                "the body does not hash to the record's body_sha256".into(),
+            ));
+        }
+        let record_bytes = record.encode_to_vec();
+        Ok(Prepared {
+            leaf: tlog::leaf_hash(&record_bytes),
+            record_bytes,
+            message_id: record.message_id,
+            logged_at_ms: record.logged_at_ms,
+            subject: data_subject.map(|s| self.subject_hash(&s)),
+            body,
+        })
+    }
+
+    /// The writer's counters since this log was opened.
+    pub fn stats(&self) -> LogStats {
+        let c = &self.inner.counters;
+        LogStats {
+            batches_committed: c.batches.load(Ordering::Relaxed),
+            entries_committed: c.entries.load(Ordering::Relaxed),
+            batches_failed: c.failed_batches.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// The number of records ever appended (archived ones included).
+    pub fn size(&self) -> Result<u64, LogError> {
+        let txn = self.inner.db.begin_read()?;
+        read_size(&txn.open_table(NODES)?)
+    }
+
+    /// The Merkle tree root of the first `size` records.
+    pub fn root(&self, size: u64) -> Result<Hash, LogError> {
+        let txn = self.inner.db.begin_read()?;
+        let nodes = Nodes(txn.open_table(NODES)?);
+        check_size(read_size(&nodes.0)?, "tree size", size)?;
+        tlog::root(&nodes, size).map_err(tree_error)
+    }
+
+    /// The inclusion proof of record `index` in the tree of `size` records.
+    pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, LogError> {
+        let txn = self.inner.db.begin_read()?;
+        let nodes = Nodes(txn.open_table(NODES)?);
+        check_size(read_size(&nodes.0)?, "tree size", size)?;
+        tlog::inclusion_proof(&nodes, index, size).map_err(tree_error)
+    }
+
+    /// The consistency proof from the tree of `old_size` records to the tree of `new_size`.
+    pub fn consistency_proof(&self, old_size: u64, new_size: u64) -> Result<Vec<Hash>, LogError> {
+        let txn = self.inner.db.begin_read()?;
+        let nodes = Nodes(txn.open_table(NODES)?);
+        check_size(read_size(&nodes.0)?, "tree size", new_size)?;
+        tlog::consistency_proof(&nodes, old_size, new_size).map_err(tree_error)
+    }
+
+    /// Record `index` with its body (decrypted), from the database or, once archived, from its
+    /// archive file (whose hash is checked against the archives table). `None` if the log has
+    /// no such index. A body that does not decrypt or does not match the record's hash is an
+    /// error, never a missing body.
+    pub fn record(&self, index: u64) -> Result<Option<StoredRecord>, LogError> {
+        let txn = self.inner.db.begin_read()?;
+        if let Some(bytes) = txn.open_table(RECORDS)?.get(index)? {
+            let record_bytes = bytes.value().to_vec();
+            let stored_body = txn
+                .open_table(BODIES)?
+                .get(index)?
+                .map(|b| b.value().to_vec());
+            return self
+                .finish_record(index, record_bytes, stored_body)
+                .map(Some);
+        }
+        if index >= read_size(&txn.open_table(NODES)?)? {
+            return Ok(None);
+        }
+        let archives = txn.open_table(ARCHIVES)?;
+        let row = archives.range(..=index)?.next_back().transpose()?;
+        let Some((first, row)) = row else {
+            return Err(LogError::corrupt(format!(
+                "record {index} is neither in the database nor archived"
+            )));
+        };
+        let (first, (last, path, sha256)) = (first.value(), row.value());
+        if index > last {
+            return Err(LogError::corrupt(format!(
+                "record {index} is neither in the database nor archived"
+            )));
+        }
+        let archive = self.load_archive(Path::new(path), first, last, sha256)?;
+        drop(archives);
+        drop(txn);
+        let (record_bytes, stored_body) = archive.entry(index)?;
+        self.finish_record(
+            index,
+            record_bytes.to_vec(),
+            stored_body.map(<[u8]>::to_vec),
+        )
+        .map(Some)
+    }
+
+    fn finish_record(
+        &self,
+        index: u64,
+        record_bytes: Vec<u8>,
+        stored_body: Option<Vec<u8>>,
+    ) -> Result<StoredRecord, LogError> {
+        let body = match stored_body {
+            None => None,
+            Some(stored) => {
+                let body = self.inner.cipher.open(index, &stored).map_err(|e| {
+                    LogError::BodyIntegrity {
+                        index,
+                        reason: e.reason(),
+                    }
+                })?;
+                let record = decode_record(index, &record_bytes)?;
+                if crypto::sha256(&body).as_slice() != record.body_sha256.as_slice() {
+                    return Err(LogError::BodyIntegrity {
+                        index,
+                        reason: "the body does not hash to the record's body_sha256",
+                    });
+                }
+                Some(body)
+            }
+        };
+        Ok(StoredRecord {
+            index,
+            record_bytes,
+            body,
+        })
+    }
+
+    /// The records of one X-Road-Id (request and response, both sides), in index order.
+    pub fn find_by_message_id(&self, message_id: &str) -> Result<Vec<u64>, LogError> {
+        let txn = self.inner.db.begin_read()?;
+        let table = txn.open_table(BY_MESSAGE_ID)?;
+        let mut out = Vec::new();
+        for row in table.range((message_id, 0u64)..=(message_id, u64::MAX))? {
+            out.push(row?.0.value().1);
+        }
+        Ok(out)
+    }
+
+    /// The records logged in `[from_ms, to_ms)` (Unix milliseconds), in index order.
+    pub fn find_by_time(&self, from_ms: i64, to_ms: i64) -> Result<Vec<u64>, LogError> {
+        if from_ms >= to_ms {
+            return Ok(Vec::new());
+        }
+        let txn = self.inner.db.begin_read()?;
+        let table = txn.open_table(BY_TIME)?;
+        let mut out = Vec::new();
+        for row in table.range((from_ms, 0u64)..(to_ms, 0u64))? {
+            out.push(row?.0.value().1);
+        }
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    /// The records about one data subject, in index order.
+    pub fn find_by_subject(&self, subject: &str) -> Result<Vec<u64>, LogError> {
+        self.subject_page_inner(subject, 0, usize::MAX, false)
+    }
+
+    /// One page of the records about a data subject, newest first (DESIGN §7).
+    pub fn subject_page(
+        &self,
+        subject: &str,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<u64>, LogError> {
+        self.subject_page_inner(subject, offset, limit, true)
+    }
+
+    fn subject_page_inner(
+        &self,
+        subject: &str,
+        offset: usize,
+        limit: usize,
+        newest_first: bool,
+    ) -> Result<Vec<u64>, LogError> {
+        let hash = self.subject_hash(subject);
+        let txn = self.inner.db.begin_read()?;
+        let table = txn.open_table(BY_SUBJECT)?;
+        let range = table.range((&hash, 0u64)..=(&hash, u64::MAX))?;
+        let rows: Box<dyn Iterator<Item = _>> = if newest_first {
+            Box::new(range.rev())
+        } else {
+            Box::new(range)
+        };
+        let mut out = Vec::new();
+        for row in rows.skip(offset).take(limit) {
+            out.push(row?.0.value().1);
+        }
+        Ok(out)
+    }
+
+    /// The subject index key of `subject`: HMAC-SHA256 under the subject key.
+    pub fn subject_hash(&self, subject: &str) -> [u8; 32] {
+        crypto::subject_hash(&self.inner.subject_key, subject)
+    }
+}
+
+/// Creates the tables and the meta entries of a new database; checks those of an existing one.
+/// Returns the database's salt.
+fn initialise(db: &Database, body_key: Option<&[u8; 32]>) -> Result<[u8; 32], LogError> {
+    let txn = db.begin_write()?;
+    let salt = {
+        txn.open_table(RECORDS)?;
+        txn.open_table(BODIES)?;
+        txn.open_table(NODES)?;
+        txn.open_table(BY_MESSAGE_ID)?;
+        txn.open_table(BY_TIME)?;
+        txn.open_table(BY_SUBJECT)?;
+        txn.open_table(CHECKPOINTS)?;
+        txn.open_table(WITNESS_STATE)?;
+        txn.open_table(WITNESSED)?;
+        txn.open_table(CONFIGURATIONS)?;
+        txn.open_table(CONF_BY_TIME)?;
+        txn.open_table(ARCHIVES)?;
+        let mut meta = txn.open_table(META)?;
+        let format = meta.get(META_FORMAT)?.map(|v| v.value().to_vec());
+        match format.as_deref() {
+            None => {
+                meta.insert(META_FORMAT, [FORMAT_VERSION].as_slice())?;
+            }
+            Some([FORMAT_VERSION]) => {}
+            Some(other) => {
+                return Err(LogError::corrupt(format!(
+                    "storage format {other:?} is not {FORMAT_VERSION}, the one this version reads"
+                )));
+            }
+        }
+        let stored_salt = meta.get(META_SALT)?.map(|v| v.value().to_vec());
+        let salt = match stored_salt {
+            Some(s) => <[u8; 32]>::try_from(s.as_slice())
+                .map_err(|_| LogError::corrupt("meta.salt is not 32 bytes"))?,
+            None => {
+                let salt = crypto::random_32()?;
+                meta.insert(META_SALT, salt.as_slice())?;
+                salt
+            }
+        };
+        if let Some(key) = body_key {
+            let check = crypto::body_key_check(key, &salt);
+            let stored = meta.get(META_BODY_KEY_CHECK)?.map(|v| v.value().to_vec());
+            match stored {
+                Some(stored) if stored != check => return Err(LogError::WrongBodyKey),
+                Some(_) => {}
+                None => {
+                    meta.insert(META_BODY_KEY_CHECK, check.as_slice())?;
+                }
+            }
+        } else if meta.get(META_BODY_KEY_CHECK)?.is_some() {
+            tracing::warn!(
+                "message log opened without a body key although earlier bodies are encrypted: \
+                 new bodies are stored plain, earlier ones cannot be read"
+            );
+        }
+        salt
+    };
+    txn.commit()?;
+    Ok(salt)
+}
+
+fn check_size(log_size: u64, what: &'static str, size: u64) -> Result<(), LogError> {
+    if size > log_size {
+        return Err(LogError::OutOfRange {
+            what,
+            value: size,
+            size: log_size,
+        });
+    }
+    Ok(())
+}
+
+pub(crate) fn decode_record(index: u64, bytes: &[u8]) -> Result<pb::LogRecord, LogError> {
+    pb::LogRecord::decode(bytes)
+        .map_err(|e| LogError::corrupt(format!("record {index} does not decode: {e}")))
+}

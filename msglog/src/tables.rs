@@ -1,0 +1,94 @@
+//! The tables of `messagelog.redb` (listed in `docs/evidence.md` too) and the small helpers every
+//! module uses to read them.
+//!
+//! | table | key | value |
+//! |---|---|---|
+//! | `records` | leaf index | `LogRecord` bytes (deleted once archived) |
+//! | `bodies` | leaf index | format byte ‖ body, plain or sealed ([`crate::crypto`]) (deleted once archived) |
+//! | `merkle_nodes` | (level, index) | SHA-256 of the complete subtree; never deleted |
+//! | `index_message_id` | (X-Road-Id, leaf index) | () |
+//! | `index_logged_at` | (logged_at ms, leaf index) | () |
+//! | `index_subject` | (HMAC-SHA256(subject key, subject), leaf index) | () |
+//! | `meta` | name | `format` (1 byte), `salt` (32), `body_key_check` (32) |
+//! | `checkpoints` | tree size | checkpoint note text, with the cosignatures collected so far |
+//! | `witness_state` | origin (peer server id) | size (u64 BE) ‖ root (32): what we last cosigned |
+//! | `witnessed_size` | witness server id | the size of ours that witness last cosigned |
+//! | `configurations` | serial | (generated_at, `SignedConfiguration` envelope) |
+//! | `configurations_by_time` | (generated_at, serial) | () |
+//! | `archives` | first index | (last index, file path, SHA-256 of the file) |
+
+use redb::{ReadableTable, TableDefinition};
+use tlog::{Hash, NodeSource, TreeError};
+
+use crate::LogError;
+
+pub(crate) const RECORDS: TableDefinition<u64, &[u8]> = TableDefinition::new("records");
+pub(crate) const BODIES: TableDefinition<u64, &[u8]> = TableDefinition::new("bodies");
+pub(crate) const NODES: TableDefinition<(u8, u64), &[u8; 32]> =
+    TableDefinition::new("merkle_nodes");
+pub(crate) const BY_MESSAGE_ID: TableDefinition<(&str, u64), ()> =
+    TableDefinition::new("index_message_id");
+pub(crate) const BY_TIME: TableDefinition<(i64, u64), ()> = TableDefinition::new("index_logged_at");
+pub(crate) const BY_SUBJECT: TableDefinition<(&[u8; 32], u64), ()> =
+    TableDefinition::new("index_subject");
+pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+pub(crate) const CHECKPOINTS: TableDefinition<u64, &str> = TableDefinition::new("checkpoints");
+pub(crate) const WITNESS_STATE: TableDefinition<&str, &[u8]> =
+    TableDefinition::new("witness_state");
+pub(crate) const WITNESSED: TableDefinition<&str, u64> = TableDefinition::new("witnessed_size");
+pub(crate) const CONFIGURATIONS: TableDefinition<u64, (i64, &[u8])> =
+    TableDefinition::new("configurations");
+pub(crate) const CONF_BY_TIME: TableDefinition<(i64, u64), ()> =
+    TableDefinition::new("configurations_by_time");
+pub(crate) const ARCHIVES: TableDefinition<u64, (u64, &str, &[u8; 32])> =
+    TableDefinition::new("archives");
+
+pub(crate) const META_FORMAT: &str = "format";
+pub(crate) const META_SALT: &str = "salt";
+pub(crate) const META_BODY_KEY_CHECK: &str = "body_key_check";
+/// The storage format this code writes and reads.
+pub(crate) const FORMAT_VERSION: u8 = 1;
+
+/// The log's size (number of leaves): one past the last leaf hash in `merkle_nodes`. Leaves are
+/// never deleted (archiving keeps them), and deriving the size spares every group commit a write
+/// to a further table.
+pub(crate) fn read_size(
+    nodes: &impl ReadableTable<(u8, u64), &'static [u8; 32]>,
+) -> Result<u64, LogError> {
+    let last = nodes.range((0u8, 0u64)..=(0u8, u64::MAX))?.next_back();
+    match last {
+        None => Ok(0),
+        Some(row) => Ok(row?.0.value().1 + 1),
+    }
+}
+
+/// The `merkle_nodes` table of one transaction as the tlog crate's node store.
+pub(crate) struct Nodes<T>(pub(crate) T);
+
+impl<T: ReadableTable<(u8, u64), &'static [u8; 32]>> NodeSource for Nodes<T> {
+    type Error = LogError;
+
+    fn node(&self, level: u8, index: u64) -> Result<Hash, LogError> {
+        self.0
+            .get((level, index))?
+            .map(|v| *v.value())
+            .ok_or_else(|| LogError::corrupt(format!("Merkle node ({level}, {index}) is missing")))
+    }
+}
+
+/// A tlog tree error as a log error.
+pub(crate) fn tree_error(e: TreeError<LogError>) -> LogError {
+    match e {
+        TreeError::IndexOutOfRange { index, size } => LogError::OutOfRange {
+            what: "leaf index",
+            value: index,
+            size,
+        },
+        TreeError::SizesOutOfOrder { old_size, new_size } => LogError::OutOfRange {
+            what: "old tree size",
+            value: old_size,
+            size: new_size,
+        },
+        TreeError::Source(e) => e,
+    }
+}

@@ -1,0 +1,514 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! The log's storage: durability, group commit, the Merkle tree, bodies at rest, the indexes,
+//! checkpoints, witness state and the configuration history.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{file_contains, open, options, plain_entry};
+use msglog::{LogError, LogOptions, MessageLog};
+use redb::{ReadableDatabase as _, ReadableTable as _, TableDefinition};
+use tlog::{MemoryTree, NodeSource as _};
+
+const BODIES: TableDefinition<u64, &[u8]> = TableDefinition::new("bodies");
+const RECORDS: TableDefinition<u64, &[u8]> = TableDefinition::new("records");
+
+async fn append_n(log: &MessageLog, n: u64) -> Vec<Vec<u8>> {
+    let mut leaves = Vec::new();
+    for i in 0..n {
+        let body = format!("body number {i}");
+        let idx = log
+            .append(plain_entry(i, Some(body.as_bytes()), None))
+            .await
+            .unwrap();
+        assert_eq!(idx, i);
+        leaves.push(log.record(i).unwrap().unwrap().record_bytes);
+    }
+    leaves
+}
+
+#[tokio::test]
+async fn appended_records_survive_reopening_with_the_same_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("messagelog.redb");
+    let log = open(&path);
+    append_n(&log, 37).await;
+    let root = log.root(37).unwrap();
+    let before: Vec<_> = (0..37).map(|i| log.record(i).unwrap().unwrap()).collect();
+    drop(log);
+
+    let log = open(&path);
+    assert_eq!(log.size().unwrap(), 37);
+    assert_eq!(log.root(37).unwrap(), root);
+    for (i, stored) in before.iter().enumerate() {
+        assert_eq!(&log.record(i as u64).unwrap().unwrap(), stored);
+    }
+    // Appends continue at the next index, on the same tree.
+    assert_eq!(log.append(plain_entry(37, None, None)).await.unwrap(), 37);
+    let mut tree = MemoryTree::new();
+    for stored in &before {
+        tree.append(&stored.record_bytes);
+    }
+    tree.append(&log.record(37).unwrap().unwrap().record_bytes);
+    assert_eq!(log.root(38).unwrap(), tree.root());
+}
+
+#[tokio::test]
+async fn a_second_open_of_the_same_file_is_refused_while_the_first_is_alive() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("messagelog.redb");
+    let log = open(&path);
+    let clone = log.clone();
+    assert!(matches!(
+        MessageLog::open(&path, options()),
+        Err(LogError::InUse)
+    ));
+    drop(log);
+    // A clone keeps it open.
+    assert!(matches!(
+        MessageLog::open(&path, options()),
+        Err(LogError::InUse)
+    ));
+    drop(clone);
+    open(&path);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appends_share_group_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(&dir.path().join("messagelog.redb"));
+    let barrier = Arc::new(tokio::sync::Barrier::new(200));
+    let mut tasks = Vec::new();
+    for i in 0..200u64 {
+        let log = log.clone();
+        let barrier = Arc::clone(&barrier);
+        tasks.push(tokio::spawn(async move {
+            let entry = plain_entry(i, Some(&[i as u8; 100]), None);
+            barrier.wait().await;
+            log.append(entry).await.unwrap()
+        }));
+    }
+    let mut indexes = Vec::new();
+    for t in tasks {
+        indexes.push(t.await.unwrap());
+    }
+    indexes.sort_unstable();
+    assert_eq!(indexes, (0..200).collect::<Vec<_>>());
+    let stats = log.stats();
+    assert_eq!(stats.entries_committed, 200);
+    assert!(
+        stats.batches_committed <= 40,
+        "200 concurrent appends took {} commits",
+        stats.batches_committed
+    );
+    assert_eq!(log.size().unwrap(), 200);
+}
+
+#[tokio::test]
+async fn a_batch_is_appended_at_consecutive_indexes_in_one_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(&dir.path().join("messagelog.redb"));
+    log.append(plain_entry(0, None, None)).await.unwrap();
+    let entries = (1..=50).map(|i| plain_entry(i, None, None)).collect();
+    assert_eq!(log.append_batch(entries).await.unwrap(), 1..51);
+    assert_eq!(log.stats().batches_committed, 2);
+    assert_eq!(
+        log.record(50)
+            .unwrap()
+            .unwrap()
+            .decode()
+            .unwrap()
+            .message_id,
+        "msg-50"
+    );
+}
+
+#[tokio::test]
+async fn roots_and_proofs_equal_those_of_an_in_memory_tree() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(&dir.path().join("messagelog.redb"));
+    let leaves = append_n(&log, 70).await;
+    let mut tree = MemoryTree::new();
+    for size in 1..=70u64 {
+        tree.append(&leaves[size as usize - 1]);
+        assert_eq!(log.root(size).unwrap(), tree.root(), "root at {size}");
+        for index in [0, size / 3, size / 2, size - 1] {
+            assert_eq!(
+                log.inclusion_proof(index, size).unwrap(),
+                tlog::inclusion_proof(&tree, index, size).unwrap(),
+                "inclusion of {index} in {size}"
+            );
+        }
+        for old in [1, size / 2, size - 1, size] {
+            assert_eq!(
+                log.consistency_proof(old, size).unwrap(),
+                tlog::consistency_proof(&tree, old, size).unwrap(),
+                "consistency {old} -> {size}"
+            );
+        }
+    }
+    assert_eq!(log.root(0).unwrap(), tlog::empty_root());
+    assert_eq!(tree.node(0, 69).unwrap(), tlog::leaf_hash(&leaves[69]));
+    assert!(matches!(log.root(71), Err(LogError::OutOfRange { .. })));
+    assert!(matches!(
+        log.inclusion_proof(70, 70),
+        Err(LogError::OutOfRange { .. })
+    ));
+}
+
+#[tokio::test]
+async fn bodies_are_encrypted_at_rest_and_decrypt_on_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("messagelog.redb");
+    let plaintext = b"PLAINTEXT-BODY resident record: Taro Yamada, 1-1 Chiyoda";
+    let log = open(&path);
+    log.append(plain_entry(0, Some(plaintext), None))
+        .await
+        .unwrap();
+    assert_eq!(log.record(0).unwrap().unwrap().body.unwrap(), plaintext);
+    drop(log);
+    assert!(!file_contains(&path, plaintext));
+    assert_eq!(
+        open(&path).record(0).unwrap().unwrap().body.unwrap(),
+        plaintext
+    );
+
+    // The same scan finds a body stored without a key: the scan does see stored bodies.
+    let plain_path = dir.path().join("plain.redb");
+    let plain = MessageLog::open(
+        &plain_path,
+        LogOptions {
+            body_key: None,
+            ..options()
+        },
+    )
+    .unwrap();
+    plain
+        .append(plain_entry(0, Some(plaintext), None))
+        .await
+        .unwrap();
+    drop(plain);
+    assert!(file_contains(&plain_path, plaintext));
+}
+
+fn tamper(path: &std::path::Path, table: TableDefinition<u64, &[u8]>, index: u64, byte: usize) {
+    let db = redb::Database::open(path).unwrap();
+    let txn = db.begin_write().unwrap();
+    {
+        let mut t = txn.open_table(table).unwrap();
+        let mut value = t.get(index).unwrap().unwrap().value().to_vec();
+        value[byte] ^= 0x01;
+        t.insert(index, value.as_slice()).unwrap();
+    }
+    txn.commit().unwrap();
+}
+
+#[tokio::test]
+async fn a_body_altered_in_storage_is_an_error_not_a_missing_body() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, body_key) in [("sealed.redb", Some([9u8; 32])), ("plain.redb", None)] {
+        let path = dir.path().join(name);
+        let opts = LogOptions {
+            body_key,
+            ..options()
+        };
+        let log = MessageLog::open(&path, opts.clone()).unwrap();
+        log.append(plain_entry(0, Some(b"0123456789"), None))
+            .await
+            .unwrap();
+        log.append(plain_entry(1, Some(b"abcdefghij"), None))
+            .await
+            .unwrap();
+        drop(log);
+        tamper(&path, BODIES, 1, 5);
+        let log = MessageLog::open(&path, opts).unwrap();
+        assert!(log.record(0).unwrap().unwrap().body.is_some());
+        match log.record(1) {
+            Err(LogError::BodyIntegrity { index: 1, .. }) => {}
+            other => panic!("{name}: expected a body integrity error, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_different_body_key_is_refused_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("messagelog.redb");
+    drop(open(&path));
+    let wrong = LogOptions {
+        body_key: Some([0x43; 32]),
+        ..options()
+    };
+    assert!(matches!(
+        MessageLog::open(&path, wrong),
+        Err(LogError::WrongBodyKey)
+    ));
+}
+
+#[tokio::test]
+async fn the_subject_index_finds_records_without_storing_the_subject() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("messagelog.redb");
+    let alice = "JP-SUBJECT-ALICE-123456789012";
+    let bob = "JP-SUBJECT-BOB-999999999999";
+    let log = open(&path);
+    for i in 0..20u64 {
+        let subject = match i % 3 {
+            0 => Some(alice),
+            1 => Some(bob),
+            _ => None,
+        };
+        log.append(plain_entry(i, None, subject)).await.unwrap();
+    }
+    let alices: Vec<u64> = (0..20).filter(|i| i % 3 == 0).collect();
+    assert_eq!(log.find_by_subject(alice).unwrap(), alices);
+    assert_eq!(
+        log.find_by_subject(bob).unwrap(),
+        (0..20).filter(|i| i % 3 == 1).collect::<Vec<_>>()
+    );
+    assert!(log.find_by_subject("JP-NOBODY").unwrap().is_empty());
+    // Newest first, paged.
+    assert_eq!(log.subject_page(alice, 0, 3).unwrap(), vec![18, 15, 12]);
+    assert_eq!(log.subject_page(alice, 3, 3).unwrap(), vec![9, 6, 3]);
+    assert_eq!(log.subject_page(alice, 6, 3).unwrap(), vec![0]);
+    assert!(log.subject_page(alice, 7, 3).unwrap().is_empty());
+    // Another subject key finds nothing: the index is keyed.
+    let hash = log.subject_hash(alice);
+    drop(log);
+    let other = MessageLog::open(
+        &path,
+        LogOptions {
+            subject_key: [0x18; 32],
+            ..options()
+        },
+    )
+    .unwrap();
+    assert_ne!(other.subject_hash(alice), hash);
+    assert!(other.find_by_subject(alice).unwrap().is_empty());
+    drop(other);
+
+    assert!(!file_contains(&path, alice.as_bytes()));
+    assert!(!file_contains(&path, bob.as_bytes()));
+    assert!(file_contains(&path, &hash));
+}
+
+#[tokio::test]
+async fn message_id_and_time_indexes() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(&dir.path().join("messagelog.redb"));
+    for i in 0..10u64 {
+        log.append(plain_entry(i, None, None)).await.unwrap();
+    }
+    // A response to msg-3.
+    let mut response = plain_entry(3, None, None);
+    response.record.kind = proto::v1::LogKind::Response as i32;
+    log.append(response).await.unwrap();
+    assert_eq!(log.find_by_message_id("msg-3").unwrap(), vec![3, 10]);
+    assert_eq!(log.find_by_message_id("msg-1").unwrap(), vec![1]);
+    assert!(log.find_by_message_id("msg-").unwrap().is_empty());
+    // plain_entry(i) is logged at 1_800_000_000_000 + i s.
+    let t = |i: i64| 1_800_000_000_000 + i * 1000;
+    assert_eq!(log.find_by_time(t(2), t(5)).unwrap(), vec![2, 3, 4, 10]);
+    assert_eq!(log.find_by_time(t(9), t(100)).unwrap(), vec![9]);
+    assert!(log.find_by_time(t(5), t(5)).unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn inconsistent_entries_are_refused_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(&dir.path().join("messagelog.redb"));
+    let mut flag = plain_entry(0, Some(b"body"), None);
+    flag.record.body_stored = false;
+    assert!(matches!(
+        log.append(flag).await,
+        Err(LogError::InvalidEntry(_))
+    ));
+    let mut hash = plain_entry(0, Some(b"body"), None);
+    hash.body = Some(bytes::Bytes::from_static(b"other body"));
+    assert!(matches!(
+        log.append(hash).await,
+        Err(LogError::InvalidEntry(_))
+    ));
+    let batch = vec![plain_entry(0, None, None), {
+        let mut e = plain_entry(1, Some(b"x"), None);
+        e.body = None;
+        e
+    }];
+    assert!(log.append_batch(batch).await.is_err());
+    assert_eq!(log.size().unwrap(), 0);
+    assert_eq!(log.stats().batches_committed, 0);
+}
+
+#[tokio::test]
+async fn checkpoints_are_checked_stored_and_chosen() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(&dir.path().join("messagelog.redb"));
+    append_n(&log, 10).await;
+    let instance = common::Instance::new();
+    assert_eq!(log.latest_checkpoint().unwrap(), None);
+
+    // Size 4, not cosigned; size 7, cosigned; size 10, not cosigned.
+    let sizes_and_cosigned = [(4u64, false), (7, true), (10, false)];
+    let mut notes = Vec::new();
+    for (size, cosign) in sizes_and_cosigned {
+        let root = log.root(size).unwrap();
+        let cp = tlog::Checkpoint::new(common::CLIENT_SERVER, size, root).unwrap();
+        let signer = tlog::NoteSigner::new(
+            tlog::log_key_name(common::CLIENT_SERVER),
+            instance.client_key.clone(),
+        )
+        .unwrap();
+        let mut note = tlog::sign_checkpoint(&cp, &signer);
+        if cosign {
+            let w = tlog::CosignatureSigner::new(
+                tlog::log_key_name(common::PROVIDER_SERVER),
+                instance.provider_key.clone(),
+            )
+            .unwrap();
+            note.push_signature(tlog::cosign(&cp, &w, 1).unwrap())
+                .unwrap();
+        }
+        log.store_checkpoint(size, &note.render()).unwrap();
+        notes.push(note);
+    }
+    assert_eq!(log.latest_checkpoint().unwrap().unwrap().0, 10);
+    // Covering 3 records: the cosigned one of size 7 wins over the smaller and the newer.
+    assert_eq!(log.checkpoint_covering(3).unwrap().unwrap().0, 7);
+    assert_eq!(log.checkpoint_covering(8).unwrap().unwrap().0, 10);
+    assert_eq!(log.checkpoint_covering(11).unwrap(), None);
+
+    // Cosignatures added later: the note grows, the size-10 one now wins for 3 records too.
+    let cp10 = tlog::Checkpoint::parse_body(notes[2].text()).unwrap();
+    let w = tlog::CosignatureSigner::new(
+        tlog::log_key_name(common::PROVIDER_SERVER),
+        instance.provider_key.clone(),
+    )
+    .unwrap();
+    let sig = tlog::cosign(&cp10, &w, 2).unwrap();
+    let text = log.add_cosignatures(10, &[sig.clone(), sig]).unwrap();
+    assert_eq!(tlog::note::parse(&text).unwrap().signatures().len(), 2);
+    assert_eq!(log.checkpoint(10).unwrap().unwrap(), text);
+    assert_eq!(log.checkpoint_covering(3).unwrap().unwrap().0, 10);
+
+    // A checkpoint whose root is not the log's, or beyond the log, is refused.
+    let wrong = tlog::Checkpoint::new(common::CLIENT_SERVER, 5, [0; 32]).unwrap();
+    let signer = tlog::NoteSigner::new("x", instance.client_key.clone()).unwrap();
+    let wrong_text = tlog::sign_checkpoint(&wrong, &signer).render();
+    assert!(matches!(
+        log.store_checkpoint(5, &wrong_text),
+        Err(LogError::InvalidCheckpoint(_))
+    ));
+    assert!(matches!(
+        log.store_checkpoint(4, &wrong_text),
+        Err(LogError::InvalidCheckpoint(_))
+    ));
+    let beyond = tlog::sign_checkpoint(
+        &tlog::Checkpoint::new(common::CLIENT_SERVER, 11, [0; 32]).unwrap(),
+        &signer,
+    );
+    assert!(matches!(
+        log.store_checkpoint(11, &beyond.render()),
+        Err(LogError::OutOfRange { .. })
+    ));
+}
+
+#[tokio::test]
+async fn witness_state_is_compare_and_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("messagelog.redb");
+    let log = open(&path);
+    let origin = "JP/GOV/8000012/ss1";
+    let state = |size: u64, b: u8| tlog::WitnessState {
+        origin: origin.into(),
+        size,
+        root: [b; 32],
+    };
+    assert_eq!(log.witness_state(origin).unwrap(), None);
+    // Expecting a state that is not there fails; expecting none succeeds once.
+    assert!(
+        !log.witness_update(origin, Some(&state(1, 1)), state(5, 5))
+            .unwrap()
+    );
+    assert!(log.witness_update(origin, None, state(5, 5)).unwrap());
+    assert!(!log.witness_update(origin, None, state(6, 6)).unwrap());
+    assert_eq!(log.witness_state(origin).unwrap(), Some(state(5, 5)));
+    assert!(
+        !log.witness_update(origin, Some(&state(5, 4)), state(9, 9))
+            .unwrap()
+    );
+    assert!(
+        log.witness_update(origin, Some(&state(5, 5)), state(9, 9))
+            .unwrap()
+    );
+    assert!(log.witness_update("JP/X/1/ss", None, state(1, 1)).is_err());
+
+    // Two threads racing from the same state: exactly one wins.
+    let wins: usize = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8u8)
+            .map(|t| {
+                let log = log.clone();
+                s.spawn(move || {
+                    usize::from(
+                        log.witness_update(origin, Some(&state(9, 9)), state(10 + u64::from(t), t))
+                            .unwrap(),
+                    )
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).sum()
+    });
+    assert_eq!(wins, 1);
+
+    assert_eq!(log.witnessed_size("JP/GOV/8000012/ss1").unwrap(), 0);
+    log.set_witnessed_size("JP/GOV/8000012/ss1", 42).unwrap();
+    drop(log);
+    let log = open(&path);
+    assert_eq!(log.witnessed_size("JP/GOV/8000012/ss1").unwrap(), 42);
+    assert_eq!(log.witness_state(origin).unwrap().unwrap().origin, origin);
+}
+
+#[tokio::test]
+async fn configurations_in_force_at_given_times() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(&dir.path().join("messagelog.redb"));
+    assert!(log.configurations_for(&[1000]).unwrap().is_empty());
+    log.store_configuration(1, 1000, b"conf-1").unwrap();
+    log.store_configuration(2, 2000, b"conf-2").unwrap();
+    log.store_configuration(3, 3000, b"conf-3").unwrap();
+    // Idempotent; a different envelope under a stored serial is refused.
+    log.store_configuration(2, 2000, b"conf-2").unwrap();
+    assert!(matches!(
+        log.store_configuration(2, 2000, b"conf-2b"),
+        Err(LogError::ConfigurationConflict(2))
+    ));
+    let got = |times: &[i64]| log.configurations_for(times).unwrap();
+    assert_eq!(got(&[1500]), vec![b"conf-1".to_vec(), b"conf-3".to_vec()]);
+    assert_eq!(
+        got(&[2000, 2999, 1000]),
+        vec![b"conf-1".to_vec(), b"conf-2".to_vec(), b"conf-3".to_vec()]
+    );
+    assert_eq!(got(&[3500]), vec![b"conf-3".to_vec()]);
+    // Before the first one: only the newest.
+    assert_eq!(got(&[10]), vec![b"conf-3".to_vec()]);
+}
+
+#[tokio::test]
+async fn records_table_holds_the_exact_record_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("messagelog.redb");
+    let log = open(&path);
+    let entry = plain_entry(0, None, None);
+    let expected = prost::Message::encode_to_vec(&entry.record);
+    log.append(entry).await.unwrap();
+    assert_eq!(log.record(0).unwrap().unwrap().record_bytes, expected);
+    assert_eq!(log.record(1).unwrap(), None);
+    drop(log);
+    let db = redb::Database::open(&path).unwrap();
+    let txn = db.begin_read().unwrap();
+    let records = txn.open_table(RECORDS).unwrap();
+    assert_eq!(
+        records.get(0).unwrap().unwrap().value(),
+        expected.as_slice()
+    );
+}
