@@ -29,6 +29,7 @@ pub struct Admin {
     conf: Arc<ConfClient>,
     serverconf: Arc<ServerConf>,
     token_sha256: [u8; 32],
+    evidence: Option<EvidenceSource>,
 }
 
 /// What went wrong with an admin request, and what the caller is told.
@@ -52,6 +53,9 @@ pub enum AdminError {
     /// 502 `Admin.RefreshFailed`: no source gave an acceptable global configuration.
     #[error("{0}")]
     RefreshFailed(String),
+    /// 503 `Admin.NotYetCheckpointed`: the records are not under a signed checkpoint yet; retry.
+    #[error("{0}")]
+    NotYetCheckpointed(String),
 }
 
 impl AdminError {
@@ -63,6 +67,9 @@ impl AdminError {
             AdminError::UnknownService(_) => (StatusCode::CONFLICT, "Admin.UnknownService"),
             AdminError::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "Admin.Storage"),
             AdminError::RefreshFailed(_) => (StatusCode::BAD_GATEWAY, "Admin.RefreshFailed"),
+            AdminError::NotYetCheckpointed(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "Admin.NotYetCheckpointed")
+            }
         }
     }
 }
@@ -110,13 +117,28 @@ async fn on_serverconf<T: Send + 'static>(
         .map_err(AdminError::from)
 }
 
+/// What evidence export needs.
+#[derive(Debug, Clone)]
+pub struct EvidenceSource {
+    pub log: msglog::MessageLog,
+    pub server_id: globalconf::SecurityServerId,
+    pub clock: Arc<dyn certs::Clock>,
+}
+
 impl Admin {
     pub fn new(conf: Arc<ConfClient>, serverconf: Arc<ServerConf>, token: &str) -> Self {
         Self {
             conf,
             serverconf,
             token_sha256: Sha256::digest(token.as_bytes()).into(),
+            evidence: None,
         }
+    }
+
+    /// Enables `POST /v1/evidence`.
+    pub fn with_evidence(mut self, source: EvidenceSource) -> Self {
+        self.evidence = Some(source);
+        self
     }
 
     pub fn router(self) -> Router {
@@ -128,6 +150,7 @@ impl Admin {
             .route("/v1/access", get(list_access).post(grant))
             .route("/v1/access/revoke", post(revoke))
             .route("/v1/audit", get(audit))
+            .route("/v1/evidence", post(export_evidence))
             .fallback(not_found)
             .layer(middleware::from_fn_with_state(self.clone(), require_bearer));
         Router::new()
@@ -299,4 +322,40 @@ async fn audit(
     let limit = q.limit.unwrap_or(AUDIT_DEFAULT_LIMIT).min(AUDIT_MAX_LIMIT);
     let entries = on_serverconf(&admin, move |c| c.audit(limit)).await?;
     Ok(Json(entries).into_response())
+}
+
+/// `POST /v1/evidence`: an evidence bundle (protobuf, docs/evidence.md) for one X-Road-Id, a time
+/// range or a data subject.
+async fn export_evidence(
+    State(admin): State<Admin>,
+    req: Result<Json<crate::messagelog::EvidenceQuery>, JsonRejection>,
+) -> ApiResult {
+    use crate::messagelog::ExportError;
+    let query = body(req)?;
+    let source = admin
+        .evidence
+        .clone()
+        .ok_or_else(|| AdminError::NotFound("this server has no message log".into()))?;
+    let bundle = tokio::task::spawn_blocking(move || {
+        crate::messagelog::export_evidence(
+            &source.log,
+            &source.server_id,
+            &query,
+            source.clock.as_ref(),
+            |_, _| {},
+        )
+    })
+    .await
+    .map_err(|e| AdminError::Storage(format!("the export did not run to the end: {e}")))?
+    .map_err(|e| match e {
+        ExportError::BadQuery(why) => AdminError::BadRequest(why),
+        ExportError::NothingFound => AdminError::NotFound(e.to_string()),
+        e if e.is_retryable() => AdminError::NotYetCheckpointed(e.to_string()),
+        e => AdminError::Storage(e.to_string()),
+    })?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/x-protobuf")],
+        prost::Message::encode_to_vec(&bundle),
+    )
+        .into_response())
 }

@@ -79,6 +79,58 @@ enum Command {
         #[arg(long, default_value_t = 50)]
         limit: usize,
     },
+    /// Evidence for auditors: export a bundle, or verify one offline (docs/evidence.md).
+    #[command(subcommand)]
+    Evidence(EvidenceCmd),
+    /// Maintenance of the message log.
+    #[command(subcommand)]
+    Messagelog(MessagelogCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum EvidenceCmd {
+    /// Export the records of one exchange, a time range, or a data subject.
+    Export {
+        /// The X-Road-Id of the exchange.
+        #[arg(long, conflicts_with_all = ["from", "subject"])]
+        id: Option<String>,
+        /// Start of a time range (Unix seconds or YYYY-MM-DDTHH:MM:SSZ); needs --to.
+        #[arg(long, requires = "to", conflicts_with = "subject")]
+        from: Option<String>,
+        /// End of the time range (exclusive).
+        #[arg(long, requires = "from")]
+        to: Option<String>,
+        /// A data subject (X-Road-Data-Subject), found through the HMAC index.
+        #[arg(long)]
+        subject: Option<String>,
+        /// Leave the bodies out (the records stay verifiable: signatures cover body hashes).
+        #[arg(long)]
+        no_bodies: bool,
+        /// Read the database directly (the server must be stopped), with a progress bar.
+        #[arg(long)]
+        offline: bool,
+        /// Where to write the bundle (created with mode 0600; never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Verify a bundle offline, with only the instance anchor: exits 0 only if everything holds.
+    Verify {
+        file: PathBuf,
+        #[arg(long)]
+        anchor: PathBuf,
+        /// Independent witnesses that must have cosigned the checkpoint.
+        #[arg(long, default_value_t = 1)]
+        require_cosignatures: usize,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum MessagelogCmd {
+    /// Move records older than N days to hash-linked archive files (server stopped).
+    Archive {
+        #[arg(long)]
+        older_than_days: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -144,14 +196,50 @@ impl GrantArgs {
     }
 }
 
+mod evidence_cli;
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Command::Evidence(EvidenceCmd::Verify {
+        file,
+        anchor,
+        require_cosignatures,
+    }) = &cli.command
+    {
+        let valid = evidence_cli::verify(file, anchor, *require_cosignatures, cli.json)?;
+        std::process::exit(if valid { 0 } else { 1 });
+    }
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(run(cli))
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Evidence(EvidenceCmd::Export {
+            id,
+            from,
+            to,
+            subject,
+            no_bodies,
+            offline,
+            out,
+        }) => {
+            let query = security_server::messagelog::EvidenceQuery {
+                message_id: id,
+                from_ms: from
+                    .as_deref()
+                    .map(evidence_cli::parse_time_ms)
+                    .transpose()?,
+                to_ms: to.as_deref().map(evidence_cli::parse_time_ms).transpose()?,
+                subject,
+                include_bodies: Some(!no_bodies),
+            };
+            evidence_cli::export(&cli.config, query, &out, offline).await
+        }
+        Command::Evidence(EvidenceCmd::Verify { .. }) => Ok(()),
+        Command::Messagelog(MessagelogCmd::Archive { older_than_days }) => {
+            evidence_cli::archive(&cli.config, older_than_days)
+        }
         Command::Init {
             id,
             anchor,

@@ -300,11 +300,47 @@ impl pb::peer_server::Peer for PeerService {
 
     async fn add_checkpoint(
         &self,
-        _request: tonic::Request<pb::AddCheckpointRequest>,
+        request: tonic::Request<pb::AddCheckpointRequest>,
     ) -> Result<tonic::Response<pb::AddCheckpointResponse>, tonic::Status> {
-        Err(tonic::Status::unimplemented(
-            "this server does not witness checkpoints yet",
-        ))
+        let proxy = &self.proxy;
+        let result = async {
+            let conf = proxy
+                .conf
+                .valid_now()
+                .map_err(|m| XRoadError::server_proxy("OutdatedGlobalConf", m))?;
+            let conf = conf.conf();
+            // The pinned TLS certificate says which server is asking.
+            let peer = request
+                .extensions()
+                .get::<runtime::PeerCertificate>()
+                .and_then(|p| conf.server_by_cert(&p.0))
+                .map(|s| s.id.clone())
+                .ok_or_else(|| XRoadError::server_proxy("UnauthenticatedPeer", "unknown peer"))?;
+            let now = proxy.clock.unix_now();
+            let owner = proxy.this.owner();
+            let key = proxy.keys.signer(owner, conf, now).ok_or_else(|| {
+                XRoadError::server_proxy("NoSigningKey", format!("no valid key of {owner}"))
+            })?;
+            let signer = tlog::CosignatureSigner::new(proxy.this.to_string(), key.clone())
+                .map_err(|e| XRoadError::server_proxy("InternalError", e.to_string()))?;
+            crate::messagelog::witness(
+                proxy.logger.log(),
+                conf,
+                &peer,
+                request.into_inner(),
+                signer,
+                u64::try_from(now).unwrap_or(0),
+            )
+            .await
+        }
+        .await;
+        match result {
+            Ok(answer) => Ok(tonic::Response::new(answer)),
+            Err(e) => {
+                tracing::info!(error = %e, "checkpoint not cosigned");
+                Err(error_to_status(&e))
+            }
+        }
     }
 
     async fn get_configuration(

@@ -231,6 +231,11 @@ pub async fn start(
         Arc::clone(&serverconf),
         &identity.admin_token,
     )
+    .with_evidence(crate::admin::EvidenceSource {
+        log: log.clone(),
+        server_id: identity.server_id.clone(),
+        clock: Arc::clone(&clock),
+    })
     .router()
     .merge(crate::metrics::router(
         Arc::clone(&metrics),
