@@ -71,8 +71,7 @@ async fn export(f: &Federation, server: &str, message_id: &str) -> Vec<u8> {
         "{server} exported cosigned evidence for {message_id}; last: {}",
         String::from_utf8_lossy(&found.lock().unwrap())
     );
-    let bundle = found.lock().unwrap().clone();
-    bundle
+    found.lock().unwrap().clone()
 }
 
 fn verify(

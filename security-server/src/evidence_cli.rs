@@ -14,11 +14,7 @@ use security_server::messagelog::{EvidenceQuery, export_evidence};
 pub fn progress_bar(label: &'static str) -> impl FnMut(u64, u64) {
     let mut shown = u64::MAX;
     move |done, total| {
-        let percent = if total == 0 {
-            100
-        } else {
-            done.saturating_mul(100) / total
-        };
+        let percent = done.saturating_mul(100).checked_div(total).unwrap_or(100);
         if percent == shown {
             return;
         }
