@@ -44,6 +44,9 @@ struct Args {
     /// Only the direct run (no federation is started).
     #[arg(long, conflicts_with = "gateway_only")]
     direct_only: bool,
+    /// Also run the gateway with the message log turned off, to show what logging costs.
+    #[arg(long, conflicts_with = "direct_only")]
+    compare_without_log: bool,
     /// Only the run through the gateway.
     #[arg(long)]
     gateway_only: bool,
@@ -80,12 +83,30 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let (gateway, direct) = if args.direct_only {
         (None, Some(run_direct_only(&options).await?))
     } else {
-        let federation = start_federation(dir.path()).await?;
+        let federation = start_federation(dir.path(), true).await?;
         let result = run_through_federation(&federation, &options, args.gateway_only).await;
+        print_checkpoint_metrics(&federation).await;
         eprintln!("stopping the federation…");
         federation.stop().await;
         result?
     };
+    let unlogged = if args.compare_without_log {
+        let federation = start_federation(&dir.path().join("unlogged"), false).await?;
+        let result = run_through_federation(&federation, &options, true).await;
+        federation.stop().await;
+        result?.0
+    } else {
+        None
+    };
+    if let (Some(logged), Some(unlogged)) = (&gateway, &unlogged) {
+        println!(
+            "gateway without message log: {:.0} req/s (p50 {}, p99 {}); with log / without: {:.3}",
+            unlogged.throughput(),
+            ms(unlogged.percentile(50.0)),
+            ms(unlogged.percentile(99.0)),
+            logged.throughput() / unlogged.throughput().max(f64::MIN_POSITIVE)
+        );
+    }
 
     if args.json {
         println!("{}", json_line(&args, gateway.as_ref(), direct.as_ref()));
@@ -95,9 +116,35 @@ async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn start_federation(dir: &Path) -> anyhow::Result<Federation> {
+/// The provider server's checkpoint gauges after the load: how long a round (sign + witnesses)
+/// took and how many witnesses cosigned.
+async fn print_checkpoint_metrics(federation: &Federation) {
+    let Some(admin) = federation
+        .server("JP/MUN/131016/ss1")
+        .and_then(|s| s.running())
+        .map(|r| r.admin_addr)
+    else {
+        return;
+    };
+    let Ok(r) = runtime::HttpClient::plain()
+        .get(&format!("http://{admin}/metrics"), None)
+        .await
+    else {
+        return;
+    };
+    for line in r
+        .text()
+        .lines()
+        .filter(|l| l.starts_with("xroad_checkpoint_"))
+    {
+        println!("provider {line}");
+    }
+}
+
+async fn start_federation(dir: &Path, messagelog: bool) -> anyhow::Result<Federation> {
     eprintln!("starting a sandbox federation on loopback…");
     let mut spec = FederationSpec::sandbox();
+    spec.messagelog_enabled = messagelog;
     // No configuration polling during the measurement.
     spec.poll_interval_secs = 3600;
     spec.services.push(ServiceSpec::demo(

@@ -106,6 +106,18 @@ impl StoredRecord {
     }
 }
 
+/// A record in the commit order; [`Pending::durable`] waits until it is on disk. Dropping it does
+/// not take the record back.
+#[derive(Debug)]
+pub struct Pending(oneshot::Receiver<Result<u64, LogError>>);
+
+impl Pending {
+    /// The record's leaf index, once it is durable.
+    pub async fn durable(self) -> Result<u64, LogError> {
+        self.0.await.map_err(|_| LogError::Closed)?
+    }
+}
+
 /// Counters of the group-commit writer since the log was opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct LogStats {
@@ -133,6 +145,8 @@ pub(crate) struct Inner {
     submit: Option<mpsc::Sender<Job>>,
     writer: Option<JoinHandle<()>>,
     counters: Arc<Counters>,
+    /// Shared with the writer: set after a failed commit.
+    poisoned: Arc<std::sync::OnceLock<Arc<LogError>>>,
     /// Held by `archive_before`, so two runs never archive the same range.
     pub(crate) archiving: Mutex<()>,
     /// The archive file read last (verified against the archives table when loaded).
@@ -175,7 +189,9 @@ impl MessageLog {
         };
         let counters = Arc::new(Counters::default());
         let (submit, jobs) = mpsc::channel();
+        let poisoned = Arc::new(std::sync::OnceLock::new());
         let writer = Writer {
+            poisoned: Arc::clone(&poisoned),
             db: Arc::clone(&db),
             frontier,
             cipher: Arc::clone(&cipher),
@@ -197,6 +213,7 @@ impl MessageLog {
                 submit: Some(submit),
                 writer: Some(writer),
                 counters,
+                poisoned,
                 archiving: Mutex::new(()),
                 archive_cache: Mutex::new(None),
             }),
@@ -205,8 +222,29 @@ impl MessageLog {
 
     /// Appends one record; returns its leaf index once the record is durable.
     pub async fn append(&self, entry: Entry) -> Result<u64, LogError> {
+        self.enqueue(entry)?.durable().await
+    }
+
+    /// Puts one record in the log's commit order without waiting for it to be durable. Any later
+    /// record that becomes durable implies this one is (one ordered writer; after a failed commit
+    /// the log accepts nothing more), so a request can be enqueued before it is passed on and the
+    /// exchange waits only for its response record. Refused at once if the log has failed.
+    pub fn enqueue(&self, entry: Entry) -> Result<Pending, LogError> {
+        if let Some(e) = self.inner.poisoned.get() {
+            return Err(LogError::BatchFailed(Arc::clone(e)));
+        }
         let prepared = self.prepare(entry)?;
-        self.submit(vec![prepared]).await
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .submit
+            .as_ref()
+            .ok_or(LogError::Closed)?
+            .send(Job {
+                entries: vec![prepared],
+                reply,
+            })
+            .map_err(|_| LogError::Closed)?;
+        Ok(Pending(answer))
     }
 
     /// Appends records at consecutive indexes in one transaction (all or none); returns their

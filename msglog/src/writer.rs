@@ -56,6 +56,9 @@ pub(crate) struct Counters {
 }
 
 pub(crate) struct Writer {
+    /// Set after a failed commit: every later job fails too, so that no record can become
+    /// durable after an earlier one (perhaps enqueued without waiting) was lost.
+    pub(crate) poisoned: Arc<std::sync::OnceLock<Arc<LogError>>>,
     pub(crate) db: Arc<Database>,
     pub(crate) frontier: CompactRange,
     pub(crate) cipher: Arc<BodyCipher>,
@@ -100,6 +103,12 @@ impl Writer {
     }
 
     fn commit_and_answer(&mut self, batch: Vec<Job>) {
+        if let Some(e) = self.poisoned.get() {
+            for job in batch {
+                let _ = job.reply.send(Err(LogError::BatchFailed(Arc::clone(e))));
+            }
+            return;
+        }
         let before = self.frontier.clone();
         let mut firsts = Vec::with_capacity(batch.len());
         let result = self.commit(&batch, &mut firsts);
@@ -120,6 +129,7 @@ impl Writer {
                 self.counters.failed_batches.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(error = %e, jobs = batch.len(), "message log group commit failed");
                 let e = Arc::new(e);
+                let _ = self.poisoned.set(Arc::clone(&e));
                 for job in batch {
                     let _ = job.reply.send(Err(LogError::BatchFailed(Arc::clone(&e))));
                 }
@@ -229,6 +239,7 @@ mod tests {
             .unwrap();
         let counters = Arc::new(Counters::default());
         let mut writer = Writer {
+            poisoned: Arc::new(std::sync::OnceLock::new()),
             db: Arc::new(db),
             frontier: CompactRange::new(),
             cipher: Arc::new(BodyCipher::new(None, &[0; 32]).unwrap()),
@@ -256,5 +267,18 @@ mod tests {
         let txn = writer.db.begin_read().unwrap();
         assert_eq!(txn.open_table(RECORDS).unwrap().len().unwrap(), 1);
         assert_eq!(txn.open_table(NODES).unwrap().len().unwrap(), 1);
+        drop(txn);
+
+        // The disk recovers, but the log stays failed: a record enqueued before the failure
+        // (and lost with it) must never be followed by a durable one.
+        fail.store(false, Ordering::SeqCst);
+        let (c, c_answer) = job(1);
+        writer.commit_and_answer(vec![c]);
+        assert!(matches!(
+            c_answer.blocking_recv().unwrap(),
+            Err(LogError::BatchFailed(_))
+        ));
+        let txn = writer.db.begin_read().unwrap();
+        assert_eq!(txn.open_table(RECORDS).unwrap().len().unwrap(), 1);
     }
 }

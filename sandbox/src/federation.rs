@@ -238,6 +238,7 @@ impl Federation {
             config.server_proxy.listen = listeners.server_proxy.local_addr()?;
             config.admin.listen = listeners.admin.local_addr()?;
             config.globalconf.poll_interval_secs = spec.poll_interval_secs;
+            config.messagelog.enabled = spec.messagelog_enabled;
             certs::write_file_atomic(&config_path, config.to_toml()?.as_bytes())?;
             let config = ServerConfig::load(&config_path)?;
             anchor

@@ -66,6 +66,8 @@ pub struct FederationSpec {
     pub configuration_validity_secs: u64,
     /// Poll interval of the security servers; 0 takes the instance default (60 s).
     pub poll_interval_secs: u64,
+    /// Whether the servers log exchanges (always, but for benchmarks comparing the cost).
+    pub messagelog_enabled: bool,
     /// Registered on every server hosting the service's subsystem, once the servers run.
     pub services: Vec<ServiceSpec>,
 }
@@ -125,6 +127,7 @@ impl FederationSpec {
             ],
             configuration_validity_secs: 7 * 24 * 3600,
             poll_interval_secs: 0,
+            messagelog_enabled: true,
             services: vec![
                 ServiceSpec::demo(
                     id("JP/MUN/131016/records/residentRecord"),

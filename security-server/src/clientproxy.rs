@@ -339,23 +339,21 @@ impl Inner {
                 let signed = message::sign_request(&header, key);
                 let context = RequestContext::new(&id, &signed, &server_id);
                 // Logged before it is passed on; a failed write stops the exchange.
-                self.logger
-                    .write(
-                        Origin::ClientProxy,
-                        Logged {
-                            kind: pb::LogKind::Request,
-                            side: pb::LogSide::Client,
-                            message_id: &id,
-                            client: &request.client,
-                            service: &request.service,
-                            signed: &signed,
-                            body_sha256: &header.body_sha256,
-                            body: &body,
-                            data_subject: request.data_subject.as_deref(),
-                            peer: &server_id,
-                        },
-                    )
-                    .await?;
+                self.logger.enqueue(
+                    Origin::ClientProxy,
+                    Logged {
+                        kind: pb::LogKind::Request,
+                        side: pb::LogSide::Client,
+                        message_id: &id,
+                        client: &request.client,
+                        service: &request.service,
+                        signed: &signed,
+                        body_sha256: &header.body_sha256,
+                        body: &body,
+                        data_subject: request.data_subject.as_deref(),
+                        peer: &server_id,
+                    },
+                )?;
                 let outgoing = pb::ExchangeRequest {
                     header: Some(signed),
                     body: body.to_vec(),

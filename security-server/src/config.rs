@@ -45,6 +45,9 @@ pub struct Config {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MessageLogConfig {
+    /// Log every exchange (DESIGN §6). Turning it off is for benchmarks only: exchanges are then
+    /// neither logged nor covered by evidence.
+    pub enabled: bool,
     /// Store request and response bodies beside the records (the records always hold the bodies'
     /// SHA-256, which the signatures cover).
     pub log_bodies: bool,
@@ -66,6 +69,7 @@ pub struct MessageLogConfig {
 impl Default for MessageLogConfig {
     fn default() -> Self {
         Self {
+            enabled: true,
             log_bodies: true,
             body_logging_off: Vec::new(),
             encrypt_bodies: true,

@@ -42,6 +42,7 @@ pub struct Logged<'a> {
 #[derive(Debug, Clone)]
 pub struct MessageLogger {
     log: MessageLog,
+    enabled: bool,
     log_bodies: bool,
     body_logging_off: Arc<[SubsystemId]>,
     clock: Arc<dyn Clock>,
@@ -50,12 +51,14 @@ pub struct MessageLogger {
 impl MessageLogger {
     pub fn new(
         log: MessageLog,
+        enabled: bool,
         log_bodies: bool,
         body_logging_off: Vec<SubsystemId>,
         clock: Arc<dyn Clock>,
     ) -> Self {
         Self {
             log,
+            enabled,
             log_bodies,
             body_logging_off: body_logging_off.into(),
             clock,
@@ -74,8 +77,7 @@ impl MessageLogger {
                 .any(|s| s == client || s == service.subsystem())
     }
 
-    /// Appends one record and returns once it is durable; on failure the exchange must fail.
-    pub async fn write(&self, origin: Origin, m: Logged<'_>) -> Result<u64, XRoadError> {
+    fn entry(&self, m: &Logged<'_>) -> Entry {
         let logged_at_ms = self
             .clock
             .now()
@@ -97,20 +99,47 @@ impl MessageLogger {
             logged_at_ms,
             peer: m.peer.to_string(),
         };
-        let entry = Entry {
+        Entry {
             record,
             body: store_body.then(|| m.body.clone()),
             data_subject: m.data_subject.filter(|s| !s.is_empty()).map(str::to_owned),
-        };
-        self.log.append(entry).await.map_err(|e| {
-            tracing::error!(error = %e, id = m.message_id, "message log write failed");
-            XRoadError::new(
-                origin,
-                LOGGING_FAILED,
-                "the message log cannot be written; the exchange was stopped",
-            )
-            .with_id(m.message_id.to_owned())
-        })
+        }
+    }
+
+    fn failed(origin: Origin, message_id: &str, e: &msglog::LogError) -> XRoadError {
+        tracing::error!(error = %e, id = message_id, "message log write failed");
+        XRoadError::new(
+            origin,
+            LOGGING_FAILED,
+            "the message log cannot be written; the exchange was stopped",
+        )
+        .with_id(message_id.to_owned())
+    }
+
+    /// Puts a request record in the log's commit order before the request is passed on, without
+    /// waiting for the disk: the exchange is acknowledged only after its response record is
+    /// durable, which (the log being one ordered, fail-stop sequence) makes this record durable
+    /// too. Saves one fsync wait per exchange at each end. A log that has failed refuses at once.
+    pub fn enqueue(&self, origin: Origin, m: Logged<'_>) -> Result<(), XRoadError> {
+        if !self.enabled {
+            return Ok(());
+        }
+        self.log
+            .enqueue(self.entry(&m))
+            .map(drop)
+            .map_err(|e| Self::failed(origin, m.message_id, &e))
+    }
+
+    /// Appends a record and returns once it (and everything enqueued before it) is durable; on
+    /// failure the exchange must fail.
+    pub async fn write(&self, origin: Origin, m: Logged<'_>) -> Result<u64, XRoadError> {
+        if !self.enabled {
+            return Ok(0);
+        }
+        self.log
+            .append(self.entry(&m))
+            .await
+            .map_err(|e| Self::failed(origin, m.message_id, &e))
     }
 }
 
@@ -125,6 +154,7 @@ pub struct Checkpointer {
     pub clock: Arc<dyn Clock>,
     pub interval_override: Option<Duration>,
     pub witness_count_override: Option<u32>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// What one checkpoint round achieved.
@@ -178,8 +208,16 @@ impl Checkpointer {
     pub async fn run(self, shutdown: runtime::Shutdown) {
         let mut stop = std::pin::pin!(shutdown.wait());
         loop {
-            if let Err(e) = self.round().await {
-                tracing::warn!(error = %e, "checkpoint round failed");
+            let started = std::time::Instant::now();
+            match self.round().await {
+                Ok(Some(round)) => self.metrics.log.record_round(
+                    round.size,
+                    self.clock.unix_now(),
+                    started.elapsed(),
+                    round.cosigned_by.len(),
+                ),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "checkpoint round failed"),
             }
             tokio::select! {
                 _ = &mut stop => return,

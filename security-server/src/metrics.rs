@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Upper bounds of the latency buckets, in seconds.
@@ -29,6 +30,59 @@ struct Inner {
 #[derive(Debug, Default)]
 pub struct Metrics {
     inner: Mutex<Inner>,
+    /// The message log's checkpoint state.
+    pub log: LogGauges,
+}
+
+/// The message log's last checkpoint round (DESIGN §8: log size, checkpoint age).
+#[derive(Debug, Default)]
+pub struct LogGauges {
+    checkpoint_size: AtomicU64,
+    checkpoint_at: AtomicI64,
+    round_micros: AtomicU64,
+    cosignatures: AtomicU64,
+}
+
+impl LogGauges {
+    pub fn record_round(&self, size: u64, at_unix: i64, took: Duration, cosignatures: usize) {
+        self.checkpoint_size.store(size, Ordering::Relaxed);
+        self.checkpoint_at.store(at_unix, Ordering::Relaxed);
+        self.round_micros.store(
+            u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        self.cosignatures.store(
+            u64::try_from(cosignatures).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// (name, help, value) gauges at `now`.
+    pub fn gauges(&self, now: i64) -> Vec<(&'static str, &'static str, f64)> {
+        let at = self.checkpoint_at.load(Ordering::Relaxed);
+        vec![
+            (
+                "xroad_checkpoint_size",
+                "Tree size of the newest signed checkpoint of the message log.",
+                self.checkpoint_size.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "xroad_checkpoint_age_seconds",
+                "Seconds since the newest checkpoint round (0: none yet).",
+                if at == 0 { 0.0 } else { (now - at) as f64 },
+            ),
+            (
+                "xroad_checkpoint_round_seconds",
+                "Time the newest checkpoint round took, signing and witnesses included.",
+                self.round_micros.load(Ordering::Relaxed) as f64 / 1e6,
+            ),
+            (
+                "xroad_checkpoint_cosignatures",
+                "Witnesses that cosigned the newest checkpoint.",
+                self.cosignatures.load(Ordering::Relaxed) as f64,
+            ),
+        ]
+    }
 }
 
 /// Which side of the exchange a measurement is from.
@@ -133,7 +187,7 @@ pub fn router(
             async move {
                 let now = clock.unix_now();
                 let held = conf.current();
-                let gauges = [
+                let mut gauges = vec![
                     (
                         "xroad_globalconf_serial",
                         "Serial of the global configuration held (0: none).",
@@ -152,6 +206,7 @@ pub fn router(
                             .map_or(0.0, |c| (c.conf().expires_at() - now) as f64),
                     ),
                 ];
+                gauges.extend(metrics.log.gauges(now));
                 (
                     [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
                     metrics.render(&gauges),

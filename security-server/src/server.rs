@@ -159,6 +159,7 @@ pub async fn start(
     )?;
     let logger = MessageLogger::new(
         log.clone(),
+        log_config.enabled,
         log_config.log_bodies,
         log_config.body_logging_off.clone(),
         Arc::clone(&clock),
@@ -265,6 +266,7 @@ pub async fn start(
         interval_override: (log_config.checkpoint_interval_secs > 0)
             .then(|| Duration::from_secs(log_config.checkpoint_interval_secs)),
         witness_count_override: (log_config.witness_count > 0).then_some(log_config.witness_count),
+        metrics: Arc::clone(&metrics),
     };
     tasks.spawn(checkpointer.run(shutdown.clone()));
     if log_config.retention_days > 0 {

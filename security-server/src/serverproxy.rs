@@ -152,23 +152,21 @@ impl ServerProxy {
             }
         };
         let subject = verified.header().data_subject.clone();
-        self.logger
-            .write(
-                Origin::ServerProxy,
-                Logged {
-                    kind: pb::LogKind::Request,
-                    side: pb::LogSide::Server,
-                    message_id: &id,
-                    client: verified.client(),
-                    service: verified.service(),
-                    signed: &header,
-                    body_sha256: &verified.header().body_sha256,
-                    body: &body,
-                    data_subject: Some(subject.as_str()),
-                    peer: verified.peer(),
-                },
-            )
-            .await?;
+        self.logger.enqueue(
+            Origin::ServerProxy,
+            Logged {
+                kind: pb::LogKind::Request,
+                side: pb::LogSide::Server,
+                message_id: &id,
+                client: verified.client(),
+                service: verified.service(),
+                signed: &header,
+                body_sha256: &verified.header().body_sha256,
+                body: &body,
+                data_subject: Some(subject.as_str()),
+                peer: verified.peer(),
+            },
+        )?;
         let (status, headers, response_body) = match plan {
             Plan::Meta(metaservice::LIST_METHODS) => list_methods(&verified, &local, conf, false)?,
             Plan::Meta(metaservice::ALLOWED_METHODS) => {
