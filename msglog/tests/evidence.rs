@@ -312,3 +312,50 @@ async fn archived_records_export_and_verify() {
     assert!(bundle.records[0].has_body);
     msglog::verify(&bundle.encode_to_vec(), &s.instance.anchor).unwrap();
 }
+
+#[tokio::test]
+async fn a_record_altered_in_storage_is_detected_by_verification() {
+    let s = setup().await;
+    s.instance.checkpoint(&s.log, true);
+    let clean = export(&s, &[2]);
+    assert!(msglog::verify(&clean.encode_to_vec(), &s.instance.anchor).is_ok());
+
+    // Rewrite the message id of record 2 inside the database file, wherever it occurs (the
+    // record and its index), as someone editing the stored log would.
+    let path = s.log.path().to_owned();
+    let Setup {
+        _dir,
+        instance,
+        log,
+    } = s;
+    drop(log);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mut changed = 0;
+    for i in 0..bytes.len().saturating_sub(4) {
+        if &bytes[i..i + 4] == b"id-B" {
+            bytes[i + 3] = b'C';
+            changed += 1;
+        }
+    }
+    assert!(changed > 0, "the message id is in the file");
+    std::fs::write(&path, &bytes).unwrap();
+
+    // Either the storage layer notices, or the exported record no longer matches the signed
+    // checkpoint: never a bundle that verifies.
+    let log = open(&path);
+    let clock = certs::ManualClock::at_unix(CREATED_AT + 1000);
+    match msglog::export(&log, &instance.server_id(), &[2], true, &clock, |_, _| {}) {
+        Err(e) => eprintln!("detected by the storage layer: {e}"),
+        Ok(bundle) => match msglog::verify(&bundle.encode_to_vec(), &instance.anchor) {
+            Ok(report) => panic!("an altered record verified:\n{report}"),
+            Err(EvidenceError::Rejected(report)) => {
+                assert_fails(
+                    &report,
+                    Subject::Record { index: 2 },
+                    CheckKind::InclusionProof,
+                );
+            }
+            Err(_) => {}
+        },
+    }
+}

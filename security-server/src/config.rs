@@ -315,6 +315,17 @@ mod tests {
     }
 
     #[test]
+    fn the_production_template_parses_and_encrypts_logged_bodies() {
+        let text = include_str!("../templates/production.toml");
+        let c = Config::from_str(text, Path::new("/etc/xroad")).unwrap();
+        assert!(c.messagelog.enabled);
+        assert!(c.messagelog.encrypt_bodies);
+        assert!(c.client_proxy.tls);
+        assert_eq!(c.messagelog.retention_days, 30);
+        assert_eq!(c.log_format, LogFormat::Json);
+    }
+
+    #[test]
     fn unknown_keys_bad_ids_and_missing_id_are_refused() {
         let base = Path::new(".");
         assert!(Config::from_str("server_id = \"JP/GOV/x/ss1\"\nlisten = 1\n", base).is_err());
