@@ -98,6 +98,9 @@ pub struct ExchangeConfig {
     pub connect_timeout_ms: u64,
     /// How long one exchange may take end to end, as seen by the client proxy.
     pub request_timeout_secs: u64,
+    /// Exchanges the server proxy handles at once (further ones wait); with `max_body_bytes` it
+    /// bounds the memory that peers' request bodies can take.
+    pub max_concurrent_exchanges: usize,
 }
 
 impl Default for ExchangeConfig {
@@ -110,6 +113,7 @@ impl Default for ExchangeConfig {
             replay_cache_entries: 1_000_000,
             connect_timeout_ms: 2_000,
             request_timeout_secs: 120,
+            max_concurrent_exchanges: 256,
         }
     }
 }
@@ -254,9 +258,13 @@ impl Config {
                 "exchange.max_body_bytes must be at least 1 and at most exchange.body_memory_budget_bytes".into(),
             ));
         }
-        if e.replay_cache_entries == 0 || e.connect_timeout_ms == 0 || e.request_timeout_secs == 0 {
+        if e.replay_cache_entries == 0
+            || e.connect_timeout_ms == 0
+            || e.request_timeout_secs == 0
+            || e.max_concurrent_exchanges == 0
+        {
             return Err(ConfigError::Invalid(
-                "exchange.replay_cache_entries, connect_timeout_ms and request_timeout_secs must be at least 1".into(),
+                "exchange.replay_cache_entries, connect_timeout_ms, request_timeout_secs and max_concurrent_exchanges must be at least 1".into(),
             ));
         }
         for a in &self.server_proxy.advertise {

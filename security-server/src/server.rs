@@ -218,7 +218,12 @@ pub async fn start(
         metrics: Arc::clone(&metrics),
         logger,
     });
-    let peer_router = PeerService::new(conf.subscribe(), server_proxy).router(max_message);
+    // Bounded concurrency bounds the memory peers' bodies can take (each at most max_message).
+    let peer_router = PeerService::new(conf.subscribe(), server_proxy)
+        .router(max_message)
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+            exchange.max_concurrent_exchanges,
+        ));
     tasks.spawn(serve(
         "server proxy",
         listeners.server_proxy,
