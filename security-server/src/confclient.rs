@@ -52,6 +52,8 @@ pub struct ConfClient {
     // Serialises offers, so that check-then-store cannot interleave.
     offer_lock: Mutex<()>,
     poll_override: Option<Duration>,
+    /// How long one download from a registry or a peer may take.
+    fetch_timeout: Duration,
     clock: Arc<dyn Clock>,
 }
 
@@ -92,6 +94,7 @@ impl ConfClient {
             peers,
             offer_lock: Mutex::new(()),
             poll_override,
+            fetch_timeout,
             clock,
         })
     }
@@ -210,11 +213,9 @@ impl ConfClient {
                 let request = pb::GetConfigurationRequest {
                     have_serial: self.current().map_or(0, |c| c.serial()),
                 };
-                let answer = tokio::time::timeout(
-                    self.registries_timeout(),
-                    client.get_configuration(request),
-                )
-                .await;
+                let answer =
+                    tokio::time::timeout(self.fetch_timeout, client.get_configuration(request))
+                        .await;
                 let envelope = match answer {
                     Ok(Ok(r)) => prost::Message::encode_to_vec(&r.into_inner()),
                     Ok(Err(status)) => {
@@ -248,10 +249,6 @@ impl ConfClient {
             }
         }
         Ok(best)
-    }
-
-    fn registries_timeout(&self) -> Duration {
-        Duration::from_secs(10)
     }
 
     /// How long to wait between polls.
