@@ -39,20 +39,35 @@ pub(crate) fn public_router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-/// The signed configuration envelope as served by the registry and its replicas.
-pub(crate) fn configuration_response(serial: u64, envelope: Bytes) -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, "application/x-protobuf".to_owned()),
-            (header::CACHE_CONTROL, "no-cache".to_owned()),
-            (
-                header::HeaderName::from_static(SERIAL_HEADER),
-                serial.to_string(),
-            ),
-        ],
-        envelope,
-    )
-        .into_response()
+/// The signed configuration envelope as served by the registry and its replicas. Its entity tag
+/// is the serial: a server that already holds it (`If-None-Match: "<serial>"`) gets `304 Not
+/// Modified` and no body, so thousands of servers polling every minute do not each download the
+/// whole configuration again.
+pub(crate) fn configuration_response(
+    serial: u64,
+    envelope: Bytes,
+    request: &header::HeaderMap,
+) -> Response {
+    let etag = format!("\"{serial}\"");
+    let headers = [
+        (header::CONTENT_TYPE, "application/x-protobuf".to_owned()),
+        (header::CACHE_CONTROL, "no-cache".to_owned()),
+        (header::ETAG, etag.clone()),
+        (
+            header::HeaderName::from_static(SERIAL_HEADER),
+            serial.to_string(),
+        ),
+    ];
+    let held = request
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|tag| tag.trim() == etag);
+    if held {
+        return (StatusCode::NOT_MODIFIED, headers).into_response();
+    }
+    (headers, envelope).into_response()
 }
 
 pub(crate) fn anchor_response(toml: String) -> Response {
@@ -78,9 +93,12 @@ pub(crate) fn path_server_id(raw: &str) -> Result<SecurityServerId, RegistryErro
         .map_err(|e| RegistryError::BadRequest(format!("server id: {e}")))
 }
 
-async fn global_configuration(State(shared): State<Arc<Shared>>) -> Response {
+async fn global_configuration(
+    State(shared): State<Arc<Shared>>,
+    request: header::HeaderMap,
+) -> Response {
     let p = shared.publication.borrow().clone();
-    configuration_response(p.serial, p.envelope.clone())
+    configuration_response(p.serial, p.envelope.clone(), &request)
 }
 
 async fn anchor(State(shared): State<Arc<Shared>>) -> Response {

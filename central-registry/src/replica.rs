@@ -327,12 +327,17 @@ impl ReplicaHandle {
     }
 }
 
-async fn configuration(State(shared): State<Arc<ReplicaShared>>) -> Response {
+async fn configuration(
+    State(shared): State<Arc<ReplicaShared>>,
+    request: axum::http::HeaderMap,
+) -> Response {
     let current = ReplicaHandle { shared }.current();
     match current {
-        Some(conf) => {
-            configuration_response(conf.serial(), Bytes::copy_from_slice(conf.envelope()))
-        }
+        Some(conf) => configuration_response(
+            conf.serial(),
+            Bytes::copy_from_slice(conf.envelope()),
+            &request,
+        ),
         None => RegistryError::NotFound("this replica holds no configuration yet".into())
             .into_response(),
     }

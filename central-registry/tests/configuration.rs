@@ -254,3 +254,40 @@ async fn state_survives_a_restart_and_a_stale_configuration_is_resigned() {
     let conf = globalconf::signed::verify(&after.envelope, reopened.anchor()).unwrap();
     assert_eq!(conf.conf().member(&da).unwrap().name, "Digital Agency");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_holds_the_newest_serial_gets_not_modified_without_a_body() {
+    let mut registry = TestRegistry::start().await;
+    let serial = registry.serial().await;
+    let url = format!("{}/v1/global-configuration", registry.public_url);
+    let get = |tag: String| {
+        let (https, url) = (registry.https.clone(), url.clone());
+        async move {
+            https
+                .request(
+                    http::Method::GET,
+                    &url,
+                    &[("if-none-match", tag.as_str())],
+                    bytes::Bytes::new(),
+                )
+                .await
+                .unwrap()
+        }
+    };
+
+    let r = get(format!("\"{serial}\"")).await;
+    assert_eq!(r.status, 304);
+    assert!(r.body.is_empty(), "no body when the serial is held");
+    assert_eq!(r.headers["etag"], format!("\"{serial}\"").as_str());
+
+    // An older serial (or a list without the current one) gets the whole configuration.
+    let r = get(format!("\"{}\", \"0\"", serial.saturating_sub(1))).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        globalconf::signed::verify(&r.body, &registry.anchor)
+            .unwrap()
+            .serial(),
+        serial
+    );
+    registry.stop().await;
+}

@@ -166,7 +166,27 @@ impl ConfClient {
         let mut failures = Vec::new();
         for base in self.registry_urls() {
             let url = format!("{}/v1/global-configuration", base.trim_end_matches('/'));
-            match self.registries.get(&url, None).await {
+            // The serial is the configuration's entity tag: a registry answers 304 and no body
+            // when this server already holds the newest one.
+            let held = self.current().map(|c| c.serial());
+            let etag = held.map(|serial| format!("\"{serial}\""));
+            let headers: Vec<(&str, &str)> = etag
+                .as_deref()
+                .map(|tag| ("if-none-match", tag))
+                .into_iter()
+                .collect();
+            let answer = self
+                .registries
+                .request(http::Method::GET, &url, &headers, bytes::Bytes::new())
+                .await;
+            match answer {
+                Ok(r) if r.status == http::StatusCode::NOT_MODIFIED && held.is_some() => {
+                    return Ok(Refreshed {
+                        source: Source::Registry(base),
+                        serial: held.unwrap_or_default(),
+                        succession: Succession::Same,
+                    });
+                }
                 Ok(r) if r.is_success() => match self.offer(&r.body).await {
                     Ok(succession) => {
                         return Ok(Refreshed {
