@@ -222,19 +222,7 @@ async fn kill_nine_during_load() {
 
     for (id, config, _) in &configs {
         let config = security_server::Config::load(config).unwrap();
-        let log = msglog::MessageLog::open(
-            &config.data_dir.join("messagelog.redb"),
-            msglog::LogOptions {
-                body_key: Some(
-                    msglog::load_or_create_key(&config.data_dir.join("messagelog-body.key"))
-                        .unwrap(),
-                ),
-                subject_key: msglog::load_or_create_key(&config.data_dir.join("subject-index.key"))
-                    .unwrap(),
-                ..msglog::LogOptions::default()
-            },
-        )
-        .unwrap();
+        let log = security_server::messagelog::open(&config).unwrap();
         for message_id in &succeeded {
             let found = log.find_by_message_id(message_id).unwrap();
             assert!(

@@ -190,24 +190,7 @@ pub fn archive(config_path: &Path, days: u64) -> anyhow::Result<()> {
 }
 
 fn open_log(config: &Config) -> anyhow::Result<msglog::MessageLog> {
-    let dir = &config.data_dir;
-    let body_key = if config.messagelog.encrypt_bodies {
-        Some(msglog::load_or_create_key(
-            &dir.join("messagelog-body.key"),
-        )?)
-    } else {
-        None
-    };
-    let subject_key = msglog::load_or_create_key(&dir.join("subject-index.key"))?;
-    msglog::MessageLog::open(
-        &dir.join("messagelog.redb"),
-        msglog::LogOptions {
-            body_key,
-            subject_key,
-            ..msglog::LogOptions::default()
-        },
-    )
-    .context(
+    security_server::messagelog::open(config).context(
         "opening the message log (is the server still running? stop it, or leave out --offline)",
     )
 }

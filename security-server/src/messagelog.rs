@@ -17,10 +17,32 @@ use crate::confclient::ConfClient;
 use crate::error::{Origin, XRoadError};
 use crate::keys::MemberKeys;
 use crate::peer::PeerPool;
+use crate::serverproxy::codes;
 
 /// The error code when the log cannot be written (`Server.ClientProxy.LoggingFailed` or
 /// `Server.ServerProxy.LoggingFailed`).
 pub const LOGGING_FAILED: &str = "LoggingFailed";
+
+/// Opens this server's message log with its key files (made on first use, mode 0600): the one
+/// place that knows the file names, shared by the server and the offline CLI commands.
+pub fn open(config: &crate::config::Config) -> Result<MessageLog, msglog::LogError> {
+    let dir = &config.data_dir;
+    let body_key = if config.messagelog.encrypt_bodies {
+        Some(msglog::load_or_create_key(
+            &dir.join("messagelog-body.key"),
+        )?)
+    } else {
+        None
+    };
+    MessageLog::open(
+        &dir.join("messagelog.redb"),
+        msglog::LogOptions {
+            body_key,
+            subject_key: msglog::load_or_create_key(&dir.join("subject-index.key"))?,
+            ..msglog::LogOptions::default()
+        },
+    )
+}
 
 /// What one record says, besides the signed header itself.
 #[derive(Debug)]
@@ -350,7 +372,7 @@ pub async fn witness(
     signer: CosignatureSigner,
     now: u64,
 ) -> Result<pb::AddCheckpointResponse, XRoadError> {
-    let refuse = |msg: String| XRoadError::server_proxy("CheckpointRefused", msg);
+    let refuse = |msg: String| XRoadError::server_proxy(codes::CHECKPOINT_REFUSED, msg);
     let note = tlog::note::parse(&request.checkpoint)
         .map_err(|e| refuse(format!("malformed note: {e}")))?;
     let cp = Checkpoint::parse_body(note.text())
@@ -403,7 +425,7 @@ pub async fn witness(
         }
     })
     .await
-    .map_err(|e| XRoadError::server_proxy("InternalError", e.to_string()))?
+    .map_err(|e| XRoadError::server_proxy(codes::INTERNAL_ERROR, e.to_string()))?
     .map_err(refuse)?;
     match decision {
         Err(known) => Ok(pb::AddCheckpointResponse {

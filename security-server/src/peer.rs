@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 use crate::error::XRoadError;
-use crate::serverproxy::ServerProxy;
+use crate::serverproxy::{ServerProxy, codes};
 
 pub const ALPN_H2: &[u8] = b"h2";
 
@@ -307,7 +307,7 @@ impl pb::peer_server::Peer for PeerService {
             let conf = proxy
                 .conf
                 .valid_now()
-                .map_err(|m| XRoadError::server_proxy("OutdatedGlobalConf", m))?;
+                .map_err(|m| XRoadError::server_proxy(codes::OUTDATED_GLOBALCONF, m))?;
             let conf = conf.conf();
             // The pinned TLS certificate says which server is asking.
             let peer = request
@@ -315,14 +315,16 @@ impl pb::peer_server::Peer for PeerService {
                 .get::<runtime::PeerCertificate>()
                 .and_then(|p| conf.server_by_cert(&p.0))
                 .map(|s| s.id.clone())
-                .ok_or_else(|| XRoadError::server_proxy("UnauthenticatedPeer", "unknown peer"))?;
+                .ok_or_else(|| {
+                    XRoadError::server_proxy(codes::UNAUTHENTICATED_PEER, "unknown peer")
+                })?;
             let now = proxy.clock.unix_now();
             let owner = proxy.this.owner();
             let key = proxy.keys.signer(owner, conf, now).ok_or_else(|| {
-                XRoadError::server_proxy("NoSigningKey", format!("no valid key of {owner}"))
+                XRoadError::server_proxy(codes::NO_SIGNING_KEY, format!("no valid key of {owner}"))
             })?;
             let signer = tlog::CosignatureSigner::new(proxy.this.to_string(), key.clone())
-                .map_err(|e| XRoadError::server_proxy("InternalError", e.to_string()))?;
+                .map_err(|e| XRoadError::server_proxy(codes::INTERNAL_ERROR, e.to_string()))?;
             crate::messagelog::witness(
                 proxy.logger.log(),
                 conf,

@@ -141,22 +141,7 @@ pub async fn start(
 
     let keys = Arc::new(MemberKeys::new(identity.signing_keys));
     let log_config = &config.messagelog;
-    let body_key = if log_config.encrypt_bodies {
-        Some(msglog::load_or_create_key(
-            &config.data_dir.join("messagelog-body.key"),
-        )?)
-    } else {
-        None
-    };
-    let subject_key = msglog::load_or_create_key(&config.data_dir.join("subject-index.key"))?;
-    let log = msglog::MessageLog::open(
-        &config.data_dir.join("messagelog.redb"),
-        msglog::LogOptions {
-            body_key,
-            subject_key,
-            ..msglog::LogOptions::default()
-        },
-    )?;
+    let log = crate::messagelog::open(config)?;
     let logger = MessageLogger::new(
         log.clone(),
         log_config.enabled,

@@ -33,6 +33,11 @@ pub mod codes {
     pub const NO_SIGNING_KEY: &str = "NoSigningKey";
     /// The TLS connection carried no client certificate (cannot happen with the pinned config).
     pub const UNAUTHENTICATED_PEER: &str = "UnauthenticatedPeer";
+    /// (Witness RPC) a peer's checkpoint is malformed, unsigned, forked, rolled back or
+    /// inconsistent with what this witness cosigned before.
+    pub const CHECKPOINT_REFUSED: &str = "CheckpointRefused";
+    /// Unexpected internal failure.
+    pub const INTERNAL_ERROR: &str = "InternalError";
 }
 
 /// Everything the server proxy needs, shared by all connections.
