@@ -374,8 +374,77 @@ impl Federation {
         for service in services {
             federation.register_service(service)?;
         }
+        federation.grant_find_usage()?;
+        federation.make_samples().await?;
         federation.write_description()?;
         Ok(federation)
+    }
+
+    /// Grants the portal's subsystem `findUsage` on every subsystem every server hosts.
+    fn grant_find_usage(&self) -> Result<(), SandboxError> {
+        let Some(portal) = &self.spec.portal else {
+            return Ok(());
+        };
+        for s in &self.spec.servers {
+            let Some(running) = self
+                .servers
+                .iter()
+                .find(|x| x.id == s.id)
+                .and_then(SandboxServer::running)
+            else {
+                continue;
+            };
+            for hosted in &s.hosts {
+                let service = hosted
+                    .service(security_server::rest::metaservice::FIND_USAGE, None)
+                    .map_err(|e| setup(e.to_string()))?;
+                running.serverconf.grant(Grant {
+                    service,
+                    subject: security_server::access::Subject::Subsystem(portal.clone()),
+                    method: None,
+                    path: None,
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes the spec's sample exchanges through the client proxies; each must succeed.
+    async fn make_samples(&self) -> Result<(), SandboxError> {
+        let http = runtime::HttpClient::plain().with_timeout(Duration::from_secs(30));
+        for x in &self.spec.samples {
+            let proxy = self
+                .spec
+                .servers
+                .iter()
+                .find(|s| s.hosts.contains(&x.client))
+                .and_then(|s| self.server(&s.id.to_string()))
+                .and_then(SandboxServer::client_proxy_url)
+                .ok_or_else(|| setup(format!("no running server hosts {}", x.client)))?;
+            let url = format!("{proxy}/r1/{}{}", x.service, x.path);
+            let client = x.client.to_string();
+            let answer = http
+                .request(
+                    http::Method::GET,
+                    &url,
+                    &[
+                        ("X-Road-Client", &client),
+                        ("X-Road-Data-Subject", &x.subject),
+                        ("X-Road-Purpose", &x.purpose),
+                    ],
+                    bytes::Bytes::new(),
+                )
+                .await
+                .map_err(|e| setup(format!("sample exchange {url}: {e}")))?;
+            if !answer.is_success() {
+                return Err(setup(format!(
+                    "sample exchange {url} as {client}: HTTP {} {}",
+                    answer.status,
+                    answer.text()
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Registers a service (with its OpenAPI document) and its grants on every running server

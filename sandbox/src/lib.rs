@@ -21,7 +21,7 @@ pub use demo::DemoApi;
 pub use federation::{
     Description, Federation, Ports, SandboxError, SandboxServer, ServiceDescription, prepare_dir,
 };
-pub use spec::{Backend, FederationSpec, MemberSpec, ServerSpec, ServiceSpec};
+pub use spec::{Backend, FederationSpec, MemberSpec, SampleExchange, ServerSpec, ServiceSpec};
 
 /// Polls `condition` until it holds or `timeout` passes; returns whether it held. Tests use this
 /// instead of sleeping for a guessed time.

@@ -31,6 +31,20 @@ pub enum Backend {
     Url(String),
 }
 
+/// A call the sandbox makes once the federation runs, so that residents have accesses to see
+/// in the portal (as a case worker's system would make them).
+#[derive(Debug, Clone)]
+pub struct SampleExchange {
+    pub client: SubsystemId,
+    pub service: ServiceId,
+    /// After the service code, with the query (`/131016000001?year=2025`).
+    pub path: String,
+    /// `X-Road-Data-Subject`
+    pub subject: String,
+    /// `X-Road-Purpose`
+    pub purpose: String,
+}
+
 /// One service a hosted subsystem provides, and the subjects granted it (the whole service, any
 /// method and path).
 #[derive(Debug, Clone)]
@@ -70,6 +84,11 @@ pub struct FederationSpec {
     pub messagelog_enabled: bool,
     /// Registered on every server hosting the service's subsystem, once the servers run.
     pub services: Vec<ServiceSpec>,
+    /// The subsystem the resident portal (DESIGN §7) calls as: granted `findUsage` on every
+    /// hosted subsystem, and the portal is started as a client of the server hosting it.
+    pub portal: Option<SubsystemId>,
+    /// Made once the services are registered, in order; each must succeed.
+    pub samples: Vec<SampleExchange>,
 }
 
 fn id<T: std::str::FromStr>(s: &str) -> T
@@ -92,10 +111,16 @@ impl FederationSpec {
                 MemberSpec {
                     id: id("JP/GOV/digital-agency"),
                     name: "Digital Agency (デジタル庁)".into(),
-                    subsystems: vec![(
-                        "portal".into(),
-                        "Resident portal (マイナポータル相当)".into(),
-                    )],
+                    subsystems: vec![
+                        (
+                            "portal".into(),
+                            "Resident portal (マイナポータル相当)".into(),
+                        ),
+                        (
+                            "benefits".into(),
+                            "Public benefits system (給付事務システム)".into(),
+                        ),
+                    ],
                 },
                 MemberSpec {
                     id: id("JP/MUN/131016"),
@@ -114,7 +139,10 @@ impl FederationSpec {
             servers: vec![
                 ServerSpec {
                     id: id("JP/GOV/digital-agency/ss1"),
-                    hosts: vec![id("JP/GOV/digital-agency/portal")],
+                    hosts: vec![
+                        id("JP/GOV/digital-agency/portal"),
+                        id("JP/GOV/digital-agency/benefits"),
+                    ],
                 },
                 ServerSpec {
                     id: id("JP/MUN/131016/ss1"),
@@ -132,7 +160,10 @@ impl FederationSpec {
                 ServiceSpec::demo(
                     id("JP/MUN/131016/records/residentRecord"),
                     DemoApi::ResidentRecord,
-                    vec![id("JP/GOV/digital-agency/portal")],
+                    vec![
+                        id("JP/GOV/digital-agency/portal"),
+                        id("JP/GOV/digital-agency/benefits"),
+                    ],
                 ),
                 // The welfare office of another city may see tax certificates (e.g. for a
                 // benefit's income test) but not resident records.
@@ -141,12 +172,62 @@ impl FederationSpec {
                     DemoApi::TaxCertificate,
                     vec![
                         id("JP/GOV/digital-agency/portal"),
+                        id("JP/GOV/digital-agency/benefits"),
                         id("JP/MUN/271004/welfare"),
                     ],
                 ),
             ],
+            portal: Some(id("JP/GOV/digital-agency/portal")),
+            samples: sample_exchanges(),
         }
     }
+}
+
+/// Residents 131016000001–3 of Chiyoda City, whose data two other organisations used:
+/// 1 by both, 2 by the Digital Agency only, 3 by Osaka City only. The others have none.
+fn sample_exchanges() -> Vec<SampleExchange> {
+    let sample =
+        |client: &str, service: &str, path: &str, subject: &str, purpose: &str| SampleExchange {
+            client: id(client),
+            service: id(&format!("JP/MUN/131016/records/{service}")),
+            path: path.to_owned(),
+            subject: subject.to_owned(),
+            purpose: purpose.to_owned(),
+        };
+    const BENEFITS: &str = "JP/GOV/digital-agency/benefits";
+    const WELFARE: &str = "JP/MUN/271004/welfare";
+    const CHILD: &str = "児童手当の認定 (child allowance eligibility)";
+    const ASSISTANCE: &str = "生活保護の要否判定 (public assistance assessment)";
+    vec![
+        sample(
+            BENEFITS,
+            "residentRecord",
+            "/131016000001",
+            "131016000001",
+            CHILD,
+        ),
+        sample(
+            WELFARE,
+            "taxCertificate",
+            "/131016000001?year=2025",
+            "131016000001",
+            ASSISTANCE,
+        ),
+        sample(
+            BENEFITS,
+            "taxCertificate",
+            "/131016000002?year=2025",
+            "131016000002",
+            "給付金の所得確認 (income check for a benefit payment)",
+        ),
+        sample(
+            WELFARE,
+            "taxCertificate",
+            "/131016000003?year=2024",
+            "131016000003",
+            ASSISTANCE,
+        ),
+    ]
 }
 
 #[cfg(test)]
@@ -168,11 +249,18 @@ mod tests {
         assert_eq!(spec.services.len(), 2);
         assert_eq!(
             allowed_of(&spec, "JP/MUN/131016/records/residentRecord"),
-            ["JP/GOV/digital-agency/portal"]
+            [
+                "JP/GOV/digital-agency/portal",
+                "JP/GOV/digital-agency/benefits"
+            ]
         );
         assert_eq!(
             allowed_of(&spec, "JP/MUN/131016/records/taxCertificate"),
-            ["JP/GOV/digital-agency/portal", "JP/MUN/271004/welfare"]
+            [
+                "JP/GOV/digital-agency/portal",
+                "JP/GOV/digital-agency/benefits",
+                "JP/MUN/271004/welfare"
+            ]
         );
         for s in &spec.services {
             assert_eq!(s.backend, Backend::Demo);
@@ -183,6 +271,18 @@ mod tests {
                     .iter()
                     .any(|x| x.hosts.contains(s.id.subsystem()))
             );
+        }
+    }
+
+    #[test]
+    fn every_sample_exchange_is_allowed_and_its_client_hosted() {
+        let spec = FederationSpec::sandbox();
+        assert!(!spec.samples.is_empty());
+        for x in &spec.samples {
+            let allowed = allowed_of(&spec, &x.service.to_string());
+            assert!(allowed.contains(&x.client.to_string()), "{x:?}");
+            assert!(spec.servers.iter().any(|s| s.hosts.contains(&x.client)));
+            assert!(!x.subject.is_empty() && !x.purpose.is_empty());
         }
     }
 }

@@ -19,6 +19,7 @@ use sha2::{Digest, Sha256};
 use crate::access::Grant;
 use crate::confclient::ConfClient;
 use crate::serverconf::{ServerConf, ServerConfError, ServiceEntry};
+use crate::usage::{SuppressedClient, Suppression};
 
 /// How many audit records `GET /v1/audit` returns without `limit`, and at most.
 const AUDIT_DEFAULT_LIMIT: usize = 100;
@@ -149,6 +150,8 @@ impl Admin {
             .route("/v1/services/{*id}", delete(remove_service))
             .route("/v1/access", get(list_access).post(grant))
             .route("/v1/access/revoke", post(revoke))
+            .route("/v1/suppressions", get(list_suppressions).post(suppress))
+            .route("/v1/suppressions/remove", post(unsuppress))
             .route("/v1/audit", get(audit))
             .route("/v1/evidence", post(export_evidence))
             .fallback(not_found)
@@ -303,6 +306,42 @@ async fn revoke(State(admin): State<Admin>, req: Result<Json<Grant>, JsonRejecti
     let grant = body(req)?;
     if !on_serverconf(&admin, move |c| c.revoke(&grant)).await? {
         return Err(AdminError::NotFound("no such grant".into()));
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Every suppression rule (resident transparency).
+async fn list_suppressions(State(admin): State<Admin>) -> Json<Vec<Suppression>> {
+    Json(admin.serverconf.snapshot().suppressions.clone())
+}
+
+/// Adds a suppression rule or replaces the one for the same client: 201 when new, else 200.
+async fn suppress(
+    State(admin): State<Admin>,
+    req: Result<Json<Suppression>, JsonRejection>,
+) -> ApiResult {
+    let rule = body(req)?;
+    let stored = rule.clone();
+    let new = on_serverconf(&admin, move |c| c.suppress(stored)).await?;
+    added(new, rule)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClientBody {
+    client: SuppressedClient,
+}
+
+/// Removes the suppression rule of `{"client": ...}`: 204, or 404 if there was none.
+async fn unsuppress(
+    State(admin): State<Admin>,
+    req: Result<Json<ClientBody>, JsonRejection>,
+) -> ApiResult {
+    let ClientBody { client } = body(req)?;
+    if !on_serverconf(&admin, move |c| c.unsuppress(&client)).await? {
+        return Err(AdminError::NotFound(
+            "no suppression rule for that client".into(),
+        ));
     }
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -13,6 +13,7 @@
 //! - [`admin`]: the admin API and the health endpoint.
 //! - [`error`]: X-Road error types and how each maps to HTTP.
 //! - [`serverconf`]: the services this server provides and the access rights (redb).
+//! - [`usage`]: resident transparency: `findUsage`, `usageEvidence`, suppression rules.
 //! - [`server`]: assembles and runs all of the above.
 #![forbid(unsafe_code)]
 
@@ -34,6 +35,7 @@ pub mod rest;
 pub mod server;
 pub mod serverconf;
 pub mod serverproxy;
+pub mod usage;
 
 pub use config::Config;
 pub use error::XRoadError;

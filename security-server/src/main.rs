@@ -13,6 +13,7 @@ use security_server::access::{Grant, Subject};
 use security_server::config::LogFormat;
 use security_server::identity::{self, EnrollmentStatus, Paths};
 use security_server::serverconf::{AuditEntry, ServiceEntry};
+use security_server::usage::{SuppressedClient, Suppression};
 
 #[derive(Debug, Parser)]
 #[command(name = "security-server", version, about = "xroad-rs security server")]
@@ -74,7 +75,11 @@ enum Command {
     /// Access rights to the services: deny by default (admin API).
     #[command(subcommand)]
     Access(AccessCmd),
-    /// Recent changes of services and access rights (admin API).
+    /// Resident transparency: hide or delay, in `findUsage`, the accesses of an organisation
+    /// (e.g. an investigating body); every change is in the audit log (admin API).
+    #[command(subcommand)]
+    Suppression(SuppressionCmd),
+    /// Recent changes of services, access rights and suppression rules (admin API).
     Audit {
         #[arg(long, default_value_t = 50)]
         limit: usize,
@@ -155,6 +160,48 @@ enum ServiceCmd {
     Remove {
         id: ServiceId,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum SuppressionCmd {
+    /// Hide (or with --delay, delay) residents' view of a client's accesses; replaces the rule
+    /// for the same client.
+    Add {
+        /// An organisation (INSTANCE/CLASS/MEMBER) or one subsystem (…/SUBSYSTEM).
+        client: SuppressedClient,
+        /// Show records once they are this old: seconds, or a number with s, m, h or d
+        /// (`90d`). Without it, the records are hidden while the rule exists.
+        #[arg(long, value_parser = parse_duration_secs)]
+        delay: Option<u64>,
+        /// Why (legal basis); recorded in the audit log.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Remove the rule for a client: its accesses are shown again.
+    Remove {
+        client: SuppressedClient,
+    },
+    List,
+}
+
+/// `90d`, `12h`, `30m`, `45s` or plain seconds.
+fn parse_duration_secs(s: &str) -> Result<u64, String> {
+    let (number, unit) = match s.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&s[..i], c),
+        _ => (s, 's'),
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 90d, 12h, 30m or 45s"))?;
+    let unit = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        _ => return Err(format!("unit of {s:?} is not s, m, h or d")),
+    };
+    n.checked_mul(unit)
+        .ok_or_else(|| format!("{s:?} is too long"))
 }
 
 #[derive(Debug, Subcommand)]
@@ -286,6 +333,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Service(cmd) => service(&cli.config, cli.json, cmd).await,
         Command::Access(cmd) => access(&cli.config, cli.json, cmd).await,
+        Command::Suppression(cmd) => suppression(&cli.config, cli.json, cmd).await,
         Command::Audit { limit } => {
             let (_, body) = admin_call(
                 &cli.config,
@@ -439,6 +487,72 @@ async fn access(config: &Path, json: bool, cmd: AccessCmd) -> anyhow::Result<()>
             })
         }
     }
+}
+
+async fn suppression(config: &Path, json: bool, cmd: SuppressionCmd) -> anyhow::Result<()> {
+    match cmd {
+        SuppressionCmd::Add {
+            client,
+            delay,
+            reason,
+        } => {
+            let rule = Suppression {
+                client,
+                delay_secs: delay,
+                reason,
+            };
+            let (status, body) = admin_call(
+                config,
+                http::Method::POST,
+                "/v1/suppressions",
+                Some(&serde_json::to_value(&rule)?),
+            )
+            .await?;
+            print(json, &body, |_| {
+                let verb = if status == http::StatusCode::CREATED {
+                    "added"
+                } else {
+                    "unchanged or replaced"
+                };
+                println!("{verb}: {}", describe_suppression(&rule));
+                Ok(())
+            })
+        }
+        SuppressionCmd::Remove { client } => {
+            let (_, body) = admin_call(
+                config,
+                http::Method::POST,
+                "/v1/suppressions/remove",
+                Some(&serde_json::json!({ "client": client })),
+            )
+            .await?;
+            print(json, &body, |_| {
+                println!("removed the rule for {client}");
+                Ok(())
+            })
+        }
+        SuppressionCmd::List => {
+            let (_, body) = admin_call(config, http::Method::GET, "/v1/suppressions", None).await?;
+            print(json, &body, |body| {
+                let rules: Vec<Suppression> = serde_json::from_value(body.clone())?;
+                if rules.is_empty() {
+                    println!("no suppression rules: residents see every access");
+                }
+                for r in &rules {
+                    println!("{}", describe_suppression(r));
+                }
+                Ok(())
+            })
+        }
+    }
+}
+
+fn describe_suppression(r: &Suppression) -> String {
+    let what = match r.delay_secs {
+        None => "hidden".to_owned(),
+        Some(d) => format!("delayed {d} s ({:.1} days)", d as f64 / 86_400.0),
+    };
+    format!("{}  {what}  reason: {}", r.client, r.reason)
 }
 
 fn describe_grant(g: &Grant) -> String {

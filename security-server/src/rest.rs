@@ -127,6 +127,10 @@ pub mod metaservice {
     pub const LIST_METHODS: &str = "listMethods";
     pub const ALLOWED_METHODS: &str = "allowedMethods";
     pub const GET_OPENAPI: &str = "getOpenAPI";
+    /// Resident transparency (DESIGN §7, [`crate::usage`]): a data subject's accesses.
+    pub const FIND_USAGE: &str = "findUsage";
+    /// Resident transparency: the evidence bundle of one access (granted with `findUsage`).
+    pub const USAGE_EVIDENCE: &str = "usageEvidence";
     /// `GET /listClients`: answered by the client's own server from the global configuration.
     pub const LIST_CLIENTS_PATH: &str = "/listClients";
 }
@@ -226,6 +230,48 @@ pub fn new_message_id() -> Result<String, XRoadError> {
     ))
 }
 
+/// The resident transparency metaservices ([`crate::usage`]) are answered by the provider's
+/// server, so they are forwarded like a service; what a client can get wrong is refused here
+/// already: GET only, no path, a data subject, numeric `offset` and `limit`, an `id` for
+/// `usageEvidence`. (The provider's server checks the same again.)
+fn check_usage_request(request: &ClientRequest) -> Result<(), XRoadError> {
+    let code = request.service.code();
+    let bad = |m: String| {
+        Err(XRoadError::client(codes::BAD_REQUEST, m).with_id(request.message_id.clone()))
+    };
+    if request.method != Method::GET {
+        return Err(XRoadError::client(
+            codes::INVALID_HTTP_METHOD,
+            format!("metaservice {code} takes GET only"),
+        )
+        .with_id(request.message_id.clone()));
+    }
+    if !request.path.is_empty() {
+        return bad(format!(
+            "metaservice {code} takes no path after the service code"
+        ));
+    }
+    if request.data_subject.is_none() {
+        return bad(format!("metaservice {code} needs X-Road-Data-Subject"));
+    }
+    let query = request.query.as_deref();
+    if code == metaservice::FIND_USAGE {
+        for name in ["offset", "limit"] {
+            let value =
+                query_param(query, name).map_err(|e| e.with_id(request.message_id.clone()))?;
+            if value.is_some_and(|v| v.parse::<usize>().is_err()) {
+                return bad(format!("{name} must be a non-negative integer"));
+            }
+        }
+    } else if query_param(query, "id")
+        .map_err(|e| e.with_id(request.message_id.clone()))?
+        .is_none_or(|v| v.is_empty())
+    {
+        return bad(format!("metaservice {code} needs the query parameter id"));
+    }
+    Ok(())
+}
+
 /// Recognises a call: a metaservice or an ordinary service call.
 ///
 /// Metaservices are recognised by their service code (`listMethods`, `allowedMethods`,
@@ -250,6 +296,10 @@ pub fn parse_call(parts: &Parts) -> Result<ClientCall, XRoadError> {
 
     let request = parse_request(parts)?;
     let code = request.service.code();
+    if [metaservice::FIND_USAGE, metaservice::USAGE_EVIDENCE].contains(&code) {
+        check_usage_request(&request)?;
+        return Ok(ClientCall::Service(request));
+    }
     let is_meta = [
         metaservice::LIST_METHODS,
         metaservice::ALLOWED_METHODS,

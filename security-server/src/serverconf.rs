@@ -23,6 +23,8 @@ use redb::{Database, ReadableDatabase as _, ReadableTable as _, TableDefinition}
 use serde::{Deserialize, Serialize};
 
 use crate::access::{AccessRights, Grant};
+use crate::rest::metaservice;
+use crate::usage::{SuppressedClient, Suppression};
 
 /// The longest `timeout_secs` a service may have (one day).
 pub const MAX_TIMEOUT_SECS: u64 = 86_400;
@@ -81,6 +83,9 @@ impl ServiceEntry {
 pub struct LocalConf {
     pub services: BTreeMap<ServiceId, ServiceEntry>,
     pub access: AccessRights,
+    /// Resident transparency: whose accesses residents do not see, or see late (one rule per
+    /// client, in client order).
+    pub suppressions: Vec<Suppression>,
 }
 
 impl LocalConf {
@@ -108,6 +113,10 @@ impl LocalConf {
     /// unversioned entry serves every version).
     fn has_service_for(&self, grant: &Grant) -> bool {
         let g = &grant.service;
+        // Every hosted subsystem answers `findUsage`; there is no service entry to add first.
+        if g.code() == metaservice::FIND_USAGE && g.version().is_none() {
+            return true;
+        }
         self.services.keys().any(|s| {
             s.subsystem() == g.subsystem()
                 && s.code() == g.code()
@@ -135,17 +144,19 @@ pub struct AuditEntry {
     pub seq: u64,
     /// Unix seconds.
     pub time: i64,
-    /// `service.add`, `service.remove`, `access.grant` or `access.revoke`.
+    /// `service.add`, `service.remove`, `access.grant`, `access.revoke`, `suppression.add` or
+    /// `suppression.remove`.
     pub action: String,
     pub details: serde_json::Value,
 }
 
 type Table = TableDefinition<'static, &'static str, &'static [u8]>;
 
-/// Keys [`CONF_SERVICES`] and [`CONF_GRANTS`], each a JSON array.
+/// Keys [`CONF_SERVICES`], [`CONF_GRANTS`] and [`CONF_SUPPRESSIONS`], each a JSON array.
 const CONF: Table = TableDefinition::new("local_conf");
 const CONF_SERVICES: &str = "services";
 const CONF_GRANTS: &str = "grants";
+const CONF_SUPPRESSIONS: &str = "suppressions";
 /// Sequence number → JSON [`AuditEntry`].
 const AUDIT: TableDefinition<'static, u64, &'static [u8]> = TableDefinition::new("audit");
 
@@ -196,6 +207,9 @@ impl Store {
         if let Some(v) = table.get(CONF_GRANTS).map_err(storage)? {
             conf.access = decode("grants", v.value())?;
         }
+        if let Some(v) = table.get(CONF_SUPPRESSIONS).map_err(storage)? {
+            conf.suppressions = decode("suppression rules", v.value())?;
+        }
         Ok((Store::Disk(db), conf))
     }
 
@@ -211,6 +225,7 @@ impl Store {
                 let services: Vec<&ServiceEntry> = conf.services.values().collect();
                 let services = encode(&services)?;
                 let grants = encode(&conf.access)?;
+                let suppressions = encode(&conf.suppressions)?;
                 let txn = db.begin_write().map_err(storage)?;
                 {
                     let mut table = txn.open_table(CONF).map_err(storage)?;
@@ -219,6 +234,9 @@ impl Store {
                         .map_err(storage)?;
                     table
                         .insert(CONF_GRANTS, grants.as_slice())
+                        .map_err(storage)?;
+                    table
+                        .insert(CONF_SUPPRESSIONS, suppressions.as_slice())
                         .map_err(storage)?;
                     let mut audit = txn.open_table(AUDIT).map_err(storage)?;
                     entry.seq = match audit.last().map_err(storage)? {
@@ -428,5 +446,126 @@ impl ServerConf {
             };
             Ok((true, Some(record)))
         })
+    }
+
+    /// Adds a suppression rule, or replaces the rule for the same client; returns whether it
+    /// was new.
+    pub fn suppress(&self, rule: Suppression) -> Result<bool, ServerConfError> {
+        rule.validate().map_err(ServerConfError::Invalid)?;
+        self.update(|c| {
+            let old = c.suppressions.iter().position(|r| r.client == rule.client);
+            if old.is_some_and(|i| c.suppressions[i] == rule) {
+                return Ok((false, None));
+            }
+            let record = Record {
+                action: "suppression.add",
+                details: serde_json::json!({
+                    "rule": rule,
+                    "replaced": old.map(|i| c.suppressions[i].clone()),
+                }),
+            };
+            match old {
+                Some(i) => c.suppressions[i] = rule,
+                None => {
+                    c.suppressions.push(rule);
+                    c.suppressions.sort_by(|a, b| a.client.cmp(&b.client));
+                }
+            }
+            Ok((old.is_none(), Some(record)))
+        })
+    }
+
+    /// Removes the suppression rule for `client`; returns whether there was one.
+    pub fn unsuppress(&self, client: &SuppressedClient) -> Result<bool, ServerConfError> {
+        self.update(|c| {
+            let Some(i) = c.suppressions.iter().position(|r| &r.client == client) else {
+                return Ok((false, None));
+            };
+            let removed = c.suppressions.remove(i);
+            let record = Record {
+                action: "suppression.remove",
+                details: serde_json::json!({ "rule": removed }),
+            };
+            Ok((true, Some(record)))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::usage::SuppressedClient;
+
+    fn rule(client: &str, delay_secs: Option<u64>) -> Suppression {
+        Suppression {
+            client: client.parse().unwrap(),
+            delay_secs,
+            reason: "investigation".into(),
+        }
+    }
+
+    #[test]
+    fn suppression_rules_persist_and_every_change_is_audited() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("serverconf.redb");
+        {
+            let conf = ServerConf::open(&path).unwrap();
+            assert!(conf.suppress(rule("JP/GOV/npa", None)).unwrap());
+            // The same rule again changes nothing and is not audited.
+            assert!(!conf.suppress(rule("JP/GOV/npa", None)).unwrap());
+            // A rule for the same client replaces the earlier one.
+            assert!(!conf.suppress(rule("JP/GOV/npa", Some(86_400))).unwrap());
+            assert!(conf.suppress(rule("JP/MUN/271004/welfare", None)).unwrap());
+            assert!(conf.suppress(rule("JP/GOV/x", Some(0))).is_err());
+        }
+        let conf = ServerConf::open(&path).unwrap();
+        let rules = conf.snapshot().suppressions.clone();
+        assert_eq!(
+            rules,
+            [
+                rule("JP/GOV/npa", Some(86_400)),
+                rule("JP/MUN/271004/welfare", None)
+            ]
+        );
+        let npa: SuppressedClient = "JP/GOV/npa".parse().unwrap();
+        assert!(conf.unsuppress(&npa).unwrap());
+        assert!(!conf.unsuppress(&npa).unwrap());
+        let actions: Vec<String> = conf
+            .audit(100)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.action)
+            .collect();
+        assert_eq!(
+            actions,
+            [
+                "suppression.add",
+                "suppression.add",
+                "suppression.add",
+                "suppression.remove"
+            ]
+        );
+        let last = conf.audit(1).unwrap().remove(0);
+        assert_eq!(last.details["rule"]["client"], "JP/GOV/npa");
+        assert_eq!(last.details["rule"]["delay_secs"], 86_400);
+    }
+
+    #[test]
+    fn find_usage_is_granted_without_a_service_entry_but_other_codes_are_not() {
+        let conf = ServerConf::in_memory();
+        let grant = |service: &str| Grant {
+            service: service.parse().unwrap(),
+            subject: "JP/GOV/digital-agency/portal".parse().unwrap(),
+            method: None,
+            path: None,
+        };
+        assert!(
+            conf.grant(grant("JP/MUN/131016/records/findUsage"))
+                .unwrap()
+        );
+        assert!(matches!(
+            conf.grant(grant("JP/MUN/131016/records/residentRecord")),
+            Err(ServerConfError::UnknownService(_))
+        ));
     }
 }

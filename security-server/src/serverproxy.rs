@@ -22,6 +22,7 @@ use crate::metrics::{self, Metrics};
 use crate::replay::ReplayCache;
 use crate::rest::{self, metaservice};
 use crate::serverconf::{LocalConf, ServerConf};
+use crate::usage;
 
 /// Error codes of this module (`Server.ServerProxy.*`); `message` and `backend` have the rest.
 pub mod codes {
@@ -36,6 +37,15 @@ pub mod codes {
     /// (Witness RPC) a peer's checkpoint is malformed, unsigned, forked, rolled back or
     /// inconsistent with what this witness cosigned before.
     pub const CHECKPOINT_REFUSED: &str = "CheckpointRefused";
+    /// (`findUsage`, `usageEvidence`) the request's method, path or parameters are wrong (the
+    /// client's server checks them first; this answers a server that did not).
+    pub const BAD_REQUEST: &str = "BadRequest";
+    /// (`usageEvidence`) no access record by that X-Road-Id that this data subject may see.
+    pub const USAGE_RECORD_NOT_FOUND: &str = "UsageRecordNotFound";
+    /// (`usageEvidence`) the record is not under a signed checkpoint yet; retry shortly.
+    pub const NOT_YET_CHECKPOINTED: &str = "NotYetCheckpointed";
+    /// The message log could not be read.
+    pub const LOG_READ_FAILED: &str = "LogReadFailed";
     /// Unexpected internal failure.
     pub const INTERNAL_ERROR: &str = "InternalError";
 }
@@ -114,12 +124,17 @@ impl ServerProxy {
         // request is not recorded as passed on.
         enum Plan<'a> {
             Meta(&'a str),
+            Usage(&'a str),
             Backend(&'a crate::serverconf::ServiceEntry),
         }
         let code = verified.service().code();
         let plan = match code {
             metaservice::LIST_METHODS | metaservice::ALLOWED_METHODS | metaservice::GET_OPENAPI => {
                 Plan::Meta(code)
+            }
+            metaservice::FIND_USAGE | metaservice::USAGE_EVIDENCE => {
+                check_usage_call(&verified, &local, conf)?;
+                Plan::Usage(code)
             }
             _ => {
                 let entry = local.service(verified.service()).ok_or_else(|| {
@@ -178,6 +193,10 @@ impl ServerProxy {
                 list_methods(&verified, &local, conf, true)?
             }
             Plan::Meta(_) => open_api(&verified, &local, conf)?,
+            Plan::Usage(metaservice::FIND_USAGE) => {
+                self.find_usage(&verified, &local, conf, now).await?
+            }
+            Plan::Usage(_) => self.usage_evidence(&verified, &local, now).await?,
             Plan::Backend(entry) => {
                 let r = self.backend.call(entry, &verified, body).await?;
                 (r.status, r.headers, r.body)
@@ -227,6 +246,164 @@ impl ServerProxy {
 }
 
 type Answer = (StatusCode, Vec<(String, String)>, Bytes);
+
+impl ServerProxy {
+    /// `findUsage?offset=N&limit=M` (DESIGN §7, [`usage`]).
+    async fn find_usage(
+        &self,
+        request: &VerifiedRequest,
+        local: &LocalConf,
+        conf: &GlobalConf,
+        now: i64,
+    ) -> Result<Answer, XRoadError> {
+        let id = request.message_id().to_owned();
+        let number = |name: &str, default: usize| -> Result<usize, XRoadError> {
+            match rest::query_param(request.query(), name).map_err(|e| e.with_id(id.clone()))? {
+                None => Ok(default),
+                Some(v) => v.parse().map_err(|_| {
+                    XRoadError::server_proxy(
+                        codes::BAD_REQUEST,
+                        format!("{name} must be a non-negative integer"),
+                    )
+                    .with_id(id.clone())
+                }),
+            }
+        };
+        let offset = number("offset", 0)?;
+        let limit = number("limit", usage::DEFAULT_PAGE)?.clamp(1, usage::MAX_PAGE);
+        let log = self.logger.log().clone();
+        let provider = request.service().subsystem().clone();
+        let subject = request.header().data_subject.clone();
+        let rules = local.suppressions.clone();
+        let page = tokio::task::spawn_blocking(move || {
+            usage::find_usage(&log, &provider, &subject, offset, limit, &rules, now)
+        })
+        .await
+        .map_err(|e| XRoadError::server_proxy(codes::INTERNAL_ERROR, e.to_string()))?
+        .map_err(|e| log_read_failed(&id, &e))?;
+        let provider = request.service().subsystem();
+        Ok(json_answer(&usage::page_json(
+            &page, &self.this, provider, offset, limit, conf,
+        )))
+    }
+
+    /// `usageEvidence?id=X-Road-Id`: the evidence bundle of one access, without bodies.
+    async fn usage_evidence(
+        &self,
+        request: &VerifiedRequest,
+        local: &LocalConf,
+        now: i64,
+    ) -> Result<Answer, XRoadError> {
+        let id = request.message_id().to_owned();
+        let wanted = rest::query_param(request.query(), "id")
+            .map_err(|e| e.with_id(id.clone()))?
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| {
+                XRoadError::server_proxy(
+                    codes::BAD_REQUEST,
+                    "usageEvidence needs the query parameter id",
+                )
+                .with_id(id.clone())
+            })?;
+        let log = self.logger.log().clone();
+        let server = self.this.clone();
+        let provider = request.service().subsystem().clone();
+        let subject = request.header().data_subject.clone();
+        let rules = local.suppressions.clone();
+        let clock = Arc::clone(&self.clock);
+        let bundle = tokio::task::spawn_blocking(move || {
+            usage::usage_evidence(
+                &log,
+                &server,
+                &provider,
+                &subject,
+                &wanted,
+                &rules,
+                now,
+                clock.as_ref(),
+            )
+        })
+        .await
+        .map_err(|e| XRoadError::server_proxy(codes::INTERNAL_ERROR, e.to_string()))?;
+        let bundle = match bundle {
+            Ok(b) => b,
+            Err(usage::UsageEvidenceError::NotFound(m)) => {
+                return Err(XRoadError::server_proxy(
+                    codes::USAGE_RECORD_NOT_FOUND,
+                    format!("no access record {m} for this data subject"),
+                )
+                .with_id(id));
+            }
+            Err(usage::UsageEvidenceError::Evidence(
+                msglog::EvidenceError::NotYetCheckpointed { .. },
+            )) => {
+                return Err(XRoadError::server_proxy(
+                    codes::NOT_YET_CHECKPOINTED,
+                    "the record is not under a signed checkpoint yet; try again shortly",
+                )
+                .with_id(id));
+            }
+            Err(usage::UsageEvidenceError::Evidence(e)) => {
+                tracing::error!(error = %e, id, "usage evidence export failed");
+                return Err(
+                    XRoadError::server_proxy(codes::LOG_READ_FAILED, e.to_string()).with_id(id),
+                );
+            }
+            Err(usage::UsageEvidenceError::Log(e)) => return Err(log_read_failed(&id, &e)),
+        };
+        Ok((
+            StatusCode::OK,
+            vec![("content-type".into(), "application/x-protobuf".into())],
+            Bytes::from(prost::Message::encode_to_vec(&bundle)),
+        ))
+    }
+}
+
+fn log_read_failed(id: &str, e: &msglog::LogError) -> XRoadError {
+    tracing::error!(error = %e, id, "reading the message log for a transparency call failed");
+    XRoadError::server_proxy(codes::LOG_READ_FAILED, "the message log could not be read")
+        .with_id(id.to_owned())
+}
+
+/// A transparency call is GET without a path after the code, names a data subject, and needs a
+/// grant of the provider's `findUsage` ([`usage`]).
+fn check_usage_call(
+    request: &VerifiedRequest,
+    local: &LocalConf,
+    conf: &GlobalConf,
+) -> Result<(), XRoadError> {
+    let id = request.message_id().to_owned();
+    let code = request.service().code();
+    if *request.method() != http::Method::GET || !request.path().is_empty() {
+        return Err(XRoadError::server_proxy(
+            codes::BAD_REQUEST,
+            format!("metaservice {code} takes GET only and no path after the service code"),
+        )
+        .with_id(id));
+    }
+    if request.header().data_subject.is_empty() {
+        return Err(XRoadError::server_proxy(
+            codes::BAD_REQUEST,
+            format!("metaservice {code} needs X-Road-Data-Subject"),
+        )
+        .with_id(id));
+    }
+    let provider = request.service().subsystem();
+    let find_usage = provider
+        .service(metaservice::FIND_USAGE, None)
+        .map_err(|e| XRoadError::server_proxy(codes::INTERNAL_ERROR, e.to_string()))?;
+    if !local
+        .access
+        .allows(request.client(), &find_usage, &http::Method::GET, "", conf)
+    {
+        return Err(XRoadError::server_proxy(
+            codes::ACCESS_DENIED,
+            format!("{} may not call {find_usage}", request.client()),
+        )
+        .with_id(id));
+    }
+    Ok(())
+}
 
 fn json_answer(value: &serde_json::Value) -> Answer {
     (
