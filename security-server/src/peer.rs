@@ -347,14 +347,26 @@ impl pb::peer_server::Peer for PeerService {
 
     async fn get_configuration(
         &self,
-        _request: tonic::Request<pb::GetConfigurationRequest>,
+        request: tonic::Request<pb::GetConfigurationRequest>,
     ) -> Result<tonic::Response<pb::SignedConfiguration>, tonic::Status> {
-        let envelope = self
-            .conf
-            .borrow()
-            .as_ref()
-            .map(|c| c.envelope().to_vec())
-            .ok_or_else(|| tonic::Status::unavailable("this server holds no configuration"))?;
+        let peer = request
+            .extensions()
+            .get::<runtime::PeerCertificate>()
+            .map(|p| p.0);
+        let envelope = {
+            let held = self.conf.borrow();
+            let held = held
+                .as_ref()
+                .ok_or_else(|| tonic::Status::unavailable("this server holds no configuration"))?;
+            // The handshake checked the certificate against the configuration of that moment;
+            // a pooled connection outlives it, so a server removed since is refused here.
+            if !peer.is_some_and(|p| held.conf().server_by_cert(&p).is_some()) {
+                return Err(tonic::Status::permission_denied(
+                    "the configuration this server holds does not list the caller",
+                ));
+            }
+            held.envelope().to_vec()
+        };
         // The stored envelope was produced by prost and checked to have no unknown data, so
         // decoding and re-encoding it gives back the same bytes.
         let signed = <pb::SignedConfiguration as prost::Message>::decode(envelope.as_slice())
