@@ -695,3 +695,57 @@ async fn admin_call(
     }
     Ok((response.status, answer))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suppression_delays_take_seconds_or_a_unit() {
+        assert_eq!(parse_duration_secs("45"), Ok(45));
+        assert_eq!(parse_duration_secs("45s"), Ok(45));
+        assert_eq!(parse_duration_secs("30m"), Ok(1800));
+        assert_eq!(parse_duration_secs("12h"), Ok(43_200));
+        assert_eq!(parse_duration_secs("90d"), Ok(7_776_000));
+        for bad in ["", "d", "1w", "-1d", "1.5d", "99999999999999999999d"] {
+            assert!(parse_duration_secs(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_suppression_command_line_parses_into_a_rule() {
+        let cli = Cli::try_parse_from([
+            "security-server",
+            "suppression",
+            "add",
+            "JP/GOV/npa",
+            "--delay",
+            "90d",
+            "--reason",
+            "investigation",
+        ])
+        .unwrap();
+        let Command::Suppression(SuppressionCmd::Add {
+            client,
+            delay,
+            reason,
+        }) = cli.command
+        else {
+            panic!("not a suppression add: {:?}", cli.command);
+        };
+        assert_eq!(client.to_string(), "JP/GOV/npa");
+        assert_eq!(delay, Some(7_776_000));
+        assert_eq!(reason, "investigation");
+        assert!(
+            Cli::try_parse_from([
+                "security-server",
+                "suppression",
+                "add",
+                "JP/GOV",
+                "--reason",
+                "x"
+            ])
+            .is_err()
+        );
+    }
+}
