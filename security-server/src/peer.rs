@@ -360,7 +360,7 @@ impl pb::peer_server::Peer for PeerService {
                 .ok_or_else(|| tonic::Status::unavailable("this server holds no configuration"))?;
             // The handshake checked the certificate against the configuration of that moment;
             // a pooled connection outlives it, so a server removed since is refused here.
-            if !peer.is_some_and(|p| held.conf().server_by_cert(&p).is_some()) {
+            if peer.is_none_or(|p| held.conf().server_by_cert(&p).is_none()) {
                 return Err(tonic::Status::permission_denied(
                     "the configuration this server holds does not list the caller",
                 ));
