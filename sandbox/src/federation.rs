@@ -80,6 +80,9 @@ pub struct Description {
     pub demo_backend: String,
     /// Where the admin bearer tokens are (0600).
     pub credentials: PathBuf,
+    /// The resident portal (DESIGN §7), with its clearly marked development login.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub portal: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -137,6 +140,8 @@ pub struct Federation {
     demo_url: String,
     demo_stop: Option<runtime::ShutdownTrigger>,
     demo_task: Option<JoinHandle<std::io::Result<()>>>,
+    portal_stop: Option<runtime::ShutdownTrigger>,
+    portal_task: Option<JoinHandle<std::io::Result<()>>>,
     description: Description,
 }
 
@@ -351,6 +356,7 @@ impl Federation {
             services: Vec::new(),
             demo_backend: demo_url.clone(),
             credentials,
+            portal: None,
         };
 
         let (demo_stop, demo_shutdown) = runtime::Shutdown::new();
@@ -369,6 +375,8 @@ impl Federation {
             demo_url,
             demo_stop: Some(demo_stop),
             demo_task: Some(demo_task),
+            portal_stop: None,
+            portal_task: None,
             description,
         };
         for service in services {
@@ -376,8 +384,59 @@ impl Federation {
         }
         federation.grant_find_usage()?;
         federation.make_samples().await?;
+        federation.start_portal(ports.addr(200)).await?;
         federation.write_description()?;
         Ok(federation)
+    }
+
+    /// Starts the resident portal as a client of the server hosting the spec's portal
+    /// subsystem, with the development login.
+    async fn start_portal(&mut self, addr: SocketAddr) -> Result<(), SandboxError> {
+        let Some(portal) = self.spec.portal.clone() else {
+            return Ok(());
+        };
+        let proxy = self
+            .spec
+            .servers
+            .iter()
+            .find(|s| s.hosts.contains(&portal))
+            .and_then(|s| self.server(&s.id.to_string()))
+            .and_then(SandboxServer::client_proxy_url)
+            .ok_or_else(|| setup(format!("no running server hosts the portal {portal}")))?;
+        let listener = TcpListener::bind(addr).await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let config = resident_portal::Config {
+            listen: listener.local_addr()?,
+            security_server: proxy,
+            client: Some(portal),
+            login: resident_portal::LoginConfig {
+                kind: Some(resident_portal::LoginKind::Development),
+                header: None,
+            },
+            verify_hint: Some(format!(
+                "the sandbox's anchor file: {}",
+                self.description.anchor.display()
+            )),
+            ..resident_portal::Config::default()
+        };
+        // Checked here, so a bad configuration fails the start instead of the task.
+        config
+            .validate()
+            .map_err(|e| setup(format!("portal: {e}")))?;
+        let (stop, shutdown) = runtime::Shutdown::new();
+        self.portal_task = Some(tokio::spawn(resident_portal::serve(
+            listener,
+            config,
+            shutdown.wait(),
+        )));
+        self.portal_stop = Some(stop);
+        self.description.portal = Some(url);
+        Ok(())
+    }
+
+    /// The resident portal's URL, when the spec has one.
+    pub fn portal_url(&self) -> Option<&str> {
+        self.description.portal.as_deref()
     }
 
     /// Grants the portal's subsystem `findUsage` on every subsystem every server hosts.
@@ -584,6 +643,16 @@ impl Federation {
 
     /// Stops everything gracefully.
     pub async fn stop(mut self) {
+        if let Some(t) = self.portal_stop.take() {
+            t.trigger();
+        }
+        if let Some(task) = self.portal_task.take() {
+            match task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "resident portal stopped with an error"),
+                Err(e) => tracing::warn!(error = %e, "resident portal task failed"),
+            }
+        }
         for s in &mut self.servers {
             if let Some(r) = s.running.take() {
                 r.shutdown().await;

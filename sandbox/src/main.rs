@@ -102,6 +102,12 @@ fn print_exchange_examples(d: &Description) {
     println!(
         "  curl -s '{ministry}/r1/{RECORDS}/getOpenAPI?serviceCode=residentRecord' -H 'X-Road-Client: {PORTAL}'"
     );
+    println!(
+        "  # 利用履歴: who accessed resident 131016000001's data, as Chiyoda's server recorded it"
+    );
+    println!(
+        "  curl -s {ministry}/r1/{RECORDS}/findUsage -H 'X-Road-Client: {PORTAL}' -H 'X-Road-Data-Subject: 131016000001'"
+    );
     println!("  # the demo backend directly, without the gateway");
     println!("  curl -s {}/residents/131016000001", d.demo_backend);
 }
@@ -138,6 +144,12 @@ fn print_summary(f: &Federation) {
             "      {}  allowed: {}",
             service.id,
             service.allowed.join(", ")
+        );
+    }
+    if let Some(portal) = &d.portal {
+        println!("  resident portal: {portal}");
+        println!(
+            "      development login (no authentication): try residents 131016000001, 131016000002, 131016000003"
         );
     }
     println!();

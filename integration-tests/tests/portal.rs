@@ -1,0 +1,275 @@
+//! The resident portal (DESIGN §7) in the sandbox federation: a real headless Chromium logs in
+//! as a resident and sees the accesses the sample exchanges made; the evidence of one entry
+//! verifies offline; a member whose server is down is shown as unavailable.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use integration_tests::webdriver::Browser;
+use sandbox::{Federation, FederationSpec, Ports};
+
+const OSAKA: &str = "JP/MUN/271004/ss1";
+const RECORDS: &str = "JP/MUN/131016/records";
+const WELFARE: &str = "JP/MUN/271004/welfare";
+
+async fn start() -> (tempfile::TempDir, Federation) {
+    let dir = tempfile::tempdir().unwrap();
+    let f = Federation::start(
+        FederationSpec::sandbox(),
+        &dir.path().join("fed"),
+        Ports::Ephemeral,
+        Arc::new(certs::SystemClock),
+    )
+    .await
+    .unwrap();
+    (dir, f)
+}
+
+/// (who, what, why) of each timeline row, top to bottom.
+async fn rows(browser: &Browser) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    for row in browser.find_all("#timeline tr.access").await.unwrap() {
+        out.push((
+            row.find("td.who").await.unwrap().text().await.unwrap(),
+            row.find("td.what").await.unwrap().text().await.unwrap(),
+            row.find("td.why").await.unwrap().text().await.unwrap(),
+        ));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_resident_logs_in_with_a_real_browser_and_sees_who_accessed_their_data() {
+    let (_dir, f) = start().await;
+    let portal = f.portal_url().unwrap().to_owned();
+    // federation.json names the portal (DESIGN §10).
+    let description: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(f.dir().join("federation.json")).unwrap()).unwrap();
+    assert_eq!(description["portal"], portal.as_str());
+
+    let browser = Browser::start().await.unwrap();
+    browser.goto(&format!("{portal}/?lang=en")).await.unwrap();
+    // The development login says what it is.
+    let banner = browser
+        .find("#dev-banner")
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(banner.contains("DEVELOPMENT LOGIN"), "{banner}");
+    browser
+        .find("#resident")
+        .await
+        .unwrap()
+        .send_keys("131016000001")
+        .await
+        .unwrap();
+    browser.find("#login").await.unwrap().click().await.unwrap();
+    browser
+        .wait_for("#timeline", Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(
+        browser
+            .find("#resident-id")
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "131016000001"
+    );
+
+    // Newest first: Osaka's welfare office read a tax certificate, after the Digital Agency's
+    // benefits system read the resident record; each with the purpose its client signed.
+    let seen = rows(&browser).await;
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    let (who, what, why) = &seen[0];
+    assert!(who.contains("Osaka City (大阪市)"), "{who}");
+    assert!(who.contains("Welfare office"), "{who}");
+    assert!(what.contains("taxCertificate"), "{what}");
+    assert!(what.contains("Chiyoda City"), "{what}");
+    assert_eq!(why, "生活保護の要否判定 (public assistance assessment)");
+    let (who, what, why) = &seen[1];
+    assert!(who.contains("Digital Agency (デジタル庁)"), "{who}");
+    assert!(who.contains("Public benefits system"), "{who}");
+    assert!(what.contains("residentRecord"), "{what}");
+    assert_eq!(why, "児童手当の認定 (child allowance eligibility)");
+    // Each entry offers its evidence.
+    let links = browser.find_all("#timeline a.evidence").await.unwrap();
+    assert_eq!(links.len(), 2);
+    let href = links[0].attribute("href").await.unwrap().unwrap();
+    assert!(href.contains("/evidence?"), "{href}");
+    let verify = browser.find("#verify").await.unwrap().text().await.unwrap();
+    assert!(verify.contains("evidence verify"), "{verify}");
+    // Every member answered.
+    for source in browser.find_all("#sources li.source").await.unwrap() {
+        let class = source.attribute("class").await.unwrap().unwrap();
+        assert!(
+            class.contains("ok"),
+            "{class}: {}",
+            source.text().await.unwrap()
+        );
+    }
+
+    // Not another resident's accesses: 131016000002's only access is the benefits system's
+    // income check.
+    let page = browser.page_source().await.unwrap();
+    assert!(!page.contains("給付金の所得確認"));
+
+    // The same page in Japanese.
+    browser.goto(&format!("{portal}/?lang=ja")).await.unwrap();
+    let html_lang = browser
+        .find("html")
+        .await
+        .unwrap()
+        .attribute("lang")
+        .await
+        .unwrap();
+    assert_eq!(html_lang.as_deref(), Some("ja"));
+    let japanese = rows(&browser).await;
+    assert_eq!(japanese.len(), seen.len());
+    for ((who, what, why), (en_who, en_what, en_why)) in japanese.iter().zip(&seen) {
+        assert_eq!((who, why), (en_who, en_why));
+        assert!(what.contains("保有機関"), "{what}");
+        assert_eq!(what.lines().next(), en_what.lines().next());
+    }
+
+    // Logging out ends the session; another resident sees only theirs.
+    browser
+        .find("#logout")
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .wait_for("#dev-login", Duration::from_secs(10))
+        .await
+        .unwrap();
+    browser
+        .find("#resident")
+        .await
+        .unwrap()
+        .send_keys("131016000002")
+        .await
+        .unwrap();
+    browser.find("#login").await.unwrap().click().await.unwrap();
+    browser
+        .wait_for("#timeline", Duration::from_secs(30))
+        .await
+        .unwrap();
+    let seen = rows(&browser).await;
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert!(seen[0].0.contains("Digital Agency"));
+    assert_eq!(
+        seen[0].2,
+        "給付金の所得確認 (income check for a benefit payment)"
+    );
+    browser.close().await.unwrap();
+    f.stop().await;
+}
+
+/// Logs in over plain HTTP with the development login; answers the session cookie.
+async fn login(portal: &str, resident: &str) -> String {
+    let r = runtime::HttpClient::plain()
+        .request(
+            http::Method::POST,
+            &format!("{portal}/login/dev"),
+            &[("content-type", "application/x-www-form-urlencoded")],
+            format!("resident={resident}").into(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status.as_u16(), 303, "{}", r.text());
+    let cookie = r.headers["set-cookie"].to_str().unwrap();
+    cookie.split(';').next().unwrap().to_owned()
+}
+
+async fn get(url: &str, cookie: &str) -> runtime::Response {
+    runtime::HttpClient::plain()
+        .request(
+            http::Method::GET,
+            url,
+            &[("cookie", cookie)],
+            bytes::Bytes::new(),
+        )
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn evidence_from_the_portal_verifies_and_a_member_that_is_down_is_shown_unavailable() {
+    let (_dir, mut f) = start().await;
+    let portal = f.portal_url().unwrap().to_owned();
+    let cookie = login(&portal, "131016000003").await;
+    let timeline: serde_json::Value = get(&format!("{portal}/api/timeline"), &cookie)
+        .await
+        .json()
+        .unwrap();
+    let entries = timeline["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{timeline}");
+    let id = entries[0]["message_id"].as_str().unwrap().to_owned();
+    assert_eq!(entries[0]["provider"], RECORDS);
+    assert_eq!(entries[0]["client"], WELFARE);
+
+    // The entry's evidence, once a checkpoint seals it, verifies with the anchor alone.
+    let url = format!("{portal}/evidence?provider={RECORDS}&id={id}");
+    let mut bundle = None;
+    for _ in 0..300 {
+        let r = get(&url, &cookie).await;
+        if r.status.as_u16() == 200 {
+            bundle = Some(r.body.to_vec());
+            break;
+        }
+        assert_eq!(r.status.as_u16(), 503, "{}", r.text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let bundle = bundle.expect("the record was sealed in a checkpoint");
+    let anchor = globalconf::Anchor::load(&f.description().anchor).unwrap();
+    let report = msglog::verify_with(
+        &bundle,
+        &anchor,
+        msglog::VerifyOptions {
+            require_cosignatures: 0,
+        },
+    )
+    .unwrap();
+    assert!(report.passed());
+    // Another resident cannot fetch it through the portal.
+    let other = login(&portal, "131016000001").await;
+    assert_eq!(get(&url, &other).await.status.as_u16(), 404);
+
+    // Osaka City's server goes down: its subsystem is shown as unavailable, never dropped,
+    // and Chiyoda's records are still there.
+    f.stop_server(OSAKA).await;
+    let timeline: serde_json::Value = get(&format!("{portal}/api/timeline"), &cookie)
+        .await
+        .json()
+        .unwrap();
+    assert_eq!(
+        timeline["entries"].as_array().unwrap().len(),
+        1,
+        "{timeline}"
+    );
+    let sources = timeline["sources"].as_array().unwrap();
+    let state_of = |provider: &str| {
+        sources
+            .iter()
+            .find(|s| s["id"] == provider)
+            .unwrap_or_else(|| panic!("{provider} not in {timeline}"))["state"]
+            .clone()
+    };
+    assert_eq!(state_of(WELFARE), "unavailable", "{timeline}");
+    assert_eq!(state_of(RECORDS), "ok", "{timeline}");
+    let html = get(&format!("{portal}/?lang=en"), &cookie).await.text();
+    assert!(
+        html.contains(&format!(
+            r#"class="source unavailable" data-provider="{WELFARE}""#
+        )),
+        "{html}"
+    );
+    f.stop().await;
+}

@@ -1,0 +1,343 @@
+//! The portal's configuration file (TOML): where it listens, which security server it calls and as
+//! which client subsystem, the limits of one timeline, and how residents log in. Every key is
+//! documented in `docs/portal.md`; this module owns parsing, defaults and validation.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use globalconf::SubsystemId;
+use http::HeaderName;
+use serde::{Deserialize, Serialize};
+
+/// The purpose sent with every call unless the configuration names another.
+pub const DEFAULT_PURPOSE: &str = "本人による利用履歴の確認 (resident's own access history)";
+
+/// The largest page `findUsage` answers.
+pub const MAX_PAGE_SIZE: u32 = 500;
+
+/// Longest free-text X-Road header value the security server takes, in bytes.
+const MAX_TEXT_HEADER_BYTES: usize = 1024;
+
+/// Why a configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration file {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("configuration is not valid TOML: {0}")]
+    Syntax(String),
+    #[error("configuration is invalid: {0}")]
+    Invalid(String),
+}
+
+/// How residents log in (`[login] kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LoginKind {
+    /// A form that takes any resident id: no authentication at all. Demos and tests only.
+    Development,
+    /// The resident id comes from a header set by an authenticating reverse proxy.
+    TrustedHeader,
+}
+
+/// `[login]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoginConfig {
+    /// Required: there is deliberately no default, so a production deployment never falls back to
+    /// the development login.
+    pub kind: Option<LoginKind>,
+    /// For `trusted-header`: the header the proxy sets, e.g. `X-Authenticated-Resident`.
+    pub header: Option<String>,
+}
+
+/// The portal's configuration file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where the web pages are served.
+    pub listen: SocketAddr,
+    /// Base URL of this organisation's security server's client proxy (plain HTTP).
+    pub security_server: String,
+    /// The portal's client subsystem, sent as `X-Road-Client`. Required.
+    pub client: Option<SubsystemId>,
+    /// Sent as `X-Road-Purpose` with every call.
+    pub purpose: String,
+    /// How long one call to the security server may take.
+    pub timeout_secs: u64,
+    /// Providers asked at once.
+    pub max_parallel: usize,
+    /// Records asked for per `findUsage` page (at most 500).
+    pub page_size: u32,
+    /// Most records shown per provider; beyond it the provider is marked truncated.
+    pub max_records_per_provider: usize,
+    /// How long a development-login session lasts.
+    pub session_ttl_secs: u64,
+    /// Mark cookies `Secure` (set it when residents reach the portal over HTTPS).
+    pub secure_cookies: bool,
+    /// Subsystems to ask; absent means every subsystem `listClients` names.
+    pub targets: Option<Vec<SubsystemId>>,
+    /// Where residents get the federation's anchor file, shown beside the verification help.
+    pub verify_hint: Option<String>,
+    /// `text` or `json` (one JSON object per line).
+    pub log_format: String,
+    pub login: LoginConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8200)),
+            security_server: String::new(),
+            client: None,
+            purpose: DEFAULT_PURPOSE.to_owned(),
+            timeout_secs: 5,
+            max_parallel: 32,
+            page_size: 100,
+            max_records_per_provider: 1000,
+            session_ttl_secs: 1800,
+            secure_cookies: false,
+            targets: None,
+            verify_hint: None,
+            log_format: "text".to_owned(),
+            login: LoginConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Parses and validates a configuration.
+    #[allow(clippy::should_implement_trait)] // returns our error type, like the other configs
+    pub fn from_str(text: &str) -> Result<Self, ConfigError> {
+        let config: Self = toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_str(&text)
+    }
+
+    /// Checks what serde cannot: required keys, ranges, and that the values make sense together.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        if self.security_server.is_empty() {
+            return invalid("security_server is required (e.g. \"http://127.0.0.1:8080\")".into());
+        }
+        if let Err(m) = check_base_url(&self.security_server) {
+            return invalid(format!("security_server {:?}: {m}", self.security_server));
+        }
+        if self.client.is_none() {
+            return invalid(
+                "client is required: the portal's subsystem, INSTANCE/CLASS/MEMBER/SUBSYSTEM"
+                    .into(),
+            );
+        }
+        if let Err(m) = check_text_header(&self.purpose) {
+            return invalid(format!("purpose: {m}"));
+        }
+        if self.timeout_secs == 0 {
+            return invalid("timeout_secs must be at least 1".into());
+        }
+        if self.max_parallel == 0 {
+            return invalid("max_parallel must be at least 1".into());
+        }
+        if self.page_size == 0 || self.page_size > MAX_PAGE_SIZE {
+            return invalid(format!("page_size must be 1..={MAX_PAGE_SIZE}"));
+        }
+        if self.max_records_per_provider == 0 {
+            return invalid("max_records_per_provider must be at least 1".into());
+        }
+        if self.session_ttl_secs == 0 {
+            return invalid("session_ttl_secs must be at least 1".into());
+        }
+        if let Some(targets) = &self.targets
+            && targets.is_empty()
+        {
+            return invalid(
+                "targets is an empty list; omit it to ask every subsystem listClients names".into(),
+            );
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            return invalid(format!(
+                "log_format must be \"text\" or \"json\", not {:?}",
+                self.log_format
+            ));
+        }
+        match (self.login.kind, &self.login.header) {
+            (None, _) => invalid(
+                "[login] kind is required: \"trusted-header\" behind an authenticating proxy, \
+                 or \"development\" (no authentication; demos only)"
+                    .into(),
+            ),
+            (Some(LoginKind::Development), Some(_)) => {
+                invalid("[login] header is only used with kind = \"trusted-header\"".into())
+            }
+            (Some(LoginKind::Development), None) => Ok(()),
+            (Some(LoginKind::TrustedHeader), None) => invalid(
+                "[login] kind = \"trusted-header\" needs header (e.g. \"X-Authenticated-Resident\")"
+                    .into(),
+            ),
+            (Some(LoginKind::TrustedHeader), Some(h)) => match HeaderName::from_bytes(h.as_bytes()) {
+                Ok(_) => Ok(()),
+                Err(_) => invalid(format!("[login] header {h:?} is not a valid header name")),
+            },
+        }
+    }
+
+    /// The security server's base URL without a trailing `/`.
+    pub fn base_url(&self) -> &str {
+        self.security_server.trim_end_matches('/')
+    }
+
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout_secs)
+    }
+
+    pub fn session_ttl(&self) -> Duration {
+        Duration::from_secs(self.session_ttl_secs)
+    }
+}
+
+/// A plain-HTTP base URL: scheme, authority, and at most a path prefix (no query or fragment).
+fn check_base_url(url: &str) -> Result<(), String> {
+    let uri: http::Uri = url.parse().map_err(|e| format!("not a URL: {e}"))?;
+    if uri.scheme_str() != Some("http") {
+        return Err("must be a plain http:// URL (the client proxy on the local network)".into());
+    }
+    if uri.authority().is_none() {
+        return Err("has no host".into());
+    }
+    if uri.query().is_some() || url.contains('#') {
+        return Err("must not have a query or fragment".into());
+    }
+    Ok(())
+}
+
+/// The security server's rule for free-text X-Road headers.
+fn check_text_header(value: &str) -> Result<(), String> {
+    if value.trim().is_empty() {
+        return Err("must not be empty".into());
+    }
+    if value.len() > MAX_TEXT_HEADER_BYTES {
+        return Err(format!("longer than {MAX_TEXT_HEADER_BYTES} bytes"));
+    }
+    if value.chars().any(char::is_control) {
+        return Err("contains a control character".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        security_server = "http://127.0.0.1:41080"
+        client = "JP/GOV/digital-agency/portal"
+        [login]
+        kind = "development"
+    "#;
+
+    #[test]
+    fn minimal_file_takes_the_defaults() {
+        let c = Config::from_str(MINIMAL).unwrap();
+        assert_eq!(c.listen, SocketAddr::from(([127, 0, 0, 1], 8200)));
+        assert_eq!(c.purpose, DEFAULT_PURPOSE);
+        assert_eq!(c.timeout_secs, 5);
+        assert_eq!(c.max_parallel, 32);
+        assert_eq!(c.page_size, 100);
+        assert_eq!(c.max_records_per_provider, 1000);
+        assert_eq!(c.session_ttl_secs, 1800);
+        assert!(!c.secure_cookies);
+        assert_eq!(c.targets, None);
+        assert_eq!(c.login.kind, Some(LoginKind::Development));
+        assert_eq!(
+            c.client.unwrap().to_string(),
+            "JP/GOV/digital-agency/portal"
+        );
+    }
+
+    #[test]
+    fn full_file_parses() {
+        let c = Config::from_str(
+            r#"
+            listen = "0.0.0.0:8443"
+            security_server = "http://ss.example.jp:8080/"
+            client = "JP/GOV/digital-agency/portal"
+            purpose = "確認"
+            timeout_secs = 2
+            max_parallel = 4
+            page_size = 500
+            max_records_per_provider = 50
+            session_ttl_secs = 60
+            secure_cookies = true
+            targets = ["JP/MUN/131016/records"]
+            verify_hint = "https://example.jp/anchor.toml"
+            log_format = "json"
+            [login]
+            kind = "trusted-header"
+            header = "X-Authenticated-Resident"
+        "#,
+        )
+        .unwrap();
+        assert_eq!(c.base_url(), "http://ss.example.jp:8080");
+        assert_eq!(c.login.kind, Some(LoginKind::TrustedHeader));
+        assert_eq!(c.targets.unwrap()[0].to_string(), "JP/MUN/131016/records");
+    }
+
+    #[test]
+    fn validate_requires_an_explicit_login_kind() {
+        let text = MINIMAL.replace("kind = \"development\"", "");
+        let err = Config::from_str(&text).unwrap_err();
+        assert!(err.to_string().contains("kind is required"), "{err}");
+        let c = Config {
+            security_server: "http://127.0.0.1:1".into(),
+            client: Some("JP/GOV/digital-agency/portal".parse().unwrap()),
+            ..Config::default()
+        };
+        assert!(matches!(c.validate(), Err(ConfigError::Invalid(_))));
+    }
+
+    #[test]
+    fn rejects_bad_values() {
+        let bad = [
+            MINIMAL.replace("client = \"JP/GOV/digital-agency/portal\"", ""),
+            MINIMAL.replace("JP/GOV/digital-agency/portal", "JP/GOV/digital-agency"),
+            MINIMAL.replace(
+                "JP/GOV/digital-agency/portal",
+                "JP/GOV/digital agency/portal",
+            ),
+            MINIMAL.replace("security_server = \"http://127.0.0.1:41080\"", ""),
+            MINIMAL.replace("http://127.0.0.1:41080", "https://127.0.0.1:41080"),
+            MINIMAL.replace("http://127.0.0.1:41080", "127.0.0.1:41080"),
+            MINIMAL.replace("http://127.0.0.1:41080", "http://127.0.0.1:41080/?x=1"),
+            format!("page_size = 501\n{MINIMAL}"),
+            format!("page_size = 0\n{MINIMAL}"),
+            format!("timeout_secs = 0\n{MINIMAL}"),
+            format!("max_parallel = 0\n{MINIMAL}"),
+            format!("purpose = \"a\\nb\"\n{MINIMAL}"),
+            format!("targets = []\n{MINIMAL}"),
+            format!("targets = [\"JP/MUN\"]\n{MINIMAL}"),
+            format!("unknown_key = 1\n{MINIMAL}"),
+            format!("{MINIMAL}\nheader = \"X-Resident\""),
+            MINIMAL.replace("\"development\"", "\"trusted-header\""),
+            MINIMAL.replace("\"development\"", "\"none\""),
+            MINIMAL.replace(
+                "\"development\"",
+                "\"trusted-header\"\nheader = \"bad header\"",
+            ),
+        ];
+        for text in bad {
+            assert!(Config::from_str(&text).is_err(), "accepted:\n{text}");
+        }
+    }
+}

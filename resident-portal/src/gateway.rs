@@ -1,0 +1,347 @@
+//! The portal as an X-Road client: calls to its own security server's client proxy (X-Road REST)
+//! — `listClients`, `findUsage` on every provider in parallel, and `usageEvidence`. Every call
+//! carries `X-Road-Client`, and the resident as `X-Road-Data-Subject` with the configured
+//! `X-Road-Purpose`. What the answers mean is decided in [`crate::usage`].
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use globalconf::SubsystemId;
+use http::Method;
+use runtime::{ClientError, HttpClient, Response};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::config::{Config, ConfigError};
+use crate::login::ResidentId;
+use crate::usage::{
+    Directory, Provider, ProviderPaging, ProviderResult, SourceState, SourceStatus, Timeline,
+    UsagePage, XRoadFailure,
+};
+
+/// The largest answer read from the security server (an evidence bundle is the largest).
+const MAX_ANSWER_BYTES: usize = 32 * 1024 * 1024;
+
+/// Why no timeline could be built at all (single providers failing are part of the timeline).
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("cannot get the list of organisations from the security server: {0}")]
+    Discovery(String),
+}
+
+/// Why an evidence bundle could not be fetched.
+#[derive(Debug, thiserror::Error)]
+pub enum EvidenceError {
+    #[error("the record is not sealed in a checkpoint yet")]
+    NotYetSealed,
+    #[error("the provider has no such record for this resident")]
+    NotFound,
+    #[error("the provider does not share evidence with this portal ({0})")]
+    NotShared(String),
+    #[error("the evidence could not be retrieved: {0}")]
+    Failed(String),
+}
+
+/// The portal's client of its security server.
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    http: HttpClient,
+    base: String,
+    client: String,
+    purpose: String,
+    page_size: u32,
+    max_records: usize,
+    max_parallel: usize,
+    targets: Option<Vec<SubsystemId>>,
+}
+
+impl Gateway {
+    pub fn new(config: &Config) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let client = config
+            .client
+            .as_ref()
+            .ok_or_else(|| ConfigError::Invalid("client is required".into()))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                http: HttpClient::plain()
+                    .with_timeout(config.timeout())
+                    .with_max_body(MAX_ANSWER_BYTES),
+                base: config.base_url().to_owned(),
+                client: client.to_string(),
+                purpose: config.purpose.clone(),
+                page_size: config.page_size,
+                max_records: config.max_records_per_provider,
+                max_parallel: config.max_parallel,
+                targets: config.targets.clone(),
+            }),
+        })
+    }
+
+    /// Whether `provider` may be asked: one of the configured targets, or any subsystem when the
+    /// targets come from discovery (the provider's server decides what it shares).
+    pub fn may_ask(&self, provider: &SubsystemId) -> bool {
+        self.inner
+            .targets
+            .as_ref()
+            .is_none_or(|targets| targets.contains(provider))
+    }
+
+    /// `GET /listClients`.
+    pub async fn directory(&self) -> Result<Directory, GatewayError> {
+        let url = format!("{}/listClients", self.inner.base);
+        let answer = self
+            .inner
+            .http
+            .request(
+                Method::GET,
+                &url,
+                &[("accept", "application/json")],
+                Bytes::new(),
+            )
+            .await
+            .map_err(|e| GatewayError::Discovery(e.to_string()))?;
+        if !answer.is_success() {
+            let failure = failure_of(&answer);
+            return Err(GatewayError::Discovery(failure.describe()));
+        }
+        Directory::parse(&answer.body).map_err(|e| GatewayError::Discovery(e.to_string()))
+    }
+
+    /// Asks every provider for the resident's access records and merges the answers. Fails only
+    /// when there is nobody to ask: the provider list could not be discovered.
+    pub async fn timeline(&self, resident: &ResidentId) -> Result<Timeline, GatewayError> {
+        let directory = match (&self.inner.targets, self.directory().await) {
+            (_, Ok(directory)) => directory,
+            (None, Err(e)) => return Err(e),
+            (Some(_), Err(e)) => {
+                // With explicit targets, names are a nicety: identifiers stand in.
+                tracing::warn!(error = %e, "listClients failed; showing identifiers for names");
+                Directory::default()
+            }
+        };
+        let providers: Vec<Provider> = match &self.inner.targets {
+            Some(targets) => targets.iter().map(|s| directory.provider(s)).collect(),
+            None => directory
+                .subsystems()
+                .map(|s| directory.provider(s))
+                .collect(),
+        };
+
+        let limit = Arc::new(Semaphore::new(self.inner.max_parallel));
+        let mut tasks = JoinSet::new();
+        for (index, provider) in providers.iter().enumerate() {
+            let gateway = self.clone();
+            let resident = resident.clone();
+            let provider = provider.clone();
+            let limit = Arc::clone(&limit);
+            tasks.spawn(async move {
+                // The semaphore is never closed; without a permit we would only run unbounded.
+                let _permit = limit.acquire_owned().await.ok();
+                (index, gateway.provider_usage(&resident, provider).await)
+            });
+        }
+        let mut results: Vec<Option<ProviderResult>> = vec![None; providers.len()];
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok((index, result)) => {
+                    if let Some(slot) = results.get_mut(index) {
+                        *slot = Some(result);
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "a provider query task failed"),
+            }
+        }
+        let results = results
+            .into_iter()
+            .zip(providers)
+            .map(|(result, provider)| {
+                result.unwrap_or_else(|| ProviderResult {
+                    source: SourceStatus {
+                        provider,
+                        state: SourceState::Unavailable {
+                            reason: "internal error in the portal".into(),
+                            partial_records: 0,
+                        },
+                    },
+                    records: Vec::new(),
+                })
+            })
+            .collect();
+        let mut timeline = Timeline::merge(results);
+        timeline.fill_names(&directory);
+        Ok(timeline)
+    }
+
+    /// Pages through one provider's `findUsage`. Never fails: a failure is the provider's state.
+    async fn provider_usage(&self, resident: &ResidentId, provider: Provider) -> ProviderResult {
+        let mut paging = ProviderPaging::new(self.inner.page_size, self.inner.max_records);
+        let mut failure: Option<SourceState> = None;
+        while let Some((offset, limit)) = paging.next_request() {
+            let url = format!(
+                "{}/findUsage?offset={offset}&limit={limit}",
+                self.service_base(&provider.id)
+            );
+            let partial = paging.records_so_far();
+            let answer = match self.call(&url, resident).await {
+                Ok(a) => a,
+                Err(e) => {
+                    failure = Some(SourceState::Unavailable {
+                        reason: transport_reason(&e),
+                        partial_records: partial,
+                    });
+                    break;
+                }
+            };
+            if !answer.is_success() {
+                failure = Some(failure_of(&answer).source_state(partial));
+                break;
+            }
+            match UsagePage::parse(&answer.body, &provider.id) {
+                Ok(page) => paging.accept(page),
+                Err(e) => {
+                    failure = Some(SourceState::Unavailable {
+                        reason: format!("invalid findUsage answer: {e}"),
+                        partial_records: partial,
+                    });
+                    break;
+                }
+            }
+        }
+        if let Some(SourceState::Unavailable { reason, .. }) = &failure {
+            tracing::info!(provider = %provider.id, %reason, "provider unavailable");
+        }
+        let (records, truncated) = paging.finish();
+        let state = failure.unwrap_or(SourceState::Ok {
+            records: records.len(),
+            truncated,
+        });
+        ProviderResult {
+            source: SourceStatus { provider, state },
+            records,
+        }
+    }
+
+    /// `GET /r1/{provider}/usageEvidence?id=…` for the resident: the bundle's bytes.
+    pub async fn evidence(
+        &self,
+        resident: &ResidentId,
+        provider: &SubsystemId,
+        message_id: &str,
+    ) -> Result<Bytes, EvidenceError> {
+        let url = format!(
+            "{}/usageEvidence?id={}",
+            self.service_base(provider),
+            percent_encode(message_id)
+        );
+        let answer = self
+            .call(&url, resident)
+            .await
+            .map_err(|e| EvidenceError::Failed(transport_reason(&e)))?;
+        if answer.is_success() {
+            return Ok(answer.body);
+        }
+        let failure = failure_of(&answer);
+        Err(if failure.is("NotYetCheckpointed") {
+            EvidenceError::NotYetSealed
+        } else if failure.is("UsageRecordNotFound") {
+            EvidenceError::NotFound
+        } else if failure.is_not_shared() {
+            EvidenceError::NotShared(failure.kind())
+        } else {
+            EvidenceError::Failed(failure.describe())
+        })
+    }
+
+    /// `{base}/r1/{INSTANCE}/{CLASS}/{MEMBER}/{SUBSYSTEM}`, each part percent-encoded.
+    fn service_base(&self, provider: &SubsystemId) -> String {
+        let m = provider.member();
+        format!(
+            "{}/r1/{}/{}/{}/{}",
+            self.inner.base,
+            percent_encode(m.instance()),
+            percent_encode(m.class()),
+            percent_encode(m.code()),
+            percent_encode(provider.code())
+        )
+    }
+
+    async fn call(&self, url: &str, resident: &ResidentId) -> Result<Response, ClientError> {
+        let headers = [
+            ("x-road-client", self.inner.client.as_str()),
+            ("x-road-data-subject", resident.as_str()),
+            ("x-road-purpose", self.inner.purpose.as_str()),
+            ("accept", "application/json, application/x-protobuf"),
+        ];
+        self.inner
+            .http
+            .request(Method::GET, url, &headers, Bytes::new())
+            .await
+    }
+}
+
+fn failure_of(answer: &Response) -> XRoadFailure {
+    let error_type = answer
+        .headers
+        .get("x-road-error")
+        .and_then(|v| v.to_str().ok());
+    XRoadFailure::from_answer(answer.status.as_u16(), error_type, &answer.body)
+}
+
+fn transport_reason(e: &ClientError) -> String {
+    match e {
+        ClientError::Timeout(_) => "timeout: the security server did not answer in time".into(),
+        other => format!("transport error: {other}"),
+    }
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters (safe in a path part and in
+/// a query value).
+pub fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_encoding_keeps_only_unreserved() {
+        assert_eq!(percent_encode("abc-._~019"), "abc-._~019");
+        assert_eq!(percent_encode("a b+c?d=e&f/g"), "a%20b%2Bc%3Fd%3De%26f%2Fg");
+        assert_eq!(percent_encode("住"), "%E4%BD%8F");
+    }
+
+    #[test]
+    fn service_urls_encode_each_part() {
+        let config = Config {
+            security_server: "http://127.0.0.1:1/".into(),
+            client: Some("JP/GOV/digital-agency/portal".parse().unwrap()),
+            login: crate::config::LoginConfig {
+                kind: Some(crate::config::LoginKind::Development),
+                header: None,
+            },
+            ..Config::default()
+        };
+        let g = Gateway::new(&config).unwrap();
+        let p: SubsystemId = "JP/MUN/a?b/c+d".parse().unwrap();
+        assert_eq!(
+            g.service_base(&p),
+            "http://127.0.0.1:1/r1/JP/MUN/a%3Fb/c%2Bd"
+        );
+        assert!(g.may_ask(&p));
+    }
+}

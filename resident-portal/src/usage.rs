@@ -1,0 +1,718 @@
+//! Access records and the timeline, with no I/O: recognising `listClients` and `findUsage`
+//! answers and X-Road errors, paging through one provider, and merging every provider's answer
+//! into one timeline in which a provider that did not answer stays visible.
+
+use std::collections::{HashMap, HashSet};
+
+use globalconf::{MemberId, SubsystemId};
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// Longest `X-Road-Id` (visible ASCII), as the security server accepts it.
+pub const MAX_MESSAGE_ID_BYTES: usize = 255;
+
+/// Longest error message kept from a security server's answer, in characters.
+const MAX_MESSAGE_CHARS: usize = 300;
+
+/// Why an answer from the security server cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AnswerError {
+    #[error("the answer is not the expected JSON: {0}")]
+    Json(String),
+    #[error("the answer is about {found}, not {expected}")]
+    OtherProvider { expected: String, found: String },
+    #[error("a record has an invalid message id {0:?}")]
+    MessageId(String),
+}
+
+fn null_as_empty<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
+}
+
+/// One access record as `findUsage` returns it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageRecord {
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub time: String,
+    pub time_ms: i64,
+    pub message_id: String,
+    /// The client subsystem that made the request.
+    pub client: String,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub client_member_name: String,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub client_subsystem_name: String,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub service: String,
+    pub service_code: String,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub method: String,
+    #[serde(default)]
+    pub purpose: Option<String>,
+    #[serde(default)]
+    pub status: Option<u16>,
+}
+
+impl UsageRecord {
+    /// The client's organisation: its name, or its member identifier when it has none.
+    pub fn client_organisation(&self) -> &str {
+        if !self.client_member_name.trim().is_empty() {
+            return &self.client_member_name;
+        }
+        // INSTANCE/CLASS/MEMBER of INSTANCE/CLASS/MEMBER/SUBSYSTEM.
+        match self.client.rsplit_once('/') {
+            Some((member, _)) if member.matches('/').count() == 2 => member,
+            _ => &self.client,
+        }
+    }
+
+    /// The client subsystem: its name, or its identifier when it has none.
+    pub fn client_subsystem(&self) -> &str {
+        if self.client_subsystem_name.trim().is_empty() {
+            &self.client
+        } else {
+            &self.client_subsystem_name
+        }
+    }
+
+    /// The purpose, when one was stated.
+    pub fn stated_purpose(&self) -> Option<&str> {
+        self.purpose.as_deref().filter(|p| !p.trim().is_empty())
+    }
+}
+
+/// One page of a `findUsage` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct UsagePage {
+    #[serde(default)]
+    pub server: Option<String>,
+    #[serde(default)]
+    pub provider: Option<String>,
+    #[serde(default)]
+    pub offset: u64,
+    #[serde(default)]
+    pub limit: u64,
+    pub more: bool,
+    pub records: Vec<UsageRecord>,
+}
+
+impl UsagePage {
+    /// Recognises a whole page asked of `provider`: JSON shape, the provider it is about, and
+    /// message ids that can name evidence.
+    pub fn parse(body: &[u8], provider: &SubsystemId) -> Result<Self, AnswerError> {
+        let page: Self =
+            serde_json::from_slice(body).map_err(|e| AnswerError::Json(e.to_string()))?;
+        if let Some(found) = &page.provider
+            && *found != provider.to_string()
+        {
+            return Err(AnswerError::OtherProvider {
+                expected: provider.to_string(),
+                found: found.clone(),
+            });
+        }
+        if let Some(r) = page.records.iter().find(|r| !is_message_id(&r.message_id)) {
+            return Err(AnswerError::MessageId(r.message_id.clone()));
+        }
+        Ok(page)
+    }
+}
+
+/// An `X-Road-Id`: 1–255 visible ASCII characters.
+pub fn is_message_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_MESSAGE_ID_BYTES && id.bytes().all(|b| b.is_ascii_graphic())
+}
+
+#[derive(Debug, Deserialize)]
+struct ListClients {
+    member: Vec<ClientEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ClientEntry {
+    id: ClientIdJson,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    name: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct ClientIdJson {
+    object_type: String,
+    xroad_instance: String,
+    member_class: String,
+    member_code: String,
+    #[serde(default)]
+    subsystem_code: Option<String>,
+}
+
+/// Who is in the federation, from `listClients`: member and subsystem names, and the subsystems
+/// the portal can ask.
+#[derive(Debug, Clone, Default)]
+pub struct Directory {
+    members: HashMap<MemberId, String>,
+    subsystems: Vec<(SubsystemId, String)>,
+}
+
+impl Directory {
+    /// Recognises a `listClients` answer. Entries whose identifiers break the identifier rule
+    /// are left out (they could not be asked anyway).
+    pub fn parse(body: &[u8]) -> Result<Self, AnswerError> {
+        let list: ListClients =
+            serde_json::from_slice(body).map_err(|e| AnswerError::Json(e.to_string()))?;
+        let mut directory = Self::default();
+        for entry in list.member {
+            let id = entry.id;
+            let Ok(member) = MemberId::new(&id.xroad_instance, &id.member_class, &id.member_code)
+            else {
+                continue;
+            };
+            match (id.object_type.as_str(), id.subsystem_code) {
+                ("MEMBER", _) => {
+                    directory.members.insert(member, entry.name);
+                }
+                ("SUBSYSTEM", Some(code)) => {
+                    if let Ok(subsystem) = member.subsystem(&code)
+                        && !directory.subsystems.iter().any(|(s, _)| *s == subsystem)
+                    {
+                        directory.subsystems.push((subsystem, entry.name));
+                    }
+                }
+                _ => {}
+            }
+        }
+        directory.subsystems.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(directory)
+    }
+
+    /// Every subsystem listed, in identifier order.
+    pub fn subsystems(&self) -> impl Iterator<Item = &SubsystemId> {
+        self.subsystems.iter().map(|(s, _)| s)
+    }
+
+    /// How a provider is shown: names from the directory, identifiers where it has none.
+    pub fn provider(&self, id: &SubsystemId) -> Provider {
+        let member_name = self
+            .members
+            .get(id.member())
+            .filter(|n| !n.trim().is_empty())
+            .cloned()
+            .unwrap_or_else(|| id.member().to_string());
+        let subsystem_name = self
+            .subsystems
+            .iter()
+            .find(|(s, _)| s == id)
+            .map(|(_, n)| n.clone())
+            .filter(|n| !n.trim().is_empty())
+            .unwrap_or_else(|| id.code().to_owned());
+        Provider {
+            id: id.clone(),
+            member_name,
+            subsystem_name,
+        }
+    }
+}
+
+/// A provider subsystem the portal asks, with the names shown for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Provider {
+    pub id: SubsystemId,
+    pub member_name: String,
+    pub subsystem_name: String,
+}
+
+/// An X-Road error answer (or any non-2xx answer) from the security server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct XRoadFailure {
+    pub status: u16,
+    /// From `X-Road-Error`, else from the JSON body's `type`.
+    pub error_type: Option<String>,
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ErrorBody {
+    #[serde(default, rename = "type")]
+    error_type: Option<String>,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+impl XRoadFailure {
+    pub fn from_answer(status: u16, x_road_error: Option<&str>, body: &[u8]) -> Self {
+        let parsed: Option<ErrorBody> = serde_json::from_slice(body).ok();
+        let (body_type, message) = match parsed {
+            Some(b) => (b.error_type, b.message),
+            None => (None, None),
+        };
+        let error_type = x_road_error
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned)
+            .or(body_type)
+            .map(|t| shorten(&t));
+        Self {
+            status,
+            error_type,
+            message: message.map(|m| shorten(&m)),
+        }
+    }
+
+    /// Whether the error type ends in `.{suffix}` (e.g. `AccessDenied`).
+    pub fn is(&self, suffix: &str) -> bool {
+        self.error_type.as_deref().is_some_and(|t| {
+            t.strip_suffix(suffix)
+                .is_some_and(|head| head.is_empty() || head.ends_with('.'))
+        })
+    }
+
+    /// The provider does not let this portal see its usage data (a decision, not a fault).
+    pub fn is_not_shared(&self) -> bool {
+        self.is("AccessDenied") || self.is("UnknownService")
+    }
+
+    /// The error type, or `HTTP {status}` when the answer named none.
+    pub fn kind(&self) -> String {
+        self.error_type
+            .clone()
+            .unwrap_or_else(|| format!("HTTP {}", self.status))
+    }
+
+    /// One line: the type and, when given, the message.
+    pub fn describe(&self) -> String {
+        match &self.message {
+            Some(m) if !m.trim().is_empty() => format!("{}: {m}", self.kind()),
+            _ => self.kind(),
+        }
+    }
+
+    /// What this error means for the provider's place in the timeline.
+    pub fn source_state(&self, partial_records: usize) -> SourceState {
+        if self.is_not_shared() && partial_records == 0 {
+            SourceState::NotShared {
+                error_type: self.kind(),
+            }
+        } else {
+            SourceState::Unavailable {
+                reason: self.describe(),
+                partial_records,
+            }
+        }
+    }
+}
+
+fn shorten(s: &str) -> String {
+    let mut out: String = s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(MAX_MESSAGE_CHARS)
+        .collect();
+    if s.chars().count() > MAX_MESSAGE_CHARS {
+        out.push('…');
+    }
+    out
+}
+
+/// Paging through one provider's `findUsage`, following `more` up to a record limit.
+#[derive(Debug, Clone)]
+pub struct ProviderPaging {
+    page_size: u32,
+    max_records: usize,
+    next_offset: u64,
+    records: Vec<UsageRecord>,
+    truncated: bool,
+    done: bool,
+}
+
+impl ProviderPaging {
+    pub fn new(page_size: u32, max_records: usize) -> Self {
+        Self {
+            page_size: page_size.max(1),
+            max_records: max_records.max(1),
+            next_offset: 0,
+            records: Vec::new(),
+            truncated: false,
+            done: false,
+        }
+    }
+
+    /// The next page to ask for, as `(offset, limit)`; `None` when done.
+    pub fn next_request(&self) -> Option<(u64, u32)> {
+        if self.done {
+            return None;
+        }
+        let remaining = self.max_records.saturating_sub(self.records.len());
+        let limit = u32::try_from(remaining)
+            .unwrap_or(u32::MAX)
+            .min(self.page_size);
+        Some((self.next_offset, limit))
+    }
+
+    /// Takes the page answered to the last [`Self::next_request`].
+    pub fn accept(&mut self, page: UsagePage) {
+        let received = page.records.len();
+        let remaining = self.max_records.saturating_sub(self.records.len());
+        if received > remaining {
+            self.truncated = true;
+        }
+        self.records
+            .extend(page.records.into_iter().take(remaining));
+        self.next_offset = self.next_offset.saturating_add(received as u64);
+        if !page.more {
+            self.done = true;
+        } else if self.records.len() >= self.max_records || received == 0 {
+            // More exists, but we stop here: at the limit, or the server made no progress.
+            self.truncated = true;
+            self.done = true;
+        }
+        if self.truncated {
+            self.done = true;
+        }
+    }
+
+    pub fn records_so_far(&self) -> usize {
+        self.records.len()
+    }
+
+    /// The records and whether more exist than were taken.
+    pub fn finish(self) -> (Vec<UsageRecord>, bool) {
+        (self.records, self.truncated)
+    }
+}
+
+/// What became of one provider.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "kebab-case")]
+pub enum SourceState {
+    /// Answered; `truncated` when it holds more than the portal shows.
+    Ok { records: usize, truncated: bool },
+    /// Does not share its usage data with this portal (`AccessDenied`, `UnknownService`).
+    NotShared { error_type: String },
+    /// Could not be asked: the timeline lacks (some of) its records.
+    Unavailable {
+        reason: String,
+        /// Records received before the failure (they are in the timeline).
+        partial_records: usize,
+    },
+}
+
+/// One provider's line in the list of sources.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SourceStatus {
+    #[serde(flatten)]
+    pub provider: Provider,
+    #[serde(flatten)]
+    pub state: SourceState,
+}
+
+/// One provider's answer: its status and the records it gave.
+#[derive(Debug, Clone)]
+pub struct ProviderResult {
+    pub source: SourceStatus,
+    pub records: Vec<UsageRecord>,
+}
+
+/// One access to the resident's data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AccessEntry {
+    /// The subsystem whose data was accessed (and whose server holds the record).
+    pub provider: SubsystemId,
+    pub provider_member_name: String,
+    pub provider_subsystem_name: String,
+    #[serde(flatten)]
+    pub record: UsageRecord,
+}
+
+/// Every provider's records as one list, newest first, and how each provider answered.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Timeline {
+    pub entries: Vec<AccessEntry>,
+    pub sources: Vec<SourceStatus>,
+}
+
+impl Timeline {
+    /// Merges providers' answers: newest first by `time_ms`, each (provider, message id) once.
+    pub fn merge(results: Vec<ProviderResult>) -> Self {
+        let mut seen = HashSet::new();
+        let mut entries = Vec::new();
+        let mut sources = Vec::with_capacity(results.len());
+        for result in results {
+            let provider = &result.source.provider;
+            for record in result.records {
+                if seen.insert((provider.id.clone(), record.message_id.clone())) {
+                    entries.push(AccessEntry {
+                        provider: provider.id.clone(),
+                        provider_member_name: provider.member_name.clone(),
+                        provider_subsystem_name: provider.subsystem_name.clone(),
+                        record,
+                    });
+                }
+            }
+            sources.push(result.source);
+        }
+        entries.sort_by(|a, b| {
+            b.record
+                .time_ms
+                .cmp(&a.record.time_ms)
+                .then_with(|| a.provider.cmp(&b.provider))
+                .then_with(|| a.record.message_id.cmp(&b.record.message_id))
+        });
+        sources.sort_by(|a, b| a.provider.id.cmp(&b.provider.id));
+        Self { entries, sources }
+    }
+
+    /// Gives clients the directory's names where a record carries none (identifiers remain the
+    /// last resort, see [`UsageRecord::client_organisation`]).
+    pub fn fill_names(&mut self, directory: &Directory) {
+        for entry in &mut self.entries {
+            let r = &mut entry.record;
+            let Ok(client) = r.client.parse::<SubsystemId>() else {
+                continue;
+            };
+            if r.client_member_name.trim().is_empty()
+                && let Some(name) = directory.members.get(client.member())
+            {
+                r.client_member_name.clone_from(name);
+            }
+            if r.client_subsystem_name.trim().is_empty()
+                && let Some((_, name)) = directory.subsystems.iter().find(|(s, _)| *s == client)
+            {
+                r.client_subsystem_name.clone_from(name);
+            }
+        }
+    }
+
+    /// Providers whose records are missing from the timeline, wholly or partly.
+    pub fn unavailable(&self) -> impl Iterator<Item = &SourceStatus> {
+        self.sources
+            .iter()
+            .filter(|s| matches!(s.state, SourceState::Unavailable { .. }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sub(s: &str) -> SubsystemId {
+        s.parse().unwrap()
+    }
+
+    fn record(id: &str, time_ms: i64) -> UsageRecord {
+        UsageRecord {
+            time: String::new(),
+            time_ms,
+            message_id: id.into(),
+            client: "JP/MUN/271004/welfare".into(),
+            client_member_name: String::new(),
+            client_subsystem_name: String::new(),
+            service: String::new(),
+            service_code: "taxCertificate".into(),
+            method: "GET".into(),
+            purpose: None,
+            status: None,
+        }
+    }
+
+    fn provider(id: &str) -> Provider {
+        Provider {
+            id: sub(id),
+            member_name: id.into(),
+            subsystem_name: id.into(),
+        }
+    }
+
+    fn ok(id: &str, records: Vec<UsageRecord>) -> ProviderResult {
+        ProviderResult {
+            source: SourceStatus {
+                provider: provider(id),
+                state: SourceState::Ok {
+                    records: records.len(),
+                    truncated: false,
+                },
+            },
+            records,
+        }
+    }
+
+    #[test]
+    fn parses_a_find_usage_page() {
+        let body = r#"{"server":"JP/MUN/131016/ss1","provider":"JP/MUN/131016/records","offset":0,"limit":100,"more":false,
+          "records":[{"time":"2026-11-22T09:00:00.123Z","time_ms":1795338000123,"message_id":"0b6c","client":"JP/MUN/271004/welfare",
+          "client_member_name":"Osaka City (大阪市)","client_subsystem_name":"","service":"JP/MUN/131016/records/taxCertificate",
+          "service_code":"taxCertificate","method":"GET","purpose":null,"status":null,"future_field":1},
+          {"time_ms":1,"message_id":"x","client":"JP/MUN/271004/welfare","service_code":"s","client_member_name":null}]}"#;
+        let page = UsagePage::parse(body.as_bytes(), &sub("JP/MUN/131016/records")).unwrap();
+        assert!(!page.more);
+        let r = &page.records[0];
+        assert_eq!(r.client_organisation(), "Osaka City (大阪市)");
+        assert_eq!(r.client_subsystem(), "JP/MUN/271004/welfare");
+        assert_eq!(r.stated_purpose(), None);
+        assert_eq!(page.records[1].client_organisation(), "JP/MUN/271004");
+
+        assert!(matches!(
+            UsagePage::parse(body.as_bytes(), &sub("JP/MUN/131016/other")),
+            Err(AnswerError::OtherProvider { .. })
+        ));
+        assert!(matches!(
+            UsagePage::parse(b"<html>", &sub("JP/MUN/131016/records")),
+            Err(AnswerError::Json(_))
+        ));
+        let bad_id = br#"{"more":false,"records":[{"time_ms":1,"message_id":"a b","client":"c","service_code":"s"}]}"#;
+        assert!(matches!(
+            UsagePage::parse(bad_id, &sub("JP/MUN/131016/records")),
+            Err(AnswerError::MessageId(_))
+        ));
+    }
+
+    #[test]
+    fn directory_names_members_and_lists_subsystems() {
+        let body = r#"{"member":[
+          {"id":{"object_type":"MEMBER","xroad_instance":"JP","member_class":"MUN","member_code":"131016"},"name":"Chiyoda City (千代田区)"},
+          {"id":{"object_type":"SUBSYSTEM","xroad_instance":"JP","member_class":"MUN","member_code":"131016","subsystem_code":"records"},"name":"Records"},
+          {"id":{"object_type":"SUBSYSTEM","xroad_instance":"JP","member_class":"MUN","member_code":"271004","subsystem_code":"welfare"},"name":""},
+          {"id":{"object_type":"SUBSYSTEM","xroad_instance":"JP","member_class":"MUN","member_code":"bad code","subsystem_code":"x"},"name":"skipped"},
+          {"id":{"object_type":"SERVER","xroad_instance":"JP","member_class":"MUN","member_code":"1"},"name":"skipped"}]}"#;
+        let d = Directory::parse(body.as_bytes()).unwrap();
+        let subs: Vec<String> = d.subsystems().map(ToString::to_string).collect();
+        assert_eq!(subs, ["JP/MUN/131016/records", "JP/MUN/271004/welfare"]);
+        let p = d.provider(&sub("JP/MUN/131016/records"));
+        assert_eq!(p.member_name, "Chiyoda City (千代田区)");
+        assert_eq!(p.subsystem_name, "Records");
+        let p = d.provider(&sub("JP/MUN/271004/welfare"));
+        assert_eq!(p.member_name, "JP/MUN/271004");
+        assert_eq!(p.subsystem_name, "welfare");
+        assert!(Directory::parse(b"[]").is_err());
+        assert!(Directory::parse(b"{}").is_err());
+    }
+
+    #[test]
+    fn classifies_errors() {
+        let denied = XRoadFailure::from_answer(
+            403,
+            Some("Server.ServerProxy.AccessDenied"),
+            br#"{"type":"Server.ServerProxy.AccessDenied","message":"no","detail":"x"}"#,
+        );
+        assert!(denied.is_not_shared());
+        assert!(matches!(
+            denied.source_state(0),
+            SourceState::NotShared { .. }
+        ));
+        assert!(matches!(
+            denied.source_state(3),
+            SourceState::Unavailable { .. }
+        ));
+        let unknown = XRoadFailure::from_answer(
+            404,
+            None,
+            br#"{"type":"Server.ClientProxy.UnknownService","message":"m"}"#,
+        );
+        assert!(unknown.is_not_shared());
+        let network = XRoadFailure::from_answer(
+            502,
+            Some("Server.ClientProxy.NetworkError"),
+            br#"{"type":"Server.ClientProxy.NetworkError","message":"cannot connect"}"#,
+        );
+        assert!(!network.is_not_shared());
+        assert_eq!(
+            network.describe(),
+            "Server.ClientProxy.NetworkError: cannot connect"
+        );
+        let plain = XRoadFailure::from_answer(500, None, b"oops");
+        assert_eq!(plain.describe(), "HTTP 500");
+        assert!(
+            !XRoadFailure::from_answer(403, Some("Server.NotAccessDenied"), b"").is_not_shared()
+        );
+        let sealed =
+            XRoadFailure::from_answer(503, Some("Server.ServerProxy.NotYetCheckpointed"), b"");
+        assert!(sealed.is("NotYetCheckpointed"));
+    }
+
+    fn page(n: usize, more: bool) -> UsagePage {
+        UsagePage {
+            server: None,
+            provider: None,
+            offset: 0,
+            limit: 0,
+            more,
+            records: (0..n).map(|i| record(&format!("m{i}"), 0)).collect(),
+        }
+    }
+
+    #[test]
+    fn paging_follows_more_until_the_limit() {
+        let mut p = ProviderPaging::new(2, 5);
+        assert_eq!(p.next_request(), Some((0, 2)));
+        p.accept(page(2, true));
+        assert_eq!(p.next_request(), Some((2, 2)));
+        p.accept(page(2, true));
+        assert_eq!(p.next_request(), Some((4, 1)));
+        p.accept(page(1, true));
+        assert_eq!(p.next_request(), None);
+        let (records, truncated) = p.finish();
+        assert_eq!((records.len(), truncated), (5, true));
+
+        let mut p = ProviderPaging::new(2, 5);
+        p.accept(page(2, true));
+        p.accept(page(1, false));
+        assert_eq!(p.next_request(), None);
+        assert_eq!(p.finish().0.len(), 3);
+
+        // A server that ignores the limit is cut at the limit.
+        let mut p = ProviderPaging::new(100, 3);
+        p.accept(page(10, false));
+        let (records, truncated) = p.finish();
+        assert_eq!((records.len(), truncated), (3, true));
+
+        // `more` without records does not loop.
+        let mut p = ProviderPaging::new(2, 5);
+        p.accept(page(0, true));
+        assert_eq!(p.next_request(), None);
+    }
+
+    #[test]
+    fn merge_sorts_newest_first_and_dedups() {
+        let a = ok(
+            "JP/MUN/131016/records",
+            vec![record("m1", 300), record("m2", 100), record("m1", 300)],
+        );
+        let b = ok("JP/MUN/271004/welfare", vec![record("m1", 200)]);
+        let c = ProviderResult {
+            source: SourceStatus {
+                provider: provider("JP/GOV/x/y"),
+                state: SourceState::Unavailable {
+                    reason: "timeout".into(),
+                    partial_records: 0,
+                },
+            },
+            records: vec![],
+        };
+        let t = Timeline::merge(vec![a, b, c]);
+        let got: Vec<(String, i64)> = t
+            .entries
+            .iter()
+            .map(|e| (e.provider.to_string(), e.record.time_ms))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("JP/MUN/131016/records".to_string(), 300),
+                ("JP/MUN/271004/welfare".to_string(), 200),
+                ("JP/MUN/131016/records".to_string(), 100),
+            ]
+        );
+        assert_eq!(t.sources.len(), 3);
+        assert_eq!(t.sources[0].provider.id.to_string(), "JP/GOV/x/y");
+        assert_eq!(t.unavailable().count(), 1);
+        let mut t = t;
+        let directory = Directory::parse(
+            br#"{"member":[{"id":{"object_type":"MEMBER","xroad_instance":"JP","member_class":"MUN","member_code":"271004"},"name":"Osaka"},
+            {"id":{"object_type":"SUBSYSTEM","xroad_instance":"JP","member_class":"MUN","member_code":"271004","subsystem_code":"welfare"},"name":"Welfare"}]}"#,
+        )
+        .unwrap();
+        t.fill_names(&directory);
+        assert_eq!(t.entries[0].record.client_organisation(), "Osaka");
+        assert_eq!(t.entries[0].record.client_subsystem(), "Welfare");
+        let json = serde_json::to_value(&t).unwrap();
+        assert_eq!(json["sources"][0]["state"], "unavailable");
+        assert_eq!(json["sources"][0]["id"], "JP/GOV/x/y");
+        assert_eq!(json["entries"][0]["message_id"], "m1");
+    }
+}

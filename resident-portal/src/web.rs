@@ -1,0 +1,420 @@
+//! The portal's HTTP side: routes, sessions and language per request, and what each outcome
+//! becomes (status, headers, page). Pages are rendered by [`crate::page`]; calls to the security
+//! server go through [`crate::gateway`].
+//!
+//! | route | what |
+//! |---|---|
+//! | `GET /` | the login page (or 401 "login required"), else the resident's timeline |
+//! | `POST /login/dev` | development login: form field `resident`; 303 to `/` with a session cookie |
+//! | `POST /logout` | ends the session; 303 to `/` |
+//! | `GET /evidence?provider=…&id=…` | the evidence bundle of one access, for the logged-in resident |
+//! | `GET /api/timeline` | the timeline as JSON |
+//! | `GET /health` | `{"status":"ok"}` |
+//!
+//! Any page takes `?lang=ja|en`, remembered in the `portal_lang` cookie; without it the
+//! language comes from the cookie, then `Accept-Language`, else Japanese.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::rejection::{FormRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Form, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::middleware;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use globalconf::SubsystemId;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::config::{Config, ConfigError};
+use crate::gateway::{EvidenceError, Gateway};
+use crate::login::{self, Login, LoginError, ResidentId, cookie_header, read_cookie};
+use crate::page::{self, Lang, Problem, VerifyHelp};
+use crate::usage::{Timeline, is_message_id};
+
+/// The language cookie.
+pub const LANG_COOKIE: &str = "portal_lang";
+
+/// Largest request body (the login form is a few bytes).
+const MAX_REQUEST_BODY: usize = 16 * 1024;
+
+/// How long the language choice is remembered.
+const LANG_COOKIE_SECS: u64 = 365 * 24 * 3600;
+
+/// Longest file name offered for an evidence download (without the extension).
+const MAX_FILENAME_CHARS: usize = 100;
+
+#[derive(Debug, Clone)]
+struct Portal {
+    login: Arc<dyn Login>,
+    gateway: Gateway,
+    secure_cookies: bool,
+    verify_hint: Option<Arc<str>>,
+}
+
+/// The portal's routes for `config` (validated here). Logs a warning when the development
+/// login is on.
+pub fn router(config: Config) -> Result<Router, ConfigError> {
+    config.validate()?;
+    let portal = Portal {
+        login: login::from_config(&config)?,
+        gateway: Gateway::new(&config)?,
+        secure_cookies: config.secure_cookies,
+        verify_hint: config.verify_hint.as_deref().map(Arc::from),
+    };
+    Ok(Router::new()
+        .route("/", get(home))
+        .route("/login/dev", post(dev_login))
+        .route("/logout", post(logout))
+        .route("/evidence", get(evidence))
+        .route("/api/timeline", get(api_timeline))
+        .route("/health", get(health))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_REQUEST_BODY))
+        .layer(middleware::map_response(common_headers))
+        .with_state(portal))
+}
+
+/// The page language, and a cookie to remember it when `?lang=` chose it.
+struct PageLang {
+    lang: Lang,
+    remember: Option<HeaderValue>,
+}
+
+impl Portal {
+    fn dev(&self) -> bool {
+        self.login.is_development()
+    }
+
+    fn page_lang(&self, uri: &Uri, headers: &HeaderMap) -> PageLang {
+        let asked = uri.query().and_then(|q| {
+            q.split('&')
+                .filter_map(|pair| pair.strip_prefix("lang="))
+                .find_map(Lang::from_code)
+        });
+        if let Some(lang) = asked {
+            let cookie = cookie_header(
+                LANG_COOKIE,
+                lang.code(),
+                LANG_COOKIE_SECS,
+                false,
+                self.secure_cookies,
+            );
+            return PageLang {
+                lang,
+                remember: Some(cookie),
+            };
+        }
+        let lang = read_cookie(headers, LANG_COOKIE)
+            .and_then(Lang::from_code)
+            .unwrap_or_else(|| Lang::from_accept_language(headers));
+        PageLang {
+            lang,
+            remember: None,
+        }
+    }
+
+    fn problem(&self, lang: Lang, status: StatusCode, problem: &Problem) -> Response {
+        html(status, page::problem_page(lang, self.dev(), problem))
+    }
+
+    /// What a request without a resident gets: the login form, or 401 "login required".
+    fn login_wall(&self, lang: Lang, status_for_form: StatusCode) -> Response {
+        if self.login.has_form() {
+            html(status_for_form, page::login_page(lang, None))
+        } else {
+            html(StatusCode::UNAUTHORIZED, page::login_required_page(lang))
+        }
+    }
+
+    fn login_error(&self, lang: Lang, e: &LoginError) -> Response {
+        self.problem(
+            lang,
+            StatusCode::BAD_REQUEST,
+            &Problem::BadLogin(e.to_string()),
+        )
+    }
+}
+
+fn html(status: StatusCode, body: String) -> Response {
+    let mut response = (status, body).into_response();
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; \
+             frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    response
+}
+
+fn with_lang_cookie(mut response: Response, lang: &PageLang) -> Response {
+    if let Some(cookie) = &lang.remember {
+        response
+            .headers_mut()
+            .append(header::SET_COOKIE, cookie.clone());
+    }
+    response
+}
+
+/// Headers on every answer: the pages hold personal data, so nothing is cached, framed or sniffed.
+async fn common_headers(mut response: Response) -> Response {
+    let h = response.headers_mut();
+    h.entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    response
+}
+
+async fn home(State(portal): State<Portal>, uri: Uri, headers: HeaderMap) -> Response {
+    let lang = portal.page_lang(&uri, &headers);
+    let response = match portal.login.resident(&headers) {
+        Err(e) => portal.login_error(lang.lang, &e),
+        Ok(None) => portal.login_wall(lang.lang, StatusCode::OK),
+        Ok(Some(resident)) => match portal.gateway.timeline(&resident).await {
+            Ok(timeline) => html(
+                StatusCode::OK,
+                page::timeline_page(
+                    lang.lang,
+                    portal.dev(),
+                    &resident,
+                    &timeline,
+                    &VerifyHelp {
+                        hint: portal.verify_hint.as_deref(),
+                    },
+                ),
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "no timeline");
+                portal.problem(
+                    lang.lang,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &Problem::DiscoveryFailed(e.to_string()),
+                )
+            }
+        },
+    };
+    with_lang_cookie(response, &lang)
+}
+
+#[derive(Debug, Deserialize)]
+struct DevLoginForm {
+    resident: String,
+}
+
+async fn dev_login(
+    State(portal): State<Portal>,
+    uri: Uri,
+    headers: HeaderMap,
+    form: Result<Form<DevLoginForm>, FormRejection>,
+) -> Response {
+    let lang = portal.page_lang(&uri, &headers).lang;
+    if !portal.login.has_form() {
+        return portal.problem(lang, StatusCode::NOT_FOUND, &Problem::NotFound);
+    }
+    let refused = || {
+        html(
+            StatusCode::BAD_REQUEST,
+            page::login_page(lang, Some(page::invalid_resident_message(lang))),
+        )
+    };
+    let Ok(Form(form)) = form else {
+        return refused();
+    };
+    let Ok(resident) = ResidentId::parse(form.resident.trim()) else {
+        return refused();
+    };
+    match portal.login.start_session(resident) {
+        Ok(cookie) => {
+            let mut response = Redirect::to("/").into_response();
+            response.headers_mut().append(header::SET_COOKIE, cookie);
+            response
+        }
+        Err(LoginError::TooManySessions) => portal.problem(
+            lang,
+            StatusCode::SERVICE_UNAVAILABLE,
+            &Problem::TooManySessions,
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start a session");
+            portal.problem(lang, StatusCode::INTERNAL_SERVER_ERROR, &Problem::Internal)
+        }
+    }
+}
+
+async fn logout(State(portal): State<Portal>, headers: HeaderMap) -> Response {
+    let mut response = Redirect::to("/").into_response();
+    if let Some(cookie) = portal.login.end_session(&headers) {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+#[derive(Debug, Deserialize)]
+struct EvidenceQuery {
+    provider: String,
+    id: String,
+}
+
+async fn evidence(
+    State(portal): State<Portal>,
+    uri: Uri,
+    headers: HeaderMap,
+    query: Result<Query<EvidenceQuery>, QueryRejection>,
+) -> Response {
+    let lang = portal.page_lang(&uri, &headers).lang;
+    let resident = match portal.login.resident(&headers) {
+        Err(e) => return portal.login_error(lang, &e),
+        Ok(None) => return portal.login_wall(lang, StatusCode::UNAUTHORIZED),
+        Ok(Some(r)) => r,
+    };
+    let bad = |detail: String| {
+        portal.problem(lang, StatusCode::BAD_REQUEST, &Problem::BadRequest(detail))
+    };
+    let Ok(Query(query)) = query else {
+        return bad(
+            "expected /evidence?provider=INSTANCE/CLASS/MEMBER/SUBSYSTEM&id=X-ROAD-ID".into(),
+        );
+    };
+    let provider: SubsystemId = match query.provider.parse() {
+        Ok(p) => p,
+        Err(e) => return bad(format!("provider: {e}")),
+    };
+    if !is_message_id(&query.id) {
+        return bad("id: an X-Road-Id is 1 to 255 visible ASCII characters".into());
+    }
+    if !portal.gateway.may_ask(&provider) {
+        return bad(format!(
+            "{provider} is not one of the organisations this portal asks"
+        ));
+    }
+    match portal
+        .gateway
+        .evidence(&resident, &provider, &query.id)
+        .await
+    {
+        Ok(bundle) => {
+            let disposition = format!(
+                "attachment; filename=\"{}.evidence\"",
+                evidence_filename(&query.id)
+            );
+            let mut response = (StatusCode::OK, bundle).into_response();
+            let h = response.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            if let Ok(v) = HeaderValue::from_str(&disposition) {
+                h.insert(header::CONTENT_DISPOSITION, v);
+            }
+            response
+        }
+        Err(e) => {
+            tracing::info!(%provider, id = %query.id, error = %e, "evidence not delivered");
+            let (status, problem) = match e {
+                EvidenceError::NotYetSealed => {
+                    (StatusCode::SERVICE_UNAVAILABLE, Problem::EvidenceNotSealed)
+                }
+                EvidenceError::NotFound => (StatusCode::NOT_FOUND, Problem::EvidenceNotFound),
+                EvidenceError::NotShared(t) => {
+                    (StatusCode::FORBIDDEN, Problem::EvidenceNotShared(t))
+                }
+                EvidenceError::Failed(d) => (StatusCode::BAD_GATEWAY, Problem::EvidenceFailed(d)),
+            };
+            let mut response = portal.problem(lang, status, &problem);
+            if problem == Problem::EvidenceNotSealed {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            response
+        }
+    }
+}
+
+/// A file name made of the X-Road-Id's safe characters only.
+pub fn evidence_filename(message_id: &str) -> String {
+    let name: String = message_id
+        .chars()
+        .take(MAX_FILENAME_CHARS)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let name = name.trim_start_matches('.');
+    if name.is_empty() {
+        "record".to_owned()
+    } else {
+        name.to_owned()
+    }
+}
+
+#[derive(Serialize)]
+struct ApiTimeline<'a> {
+    resident: &'a ResidentId,
+    #[serde(flatten)]
+    timeline: &'a Timeline,
+}
+
+fn json_error(status: StatusCode, message: &str) -> Response {
+    (status, axum::Json(json!({ "error": message }))).into_response()
+}
+
+async fn api_timeline(State(portal): State<Portal>, headers: HeaderMap) -> Response {
+    let resident = match portal.login.resident(&headers) {
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, &e.to_string()),
+        Ok(None) => return json_error(StatusCode::UNAUTHORIZED, "login required"),
+        Ok(Some(r)) => r,
+    };
+    match portal.gateway.timeline(&resident).await {
+        Ok(timeline) => axum::Json(ApiTimeline {
+            resident: &resident,
+            timeline: &timeline,
+        })
+        .into_response(),
+        Err(e) => json_error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    }
+}
+
+async fn health() -> Response {
+    axum::Json(json!({ "status": "ok" })).into_response()
+}
+
+async fn not_found(State(portal): State<Portal>, uri: Uri, headers: HeaderMap) -> Response {
+    let lang = portal.page_lang(&uri, &headers).lang;
+    portal.problem(lang, StatusCode::NOT_FOUND, &Problem::NotFound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn evidence_file_names_are_safe() {
+        assert_eq!(evidence_filename("0b6c-11aa"), "0b6c-11aa");
+        assert_eq!(evidence_filename("a\"b/../c;d"), "a_b_.._c_d");
+        assert_eq!(evidence_filename("..."), "record");
+        assert_eq!(
+            evidence_filename(&"x".repeat(300)).len(),
+            MAX_FILENAME_CHARS
+        );
+    }
+}
