@@ -708,12 +708,20 @@ mod tests {
         };
         assert_eq!(
             allowed("JP/MUN/131016/records/residentRecord"),
-            serde_json::json!(["JP/GOV/digital-agency/portal"])
+            serde_json::json!([
+                "JP/GOV/digital-agency/portal",
+                "JP/GOV/digital-agency/benefits"
+            ])
         );
         assert_eq!(
             allowed("JP/MUN/131016/records/taxCertificate"),
-            serde_json::json!(["JP/GOV/digital-agency/portal", "JP/MUN/271004/welfare"])
+            serde_json::json!([
+                "JP/GOV/digital-agency/portal",
+                "JP/GOV/digital-agency/benefits",
+                "JP/MUN/271004/welfare"
+            ])
         );
+        assert_eq!(json["portal"], f.portal_url().unwrap());
         assert_eq!(
             services[0]["backend"],
             format!("{}/residents", f.demo_url())
@@ -726,13 +734,34 @@ mod tests {
         let entry = local.service(&record).unwrap();
         assert_eq!(entry.url, format!("{}/residents", f.demo_url()));
         assert!(entry.openapi.as_deref().unwrap().contains("住民票"));
-        assert_eq!(local.access.grants().len(), 3);
+        // Five service grants, and findUsage for the portal.
+        assert_eq!(local.access.grants().len(), 6);
+        let find_usage = local
+            .access
+            .grants()
+            .iter()
+            .filter(|g| g.service.code() == "findUsage")
+            .map(|g| (g.service.to_string(), g.subject.to_string()))
+            .collect::<Vec<_>>();
+        assert_eq!(
+            find_usage,
+            [(
+                "JP/MUN/131016/records/findUsage".to_owned(),
+                "JP/GOV/digital-agency/portal".to_owned()
+            )]
+        );
         let ministry = f
             .server("JP/GOV/digital-agency/ss1")
             .unwrap()
             .running()
             .unwrap();
         assert!(ministry.serverconf.snapshot().services.is_empty());
+        // The portal answers.
+        let health = runtime::HttpClient::plain()
+            .get(&format!("{}/health", f.portal_url().unwrap()), None)
+            .await
+            .unwrap();
+        assert_eq!(health.status.as_u16(), 200);
 
         // The demo backend answers directly.
         let http = runtime::HttpClient::plain();
