@@ -55,6 +55,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
 const PORTAL: &str = "JP/GOV/digital-agency/portal";
 const WELFARE: &str = "JP/MUN/271004/welfare";
+const BENEFITS: &str = "JP/GOV/digital-agency/benefits";
 const RECORDS: &str = "JP/MUN/131016/records";
 
 /// The client proxy of the server hosting `subsystem`.
@@ -72,10 +73,10 @@ fn print_exchange_examples(d: &Description) {
         return;
     };
     println!(
-        "  # 住民票: the portal reads a resident record through the ministry's security server"
+        "  # 住民票: the Digital Agency's benefits system reads a resident record through its security server"
     );
     println!("  curl -s {ministry}/r1/{RECORDS}/residentRecord/131016000001 \\");
-    println!("    -H 'X-Road-Client: {PORTAL}' -H 'X-Road-Data-Subject: 131016000001' \\");
+    println!("    -H 'X-Road-Client: {BENEFITS}' -H 'X-Road-Data-Subject: 131016000001' \\");
     println!("    -H 'X-Road-Purpose: 児童手当の認定 (child allowance eligibility)'");
     println!("  # search residents by name (kanji, kana or romaji)");
     println!(
