@@ -4,7 +4,9 @@
 //! `cargo bench -p bench --bench msglog` prints:
 //! 1. appends/s for 64 concurrent appenders of records with 1 KiB bodies (encrypted at rest,
 //!    half of them indexed by data subject) for a few seconds, with the commit count and the
-//!    latency percentiles of one append (durable = fsync'd group commit);
+//!    latency percentiles of one append (durable = fsync'd group commit); once with
+//!    time-ordered X-Road-Ids (as the client proxy makes them) and once with random ones (as a
+//!    client system may send them);
 //! 2. the time to build a log of 1,000,000 records (large batches), to export evidence for one
 //!    record of it, and to verify that bundle (min / median / max).
 //!
@@ -64,25 +66,56 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p) as usize]
 }
 
-fn appends(rt: &tokio::runtime::Runtime) {
+/// How the appended records' X-Road-Ids are made: their order decides how many pages of the
+/// message-id index one commit rewrites.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ids {
+    /// As the client proxy generates them (UUID v7): increasing, appended at the index's end.
+    TimeOrdered,
+    /// As a client information system may send them (e.g. UUID v4): scattered over the index.
+    Random,
+}
+
+fn message_id(ids: Ids, seq: u64, appender: usize, n: u64) -> String {
+    match ids {
+        Ids::TimeOrdered => format!("{seq:016x}-{appender:02}"),
+        // A cheap, well-mixed 64-bit value (splitmix64) stands in for random bits.
+        Ids::Random => {
+            let mut z = (appender as u64) << 40 ^ n;
+            z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            format!("{:016x}-{appender:02}", z ^ (z >> 31))
+        }
+    }
+}
+
+fn appends(rt: &tokio::runtime::Runtime, ids: Ids) {
     let dir = tempfile::tempdir().unwrap();
     let log = MessageLog::open(&dir.path().join("messagelog.redb"), options()).unwrap();
     let body = Bytes::from(vec![0x61u8; 1024]);
     let record = template(&body);
     let stop = Arc::new(AtomicBool::new(false));
+    let seq = Arc::new(std::sync::atomic::AtomicU64::new(0));
 
     let start = Instant::now();
     let latencies: Vec<Duration> = rt.block_on(async {
         let mut tasks = Vec::new();
         for a in 0..APPENDERS {
-            let (log, body, record, stop) =
-                (log.clone(), body.clone(), record.clone(), Arc::clone(&stop));
+            let (log, body, record, stop, seq) = (
+                log.clone(),
+                body.clone(),
+                record.clone(),
+                Arc::clone(&stop),
+                Arc::clone(&seq),
+            );
             tasks.push(tokio::spawn(async move {
                 let mut latencies = Vec::new();
                 let mut n = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     let mut record = record.clone();
-                    record.message_id = format!("bench-{a}-{n}");
+                    let next = seq.fetch_add(1, Ordering::Relaxed);
+                    record.message_id = message_id(ids, next, a, n);
                     let entry = Entry {
                         record,
                         body: Some(body.clone()),
@@ -110,8 +143,8 @@ fn appends(rt: &tokio::runtime::Runtime) {
     let stats = log.stats();
     let n = latencies.len();
     println!(
-        "appends: {APPENDERS} appenders, 1 KiB bodies (encrypted), {:.1} s: {n} appends, \
-         {:.0} appends/s",
+        "appends ({ids:?} X-Road-Ids): {APPENDERS} appenders, 1 KiB bodies (encrypted), {:.1} s: \
+         {n} appends, {:.0} appends/s",
         elapsed.as_secs_f64(),
         n as f64 / elapsed.as_secs_f64()
     );
@@ -311,6 +344,7 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    appends(&rt);
+    appends(&rt, Ids::TimeOrdered);
+    appends(&rt, Ids::Random);
     big_log_evidence(&rt);
 }

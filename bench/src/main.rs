@@ -139,6 +139,18 @@ async fn print_checkpoint_metrics(federation: &Federation) {
     {
         println!("provider {line}");
     }
+    for s in federation.servers() {
+        if let Some(r) = s.running() {
+            let stats = r.log.stats();
+            println!(
+                "{} message log: {} records in {} group commits ({:.1} per commit)",
+                s.id,
+                stats.entries_committed,
+                stats.batches_committed,
+                stats.entries_committed as f64 / stats.batches_committed.max(1) as f64
+            );
+        }
+    }
 }
 
 async fn start_federation(dir: &Path, messagelog: bool) -> anyhow::Result<Federation> {
