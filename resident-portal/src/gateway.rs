@@ -199,14 +199,21 @@ impl Gateway {
                 }
             };
             if !answer.is_success() {
-                failure = Some(failure_of(&answer).source_state(partial));
+                let failure_of_answer = failure_of(&answer);
+                tracing::info!(
+                    provider = %provider.id,
+                    error = %failure_of_answer.describe(),
+                    "findUsage refused or failed"
+                );
+                failure = Some(failure_of_answer.source_state(partial));
                 break;
             }
             match UsagePage::parse(&answer.body, &provider.id) {
                 Ok(page) => paging.accept(page),
                 Err(e) => {
+                    tracing::info!(provider = %provider.id, error = %e, "invalid findUsage answer");
                     failure = Some(SourceState::Unavailable {
-                        reason: format!("invalid findUsage answer: {e}"),
+                        reason: "invalid findUsage answer".into(),
                         partial_records: partial,
                     });
                     break;
@@ -293,10 +300,12 @@ fn failure_of(answer: &Response) -> XRoadFailure {
     XRoadFailure::from_answer(answer.status.as_u16(), error_type, &answer.body)
 }
 
+/// What residents are told; the details (addresses) go to the portal's log only.
 fn transport_reason(e: &ClientError) -> String {
+    tracing::info!(error = %e, "call to the security server failed");
     match e {
         ClientError::Timeout(_) => "timeout: the security server did not answer in time".into(),
-        other => format!("transport error: {other}"),
+        _ => "the portal's security server could not be reached".into(),
     }
 }
 

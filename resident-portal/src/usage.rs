@@ -290,8 +290,10 @@ impl XRoadFailure {
                 error_type: self.kind(),
             }
         } else {
+            // The error type only: the message may name hosts and ports of the federation,
+            // which residents have no use for (the portal's log has it, see gateway).
             SourceState::Unavailable {
-                reason: self.describe(),
+                reason: self.kind(),
                 partial_records,
             }
         }
