@@ -7,12 +7,14 @@
 //!   the peer certificate in request extensions, and graceful drain with a deadline.
 //! - [`client`]: HTTP(S) clients with timeouts and bounded bodies (registry polling, admin CLIs).
 //! - [`logging`]: `tracing` subscriber set-up (text or JSON).
+//! - [`time`]: Unix milliseconds as UTC calendar time (RFC 3339).
 #![forbid(unsafe_code)]
 
 pub mod client;
 pub mod logging;
 pub mod serve;
 pub mod shutdown;
+pub mod time;
 
 pub use client::{ClientError, HttpClient, Response, error_chain};
 pub use logging::init_tracing;

@@ -292,7 +292,7 @@ pub fn page_json(
         .iter()
         .map(|(a, status)| {
             serde_json::json!({
-                "time": rfc3339_millis(a.logged_at_ms),
+                "time": runtime::time::rfc3339_millis(a.logged_at_ms),
                 "time_ms": a.logged_at_ms,
                 "message_id": a.message_id,
                 "client": a.client.to_string(),
@@ -383,39 +383,6 @@ pub fn usage_evidence(
         clock,
         |_, _| {},
     )?)
-}
-
-/// `2026-11-22T09:00:00.123Z`.
-pub fn rfc3339_millis(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let millis = ms.rem_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-/// Proleptic Gregorian date of a day count from 1970-01-01 (H. Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (
-        y,
-        u32::try_from(m).unwrap_or(1),
-        u32::try_from(d).unwrap_or(1),
-    )
 }
 
 #[cfg(test)]
@@ -677,16 +644,5 @@ mod tests {
         assert!(!ids(&page).contains(&"m2".to_owned()));
         let page = find_usage(&log, &provider, "R1", 0, 10, &delay, 102).unwrap();
         assert!(ids(&page).contains(&"m2".to_owned()));
-    }
-
-    #[test]
-    fn times_are_rfc3339_utc_with_milliseconds() {
-        assert_eq!(rfc3339_millis(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339_millis(951_782_400_123), "2000-02-29T00:00:00.123Z");
-        assert_eq!(
-            rfc3339_millis(1_795_338_000_999),
-            "2026-11-22T09:00:00.999Z"
-        );
-        assert_eq!(rfc3339_millis(-1), "1969-12-31T23:59:59.999Z");
     }
 }
