@@ -3,6 +3,25 @@
 //! # Layout
 //! - [`webdriver`]: a real headless Chromium driven over ChromeDriver's W3C WebDriver HTTP API,
 //!   for tests of what users see in a browser.
+//! - [`start_federation`]: a sandbox federation on ephemeral loopback ports in a temporary
+//!   directory.
 #![forbid(unsafe_code)]
 
+use std::sync::Arc;
+
+use sandbox::{Federation, FederationSpec, Ports};
+
 pub mod webdriver;
+
+/// Starts `spec` on port 0 everywhere, in a new temporary directory that lives as long as the
+/// returned guard. Panics if the federation does not start: this is test set-up.
+pub async fn start_federation(
+    spec: FederationSpec,
+    clock: Arc<dyn certs::Clock>,
+) -> (tempfile::TempDir, Federation) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let federation = Federation::start(spec, &dir.path().join("fed"), Ports::Ephemeral, clock)
+        .await
+        .expect("the federation starts");
+    (dir, federation)
+}

@@ -9,7 +9,7 @@ use std::time::Duration;
 use http::Method;
 use prost::Message as _;
 use proto::v1 as pb;
-use sandbox::{Federation, FederationSpec, Ports};
+use sandbox::{Federation, FederationSpec};
 
 const MINISTRY: &str = "JP/GOV/digital-agency/ss1";
 const CHIYODA: &str = "JP/MUN/131016/ss1";
@@ -17,18 +17,9 @@ const OSAKA: &str = "JP/MUN/271004/ss1";
 const PORTAL: &str = "JP/GOV/digital-agency/portal";
 
 async fn start() -> (tempfile::TempDir, Federation) {
-    let dir = tempfile::tempdir().unwrap();
     let mut spec = FederationSpec::sandbox();
     spec.poll_interval_secs = 3600;
-    let f = Federation::start(
-        spec,
-        &dir.path().join("fed"),
-        Ports::Ephemeral,
-        Arc::new(certs::SystemClock),
-    )
-    .await
-    .unwrap();
-    (dir, f)
+    integration_tests::start_federation(spec, Arc::new(certs::SystemClock)).await
 }
 
 /// Exports evidence for one X-Road-Id through a server's admin API, as the CLI does, waiting

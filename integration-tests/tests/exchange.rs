@@ -15,7 +15,7 @@ use base64::Engine as _;
 use http::Method;
 use prost::Message as _;
 use proto::v1 as pb;
-use sandbox::{Federation, FederationSpec, Ports, ServerSpec};
+use sandbox::{Federation, FederationSpec, ServerSpec};
 use security_server::access::{Grant, Subject};
 use security_server::serverconf::ServiceEntry;
 use sha2::{Digest, Sha256};
@@ -128,15 +128,7 @@ struct Setup {
 async fn setup(mut spec: FederationSpec, provider_servers: &[&str]) -> Setup {
     // These tests count exchanges: none but their own.
     spec.samples.clear();
-    let dir = tempfile::tempdir().unwrap();
-    let f = Federation::start(
-        spec,
-        &dir.path().join("fed"),
-        Ports::Ephemeral,
-        Arc::new(certs::SystemClock),
-    )
-    .await
-    .unwrap();
+    let (dir, f) = integration_tests::start_federation(spec, Arc::new(certs::SystemClock)).await;
     let backend = backend().await;
     let closed = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

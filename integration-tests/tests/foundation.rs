@@ -9,7 +9,7 @@ use certs::ManualClock;
 use globalconf::{ConfError, Succession};
 use prost::Message;
 use proto::v1 as pb;
-use sandbox::{Federation, FederationSpec, Ports};
+use sandbox::{Federation, FederationSpec};
 use security_server::confclient::{OfferError, Source};
 use security_server::identity::{self, EnrollmentStatus, IdentityError};
 
@@ -18,14 +18,10 @@ const CHIYODA: &str = "JP/MUN/131016/ss1";
 const OSAKA: &str = "JP/MUN/271004/ss1";
 
 async fn start(clock: Arc<dyn certs::Clock>) -> (tempfile::TempDir, Federation) {
-    let dir = tempfile::tempdir().unwrap();
     let mut spec = FederationSpec::sandbox();
     // No background polling after the first fetch: each test decides when servers refresh.
     spec.poll_interval_secs = 3600;
-    let federation = Federation::start(spec, &dir.path().join("fed"), Ports::Ephemeral, clock)
-        .await
-        .expect("federation starts");
-    (dir, federation)
+    integration_tests::start_federation(spec, clock).await
 }
 
 fn conf_of(f: &Federation, id: &str) -> Arc<security_server::confclient::ConfClient> {

@@ -7,23 +7,31 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use integration_tests::webdriver::Browser;
-use sandbox::{Federation, FederationSpec, Ports};
+use sandbox::{Federation, FederationSpec};
 
 const OSAKA: &str = "JP/MUN/271004/ss1";
 const RECORDS: &str = "JP/MUN/131016/records";
 const WELFARE: &str = "JP/MUN/271004/welfare";
 
 async fn start() -> (tempfile::TempDir, Federation) {
-    let dir = tempfile::tempdir().unwrap();
-    let f = Federation::start(
-        FederationSpec::sandbox(),
-        &dir.path().join("fed"),
-        Ports::Ephemeral,
-        Arc::new(certs::SystemClock),
-    )
-    .await
-    .unwrap();
-    (dir, f)
+    integration_tests::start_federation(FederationSpec::sandbox(), Arc::new(certs::SystemClock))
+        .await
+}
+
+/// Fills in the development login form and waits for the timeline.
+async fn log_in(browser: &Browser, resident: &str) {
+    browser
+        .find("#resident")
+        .await
+        .unwrap()
+        .send_keys(resident)
+        .await
+        .unwrap();
+    browser.find("#login").await.unwrap().click().await.unwrap();
+    browser
+        .wait_for("#timeline", Duration::from_secs(30))
+        .await
+        .unwrap();
 }
 
 /// (who, what, why) of each timeline row, top to bottom.
@@ -59,18 +67,7 @@ async fn a_resident_logs_in_with_a_real_browser_and_sees_who_accessed_their_data
         .await
         .unwrap();
     assert!(banner.contains("DEVELOPMENT LOGIN"), "{banner}");
-    browser
-        .find("#resident")
-        .await
-        .unwrap()
-        .send_keys("131016000001")
-        .await
-        .unwrap();
-    browser.find("#login").await.unwrap().click().await.unwrap();
-    browser
-        .wait_for("#timeline", Duration::from_secs(30))
-        .await
-        .unwrap();
+    log_in(&browser, "131016000001").await;
     assert_eq!(
         browser
             .find("#resident-id")
@@ -149,18 +146,7 @@ async fn a_resident_logs_in_with_a_real_browser_and_sees_who_accessed_their_data
         .wait_for("#dev-login", Duration::from_secs(10))
         .await
         .unwrap();
-    browser
-        .find("#resident")
-        .await
-        .unwrap()
-        .send_keys("131016000002")
-        .await
-        .unwrap();
-    browser.find("#login").await.unwrap().click().await.unwrap();
-    browser
-        .wait_for("#timeline", Duration::from_secs(30))
-        .await
-        .unwrap();
+    log_in(&browser, "131016000002").await;
     let seen = rows(&browser).await;
     assert_eq!(seen.len(), 1, "{seen:?}");
     assert!(seen[0].0.contains("Digital Agency"));

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use certs::ManualClock;
 use http::Method;
-use sandbox::{Federation, FederationSpec, Ports};
+use sandbox::{Federation, FederationSpec};
 
 const MINISTRY: &str = "JP/GOV/digital-agency/ss1";
 const OSAKA: &str = "JP/MUN/271004/ss1";
@@ -18,16 +18,7 @@ const CHIYODA: &str = "JP/MUN/131016/ss1";
 const FIND_USAGE: &str = "/r1/JP/MUN/131016/records/findUsage";
 
 async fn start(clock: Arc<dyn certs::Clock>) -> (tempfile::TempDir, Federation) {
-    let dir = tempfile::tempdir().unwrap();
-    let f = Federation::start(
-        FederationSpec::sandbox(),
-        &dir.path().join("fed"),
-        Ports::Ephemeral,
-        clock,
-    )
-    .await
-    .unwrap();
-    (dir, f)
+    integration_tests::start_federation(FederationSpec::sandbox(), clock).await
 }
 
 /// A GET through `server`'s client proxy as `client` about `subject`.
