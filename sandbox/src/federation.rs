@@ -396,12 +396,7 @@ impl Federation {
             return Ok(());
         };
         let proxy = self
-            .spec
-            .servers
-            .iter()
-            .find(|s| s.hosts.contains(&portal))
-            .and_then(|s| self.server(&s.id.to_string()))
-            .and_then(SandboxServer::client_proxy_url)
+            .client_proxy_of(&portal)
             .ok_or_else(|| setup(format!("no running server hosts the portal {portal}")))?;
         let listener = TcpListener::bind(addr).await?;
         let url = format!("http://{}", listener.local_addr()?);
@@ -432,6 +427,16 @@ impl Federation {
         self.portal_stop = Some(stop);
         self.description.portal = Some(url);
         Ok(())
+    }
+
+    /// The client proxy URL of the first running server hosting `subsystem`.
+    pub fn client_proxy_of(&self, subsystem: &SubsystemId) -> Option<String> {
+        self.spec
+            .servers
+            .iter()
+            .filter(|s| s.hosts.contains(subsystem))
+            .filter_map(|s| self.servers.iter().find(|x| x.id == s.id))
+            .find_map(SandboxServer::client_proxy_url)
     }
 
     /// The resident portal's URL, when the spec has one.
@@ -473,12 +478,7 @@ impl Federation {
         let http = runtime::HttpClient::plain().with_timeout(Duration::from_secs(30));
         for x in &self.spec.samples {
             let proxy = self
-                .spec
-                .servers
-                .iter()
-                .find(|s| s.hosts.contains(&x.client))
-                .and_then(|s| self.server(&s.id.to_string()))
-                .and_then(SandboxServer::client_proxy_url)
+                .client_proxy_of(&x.client)
                 .ok_or_else(|| setup(format!("no running server hosts {}", x.client)))?;
             let url = format!("{proxy}/r1/{}{}", x.service, x.path);
             let client = x.client.to_string();
