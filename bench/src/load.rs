@@ -132,6 +132,10 @@ pub struct LoadReport {
     pub window: Duration,
     /// The first error seen (warm-up included): status, `X-Road-Error` and the start of the body.
     pub first_error: Option<String>,
+    /// CPU time (user + system) this whole process spent in the measured window, where the
+    /// system tells (Linux); with everything in one process, a cost that does not depend on
+    /// how much of the machine other programs took.
+    pub cpu: Option<Duration>,
     /// Latencies of the successful requests in microseconds, sorted ascending.
     latencies_us: Vec<u32>,
 }
@@ -149,6 +153,14 @@ impl LoadReport {
         } else {
             0.0
         }
+    }
+
+    /// Process CPU time per successful request, in microseconds.
+    pub fn cpu_us_per_request(&self) -> Option<f64> {
+        let n = self.successes();
+        self.cpu
+            .filter(|_| n > 0)
+            .map(|cpu| cpu.as_secs_f64() * 1e6 / n as f64)
     }
 
     /// The exact `p`-th percentile (nearest rank, `0 < p <= 100`) of successful latencies.
@@ -178,6 +190,7 @@ impl LoadReport {
                 "max": us(self.max()),
             },
             "first_error": self.first_error,
+            "cpu_us_per_request": self.cpu_us_per_request(),
         })
     }
 }
@@ -237,6 +250,13 @@ pub async fn run(target: Target, options: &LoadOptions) -> LoadReport {
         first_error: OnceLock::new(),
     });
 
+    let (measure_from, end) = (shared.measure_from, shared.end);
+    let cpu = tokio::spawn(async move {
+        tokio::time::sleep_until(measure_from).await;
+        let before = process_cpu_time();
+        tokio::time::sleep_until(end).await;
+        Some(process_cpu_time()?.saturating_sub(before?))
+    });
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..clients {
         tasks.spawn(client_loop(Arc::clone(&shared)));
@@ -257,14 +277,28 @@ pub async fn run(target: Target, options: &LoadOptions) -> LoadReport {
         }
     }
     latencies_us.sort_unstable();
+    let cpu = cpu.await.ok().flatten();
     LoadReport {
         target: shared.target.name.clone(),
         requests,
         errors,
         window: options.duration,
         first_error: shared.first_error.get().cloned(),
+        cpu,
         latencies_us,
     }
+}
+
+/// User + system CPU time of this process so far, from `/proc/self/stat` (Linux; `None`
+/// elsewhere). Fields 14 and 15 count clock ticks, 100 per second on Linux.
+fn process_cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name (field 2) may hold spaces; the fields after its ')' are plain.
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let mut fields = after_name.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(Duration::from_millis((utime + stime) * 10))
 }
 
 async fn client_loop(shared: Arc<Shared>) -> Tally {

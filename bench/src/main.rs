@@ -100,12 +100,23 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     if let (Some(logged), Some(unlogged)) = (&gateway, &unlogged) {
         println!(
-            "gateway without message log: {:.0} req/s (p50 {}, p99 {}); with log / without: {:.3}",
+            "gateway without message log: {:.0} req/s (p50 {}, p99 {}, {} CPU per request); \
+             with log / without: {:.3}",
             unlogged.throughput(),
             ms(unlogged.percentile(50.0)),
             ms(unlogged.percentile(99.0)),
+            cpu_us(unlogged),
             logged.throughput() / unlogged.throughput().max(f64::MIN_POSITIVE)
         );
+        if let (Some(with), Some(without)) =
+            (logged.cpu_us_per_request(), unlogged.cpu_us_per_request())
+        {
+            println!(
+                "CPU per request without log / with log: {:.3} (the throughput ratio a machine \
+                 not shared with other programs would show)",
+                without / with
+            );
+        }
     }
 
     if args.json {
@@ -142,12 +153,17 @@ async fn print_checkpoint_metrics(federation: &Federation) {
     for s in federation.servers() {
         if let Some(r) = s.running() {
             let stats = r.log.stats();
+            let per = |d: Duration, n: u64| d.as_secs_f64() * 1e3 / n.max(1) as f64;
             println!(
-                "{} message log: {} records in {} group commits ({:.1} per commit)",
+                "{} message log: {} records in {} group commits ({:.1} per commit, {:.3} ms \
+                 to write and sync each), applied in {} database transactions ({:.1} ms each)",
                 s.id,
                 stats.entries_committed,
                 stats.batches_committed,
-                stats.entries_committed as f64 / stats.batches_committed.max(1) as f64
+                stats.entries_committed as f64 / stats.batches_committed.max(1) as f64,
+                per(stats.sync_time, stats.batches_committed),
+                stats.index_commits,
+                per(stats.index_time, stats.index_commits),
             );
         }
     }
@@ -232,6 +248,11 @@ fn cpus() -> usize {
     std::thread::available_parallelism().map_or(1, usize::from)
 }
 
+fn cpu_us(r: &LoadReport) -> String {
+    r.cpu_us_per_request()
+        .map_or_else(|| "-".into(), |us| format!("{us:.0} µs"))
+}
+
 fn ms(d: Option<Duration>) -> String {
     d.map_or_else(
         || "-".into(),
@@ -262,12 +283,12 @@ fn print_table(args: &Args, gateway: Option<&LoadReport>, direct: Option<&LoadRe
     );
     println!();
     println!(
-        "{:<8} {:>10} {:>8} {:>12} {:>10} {:>10} {:>10} {:>10}",
-        "path", "requests", "errors", "2xx req/s", "p50", "p90", "p99", "max"
+        "{:<8} {:>10} {:>8} {:>12} {:>10} {:>10} {:>10} {:>10} {:>12}",
+        "path", "requests", "errors", "2xx req/s", "p50", "p90", "p99", "max", "CPU/request"
     );
     for r in [gateway, direct].into_iter().flatten() {
         println!(
-            "{:<8} {:>10} {:>8} {:>12.0} {:>10} {:>10} {:>10} {:>10}",
+            "{:<8} {:>10} {:>8} {:>12.0} {:>10} {:>10} {:>10} {:>10} {:>12}",
             r.target,
             r.requests,
             r.errors,
@@ -275,7 +296,8 @@ fn print_table(args: &Args, gateway: Option<&LoadReport>, direct: Option<&LoadRe
             ms(r.percentile(50.0)),
             ms(r.percentile(90.0)),
             ms(r.percentile(99.0)),
-            ms(r.max())
+            ms(r.max()),
+            cpu_us(r)
         );
     }
     if let (Some(g), Some(d)) = (gateway, direct) {

@@ -324,6 +324,7 @@ impl MessageLog {
             .archiving
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
+        self.sync()?;
         let Some((start, end)) = self.archivable_range(cutoff_ms)? else {
             return Ok(ArchiveReport::default());
         };

@@ -36,6 +36,7 @@ impl MessageLog {
                 cp.size()
             )));
         }
+        self.sync()?;
         let txn = self.inner.db.begin_write()?;
         {
             let nodes = Nodes(txn.open_table(NODES)?);

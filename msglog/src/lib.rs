@@ -6,7 +6,9 @@
 //!
 //! - [`store`]: [`MessageLog`]: open, group-committed [`MessageLog::append`], roots and proofs,
 //!   records with their (decrypted) bodies, the message-id, time and subject indexes.
-//! - `writer` (private): the group-commit thread: many appends, one transaction, one fsync.
+//! - `writer` (private): the group-commit thread (many appends, one write-ahead frame, one
+//!   fsync) and the indexer thread that applies them to the database in large transactions.
+//! - `wal` (private): the write-ahead log's frames and segment files, and recovery at open.
 //! - [`history`]: checkpoints and their cosignatures, witness state of other servers' logs, our
 //!   witnesses' progress, the history of signed global configurations.
 //! - [`archive`]: retention: hash-linked archive files, reading archived records back, chain checks.
@@ -33,6 +35,7 @@ pub mod keys;
 pub mod report;
 pub mod store;
 mod tables;
+mod wal;
 mod writer;
 
 pub use archive::{ArchiveFile, ArchiveReport, ArchiveVerification, verify_archive_chain};

@@ -6,7 +6,7 @@
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::Ordering as AtomicOrdering;
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -26,7 +26,8 @@ use crate::tables::{
     CONFIGURATIONS, FORMAT_VERSION, META, META_BODY_KEY_CHECK, META_FORMAT, META_SALT, NODES,
     Nodes, RECORDS, WITNESS_STATE, WITNESSED, read_size, tree_error,
 };
-use crate::writer::{Counters, Job, Prepared, Writer};
+use crate::wal;
+use crate::writer::{self, IndexMsg, Indexer, Job, Prepared, Shared, Writer};
 
 /// How a message log is opened.
 #[derive(Clone)]
@@ -119,14 +120,20 @@ impl Pending {
 }
 
 /// Counters of the group-commit writer since the log was opened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct LogStats {
-    /// Write transactions committed (each one fsync).
+    /// Group commits made durable (each one write-ahead frame and one fsync).
     pub batches_committed: u64,
     /// Entries in them.
     pub entries_committed: u64,
-    /// Write transactions that failed (each failed all its appenders).
+    /// Group commits that failed (each failed all its appenders).
     pub batches_failed: u64,
+    /// Database transactions that applied group commits to the tables and indexes.
+    pub index_commits: u64,
+    /// Time spent writing and syncing group commits (the wait an appender shares).
+    pub sync_time: Duration,
+    /// Time spent in the database transactions of the indexer.
+    pub index_time: Duration,
 }
 
 /// A security server's message log in its own redb file. Cheap to clone; the writer thread
@@ -144,9 +151,11 @@ pub(crate) struct Inner {
     pub(crate) options: LogOptions,
     submit: Option<mpsc::Sender<Job>>,
     writer: Option<JoinHandle<()>>,
-    counters: Arc<Counters>,
-    /// Shared with the writer: set after a failed commit.
-    poisoned: Arc<std::sync::OnceLock<Arc<LogError>>>,
+    /// Readers ask the indexer through this to apply what is acknowledged.
+    index: Option<mpsc::SyncSender<IndexMsg>>,
+    indexer: Option<JoinHandle<()>>,
+    /// Shared with the writer and the indexer.
+    shared: Arc<Shared>,
     /// Held by `archive_before`, so two runs never archive the same range.
     pub(crate) archiving: Mutex<()>,
     /// The archive file read last (verified against the archives table when loaded).
@@ -164,40 +173,82 @@ impl std::fmt::Debug for Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        // Closing the channel ends the writer's loop once it has answered what is queued;
-        // joining it releases its handle on the database before ours goes.
+        // Closing the channel ends the writer's loop once it has answered what is queued; then
+        // the indexer applies what the writer handed on and ends. Joining both releases their
+        // handles on the database before ours goes.
         self.submit.take();
         if let Some(writer) = self.writer.take()
             && writer.join().is_err()
         {
             tracing::error!("the message log writer thread panicked");
         }
+        self.index.take();
+        if let Some(indexer) = self.indexer.take()
+            && indexer.join().is_err()
+        {
+            tracing::error!("the message log indexer thread panicked");
+        }
     }
 }
 
 impl MessageLog {
-    /// Opens the log at `path`, creating the file if there is none.
+    /// Opens the log at `path`, creating the file if there is none, and applies to it what its
+    /// write-ahead log (`<path>-wal/`) holds beyond it.
     pub fn open(path: &Path, options: LogOptions) -> Result<MessageLog, LogError> {
         let db = Arc::new(Database::builder().create(path)?);
         let salt = initialise(&db, options.body_key.as_ref())?;
         let cipher = Arc::new(BodyCipher::new(options.body_key.as_ref(), &salt)?);
 
-        let frontier = {
+        let mut frontier = {
             let txn = db.begin_read()?;
             let nodes = Nodes(txn.open_table(NODES)?);
             CompactRange::from_source(&nodes, read_size(&nodes.0)?).map_err(tree_error)?
         };
-        let counters = Arc::new(Counters::default());
-        let (submit, jobs) = mpsc::channel();
-        let poisoned = Arc::new(std::sync::OnceLock::new());
-        let writer = Writer {
-            poisoned: Arc::clone(&poisoned),
+        let wal_dir = wal::dir_of(path);
+        wal::create_dir(&wal_dir)?;
+        let recovered = wal::recover(&wal_dir, frontier.size(), |index, bytes| {
+            let record = decode_record(index, bytes)?;
+            Ok((record.message_id, record.logged_at_ms))
+        })?;
+        if !recovered.is_empty() {
+            tracing::info!(
+                records = recovered.len(),
+                from = frontier.size(),
+                "applying the message log's write-ahead log to its database"
+            );
+            for chunk in recovered.chunks(writer::INDEX_MAX_ENTRIES) {
+                writer::apply(&db, &mut frontier, chunk)?;
+            }
+        }
+        wal::remove_segments(&wal_dir)?;
+        let size = frontier.size();
+        let segment = wal::Segment::create(&wal_dir, size)?;
+
+        let shared = Arc::new(Shared::default());
+        shared.acked.store(size, AtomicOrdering::Release);
+        shared.indexed.store(size, AtomicOrdering::Release);
+        let (index, messages) = mpsc::sync_channel(writer::INDEX_QUEUE);
+        let indexer = Indexer {
+            shared: Arc::clone(&shared),
             db: Arc::clone(&db),
             frontier,
+            pending: Vec::new(),
+            closed: Vec::new(),
+        };
+        let indexer = std::thread::Builder::new()
+            .name("msglog-indexer".into())
+            .spawn(move || indexer.run(messages))
+            .map_err(LogError::io(path))?;
+        let (submit, jobs) = mpsc::channel();
+        let writer = Writer {
+            shared: Arc::clone(&shared),
+            segment,
+            next: size,
             cipher: Arc::clone(&cipher),
+            indexer: index.clone(),
             max_batch: options.max_batch,
             linger: options.group_commit_linger,
-            counters: Arc::clone(&counters),
+            frame: Vec::new(),
         };
         let writer = std::thread::Builder::new()
             .name("msglog-writer".into())
@@ -212,12 +263,35 @@ impl MessageLog {
                 options,
                 submit: Some(submit),
                 writer: Some(writer),
-                counters,
-                poisoned,
+                index: Some(index),
+                indexer: Some(indexer),
+                shared,
                 archiving: Mutex::new(()),
                 archive_cache: Mutex::new(None),
             }),
         })
+    }
+
+    /// Waits until the database holds every record acknowledged so far (the indexer applies
+    /// them in the background). Every read calls this first, so reads see every append that
+    /// returned before them.
+    pub(crate) fn sync(&self) -> Result<(), LogError> {
+        let shared = &self.inner.shared;
+        if let Some(e) = shared.index_failed.get() {
+            return Err(LogError::BatchFailed(Arc::clone(e)));
+        }
+        let acked = shared.acked.load(AtomicOrdering::Acquire);
+        if shared.indexed.load(AtomicOrdering::Acquire) >= acked {
+            return Ok(());
+        }
+        let (reply, done) = mpsc::sync_channel(1);
+        self.inner
+            .index
+            .as_ref()
+            .ok_or(LogError::Closed)?
+            .send(IndexMsg::Sync(reply))
+            .map_err(|_| LogError::Closed)?;
+        done.recv().map_err(|_| LogError::Closed)?
     }
 
     /// Appends one record; returns its leaf index once the record is durable.
@@ -230,7 +304,7 @@ impl MessageLog {
     /// the log accepts nothing more), so a request can be enqueued before it is passed on and the
     /// exchange waits only for its response record. Refused at once if the log has failed.
     pub fn enqueue(&self, entry: Entry) -> Result<Pending, LogError> {
-        if let Some(e) = self.inner.poisoned.get() {
+        if let Some(e) = self.inner.shared.poisoned.get() {
             return Err(LogError::BatchFailed(Arc::clone(e)));
         }
         let prepared = self.prepare(entry)?;
@@ -308,11 +382,14 @@ impl MessageLog {
 
     /// The writer's counters since this log was opened.
     pub fn stats(&self) -> LogStats {
-        let c = &self.inner.counters;
+        let c = &self.inner.shared.counters;
         LogStats {
-            batches_committed: c.batches.load(Ordering::Relaxed),
-            entries_committed: c.entries.load(Ordering::Relaxed),
-            batches_failed: c.failed_batches.load(Ordering::Relaxed),
+            batches_committed: c.batches.load(AtomicOrdering::Relaxed),
+            entries_committed: c.entries.load(AtomicOrdering::Relaxed),
+            batches_failed: c.failed_batches.load(AtomicOrdering::Relaxed),
+            index_commits: c.index_commits.load(AtomicOrdering::Relaxed),
+            sync_time: Duration::from_micros(c.sync_micros.load(AtomicOrdering::Relaxed)),
+            index_time: Duration::from_micros(c.index_micros.load(AtomicOrdering::Relaxed)),
         }
     }
 
@@ -323,12 +400,14 @@ impl MessageLog {
 
     /// The number of records ever appended (archived ones included).
     pub fn size(&self) -> Result<u64, LogError> {
+        self.sync()?;
         let txn = self.inner.db.begin_read()?;
         read_size(&txn.open_table(NODES)?)
     }
 
     /// The Merkle tree root of the first `size` records.
     pub fn root(&self, size: u64) -> Result<Hash, LogError> {
+        self.sync()?;
         let txn = self.inner.db.begin_read()?;
         let nodes = Nodes(txn.open_table(NODES)?);
         check_size(read_size(&nodes.0)?, "tree size", size)?;
@@ -337,6 +416,7 @@ impl MessageLog {
 
     /// The inclusion proof of record `index` in the tree of `size` records.
     pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, LogError> {
+        self.sync()?;
         let txn = self.inner.db.begin_read()?;
         let nodes = Nodes(txn.open_table(NODES)?);
         check_size(read_size(&nodes.0)?, "tree size", size)?;
@@ -345,6 +425,7 @@ impl MessageLog {
 
     /// The consistency proof from the tree of `old_size` records to the tree of `new_size`.
     pub fn consistency_proof(&self, old_size: u64, new_size: u64) -> Result<Vec<Hash>, LogError> {
+        self.sync()?;
         let txn = self.inner.db.begin_read()?;
         let nodes = Nodes(txn.open_table(NODES)?);
         check_size(read_size(&nodes.0)?, "tree size", new_size)?;
@@ -356,6 +437,7 @@ impl MessageLog {
     /// no such index. A body that does not decrypt or does not match the record's hash is an
     /// error, never a missing body.
     pub fn record(&self, index: u64) -> Result<Option<StoredRecord>, LogError> {
+        self.sync()?;
         let txn = self.inner.db.begin_read()?;
         if let Some(bytes) = txn.open_table(RECORDS)?.get(index)? {
             let record_bytes = bytes.value().to_vec();
@@ -429,6 +511,7 @@ impl MessageLog {
 
     /// The records of one X-Road-Id (request and response, both sides), in index order.
     pub fn find_by_message_id(&self, message_id: &str) -> Result<Vec<u64>, LogError> {
+        self.sync()?;
         let txn = self.inner.db.begin_read()?;
         let table = txn.open_table(BY_MESSAGE_ID)?;
         let mut out = Vec::new();
@@ -440,6 +523,7 @@ impl MessageLog {
 
     /// The records logged in `[from_ms, to_ms)` (Unix milliseconds), in index order.
     pub fn find_by_time(&self, from_ms: i64, to_ms: i64) -> Result<Vec<u64>, LogError> {
+        self.sync()?;
         if from_ms >= to_ms {
             return Ok(Vec::new());
         }
@@ -475,6 +559,7 @@ impl MessageLog {
         limit: usize,
         newest_first: bool,
     ) -> Result<Vec<u64>, LogError> {
+        self.sync()?;
         let hash = self.subject_hash(subject);
         let txn = self.inner.db.begin_read()?;
         let table = txn.open_table(BY_SUBJECT)?;
