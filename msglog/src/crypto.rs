@@ -7,14 +7,18 @@
 //! | byte 0 | rest |
 //! |---|---|
 //! | `0` | the body, plain (the log was written without a body key) |
-//! | `1` | ChaCha20-Poly1305 ciphertext ‖ 16-byte tag |
+//! | `1` | ChaCha20-Poly1305 ciphertext ‖ 16-byte tag, epoch 0 (written by earlier versions) |
+//! | `2` | epoch (u32 BE) ‖ ChaCha20-Poly1305 ciphertext ‖ 16-byte tag |
 //!
 //! The AEAD key is not the configured body key itself but
 //! `HMAC-SHA256(body key, "xroad-rs/msglog/body-key/v1\0" ‖ salt)`, where the salt is 32 random
-//! bytes made when the database was created. The nonce is `0x00000000 ‖ leaf index (u64 BE)` and
-//! the associated data the leaf index (u64 BE): unique per index within one database, and the salt
-//! keeps it unique when a database is recreated with the same key file (indexes restart at 0,
-//! the derived key does not repeat). A body moved to another index does not open.
+//! bytes made when the database was created. The nonce is `epoch (u32 BE) ‖ leaf index (u64 BE)`
+//! and the associated data the leaf index (u64 BE). The epoch counts the opens of the database
+//! (from 1; stored in `meta`), so a nonce is never used twice even when an index is: a group
+//! commit cut short by a crash was never acknowledged, and its indexes go to other records after
+//! the restart, while its sealed bodies may still lie on the disk. The salt keeps nonces unique
+//! when a database is recreated with the same key file. A body moved to another index does not
+//! open.
 //!
 //! Whatever the format, a body read back must also hash to its record's `body_sha256`, so
 //! a plain body altered in storage is caught as well.
@@ -32,8 +36,10 @@ use crate::LogError;
 
 /// A stored body value is `FORMAT_PLAIN ‖ body`.
 pub(crate) const FORMAT_PLAIN: u8 = 0;
-/// A stored body value is `FORMAT_CHACHA20_POLY1305 ‖ ciphertext ‖ tag`.
+/// A stored body value is `FORMAT_CHACHA20_POLY1305 ‖ ciphertext ‖ tag` (epoch 0); read only.
 pub(crate) const FORMAT_CHACHA20_POLY1305: u8 = 1;
+/// A stored body value is `FORMAT_CHACHA20_POLY1305_EPOCH ‖ epoch ‖ ciphertext ‖ tag`.
+pub(crate) const FORMAT_CHACHA20_POLY1305_EPOCH: u8 = 2;
 
 const BODY_KEY_LABEL: &[u8] = b"xroad-rs/msglog/body-key/v1\0";
 const KEY_CHECK_LABEL: &[u8] = b"xroad-rs/msglog/body-key-check/v1\0";
@@ -62,19 +68,27 @@ impl OpenError {
 /// How this log stores bodies: sealed under the derived key, or plain.
 pub(crate) struct BodyCipher {
     key: Option<LessSafeKey>,
+    /// The epoch of this open of the database; part of every nonce sealed now.
+    epoch: u32,
 }
 
 impl std::fmt::Debug for BodyCipher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BodyCipher")
             .field("encrypting", &self.key.is_some())
+            .field("epoch", &self.epoch)
             .finish()
     }
 }
 
 impl BodyCipher {
-    /// `body_key` as configured (None: store plain), `salt` the database's.
-    pub(crate) fn new(body_key: Option<&[u8; 32]>, salt: &[u8; 32]) -> Result<Self, LogError> {
+    /// `body_key` as configured (None: store plain), `salt` the database's, `epoch` this open's
+    /// (at least 1, never used before with this salt).
+    pub(crate) fn new(
+        body_key: Option<&[u8; 32]>,
+        salt: &[u8; 32],
+        epoch: u32,
+    ) -> Result<Self, LogError> {
         let key = match body_key {
             None => None,
             Some(k) => {
@@ -85,7 +99,7 @@ impl BodyCipher {
                 Some(LessSafeKey::new(unbound))
             }
         };
-        Ok(BodyCipher { key })
+        Ok(BodyCipher { key, epoch })
     }
 
     /// The value to store for `body` at leaf `index`.
@@ -96,13 +110,19 @@ impl BodyCipher {
             out.extend_from_slice(body);
             return Ok(out);
         };
-        let mut out = Vec::with_capacity(1 + body.len() + aead::MAX_TAG_LEN);
-        out.push(FORMAT_CHACHA20_POLY1305);
+        const HEAD: usize = 1 + 4;
+        let mut out = Vec::with_capacity(HEAD + body.len() + aead::MAX_TAG_LEN);
+        out.push(FORMAT_CHACHA20_POLY1305_EPOCH);
+        out.extend_from_slice(&self.epoch.to_be_bytes());
         out.extend_from_slice(body);
         let index_bytes = index.to_be_bytes();
         // Sealing only fails for inputs above ChaCha20's 256 GiB limit.
         let tag = key
-            .seal_in_place_separate_tag(nonce(index), Aad::from(index_bytes), &mut out[1..])
+            .seal_in_place_separate_tag(
+                nonce(self.epoch, index),
+                Aad::from(index_bytes),
+                &mut out[HEAD..],
+            )
             .map_err(|_| LogError::InvalidEntry("body too large to encrypt".into()))?;
         out.extend_from_slice(tag.as_ref());
         Ok(out)
@@ -113,18 +133,30 @@ impl BodyCipher {
         let (&format, rest) = stored.split_first().ok_or(OpenError::Format)?;
         match format {
             FORMAT_PLAIN => Ok(rest.to_vec()),
-            FORMAT_CHACHA20_POLY1305 => {
-                let key = self.key.as_ref().ok_or(OpenError::NoKey)?;
-                let mut buf = rest.to_vec();
-                let plain_len = key
-                    .open_in_place(nonce(index), Aad::from(index.to_be_bytes()), &mut buf)
-                    .map_err(|_| OpenError::Authentication)?
-                    .len();
-                buf.truncate(plain_len);
-                Ok(buf)
+            FORMAT_CHACHA20_POLY1305 => self.open_sealed(0, index, rest),
+            FORMAT_CHACHA20_POLY1305_EPOCH => {
+                let (epoch, sealed) = rest.split_first_chunk::<4>().ok_or(OpenError::Format)?;
+                self.open_sealed(u32::from_be_bytes(*epoch), index, sealed)
             }
             _ => Err(OpenError::Format),
         }
+    }
+}
+
+impl BodyCipher {
+    fn open_sealed(&self, epoch: u32, index: u64, sealed: &[u8]) -> Result<Vec<u8>, OpenError> {
+        let key = self.key.as_ref().ok_or(OpenError::NoKey)?;
+        let mut buf = sealed.to_vec();
+        let plain_len = key
+            .open_in_place(
+                nonce(epoch, index),
+                Aad::from(index.to_be_bytes()),
+                &mut buf,
+            )
+            .map_err(|_| OpenError::Authentication)?
+            .len();
+        buf.truncate(plain_len);
+        Ok(buf)
     }
 }
 
@@ -142,8 +174,9 @@ pub(crate) fn sha256(data: &[u8]) -> [u8; 32] {
     Sha256::digest(data).into()
 }
 
-fn nonce(index: u64) -> Nonce {
+fn nonce(epoch: u32, index: u64) -> Nonce {
     let mut n = [0u8; aead::NONCE_LEN];
+    n[..4].copy_from_slice(&epoch.to_be_bytes());
     n[4..].copy_from_slice(&index.to_be_bytes());
     Nonce::assume_unique_for_key(n)
 }
@@ -176,21 +209,26 @@ mod tests {
     #[test]
     fn sealed_bodies_open_only_at_their_index_with_their_key() {
         let salt = [9; 32];
-        let cipher = BodyCipher::new(Some(&[1; 32]), &salt).unwrap();
+        let cipher = BodyCipher::new(Some(&[1; 32]), &salt, 3).unwrap();
         let sealed = cipher.seal(7, b"hello body").unwrap();
-        assert_eq!(sealed[0], FORMAT_CHACHA20_POLY1305);
-        assert_eq!(sealed.len(), 1 + 10 + 16);
+        assert_eq!(sealed[0], FORMAT_CHACHA20_POLY1305_EPOCH);
+        assert_eq!(sealed[1..5], 3u32.to_be_bytes());
+        assert_eq!(sealed.len(), 1 + 4 + 10 + 16);
         assert!(!sealed.windows(10).any(|w| w == b"hello body"));
         assert_eq!(cipher.open(7, &sealed).unwrap(), b"hello body");
         assert_eq!(cipher.open(8, &sealed), Err(OpenError::Authentication));
-        let other_key = BodyCipher::new(Some(&[2; 32]), &salt).unwrap();
+        // A later open (another epoch) reads it, with the epoch stored beside it.
+        let later = BodyCipher::new(Some(&[1; 32]), &salt, 4).unwrap();
+        assert_eq!(later.open(7, &sealed).unwrap(), b"hello body");
+        let other_key = BodyCipher::new(Some(&[2; 32]), &salt, 3).unwrap();
         assert_eq!(other_key.open(7, &sealed), Err(OpenError::Authentication));
-        let other_salt = BodyCipher::new(Some(&[1; 32]), &[8; 32]).unwrap();
+        let other_salt = BodyCipher::new(Some(&[1; 32]), &[8; 32], 3).unwrap();
         assert_eq!(other_salt.open(7, &sealed), Err(OpenError::Authentication));
         assert_eq!(
-            BodyCipher::new(None, &salt).unwrap().open(7, &sealed),
+            BodyCipher::new(None, &salt, 3).unwrap().open(7, &sealed),
             Err(OpenError::NoKey)
         );
+        assert_eq!(cipher.open(7, &sealed[..4]), Err(OpenError::Format));
         for i in 1..sealed.len() {
             let mut bad = sealed.clone();
             bad[i] ^= 1;
@@ -203,17 +241,45 @@ mod tests {
     }
 
     #[test]
-    fn same_body_at_two_indexes_seals_differently() {
-        let cipher = BodyCipher::new(Some(&[1; 32]), &[0; 32]).unwrap();
-        assert_ne!(
-            cipher.seal(1, b"same").unwrap(),
-            cipher.seal(2, b"same").unwrap()
+    fn same_body_at_two_indexes_or_in_two_epochs_seals_differently() {
+        let cipher = BodyCipher::new(Some(&[1; 32]), &[0; 32], 1).unwrap();
+        let next_open = BodyCipher::new(Some(&[1; 32]), &[0; 32], 2).unwrap();
+        let a = cipher.seal(1, b"same").unwrap();
+        assert_ne!(a, cipher.seal(2, b"same").unwrap());
+        // An index sealed again after a restart gets a fresh nonce: the keystreams differ.
+        let b = next_open.seal(1, b"same").unwrap();
+        assert_ne!(a[5..], b[5..]);
+    }
+
+    #[test]
+    fn bodies_sealed_by_earlier_versions_still_open() {
+        // Format 1: nonce 0x00000000 ‖ index, no epoch stored.
+        let salt = [5; 32];
+        let key = LessSafeKey::new(
+            UnboundKey::new(
+                &CHACHA20_POLY1305,
+                &hmac_sha256(&[1; 32], &[BODY_KEY_LABEL, &salt]),
+            )
+            .unwrap(),
         );
+        let mut stored = vec![FORMAT_CHACHA20_POLY1305];
+        stored.extend_from_slice(b"old body");
+        let tag = key
+            .seal_in_place_separate_tag(
+                nonce(0, 9),
+                Aad::from(9u64.to_be_bytes()),
+                &mut stored[1..],
+            )
+            .unwrap();
+        stored.extend_from_slice(tag.as_ref());
+        let cipher = BodyCipher::new(Some(&[1; 32]), &salt, 7).unwrap();
+        assert_eq!(cipher.open(9, &stored).unwrap(), b"old body");
+        assert_eq!(cipher.open(8, &stored), Err(OpenError::Authentication));
     }
 
     #[test]
     fn plain_bodies_carry_a_format_byte() {
-        let cipher = BodyCipher::new(None, &[0; 32]).unwrap();
+        let cipher = BodyCipher::new(None, &[0; 32], 1).unwrap();
         let stored = cipher.seal(3, b"abc").unwrap();
         assert_eq!(stored, b"\0abc");
         assert_eq!(cipher.open(3, &stored).unwrap(), b"abc");

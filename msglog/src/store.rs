@@ -23,8 +23,8 @@ use crate::archive::LoadedArchive;
 use crate::crypto::{self, BodyCipher};
 use crate::tables::{
     ARCHIVES, BODIES, BY_MESSAGE_ID, BY_SUBJECT, BY_TIME, CHECKPOINTS, CONF_BY_TIME,
-    CONFIGURATIONS, FORMAT_VERSION, META, META_BODY_KEY_CHECK, META_FORMAT, META_SALT, NODES,
-    Nodes, RECORDS, WITNESS_STATE, WITNESSED, read_size, tree_error,
+    CONFIGURATIONS, FORMAT_VERSION, META, META_BODY_KEY_CHECK, META_FORMAT, META_OPEN_EPOCH,
+    META_SALT, NODES, Nodes, RECORDS, WITNESS_STATE, WITNESSED, read_size, tree_error,
 };
 use crate::wal;
 use crate::writer::{self, IndexMsg, Indexer, Job, Prepared, Shared, Writer};
@@ -196,8 +196,8 @@ impl MessageLog {
     /// write-ahead log (`<path>-wal/`) holds beyond it.
     pub fn open(path: &Path, options: LogOptions) -> Result<MessageLog, LogError> {
         let db = Arc::new(Database::builder().create(path)?);
-        let salt = initialise(&db, options.body_key.as_ref())?;
-        let cipher = Arc::new(BodyCipher::new(options.body_key.as_ref(), &salt)?);
+        let (salt, epoch) = initialise(&db, options.body_key.as_ref())?;
+        let cipher = Arc::new(BodyCipher::new(options.body_key.as_ref(), &salt, epoch)?);
 
         let mut frontier = {
             let txn = db.begin_read()?;
@@ -583,10 +583,11 @@ impl MessageLog {
 }
 
 /// Creates the tables and the meta entries of a new database; checks those of an existing one.
-/// Returns the database's salt.
-fn initialise(db: &Database, body_key: Option<&[u8; 32]>) -> Result<[u8; 32], LogError> {
+/// Returns the database's salt and the epoch of this open (the previous one plus one, durable
+/// before any body is sealed with it).
+fn initialise(db: &Database, body_key: Option<&[u8; 32]>) -> Result<([u8; 32], u32), LogError> {
     let txn = db.begin_write()?;
-    let salt = {
+    let (salt, epoch) = {
         txn.open_table(RECORDS)?;
         txn.open_table(BODIES)?;
         txn.open_table(NODES)?;
@@ -638,10 +639,20 @@ fn initialise(db: &Database, body_key: Option<&[u8; 32]>) -> Result<[u8; 32], Lo
                  new bodies are stored plain, earlier ones cannot be read"
             );
         }
-        salt
+        let previous = match meta.get(META_OPEN_EPOCH)? {
+            None => 0,
+            Some(v) => <[u8; 4]>::try_from(v.value())
+                .map(u32::from_be_bytes)
+                .map_err(|_| LogError::corrupt("meta.open_epoch is not 4 bytes"))?,
+        };
+        let epoch = previous
+            .checked_add(1)
+            .ok_or_else(|| LogError::corrupt("meta.open_epoch has no successor"))?;
+        meta.insert(META_OPEN_EPOCH, epoch.to_be_bytes().as_slice())?;
+        (salt, epoch)
     };
     txn.commit()?;
-    Ok(salt)
+    Ok((salt, epoch))
 }
 
 fn check_size(log_size: u64, what: &'static str, size: u64) -> Result<(), LogError> {

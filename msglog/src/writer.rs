@@ -459,7 +459,7 @@ mod tests {
             shared: Arc::clone(&shared),
             segment: Segment::create(dir.path(), 0).unwrap(),
             next: 0,
-            cipher: Arc::new(BodyCipher::new(None, &[0; 32]).unwrap()),
+            cipher: Arc::new(BodyCipher::new(None, &[0; 32], 1).unwrap()),
             indexer: index,
             max_batch: 16,
             linger: Duration::ZERO,

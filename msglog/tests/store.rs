@@ -169,6 +169,7 @@ async fn bodies_are_encrypted_at_rest_and_decrypt_on_read() {
     assert_eq!(log.record(0).unwrap().unwrap().body.unwrap(), plaintext);
     drop(log);
     assert!(!file_contains(&path, plaintext));
+    assert!(!wal_contains(&path, plaintext));
     assert_eq!(
         open(&path).record(0).unwrap().unwrap().body.unwrap(),
         plaintext
@@ -190,6 +191,87 @@ async fn bodies_are_encrypted_at_rest_and_decrypt_on_read() {
         .unwrap();
     drop(plain);
     assert!(file_contains(&plain_path, plaintext));
+    assert!(wal_contains(&plain_path, plaintext));
+}
+
+/// Whether any write-ahead segment of the log at `path` holds `needle`.
+fn wal_contains(path: &std::path::Path, needle: &[u8]) -> bool {
+    let mut dir = path.as_os_str().to_owned();
+    dir.push("-wal");
+    let segments: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(!segments.is_empty(), "the log keeps its current segment");
+    segments.iter().any(|p| file_contains(p, needle))
+}
+
+/// The state a crash leaves: the database as it was before some appends (their index
+/// transaction never ran), and the write-ahead segments that acknowledged them.
+#[tokio::test]
+async fn records_only_in_the_write_ahead_log_are_applied_when_the_log_is_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("messagelog.redb");
+    let wal = dir.path().join("messagelog.redb-wal");
+    let log = open(&path);
+    append_n(&log, 5).await;
+    // Reads apply everything acknowledged, so the database now holds 5 records.
+    assert_eq!(log.size().unwrap(), 5);
+    let before_crash = std::fs::read(&path).unwrap();
+    let mut expected = Vec::new();
+    for i in 5..12 {
+        let body = format!("acknowledged body {i}");
+        log.append(plain_entry(i, Some(body.as_bytes()), Some("JP-1")))
+            .await
+            .unwrap();
+        expected.push(body);
+    }
+    let segments: Vec<_> = std::fs::read_dir(&wal)
+        .unwrap()
+        .map(|e| {
+            let p = e.unwrap().path();
+            (p.clone(), std::fs::read(p).unwrap())
+        })
+        .collect();
+    let root = log.root(12).unwrap();
+    drop(log);
+
+    std::fs::write(&path, before_crash).unwrap();
+    std::fs::remove_dir_all(&wal).unwrap();
+    std::fs::create_dir(&wal).unwrap();
+    for (p, bytes) in &segments {
+        std::fs::write(p, bytes).unwrap();
+    }
+    let log = open(&path);
+    assert_eq!(log.size().unwrap(), 12);
+    assert_eq!(log.root(12).unwrap(), root);
+    for (i, body) in (5..12).zip(&expected) {
+        let stored = log.record(i).unwrap().unwrap();
+        assert_eq!(stored.body.unwrap(), body.as_bytes());
+        assert_eq!(
+            log.find_by_message_id(&format!("msg-{i}")).unwrap(),
+            vec![i]
+        );
+    }
+    assert_eq!(
+        log.find_by_subject("JP-1").unwrap(),
+        (5..12).collect::<Vec<_>>()
+    );
+    // Recovered once: reopening again changes nothing, and appends go on after them.
+    drop(log);
+    let log = open(&path);
+    assert_eq!(log.size().unwrap(), 12);
+    assert_eq!(
+        log.append(plain_entry(12, Some(b"next"), None))
+            .await
+            .unwrap(),
+        12
+    );
+    assert_eq!(log.record(12).unwrap().unwrap().body.unwrap(), b"next");
+    assert_eq!(
+        log.record(6).unwrap().unwrap().body.unwrap(),
+        expected[1].as_bytes()
+    );
 }
 
 fn tamper(path: &std::path::Path, table: TableDefinition<u64, &[u8]>, index: u64, byte: usize) {
