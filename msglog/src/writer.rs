@@ -43,7 +43,7 @@ pub(crate) const INDEX_INTERVAL: Duration = Duration::from_millis(100);
 /// The indexer applies what it holds once this many entries wait.
 pub(crate) const INDEX_MAX_ENTRIES: usize = 16_384;
 /// Group commits the writer may hand on before the indexer has taken them (then it waits).
-pub(crate) const INDEX_QUEUE: usize = 1024;
+pub(crate) const INDEX_QUEUE: usize = 256;
 
 /// One entry, prepared by its appender.
 #[derive(Debug)]
