@@ -259,6 +259,8 @@ pub(crate) struct Segment {
     len: u64,
     /// Bytes of the file (frames, then zeros).
     allocated: u64,
+    /// The segment is full at this many bytes of frames ([`SEGMENT_BYTES`] but in tests).
+    limit: u64,
 }
 
 impl Segment {
@@ -278,7 +280,15 @@ impl Segment {
             file,
             len: 0,
             allocated: 0,
+            limit: SEGMENT_BYTES,
         })
+    }
+
+    /// The same with another size limit, so that tests can fill segments.
+    #[cfg(test)]
+    pub(crate) fn with_limit(mut self, limit: u64) -> Segment {
+        self.limit = limit;
+        self
     }
 
     /// A segment over an already open file (tests use one that fails every write).
@@ -290,6 +300,7 @@ impl Segment {
             file,
             len: 0,
             allocated: 0,
+            limit: SEGMENT_BYTES,
         }
     }
 
@@ -298,10 +309,15 @@ impl Segment {
         &self.path
     }
 
+    fn limited_like(mut self, other: &Segment) -> Segment {
+        self.limit = other.limit;
+        self
+    }
+
     /// Writes one frame and waits until it is on disk.
     pub(crate) fn append(&mut self, frame: &[u8]) -> Result<(), LogError> {
         let end = self.len + frame.len() as u64;
-        if end + PREALLOCATE / 4 > self.allocated && self.allocated < SEGMENT_BYTES {
+        if end + PREALLOCATE / 4 > self.allocated && self.allocated < self.limit {
             self.preallocate(end)?;
         }
         self.file
@@ -333,12 +349,12 @@ impl Segment {
 
     /// Whether this segment is full, so the next frame begins a new one.
     pub(crate) fn is_full(&self) -> bool {
-        self.len >= SEGMENT_BYTES
+        self.len >= self.limit
     }
 
     /// Begins the next segment at index `first`; returns the path of the one closed.
     pub(crate) fn rotate(&mut self, first: u64) -> Result<PathBuf, LogError> {
-        let next = Segment::create(&self.dir, first)?;
+        let next = Segment::create(&self.dir, first)?.limited_like(self);
         let old = std::mem::replace(self, next);
         Ok(old.path)
     }

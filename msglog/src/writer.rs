@@ -193,6 +193,13 @@ impl Writer {
     /// index of each job and the number of entries.
     fn commit(&mut self, batch: Vec<Vec<Prepared>>) -> Result<(Vec<u64>, u64), LogError> {
         let first = self.next;
+        // Before the frame, so that a failure here fails a batch that was not written.
+        if self.segment.is_full() {
+            let path = self.segment.rotate(first)?;
+            self.indexer
+                .send(IndexMsg::Closed { path, end: first })
+                .map_err(|_| LogError::Closed)?;
+        }
         let mut index = first;
         let mut firsts = Vec::with_capacity(batch.len());
         let mut entries = Vec::with_capacity(batch.iter().map(Vec::len).sum());
@@ -227,12 +234,6 @@ impl Writer {
             .map_err(|_| LogError::Closed)?;
         self.next = index;
         self.shared.acked.store(index, Ordering::Release);
-        if self.segment.is_full() {
-            let path = self.segment.rotate(index)?;
-            self.indexer
-                .send(IndexMsg::Closed { path, end: index })
-                .map_err(|_| LogError::Closed)?;
-        }
         Ok((firsts, index - first))
     }
 }
@@ -513,6 +514,58 @@ mod tests {
         assert_eq!(tail, wal::Tail::Clean);
         assert_eq!(frames.len(), 1);
         assert_eq!(frames[0].entries.len(), 1);
+    }
+
+    #[test]
+    fn a_full_segment_is_closed_before_the_next_frame_and_recovery_reads_across_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let (index, messages) = mpsc::sync_channel(64);
+        let mut writer = Writer {
+            shared: Arc::new(Shared::default()),
+            segment: Segment::create(dir.path(), 0).unwrap().with_limit(150),
+            next: 0,
+            cipher: Arc::new(BodyCipher::new(Some(&[7; 32]), &[0; 32], 1).unwrap()),
+            indexer: index,
+            max_batch: 16,
+            linger: Duration::ZERO,
+            frame: Vec::new(),
+        };
+        for n in 0..6 {
+            let (j, answer) = job(n);
+            writer.commit_and_answer(vec![j]);
+            assert_eq!(answer.blocking_recv().unwrap().unwrap(), u64::from(n));
+        }
+        let mut closed = Vec::new();
+        let mut batches = 0;
+        while let Ok(message) = messages.try_recv() {
+            match message {
+                IndexMsg::Batch { first, entries } => {
+                    assert_eq!((first, entries.len()), (batches, 1));
+                    batches += 1;
+                }
+                IndexMsg::Closed { path, end } => {
+                    assert_eq!(end, batches, "closed before the next frame");
+                    closed.push(path);
+                }
+                IndexMsg::Sync(_) => unreachable!(),
+            }
+        }
+        assert_eq!(batches, 6);
+        assert!(closed.len() >= 2, "{closed:?}");
+        assert_eq!(
+            wal::list_segments(dir.path()).unwrap().len(),
+            closed.len() + 1
+        );
+        let recovered = wal::recover(dir.path(), 0, |i, _| Ok((format!("m{i}"), 0))).unwrap();
+        assert_eq!(recovered.len(), 6);
+        let cipher = BodyCipher::new(Some(&[7; 32]), &[0; 32], 2).unwrap();
+        for (i, e) in recovered.iter().enumerate() {
+            assert_eq!(e.record_bytes, vec![i as u8; 10]);
+            let body = cipher
+                .open(i as u64, e.stored_body.as_ref().unwrap())
+                .unwrap();
+            assert_eq!(body, b"body");
+        }
     }
 
     fn indexer_over(
