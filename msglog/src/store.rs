@@ -370,6 +370,13 @@ impl MessageLog {
             ));
         }
         let record_bytes = record.encode_to_vec();
+        if record_bytes.len() > wal::MAX_ENTRY_PART
+            || body.as_ref().is_some_and(|b| b.len() > wal::MAX_ENTRY_PART)
+        {
+            return Err(LogError::InvalidEntry(
+                "a record or body of 4 GiB or more cannot be logged".into(),
+            ));
+        }
         Ok(Prepared {
             leaf: tlog::leaf_hash(&record_bytes),
             record_bytes,

@@ -22,7 +22,7 @@
 //! (encrypted when the log has a body key) when they are written here.
 //!
 //! ```text
-//! frame   = "XRWL" | payload length u32 | first index u64 | entry count u32 | payload
+//! frame   = "XRWL" | payload length u64 | first index u64 | entry count u32 | payload
 //!           | SHA-256 of everything before it (32 bytes)
 //! entry   = record length u32 | record bytes | flags u8 (1: subject, 2: body)
 //!           | [subject HMAC (32)] | [stored body length u32 | stored body]
@@ -39,12 +39,14 @@ use tlog::Hash;
 use crate::LogError;
 
 const MAGIC: [u8; 4] = *b"XRWL";
-const HEADER_LEN: usize = 4 + 4 + 8 + 4;
+const HEADER_LEN: usize = 4 + 8 + 8 + 4;
 const SUM_LEN: usize = 32;
 const FLAG_SUBJECT: u8 = 1;
 const FLAG_BODY: u8 = 2;
 /// A segment is closed, and a new one begun, once it holds this many bytes.
 pub(crate) const SEGMENT_BYTES: u64 = 64 << 20;
+/// The largest record or stored body an entry may hold (its length is a u32).
+pub(crate) const MAX_ENTRY_PART: usize = u32::MAX as usize - 64;
 /// How far ahead of the frames a segment is filled with zeros, and in what steps.
 pub(crate) const PREALLOCATE: u64 = 4 << 20;
 
@@ -64,7 +66,7 @@ pub(crate) struct IndexEntry {
 pub(crate) fn encode_frame(first: u64, entries: &[IndexEntry], out: &mut Vec<u8>) {
     let start = out.len();
     out.extend_from_slice(&MAGIC);
-    out.extend_from_slice(&[0; 4]); // payload length, filled in below
+    out.extend_from_slice(&[0; 8]); // payload length, filled in below
     out.extend_from_slice(&first.to_le_bytes());
     out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
     let payload_start = out.len();
@@ -86,8 +88,8 @@ pub(crate) fn encode_frame(first: u64, entries: &[IndexEntry], out: &mut Vec<u8>
             out.extend_from_slice(body);
         }
     }
-    let payload_len = (out.len() - payload_start) as u32;
-    out[start + 4..start + 8].copy_from_slice(&payload_len.to_le_bytes());
+    let payload_len = (out.len() - payload_start) as u64;
+    out[start + 4..start + 12].copy_from_slice(&payload_len.to_le_bytes());
     let sum = Sha256::digest(&out[start..]);
     out.extend_from_slice(&sum);
 }
@@ -140,9 +142,9 @@ fn parse_frame(bytes: &[u8]) -> Result<(Frame<'_>, usize), &'static str> {
     if header[..4] != MAGIC {
         return Err("not a frame header");
     }
-    let payload_len = u32_at(header, 4) as usize;
-    let first = u64::from_le_bytes(header[8..16].try_into().map_err(|_| "header")?);
-    let count = u32_at(header, 16);
+    let payload_len = usize::try_from(u64_at(header, 4)).map_err(|_| "impossible frame length")?;
+    let first = u64_at(header, 12);
+    let count = u32_at(header, 20);
     let total = HEADER_LEN
         .checked_add(payload_len)
         .and_then(|n| n.checked_add(SUM_LEN))
@@ -194,6 +196,12 @@ fn take<'a>(rest: &mut &'a [u8], n: usize) -> Result<&'a [u8], &'static str> {
     let (head, tail) = rest.split_at(n);
     *rest = tail;
     Ok(head)
+}
+
+fn u64_at(bytes: &[u8], at: usize) -> u64 {
+    let mut b = [0; 8];
+    b.copy_from_slice(&bytes[at..at + 8]);
+    u64::from_le_bytes(b)
 }
 
 fn u32_at(bytes: &[u8], at: usize) -> u32 {
@@ -274,26 +282,11 @@ impl Segment {
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
         let file = options.open(&path).map_err(LogError::io(&path))?;
         sync_dir(dir)?;
-        Ok(Segment {
-            dir: dir.to_owned(),
-            path,
-            file,
-            len: 0,
-            allocated: 0,
-            limit: SEGMENT_BYTES,
-        })
+        Ok(Segment::over(dir, path, file))
     }
 
-    /// The same with another size limit, so that tests can fill segments.
-    #[cfg(test)]
-    pub(crate) fn with_limit(mut self, limit: u64) -> Segment {
-        self.limit = limit;
-        self
-    }
-
-    /// A segment over an already open file (tests use one that fails every write).
-    #[cfg(test)]
-    pub(crate) fn from_file(dir: &Path, path: PathBuf, file: File) -> Segment {
+    /// A new segment over an open, empty file.
+    pub(crate) fn over(dir: &Path, path: PathBuf, file: File) -> Segment {
         Segment {
             dir: dir.to_owned(),
             path,
@@ -304,14 +297,16 @@ impl Segment {
         }
     }
 
+    /// The same with another size limit, so that tests can fill segments.
+    #[cfg(test)]
+    pub(crate) fn with_limit(mut self, limit: u64) -> Segment {
+        self.limit = limit;
+        self
+    }
+
     #[cfg(test)]
     pub(crate) fn path(&self) -> &Path {
         &self.path
-    }
-
-    fn limited_like(mut self, other: &Segment) -> Segment {
-        self.limit = other.limit;
-        self
     }
 
     /// Writes one frame and waits until it is on disk.
@@ -354,7 +349,8 @@ impl Segment {
 
     /// Begins the next segment at index `first`; returns the path of the one closed.
     pub(crate) fn rotate(&mut self, first: u64) -> Result<PathBuf, LogError> {
-        let next = Segment::create(&self.dir, first)?.limited_like(self);
+        let mut next = Segment::create(&self.dir, first)?;
+        next.limit = self.limit;
         let old = std::mem::replace(self, next);
         Ok(old.path)
     }

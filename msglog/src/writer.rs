@@ -35,6 +35,8 @@ use crate::crypto::BodyCipher;
 use crate::tables::{BODIES, BY_MESSAGE_ID, BY_SUBJECT, BY_TIME, NODES, RECORDS};
 use crate::wal::{self, IndexEntry, Segment};
 
+/// A group commit takes no further jobs once its records and bodies reach this many bytes.
+const MAX_BATCH_BYTES: usize = 64 << 20;
 /// While lingering, the writer stops waiting when no job arrived for this long.
 const LINGER_GAP: Duration = Duration::from_micros(50);
 /// The longest an acknowledged entry waits before the indexer applies it to the database
@@ -125,10 +127,11 @@ impl Writer {
         let mut concurrent = false;
         while let Ok(first) = jobs.recv() {
             let mut pending = first.entries.len();
+            let mut bytes = job_bytes(&first);
             let mut batch = vec![first];
             let now = Instant::now();
             let deadline = now.checked_add(self.linger).unwrap_or(now);
-            while pending < max_batch {
+            while pending < max_batch && bytes < MAX_BATCH_BYTES {
                 let next = match jobs.try_recv() {
                     Ok(job) => Some(job),
                     Err(TryRecvError::Disconnected) => None,
@@ -146,6 +149,7 @@ impl Writer {
                 };
                 let Some(job) = next else { break };
                 pending += job.entries.len();
+                bytes += job_bytes(&job);
                 batch.push(job);
             }
             concurrent = batch.len() > 1;
@@ -236,6 +240,14 @@ impl Writer {
         self.shared.acked.store(index, Ordering::Release);
         Ok((firsts, index - first))
     }
+}
+
+/// The bytes of a job's records and bodies.
+fn job_bytes(job: &Job) -> usize {
+    job.entries
+        .iter()
+        .map(|e| e.record_bytes.len() + e.body.as_ref().map_or(0, Bytes::len))
+        .sum()
 }
 
 pub(crate) struct Indexer {
@@ -481,7 +493,7 @@ mod tests {
             .unwrap();
         let good = std::mem::replace(
             &mut writer.segment,
-            Segment::from_file(dir.path(), "/dev/full".into(), full),
+            Segment::over(dir.path(), "/dev/full".into(), full),
         );
         let (a, a_answer) = job(1);
         let (b, b_answer) = job(2);
