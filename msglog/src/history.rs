@@ -11,12 +11,29 @@ use tlog::{Checkpoint, NoteSignature, WitnessState};
 use crate::LogError;
 use crate::store::MessageLog;
 use crate::tables::{
-    CHECKPOINTS, CONF_BY_TIME, CONFIGURATIONS, NODES, Nodes, WITNESS_STATE, WITNESSED, read_size,
-    tree_error,
+    CHECKPOINTS, CONF_BY_TIME, CONFIGURATIONS, META, META_CHECKPOINTS_THINNED_BELOW, NODES, Nodes,
+    WITNESS_STATE, WITNESSED, read_size, tree_error,
 };
 
 /// How many stored checkpoints [`MessageLog::checkpoint_covering`] looks at from each end.
 const COVERING_WINDOW: usize = 64;
+
+/// How [`MessageLog::thin_checkpoints`] thins the stored checkpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Thinning {
+    /// The newest this many checkpoints are all kept.
+    pub keep_recent: usize,
+    /// Older ones are kept one per this many records of tree size.
+    pub bucket_records: u64,
+}
+
+impl Thinning {
+    /// About one hour of checkpoints at one a second; one checkpoint per 65,536 records.
+    pub const DEFAULT: Thinning = Thinning {
+        keep_recent: 3600,
+        bucket_records: 1 << 16,
+    };
+}
 
 impl MessageLog {
     /// Stores the signed checkpoint note of tree size `size`, replacing any note stored for that
@@ -90,6 +107,64 @@ impl MessageLog {
         };
         txn.commit()?;
         Ok(text)
+    }
+
+    /// Thins the stored checkpoints so that they do not grow by one a second forever: the newest
+    /// `keep_recent` stay; of the older ones, each bucket of `bucket_records` tree sizes keeps
+    /// one, the most cosigned (the larger on a tie). Any checkpoint at least as large as a
+    /// record's index covers it, so evidence for every record can still be exported, with the
+    /// same proof lengths; consistency proofs for witnesses come from the Merkle nodes, not
+    /// from stored checkpoints. Incremental: buckets already thinned are not read again.
+    /// Returns how many checkpoints were removed.
+    pub fn thin_checkpoints(&self, thinning: Thinning) -> Result<u64, LogError> {
+        let bucket = thinning.bucket_records.max(1);
+        let txn = self.inner.db.begin_write()?;
+        let removed = {
+            let mut table = txn.open_table(CHECKPOINTS)?;
+            let Some(row) = table.iter()?.rev().nth(thinning.keep_recent) else {
+                return Ok(0);
+            };
+            // Only whole buckets below the newest checkpoint that is not a recent one.
+            let end = row?.0.value() / bucket * bucket;
+            let mut meta = txn.open_table(META)?;
+            let start = match meta.get(META_CHECKPOINTS_THINNED_BELOW)? {
+                None => 0,
+                Some(v) => <[u8; 8]>::try_from(v.value())
+                    .map(u64::from_be_bytes)
+                    .map_err(|_| {
+                        LogError::corrupt("meta.checkpoints_thinned_below is not 8 bytes")
+                    })?,
+            };
+            if start >= end {
+                return Ok(0);
+            }
+            // For each bucket, the best checkpoint so far and the ones to remove.
+            let mut remove = Vec::new();
+            let mut best: Option<(u64, usize, u64)> = None; // (bucket, cosignatures, size)
+            for row in table.range(start..end)? {
+                let (k, v) = row?;
+                let (size, count) = (k.value(), cosignature_count(v.value()));
+                let b = size / bucket;
+                match best {
+                    Some((best_b, best_count, best_size)) if best_b == b => {
+                        if count >= best_count {
+                            remove.push(best_size);
+                            best = Some((b, count, size));
+                        } else {
+                            remove.push(size);
+                        }
+                    }
+                    _ => best = Some((b, count, size)),
+                }
+            }
+            for size in &remove {
+                table.remove(size)?;
+            }
+            meta.insert(META_CHECKPOINTS_THINNED_BELOW, end.to_be_bytes().as_slice())?;
+            remove.len() as u64
+        };
+        txn.commit()?;
+        Ok(removed)
     }
 
     /// The newest stored checkpoint: (size, note text).

@@ -9,7 +9,7 @@
 //! | `index_message_id` | (X-Road-Id, leaf index) | () |
 //! | `index_logged_at` | (logged_at ms, leaf index) | () |
 //! | `index_subject` | (HMAC-SHA256(subject key, subject), leaf index) | () |
-//! | `meta` | name | `format` (1 byte), `salt` (32), `body_key_check` (32), `open_epoch` (u32 BE) |
+//! | `meta` | name | `format` (1 byte), `salt` (32), `body_key_check` (32), `open_epoch` (u32 BE), `checkpoints_thinned_below` (u64 BE) |
 //! | `checkpoints` | tree size | checkpoint note text, with the cosignatures collected so far |
 //! | `witness_state` | origin (peer server id) | size (u64 BE) ‖ root (32): what we last cosigned |
 //! | `witnessed_size` | witness server id | the size of ours that witness last cosigned |
@@ -47,6 +47,8 @@ pub(crate) const META_FORMAT: &str = "format";
 pub(crate) const META_SALT: &str = "salt";
 /// How many times the database was opened (u32 BE); the epoch of the body nonces (`crypto`).
 pub(crate) const META_OPEN_EPOCH: &str = "open_epoch";
+/// Stored checkpoints below this tree size (u64 BE) were thinned already.
+pub(crate) const META_CHECKPOINTS_THINNED_BELOW: &str = "checkpoints_thinned_below";
 pub(crate) const META_BODY_KEY_CHECK: &str = "body_key_check";
 /// The storage format this code writes and reads.
 pub(crate) const FORMAT_VERSION: u8 = 1;

@@ -594,3 +594,71 @@ async fn records_table_holds_the_exact_record_bytes() {
         expected.as_slice()
     );
 }
+
+#[tokio::test]
+async fn old_checkpoints_are_thinned_to_the_best_one_per_bucket_and_evidence_still_exports() {
+    use msglog::history::Thinning;
+
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(&dir.path().join("messagelog.redb"));
+    let instance = common::Instance::new();
+    // A checkpoint after every record, sizes 1..=20; those of sizes 6 and 9 are cosigned.
+    for i in 0..20u64 {
+        log.append(instance.request(&format!("m-{i}"), b"body", None))
+            .await
+            .unwrap();
+        instance.checkpoint(&log, i + 1 == 6 || i + 1 == 9);
+    }
+    let thinning = Thinning {
+        keep_recent: 5,
+        bucket_records: 4,
+    };
+    // Sizes 16..=20 are the recent five. The buckets wholly below the newest older one (15)
+    // are [0,4), [4,8) and [8,12); each keeps its most cosigned checkpoint, the largest on a
+    // tie.
+    assert_eq!(log.thin_checkpoints(thinning).unwrap(), 2 + 3 + 3);
+    let kept: Vec<u64> = (1..=20)
+        .filter(|&s| log.checkpoint(s).unwrap().is_some())
+        .collect();
+    assert_eq!(kept, vec![3, 6, 9, 12, 13, 14, 15, 16, 17, 18, 19, 20]);
+    // Nothing more to do until more checkpoints arrive; thinned buckets are not read again.
+    assert_eq!(log.thin_checkpoints(thinning).unwrap(), 0);
+
+    // Every record still has a covering checkpoint, and its evidence verifies (the records
+    // covered by a kept cosigned checkpoint with the default rule).
+    log.store_configuration(
+        1,
+        common::GENERATED_AT,
+        &instance.envelope(1, common::GENERATED_AT),
+    )
+    .unwrap();
+    let clock = certs::ManualClock::at_unix(common::CREATED_AT + 1000);
+    for i in [0u64, 3, 4, 8, 10, 19] {
+        let (size, _) = log.checkpoint_covering(i + 1).unwrap().unwrap();
+        assert!(size > i);
+        let bundle =
+            msglog::export(&log, &instance.server_id(), &[i], true, &clock, |_, _| {}).unwrap();
+        let bytes = prost::Message::encode_to_vec(&bundle);
+        let options = msglog::VerifyOptions {
+            require_cosignatures: usize::from(i < 9),
+        };
+        msglog::verify_with(&bytes, &instance.anchor, options)
+            .unwrap_or_else(|e| panic!("record {i}: {e}"));
+    }
+
+    // Later checkpoints: only buckets that are now wholly old are thinned.
+    for i in 20..28u64 {
+        log.append(instance.request(&format!("m-{i}"), b"body", None))
+            .await
+            .unwrap();
+        instance.checkpoint(&log, false);
+    }
+    assert_eq!(log.thin_checkpoints(thinning).unwrap(), 3 + 3);
+    let kept: Vec<u64> = (1..=28)
+        .filter(|&s| log.checkpoint(s).unwrap().is_some())
+        .collect();
+    assert_eq!(
+        kept,
+        vec![3, 6, 9, 15, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28]
+    );
+}

@@ -165,6 +165,9 @@ impl MessageLogger {
     }
 }
 
+/// How often (in checkpoint rounds) the stored checkpoints are thinned.
+pub const THIN_EVERY_ROUNDS: u64 = 600;
+
 /// Signs checkpoints of this server's log and has peers cosign them.
 #[derive(Debug)]
 pub struct Checkpointer {
@@ -226,10 +229,24 @@ impl Checkpointer {
         })
     }
 
-    /// Checkpoints every interval while there are new records, until shutdown.
+    /// Checkpoints every interval while there are new records, until shutdown. Every
+    /// [`THIN_EVERY_ROUNDS`] rounds (and at the first) it also thins the stored checkpoints
+    /// ([`msglog::history::Thinning`]).
     pub async fn run(self, shutdown: runtime::Shutdown) {
         let mut stop = std::pin::pin!(shutdown.wait());
+        let mut rounds = 0u64;
         loop {
+            if rounds.is_multiple_of(THIN_EVERY_ROUNDS) {
+                let log = self.log.clone();
+                match blocking(move || log.thin_checkpoints(msglog::history::Thinning::DEFAULT))
+                    .await
+                {
+                    Ok(0) => {}
+                    Ok(removed) => tracing::info!(removed, "thinned the stored checkpoints"),
+                    Err(e) => tracing::warn!(error = %e, "thinning the stored checkpoints failed"),
+                }
+            }
+            rounds += 1;
             let started = std::time::Instant::now();
             match self.round().await {
                 Ok(Some(round)) => self.metrics.log.record_round(
