@@ -5,6 +5,7 @@
 //!   for tests of what users see in a browser.
 //! - [`start_federation`]: a sandbox federation on ephemeral loopback ports in a temporary
 //!   directory.
+//! - [`verify_offline`]: checks an evidence bundle against the federation's anchor.
 #![forbid(unsafe_code)]
 
 use std::sync::Arc;
@@ -24,4 +25,20 @@ pub async fn start_federation(
         .await
         .expect("the federation starts");
     (dir, federation)
+}
+
+/// Verifies an evidence bundle offline against `federation`'s trust anchor, as an auditor would
+/// with `security-server evidence verify --anchor`, without requiring cosignatures (tests seal
+/// records faster than witnesses answer). Panics if the bundle cannot be read.
+pub fn verify_offline(federation: &Federation, bundle: &[u8]) -> msglog::Report {
+    let anchor =
+        globalconf::Anchor::load(&federation.description().anchor).expect("the sandbox anchor");
+    msglog::verify_with(
+        bundle,
+        &anchor,
+        msglog::VerifyOptions {
+            require_cosignatures: 0,
+        },
+    )
+    .expect("the bundle decodes")
 }

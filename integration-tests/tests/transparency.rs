@@ -211,16 +211,7 @@ async fn usage_evidence_is_only_for_the_residents_own_records_and_verifies_offli
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let bundle = bundle.unwrap();
-    let anchor = globalconf::Anchor::load(&f.description().anchor).unwrap();
-    let report = msglog::verify_with(
-        &bundle,
-        &anchor,
-        msglog::VerifyOptions {
-            require_cosignatures: 0,
-        },
-    )
-    .unwrap();
-    assert!(report.passed());
+    assert!(integration_tests::verify_offline(&f, &bundle).passed());
     let decoded: proto::v1::EvidenceBundle = prost::Message::decode(bundle.as_slice()).unwrap();
     assert_eq!(decoded.records.len(), 2, "the request and its response");
     assert!(
