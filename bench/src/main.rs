@@ -50,6 +50,9 @@ struct Args {
     /// Only the run through the gateway.
     #[arg(long)]
     gateway_only: bool,
+    /// Run the federation with its message log turned off (for profiling what the log costs).
+    #[arg(long, conflicts_with_all = ["direct_only", "compare_without_log"])]
+    without_log: bool,
     /// Print one JSON line with the results instead of the table.
     #[arg(long)]
     json: bool,
@@ -83,7 +86,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let (gateway, direct) = if args.direct_only {
         (None, Some(run_direct_only(&options).await?))
     } else {
-        let federation = start_federation(dir.path(), true).await?;
+        let federation = start_federation(dir.path(), !args.without_log).await?;
         let result = run_through_federation(&federation, &options, args.gateway_only).await;
         print_checkpoint_metrics(&federation).await;
         eprintln!("stopping the federation…");

@@ -39,12 +39,12 @@ pub struct LogOptions {
     pub subject_key: [u8; 32],
     /// The most entries one group commit takes (default 1024). One `append_batch` is never split.
     pub max_batch: usize,
-    /// How long the writer may wait for more entries before a commit, and only when the previous
-    /// commit held more than one append (there is concurrency): the appenders it just answered
-    /// come back within microseconds, and taking them along doubles the batch of a closed loop
-    /// of appenders. It stops waiting as soon as no entry arrived for 50 µs. Default 200 µs;
-    /// zero disables it.
-    pub group_commit_linger: Duration,
+    /// While there is concurrency (the previous group commit served more than one append), the
+    /// least time from the start of one group commit to the start of the next: appends that
+    /// arrive meanwhile share the next sync. It adds at most this much to an append's wait and
+    /// saves syncs (each with its interrupts and context switches) under load; a lone appender
+    /// is never delayed. Default 2 ms; zero commits as soon as the previous commit is done.
+    pub group_commit_interval: Duration,
     /// The most records one archive file holds (default 100,000), so that reading an archived
     /// record back loads a bounded file.
     pub archive_file_records: u64,
@@ -52,7 +52,7 @@ pub struct LogOptions {
 
 impl LogOptions {
     pub const DEFAULT_MAX_BATCH: usize = 1024;
-    pub const DEFAULT_GROUP_COMMIT_LINGER: Duration = Duration::from_micros(200);
+    pub const DEFAULT_GROUP_COMMIT_INTERVAL: Duration = Duration::from_millis(2);
     pub const DEFAULT_ARCHIVE_FILE_RECORDS: u64 = 100_000;
 }
 
@@ -62,7 +62,7 @@ impl Default for LogOptions {
             body_key: None,
             subject_key: [0; 32],
             max_batch: Self::DEFAULT_MAX_BATCH,
-            group_commit_linger: Self::DEFAULT_GROUP_COMMIT_LINGER,
+            group_commit_interval: Self::DEFAULT_GROUP_COMMIT_INTERVAL,
             archive_file_records: Self::DEFAULT_ARCHIVE_FILE_RECORDS,
         }
     }
@@ -73,7 +73,7 @@ impl std::fmt::Debug for LogOptions {
         f.debug_struct("LogOptions")
             .field("encrypt_bodies", &self.body_key.is_some())
             .field("max_batch", &self.max_batch)
-            .field("group_commit_linger", &self.group_commit_linger)
+            .field("group_commit_interval", &self.group_commit_interval)
             .field("archive_file_records", &self.archive_file_records)
             .finish_non_exhaustive()
     }
@@ -247,7 +247,7 @@ impl MessageLog {
             cipher: Arc::clone(&cipher),
             indexer: index.clone(),
             max_batch: options.max_batch,
-            linger: options.group_commit_linger,
+            interval: options.group_commit_interval,
             frame: Vec::new(),
         };
         let writer = std::thread::Builder::new()

@@ -4,11 +4,13 @@
 //! already queued (up to `max_batch` entries), seals the bodies, writes all of it as ONE frame
 //! of the write-ahead log and `fdatasync`s it (`wal`), and only then answers each appender.
 //! Concurrent appends therefore share an fsync, and an appender that got `Ok` has its record on
-//! disk. When the previous commit served more than one append, the writer lingers up to
-//! `group_commit_linger` for the appenders it just answered to come back (stopping at the first
-//! 50 µs without a new one), so that a steady crowd of appenders is not split into two
-//! half-size groups that take turns. If the write fails, every appender in the batch gets the
-//! error and the log refuses everything after it.
+//! disk. When the previous commit served more than one append (there is concurrency), the
+//! writer starts the next one no sooner than `group_commit_interval` after the previous one
+//! started, and takes everything that arrived meanwhile, as PostgreSQL's `commit_delay` does: a
+//! sync costs the same for one record as for fifty, and on a virtual machine each one also costs
+//! the other threads interrupts and context switches. A lone appender is never delayed. If the
+//! write fails, every appender in the batch gets the error and the log refuses everything after
+//! it.
 //!
 //! The **indexer** applies what the writer committed to the redb tables, many group commits per
 //! transaction: when [`INDEX_INTERVAL`] has passed since the oldest entry not yet applied, when
@@ -21,7 +23,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -37,8 +39,6 @@ use crate::wal::{self, IndexEntry, Segment};
 
 /// A group commit takes no further jobs once its records and bodies reach this many bytes.
 const MAX_BATCH_BYTES: usize = 64 << 20;
-/// While lingering, the writer stops waiting when no job arrived for this long.
-const LINGER_GAP: Duration = Duration::from_micros(50);
 /// The longest an acknowledged entry waits before the indexer applies it to the database
 /// (unless a reader asks for it sooner).
 pub(crate) const INDEX_INTERVAL: Duration = Duration::from_millis(100);
@@ -115,7 +115,9 @@ pub(crate) struct Writer {
     pub(crate) cipher: Arc<BodyCipher>,
     pub(crate) indexer: SyncSender<IndexMsg>,
     pub(crate) max_batch: usize,
-    pub(crate) linger: Duration,
+    /// The least time from the start of one group commit to the start of the next while there
+    /// is concurrency.
+    pub(crate) interval: Duration,
     /// The frame being written, kept to reuse its allocation.
     pub(crate) frame: Vec<u8>,
 }
@@ -125,29 +127,22 @@ impl Writer {
     pub(crate) fn run(mut self, jobs: Receiver<Job>) {
         let max_batch = self.max_batch.max(1);
         let mut concurrent = false;
+        let mut last_start: Option<Instant> = None;
         while let Ok(first) = jobs.recv() {
+            // Appenders answered by the last commit are about to come back, others are on the
+            // way: when there is concurrency, let them gather for the rest of the interval.
+            if concurrent && let Some(last) = last_start {
+                let since = last.elapsed();
+                if since < self.interval {
+                    std::thread::sleep(self.interval - since);
+                }
+            }
+            last_start = Some(Instant::now());
             let mut pending = first.entries.len();
             let mut bytes = job_bytes(&first);
             let mut batch = vec![first];
-            let now = Instant::now();
-            let deadline = now.checked_add(self.linger).unwrap_or(now);
             while pending < max_batch && bytes < MAX_BATCH_BYTES {
-                let next = match jobs.try_recv() {
-                    Ok(job) => Some(job),
-                    Err(TryRecvError::Disconnected) => None,
-                    // Appenders answered by the last commit are about to come back: when there
-                    // is concurrency, wait a moment (while they keep coming) to take them along.
-                    Err(TryRecvError::Empty) if concurrent => {
-                        let now = Instant::now();
-                        if now >= deadline {
-                            None
-                        } else {
-                            jobs.recv_timeout(LINGER_GAP.min(deadline - now)).ok()
-                        }
-                    }
-                    Err(TryRecvError::Empty) => None,
-                };
-                let Some(job) = next else { break };
+                let Ok(job) = jobs.try_recv() else { break };
                 pending += job.entries.len();
                 bytes += job_bytes(&job);
                 batch.push(job);
@@ -475,7 +470,7 @@ mod tests {
             cipher: Arc::new(BodyCipher::new(None, &[0; 32], 1).unwrap()),
             indexer: index,
             max_batch: 16,
-            linger: Duration::ZERO,
+            interval: Duration::ZERO,
             frame: Vec::new(),
         };
         let (ok, ok_answer) = job(0);
@@ -539,7 +534,7 @@ mod tests {
             cipher: Arc::new(BodyCipher::new(Some(&[7; 32]), &[0; 32], 1).unwrap()),
             indexer: index,
             max_batch: 16,
-            linger: Duration::ZERO,
+            interval: Duration::ZERO,
             frame: Vec::new(),
         };
         for n in 0..6 {
@@ -578,6 +573,62 @@ mod tests {
                 .unwrap();
             assert_eq!(body, b"body");
         }
+    }
+
+    #[test]
+    fn under_concurrency_the_next_commit_waits_for_the_interval_and_a_lone_appender_never_does() {
+        let interval = Duration::from_secs(1);
+        let dir = tempfile::tempdir().unwrap();
+        let (index, messages) = mpsc::sync_channel(64);
+        let shared = Arc::new(Shared::default());
+        let writer = Writer {
+            shared: Arc::clone(&shared),
+            segment: Segment::create(dir.path(), 0).unwrap(),
+            next: 0,
+            cipher: Arc::new(BodyCipher::new(None, &[0; 32], 1).unwrap()),
+            indexer: index,
+            max_batch: 1024,
+            interval,
+            frame: Vec::new(),
+        };
+        let (submit, jobs) = mpsc::channel();
+        let send = |n: u8| {
+            let (j, answer) = job(n);
+            submit.send(j).unwrap();
+            answer
+        };
+        // Two appends queued before the writer starts share its first commit: concurrency.
+        let pair = [send(0), send(1)];
+        let thread = std::thread::spawn(move || writer.run(jobs));
+        for (n, answer) in (0..).zip(pair) {
+            assert_eq!(answer.blocking_recv().unwrap().unwrap(), n);
+        }
+        // Ten more arrive one by one; the writer waits out the interval from the start of the
+        // first commit and takes them all in one.
+        let ten: Vec<_> = (2..12).map(send).collect();
+        for (n, answer) in (2..).zip(ten) {
+            assert_eq!(answer.blocking_recv().unwrap().unwrap(), n);
+        }
+        // After a commit of one append (there is no concurrency left), each lone append is
+        // committed at once, never held for the interval.
+        assert_eq!(send(12).blocking_recv().unwrap().unwrap(), 12);
+        let started = Instant::now();
+        for n in 13..16 {
+            assert_eq!(send(n).blocking_recv().unwrap().unwrap(), u64::from(n));
+        }
+        let lone = started.elapsed();
+        drop(submit);
+        thread.join().unwrap();
+
+        let sizes: Vec<usize> = messages
+            .try_iter()
+            .filter_map(|m| match m {
+                IndexMsg::Batch { entries, .. } => Some(entries.len()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(sizes, [2, 10, 1, 1, 1, 1]);
+        assert!(lone < interval, "lone appends took {lone:?}");
     }
 
     fn indexer_over(

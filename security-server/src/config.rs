@@ -64,6 +64,9 @@ pub struct MessageLogConfig {
     pub checkpoint_interval_secs: u64,
     /// Witnesses asked to cosign each checkpoint; 0 takes the instance parameter (default 2).
     pub witness_count: u32,
+    /// Under concurrent load, the least milliseconds from one group commit (write and fsync) to
+    /// the next, so that more records share each fsync; 0 syncs as soon as the last one is done.
+    pub group_commit_interval_ms: u64,
 }
 
 impl Default for MessageLogConfig {
@@ -77,6 +80,7 @@ impl Default for MessageLogConfig {
             archive_dir: PathBuf::from("archive"),
             checkpoint_interval_secs: 0,
             witness_count: 0,
+            group_commit_interval_ms: 2,
         }
     }
 }
@@ -267,6 +271,11 @@ impl Config {
                 "exchange.replay_cache_entries, connect_timeout_ms, request_timeout_secs and max_concurrent_exchanges must be at least 1".into(),
             ));
         }
+        if self.messagelog.group_commit_interval_ms > 1000 {
+            return Err(ConfigError::Invalid(
+                "messagelog.group_commit_interval_ms must be at most 1000".into(),
+            ));
+        }
         for a in &self.server_proxy.advertise {
             if a.rsplit_once(':')
                 .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
@@ -330,6 +339,7 @@ mod tests {
         assert!(c.messagelog.encrypt_bodies);
         assert!(c.client_proxy.tls);
         assert_eq!(c.messagelog.retention_days, 30);
+        assert_eq!(c.messagelog.group_commit_interval_ms, 2);
         assert_eq!(c.log_format, LogFormat::Json);
     }
 
@@ -342,6 +352,13 @@ mod tests {
         assert!(
             Config::from_str(
                 "server_id = \"JP/GOV/x/ss1\"\n[server_proxy]\nadvertise = [\"nohost\"]\n",
+                base
+            )
+            .is_err()
+        );
+        assert!(
+            Config::from_str(
+                "server_id = \"JP/GOV/x/ss1\"\n[messagelog]\ngroup_commit_interval_ms = 5000\n",
                 base
             )
             .is_err()

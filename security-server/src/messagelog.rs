@@ -39,6 +39,9 @@ pub fn open(config: &crate::config::Config) -> Result<MessageLog, msglog::LogErr
         msglog::LogOptions {
             body_key,
             subject_key: msglog::load_or_create_key(&dir.join("subject-index.key"))?,
+            group_commit_interval: std::time::Duration::from_millis(
+                config.messagelog.group_commit_interval_ms,
+            ),
             ..msglog::LogOptions::default()
         },
     )
