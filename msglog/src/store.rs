@@ -39,11 +39,12 @@ pub struct LogOptions {
     pub subject_key: [u8; 32],
     /// The most entries one group commit takes (default 1024). One `append_batch` is never split.
     pub max_batch: usize,
-    /// While there is concurrency (the previous group commit served more than one append), the
-    /// least time from the start of one group commit to the start of the next: appends that
-    /// arrive meanwhile share the next sync. It adds at most this much to an append's wait and
-    /// saves syncs (each with its interrupts and context switches) under load; a lone appender
-    /// is never delayed. Default 2 ms; zero commits as soon as the previous commit is done.
+    /// While there is concurrency (the previous group commit served more than one append), how
+    /// long after the start of one group commit the next one may gather appends before its sync,
+    /// unless as many appends as the previous commit took are waiting sooner. It adds at most
+    /// this much to an append's wait and saves syncs (each with its interrupts and context
+    /// switches) under load; a lone appender is never delayed. Default 2 ms; zero commits as soon
+    /// as the previous commit is done.
     pub group_commit_interval: Duration,
     /// The most records one archive file holds (default 100,000), so that reading an archived
     /// record back loads a bounded file.

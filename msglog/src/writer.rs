@@ -5,12 +5,12 @@
 //! of the write-ahead log and `fdatasync`s it (`wal`), and only then answers each appender.
 //! Concurrent appends therefore share an fsync, and an appender that got `Ok` has its record on
 //! disk. When the previous commit served more than one append (there is concurrency), the
-//! writer starts the next one no sooner than `group_commit_interval` after the previous one
-//! started, and takes everything that arrived meanwhile, as PostgreSQL's `commit_delay` does: a
-//! sync costs the same for one record as for fifty, and on a virtual machine each one also costs
-//! the other threads interrupts and context switches. A lone appender is never delayed. If the
-//! write fails, every appender in the batch gets the error and the log refuses everything after
-//! it.
+//! writer lets the next one gather until `group_commit_interval` after the previous one started,
+//! or until as many appends wait as the previous commit took, much as PostgreSQL's
+//! `commit_delay` does: a sync costs the same for one record as for fifty, and on a virtual
+//! machine each one also costs the other threads interrupts and context switches. A lone
+//! appender is never delayed. If the write fails, every appender in the batch gets the error and
+//! the log refuses everything after it.
 //!
 //! The **indexer** applies what the writer committed to the redb tables, many group commits per
 //! transaction: when [`INDEX_INTERVAL`] has passed since the oldest entry not yet applied, when
@@ -39,6 +39,8 @@ use crate::wal::{self, IndexEntry, Segment};
 
 /// A group commit takes no further jobs once its records and bodies reach this many bytes.
 const MAX_BATCH_BYTES: usize = 64 << 20;
+/// How many times per group-commit interval a gathering writer looks at its queue.
+const GATHER_CHECKS: u32 = 4;
 /// The longest an acknowledged entry waits before the indexer applies it to the database
 /// (unless a reader asks for it sooner).
 pub(crate) const INDEX_INTERVAL: Duration = Duration::from_millis(100);
@@ -115,7 +117,7 @@ pub(crate) struct Writer {
     pub(crate) cipher: Arc<BodyCipher>,
     pub(crate) indexer: SyncSender<IndexMsg>,
     pub(crate) max_batch: usize,
-    /// The least time from the start of one group commit to the start of the next while there
+    /// How long after the start of one group commit the next may gather appends while there
     /// is concurrency.
     pub(crate) interval: Duration,
     /// The frame being written, kept to reuse its allocation.
@@ -126,29 +128,32 @@ impl Writer {
     /// Runs until every sender is gone (the last `MessageLog` clone was dropped).
     pub(crate) fn run(mut self, jobs: Receiver<Job>) {
         let max_batch = self.max_batch.max(1);
-        let mut concurrent = false;
-        let mut last_start: Option<Instant> = None;
+        // Jobs in the previous commit, and when it started.
+        let mut last: Option<(usize, Instant)> = None;
         while let Ok(first) = jobs.recv() {
-            // Appenders answered by the last commit are about to come back, others are on the
-            // way: when there is concurrency, let them gather for the rest of the interval.
-            if concurrent && let Some(last) = last_start {
-                let since = last.elapsed();
-                if since < self.interval {
-                    std::thread::sleep(self.interval - since);
+            let mut batch = Gathering::new(first);
+            batch.take_queued(&jobs, max_batch);
+            // Under concurrency, the appenders just answered are about to come back and others
+            // are on the way: let them gather until the interval since the previous commit has
+            // passed, or as many jobs wait as that commit took (then they are all back, as in a
+            // closed loop of appenders, and waiting longer would only idle). The writer checks
+            // a few times per interval rather than being woken by every arrival.
+            if let Some((last_jobs, last_start)) = last
+                && last_jobs > 1
+            {
+                let deadline = last_start.checked_add(self.interval).unwrap_or(last_start);
+                let step = self.interval / GATHER_CHECKS;
+                while batch.jobs.len() < last_jobs && !batch.is_full(max_batch) {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        break;
+                    }
+                    std::thread::sleep(step.min(deadline - now));
+                    batch.take_queued(&jobs, max_batch);
                 }
             }
-            last_start = Some(Instant::now());
-            let mut pending = first.entries.len();
-            let mut bytes = job_bytes(&first);
-            let mut batch = vec![first];
-            while pending < max_batch && bytes < MAX_BATCH_BYTES {
-                let Ok(job) = jobs.try_recv() else { break };
-                pending += job.entries.len();
-                bytes += job_bytes(&job);
-                batch.push(job);
-            }
-            concurrent = batch.len() > 1;
-            self.commit_and_answer(batch);
+            last = Some((batch.jobs.len(), Instant::now()));
+            self.commit_and_answer(batch.jobs);
         }
     }
 
@@ -234,6 +239,37 @@ impl Writer {
         self.next = index;
         self.shared.acked.store(index, Ordering::Release);
         Ok((firsts, index - first))
+    }
+}
+
+/// The jobs of the next group commit while the writer collects them.
+struct Gathering {
+    jobs: Vec<Job>,
+    entries: usize,
+    bytes: usize,
+}
+
+impl Gathering {
+    fn new(first: Job) -> Self {
+        Gathering {
+            entries: first.entries.len(),
+            bytes: job_bytes(&first),
+            jobs: vec![first],
+        }
+    }
+
+    fn is_full(&self, max_batch: usize) -> bool {
+        self.entries >= max_batch || self.bytes >= MAX_BATCH_BYTES
+    }
+
+    /// Takes what is already queued, up to the limits of one commit.
+    fn take_queued(&mut self, jobs: &Receiver<Job>, max_batch: usize) {
+        while !self.is_full(max_batch) {
+            let Ok(job) = jobs.try_recv() else { return };
+            self.entries += job.entries.len();
+            self.bytes += job_bytes(&job);
+            self.jobs.push(job);
+        }
     }
 }
 
@@ -576,8 +612,8 @@ mod tests {
     }
 
     #[test]
-    fn under_concurrency_the_next_commit_waits_for_the_interval_and_a_lone_appender_never_does() {
-        let interval = Duration::from_secs(1);
+    fn under_concurrency_a_commit_gathers_for_the_interval_or_until_as_many_as_the_last_one() {
+        let interval = Duration::from_millis(600);
         let dir = tempfile::tempdir().unwrap();
         let (index, messages) = mpsc::sync_channel(64);
         let shared = Arc::new(Shared::default());
@@ -597,24 +633,30 @@ mod tests {
             submit.send(j).unwrap();
             answer
         };
-        // Two appends queued before the writer starts share its first commit: concurrency.
-        let pair = [send(0), send(1)];
+        let wait = |answers: Vec<oneshot::Receiver<Result<u64, LogError>>>, first: u64| {
+            for (n, answer) in (first..).zip(answers) {
+                assert_eq!(answer.blocking_recv().unwrap().unwrap(), n);
+            }
+        };
+        // Twelve appends queued before the writer starts share its first commit.
+        let twelve: Vec<_> = (0..12).map(send).collect();
         let thread = std::thread::spawn(move || writer.run(jobs));
-        for (n, answer) in (0..).zip(pair) {
-            assert_eq!(answer.blocking_recv().unwrap().unwrap(), n);
-        }
-        // Ten more arrive one by one; the writer waits out the interval from the start of the
-        // first commit and takes them all in one.
-        let ten: Vec<_> = (2..12).map(send).collect();
-        for (n, answer) in (2..).zip(ten) {
-            assert_eq!(answer.blocking_recv().unwrap().unwrap(), n);
-        }
-        // After a commit of one append (there is no concurrency left), each lone append is
-        // committed at once, never held for the interval.
-        assert_eq!(send(12).blocking_recv().unwrap().unwrap(), 12);
+        wait(twelve, 0);
+        // Ten come back, fewer than twelve: the writer gathers until the interval has passed
+        // and takes them in one commit.
+        let ten: Vec<_> = (12..22).map(send).collect();
+        wait(ten, 12);
+        // Ten again, as many as last time: committed without waiting out the interval.
         let started = Instant::now();
-        for n in 13..16 {
-            assert_eq!(send(n).blocking_recv().unwrap().unwrap(), u64::from(n));
+        let ten_again: Vec<_> = (22..32).map(send).collect();
+        wait(ten_again, 22);
+        let as_many = started.elapsed();
+        // One after a commit of ten waits for the interval at most; after that commit of one
+        // there is no concurrency, and each lone append is committed at once.
+        wait(vec![send(32)], 32);
+        let started = Instant::now();
+        for n in 33..36 {
+            wait(vec![send(n)], u64::from(n));
         }
         let lone = started.elapsed();
         drop(submit);
@@ -627,7 +669,11 @@ mod tests {
                 _ => None,
             })
             .collect();
-        assert_eq!(sizes, [2, 10, 1, 1, 1, 1]);
+        assert_eq!(sizes, [12, 10, 10, 1, 1, 1, 1]);
+        assert!(
+            as_many < interval / 2,
+            "a full gathering waited {as_many:?}"
+        );
         assert!(lone < interval, "lone appends took {lone:?}");
     }
 

@@ -64,8 +64,9 @@ pub struct MessageLogConfig {
     pub checkpoint_interval_secs: u64,
     /// Witnesses asked to cosign each checkpoint; 0 takes the instance parameter (default 2).
     pub witness_count: u32,
-    /// Under concurrent load, the least milliseconds from one group commit (write and fsync) to
-    /// the next, so that more records share each fsync; 0 syncs as soon as the last one is done.
+    /// Under concurrent load, how many milliseconds after one group commit (write and fsync) the
+    /// next one may gather records, so that more of them share each fsync; 0 syncs as soon as
+    /// the last one is done.
     pub group_commit_interval_ms: u64,
 }
 
