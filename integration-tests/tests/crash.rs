@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::Method;
-use sandbox::{Federation, FederationSpec, Ports};
+use sandbox::FederationSpec;
 
 const MINISTRY: &str = "JP/GOV/digital-agency/ss1";
 const CHIYODA: &str = "JP/MUN/131016/ss1";
@@ -76,17 +76,10 @@ async fn healthy(admin: &str) -> bool {
 }
 
 async fn kill_nine_during_load() {
-    let dir = tempfile::tempdir().unwrap();
     let mut spec = FederationSpec::sandbox();
     spec.poll_interval_secs = 3600;
-    let mut f = Federation::start(
-        spec,
-        &dir.path().join("fed"),
-        Ports::Ephemeral,
-        Arc::new(certs::SystemClock),
-    )
-    .await
-    .unwrap();
+    let (_dir, mut f) =
+        integration_tests::start_federation(spec, Arc::new(certs::SystemClock)).await;
     let proxy = f.server(MINISTRY).unwrap().client_proxy_url().unwrap();
     let configs: Vec<(String, PathBuf, String)> = [MINISTRY, CHIYODA]
         .iter()
