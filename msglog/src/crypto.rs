@@ -103,17 +103,31 @@ impl BodyCipher {
     }
 
     /// The value to store for `body` at leaf `index`.
+    #[cfg(test)]
     pub(crate) fn seal(&self, index: u64, body: &[u8]) -> Result<Vec<u8>, LogError> {
+        let mut out = Vec::new();
+        self.seal_into(index, body, &mut out)?;
+        Ok(out)
+    }
+
+    /// Appends the value to store for `body` at leaf `index` to `out` (a write-ahead frame being
+    /// filled), encrypting it in place there.
+    pub(crate) fn seal_into(
+        &self,
+        index: u64,
+        body: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), LogError> {
         let Some(key) = &self.key else {
-            let mut out = Vec::with_capacity(1 + body.len());
+            out.reserve(1 + body.len());
             out.push(FORMAT_PLAIN);
             out.extend_from_slice(body);
-            return Ok(out);
+            return Ok(());
         };
-        const HEAD: usize = 1 + 4;
-        let mut out = Vec::with_capacity(HEAD + body.len() + aead::MAX_TAG_LEN);
+        out.reserve(1 + 4 + body.len() + aead::MAX_TAG_LEN);
         out.push(FORMAT_CHACHA20_POLY1305_EPOCH);
         out.extend_from_slice(&self.epoch.to_be_bytes());
+        let start = out.len();
         out.extend_from_slice(body);
         let index_bytes = index.to_be_bytes();
         // Sealing only fails for inputs above ChaCha20's 256 GiB limit.
@@ -121,11 +135,11 @@ impl BodyCipher {
             .seal_in_place_separate_tag(
                 nonce(self.epoch, index),
                 Aad::from(index_bytes),
-                &mut out[HEAD..],
+                &mut out[start..],
             )
             .map_err(|_| LogError::InvalidEntry("body too large to encrypt".into()))?;
         out.extend_from_slice(tag.as_ref());
-        Ok(out)
+        Ok(())
     }
 
     /// The body stored at leaf `index` as `stored`.

@@ -27,7 +27,7 @@ use crate::tables::{
     META_SALT, NODES, Nodes, RECORDS, WITNESS_STATE, WITNESSED, read_size, tree_error,
 };
 use crate::wal;
-use crate::writer::{self, IndexMsg, Indexer, Job, Prepared, Shared, Writer};
+use crate::writer::{self, IndexMsg, Indexer, Prepared, Queue, Shared, Writer};
 
 /// How a message log is opened.
 #[derive(Clone)]
@@ -37,8 +37,6 @@ pub struct LogOptions {
     /// The HMAC key of the subject index. The default (all zeros) is for tests only: a server
     /// sets it from [`crate::load_or_create_key`], or anyone can compute the index keys.
     pub subject_key: [u8; 32],
-    /// The most entries one group commit takes (default 1024). One `append_batch` is never split.
-    pub max_batch: usize,
     /// While there is concurrency (the previous group commit served more than one append), how
     /// long after the start of one group commit the next one may gather appends before its sync,
     /// unless as many appends as the previous commit took are waiting sooner. It adds at most
@@ -52,7 +50,6 @@ pub struct LogOptions {
 }
 
 impl LogOptions {
-    pub const DEFAULT_MAX_BATCH: usize = 1024;
     pub const DEFAULT_GROUP_COMMIT_INTERVAL: Duration = Duration::from_millis(2);
     pub const DEFAULT_ARCHIVE_FILE_RECORDS: u64 = 100_000;
 }
@@ -62,7 +59,6 @@ impl Default for LogOptions {
         LogOptions {
             body_key: None,
             subject_key: [0; 32],
-            max_batch: Self::DEFAULT_MAX_BATCH,
             group_commit_interval: Self::DEFAULT_GROUP_COMMIT_INTERVAL,
             archive_file_records: Self::DEFAULT_ARCHIVE_FILE_RECORDS,
         }
@@ -73,7 +69,6 @@ impl std::fmt::Debug for LogOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LogOptions")
             .field("encrypt_bodies", &self.body_key.is_some())
-            .field("max_batch", &self.max_batch)
             .field("group_commit_interval", &self.group_commit_interval)
             .field("archive_file_records", &self.archive_file_records)
             .finish_non_exhaustive()
@@ -150,7 +145,8 @@ pub(crate) struct Inner {
     pub(crate) cipher: Arc<BodyCipher>,
     subject_key: [u8; 32],
     pub(crate) options: LogOptions,
-    submit: Option<mpsc::Sender<Job>>,
+    /// Where appenders put their entries for the writer.
+    queue: Arc<Queue>,
     writer: Option<JoinHandle<()>>,
     /// Readers ask the indexer through this to apply what is acknowledged.
     index: Option<mpsc::SyncSender<IndexMsg>>,
@@ -174,10 +170,10 @@ impl std::fmt::Debug for Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        // Closing the channel ends the writer's loop once it has answered what is queued; then
+        // Closing the queue ends the writer's loop once it has answered what is queued; then
         // the indexer applies what the writer handed on and ends. Joining both releases their
         // handles on the database before ours goes.
-        self.submit.take();
+        self.queue.close();
         if let Some(writer) = self.writer.take()
             && writer.join().is_err()
         {
@@ -207,18 +203,23 @@ impl MessageLog {
         };
         let wal_dir = wal::dir_of(path);
         wal::create_dir(&wal_dir)?;
-        let recovered = wal::recover(&wal_dir, frontier.size(), |index, bytes| {
-            let record = decode_record(index, bytes)?;
-            Ok((record.message_id, record.logged_at_ms))
-        })?;
-        if !recovered.is_empty() {
+        let recovered = wal::recover(&wal_dir, frontier.size())?;
+        if let Some(last) = recovered.last() {
             tracing::info!(
-                records = recovered.len(),
+                records = last.first + last.count() - frontier.size(),
                 from = frontier.size(),
                 "applying the message log's write-ahead log to its database"
             );
-            for chunk in recovered.chunks(writer::INDEX_MAX_ENTRIES) {
-                writer::apply(&db, &mut frontier, chunk)?;
+            // In transactions of about INDEX_MAX_ENTRIES entries, as the indexer makes them.
+            let mut start = 0;
+            let mut entries = 0;
+            for (i, frame) in recovered.iter().enumerate() {
+                entries += frame.count();
+                if entries >= writer::INDEX_MAX_ENTRIES as u64 || i + 1 == recovered.len() {
+                    writer::apply(&db, &mut frontier, &recovered[start..=i])?;
+                    start = i + 1;
+                    entries = 0;
+                }
             }
         }
         wal::remove_segments(&wal_dir)?;
@@ -234,26 +235,24 @@ impl MessageLog {
             db: Arc::clone(&db),
             frontier,
             pending: Vec::new(),
+            pending_entries: 0,
             closed: Vec::new(),
         };
         let indexer = std::thread::Builder::new()
             .name("msglog-indexer".into())
             .spawn(move || indexer.run(messages))
             .map_err(LogError::io(path))?;
-        let (submit, jobs) = mpsc::channel();
+        let queue = Arc::new(Queue::new(size, Arc::clone(&cipher)));
         let writer = Writer {
             shared: Arc::clone(&shared),
             segment,
-            next: size,
-            cipher: Arc::clone(&cipher),
+            queue: Arc::clone(&queue),
             indexer: index.clone(),
-            max_batch: options.max_batch,
             interval: options.group_commit_interval,
-            frame: Vec::new(),
         };
         let writer = std::thread::Builder::new()
             .name("msglog-writer".into())
-            .spawn(move || writer.run(jobs))
+            .spawn(move || writer.run())
             .map_err(LogError::io(path))?;
         Ok(MessageLog {
             inner: Arc::new(Inner {
@@ -262,7 +261,7 @@ impl MessageLog {
                 cipher,
                 subject_key: options.subject_key,
                 options,
-                submit: Some(submit),
+                queue,
                 writer: Some(writer),
                 index: Some(index),
                 indexer: Some(indexer),
@@ -311,14 +310,8 @@ impl MessageLog {
         let prepared = self.prepare(entry)?;
         let (reply, answer) = oneshot::channel();
         self.inner
-            .submit
-            .as_ref()
-            .ok_or(LogError::Closed)?
-            .send(Job {
-                entries: vec![prepared],
-                reply,
-            })
-            .map_err(|_| LogError::Closed)?;
+            .queue
+            .push(std::slice::from_ref(&prepared), reply)?;
         Ok(Pending(answer))
     }
 
@@ -340,12 +333,8 @@ impl MessageLog {
 
     async fn submit(&self, entries: Vec<Prepared>) -> Result<u64, LogError> {
         let (reply, answer) = oneshot::channel();
-        self.inner
-            .submit
-            .as_ref()
-            .ok_or(LogError::Closed)?
-            .send(Job { entries, reply })
-            .map_err(|_| LogError::Closed)?;
+        self.inner.queue.push(&entries, reply)?;
+        drop(entries);
         answer.await.map_err(|_| LogError::Closed)?
     }
 
@@ -379,10 +368,7 @@ impl MessageLog {
             ));
         }
         Ok(Prepared {
-            leaf: tlog::leaf_hash(&record_bytes),
             record_bytes,
-            message_id: record.message_id,
-            logged_at_ms: record.logged_at_ms,
             subject: data_subject.map(|s| self.subject_hash(&s)),
             body,
         })

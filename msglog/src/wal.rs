@@ -34,7 +34,6 @@ use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest as _, Sha256};
-use tlog::Hash;
 
 use crate::LogError;
 
@@ -50,48 +49,92 @@ pub(crate) const MAX_ENTRY_PART: usize = u32::MAX as usize - 64;
 /// How far ahead of the frames a segment is filled with zeros, and in what steps.
 pub(crate) const PREALLOCATE: u64 = 4 << 20;
 
-/// One entry as the indexer applies it: everything the database's tables need.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct IndexEntry {
-    pub(crate) record_bytes: Vec<u8>,
-    pub(crate) leaf: Hash,
-    pub(crate) message_id: String,
-    pub(crate) logged_at_ms: i64,
-    pub(crate) subject: Option<[u8; 32]>,
-    /// Format byte ‖ body, plain or sealed (`crypto`), as the `bodies` table holds it.
-    pub(crate) stored_body: Option<Vec<u8>>,
+/// Begins a frame in `out` (cleared): room for its header, filled in by [`finish_frame`].
+pub(crate) fn begin_frame(out: &mut Vec<u8>) {
+    out.clear();
+    out.resize(HEADER_LEN, 0);
 }
 
-/// Appends the frame of `entries` (at indexes `first..`) to `out`.
-pub(crate) fn encode_frame(first: u64, entries: &[IndexEntry], out: &mut Vec<u8>) {
-    let start = out.len();
-    out.extend_from_slice(&MAGIC);
-    out.extend_from_slice(&[0; 8]); // payload length, filled in below
-    out.extend_from_slice(&first.to_le_bytes());
-    out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
-    let payload_start = out.len();
-    for e in entries {
-        out.extend_from_slice(&(e.record_bytes.len() as u32).to_le_bytes());
-        out.extend_from_slice(&e.record_bytes);
-        let flags = if e.subject.is_some() { FLAG_SUBJECT } else { 0 }
-            | if e.stored_body.is_some() {
-                FLAG_BODY
-            } else {
-                0
-            };
-        out.push(flags);
-        if let Some(subject) = &e.subject {
-            out.extend_from_slice(subject);
-        }
-        if let Some(body) = &e.stored_body {
-            out.extend_from_slice(&(body.len() as u32).to_le_bytes());
-            out.extend_from_slice(body);
-        }
+/// Appends one entry to the frame being filled in `out`. `write_body`, when the entry has a
+/// body, appends the stored body (format byte first, sealed or plain) to `out`. On an error
+/// `out` may hold part of the entry: the caller cuts it back.
+pub(crate) fn push_entry(
+    out: &mut Vec<u8>,
+    record: &[u8],
+    subject: Option<&[u8; 32]>,
+    write_body: Option<impl FnOnce(&mut Vec<u8>) -> Result<(), LogError>>,
+) -> Result<(), LogError> {
+    let record_len = u32::try_from(record.len())
+        .ok()
+        .filter(|&n| n as usize <= MAX_ENTRY_PART)
+        .ok_or_else(too_large)?;
+    out.extend_from_slice(&record_len.to_le_bytes());
+    out.extend_from_slice(record);
+    let flags = if subject.is_some() { FLAG_SUBJECT } else { 0 }
+        | if write_body.is_some() { FLAG_BODY } else { 0 };
+    out.push(flags);
+    if let Some(subject) = subject {
+        out.extend_from_slice(subject);
     }
-    let payload_len = (out.len() - payload_start) as u64;
-    out[start + 4..start + 12].copy_from_slice(&payload_len.to_le_bytes());
-    let sum = Sha256::digest(&out[start..]);
+    if let Some(write_body) = write_body {
+        let at = out.len();
+        out.extend_from_slice(&[0; 4]); // its length, filled in below
+        write_body(out)?;
+        let body_len = u32::try_from(out.len() - at - 4)
+            .ok()
+            .filter(|&n| n as usize <= MAX_ENTRY_PART)
+            .ok_or_else(too_large)?;
+        out[at..at + 4].copy_from_slice(&body_len.to_le_bytes());
+    }
+    Ok(())
+}
+
+fn too_large() -> LogError {
+    LogError::InvalidEntry("a record or body of 4 GiB or more cannot be logged".into())
+}
+
+/// Completes the frame begun in `out` with [`begin_frame`], holding `count` entries from index
+/// `first` on: fills in its header and appends its checksum.
+pub(crate) fn finish_frame(out: &mut Vec<u8>, first: u64, count: u32) {
+    let payload_len = (out.len() - HEADER_LEN) as u64;
+    out[..4].copy_from_slice(&MAGIC);
+    out[4..12].copy_from_slice(&payload_len.to_le_bytes());
+    out[12..20].copy_from_slice(&first.to_le_bytes());
+    out[20..24].copy_from_slice(&count.to_le_bytes());
+    let sum = Sha256::digest(&out[..]);
     out.extend_from_slice(&sum);
+}
+
+/// One whole frame as written (header, entries, checksum): what the indexer applies.
+#[derive(Debug)]
+pub(crate) struct OwnedFrame {
+    /// The index of its first entry.
+    pub(crate) first: u64,
+    pub(crate) bytes: Vec<u8>,
+}
+
+impl OwnedFrame {
+    /// The number of entries it holds.
+    pub(crate) fn count(&self) -> u64 {
+        self.bytes
+            .get(..HEADER_LEN)
+            .map_or(0, |h| u64::from(u32_at(h, 20)))
+    }
+
+    /// Its entries. The frame was made by the writer or read back with its checksum checked,
+    /// so this does not check the checksum again.
+    pub(crate) fn entries(&self) -> Result<Vec<RawEntry<'_>>, LogError> {
+        let payload = self
+            .bytes
+            .get(HEADER_LEN..self.bytes.len().saturating_sub(SUM_LEN))
+            .unwrap_or_default();
+        parse_entries(payload, self.count()).map_err(|reason| {
+            LogError::corrupt(format!(
+                "the write-ahead frame at index {} does not parse: {reason}",
+                self.first
+            ))
+        })
+    }
 }
 
 /// A frame read back: its first index and its entries' parts as stored.
@@ -99,6 +142,8 @@ pub(crate) fn encode_frame(first: u64, entries: &[IndexEntry], out: &mut Vec<u8>
 pub(crate) struct Frame<'a> {
     pub(crate) first: u64,
     pub(crate) entries: Vec<RawEntry<'a>>,
+    /// The whole frame, header and checksum included.
+    pub(crate) bytes: &'a [u8],
 }
 
 #[derive(Debug)]
@@ -154,8 +199,23 @@ fn parse_frame(bytes: &[u8]) -> Result<(Frame<'_>, usize), &'static str> {
     if Sha256::digest(covered).as_slice() != sum {
         return Err("frame checksum mismatch");
     }
-    let mut rest = &covered[HEADER_LEN..];
-    let mut entries = Vec::with_capacity((count as usize).min(payload_len / 5 + 1));
+    let entries = parse_entries(&covered[HEADER_LEN..], u64::from(count))?;
+    Ok((
+        Frame {
+            first,
+            entries,
+            bytes: frame,
+        },
+        total,
+    ))
+}
+
+/// The `count` entries that make up `payload`, all of it.
+fn parse_entries(payload: &[u8], count: u64) -> Result<Vec<RawEntry<'_>>, &'static str> {
+    let mut rest = payload;
+    // Each entry takes at least five bytes.
+    let mut entries =
+        Vec::with_capacity(usize::try_from(count).map_or(0, |n| n.min(payload.len() / 5 + 1)));
     for _ in 0..count {
         let record_len = u32_at(take(&mut rest, 4)?, 0) as usize;
         let record_bytes = take(&mut rest, record_len)?;
@@ -186,7 +246,7 @@ fn parse_frame(bytes: &[u8]) -> Result<(Frame<'_>, usize), &'static str> {
     if !rest.is_empty() {
         return Err("bytes after the last entry of a frame");
     }
-    Ok((Frame { first, entries }, total))
+    Ok(entries)
 }
 
 fn take<'a>(rest: &mut &'a [u8], n: usize) -> Result<&'a [u8], &'static str> {
@@ -356,19 +416,15 @@ impl Segment {
     }
 }
 
-/// The entries of the segments in `dir` from index `size` on, in index order, as the indexer
-/// applies them. `decode` gives an entry's message id and log time from its record bytes.
+/// The frames of the segments in `dir` that hold entries from index `size` on, in index order,
+/// as the indexer applies them (it skips the entries below `size` of the first one).
 ///
 /// Each segment's frames must continue the index sequence from its name on, and each segment
 /// must begin where the one before it ended (or within what the database holds). A segment
 /// ends at zeros (preallocated space) or, in the last segment only, at a frame cut short or
 /// damaged by a crash during its write; such a frame was never acknowledged. Damage anywhere
 /// else, or a gap, is an error: acknowledged records would be lost.
-pub(crate) fn recover(
-    dir: &Path,
-    size: u64,
-    decode: impl Fn(u64, &[u8]) -> Result<(String, i64), LogError>,
-) -> Result<Vec<IndexEntry>, LogError> {
+pub(crate) fn recover(dir: &Path, size: u64) -> Result<Vec<OwnedFrame>, LogError> {
     let segments = list_segments(dir)?;
     // The index the next entry must have; entries below `size` are already in the database.
     let mut next: Option<u64> = None;
@@ -400,22 +456,14 @@ pub(crate) fn recover(
                     frame.first
                 )));
             }
-            for raw in frame.entries {
-                let index = expected;
-                expected += 1;
-                if index < size {
-                    continue; // already in the database
-                }
-                let (message_id, logged_at_ms) = decode(index, raw.record_bytes)?;
-                out.push(IndexEntry {
-                    leaf: tlog::leaf_hash(raw.record_bytes),
-                    record_bytes: raw.record_bytes.to_vec(),
-                    message_id,
-                    logged_at_ms,
-                    subject: raw.subject,
-                    stored_body: raw.stored_body.map(<[u8]>::to_vec),
+            let end = expected + frame.entries.len() as u64;
+            if end > size {
+                out.push(OwnedFrame {
+                    first: frame.first,
+                    bytes: frame.bytes.to_vec(),
                 });
             }
+            expected = end;
         }
         if let Tail::Broken { offset, reason } = tail {
             if n + 1 != segments.len() {
@@ -467,24 +515,61 @@ pub(crate) fn remove_segments(dir: &Path) -> Result<(), LogError> {
     sync_dir(dir)
 }
 
+/// An entry as the tests write it into a frame.
+#[cfg(test)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TestEntry {
+    pub(crate) record_bytes: Vec<u8>,
+    pub(crate) subject: Option<[u8; 32]>,
+    /// Format byte and body, as the `bodies` table holds it.
+    pub(crate) stored_body: Option<Vec<u8>>,
+}
+
+/// Appends the frame of `entries` (at indexes `first..`) to `out`, as the writer makes it.
+#[cfg(test)]
+pub(crate) fn encode_frame(first: u64, entries: &[TestEntry], out: &mut Vec<u8>) {
+    let mut frame = Vec::new();
+    begin_frame(&mut frame);
+    for e in entries {
+        let body = e.stored_body.as_deref().map(|b| {
+            move |out: &mut Vec<u8>| {
+                out.extend_from_slice(b);
+                Ok(())
+            }
+        });
+        push_entry(&mut frame, &e.record_bytes, e.subject.as_ref(), body).unwrap();
+    }
+    finish_frame(&mut frame, first, entries.len() as u32);
+    out.extend_from_slice(&frame);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn entry(n: u8, subject: bool, body: bool) -> IndexEntry {
-        let record_bytes = vec![n; 3 + n as usize];
-        IndexEntry {
-            leaf: tlog::leaf_hash(&record_bytes),
-            record_bytes,
-            message_id: format!("m{n}"),
-            logged_at_ms: i64::from(n),
+    fn entry(n: u8, subject: bool, body: bool) -> TestEntry {
+        TestEntry {
+            record_bytes: vec![n; 3 + n as usize],
             subject: subject.then_some([n; 32]),
             stored_body: body.then(|| vec![0, n, n]),
         }
     }
 
-    fn decode(_: u64, bytes: &[u8]) -> Result<(String, i64), LogError> {
-        Ok((format!("m{}", bytes[0]), i64::from(bytes[0])))
+    /// The entries from index `size` on that recovery hands to the indexer.
+    fn recovered(dir: &Path, size: u64) -> Result<Vec<TestEntry>, LogError> {
+        let mut out = Vec::new();
+        for frame in recover(dir, size)? {
+            for (index, e) in (frame.first..).zip(frame.entries()?) {
+                if index >= size {
+                    out.push(TestEntry {
+                        record_bytes: e.record_bytes.to_vec(),
+                        subject: e.subject,
+                        stored_body: e.stored_body.map(<[u8]>::to_vec),
+                    });
+                }
+            }
+        }
+        Ok(out)
     }
 
     #[test]
@@ -539,7 +624,7 @@ mod tests {
         }
     }
 
-    fn write_segment(dir: &Path, first: u64, frames: &[(u64, Vec<IndexEntry>)], extra: &[u8]) {
+    fn write_segment(dir: &Path, first: u64, frames: &[(u64, Vec<TestEntry>)], extra: &[u8]) {
         let mut bytes = Vec::new();
         for (first, entries) in frames {
             encode_frame(*first, entries, &mut bytes);
@@ -564,7 +649,7 @@ mod tests {
         encode_frame(4, &[entry(4, false, false)], &mut torn);
         torn.truncate(torn.len() - 1);
         write_segment(dir.path(), 3, &[(3, vec![entry(3, true, true)])], &torn);
-        let entries = recover(dir.path(), 1, decode).unwrap();
+        let entries = recovered(dir.path(), 1).unwrap();
         assert_eq!(
             entries,
             vec![
@@ -573,9 +658,9 @@ mod tests {
                 entry(3, true, true)
             ]
         );
-        assert!(recover(dir.path(), 4, decode).unwrap().is_empty());
+        assert!(recovered(dir.path(), 4).unwrap().is_empty());
         fs::write(dir.path().join("notes.txt"), b"not a segment").unwrap();
-        assert_eq!(recover(dir.path(), 0, decode).unwrap().len(), 4);
+        assert_eq!(recovered(dir.path(), 0).unwrap().len(), 4);
         remove_segments(dir.path()).unwrap();
         assert!(list_segments(dir.path()).unwrap().is_empty());
         assert!(dir.path().join("notes.txt").exists());
@@ -586,25 +671,25 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         write_segment(dir.path(), 0, &[(0, vec![entry(0, false, false)])], b"XRWL");
         write_segment(dir.path(), 1, &[(1, vec![entry(1, false, false)])], &[]);
-        let e = recover(dir.path(), 0, decode).unwrap_err();
+        let e = recovered(dir.path(), 0).unwrap_err();
         assert!(e.to_string().contains("not the last segment"), "{e}");
 
         let dir = tempfile::tempdir().unwrap();
         write_segment(dir.path(), 0, &[(0, vec![entry(0, false, false)])], &[]);
         write_segment(dir.path(), 2, &[(2, vec![entry(2, false, false)])], &[]);
-        let e = recover(dir.path(), 0, decode).unwrap_err();
+        let e = recovered(dir.path(), 0).unwrap_err();
         assert!(
             e.to_string()
                 .contains("begins at index 2, but the segment before it ends at 1"),
             "{e}"
         );
         // A database already past the gap needs nothing from before it.
-        assert_eq!(recover(dir.path(), 2, decode).unwrap().len(), 1);
+        assert_eq!(recovered(dir.path(), 2).unwrap().len(), 1);
         // Nor may the first segment begin past the database.
-        let e = recover(dir.path(), 0, decode).unwrap_err();
+        let e = recovered(dir.path(), 0).unwrap_err();
         assert!(e.to_string().contains("begins at index 2"), "{e}");
         fs::remove_file(segment_path(dir.path(), 0)).unwrap();
-        let e = recover(dir.path(), 1, decode).unwrap_err();
+        let e = recovered(dir.path(), 1).unwrap_err();
         assert!(
             e.to_string()
                 .contains("begins at index 2, but the database ends at 1"),
@@ -621,7 +706,7 @@ mod tests {
         encode_frame(2, &[entry(2, false, false)], &mut bytes);
         bytes[damaged_at + HEADER_LEN + 1] ^= 1;
         fs::write(segment_path(dir.path(), 0), &bytes).unwrap();
-        let e = recover(dir.path(), 0, decode).unwrap_err();
+        let e = recovered(dir.path(), 0).unwrap_err();
         assert!(
             e.to_string().contains("with an intact frame (index 2)"),
             "{e}"
@@ -638,7 +723,7 @@ mod tests {
             ],
             &[],
         );
-        let e = recover(dir.path(), 0, decode).unwrap_err();
+        let e = recovered(dir.path(), 0).unwrap_err();
         assert!(
             e.to_string()
                 .contains("holds index 5 where 1 should follow"),
@@ -657,7 +742,7 @@ mod tests {
         );
         write_segment(dir.path(), 1, &[(1, vec![entry(1, true, true)])], &[0; 10]);
         write_segment(dir.path(), 2, &[], &[0; 100]);
-        let entries = recover(dir.path(), 0, decode).unwrap();
+        let entries = recovered(dir.path(), 0).unwrap();
         assert_eq!(entries, vec![entry(0, false, false), entry(1, true, true)]);
     }
 
@@ -677,7 +762,7 @@ mod tests {
         let bytes = fs::read(segment.path()).unwrap();
         let (frames, tail) = parse_frames(&bytes);
         assert_eq!((frames.len(), tail), (3, Tail::Clean));
-        assert_eq!(recover(dir.path(), 7, decode).unwrap().len(), 3);
+        assert_eq!(recovered(dir.path(), 7).unwrap().len(), 3);
     }
 
     #[test]

@@ -1,8 +1,14 @@
 //! Group commit (DESIGN §6), in two threads.
 //!
-//! The **writer** owns every append. It waits for the first pending job, takes whatever else is
-//! already queued (up to `max_batch` entries), seals the bodies, writes all of it as ONE frame
-//! of the write-ahead log and `fdatasync`s it (`wal`), and only then answers each appender.
+//! Appenders write their entries straight into the **frame being filled**, a buffer shared
+//! through [`Queue`]: under its lock an appender takes the next leaf indexes, copies its
+//! record in and seals its body into place (the nonce needs the index). Nothing an appender
+//! allocates is handed to another thread to free, and no entry is copied again on its way to
+//! the disk.
+//!
+//! The **writer** owns the segment. It waits until some appender is queued, takes the whole
+//! frame (leaving an empty one in its place), completes it with header and checksum, writes it
+//! to the write-ahead log and `fdatasync`s it (`wal`), and only then answers each appender.
 //! Concurrent appends therefore share an fsync, and an appender that got `Ok` has its record on
 //! disk. When the previous commit served more than one append (there is concurrency), the
 //! writer lets the next one gather until `group_commit_interval` after the previous one started,
@@ -12,32 +18,31 @@
 //! appender is never delayed. If the write fails, every appender in the batch gets the error and
 //! the log refuses everything after it.
 //!
-//! The **indexer** applies what the writer committed to the redb tables, many group commits per
-//! transaction: when [`INDEX_INTERVAL`] has passed since the oldest entry not yet applied, when
-//! [`INDEX_MAX_ENTRIES`] are waiting, or at once when a reader asks ([`IndexMsg::Sync`]; every
-//! read of the log does, so a read sees every append acknowledged before it). Once a
-//! transaction is durable, the write-ahead segments it covers are deleted.
-//!
-//! Everything that does not need the leaf index (encoding, leaf hash, subject HMAC, body hash
-//! check) is done by the appender before it queues the job.
+//! The **indexer** applies the frames the writer committed to the redb tables, many group
+//! commits per transaction: when [`INDEX_INTERVAL`] has passed since the oldest entry not yet
+//! applied, when [`INDEX_MAX_ENTRIES`] are waiting, or at once when a reader asks
+//! ([`IndexMsg::Sync`]; every read of the log does, so a read sees every append acknowledged
+//! before it). Once a transaction is durable, the write-ahead segments it covers are deleted.
+//! Recovery at open applies the frames left in the segments the same way.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use prost::Message as _;
 use redb::{Database, Durability};
-use tlog::{CompactRange, Hash};
+use tlog::CompactRange;
 use tokio::sync::oneshot;
 
 use crate::LogError;
 use crate::crypto::BodyCipher;
 use crate::tables::{BODIES, BY_MESSAGE_ID, BY_SUBJECT, BY_TIME, NODES, RECORDS};
-use crate::wal::{self, IndexEntry, Segment};
+use crate::wal::{self, OwnedFrame, Segment};
 
-/// A group commit takes no further jobs once its records and bodies reach this many bytes.
+/// Appenders stop gathering for a group commit once its frame reaches this many bytes.
 const MAX_BATCH_BYTES: usize = 64 << 20;
 /// How many times per group-commit interval a gathering writer looks at its queue.
 const GATHER_CHECKS: u32 = 4;
@@ -49,22 +54,105 @@ pub(crate) const INDEX_MAX_ENTRIES: usize = 16_384;
 /// Group commits the writer may hand on before the indexer has taken them (then it waits).
 pub(crate) const INDEX_QUEUE: usize = 256;
 
-/// One entry, prepared by its appender.
+/// One entry, checked and encoded by its appender before it takes the queue's lock.
 #[derive(Debug)]
 pub(crate) struct Prepared {
     pub(crate) record_bytes: Vec<u8>,
-    pub(crate) leaf: Hash,
-    pub(crate) message_id: String,
-    pub(crate) logged_at_ms: i64,
     pub(crate) subject: Option<[u8; 32]>,
     pub(crate) body: Option<Bytes>,
 }
 
-/// Entries that go in together (consecutive indexes), and where to send the first index.
+/// Where an appender learns the first leaf index of its entries once they are durable.
+pub(crate) type Reply = oneshot::Sender<Result<u64, LogError>>;
+
+/// The frame being filled by appenders, and who waits for it.
 #[derive(Debug)]
-pub(crate) struct Job {
-    pub(crate) entries: Vec<Prepared>,
-    pub(crate) reply: oneshot::Sender<Result<u64, LogError>>,
+pub(crate) struct Queue {
+    filling: Mutex<Filling>,
+    /// Signalled when the first appender of a frame arrives, and when the log closes.
+    arrived: Condvar,
+    cipher: Arc<BodyCipher>,
+}
+
+#[derive(Debug)]
+struct Filling {
+    /// Begun with `wal::begin_frame`; the entries at `first..next`.
+    frame: Vec<u8>,
+    first: u64,
+    next: u64,
+    /// Each appender's reply and the index of its first entry, in index order.
+    replies: Vec<(Reply, u64)>,
+    /// Set when the last `MessageLog` goes: the writer commits what is queued and ends.
+    closed: bool,
+}
+
+impl Queue {
+    /// A queue whose next entry gets leaf index `next`.
+    pub(crate) fn new(next: u64, cipher: Arc<BodyCipher>) -> Queue {
+        let mut frame = Vec::new();
+        wal::begin_frame(&mut frame);
+        Queue {
+            filling: Mutex::new(Filling {
+                frame,
+                first: next,
+                next,
+                replies: Vec::new(),
+                closed: false,
+            }),
+            arrived: Condvar::new(),
+            cipher,
+        }
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, Filling>, LogError> {
+        // Nothing panics while holding the lock; if something did, its frame may be torn.
+        self.filling.lock().map_err(|_| LogError::Closed)
+    }
+
+    /// Puts `entries` at the next consecutive indexes of the frame being filled; `reply` gets
+    /// the first once they are durable. All or none: on an error nothing was queued.
+    pub(crate) fn push(&self, entries: &[Prepared], reply: Reply) -> Result<(), LogError> {
+        let mut filling = self.lock()?;
+        let f = &mut *filling;
+        if f.closed {
+            return Err(LogError::Closed);
+        }
+        let mark = f.frame.len();
+        let first = f.next;
+        for (index, e) in (first..).zip(entries) {
+            let body = e.body.as_deref().map(|body| {
+                let cipher = &self.cipher;
+                move |out: &mut Vec<u8>| cipher.seal_into(index, body, out)
+            });
+            if let Err(e) = wal::push_entry(&mut f.frame, &e.record_bytes, e.subject.as_ref(), body)
+            {
+                f.frame.truncate(mark);
+                return Err(e);
+            }
+        }
+        f.next = first + entries.len() as u64;
+        f.replies.push((reply, first));
+        if f.replies.len() == 1 {
+            self.arrived.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Lets the writer commit what is queued and end.
+    pub(crate) fn close(&self) {
+        if let Ok(mut f) = self.lock() {
+            f.closed = true;
+        }
+        self.arrived.notify_all();
+    }
+}
+
+/// What the writer took from the queue for one group commit.
+struct Batch {
+    first: u64,
+    count: u64,
+    frame: Vec<u8>,
+    replies: Vec<(Reply, u64)>,
 }
 
 /// Counters of the writer and the indexer, for tests and metrics.
@@ -98,11 +186,8 @@ pub(crate) struct Shared {
 /// What the indexer is told, in the order it must act.
 #[derive(Debug)]
 pub(crate) enum IndexMsg {
-    /// Entries at `first..` that are durable in the write-ahead log.
-    Batch {
-        first: u64,
-        entries: Vec<IndexEntry>,
-    },
+    /// A frame that is durable in the write-ahead log.
+    Frame(OwnedFrame),
     /// A segment the writer closed; every entry in it is below `end`.
     Closed { path: PathBuf, end: u64 },
     /// A reader waits until everything sent before this is in the database.
@@ -112,71 +197,88 @@ pub(crate) enum IndexMsg {
 pub(crate) struct Writer {
     pub(crate) shared: Arc<Shared>,
     pub(crate) segment: Segment,
-    /// The index of the next entry.
-    pub(crate) next: u64,
-    pub(crate) cipher: Arc<BodyCipher>,
+    pub(crate) queue: Arc<Queue>,
     pub(crate) indexer: SyncSender<IndexMsg>,
-    pub(crate) max_batch: usize,
     /// How long after the start of one group commit the next may gather appends while there
     /// is concurrency.
     pub(crate) interval: Duration,
-    /// The frame being written, kept to reuse its allocation.
-    pub(crate) frame: Vec<u8>,
 }
 
 impl Writer {
-    /// Runs until every sender is gone (the last `MessageLog` clone was dropped).
-    pub(crate) fn run(mut self, jobs: Receiver<Job>) {
-        let max_batch = self.max_batch.max(1);
+    /// Runs until the queue is closed and everything queued before is answered.
+    pub(crate) fn run(mut self) {
         // Jobs in the previous commit, and when it started.
         let mut last: Option<(usize, Instant)> = None;
-        while let Ok(first) = jobs.recv() {
-            let mut batch = Gathering::new(first);
-            batch.take_queued(&jobs, max_batch);
-            // Under concurrency, the appenders just answered are about to come back and others
-            // are on the way: let them gather until the interval since the previous commit has
-            // passed, or as many jobs wait as that commit took (then they are all back, as in a
-            // closed loop of appenders, and waiting longer would only idle). The writer checks
-            // a few times per interval rather than being woken by every arrival.
-            if let Some((last_jobs, last_start)) = last
-                && last_jobs > 1
-            {
-                let deadline = last_start.checked_add(self.interval).unwrap_or(last_start);
-                let step = self.interval / GATHER_CHECKS;
-                while batch.jobs.len() < last_jobs && !batch.is_full(max_batch) {
-                    let now = Instant::now();
-                    if now >= deadline {
-                        break;
-                    }
-                    std::thread::sleep(step.min(deadline - now));
-                    batch.take_queued(&jobs, max_batch);
-                }
-            }
-            last = Some((batch.jobs.len(), Instant::now()));
-            self.commit_and_answer(batch.jobs);
+        while let Some(batch) = self.take(last) {
+            last = Some((batch.replies.len(), Instant::now()));
+            self.commit_and_answer(batch);
         }
     }
 
-    fn commit_and_answer(&mut self, batch: Vec<Job>) {
+    /// Waits for the next group commit and takes it from the queue; `None` once the queue is
+    /// closed and empty.
+    fn take(&self, last: Option<(usize, Instant)>) -> Option<Batch> {
+        let mut f = self.queue.lock().ok()?;
+        while f.replies.is_empty() {
+            if f.closed {
+                return None;
+            }
+            f = self.queue.arrived.wait(f).ok()?;
+        }
+        // Under concurrency, the appenders just answered are about to come back and others
+        // are on the way: let them gather until the interval since the previous commit has
+        // passed, or as many appenders wait as that commit took (then they are all back, as
+        // in a closed loop of appenders, and waiting longer would only idle). The writer looks
+        // a few times per interval rather than being woken by every arrival.
+        if let Some((last_jobs, last_start)) = last
+            && last_jobs > 1
+        {
+            let deadline = last_start.checked_add(self.interval).unwrap_or(last_start);
+            let step = self.interval / GATHER_CHECKS;
+            while f.replies.len() < last_jobs && f.frame.len() < MAX_BATCH_BYTES && !f.closed {
+                let now = Instant::now();
+                if now >= deadline {
+                    break;
+                }
+                drop(f);
+                std::thread::sleep(step.min(deadline - now));
+                f = self.queue.lock().ok()?;
+            }
+        }
+        // The next frame starts with room for about as much as this one holds, so that
+        // appenders seldom grow it under the lock.
+        let mut next_frame = Vec::with_capacity(f.frame.len().next_power_of_two());
+        wal::begin_frame(&mut next_frame);
+        let batch = Batch {
+            first: f.first,
+            count: f.next - f.first,
+            frame: std::mem::replace(&mut f.frame, next_frame),
+            replies: std::mem::take(&mut f.replies),
+        };
+        f.first = f.next;
+        Some(batch)
+    }
+
+    fn commit_and_answer(&mut self, batch: Batch) {
+        let Batch {
+            first,
+            count,
+            frame,
+            replies,
+        } = batch;
         if let Some(e) = self.shared.poisoned.get() {
-            for job in batch {
-                let _ = job.reply.send(Err(LogError::BatchFailed(Arc::clone(e))));
+            for (reply, _) in replies {
+                let _ = reply.send(Err(LogError::BatchFailed(Arc::clone(e))));
             }
             return;
         }
-        let mut replies = Vec::with_capacity(batch.len());
-        let mut prepared = Vec::with_capacity(batch.len());
-        for job in batch {
-            replies.push(job.reply);
-            prepared.push(job.entries);
-        }
         let shared = Arc::clone(&self.shared);
         let counters = &shared.counters;
-        match self.commit(prepared) {
-            Ok((firsts, entries)) => {
+        match self.commit(first, count, frame) {
+            Ok(()) => {
                 counters.batches.fetch_add(1, Ordering::Relaxed);
-                counters.entries.fetch_add(entries, Ordering::Relaxed);
-                for (reply, first) in replies.into_iter().zip(firsts) {
+                counters.entries.fetch_add(count, Ordering::Relaxed);
+                for (reply, first) in replies {
                     // An appender that stopped waiting still has its record logged.
                     let _ = reply.send(Ok(first));
                 }
@@ -186,17 +288,19 @@ impl Writer {
                 tracing::error!(error = %e, jobs = replies.len(), "message log group commit failed");
                 let e = Arc::new(e);
                 let _ = shared.poisoned.set(Arc::clone(&e));
-                for reply in replies {
+                for (reply, _) in replies {
                     let _ = reply.send(Err(LogError::BatchFailed(Arc::clone(&e))));
                 }
             }
         }
     }
 
-    /// Writes the batch to the write-ahead log, hands it to the indexer and returns the first
-    /// index of each job and the number of entries.
-    fn commit(&mut self, batch: Vec<Vec<Prepared>>) -> Result<(Vec<u64>, u64), LogError> {
-        let first = self.next;
+    /// Completes the frame of the `count` entries from `first` on, writes it to the write-ahead
+    /// log and hands it to the indexer.
+    fn commit(&mut self, first: u64, count: u64, mut frame: Vec<u8>) -> Result<(), LogError> {
+        let count = u32::try_from(count).map_err(|_| {
+            LogError::InvalidEntry("more than 2^32 entries in one group commit".into())
+        })?;
         // Before the frame, so that a failure here fails a batch that was not written.
         if self.segment.is_full() {
             let path = self.segment.rotate(first)?;
@@ -204,81 +308,24 @@ impl Writer {
                 .send(IndexMsg::Closed { path, end: first })
                 .map_err(|_| LogError::Closed)?;
         }
-        let mut index = first;
-        let mut firsts = Vec::with_capacity(batch.len());
-        let mut entries = Vec::with_capacity(batch.iter().map(Vec::len).sum());
-        for job in batch {
-            firsts.push(index);
-            for e in job {
-                let stored_body = match &e.body {
-                    Some(body) => Some(self.cipher.seal(index, body)?),
-                    None => None,
-                };
-                entries.push(IndexEntry {
-                    record_bytes: e.record_bytes,
-                    leaf: e.leaf,
-                    message_id: e.message_id,
-                    logged_at_ms: e.logged_at_ms,
-                    subject: e.subject,
-                    stored_body,
-                });
-                index += 1;
-            }
-        }
-        self.frame.clear();
-        wal::encode_frame(first, &entries, &mut self.frame);
+        wal::finish_frame(&mut frame, first, count);
         let started = Instant::now();
-        self.segment.append(&self.frame)?;
+        self.segment.append(&frame)?;
         self.shared
             .counters
             .sync_micros
             .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         self.indexer
-            .send(IndexMsg::Batch { first, entries })
+            .send(IndexMsg::Frame(OwnedFrame {
+                first,
+                bytes: frame,
+            }))
             .map_err(|_| LogError::Closed)?;
-        self.next = index;
-        self.shared.acked.store(index, Ordering::Release);
-        Ok((firsts, index - first))
+        self.shared
+            .acked
+            .store(first + u64::from(count), Ordering::Release);
+        Ok(())
     }
-}
-
-/// The jobs of the next group commit while the writer collects them.
-struct Gathering {
-    jobs: Vec<Job>,
-    entries: usize,
-    bytes: usize,
-}
-
-impl Gathering {
-    fn new(first: Job) -> Self {
-        Gathering {
-            entries: first.entries.len(),
-            bytes: job_bytes(&first),
-            jobs: vec![first],
-        }
-    }
-
-    fn is_full(&self, max_batch: usize) -> bool {
-        self.entries >= max_batch || self.bytes >= MAX_BATCH_BYTES
-    }
-
-    /// Takes what is already queued, up to the limits of one commit.
-    fn take_queued(&mut self, jobs: &Receiver<Job>, max_batch: usize) {
-        while !self.is_full(max_batch) {
-            let Ok(job) = jobs.try_recv() else { return };
-            self.entries += job.entries.len();
-            self.bytes += job_bytes(&job);
-            self.jobs.push(job);
-        }
-    }
-}
-
-/// The bytes of a job's records and bodies.
-fn job_bytes(job: &Job) -> usize {
-    job.entries
-        .iter()
-        .map(|e| e.record_bytes.len() + e.body.as_ref().map_or(0, Bytes::len))
-        .sum()
 }
 
 pub(crate) struct Indexer {
@@ -286,7 +333,9 @@ pub(crate) struct Indexer {
     pub(crate) db: Arc<Database>,
     pub(crate) frontier: CompactRange,
     /// Group commits received and not yet applied, in index order.
-    pub(crate) pending: Vec<IndexEntry>,
+    pub(crate) pending: Vec<OwnedFrame>,
+    /// The entries they hold.
+    pub(crate) pending_entries: u64,
     /// Segments closed by the writer, with the end of their entries.
     pub(crate) closed: Vec<(PathBuf, u64)>,
 }
@@ -308,11 +357,12 @@ impl Indexer {
                 }
             };
             match message {
-                Ok(IndexMsg::Batch { first, entries }) => {
-                    debug_assert_eq!(first, self.frontier.size() + self.pending.len() as u64);
-                    self.pending.extend(entries);
+                Ok(IndexMsg::Frame(frame)) => {
+                    debug_assert_eq!(frame.first, self.frontier.size() + self.pending_entries);
+                    self.pending_entries += frame.count();
+                    self.pending.push(frame);
                     oldest.get_or_insert_with(Instant::now);
-                    if self.pending.len() >= INDEX_MAX_ENTRIES {
+                    if self.pending_entries >= INDEX_MAX_ENTRIES as u64 {
                         // A failure is kept in `shared`, where appenders and readers find it.
                         let _ = self.apply_pending();
                         oldest = None;
@@ -354,6 +404,7 @@ impl Indexer {
                     .index_micros
                     .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
                 self.pending.clear();
+                self.pending_entries = 0;
                 let size = self.frontier.size();
                 self.shared.indexed.store(size, Ordering::Release);
                 self.shared
@@ -388,12 +439,22 @@ impl Indexer {
     }
 }
 
-/// Inserts `entries` (the next indexes of the tree `frontier` describes) into the tables in one
-/// transaction with immediate durability.
+/// The two fields of a log record the indexes need, decoded without the rest.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RecordKeys {
+    #[prost(string, tag = "3")]
+    message_id: String,
+    #[prost(int64, tag = "11")]
+    logged_at_ms: i64,
+}
+
+/// Inserts the entries of `frames` into the tables in one transaction with immediate
+/// durability, from the index after the tree `frontier` describes on (entries below it, which
+/// the database already holds, are skipped; a gap is an error).
 pub(crate) fn apply(
     db: &Database,
     frontier: &mut CompactRange,
-    entries: &[IndexEntry],
+    frames: &[OwnedFrame],
 ) -> Result<(), LogError> {
     let mut txn = db.begin_write()?;
     txn.set_durability(Durability::Immediate)?;
@@ -404,19 +465,32 @@ pub(crate) fn apply(
         let mut by_id = txn.open_table(BY_MESSAGE_ID)?;
         let mut by_time = txn.open_table(BY_TIME)?;
         let mut by_subject = txn.open_table(BY_SUBJECT)?;
-        for e in entries {
-            let index = frontier.size();
-            records.insert(index, e.record_bytes.as_slice())?;
-            for (level, i, hash) in frontier.append(e.leaf) {
-                nodes.insert((level, i), &hash)?;
-            }
-            if let Some(body) = &e.stored_body {
-                bodies.insert(index, body.as_slice())?;
-            }
-            by_id.insert((e.message_id.as_str(), index), ())?;
-            by_time.insert((e.logged_at_ms, index), ())?;
-            if let Some(subject) = &e.subject {
-                by_subject.insert((subject, index), ())?;
+        for frame in frames {
+            for (index, e) in (frame.first..).zip(frame.entries()?) {
+                if index < frontier.size() {
+                    continue;
+                }
+                if index > frontier.size() {
+                    return Err(LogError::corrupt(format!(
+                        "write-ahead entry {index} does not follow the log's {} records",
+                        frontier.size()
+                    )));
+                }
+                let keys = RecordKeys::decode(e.record_bytes).map_err(|err| {
+                    LogError::corrupt(format!("record {index} does not decode: {err}"))
+                })?;
+                records.insert(index, e.record_bytes)?;
+                for (level, i, hash) in frontier.append(tlog::leaf_hash(e.record_bytes)) {
+                    nodes.insert((level, i), &hash)?;
+                }
+                if let Some(body) = e.stored_body {
+                    bodies.insert(index, body)?;
+                }
+                by_id.insert((keys.message_id.as_str(), index), ())?;
+                by_time.insert((keys.logged_at_ms, index), ())?;
+                if let Some(subject) = &e.subject {
+                    by_subject.insert((subject, index), ())?;
+                }
             }
         }
     }
@@ -462,59 +536,81 @@ mod tests {
         }
     }
 
-    fn job(n: u8) -> (Job, oneshot::Receiver<Result<u64, LogError>>) {
-        let record_bytes = vec![n; 10];
+    type Answer = oneshot::Receiver<Result<u64, LogError>>;
+
+    /// The record of test entry `n`: a real log record, as the indexer decodes it.
+    fn record(n: u8) -> Vec<u8> {
+        proto::v1::LogRecord {
+            message_id: format!("m{n}"),
+            logged_at_ms: i64::from(n),
+            ..Default::default()
+        }
+        .encode_to_vec()
+    }
+
+    /// Queues entry `n` (with a body) as one appender.
+    fn push(queue: &Queue, n: u8) -> Answer {
         let (reply, answer) = oneshot::channel();
         let entry = Prepared {
-            leaf: tlog::leaf_hash(&record_bytes),
-            record_bytes,
-            message_id: format!("m{n}"),
-            logged_at_ms: 0,
+            record_bytes: record(n),
             subject: None,
             body: Some(Bytes::from_static(b"body")),
         };
-        (
-            Job {
-                entries: vec![entry],
-                reply,
-            },
-            answer,
-        )
+        queue.push(&[entry], reply).unwrap();
+        answer
     }
 
-    fn index_entry(n: u8) -> IndexEntry {
-        let record_bytes = vec![n; 10];
-        IndexEntry {
-            leaf: tlog::leaf_hash(&record_bytes),
-            record_bytes,
-            message_id: format!("m{n}"),
-            logged_at_ms: 0,
-            subject: None,
-            stored_body: None,
-        }
+    /// A writer over a new segment in `dir`, its queue, and what it hands the indexer.
+    fn writer_in(
+        dir: &std::path::Path,
+        body_key: Option<&[u8; 32]>,
+        interval: Duration,
+    ) -> (Writer, Arc<Queue>, mpsc::Receiver<IndexMsg>) {
+        let (index, messages) = mpsc::sync_channel(64);
+        let cipher = Arc::new(BodyCipher::new(body_key, &[0; 32], 1).unwrap());
+        let queue = Arc::new(Queue::new(0, cipher));
+        let writer = Writer {
+            shared: Arc::new(Shared::default()),
+            segment: Segment::create(dir, 0).unwrap(),
+            queue: Arc::clone(&queue),
+            indexer: index,
+            interval,
+        };
+        (writer, queue, messages)
+    }
+
+    /// Takes what is queued and commits it, as one turn of the writer's loop.
+    fn commit_queued(writer: &mut Writer) {
+        let batch = writer.take(None).unwrap();
+        writer.commit_and_answer(batch);
+    }
+
+    /// The frame of entries `ns` (records of `record(n)`, no bodies) from index `first` on.
+    fn frame_of(first: u64, ns: &[u8]) -> OwnedFrame {
+        let entries: Vec<_> = ns
+            .iter()
+            .map(|&n| wal::TestEntry {
+                record_bytes: record(n),
+                subject: None,
+                stored_body: None,
+            })
+            .collect();
+        let mut bytes = Vec::new();
+        wal::encode_frame(first, &entries, &mut bytes);
+        OwnedFrame { first, bytes }
     }
 
     #[test]
     fn a_failed_write_fails_every_appender_of_the_batch_and_everything_after_it() {
         let dir = tempfile::tempdir().unwrap();
-        let (index, messages) = mpsc::sync_channel(16);
-        let shared = Arc::new(Shared::default());
-        let mut writer = Writer {
-            shared: Arc::clone(&shared),
-            segment: Segment::create(dir.path(), 0).unwrap(),
-            next: 0,
-            cipher: Arc::new(BodyCipher::new(None, &[0; 32], 1).unwrap()),
-            indexer: index,
-            max_batch: 16,
-            interval: Duration::ZERO,
-            frame: Vec::new(),
-        };
-        let (ok, ok_answer) = job(0);
-        writer.commit_and_answer(vec![ok]);
+        let (mut writer, queue, messages) = writer_in(dir.path(), None, Duration::ZERO);
+        let shared = Arc::clone(&writer.shared);
+        let ok_answer = push(&queue, 0);
+        commit_queued(&mut writer);
         assert_eq!(ok_answer.blocking_recv().unwrap().unwrap(), 0);
         assert!(matches!(
             messages.try_recv(),
-            Ok(IndexMsg::Batch { first: 0, entries }) if entries.len() == 1
+            Ok(IndexMsg::Frame(frame)) if frame.first == 0 && frame.count() == 1
         ));
 
         // A disk that is full: the write fails, and nothing is acknowledged or handed on.
@@ -526,9 +622,9 @@ mod tests {
             &mut writer.segment,
             Segment::over(dir.path(), "/dev/full".into(), full),
         );
-        let (a, a_answer) = job(1);
-        let (b, b_answer) = job(2);
-        writer.commit_and_answer(vec![a, b]);
+        let a_answer = push(&queue, 1);
+        let b_answer = push(&queue, 2);
+        commit_queued(&mut writer);
         for answer in [a_answer, b_answer] {
             assert!(matches!(
                 answer.blocking_recv().unwrap(),
@@ -537,15 +633,14 @@ mod tests {
         }
         assert!(messages.try_recv().is_err());
         assert_eq!(shared.acked.load(Ordering::SeqCst), 1);
-        assert_eq!(writer.next, 1);
         assert_eq!(shared.counters.failed_batches.load(Ordering::Relaxed), 1);
         assert_eq!(shared.counters.batches.load(Ordering::Relaxed), 1);
 
         // The disk recovers, but the log stays failed: a record enqueued before the failure
         // (and lost with it) must never be followed by a durable one.
         writer.segment = good;
-        let (c, c_answer) = job(1);
-        writer.commit_and_answer(vec![c]);
+        let c_answer = push(&queue, 3);
+        commit_queued(&mut writer);
         assert!(matches!(
             c_answer.blocking_recv().unwrap(),
             Err(LogError::BatchFailed(_))
@@ -560,30 +655,67 @@ mod tests {
     }
 
     #[test]
+    fn appenders_write_their_entries_into_one_frame_at_consecutive_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut writer, queue, messages) = writer_in(dir.path(), Some(&[7; 32]), Duration::ZERO);
+        let one = push(&queue, 0);
+        let (reply, three) = oneshot::channel();
+        let batch: Vec<_> = (1..4)
+            .map(|n| Prepared {
+                record_bytes: record(n),
+                subject: Some([n; 32]),
+                body: None,
+            })
+            .collect();
+        queue.push(&batch, reply).unwrap();
+        let last = push(&queue, 4);
+        commit_queued(&mut writer);
+        assert_eq!(one.blocking_recv().unwrap().unwrap(), 0);
+        assert_eq!(three.blocking_recv().unwrap().unwrap(), 1);
+        assert_eq!(last.blocking_recv().unwrap().unwrap(), 4);
+
+        let Ok(IndexMsg::Frame(frame)) = messages.try_recv() else {
+            panic!("no frame handed on");
+        };
+        assert_eq!((frame.first, frame.count()), (0, 5));
+        let cipher = BodyCipher::new(Some(&[7; 32]), &[0; 32], 2).unwrap();
+        for (n, e) in (0u8..).zip(frame.entries().unwrap()) {
+            assert_eq!(e.record_bytes, record(n));
+            let has_batch_parts = (1..4).contains(&n);
+            assert_eq!(e.subject, has_batch_parts.then_some([n; 32]));
+            match e.stored_body {
+                // Sealed for its own index.
+                Some(stored) => assert_eq!(cipher.open(u64::from(n), stored).unwrap(), b"body"),
+                None => assert!(has_batch_parts),
+            }
+        }
+        // The frame on disk is the one handed on.
+        let bytes = std::fs::read(writer.segment.path()).unwrap();
+        assert_eq!(&bytes[..frame.bytes.len()], frame.bytes.as_slice());
+
+        // After the log closes nothing is queued.
+        queue.close();
+        let (reply, _) = oneshot::channel();
+        assert!(matches!(queue.push(&[], reply), Err(LogError::Closed)));
+        assert!(writer.take(None).is_none());
+    }
+
+    #[test]
     fn a_full_segment_is_closed_before_the_next_frame_and_recovery_reads_across_segments() {
         let dir = tempfile::tempdir().unwrap();
-        let (index, messages) = mpsc::sync_channel(64);
-        let mut writer = Writer {
-            shared: Arc::new(Shared::default()),
-            segment: Segment::create(dir.path(), 0).unwrap().with_limit(150),
-            next: 0,
-            cipher: Arc::new(BodyCipher::new(Some(&[7; 32]), &[0; 32], 1).unwrap()),
-            indexer: index,
-            max_batch: 16,
-            interval: Duration::ZERO,
-            frame: Vec::new(),
-        };
+        let (mut writer, queue, messages) = writer_in(dir.path(), Some(&[7; 32]), Duration::ZERO);
+        writer.segment = Segment::create(dir.path(), 0).unwrap().with_limit(150);
         for n in 0..6 {
-            let (j, answer) = job(n);
-            writer.commit_and_answer(vec![j]);
+            let answer = push(&queue, n);
+            commit_queued(&mut writer);
             assert_eq!(answer.blocking_recv().unwrap().unwrap(), u64::from(n));
         }
         let mut closed = Vec::new();
         let mut batches = 0;
         while let Ok(message) = messages.try_recv() {
             match message {
-                IndexMsg::Batch { first, entries } => {
-                    assert_eq!((first, entries.len()), (batches, 1));
+                IndexMsg::Frame(frame) => {
+                    assert_eq!((frame.first, frame.count()), (batches, 1));
                     batches += 1;
                 }
                 IndexMsg::Closed { path, end } => {
@@ -599,13 +731,15 @@ mod tests {
             wal::list_segments(dir.path()).unwrap().len(),
             closed.len() + 1
         );
-        let recovered = wal::recover(dir.path(), 0, |i, _| Ok((format!("m{i}"), 0))).unwrap();
+        let recovered = wal::recover(dir.path(), 0).unwrap();
         assert_eq!(recovered.len(), 6);
         let cipher = BodyCipher::new(Some(&[7; 32]), &[0; 32], 2).unwrap();
-        for (i, e) in recovered.iter().enumerate() {
-            assert_eq!(e.record_bytes, vec![i as u8; 10]);
+        for (i, frame) in (0u8..).zip(&recovered) {
+            assert_eq!(frame.first, u64::from(i));
+            let entries = frame.entries().unwrap();
+            assert_eq!(entries[0].record_bytes, record(i));
             let body = cipher
-                .open(i as u64, e.stored_body.as_ref().unwrap())
+                .open(u64::from(i), entries[0].stored_body.unwrap())
                 .unwrap();
             assert_eq!(body, b"body");
         }
@@ -615,32 +749,16 @@ mod tests {
     fn under_concurrency_a_commit_gathers_for_the_interval_or_until_as_many_as_the_last_one() {
         let interval = Duration::from_millis(600);
         let dir = tempfile::tempdir().unwrap();
-        let (index, messages) = mpsc::sync_channel(64);
-        let shared = Arc::new(Shared::default());
-        let writer = Writer {
-            shared: Arc::clone(&shared),
-            segment: Segment::create(dir.path(), 0).unwrap(),
-            next: 0,
-            cipher: Arc::new(BodyCipher::new(None, &[0; 32], 1).unwrap()),
-            indexer: index,
-            max_batch: 1024,
-            interval,
-            frame: Vec::new(),
-        };
-        let (submit, jobs) = mpsc::channel();
-        let send = |n: u8| {
-            let (j, answer) = job(n);
-            submit.send(j).unwrap();
-            answer
-        };
-        let wait = |answers: Vec<oneshot::Receiver<Result<u64, LogError>>>, first: u64| {
+        let (writer, queue, messages) = writer_in(dir.path(), None, interval);
+        let send = |n: u8| push(&queue, n);
+        let wait = |answers: Vec<Answer>, first: u64| {
             for (n, answer) in (first..).zip(answers) {
                 assert_eq!(answer.blocking_recv().unwrap().unwrap(), n);
             }
         };
         // Twelve appends queued before the writer starts share its first commit.
         let twelve: Vec<_> = (0..12).map(send).collect();
-        let thread = std::thread::spawn(move || writer.run(jobs));
+        let thread = std::thread::spawn(move || writer.run());
         wait(twelve, 0);
         // Ten come back, fewer than twelve: the writer gathers until the interval has passed
         // and takes them in one commit.
@@ -659,13 +777,13 @@ mod tests {
             wait(vec![send(n)], u64::from(n));
         }
         let lone = started.elapsed();
-        drop(submit);
+        queue.close();
         thread.join().unwrap();
 
-        let sizes: Vec<usize> = messages
+        let sizes: Vec<u64> = messages
             .try_iter()
             .filter_map(|m| match m {
-                IndexMsg::Batch { entries, .. } => Some(entries.len()),
+                IndexMsg::Frame(frame) => Some(frame.count()),
                 _ => None,
             })
             .collect();
@@ -699,6 +817,7 @@ mod tests {
             db: Arc::clone(&db),
             frontier: CompactRange::new(),
             pending: Vec::new(),
+            pending_entries: 0,
             closed: Vec::new(),
         };
         let (index, messages) = mpsc::sync_channel(16);
@@ -725,12 +844,7 @@ mod tests {
         let old = dir.path().join("old.wal");
         std::fs::write(&old, b"").unwrap();
 
-        index
-            .send(IndexMsg::Batch {
-                first: 0,
-                entries: vec![index_entry(0), index_entry(1)],
-            })
-            .unwrap();
+        index.send(IndexMsg::Frame(frame_of(0, &[0, 1]))).unwrap();
         index
             .send(IndexMsg::Closed {
                 path: old.clone(),
@@ -743,12 +857,7 @@ mod tests {
         assert!(old.exists(), "the closed segment still holds entry 2");
 
         // Without a reader asking, within INDEX_INTERVAL.
-        index
-            .send(IndexMsg::Batch {
-                first: 2,
-                entries: vec![index_entry(2)],
-            })
-            .unwrap();
+        index.send(IndexMsg::Frame(frame_of(2, &[2]))).unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         while shared.indexed.load(Ordering::SeqCst) < 3 {
             assert!(
@@ -762,12 +871,7 @@ mod tests {
         assert_eq!(shared.counters.index_commits.load(Ordering::SeqCst), 2);
 
         // The last entries are applied when the channel closes.
-        index
-            .send(IndexMsg::Batch {
-                first: 3,
-                entries: vec![index_entry(3)],
-            })
-            .unwrap();
+        index.send(IndexMsg::Frame(frame_of(3, &[3]))).unwrap();
         drop(index);
         thread.join().unwrap();
         assert_eq!(records_in(&db), 4);
@@ -777,21 +881,11 @@ mod tests {
     fn a_failed_index_commit_fails_reads_and_appends_and_applies_nothing_more() {
         let fail = Arc::new(AtomicBool::new(false));
         let (shared, index, thread, db) = indexer_over(&fail);
-        index
-            .send(IndexMsg::Batch {
-                first: 0,
-                entries: vec![index_entry(0)],
-            })
-            .unwrap();
+        index.send(IndexMsg::Frame(frame_of(0, &[0]))).unwrap();
         sync(&index).unwrap();
 
         fail.store(true, Ordering::SeqCst);
-        index
-            .send(IndexMsg::Batch {
-                first: 1,
-                entries: vec![index_entry(1)],
-            })
-            .unwrap();
+        index.send(IndexMsg::Frame(frame_of(1, &[1]))).unwrap();
         assert!(matches!(sync(&index), Err(LogError::BatchFailed(_))));
         assert!(shared.poisoned.get().is_some());
         assert!(shared.index_failed.get().is_some());
