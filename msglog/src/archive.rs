@@ -34,6 +34,7 @@ use sha2::{Digest as _, Sha256};
 use crate::LogError;
 use crate::store::{MessageLog, decode_record};
 use crate::tables::{ARCHIVES, BODIES, NODES, RECORDS};
+use crate::wal;
 
 /// The first bytes of every archive file (format version 1).
 pub const MAGIC: [u8; 8] = *b"XRLOGAR1";
@@ -427,8 +428,11 @@ impl MessageLog {
                 if index != expected {
                     return Err(LogError::corrupt(format!("record {expected} is missing")));
                 }
-                let body = bodies.get(index)?;
-                write_entry(&mut w, index, v.value(), body.as_ref().map(|b| b.value()))
+                let body = bodies
+                    .get(index)?
+                    .map(|b| self.stored_body(b.value()))
+                    .transpose()?;
+                write_entry(&mut w, index, v.value(), body.as_deref())
                     .map_err(LogError::io(&tmp))?;
                 expected += 1;
                 progress(expected - first);
@@ -461,6 +465,14 @@ impl MessageLog {
         }
         txn.commit()?;
         tracing::info!(path = %path.display(), first, last, "archived message log records");
+        // The bodies of archived records are in the archive file now: the write-ahead segments
+        // that hold only archived entries can go.
+        let keep_from = {
+            let txn = self.inner.db.begin_read()?;
+            let first_kept = txn.open_table(RECORDS)?.first()?.map(|(k, _)| k.value());
+            first_kept.unwrap_or(last + 1)
+        };
+        wal::remove_segments_below(&wal::dir_of(&self.inner.path), keep_from)?;
         Ok(ArchiveFile {
             path,
             first,

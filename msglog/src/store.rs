@@ -24,7 +24,8 @@ use crate::crypto::{self, BodyCipher};
 use crate::tables::{
     ARCHIVES, BODIES, BY_MESSAGE_ID, BY_SUBJECT, BY_TIME, CHECKPOINTS, CONF_BY_TIME,
     CONFIGURATIONS, FORMAT_VERSION, META, META_BODY_KEY_CHECK, META_FORMAT, META_OPEN_EPOCH,
-    META_SALT, NODES, Nodes, RECORDS, WITNESS_STATE, WITNESSED, read_size, tree_error,
+    META_SALT, META_WAL_APPLIED, NODES, Nodes, RECORDS, WITNESS_STATE, WITNESSED, read_size,
+    tree_error,
 };
 use crate::wal;
 use crate::writer::{self, IndexMsg, Indexer, Prepared, Queue, Shared, Writer};
@@ -196,14 +197,21 @@ impl MessageLog {
         let (salt, epoch) = initialise(&db, options.body_key.as_ref())?;
         let cipher = Arc::new(BodyCipher::new(options.body_key.as_ref(), &salt, epoch)?);
 
-        let mut frontier = {
+        let (mut frontier, applied) = {
             let txn = db.begin_read()?;
             let nodes = Nodes(txn.open_table(NODES)?);
-            CompactRange::from_source(&nodes, read_size(&nodes.0)?).map_err(tree_error)?
+            let frontier =
+                CompactRange::from_source(&nodes, read_size(&nodes.0)?).map_err(tree_error)?;
+            let applied = txn
+                .open_table(META)?
+                .get(META_WAL_APPLIED)?
+                .map(|v| wal::Position::from_value(v.value()))
+                .transpose()?;
+            (frontier, applied)
         };
         let wal_dir = wal::dir_of(path);
         wal::create_dir(&wal_dir)?;
-        let recovered = wal::recover(&wal_dir, frontier.size())?;
+        let recovered = wal::recover(&wal_dir, frontier.size(), applied)?;
         if let Some(last) = recovered.last() {
             tracing::info!(
                 records = last.first + last.count() - frontier.size(),
@@ -222,7 +230,6 @@ impl MessageLog {
                 }
             }
         }
-        wal::remove_segments(&wal_dir)?;
         let size = frontier.size();
         let segment = wal::Segment::create(&wal_dir, size)?;
 
@@ -236,7 +243,6 @@ impl MessageLog {
             frontier,
             pending: Vec::new(),
             pending_entries: 0,
-            closed: Vec::new(),
         };
         let indexer = std::thread::Builder::new()
             .name("msglog-indexer".into())
@@ -438,7 +444,8 @@ impl MessageLog {
             let stored_body = txn
                 .open_table(BODIES)?
                 .get(index)?
-                .map(|b| b.value().to_vec());
+                .map(|b| self.stored_body(b.value()))
+                .transpose()?;
             return self
                 .finish_record(index, record_bytes, stored_body)
                 .map(Some);
@@ -469,6 +476,15 @@ impl MessageLog {
             stored_body.map(<[u8]>::to_vec),
         )
         .map(Some)
+    }
+
+    /// The stored body a `bodies` value stands for: the value itself, or the bytes it locates
+    /// in a write-ahead segment.
+    pub(crate) fn stored_body(&self, value: &[u8]) -> Result<Vec<u8>, LogError> {
+        match wal::BodyLocation::from_value(value) {
+            None => Ok(value.to_vec()),
+            Some(location) => location?.read(&wal::dir_of(&self.inner.path)),
+        }
     }
 
     fn finish_record(

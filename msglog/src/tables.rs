@@ -4,12 +4,12 @@
 //! | table | key | value |
 //! |---|---|---|
 //! | `records` | leaf index | `LogRecord` bytes (deleted once archived) |
-//! | `bodies` | leaf index | format byte ‖ body, plain or sealed ([`crate::crypto`]) (deleted once archived) |
+//! | `bodies` | leaf index | where the stored body lies in the write-ahead log (`wal::BodyLocation`, format byte 3), or (written by earlier versions) the format byte ‖ body, plain or sealed ([`crate::crypto`]) (deleted once archived) |
 //! | `merkle_nodes` | (level, index) | SHA-256 of the complete subtree; never deleted |
 //! | `index_message_id` | (X-Road-Id, leaf index) | () |
 //! | `index_logged_at` | (logged_at ms, leaf index) | () |
 //! | `index_subject` | (HMAC-SHA256(subject key, subject), leaf index) | () |
-//! | `meta` | name | `format` (1 byte), `salt` (32), `body_key_check` (32), `open_epoch` (u32 BE), `checkpoints_thinned_below` (u64 BE) |
+//! | `meta` | name | `format` (1 byte), `salt` (32), `body_key_check` (32), `open_epoch` (u32 BE), `checkpoints_thinned_below` (u64 BE), `wal_applied` (`wal::Position`) |
 //! | `checkpoints` | tree size | checkpoint note text, with the cosignatures collected so far |
 //! | `witness_state` | origin (peer server id) | size (u64 BE) ‖ root (32): what we last cosigned |
 //! | `witnessed_size` | witness server id | the size of ours that witness last cosigned |
@@ -50,6 +50,8 @@ pub(crate) const META_OPEN_EPOCH: &str = "open_epoch";
 /// Stored checkpoints below this tree size (u64 BE) were thinned already.
 pub(crate) const META_CHECKPOINTS_THINNED_BELOW: &str = "checkpoints_thinned_below";
 pub(crate) const META_BODY_KEY_CHECK: &str = "body_key_check";
+/// Where in the write-ahead log the tables were last applied up to (`wal::Position`).
+pub(crate) const META_WAL_APPLIED: &str = "wal_applied";
 /// The storage format this code writes and reads.
 pub(crate) const FORMAT_VERSION: u8 = 1;
 

@@ -7,10 +7,15 @@
 //! durability is paid once per group commit in a file that is only appended to, and the B-tree
 //! work once per few hundred records.
 //!
-//! When the log is opened, every frame past the database's size is applied again
-//! ([`recover`]); then the old segments are deleted and a new one begins. A frame cut short at
-//! the end of the last segment (power loss during the write) was never acknowledged and is
-//! dropped; a damaged frame anywhere else is an error, never silently skipped.
+//! The segments are also where bodies live: the `bodies` table holds a [`BodyLocation`] in a
+//! segment rather than a second copy, so each body is written to the disk once. A segment is
+//! deleted only when every record in it is archived ([`remove_segments_below`]).
+//!
+//! When the log is opened, every frame after the point the database was applied up to
+//! ([`Position`], `meta.wal_applied`) is applied ([`recover`]); then a new segment begins. A
+//! frame cut short at the end of the last segment (power loss during the write) was never
+//! acknowledged and is dropped; a damaged frame anywhere else is an error, never silently
+//! skipped.
 //!
 //! A segment is extended with zeros [`PREALLOCATE`] bytes at a time, ahead of the frames, so
 //! that syncing a frame writes data into blocks the file already has: `fdatasync` of a file
@@ -111,6 +116,9 @@ pub(crate) struct OwnedFrame {
     /// The index of its first entry.
     pub(crate) first: u64,
     pub(crate) bytes: Vec<u8>,
+    /// The segment it is in (by its first index), and where in it.
+    pub(crate) segment: u64,
+    pub(crate) offset: u64,
 }
 
 impl OwnedFrame {
@@ -128,7 +136,7 @@ impl OwnedFrame {
             .bytes
             .get(HEADER_LEN..self.bytes.len().saturating_sub(SUM_LEN))
             .unwrap_or_default();
-        parse_entries(payload, self.count()).map_err(|reason| {
+        parse_entries(payload, HEADER_LEN, self.count()).map_err(|reason| {
             LogError::corrupt(format!(
                 "the write-ahead frame at index {} does not parse: {reason}",
                 self.first
@@ -144,6 +152,8 @@ pub(crate) struct Frame<'a> {
     pub(crate) entries: Vec<RawEntry<'a>>,
     /// The whole frame, header and checksum included.
     pub(crate) bytes: &'a [u8],
+    /// Where it begins in the bytes parsed.
+    pub(crate) offset: usize,
 }
 
 #[derive(Debug)]
@@ -151,6 +161,8 @@ pub(crate) struct RawEntry<'a> {
     pub(crate) record_bytes: &'a [u8],
     pub(crate) subject: Option<[u8; 32]>,
     pub(crate) stored_body: Option<&'a [u8]>,
+    /// Where the stored body begins in its frame.
+    pub(crate) body_at: usize,
 }
 
 /// How the frames of a segment ended.
@@ -168,7 +180,8 @@ pub(crate) fn parse_frames(bytes: &[u8]) -> (Vec<Frame<'_>>, Tail) {
     let mut offset = 0;
     while offset < bytes.len() {
         match parse_frame(&bytes[offset..]) {
-            Ok((frame, len)) => {
+            Ok((mut frame, len)) => {
+                frame.offset = offset;
                 frames.push(frame);
                 offset += len;
             }
@@ -199,19 +212,25 @@ fn parse_frame(bytes: &[u8]) -> Result<(Frame<'_>, usize), &'static str> {
     if Sha256::digest(covered).as_slice() != sum {
         return Err("frame checksum mismatch");
     }
-    let entries = parse_entries(&covered[HEADER_LEN..], u64::from(count))?;
+    let entries = parse_entries(&covered[HEADER_LEN..], HEADER_LEN, u64::from(count))?;
     Ok((
         Frame {
             first,
             entries,
             bytes: frame,
+            offset: 0,
         },
         total,
     ))
 }
 
-/// The `count` entries that make up `payload`, all of it.
-fn parse_entries(payload: &[u8], count: u64) -> Result<Vec<RawEntry<'_>>, &'static str> {
+/// The `count` entries that make up `payload`, all of it; `payload` begins at `base` in its
+/// frame.
+fn parse_entries(
+    payload: &[u8],
+    base: usize,
+    count: u64,
+) -> Result<Vec<RawEntry<'_>>, &'static str> {
     let mut rest = payload;
     // Each entry takes at least five bytes.
     let mut entries =
@@ -231,8 +250,10 @@ fn parse_entries(payload: &[u8], count: u64) -> Result<Vec<RawEntry<'_>>, &'stat
         } else {
             None
         };
+        let mut body_at = 0;
         let stored_body = if flags & FLAG_BODY != 0 {
             let len = u32_at(take(&mut rest, 4)?, 0) as usize;
+            body_at = base + payload.len() - rest.len();
             Some(take(&mut rest, len)?)
         } else {
             None
@@ -241,6 +262,7 @@ fn parse_entries(payload: &[u8], count: u64) -> Result<Vec<RawEntry<'_>>, &'stat
             record_bytes,
             subject,
             stored_body,
+            body_at,
         });
     }
     if !rest.is_empty() {
@@ -322,6 +344,8 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), LogError> {
 pub(crate) struct Segment {
     dir: PathBuf,
     path: PathBuf,
+    /// The index of its first entry (its name).
+    first: u64,
     file: File,
     /// Bytes of frames written.
     len: u64,
@@ -342,14 +366,15 @@ impl Segment {
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
         let file = options.open(&path).map_err(LogError::io(&path))?;
         sync_dir(dir)?;
-        Ok(Segment::over(dir, path, file))
+        Ok(Segment::over(dir, path, first, file))
     }
 
     /// A new segment over an open, empty file.
-    pub(crate) fn over(dir: &Path, path: PathBuf, file: File) -> Segment {
+    pub(crate) fn over(dir: &Path, path: PathBuf, first: u64, file: File) -> Segment {
         Segment {
             dir: dir.to_owned(),
             path,
+            first,
             file,
             len: 0,
             allocated: 0,
@@ -402,6 +427,16 @@ impl Segment {
         Ok(())
     }
 
+    /// The index of its first entry.
+    pub(crate) fn first(&self) -> u64 {
+        self.first
+    }
+
+    /// Where the next frame goes.
+    pub(crate) fn end(&self) -> u64 {
+        self.len
+    }
+
     /// Whether this segment is full, so the next frame begins a new one.
     pub(crate) fn is_full(&self) -> bool {
         self.len >= self.limit
@@ -424,8 +459,26 @@ impl Segment {
 /// ends at zeros (preallocated space) or, in the last segment only, at a frame cut short or
 /// damaged by a crash during its write; such a frame was never acknowledged. Damage anywhere
 /// else, or a gap, is an error: acknowledged records would be lost.
-pub(crate) fn recover(dir: &Path, size: u64) -> Result<Vec<OwnedFrame>, LogError> {
-    let segments = list_segments(dir)?;
+pub(crate) fn recover(
+    dir: &Path,
+    size: u64,
+    applied: Option<Position>,
+) -> Result<Vec<OwnedFrame>, LogError> {
+    let mut segments = list_segments(dir)?;
+    // The segments before the one the database was applied up to hold nothing it lacks (they
+    // stay for their bodies until archived; one may end in a frame a crash cut short, never
+    // acknowledged, and superseded by the next segment). Without that position (a database
+    // written by an earlier version, which deleted applied segments), the same holds for
+    // segments followed by one that begins within the database.
+    let before = match applied {
+        Some(p) => segments.iter().take_while(|(f, _)| *f < p.segment).count(),
+        None => segments
+            .iter()
+            .skip(1)
+            .take_while(|(f, _)| *f <= size)
+            .count(),
+    };
+    segments.drain(..before);
     // The index the next entry must have; entries below `size` are already in the database.
     let mut next: Option<u64> = None;
     let mut out = Vec::new();
@@ -447,8 +500,23 @@ pub(crate) fn recover(dir: &Path, size: u64) -> Result<Vec<OwnedFrame>, LogError
             _ => {}
         }
         let bytes = fs::read(path).map_err(LogError::io(path))?;
-        let (frames, tail) = parse_frames(&bytes);
-        let mut expected = *first;
+        // In the segment the database was applied up to, only what follows that point.
+        let (start, mut expected) = match applied {
+            Some(p) if p.segment == *first => {
+                let start = usize::try_from(p.offset)
+                    .ok()
+                    .filter(|&at| at <= bytes.len())
+                    .ok_or_else(|| {
+                        corrupt(format!(
+                            "the database was applied up to byte {}, past its end",
+                            p.offset
+                        ))
+                    })?;
+                (start, size)
+            }
+            _ => (0, *first),
+        };
+        let (frames, tail) = parse_frames(&bytes[start..]);
         for frame in frames {
             if frame.first != expected {
                 return Err(corrupt(format!(
@@ -461,11 +529,14 @@ pub(crate) fn recover(dir: &Path, size: u64) -> Result<Vec<OwnedFrame>, LogError
                 out.push(OwnedFrame {
                     first: frame.first,
                     bytes: frame.bytes.to_vec(),
+                    segment: *first,
+                    offset: (start + frame.offset) as u64,
                 });
             }
             expected = end;
         }
         if let Tail::Broken { offset, reason } = tail {
+            let offset = start + offset;
             if n + 1 != segments.len() {
                 return Err(corrupt(format!(
                     "damaged at byte {offset} ({reason}), and it is not the last segment"
@@ -507,12 +578,108 @@ fn intact_frame_after(bytes: &[u8], offset: usize) -> Option<u64> {
     None
 }
 
-/// Deletes every segment in `dir` (all of them are in the database) and makes that durable.
-pub(crate) fn remove_segments(dir: &Path) -> Result<(), LogError> {
-    for (_, path) in list_segments(dir)? {
-        fs::remove_file(&path).map_err(LogError::io(&path))?;
+/// Deletes the segments in `dir` all of whose entries are below `keep_from` (archived: their
+/// bodies are in archive files now), and makes that durable. The newest segment is never
+/// deleted: the writer may be filling it.
+pub(crate) fn remove_segments_below(dir: &Path, keep_from: u64) -> Result<(), LogError> {
+    let segments = list_segments(dir)?;
+    let mut removed = false;
+    for pair in segments.windows(2) {
+        let ((_, path), (next_first, _)) = (&pair[0], &pair[1]);
+        if *next_first > keep_from {
+            break;
+        }
+        fs::remove_file(path).map_err(LogError::io(path))?;
+        removed = true;
     }
-    sync_dir(dir)
+    if removed {
+        sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+/// A place in the write-ahead log: the segment (by its first index) and a byte offset in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Position {
+    pub(crate) segment: u64,
+    pub(crate) offset: u64,
+}
+
+impl Position {
+    /// `segment (u64 BE) ‖ offset (u64 BE)`, as the `meta` table holds it.
+    pub(crate) fn to_value(self) -> [u8; 16] {
+        let mut out = [0; 16];
+        out[..8].copy_from_slice(&self.segment.to_be_bytes());
+        out[8..].copy_from_slice(&self.offset.to_be_bytes());
+        out
+    }
+
+    pub(crate) fn from_value(value: &[u8]) -> Result<Position, LogError> {
+        let v = <[u8; 16]>::try_from(value)
+            .map_err(|_| LogError::corrupt("meta.wal_applied is not 16 bytes"))?;
+        let (segment, offset) = v.split_at(8);
+        Ok(Position {
+            segment: u64::from_be_bytes(segment.try_into().unwrap_or_default()),
+            offset: u64::from_be_bytes(offset.try_into().unwrap_or_default()),
+        })
+    }
+}
+
+/// The place in a write-ahead segment where a stored body lies: the `bodies` table holds this
+/// (format byte [`BODY_IN_SEGMENT`]) instead of the stored body itself, so that a body is
+/// written to the disk once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct BodyLocation {
+    /// The segment, by its first index.
+    pub(crate) segment: u64,
+    pub(crate) offset: u64,
+    pub(crate) len: u32,
+}
+
+/// The format byte of a `bodies` value that is a [`BodyLocation`] (the stored body formats of
+/// `crypto` are 0 to 2).
+pub(crate) const BODY_IN_SEGMENT: u8 = 3;
+const LOCATION_LEN: usize = 1 + 8 + 8 + 4;
+
+impl BodyLocation {
+    /// `BODY_IN_SEGMENT ‖ segment (u64 BE) ‖ offset (u64 BE) ‖ length (u32 BE)`.
+    pub(crate) fn to_value(self) -> [u8; LOCATION_LEN] {
+        let mut out = [0; LOCATION_LEN];
+        out[0] = BODY_IN_SEGMENT;
+        out[1..9].copy_from_slice(&self.segment.to_be_bytes());
+        out[9..17].copy_from_slice(&self.offset.to_be_bytes());
+        out[17..21].copy_from_slice(&self.len.to_be_bytes());
+        out
+    }
+
+    /// The location a `bodies` value holds, or `None` when the value is a stored body itself.
+    pub(crate) fn from_value(value: &[u8]) -> Option<Result<BodyLocation, LogError>> {
+        if value.first() != Some(&BODY_IN_SEGMENT) {
+            return None;
+        }
+        let Ok(v) = <[u8; LOCATION_LEN]>::try_from(value) else {
+            return Some(Err(LogError::corrupt(format!(
+                "a body location of {} bytes",
+                value.len()
+            ))));
+        };
+        let u64_be = |at: usize| u64::from_be_bytes(v[at..at + 8].try_into().unwrap_or_default());
+        Some(Ok(BodyLocation {
+            segment: u64_be(1),
+            offset: u64_be(9),
+            len: u32::from_be_bytes(v[17..21].try_into().unwrap_or_default()),
+        }))
+    }
+
+    /// Reads the stored body from its segment in `dir`.
+    pub(crate) fn read(self, dir: &Path) -> Result<Vec<u8>, LogError> {
+        let path = segment_path(dir, self.segment);
+        let file = File::open(&path).map_err(LogError::io(&path))?;
+        let mut out = vec![0; self.len as usize];
+        file.read_exact_at(&mut out, self.offset)
+            .map_err(LogError::io(&path))?;
+        Ok(out)
+    }
 }
 
 /// An entry as the tests write it into a frame.
@@ -558,7 +725,7 @@ mod tests {
     /// The entries from index `size` on that recovery hands to the indexer.
     fn recovered(dir: &Path, size: u64) -> Result<Vec<TestEntry>, LogError> {
         let mut out = Vec::new();
-        for frame in recover(dir, size)? {
+        for frame in recover(dir, size, None)? {
             for (index, e) in (frame.first..).zip(frame.entries()?) {
                 if index >= size {
                     out.push(TestEntry {
@@ -661,9 +828,98 @@ mod tests {
         assert!(recovered(dir.path(), 4).unwrap().is_empty());
         fs::write(dir.path().join("notes.txt"), b"not a segment").unwrap();
         assert_eq!(recovered(dir.path(), 0).unwrap().len(), 4);
-        remove_segments(dir.path()).unwrap();
-        assert!(list_segments(dir.path()).unwrap().is_empty());
+
+        // The next open starts a segment at 4; the torn one stays (for its bodies) and is no
+        // longer the last, which recovery from 4 on must not hold against it.
+        write_segment(dir.path(), 4, &[(4, vec![entry(5, false, true)])], &[]);
+        assert_eq!(
+            recovered(dir.path(), 4).unwrap(),
+            vec![entry(5, false, true)]
+        );
+        assert!(recovered(dir.path(), 5).unwrap().is_empty());
+
+        // Once everything below 4 is archived, the segments holding only that go; the newest
+        // segment and other files stay.
+        remove_segments_below(dir.path(), 3).unwrap();
+        assert_eq!(
+            list_segments(dir.path()).unwrap().len(),
+            2,
+            "segment 3 holds entry 3"
+        );
+        remove_segments_below(dir.path(), 100).unwrap();
+        let left: Vec<u64> = list_segments(dir.path())
+            .unwrap()
+            .into_iter()
+            .map(|(first, _)| first)
+            .collect();
+        assert_eq!(left, [4]);
         assert!(dir.path().join("notes.txt").exists());
+    }
+
+    #[test]
+    fn recovery_starts_where_the_database_was_applied_up_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut bytes = Vec::new();
+        encode_frame(0, &[entry(0, false, true)], &mut bytes);
+        let damaged_at = bytes.len();
+        encode_frame(1, &[entry(1, false, true)], &mut bytes);
+        let applied = bytes.len() as u64;
+        encode_frame(2, &[entry(2, true, true)], &mut bytes);
+        // Damage before the applied point (a body read back later fails its own checks) does
+        // not stop recovery, which never reads that far back.
+        bytes[damaged_at + HEADER_LEN + 1] ^= 1;
+        fs::write(segment_path(dir.path(), 0), &bytes).unwrap();
+        let at = |offset| Some(Position { segment: 0, offset });
+        let frames = recover(dir.path(), 2, at(applied)).unwrap();
+        assert_eq!(frames.len(), 1);
+        assert_eq!((frames[0].first, frames[0].offset), (2, applied));
+        assert_eq!(frames[0].entries().unwrap()[0].subject, Some([2; 32]));
+        // Without the position, the damage is found: an intact frame follows it.
+        assert!(recover(dir.path(), 2, None).is_err());
+        // A frame after the point must continue the database.
+        let e = recover(dir.path(), 3, at(applied)).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("holds index 2 where 3 should follow"),
+            "{e}"
+        );
+        // A point past the segment's end is an error, not an empty recovery.
+        let e = recover(dir.path(), 3, at(bytes.len() as u64 + 1)).unwrap_err();
+        assert!(e.to_string().contains("past its end"), "{e}");
+        // Everything applied: nothing to recover.
+        assert!(
+            recover(dir.path(), 3, at(bytes.len() as u64))
+                .unwrap()
+                .is_empty()
+        );
+        let round_trip = Position::from_value(&at(applied).unwrap().to_value()).unwrap();
+        assert_eq!(round_trip, at(applied).unwrap());
+    }
+
+    #[test]
+    fn a_body_location_reads_back_the_stored_body_from_its_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        write_segment(
+            dir.path(),
+            7,
+            &[(7, vec![entry(7, true, true), entry(8, false, true)])],
+            &[],
+        );
+        let frames = recover(dir.path(), 7, None).unwrap();
+        let entries = frames[0].entries().unwrap();
+        let e = &entries[1];
+        let location = BodyLocation {
+            segment: frames[0].segment,
+            offset: frames[0].offset + e.body_at as u64,
+            len: e.stored_body.unwrap().len() as u32,
+        };
+        let value = location.to_value();
+        let parsed = BodyLocation::from_value(&value).unwrap().unwrap();
+        assert_eq!(parsed, location);
+        assert_eq!(parsed.read(dir.path()).unwrap(), vec![0, 8, 8]);
+        // A stored body itself (formats 0 to 2) is not a location; a cut location is an error.
+        assert!(BodyLocation::from_value(&[0, 8, 8]).is_none());
+        assert!(BodyLocation::from_value(&value[..20]).unwrap().is_err());
     }
 
     #[test]

@@ -22,10 +22,9 @@
 //! commits per transaction: when [`INDEX_INTERVAL`] has passed since the oldest entry not yet
 //! applied, when [`INDEX_MAX_ENTRIES`] are waiting, or at once when a reader asks
 //! ([`IndexMsg::Sync`]; every read of the log does, so a read sees every append acknowledged
-//! before it). Once a transaction is durable, the write-ahead segments it covers are deleted.
-//! Recovery at open applies the frames left in the segments the same way.
+//! before it). The bodies stay where the writer put them: the `bodies` table gets their place in
+//! the segment. Recovery at open applies the frames left in the segments the same way.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
@@ -39,8 +38,10 @@ use tokio::sync::oneshot;
 
 use crate::LogError;
 use crate::crypto::BodyCipher;
-use crate::tables::{BODIES, BY_MESSAGE_ID, BY_SUBJECT, BY_TIME, NODES, RECORDS};
-use crate::wal::{self, OwnedFrame, Segment};
+use crate::tables::{
+    BODIES, BY_MESSAGE_ID, BY_SUBJECT, BY_TIME, META, META_WAL_APPLIED, NODES, RECORDS,
+};
+use crate::wal::{self, BodyLocation, OwnedFrame, Segment};
 
 /// Appenders stop gathering for a group commit once its frame reaches this many bytes.
 const MAX_BATCH_BYTES: usize = 64 << 20;
@@ -188,8 +189,6 @@ pub(crate) struct Shared {
 pub(crate) enum IndexMsg {
     /// A frame that is durable in the write-ahead log.
     Frame(OwnedFrame),
-    /// A segment the writer closed; every entry in it is below `end`.
-    Closed { path: PathBuf, end: u64 },
     /// A reader waits until everything sent before this is in the database.
     Sync(SyncSender<Result<(), LogError>>),
 }
@@ -303,12 +302,10 @@ impl Writer {
         })?;
         // Before the frame, so that a failure here fails a batch that was not written.
         if self.segment.is_full() {
-            let path = self.segment.rotate(first)?;
-            self.indexer
-                .send(IndexMsg::Closed { path, end: first })
-                .map_err(|_| LogError::Closed)?;
+            self.segment.rotate(first)?;
         }
         wal::finish_frame(&mut frame, first, count);
+        let (segment, offset) = (self.segment.first(), self.segment.end());
         let started = Instant::now();
         self.segment.append(&frame)?;
         self.shared
@@ -319,6 +316,8 @@ impl Writer {
             .send(IndexMsg::Frame(OwnedFrame {
                 first,
                 bytes: frame,
+                segment,
+                offset,
             }))
             .map_err(|_| LogError::Closed)?;
         self.shared
@@ -336,8 +335,6 @@ pub(crate) struct Indexer {
     pub(crate) pending: Vec<OwnedFrame>,
     /// The entries they hold.
     pub(crate) pending_entries: u64,
-    /// Segments closed by the writer, with the end of their entries.
-    pub(crate) closed: Vec<(PathBuf, u64)>,
 }
 
 impl Indexer {
@@ -368,7 +365,6 @@ impl Indexer {
                         oldest = None;
                     }
                 }
-                Ok(IndexMsg::Closed { path, end }) => self.closed.push((path, end)),
                 Ok(IndexMsg::Sync(reply)) => {
                     let _ = reply.send(self.apply_pending());
                     oldest = None;
@@ -385,9 +381,8 @@ impl Indexer {
         }
     }
 
-    /// Applies the pending entries in one durable transaction, then deletes the segments it
-    /// covered. After a failure nothing more is applied: the entries stay in the write-ahead
-    /// log, and the next open applies them.
+    /// Applies the pending entries in one durable transaction. After a failure nothing more is
+    /// applied: the entries stay in the write-ahead log, and the next open applies them.
     fn apply_pending(&mut self) -> Result<(), LogError> {
         if let Some(e) = self.shared.index_failed.get() {
             return Err(LogError::BatchFailed(Arc::clone(e)));
@@ -411,7 +406,6 @@ impl Indexer {
                     .counters
                     .index_commits
                     .fetch_add(1, Ordering::Relaxed);
-                self.delete_covered_segments(size);
                 Ok(())
             }
             Err(e) => {
@@ -423,19 +417,6 @@ impl Indexer {
                 Err(LogError::BatchFailed(e))
             }
         }
-    }
-
-    fn delete_covered_segments(&mut self, size: u64) {
-        self.closed.retain(|(path, end)| {
-            if *end > size {
-                return true;
-            }
-            // A segment left behind is applied again (as a no-op) and deleted at the next open.
-            if let Err(e) = std::fs::remove_file(path) {
-                tracing::warn!(segment = %path.display(), error = %e, "could not delete a write-ahead segment");
-            }
-            false
-        });
     }
 }
 
@@ -484,7 +465,13 @@ pub(crate) fn apply(
                     nodes.insert((level, i), &hash)?;
                 }
                 if let Some(body) = e.stored_body {
-                    bodies.insert(index, body)?;
+                    // The body stays where the write-ahead log wrote it.
+                    let location = BodyLocation {
+                        segment: frame.segment,
+                        offset: frame.offset + e.body_at as u64,
+                        len: body.len() as u32,
+                    };
+                    bodies.insert(index, location.to_value().as_slice())?;
                 }
                 by_id.insert((keys.message_id.as_str(), index), ())?;
                 by_time.insert((keys.logged_at_ms, index), ())?;
@@ -492,6 +479,14 @@ pub(crate) fn apply(
                     by_subject.insert((subject, index), ())?;
                 }
             }
+        }
+        if let Some(last) = frames.last() {
+            let applied = wal::Position {
+                segment: last.segment,
+                offset: last.offset + last.bytes.len() as u64,
+            };
+            txn.open_table(META)?
+                .insert(META_WAL_APPLIED, applied.to_value().as_slice())?;
         }
     }
     txn.commit()?;
@@ -597,7 +592,12 @@ mod tests {
             .collect();
         let mut bytes = Vec::new();
         wal::encode_frame(first, &entries, &mut bytes);
-        OwnedFrame { first, bytes }
+        OwnedFrame {
+            first,
+            bytes,
+            segment: 0,
+            offset: 0,
+        }
     }
 
     #[test]
@@ -620,7 +620,7 @@ mod tests {
             .unwrap();
         let good = std::mem::replace(
             &mut writer.segment,
-            Segment::over(dir.path(), "/dev/full".into(), full),
+            Segment::over(dir.path(), "/dev/full".into(), 1, full),
         );
         let a_answer = push(&queue, 1);
         let b_answer = push(&queue, 2);
@@ -710,28 +710,29 @@ mod tests {
             commit_queued(&mut writer);
             assert_eq!(answer.blocking_recv().unwrap().unwrap(), u64::from(n));
         }
-        let mut closed = Vec::new();
+        let mut segments = Vec::new();
         let mut batches = 0;
         while let Ok(message) = messages.try_recv() {
-            match message {
-                IndexMsg::Frame(frame) => {
-                    assert_eq!((frame.first, frame.count()), (batches, 1));
-                    batches += 1;
-                }
-                IndexMsg::Closed { path, end } => {
-                    assert_eq!(end, batches, "closed before the next frame");
-                    closed.push(path);
-                }
-                IndexMsg::Sync(_) => unreachable!(),
+            let IndexMsg::Frame(frame) = message else {
+                panic!("only frames are handed on");
+            };
+            assert_eq!((frame.first, frame.count()), (batches, 1));
+            if frame.offset == 0 {
+                // A new segment begins with the frame that follows the last full one.
+                assert_eq!(frame.segment, frame.first);
+                segments.push(frame.segment);
             }
+            batches += 1;
         }
         assert_eq!(batches, 6);
-        assert!(closed.len() >= 2, "{closed:?}");
-        assert_eq!(
-            wal::list_segments(dir.path()).unwrap().len(),
-            closed.len() + 1
-        );
-        let recovered = wal::recover(dir.path(), 0).unwrap();
+        assert!(segments.len() >= 3, "{segments:?}");
+        let on_disk: Vec<u64> = wal::list_segments(dir.path())
+            .unwrap()
+            .into_iter()
+            .map(|(first, _)| first)
+            .collect();
+        assert_eq!(on_disk, segments);
+        let recovered = wal::recover(dir.path(), 0, None).unwrap();
         assert_eq!(recovered.len(), 6);
         let cipher = BodyCipher::new(Some(&[7; 32]), &[0; 32], 2).unwrap();
         for (i, frame) in (0u8..).zip(&recovered) {
@@ -818,7 +819,6 @@ mod tests {
             frontier: CompactRange::new(),
             pending: Vec::new(),
             pending_entries: 0,
-            closed: Vec::new(),
         };
         let (index, messages) = mpsc::sync_channel(16);
         let thread = std::thread::spawn(move || indexer.run(messages));
@@ -837,24 +837,14 @@ mod tests {
     }
 
     #[test]
-    fn the_indexer_applies_on_request_on_its_own_and_deletes_covered_segments() {
+    fn the_indexer_applies_on_request_and_on_its_own() {
         let fail = Arc::new(AtomicBool::new(false));
         let (shared, index, thread, db) = indexer_over(&fail);
-        let dir = tempfile::tempdir().unwrap();
-        let old = dir.path().join("old.wal");
-        std::fs::write(&old, b"").unwrap();
 
         index.send(IndexMsg::Frame(frame_of(0, &[0, 1]))).unwrap();
-        index
-            .send(IndexMsg::Closed {
-                path: old.clone(),
-                end: 3,
-            })
-            .unwrap();
         sync(&index).unwrap();
         assert_eq!(shared.indexed.load(Ordering::SeqCst), 2);
         assert_eq!(records_in(&db), 2);
-        assert!(old.exists(), "the closed segment still holds entry 2");
 
         // Without a reader asking, within INDEX_INTERVAL.
         index.send(IndexMsg::Frame(frame_of(2, &[2]))).unwrap();
@@ -867,7 +857,6 @@ mod tests {
             std::thread::sleep(Duration::from_millis(5));
         }
         assert_eq!(records_in(&db), 3);
-        assert!(!old.exists(), "a segment the database covers is deleted");
         assert_eq!(shared.counters.index_commits.load(Ordering::SeqCst), 2);
 
         // The last entries are applied when the channel closes.

@@ -185,3 +185,51 @@ async fn a_file_left_by_an_interrupted_run_is_replaced() {
     let verification = log.verify_archives(&archive_dir, |_, _| {}).unwrap();
     assert_eq!(verification.records, 12);
 }
+
+/// The write-ahead segments of the log at `path`, by their first index.
+fn segments(path: &std::path::Path) -> Vec<u64> {
+    let mut dir = path.as_os_str().to_owned();
+    dir.push("-wal");
+    let mut out: Vec<u64> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter_map(|n| n.strip_suffix(".wal")?.parse().ok())
+        .collect();
+    out.sort_unstable();
+    out
+}
+
+#[tokio::test]
+async fn bodies_stay_in_the_write_ahead_segments_until_archived() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("messagelog.redb");
+    // Each open begins a new segment: segments 0, 10 and 20.
+    drop(log_with(&path, 10, 100).await);
+    let log = MessageLog::open(&path, options()).unwrap();
+    for i in 10..20 {
+        log.append(plain_entry(i, Some(format!("body {i}").as_bytes()), None))
+            .await
+            .unwrap();
+    }
+    drop(log);
+    let log = MessageLog::open(&path, options()).unwrap();
+    assert_eq!(segments(&path), [0, 10, 20]);
+    // Bodies applied before the last open are read from their segments.
+    for i in [0, 9, 10, 19] {
+        let body = log.record(i).unwrap().unwrap().body.unwrap();
+        assert_eq!(body, format!("body {i}").as_bytes());
+    }
+
+    // Archiving records 0 to 14 frees segment 0 only: segment 10 still holds 15 to 19.
+    let archive_dir = dir.path().join("archive");
+    log.archive_before(T0 + 15_000, &archive_dir, |_, _| {})
+        .unwrap();
+    assert_eq!(segments(&path), [10, 20]);
+    log.archive_before(T0 + 20_000, &archive_dir, |_, _| {})
+        .unwrap();
+    assert_eq!(segments(&path), [20], "the newest segment always stays");
+    for i in 0..20 {
+        let body = log.record(i).unwrap().unwrap().body.unwrap();
+        assert_eq!(body, format!("body {i}").as_bytes(), "record {i}");
+    }
+}
