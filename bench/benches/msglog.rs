@@ -169,11 +169,20 @@ fn appends(rt: &tokio::runtime::Runtime, ids: Ids) {
         catch_up,
         n as f64 / (elapsed + catch_up).as_secs_f64()
     );
+    // The segments hold the bodies (and the records once more) until they are archived.
     let size = std::fs::metadata(log.path()).unwrap().len();
+    let mut wal_dir = log.path().as_os_str().to_owned();
+    wal_dir.push("-wal");
+    let wal_size: u64 = std::fs::read_dir(&wal_dir)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
     println!(
-        "         database file {:.1} MiB ({:.0} bytes per record)",
+        "         database file {:.1} MiB, write-ahead segments {:.1} MiB (zeros ahead of the \
+         last frame included); {:.0} bytes per record in all",
         size as f64 / 1_048_576.0,
-        size as f64 / n as f64
+        wal_size as f64 / 1_048_576.0,
+        (size + wal_size) as f64 / n as f64
     );
 }
 

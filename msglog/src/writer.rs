@@ -45,8 +45,6 @@ use crate::wal::{self, BodyLocation, OwnedFrame, Segment};
 
 /// Appenders stop gathering for a group commit once its frame reaches this many bytes.
 const MAX_BATCH_BYTES: usize = 64 << 20;
-/// How many times per group-commit interval a gathering writer looks at its queue.
-const GATHER_CHECKS: u32 = 4;
 /// The longest an acknowledged entry waits before the indexer applies it to the database
 /// (unless a reader asks for it sooner).
 pub(crate) const INDEX_INTERVAL: Duration = Duration::from_millis(100);
@@ -83,6 +81,9 @@ struct Filling {
     next: u64,
     /// Each appender's reply and the index of its first entry, in index order.
     replies: Vec<(Reply, u64)>,
+    /// While the writer gathers a commit: how many appenders it waits for (it is woken when
+    /// they are there); zero otherwise.
+    wanted: usize,
     /// Set when the last `MessageLog` goes: the writer commits what is queued and ends.
     closed: bool,
 }
@@ -98,6 +99,7 @@ impl Queue {
                 first: next,
                 next,
                 replies: Vec::new(),
+                wanted: 0,
                 closed: false,
             }),
             arrived: Condvar::new(),
@@ -133,7 +135,11 @@ impl Queue {
         }
         f.next = first + entries.len() as u64;
         f.replies.push((reply, first));
-        if f.replies.len() == 1 {
+        // The writer waits for the first appender, or for as many as it wants.
+        if f.replies.len() == 1
+            || f.replies.len() == f.wanted
+            || (mark < MAX_BATCH_BYTES && f.frame.len() >= MAX_BATCH_BYTES)
+        {
             self.arrived.notify_one();
         }
         Ok(())
@@ -227,22 +233,21 @@ impl Writer {
         // Under concurrency, the appenders just answered are about to come back and others
         // are on the way: let them gather until the interval since the previous commit has
         // passed, or as many appenders wait as that commit took (then they are all back, as
-        // in a closed loop of appenders, and waiting longer would only idle). The writer looks
-        // a few times per interval rather than being woken by every arrival.
+        // in a closed loop of appenders, and waiting longer would only idle). The appender that
+        // makes the number wakes the writer; the others do not.
         if let Some((last_jobs, last_start)) = last
             && last_jobs > 1
         {
             let deadline = last_start.checked_add(self.interval).unwrap_or(last_start);
-            let step = self.interval / GATHER_CHECKS;
+            f.wanted = last_jobs;
             while f.replies.len() < last_jobs && f.frame.len() < MAX_BATCH_BYTES && !f.closed {
                 let now = Instant::now();
                 if now >= deadline {
                     break;
                 }
-                drop(f);
-                std::thread::sleep(step.min(deadline - now));
-                f = self.queue.lock().ok()?;
+                f = self.queue.arrived.wait_timeout(f, deadline - now).ok()?.0;
             }
+            f.wanted = 0;
         }
         // The next frame starts with room for about as much as this one holds, so that
         // appenders seldom grow it under the lock.
