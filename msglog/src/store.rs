@@ -231,6 +231,20 @@ impl MessageLog {
             }
         }
         let size = frontier.size();
+        // The tables hold everything before the new segment: later opens start there, and never
+        // look again at a frame a crash cut short in an earlier segment. (Recorded before the
+        // segment exists, so that no crash leaves the new segment behind an old torn frame.)
+        let txn = db.begin_write()?;
+        txn.open_table(META)?.insert(
+            META_WAL_APPLIED,
+            wal::Position {
+                segment: size,
+                offset: 0,
+            }
+            .to_value()
+            .as_slice(),
+        )?;
+        txn.commit()?;
         let segment = wal::Segment::create(&wal_dir, size)?;
 
         let shared = Arc::new(Shared::default());

@@ -674,3 +674,38 @@ async fn old_checkpoints_are_thinned_to_the_best_one_per_bucket_and_evidence_sti
         vec![3, 6, 9, 15, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28]
     );
 }
+
+#[tokio::test]
+async fn a_frame_cut_short_by_a_crash_does_not_stop_later_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("messagelog.redb");
+    let log = open(&path);
+    append_n(&log, 3).await;
+    assert_eq!(log.size().unwrap(), 3);
+    drop(log);
+    // A crash in the middle of writing the next frame: its start is on the disk, its end not.
+    let segment = dir
+        .path()
+        .join("messagelog.redb-wal/00000000000000000000.wal");
+    let bytes = std::fs::read(&segment).unwrap();
+    let end = bytes.iter().rposition(|&b| b != 0).unwrap() + 1;
+    let mut torn = bytes.clone();
+    torn[end..end + 12].copy_from_slice(b"XRWL\x40\0\0\0\0\0\0\0");
+    std::fs::write(&segment, torn).unwrap();
+
+    // The open after the crash drops the torn frame and starts a new segment; later opens,
+    // with or without appends in between, do not hold the torn frame against the log.
+    drop(open(&path));
+    let log = open(&path);
+    assert_eq!(log.size().unwrap(), 3);
+    drop(log);
+    let log = open(&path);
+    for i in 3..5 {
+        let entry = plain_entry(i, Some(b"after".as_slice()), None);
+        assert_eq!(log.append(entry).await.unwrap(), i);
+    }
+    drop(log);
+    let log = open(&path);
+    assert_eq!(log.size().unwrap(), 5);
+    assert!(log.record(4).unwrap().is_some());
+}
