@@ -249,9 +249,9 @@ impl Writer {
             }
             f.wanted = 0;
         }
-        // The next frame starts with room for about as much as this one holds, so that
-        // appenders seldom grow it under the lock.
-        let mut next_frame = Vec::with_capacity(f.frame.len().next_power_of_two());
+        // The next frame starts with room for about as much as this one holds (up to 4 MiB), so
+        // that appenders seldom grow it under the lock.
+        let mut next_frame = Vec::with_capacity(f.frame.len().next_power_of_two().min(4 << 20));
         wal::begin_frame(&mut next_frame);
         let batch = Batch {
             first: f.first,
