@@ -380,12 +380,10 @@ impl MessageLog {
             ));
         }
         let record_bytes = record.encode_to_vec();
-        if record_bytes.len() > wal::MAX_ENTRY_PART
-            || body.as_ref().is_some_and(|b| b.len() > wal::MAX_ENTRY_PART)
-        {
-            return Err(LogError::InvalidEntry(
-                "a record or body of 4 GiB or more cannot be logged".into(),
-            ));
+        // Refused here, before the queue's lock, rather than after copying it into the frame.
+        wal::part_len(record_bytes.len())?;
+        if let Some(body) = &body {
+            wal::part_len(body.len())?;
         }
         Ok(Prepared {
             record_bytes,

@@ -69,10 +69,7 @@ pub(crate) fn push_entry(
     subject: Option<&[u8; 32]>,
     write_body: Option<impl FnOnce(&mut Vec<u8>) -> Result<(), LogError>>,
 ) -> Result<(), LogError> {
-    let record_len = u32::try_from(record.len())
-        .ok()
-        .filter(|&n| n as usize <= MAX_ENTRY_PART)
-        .ok_or_else(too_large)?;
+    let record_len = part_len(record.len())?;
     out.extend_from_slice(&record_len.to_le_bytes());
     out.extend_from_slice(record);
     let flags = if subject.is_some() { FLAG_SUBJECT } else { 0 }
@@ -85,17 +82,20 @@ pub(crate) fn push_entry(
         let at = out.len();
         out.extend_from_slice(&[0; 4]); // its length, filled in below
         write_body(out)?;
-        let body_len = u32::try_from(out.len() - at - 4)
-            .ok()
-            .filter(|&n| n as usize <= MAX_ENTRY_PART)
-            .ok_or_else(too_large)?;
+        let body_len = part_len(out.len() - at - 4)?;
         out[at..at + 4].copy_from_slice(&body_len.to_le_bytes());
     }
     Ok(())
 }
 
-fn too_large() -> LogError {
-    LogError::InvalidEntry("a record or body of 4 GiB or more cannot be logged".into())
+/// The length field of a record or stored body of `len` bytes; refused from [`MAX_ENTRY_PART`] on.
+pub(crate) fn part_len(len: usize) -> Result<u32, LogError> {
+    u32::try_from(len)
+        .ok()
+        .filter(|&n| n as usize <= MAX_ENTRY_PART)
+        .ok_or_else(|| {
+            LogError::InvalidEntry("a record or body of 4 GiB or more cannot be logged".into())
+        })
 }
 
 /// Completes the frame begun in `out` with [`begin_frame`], holding `count` entries from index
