@@ -7,7 +7,7 @@
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering as AtomicOrdering;
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -28,7 +28,7 @@ use crate::tables::{
     tree_error,
 };
 use crate::wal;
-use crate::writer::{self, IndexMsg, Indexer, Prepared, Queue, Shared, Writer};
+use crate::writer::{self, Inbox, Indexer, Prepared, Queue, Shared, Wait, Writer};
 
 /// How a message log is opened.
 #[derive(Clone)]
@@ -104,8 +104,8 @@ impl StoredRecord {
     }
 }
 
-/// A record in the commit order; [`Pending::durable`] waits until it is on disk. Dropping it does
-/// not take the record back.
+/// A record in the commit order; [`Pending::durable`] waits until it is on disk (the next append
+/// that waits, or at most 20 ms, commits it). Dropping it does not take the record back.
 #[derive(Debug)]
 pub struct Pending(oneshot::Receiver<Result<u64, LogError>>);
 
@@ -149,8 +149,9 @@ pub(crate) struct Inner {
     /// Where appenders put their entries for the writer.
     queue: Arc<Queue>,
     writer: Option<JoinHandle<()>>,
-    /// Readers ask the indexer through this to apply what is acknowledged.
-    index: Option<mpsc::SyncSender<IndexMsg>>,
+    /// The writer hands frames to the indexer here; readers ask it to apply what is
+    /// acknowledged.
+    inbox: Arc<Inbox>,
     indexer: Option<JoinHandle<()>>,
     /// Shared with the writer and the indexer.
     shared: Arc<Shared>,
@@ -180,7 +181,7 @@ impl Drop for Inner {
         {
             tracing::error!("the message log writer thread panicked");
         }
-        self.index.take();
+        self.inbox.close();
         if let Some(indexer) = self.indexer.take()
             && indexer.join().is_err()
         {
@@ -223,7 +224,7 @@ impl MessageLog {
             let mut entries = 0;
             for (i, frame) in recovered.iter().enumerate() {
                 entries += frame.count();
-                if entries >= writer::INDEX_MAX_ENTRIES as u64 || i + 1 == recovered.len() {
+                if entries >= writer::INDEX_MAX_ENTRIES || i + 1 == recovered.len() {
                     writer::apply(&db, &mut frontier, &recovered[start..=i])?;
                     start = i + 1;
                     entries = 0;
@@ -250,24 +251,24 @@ impl MessageLog {
         let shared = Arc::new(Shared::default());
         shared.acked.store(size, AtomicOrdering::Release);
         shared.indexed.store(size, AtomicOrdering::Release);
-        let (index, messages) = mpsc::sync_channel(writer::INDEX_QUEUE);
+        let inbox = Arc::new(Inbox::default());
         let indexer = Indexer {
             shared: Arc::clone(&shared),
             db: Arc::clone(&db),
             frontier,
             pending: Vec::new(),
-            pending_entries: 0,
         };
+        let indexer_inbox = Arc::clone(&inbox);
         let indexer = std::thread::Builder::new()
             .name("msglog-indexer".into())
-            .spawn(move || indexer.run(messages))
+            .spawn(move || indexer.run(indexer_inbox))
             .map_err(LogError::io(path))?;
         let queue = Arc::new(Queue::new(size, Arc::clone(&cipher)));
         let writer = Writer {
             shared: Arc::clone(&shared),
             segment,
             queue: Arc::clone(&queue),
-            indexer: index.clone(),
+            inbox: Arc::clone(&inbox),
             interval: options.group_commit_interval,
         };
         let writer = std::thread::Builder::new()
@@ -283,7 +284,7 @@ impl MessageLog {
                 options,
                 queue,
                 writer: Some(writer),
-                index: Some(index),
+                inbox,
                 indexer: Some(indexer),
                 shared,
                 archiving: Mutex::new(()),
@@ -304,25 +305,20 @@ impl MessageLog {
         if shared.indexed.load(AtomicOrdering::Acquire) >= acked {
             return Ok(());
         }
-        let (reply, done) = mpsc::sync_channel(1);
-        self.inner
-            .index
-            .as_ref()
-            .ok_or(LogError::Closed)?
-            .send(IndexMsg::Sync(reply))
-            .map_err(|_| LogError::Closed)?;
-        done.recv().map_err(|_| LogError::Closed)?
+        self.inner.inbox.sync()
     }
 
     /// Appends one record; returns its leaf index once the record is durable.
     pub async fn append(&self, entry: Entry) -> Result<u64, LogError> {
-        self.enqueue(entry)?.durable().await
+        self.submit(vec![self.prepare(entry)?]).await
     }
 
     /// Puts one record in the log's commit order without waiting for it to be durable. Any later
     /// record that becomes durable implies this one is (one ordered writer; after a failed commit
     /// the log accepts nothing more), so a request can be enqueued before it is passed on and the
-    /// exchange waits only for its response record. Refused at once if the log has failed.
+    /// exchange waits only for its response record. The record does not start a group commit of
+    /// its own: the next append that waits makes it durable, or the writer does within 20 ms
+    /// when none comes. Refused at once if the log has failed.
     pub fn enqueue(&self, entry: Entry) -> Result<Pending, LogError> {
         if let Some(e) = self.inner.shared.poisoned.get() {
             return Err(LogError::BatchFailed(Arc::clone(e)));
@@ -331,7 +327,7 @@ impl MessageLog {
         let (reply, answer) = oneshot::channel();
         self.inner
             .queue
-            .push(std::slice::from_ref(&prepared), reply)?;
+            .push(std::slice::from_ref(&prepared), reply, Wait::No)?;
         Ok(Pending(answer))
     }
 
@@ -352,8 +348,11 @@ impl MessageLog {
     }
 
     async fn submit(&self, entries: Vec<Prepared>) -> Result<u64, LogError> {
+        if let Some(e) = self.inner.shared.poisoned.get() {
+            return Err(LogError::BatchFailed(Arc::clone(e)));
+        }
         let (reply, answer) = oneshot::channel();
-        self.inner.queue.push(&entries, reply)?;
+        self.inner.queue.push(&entries, reply, Wait::Yes)?;
         drop(entries);
         answer.await.map_err(|_| LogError::Closed)?
     }

@@ -6,27 +6,28 @@
 //! allocates is handed to another thread to free, and no entry is copied again on its way to
 //! the disk.
 //!
-//! The **writer** owns the segment. It waits until some appender is queued, takes the whole
-//! frame (leaving an empty one in its place), completes it with header and checksum, writes it
-//! to the write-ahead log and `fdatasync`s it (`wal`), and only then answers each appender.
-//! Concurrent appends therefore share an fsync, and an appender that got `Ok` has its record on
-//! disk. When the previous commit served more than one append (there is concurrency), the
-//! writer lets the next one gather until `group_commit_interval` after the previous one started,
-//! or until as many appends wait as the previous commit took, much as PostgreSQL's
-//! `commit_delay` does: a sync costs the same for one record as for fifty, and on a virtual
-//! machine each one also costs the other threads interrupts and context switches. A lone
-//! appender is never delayed. If the write fails, every appender in the batch gets the error and
-//! the log refuses everything after it.
+//! The **writer** owns the segment. It waits until an appender that waits for durability is
+//! queued, takes the whole frame (leaving an empty one in its place), completes it with header
+//! and checksum, writes it to the write-ahead log and `fdatasync`s it (`wal`), and only then
+//! answers each appender. Concurrent appends therefore share an fsync, and an appender that got
+//! `Ok` has its record on disk. Entries that nobody waits for (a request record enqueued before
+//! the request is passed on) do not start a commit of their own unless no append comes within
+//! [`LAZY_COMMIT_DELAY`]. Under concurrency the writer lets a commit gather appends for up to
+//! `group_commit_interval` (see [`Writer::take`]). If the write fails, every appender in the
+//! batch gets the error and the log refuses everything after it.
 //!
 //! The **indexer** applies the frames the writer committed to the redb tables, many group
-//! commits per transaction: when [`INDEX_INTERVAL`] has passed since the oldest entry not yet
-//! applied, when [`INDEX_MAX_ENTRIES`] are waiting, or at once when a reader asks
-//! ([`IndexMsg::Sync`]; every read of the log does, so a read sees every append acknowledged
-//! before it). The bodies stay where the writer put them: the `bodies` table gets their place in
-//! the segment. Recovery at open applies the frames left in the segments the same way.
+//! commits per transaction: when [`INDEX_INTERVAL`] has passed since it was handed the first of
+//! them, when [`INDEX_MAX_ENTRIES`] are waiting, or at once when a reader asks (every read of
+//! the log does, so a read sees every append acknowledged before it). The bodies stay where the
+//! writer put them: the `bodies` table gets their place in the segment. Recovery at open
+//! applies the frames left in the segments the same way.
+//!
+//! Both threads are woken only when they must act ([`WriterState`], [`Inbox`]): every wake-up
+//! takes a CPU from the threads that serve exchanges.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::sync::mpsc::{self, SyncSender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -45,13 +46,20 @@ use crate::wal::{self, BodyLocation, OwnedFrame, Segment};
 
 /// Appenders stop gathering for a group commit once its frame reaches this many bytes.
 const MAX_BATCH_BYTES: usize = 64 << 20;
+/// The longest entries that nobody waits for ([`MessageLog::enqueue`]) stay in the frame before
+/// the writer commits them on their own; an append that waits commits them at once with it.
+///
+/// [`MessageLog::enqueue`]: crate::MessageLog::enqueue
+pub(crate) const LAZY_COMMIT_DELAY: Duration = Duration::from_millis(20);
 /// The longest an acknowledged entry waits before the indexer applies it to the database
 /// (unless a reader asks for it sooner).
 pub(crate) const INDEX_INTERVAL: Duration = Duration::from_millis(100);
 /// The indexer applies what it holds once this many entries wait.
-pub(crate) const INDEX_MAX_ENTRIES: usize = 16_384;
-/// Group commits the writer may hand on before the indexer has taken them (then it waits).
-pub(crate) const INDEX_QUEUE: usize = 256;
+pub(crate) const INDEX_MAX_ENTRIES: u64 = 16_384;
+/// The writer waits before handing on more once this many entries, or this many bytes, wait for
+/// the indexer.
+pub(crate) const INDEX_BACKLOG_ENTRIES: u64 = 4 * INDEX_MAX_ENTRIES;
+pub(crate) const INDEX_BACKLOG_BYTES: usize = 256 << 20;
 
 /// One entry, checked and encoded by its appender before it takes the queue's lock.
 #[derive(Debug)]
@@ -64,12 +72,25 @@ pub(crate) struct Prepared {
 /// Where an appender learns the first leaf index of its entries once they are durable.
 pub(crate) type Reply = oneshot::Sender<Result<u64, LogError>>;
 
+/// Whether an appender waits for its entries to be durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wait {
+    /// It waits: the writer commits soon ([`MessageLog::append`](crate::MessageLog::append)).
+    Yes,
+    /// It goes on; a later append that waits makes its entries durable too
+    /// ([`MessageLog::enqueue`](crate::MessageLog::enqueue)), or [`LAZY_COMMIT_DELAY`] does.
+    No,
+}
+
 /// The frame being filled by appenders, and who waits for it.
 #[derive(Debug)]
 pub(crate) struct Queue {
     filling: Mutex<Filling>,
-    /// Signalled when the first appender of a frame arrives, and when the log closes.
+    /// Signalled when the writer has something to do (see [`WriterState`]).
     arrived: Condvar,
+    /// Appenders so far; the writer compares it before and after a sync to tell whether
+    /// appends arrive independently of its answers.
+    pushes: AtomicU64,
     cipher: Arc<BodyCipher>,
 }
 
@@ -81,11 +102,26 @@ struct Filling {
     next: u64,
     /// Each appender's reply and the index of its first entry, in index order.
     replies: Vec<(Reply, u64)>,
-    /// While the writer gathers a commit: how many appenders it waits for (it is woken when
-    /// they are there); zero otherwise.
-    wanted: usize,
+    /// How many of them wait ([`Wait::Yes`]).
+    waiting: usize,
+    /// What the writer does, so that an appender wakes it only when it must.
+    writer: WriterState,
     /// Set when the last `MessageLog` goes: the writer commits what is queued and ends.
     closed: bool,
+}
+
+/// What the writer is doing. Each wake-up of the writer costs the appenders' threads a
+/// preemption, so an appender signals only when the writer waits for what it brings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WriterState {
+    /// Writing, syncing or answering: it looks at the queue when done.
+    Busy,
+    /// Waiting for any entry.
+    Idle,
+    /// The frame holds only entries nobody waits for: waiting for an appender that waits.
+    Lazy,
+    /// Gathering a group commit: waiting until this many appenders wait.
+    Gathering { wanted: usize },
 }
 
 impl Queue {
@@ -99,10 +135,12 @@ impl Queue {
                 first: next,
                 next,
                 replies: Vec::new(),
-                wanted: 0,
+                waiting: 0,
+                writer: WriterState::Busy,
                 closed: false,
             }),
             arrived: Condvar::new(),
+            pushes: AtomicU64::new(0),
             cipher,
         }
     }
@@ -114,7 +152,12 @@ impl Queue {
 
     /// Puts `entries` at the next consecutive indexes of the frame being filled; `reply` gets
     /// the first once they are durable. All or none: on an error nothing was queued.
-    pub(crate) fn push(&self, entries: &[Prepared], reply: Reply) -> Result<(), LogError> {
+    pub(crate) fn push(
+        &self,
+        entries: &[Prepared],
+        reply: Reply,
+        wait: Wait,
+    ) -> Result<(), LogError> {
         let mut filling = self.lock()?;
         let f = &mut *filling;
         if f.closed {
@@ -135,11 +178,17 @@ impl Queue {
         }
         f.next = first + entries.len() as u64;
         f.replies.push((reply, first));
-        // The writer waits for the first appender, or for as many as it wants.
-        if f.replies.len() == 1
-            || f.replies.len() == f.wanted
-            || (mark < MAX_BATCH_BYTES && f.frame.len() >= MAX_BATCH_BYTES)
-        {
+        self.pushes.fetch_add(1, Ordering::Relaxed);
+        let waits = wait == Wait::Yes;
+        f.waiting += usize::from(waits);
+        let wake = match f.writer {
+            WriterState::Busy => false,
+            WriterState::Idle => true,
+            WriterState::Lazy => waits,
+            WriterState::Gathering { wanted } => waits && f.waiting >= wanted,
+        } || (mark < MAX_BATCH_BYTES && f.frame.len() >= MAX_BATCH_BYTES);
+        if wake {
+            f.writer = WriterState::Busy;
             self.arrived.notify_one();
         }
         Ok(())
@@ -160,6 +209,20 @@ struct Batch {
     count: u64,
     frame: Vec<u8>,
     replies: Vec<(Reply, u64)>,
+    /// How many appenders wait for it.
+    waiting: usize,
+}
+
+/// What the writer remembers of its previous group commit.
+#[derive(Debug, Clone, Copy)]
+struct Last {
+    started: Instant,
+    /// Appenders that waited for it.
+    waiting: usize,
+    /// Whether appenders arrived while it was written and synced, before any was answered:
+    /// appends come independently of the writer's answers (as from a server's many exchanges),
+    /// rather than only from appenders that wait for it (a closed loop).
+    traffic: bool,
 }
 
 /// Counters of the writer and the indexer, for tests and metrics.
@@ -190,20 +253,11 @@ pub(crate) struct Shared {
     pub(crate) counters: Counters,
 }
 
-/// What the indexer is told, in the order it must act.
-#[derive(Debug)]
-pub(crate) enum IndexMsg {
-    /// A frame that is durable in the write-ahead log.
-    Frame(OwnedFrame),
-    /// A reader waits until everything sent before this is in the database.
-    Sync(SyncSender<Result<(), LogError>>),
-}
-
 pub(crate) struct Writer {
     pub(crate) shared: Arc<Shared>,
     pub(crate) segment: Segment,
     pub(crate) queue: Arc<Queue>,
-    pub(crate) indexer: SyncSender<IndexMsg>,
+    pub(crate) inbox: Arc<Inbox>,
     /// How long after the start of one group commit the next may gather appends while there
     /// is concurrency.
     pub(crate) interval: Duration,
@@ -212,43 +266,63 @@ pub(crate) struct Writer {
 impl Writer {
     /// Runs until the queue is closed and everything queued before is answered.
     pub(crate) fn run(mut self) {
-        // Jobs in the previous commit, and when it started.
-        let mut last: Option<(usize, Instant)> = None;
+        let mut last: Option<Last> = None;
         while let Some(batch) = self.take(last) {
-            last = Some((batch.replies.len(), Instant::now()));
-            self.commit_and_answer(batch);
+            let started = Instant::now();
+            let waiting = batch.waiting;
+            let pushes = self.queue.pushes.load(Ordering::Relaxed);
+            let traffic = self.commit_and_answer(batch, pushes);
+            last = Some(Last {
+                started,
+                waiting,
+                traffic,
+            });
         }
     }
 
     /// Waits for the next group commit and takes it from the queue; `None` once the queue is
     /// closed and empty.
-    fn take(&self, last: Option<(usize, Instant)>) -> Option<Batch> {
+    ///
+    /// Entries nobody waits for wait up to [`LAZY_COMMIT_DELAY`] for an append that does. Then,
+    /// under concurrency (the previous commit had more than one appender waiting, or appends
+    /// arrived during its sync), the commit gathers appends, as PostgreSQL's `commit_delay`
+    /// does: a sync costs the same for one record as for fifty, and on a virtual machine each
+    /// one also costs the other threads interrupts and context switches.
+    /// - While appends arrive independently of the answers, it gathers until the interval since
+    ///   the previous commit has passed.
+    /// - In a closed loop (nothing arrived during the previous sync), it gathers until as many
+    ///   appenders wait as that commit had: they are all back, and waiting longer would idle.
+    fn take(&self, last: Option<Last>) -> Option<Batch> {
         let mut f = self.queue.lock().ok()?;
         while f.replies.is_empty() {
             if f.closed {
                 return None;
             }
+            f.writer = WriterState::Idle;
             f = self.queue.arrived.wait(f).ok()?;
         }
-        // Under concurrency, the appenders just answered are about to come back and others
-        // are on the way: let them gather until the interval since the previous commit has
-        // passed, or as many appenders wait as that commit took (then they are all back, as
-        // in a closed loop of appenders, and waiting longer would only idle). The appender that
-        // makes the number wakes the writer; the others do not.
-        if let Some((last_jobs, last_start)) = last
-            && last_jobs > 1
-        {
-            let deadline = last_start.checked_add(self.interval).unwrap_or(last_start);
-            f.wanted = last_jobs;
-            while f.replies.len() < last_jobs && f.frame.len() < MAX_BATCH_BYTES && !f.closed {
-                let now = Instant::now();
-                if now >= deadline {
-                    break;
-                }
-                f = self.queue.arrived.wait_timeout(f, deadline - now).ok()?.0;
-            }
-            f.wanted = 0;
+        if f.waiting == 0 {
+            let deadline = Instant::now() + LAZY_COMMIT_DELAY;
+            f = self.wait_while(f, deadline, WriterState::Lazy, |f| f.waiting == 0)?;
         }
+        if let Some(last) = last
+            && f.waiting > 0
+            && (last.waiting > 1 || last.traffic)
+        {
+            let deadline = last
+                .started
+                .checked_add(self.interval)
+                .unwrap_or(last.started);
+            let wanted = if last.traffic {
+                usize::MAX
+            } else {
+                last.waiting
+            };
+            f = self.wait_while(f, deadline, WriterState::Gathering { wanted }, |f| {
+                f.waiting < wanted
+            })?;
+        }
+        f.writer = WriterState::Busy;
         // The next frame starts with room for about as much as this one holds (up to 4 MiB), so
         // that appenders seldom grow it under the lock.
         let mut next_frame = Vec::with_capacity(f.frame.len().next_power_of_two().min(4 << 20));
@@ -258,27 +332,53 @@ impl Writer {
             count: f.next - f.first,
             frame: std::mem::replace(&mut f.frame, next_frame),
             replies: std::mem::take(&mut f.replies),
+            waiting: std::mem::take(&mut f.waiting),
         };
         f.first = f.next;
         Some(batch)
     }
 
-    fn commit_and_answer(&mut self, batch: Batch) {
+    /// Waits in `state` until `deadline` while `more` holds, the log is open and the frame is
+    /// not full.
+    fn wait_while<'a>(
+        &self,
+        mut f: MutexGuard<'a, Filling>,
+        deadline: Instant,
+        state: WriterState,
+        more: impl Fn(&Filling) -> bool,
+    ) -> Option<MutexGuard<'a, Filling>> {
+        while more(&f) && f.frame.len() < MAX_BATCH_BYTES && !f.closed {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            f.writer = state;
+            f = self.queue.arrived.wait_timeout(f, deadline - now).ok()?.0;
+        }
+        Some(f)
+    }
+
+    /// Commits the batch and answers its appenders; returns whether appenders arrived while
+    /// it was written and synced (the queue's push count moved from `pushes`).
+    fn commit_and_answer(&mut self, batch: Batch, pushes: u64) -> bool {
         let Batch {
             first,
             count,
             frame,
             replies,
+            waiting: _,
         } = batch;
         if let Some(e) = self.shared.poisoned.get() {
             for (reply, _) in replies {
                 let _ = reply.send(Err(LogError::BatchFailed(Arc::clone(e))));
             }
-            return;
+            return false;
         }
         let shared = Arc::clone(&self.shared);
         let counters = &shared.counters;
-        match self.commit(first, count, frame) {
+        let result = self.commit(first, count, frame);
+        let traffic = self.queue.pushes.load(Ordering::Relaxed) != pushes;
+        match result {
             Ok(()) => {
                 counters.batches.fetch_add(1, Ordering::Relaxed);
                 counters.entries.fetch_add(count, Ordering::Relaxed);
@@ -297,6 +397,7 @@ impl Writer {
                 }
             }
         }
+        traffic
     }
 
     /// Completes the frame of the `count` entries from `first` on, writes it to the write-ahead
@@ -317,18 +418,170 @@ impl Writer {
             .counters
             .sync_micros
             .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-        self.indexer
-            .send(IndexMsg::Frame(OwnedFrame {
-                first,
-                bytes: frame,
-                segment,
-                offset,
-            }))
-            .map_err(|_| LogError::Closed)?;
+        self.inbox.hand_on(OwnedFrame {
+            first,
+            bytes: frame,
+            segment,
+            offset,
+        })?;
         self.shared
             .acked
             .store(first + u64::from(count), Ordering::Release);
         Ok(())
+    }
+}
+
+/// What the writer hands the indexer, and what readers ask of it. The indexer is woken only when
+/// it must act: for the first frame after it applied (it then waits up to [`INDEX_INTERVAL`] for
+/// more), once [`INDEX_MAX_ENTRIES`] wait, when a reader asks, and when the log closes. A
+/// wake-up per group commit would cost the appenders' threads as many preemptions.
+#[derive(Debug, Default)]
+pub(crate) struct Inbox {
+    state: Mutex<InboxState>,
+    /// Signalled when the indexer must act.
+    wake: Condvar,
+    /// Signalled when the indexer took what waited, or ended (the writer may be waiting).
+    taken: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct InboxState {
+    /// Frames durable in the write-ahead log, in index order.
+    frames: Vec<OwnedFrame>,
+    entries: u64,
+    bytes: usize,
+    /// Readers waiting until everything handed on before they asked is in the database.
+    syncs: Vec<SyncSender<Result<(), LogError>>>,
+    indexer: IndexerState,
+    /// The writer is gone: the indexer applies what is left and ends.
+    closed: bool,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum IndexerState {
+    #[default]
+    Working,
+    /// Waiting for a first frame.
+    Idle,
+    /// Holding frames, waiting for the interval to pass.
+    Waiting,
+    /// It ended; nothing will be applied any more.
+    Gone,
+}
+
+/// What the indexer takes from its inbox in one turn.
+struct Work {
+    frames: Vec<OwnedFrame>,
+    syncs: Vec<SyncSender<Result<(), LogError>>>,
+    closed: bool,
+}
+
+impl Inbox {
+    fn lock(&self) -> Result<MutexGuard<'_, InboxState>, LogError> {
+        self.state.lock().map_err(|_| LogError::Closed)
+    }
+
+    /// Hands the indexer a durable frame (the writer). Waits while too much waits for it.
+    pub(crate) fn hand_on(&self, frame: OwnedFrame) -> Result<(), LogError> {
+        let mut s = self.lock()?;
+        while (s.entries >= INDEX_BACKLOG_ENTRIES || s.bytes >= INDEX_BACKLOG_BYTES)
+            && s.indexer != IndexerState::Gone
+        {
+            s = self.taken.wait(s).map_err(|_| LogError::Closed)?;
+        }
+        if s.indexer == IndexerState::Gone {
+            return Err(LogError::Closed);
+        }
+        let below_max = s.entries < INDEX_MAX_ENTRIES;
+        s.entries += frame.count();
+        s.bytes += frame.bytes.len();
+        s.frames.push(frame);
+        let wake = match s.indexer {
+            IndexerState::Idle => true,
+            IndexerState::Waiting => below_max && s.entries >= INDEX_MAX_ENTRIES,
+            IndexerState::Working | IndexerState::Gone => false,
+        };
+        if wake {
+            s.indexer = IndexerState::Working;
+            self.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Waits until the database holds every frame handed on before (a reader).
+    pub(crate) fn sync(&self) -> Result<(), LogError> {
+        let (reply, done) = mpsc::sync_channel(1);
+        {
+            let mut s = self.lock()?;
+            if s.indexer == IndexerState::Gone {
+                return Err(LogError::Closed);
+            }
+            s.syncs.push(reply);
+            if s.indexer != IndexerState::Working {
+                s.indexer = IndexerState::Working;
+                self.wake.notify_one();
+            }
+        }
+        done.recv().map_err(|_| LogError::Closed)?
+    }
+
+    /// Lets the indexer apply what is left and end (once the writer is gone).
+    pub(crate) fn close(&self) {
+        if let Ok(mut s) = self.lock() {
+            s.closed = true;
+        }
+        self.wake.notify_all();
+    }
+
+    /// Waits until the indexer must act, and takes what waits (the indexer).
+    fn next(&self) -> Result<Work, LogError> {
+        let mut s = self.lock()?;
+        let mut deadline: Option<Instant> = None;
+        loop {
+            if !s.syncs.is_empty() || s.closed || s.entries >= INDEX_MAX_ENTRIES {
+                break;
+            }
+            if s.frames.is_empty() {
+                s.indexer = IndexerState::Idle;
+                s = self.wake.wait(s).map_err(|_| LogError::Closed)?;
+                continue;
+            }
+            let deadline = *deadline.get_or_insert_with(|| Instant::now() + INDEX_INTERVAL);
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            s.indexer = IndexerState::Waiting;
+            s = self
+                .wake
+                .wait_timeout(s, deadline - now)
+                .map_err(|_| LogError::Closed)?
+                .0;
+        }
+        s.indexer = IndexerState::Working;
+        s.entries = 0;
+        s.bytes = 0;
+        let work = Work {
+            frames: std::mem::take(&mut s.frames),
+            syncs: std::mem::take(&mut s.syncs),
+            closed: s.closed,
+        };
+        drop(s);
+        self.taken.notify_all();
+        Ok(work)
+    }
+
+    /// Marks the indexer gone: the writer and readers stop waiting for it.
+    fn gone(&self) {
+        let syncs = match self.state.lock() {
+            Ok(mut s) => {
+                s.indexer = IndexerState::Gone;
+                std::mem::take(&mut s.syncs)
+            }
+            Err(_) => Vec::new(),
+        };
+        drop(syncs);
+        self.taken.notify_all();
     }
 }
 
@@ -338,50 +591,32 @@ pub(crate) struct Indexer {
     pub(crate) frontier: CompactRange,
     /// Group commits received and not yet applied, in index order.
     pub(crate) pending: Vec<OwnedFrame>,
-    /// The entries they hold.
-    pub(crate) pending_entries: u64,
 }
 
 impl Indexer {
-    /// Runs until the writer and every reader are gone, applying what is left before it ends.
-    pub(crate) fn run(mut self, messages: Receiver<IndexMsg>) {
-        let mut oldest: Option<Instant> = None;
-        loop {
-            let message = match oldest {
-                None => messages.recv().map_err(|_| RecvTimeoutError::Disconnected),
-                Some(since) => {
-                    let waited = since.elapsed();
-                    if waited >= INDEX_INTERVAL {
-                        Err(RecvTimeoutError::Timeout)
-                    } else {
-                        messages.recv_timeout(INDEX_INTERVAL - waited)
-                    }
-                }
-            };
-            match message {
-                Ok(IndexMsg::Frame(frame)) => {
-                    debug_assert_eq!(frame.first, self.frontier.size() + self.pending_entries);
-                    self.pending_entries += frame.count();
-                    self.pending.push(frame);
-                    oldest.get_or_insert_with(Instant::now);
-                    if self.pending_entries >= INDEX_MAX_ENTRIES as u64 {
-                        // A failure is kept in `shared`, where appenders and readers find it.
-                        let _ = self.apply_pending();
-                        oldest = None;
-                    }
-                }
-                Ok(IndexMsg::Sync(reply)) => {
-                    let _ = reply.send(self.apply_pending());
-                    oldest = None;
-                }
-                Err(RecvTimeoutError::Timeout) => {
-                    let _ = self.apply_pending();
-                    oldest = None;
-                }
-                Err(RecvTimeoutError::Disconnected) => {
-                    let _ = self.apply_pending();
-                    return;
-                }
+    /// Runs until the inbox is closed, applying what is left before it ends.
+    pub(crate) fn run(mut self, inbox: Arc<Inbox>) {
+        /// Whatever ends the loop (a panic too), the writer and readers must not wait on.
+        struct Gone(Arc<Inbox>);
+        impl Drop for Gone {
+            fn drop(&mut self) {
+                self.0.gone();
+            }
+        }
+        let inbox = Gone(inbox);
+        while let Ok(work) = inbox.0.next() {
+            self.pending.extend(work.frames);
+            // A failure is kept in `shared`, where appenders and readers find it.
+            let _ = self.apply_pending();
+            for reply in work.syncs {
+                let answer = match self.shared.index_failed.get() {
+                    None => Ok(()),
+                    Some(e) => Err(LogError::BatchFailed(Arc::clone(e))),
+                };
+                let _ = reply.send(answer);
+            }
+            if work.closed {
+                return;
             }
         }
     }
@@ -390,6 +625,7 @@ impl Indexer {
     /// applied: the entries stay in the write-ahead log, and the next open applies them.
     fn apply_pending(&mut self) -> Result<(), LogError> {
         if let Some(e) = self.shared.index_failed.get() {
+            self.pending.clear();
             return Err(LogError::BatchFailed(Arc::clone(e)));
         }
         if self.pending.is_empty() {
@@ -404,7 +640,6 @@ impl Indexer {
                     .index_micros
                     .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
                 self.pending.clear();
-                self.pending_entries = 0;
                 let size = self.frontier.size();
                 self.shared.indexed.store(size, Ordering::Release);
                 self.shared
@@ -415,6 +650,7 @@ impl Indexer {
             }
             Err(e) => {
                 self.frontier = before;
+                self.pending.clear();
                 tracing::error!(error = %e, "applying the message log to its database failed");
                 let e = Arc::new(e);
                 let _ = self.shared.index_failed.set(Arc::clone(&e));
@@ -501,7 +737,6 @@ pub(crate) fn apply(
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::AtomicBool;
-    use std::sync::mpsc;
 
     use redb::backends::InMemoryBackend;
     use redb::{ReadableDatabase as _, ReadableTableMetadata as _, StorageBackend};
@@ -548,16 +783,30 @@ mod tests {
         .encode_to_vec()
     }
 
-    /// Queues entry `n` (with a body) as one appender.
+    /// Queues entry `n` (with a body) as one appender that waits.
     fn push(queue: &Queue, n: u8) -> Answer {
+        push_as(queue, n, Wait::Yes)
+    }
+
+    fn push_as(queue: &Queue, n: u8, wait: Wait) -> Answer {
         let (reply, answer) = oneshot::channel();
         let entry = Prepared {
             record_bytes: record(n),
             subject: None,
             body: Some(Bytes::from_static(b"body")),
         };
-        queue.push(&[entry], reply).unwrap();
+        queue.push(&[entry], reply, wait).unwrap();
         answer
+    }
+
+    impl Inbox {
+        /// The frames handed on and not yet taken.
+        fn take_frames(&self) -> Vec<OwnedFrame> {
+            let mut s = self.lock().unwrap();
+            s.entries = 0;
+            s.bytes = 0;
+            std::mem::take(&mut s.frames)
+        }
     }
 
     /// A writer over a new segment in `dir`, its queue, and what it hands the indexer.
@@ -565,24 +814,24 @@ mod tests {
         dir: &std::path::Path,
         body_key: Option<&[u8; 32]>,
         interval: Duration,
-    ) -> (Writer, Arc<Queue>, mpsc::Receiver<IndexMsg>) {
-        let (index, messages) = mpsc::sync_channel(64);
+    ) -> (Writer, Arc<Queue>, Arc<Inbox>) {
+        let inbox = Arc::new(Inbox::default());
         let cipher = Arc::new(BodyCipher::new(body_key, &[0; 32], 1).unwrap());
         let queue = Arc::new(Queue::new(0, cipher));
         let writer = Writer {
             shared: Arc::new(Shared::default()),
             segment: Segment::create(dir, 0).unwrap(),
             queue: Arc::clone(&queue),
-            indexer: index,
+            inbox: Arc::clone(&inbox),
             interval,
         };
-        (writer, queue, messages)
+        (writer, queue, inbox)
     }
 
     /// Takes what is queued and commits it, as one turn of the writer's loop.
     fn commit_queued(writer: &mut Writer) {
         let batch = writer.take(None).unwrap();
-        writer.commit_and_answer(batch);
+        writer.commit_and_answer(batch, 0);
     }
 
     /// The frame of entries `ns` (records of `record(n)`, no bodies) from index `first` on.
@@ -608,15 +857,14 @@ mod tests {
     #[test]
     fn a_failed_write_fails_every_appender_of_the_batch_and_everything_after_it() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut writer, queue, messages) = writer_in(dir.path(), None, Duration::ZERO);
+        let (mut writer, queue, inbox) = writer_in(dir.path(), None, Duration::ZERO);
         let shared = Arc::clone(&writer.shared);
         let ok_answer = push(&queue, 0);
         commit_queued(&mut writer);
         assert_eq!(ok_answer.blocking_recv().unwrap().unwrap(), 0);
-        assert!(matches!(
-            messages.try_recv(),
-            Ok(IndexMsg::Frame(frame)) if frame.first == 0 && frame.count() == 1
-        ));
+        let frames = inbox.take_frames();
+        assert_eq!(frames.len(), 1);
+        assert_eq!((frames[0].first, frames[0].count()), (0, 1));
 
         // A disk that is full: the write fails, and nothing is acknowledged or handed on.
         let full = std::fs::OpenOptions::new()
@@ -636,7 +884,7 @@ mod tests {
                 Err(LogError::BatchFailed(_))
             ));
         }
-        assert!(messages.try_recv().is_err());
+        assert!(inbox.take_frames().is_empty());
         assert_eq!(shared.acked.load(Ordering::SeqCst), 1);
         assert_eq!(shared.counters.failed_batches.load(Ordering::Relaxed), 1);
         assert_eq!(shared.counters.batches.load(Ordering::Relaxed), 1);
@@ -650,7 +898,7 @@ mod tests {
             c_answer.blocking_recv().unwrap(),
             Err(LogError::BatchFailed(_))
         ));
-        assert!(messages.try_recv().is_err());
+        assert!(inbox.take_frames().is_empty());
         // What reached the segment is the one acknowledged entry.
         let bytes = std::fs::read(writer.segment.path()).unwrap();
         let (frames, tail) = wal::parse_frames(&bytes);
@@ -662,7 +910,7 @@ mod tests {
     #[test]
     fn appenders_write_their_entries_into_one_frame_at_consecutive_indexes() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut writer, queue, messages) = writer_in(dir.path(), Some(&[7; 32]), Duration::ZERO);
+        let (mut writer, queue, inbox) = writer_in(dir.path(), Some(&[7; 32]), Duration::ZERO);
         let one = push(&queue, 0);
         let (reply, three) = oneshot::channel();
         let batch: Vec<_> = (1..4)
@@ -672,16 +920,16 @@ mod tests {
                 body: None,
             })
             .collect();
-        queue.push(&batch, reply).unwrap();
+        queue.push(&batch, reply, Wait::Yes).unwrap();
         let last = push(&queue, 4);
         commit_queued(&mut writer);
         assert_eq!(one.blocking_recv().unwrap().unwrap(), 0);
         assert_eq!(three.blocking_recv().unwrap().unwrap(), 1);
         assert_eq!(last.blocking_recv().unwrap().unwrap(), 4);
 
-        let Ok(IndexMsg::Frame(frame)) = messages.try_recv() else {
-            panic!("no frame handed on");
-        };
+        let mut frames = inbox.take_frames();
+        assert_eq!(frames.len(), 1, "one frame handed on");
+        let frame = frames.remove(0);
         assert_eq!((frame.first, frame.count()), (0, 5));
         let cipher = BodyCipher::new(Some(&[7; 32]), &[0; 32], 2).unwrap();
         for (n, e) in (0u8..).zip(frame.entries().unwrap()) {
@@ -701,14 +949,17 @@ mod tests {
         // After the log closes nothing is queued.
         queue.close();
         let (reply, _) = oneshot::channel();
-        assert!(matches!(queue.push(&[], reply), Err(LogError::Closed)));
+        assert!(matches!(
+            queue.push(&[], reply, Wait::Yes),
+            Err(LogError::Closed)
+        ));
         assert!(writer.take(None).is_none());
     }
 
     #[test]
     fn a_full_segment_is_closed_before_the_next_frame_and_recovery_reads_across_segments() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut writer, queue, messages) = writer_in(dir.path(), Some(&[7; 32]), Duration::ZERO);
+        let (mut writer, queue, inbox) = writer_in(dir.path(), Some(&[7; 32]), Duration::ZERO);
         writer.segment = Segment::create(dir.path(), 0).unwrap().with_limit(150);
         for n in 0..6 {
             let answer = push(&queue, n);
@@ -717,10 +968,7 @@ mod tests {
         }
         let mut segments = Vec::new();
         let mut batches = 0;
-        while let Ok(message) = messages.try_recv() {
-            let IndexMsg::Frame(frame) = message else {
-                panic!("only frames are handed on");
-            };
+        for frame in inbox.take_frames() {
             assert_eq!((frame.first, frame.count()), (batches, 1));
             if frame.offset == 0 {
                 // A new segment begins with the frame that follows the last full one.
@@ -752,10 +1000,10 @@ mod tests {
     }
 
     #[test]
-    fn under_concurrency_a_commit_gathers_for_the_interval_or_until_as_many_as_the_last_one() {
+    fn in_a_closed_loop_a_commit_gathers_for_the_interval_or_until_as_many_as_the_last_one() {
         let interval = Duration::from_millis(600);
         let dir = tempfile::tempdir().unwrap();
-        let (writer, queue, messages) = writer_in(dir.path(), None, interval);
+        let (writer, queue, inbox) = writer_in(dir.path(), None, interval);
         let send = |n: u8| push(&queue, n);
         let wait = |answers: Vec<Answer>, first: u64| {
             for (n, answer) in (first..).zip(answers) {
@@ -786,13 +1034,7 @@ mod tests {
         queue.close();
         thread.join().unwrap();
 
-        let sizes: Vec<u64> = messages
-            .try_iter()
-            .filter_map(|m| match m {
-                IndexMsg::Frame(frame) => Some(frame.count()),
-                _ => None,
-            })
-            .collect();
+        let sizes: Vec<u64> = inbox.take_frames().iter().map(OwnedFrame::count).collect();
         assert_eq!(sizes, [12, 10, 10, 1, 1, 1, 1]);
         assert!(
             as_many < interval / 2,
@@ -801,11 +1043,75 @@ mod tests {
         assert!(lone < interval, "lone appends took {lone:?}");
     }
 
+    #[test]
+    fn while_appends_arrive_during_syncs_a_commit_gathers_for_the_whole_interval() {
+        let interval = Duration::from_millis(300);
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, queue, _inbox) = writer_in(dir.path(), None, interval);
+        let answers: Vec<_> = (0..3).map(|n| push(&queue, n)).collect();
+        // The previous commit had three appenders, and appends arrived during its sync: three
+        // waiting is not enough, the commit gathers until the interval has passed.
+        let started = Instant::now();
+        let last = Last {
+            started,
+            waiting: 3,
+            traffic: true,
+        };
+        let batch = writer.take(Some(last)).unwrap();
+        assert!(
+            started.elapsed() >= interval,
+            "took {:?}",
+            started.elapsed()
+        );
+        assert_eq!((batch.count, batch.waiting), (3, 3));
+        drop(answers);
+
+        // The same without traffic (a closed loop of three): taken at once.
+        let _answers: Vec<_> = (3..6).map(|n| push(&queue, n)).collect();
+        let started = Instant::now();
+        let last = Last {
+            started,
+            waiting: 3,
+            traffic: false,
+        };
+        let batch = writer.take(Some(last)).unwrap();
+        assert!(started.elapsed() < interval, "took {:?}", started.elapsed());
+        assert_eq!((batch.first, batch.count), (3, 3));
+    }
+
+    #[test]
+    fn entries_nobody_waits_for_wait_for_an_append_or_the_lazy_delay() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, queue, _inbox) = writer_in(dir.path(), None, Duration::ZERO);
+        let writer = Arc::new(Mutex::new(writer));
+
+        // Alone, an enqueued entry is committed after LAZY_COMMIT_DELAY.
+        let _lazy = push_as(&queue, 0, Wait::No);
+        let started = Instant::now();
+        let batch = writer.lock().unwrap().take(None).unwrap();
+        assert!(started.elapsed() >= LAZY_COMMIT_DELAY);
+        assert_eq!((batch.count, batch.waiting), (1, 0));
+
+        // An append that waits takes it along at once. The writer waits first, so the append
+        // wakes it.
+        let _lazy = push_as(&queue, 1, Wait::No);
+        let taker = {
+            let writer = Arc::clone(&writer);
+            std::thread::spawn(move || writer.lock().unwrap().take(None).unwrap())
+        };
+        while queue.lock().unwrap().writer != WriterState::Lazy {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let _append = push(&queue, 2);
+        let batch = taker.join().unwrap();
+        assert_eq!((batch.first, batch.count, batch.waiting), (1, 2, 1));
+    }
+
     fn indexer_over(
         fail: &Arc<AtomicBool>,
     ) -> (
         Arc<Shared>,
-        mpsc::SyncSender<IndexMsg>,
+        Arc<Inbox>,
         std::thread::JoinHandle<()>,
         Arc<Database>,
     ) {
@@ -823,17 +1129,13 @@ mod tests {
             db: Arc::clone(&db),
             frontier: CompactRange::new(),
             pending: Vec::new(),
-            pending_entries: 0,
         };
-        let (index, messages) = mpsc::sync_channel(16);
-        let thread = std::thread::spawn(move || indexer.run(messages));
-        (shared, index, thread, db)
-    }
-
-    fn sync(index: &mpsc::SyncSender<IndexMsg>) -> Result<(), LogError> {
-        let (reply, done) = mpsc::sync_channel(1);
-        index.send(IndexMsg::Sync(reply)).unwrap();
-        done.recv().unwrap()
+        let inbox = Arc::new(Inbox::default());
+        let thread = {
+            let inbox = Arc::clone(&inbox);
+            std::thread::spawn(move || indexer.run(inbox))
+        };
+        (shared, inbox, thread, db)
     }
 
     fn records_in(db: &Database) -> u64 {
@@ -844,15 +1146,15 @@ mod tests {
     #[test]
     fn the_indexer_applies_on_request_and_on_its_own() {
         let fail = Arc::new(AtomicBool::new(false));
-        let (shared, index, thread, db) = indexer_over(&fail);
+        let (shared, inbox, thread, db) = indexer_over(&fail);
 
-        index.send(IndexMsg::Frame(frame_of(0, &[0, 1]))).unwrap();
-        sync(&index).unwrap();
+        inbox.hand_on(frame_of(0, &[0, 1])).unwrap();
+        inbox.sync().unwrap();
         assert_eq!(shared.indexed.load(Ordering::SeqCst), 2);
         assert_eq!(records_in(&db), 2);
 
         // Without a reader asking, within INDEX_INTERVAL.
-        index.send(IndexMsg::Frame(frame_of(2, &[2]))).unwrap();
+        inbox.hand_on(frame_of(2, &[2])).unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         while shared.indexed.load(Ordering::SeqCst) < 3 {
             assert!(
@@ -864,9 +1166,9 @@ mod tests {
         assert_eq!(records_in(&db), 3);
         assert_eq!(shared.counters.index_commits.load(Ordering::SeqCst), 2);
 
-        // The last entries are applied when the channel closes.
-        index.send(IndexMsg::Frame(frame_of(3, &[3]))).unwrap();
-        drop(index);
+        // The last entries are applied when the inbox closes.
+        inbox.hand_on(frame_of(3, &[3])).unwrap();
+        inbox.close();
         thread.join().unwrap();
         assert_eq!(records_in(&db), 4);
     }
@@ -874,20 +1176,20 @@ mod tests {
     #[test]
     fn a_failed_index_commit_fails_reads_and_appends_and_applies_nothing_more() {
         let fail = Arc::new(AtomicBool::new(false));
-        let (shared, index, thread, db) = indexer_over(&fail);
-        index.send(IndexMsg::Frame(frame_of(0, &[0]))).unwrap();
-        sync(&index).unwrap();
+        let (shared, inbox, thread, db) = indexer_over(&fail);
+        inbox.hand_on(frame_of(0, &[0])).unwrap();
+        inbox.sync().unwrap();
 
         fail.store(true, Ordering::SeqCst);
-        index.send(IndexMsg::Frame(frame_of(1, &[1]))).unwrap();
-        assert!(matches!(sync(&index), Err(LogError::BatchFailed(_))));
+        inbox.hand_on(frame_of(1, &[1])).unwrap();
+        assert!(matches!(inbox.sync(), Err(LogError::BatchFailed(_))));
         assert!(shared.poisoned.get().is_some());
         assert!(shared.index_failed.get().is_some());
         assert_eq!(shared.indexed.load(Ordering::SeqCst), 1);
 
         fail.store(false, Ordering::SeqCst);
-        assert!(matches!(sync(&index), Err(LogError::BatchFailed(_))));
-        drop(index);
+        assert!(matches!(inbox.sync(), Err(LogError::BatchFailed(_))));
+        inbox.close();
         thread.join().unwrap();
         assert_eq!(records_in(&db), 1);
     }
