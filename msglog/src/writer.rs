@@ -223,6 +223,8 @@ struct Last {
     /// appends come independently of the writer's answers (as from a server's many exchanges),
     /// rather than only from appenders that wait for it (a closed loop).
     traffic: bool,
+    /// The bytes of its frame.
+    frame_len: usize,
 }
 
 /// Counters of the writer and the indexer, for tests and metrics.
@@ -270,12 +272,14 @@ impl Writer {
         while let Some(batch) = self.take(last) {
             let started = Instant::now();
             let waiting = batch.waiting;
+            let frame_len = batch.frame.len();
             let pushes = self.queue.pushes.load(Ordering::Relaxed);
             let traffic = self.commit_and_answer(batch, pushes);
             last = Some(Last {
                 started,
                 waiting,
                 traffic,
+                frame_len,
             });
         }
     }
@@ -293,6 +297,9 @@ impl Writer {
     /// - In a closed loop (nothing arrived during the previous sync), it gathers until as many
     ///   appenders wait as that commit had: they are all back, and waiting longer would idle.
     fn take(&self, last: Option<Last>) -> Option<Batch> {
+        // The buffer of the frame after this one, found before taking the queue's lock.
+        let mut next_frame = self.inbox.spare(last.map_or(0, |l| l.frame_len));
+        wal::begin_frame(&mut next_frame);
         let mut f = self.queue.lock().ok()?;
         while f.replies.is_empty() {
             if f.closed {
@@ -323,10 +330,6 @@ impl Writer {
             })?;
         }
         f.writer = WriterState::Busy;
-        // The next frame starts with room for about as much as this one holds (up to 4 MiB), so
-        // that appenders seldom grow it under the lock.
-        let mut next_frame = Vec::with_capacity(f.frame.len().next_power_of_two().min(4 << 20));
-        wal::begin_frame(&mut next_frame);
         let batch = Batch {
             first: f.first,
             count: f.next - f.first,
@@ -442,7 +445,22 @@ pub(crate) struct Inbox {
     wake: Condvar,
     /// Signalled when the indexer took what waited, or ended (the writer may be waiting).
     taken: Condvar,
+    /// Buffers of applied frames, for the writer to fill again: allocating and freeing a buffer
+    /// of tens of kilobytes for every group commit, in different threads, sends the allocator
+    /// down its slow paths for every thread's small allocations too.
+    spares: Mutex<Spares>,
 }
+
+#[derive(Debug, Default)]
+struct Spares {
+    buffers: Vec<Vec<u8>>,
+    /// Their capacity in all.
+    bytes: usize,
+}
+
+/// Frame buffers are kept for reuse up to this capacity each, and this much in all.
+const SPARE_MAX_CAPACITY: usize = 4 << 20;
+const SPARES_MAX_BYTES: usize = 64 << 20;
 
 #[derive(Debug, Default)]
 struct InboxState {
@@ -571,6 +589,37 @@ impl Inbox {
         Ok(work)
     }
 
+    /// A buffer for a frame (the writer): one given back, or a new one with room for about
+    /// `hint` bytes (up to 4 MiB), so that appenders seldom grow it under the queue's lock.
+    fn spare(&self, hint: usize) -> Vec<u8> {
+        let reused = self.spares.lock().ok().and_then(|mut s| {
+            let buffer = s.buffers.pop()?;
+            s.bytes -= buffer.capacity();
+            Some(buffer)
+        });
+        reused
+            .unwrap_or_else(|| Vec::with_capacity(hint.next_power_of_two().min(SPARE_MAX_CAPACITY)))
+    }
+
+    /// Gives the buffers of applied frames back for reuse (the indexer), as many as are kept.
+    fn recycle(&self, frames: &mut Vec<OwnedFrame>) {
+        let mut rest = Vec::new();
+        if let Ok(mut s) = self.spares.lock() {
+            for frame in frames.drain(..) {
+                let capacity = frame.bytes.capacity();
+                if capacity <= SPARE_MAX_CAPACITY && s.bytes + capacity <= SPARES_MAX_BYTES {
+                    s.bytes += capacity;
+                    s.buffers.push(frame.bytes);
+                } else {
+                    rest.push(frame);
+                }
+            }
+        }
+        // Freed outside the lock.
+        drop(rest);
+        frames.clear();
+    }
+
     /// Marks the indexer gone: the writer and readers stop waiting for it.
     fn gone(&self) {
         let syncs = match self.state.lock() {
@@ -604,10 +653,12 @@ impl Indexer {
             }
         }
         let inbox = Gone(inbox);
-        while let Ok(work) = inbox.0.next() {
+        let inbox = &inbox.0;
+        while let Ok(work) = inbox.next() {
             self.pending.extend(work.frames);
             // A failure is kept in `shared`, where appenders and readers find it.
             let _ = self.apply_pending();
+            inbox.recycle(&mut self.pending);
             for reply in work.syncs {
                 let answer = match self.shared.index_failed.get() {
                     None => Ok(()),
@@ -621,8 +672,9 @@ impl Indexer {
         }
     }
 
-    /// Applies the pending entries in one durable transaction. After a failure nothing more is
-    /// applied: the entries stay in the write-ahead log, and the next open applies them.
+    /// Applies the pending entries in one durable transaction (the caller then empties
+    /// `pending`). After a failure nothing more is applied: the entries stay in the write-ahead
+    /// log, and the next open applies them.
     fn apply_pending(&mut self) -> Result<(), LogError> {
         if let Some(e) = self.shared.index_failed.get() {
             self.pending.clear();
@@ -639,7 +691,6 @@ impl Indexer {
                     .counters
                     .index_micros
                     .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-                self.pending.clear();
                 let size = self.frontier.size();
                 self.shared.indexed.store(size, Ordering::Release);
                 self.shared
@@ -1000,6 +1051,33 @@ mod tests {
     }
 
     #[test]
+    fn applied_frame_buffers_are_reused_for_later_frames_within_bounds() {
+        let inbox = Inbox::default();
+        let frame = |capacity: usize| OwnedFrame {
+            first: 0,
+            bytes: Vec::with_capacity(capacity),
+            segment: 0,
+            offset: 0,
+        };
+        let mut applied = vec![frame(64 << 10), frame(SPARE_MAX_CAPACITY + 1)];
+        inbox.recycle(&mut applied);
+        assert!(applied.is_empty());
+        // The small buffer is kept and handed out again; the oversized one was freed.
+        let reused = inbox.spare(0);
+        assert_eq!(reused.capacity(), 64 << 10);
+        let fresh = inbox.spare(1000);
+        assert_eq!(fresh.capacity(), 1024);
+        // No more than SPARES_MAX_BYTES are kept.
+        let mut many: Vec<_> = (0..=SPARES_MAX_BYTES / SPARE_MAX_CAPACITY)
+            .map(|_| frame(SPARE_MAX_CAPACITY))
+            .collect();
+        inbox.recycle(&mut many);
+        let kept = inbox.spares.lock().unwrap();
+        assert_eq!(kept.buffers.len(), SPARES_MAX_BYTES / SPARE_MAX_CAPACITY);
+        assert_eq!(kept.bytes, SPARES_MAX_BYTES);
+    }
+
+    #[test]
     fn in_a_closed_loop_a_commit_gathers_for_the_interval_or_until_as_many_as_the_last_one() {
         let interval = Duration::from_millis(600);
         let dir = tempfile::tempdir().unwrap();
@@ -1056,6 +1134,7 @@ mod tests {
             started,
             waiting: 3,
             traffic: true,
+            frame_len: 0,
         };
         let batch = writer.take(Some(last)).unwrap();
         assert!(
@@ -1073,6 +1152,7 @@ mod tests {
             started,
             waiting: 3,
             traffic: false,
+            frame_len: 0,
         };
         let batch = writer.take(Some(last)).unwrap();
         assert!(started.elapsed() < interval, "took {:?}", started.elapsed());
