@@ -27,12 +27,16 @@
 //! (encrypted when the log has a body key) when they are written here.
 //!
 //! ```text
-//! frame   = "XRWL" | payload length u64 | first index u64 | entry count u32 | payload
-//!           | SHA-256 of everything before it (32 bytes)
+//! frame   = "XRW2" | payload length u64 | first index u64 | entry count u32 | payload
+//!           | CRC-32C of everything before it (u32)
 //! entry   = record length u32 | record bytes | flags u8 (1: subject, 2: body)
 //!           | [subject HMAC (32)] | [stored body length u32 | stored body]
 //! ```
-//! Integers are little-endian.
+//! Integers are little-endian. Frames written by earlier versions begin with "XRWL" and end in
+//! the SHA-256 of everything before them (32 bytes); they are read as before. The checksum only
+//! tells a frame cut short or damaged by the disk from an intact one (tampering is what the
+//! Merkle tree and its signed checkpoints detect), and a CRC does that at a small part of the
+//! cost of a hash of every byte the writer syncs.
 
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt as _;
@@ -42,9 +46,31 @@ use sha2::{Digest as _, Sha256};
 
 use crate::LogError;
 
-const MAGIC: [u8; 4] = *b"XRWL";
+/// Frames with a CRC-32C, as this version writes them.
+const MAGIC: [u8; 4] = *b"XRW2";
+/// Frames with a SHA-256, as earlier versions wrote them.
+const MAGIC_SHA256: [u8; 4] = *b"XRWL";
 const HEADER_LEN: usize = 4 + 8 + 8 + 4;
-const SUM_LEN: usize = 32;
+
+/// The length of the checksum of a frame that begins with `magic`, if it is a frame header.
+fn sum_len(magic: &[u8]) -> Option<usize> {
+    if magic == MAGIC {
+        Some(4)
+    } else if magic == MAGIC_SHA256 {
+        Some(32)
+    } else {
+        None
+    }
+}
+
+/// Whether `sum` is the checksum of `covered`, in the frame kind `magic` names.
+fn sum_matches(magic: &[u8], covered: &[u8], sum: &[u8]) -> bool {
+    if magic == MAGIC {
+        crc32c::crc32c(covered).to_le_bytes() == sum
+    } else {
+        Sha256::digest(covered).as_slice() == sum
+    }
+}
 const FLAG_SUBJECT: u8 = 1;
 const FLAG_BODY: u8 = 2;
 /// A segment is closed, and a new one begun, once it holds this many bytes.
@@ -106,8 +132,8 @@ pub(crate) fn finish_frame(out: &mut Vec<u8>, first: u64, count: u32) {
     out[4..12].copy_from_slice(&payload_len.to_le_bytes());
     out[12..20].copy_from_slice(&first.to_le_bytes());
     out[20..24].copy_from_slice(&count.to_le_bytes());
-    let sum = Sha256::digest(&out[..]);
-    out.extend_from_slice(&sum);
+    let sum = crc32c::crc32c(out);
+    out.extend_from_slice(&sum.to_le_bytes());
 }
 
 /// One whole frame as written (header, entries, checksum): what the indexer applies.
@@ -132,9 +158,10 @@ impl OwnedFrame {
     /// Its entries. The frame was made by the writer or read back with its checksum checked,
     /// so this does not check the checksum again.
     pub(crate) fn entries(&self) -> Result<Vec<RawEntry<'_>>, LogError> {
+        let sum = self.bytes.get(..4).and_then(sum_len).unwrap_or(0);
         let payload = self
             .bytes
-            .get(HEADER_LEN..self.bytes.len().saturating_sub(SUM_LEN))
+            .get(HEADER_LEN..self.bytes.len().saturating_sub(sum))
             .unwrap_or_default();
         parse_entries(payload, HEADER_LEN, self.count()).map_err(|reason| {
             LogError::corrupt(format!(
@@ -197,19 +224,18 @@ fn parse_frame(bytes: &[u8]) -> Result<(Frame<'_>, usize), &'static str> {
     let header = bytes
         .get(..HEADER_LEN)
         .ok_or("cut short in a frame header")?;
-    if header[..4] != MAGIC {
-        return Err("not a frame header");
-    }
+    let magic = &header[..4];
+    let sum_len = sum_len(magic).ok_or("not a frame header")?;
     let payload_len = usize::try_from(u64_at(header, 4)).map_err(|_| "impossible frame length")?;
     let first = u64_at(header, 12);
     let count = u32_at(header, 20);
     let total = HEADER_LEN
         .checked_add(payload_len)
-        .and_then(|n| n.checked_add(SUM_LEN))
+        .and_then(|n| n.checked_add(sum_len))
         .ok_or("impossible frame length")?;
     let frame = bytes.get(..total).ok_or("cut short in a frame")?;
-    let (covered, sum) = frame.split_at(total - SUM_LEN);
-    if Sha256::digest(covered).as_slice() != sum {
+    let (covered, sum) = frame.split_at(total - sum_len);
+    if !sum_matches(magic, covered, sum) {
         return Err("frame checksum mismatch");
     }
     let entries = parse_entries(&covered[HEADER_LEN..], HEADER_LEN, u64::from(count))?;
@@ -567,7 +593,7 @@ fn intact_frame_after(bytes: &[u8], offset: usize) -> Option<u64> {
     while let Some(found) = bytes
         .get(at..)?
         .windows(MAGIC.len())
-        .position(|w| w == MAGIC)
+        .position(|w| sum_len(w).is_some())
     {
         let start = at + found;
         if let Ok((frame, _)) = parse_frame(&bytes[start..]) {
@@ -798,6 +824,50 @@ mod tests {
         }
         bytes.extend_from_slice(extra);
         fs::write(segment_path(dir, first), bytes).unwrap();
+    }
+
+    #[test]
+    fn frames_with_the_sha256_of_earlier_versions_are_still_read_and_checked() {
+        // The frame of entries 0 and 1 as an earlier version wrote it, then one as this one does.
+        let mut old = Vec::new();
+        encode_frame(0, &[entry(0, true, false), entry(1, false, true)], &mut old);
+        old.truncate(old.len() - 4);
+        old[..4].copy_from_slice(&MAGIC_SHA256);
+        let sum = Sha256::digest(&old);
+        old.extend_from_slice(&sum);
+        let mut bytes = old.clone();
+        encode_frame(2, &[entry(2, false, false)], &mut bytes);
+
+        let (frames, tail) = parse_frames(&bytes);
+        assert_eq!(tail, Tail::Clean);
+        assert_eq!(frames.len(), 2);
+        assert_eq!((frames[0].first, frames[0].bytes.len()), (0, old.len()));
+        assert_eq!(frames[1].first, 2);
+        let owned = OwnedFrame {
+            first: 0,
+            bytes: old.clone(),
+            segment: 0,
+            offset: 0,
+        };
+        let entries = owned.entries().unwrap();
+        assert_eq!(entries[1].stored_body, Some(&[0, 1, 1][..]));
+
+        // A byte changed in either kind of frame is found.
+        for at in [HEADER_LEN + 2, old.len() + HEADER_LEN + 2] {
+            let mut damaged = bytes.clone();
+            damaged[at] ^= 1;
+            let (_, tail) = parse_frames(&damaged);
+            assert!(
+                matches!(
+                    tail,
+                    Tail::Broken {
+                        reason: "frame checksum mismatch",
+                        ..
+                    }
+                ),
+                "{tail:?}"
+            );
+        }
     }
 
     #[test]

@@ -1011,7 +1011,7 @@ mod tests {
     fn a_full_segment_is_closed_before_the_next_frame_and_recovery_reads_across_segments() {
         let dir = tempfile::tempdir().unwrap();
         let (mut writer, queue, inbox) = writer_in(dir.path(), Some(&[7; 32]), Duration::ZERO);
-        writer.segment = Segment::create(dir.path(), 0).unwrap().with_limit(150);
+        writer.segment = Segment::create(dir.path(), 0).unwrap().with_limit(100);
         for n in 0..6 {
             let answer = push(&queue, n);
             commit_queued(&mut writer);
