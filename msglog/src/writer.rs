@@ -468,6 +468,8 @@ struct InboxState {
     frames: Vec<OwnedFrame>,
     entries: u64,
     bytes: usize,
+    /// When the oldest of them was handed on.
+    since: Option<Instant>,
     /// Readers waiting until everything handed on before they asked is in the database.
     syncs: Vec<SyncSender<Result<(), LogError>>>,
     indexer: IndexerState,
@@ -511,6 +513,9 @@ impl Inbox {
             return Err(LogError::Closed);
         }
         let below_max = s.entries < INDEX_MAX_ENTRIES;
+        if s.frames.is_empty() {
+            s.since = Some(Instant::now());
+        }
         s.entries += frame.count();
         s.bytes += frame.bytes.len();
         s.frames.push(frame);
@@ -551,20 +556,22 @@ impl Inbox {
         self.wake.notify_all();
     }
 
-    /// Waits until the indexer must act, and takes what waits (the indexer).
+    /// Waits until the indexer must act, and takes what waits (the indexer): the oldest frames,
+    /// up to about [`INDEX_MAX_ENTRIES`] entries for one transaction (a larger one costs more per
+    /// record, and redb's file grows by what one transaction writes), and, once no frame is
+    /// left, the readers' requests.
     fn next(&self) -> Result<Work, LogError> {
         let mut s = self.lock()?;
-        let mut deadline: Option<Instant> = None;
         loop {
             if !s.syncs.is_empty() || s.closed || s.entries >= INDEX_MAX_ENTRIES {
                 break;
             }
-            if s.frames.is_empty() {
+            let Some(since) = s.since.filter(|_| !s.frames.is_empty()) else {
                 s.indexer = IndexerState::Idle;
                 s = self.wake.wait(s).map_err(|_| LogError::Closed)?;
                 continue;
-            }
-            let deadline = *deadline.get_or_insert_with(|| Instant::now() + INDEX_INTERVAL);
+            };
+            let deadline = since.checked_add(INDEX_INTERVAL).unwrap_or(since);
             let now = Instant::now();
             if now >= deadline {
                 break;
@@ -577,12 +584,31 @@ impl Inbox {
                 .0;
         }
         s.indexer = IndexerState::Working;
-        s.entries = 0;
-        s.bytes = 0;
+        let (mut n, mut entries, mut bytes) = (0, 0, 0);
+        for frame in &s.frames {
+            if n > 0 && entries + frame.count() > INDEX_MAX_ENTRIES {
+                break;
+            }
+            n += 1;
+            entries += frame.count();
+            bytes += frame.bytes.len();
+        }
+        let frames: Vec<OwnedFrame> = s.frames.drain(..n).collect();
+        s.entries -= entries;
+        s.bytes -= bytes;
+        // Frames left over are overdue: `since` stays, and the next turn takes them at once.
+        let done = s.frames.is_empty();
+        if done {
+            s.since = None;
+        }
         let work = Work {
-            frames: std::mem::take(&mut s.frames),
-            syncs: std::mem::take(&mut s.syncs),
-            closed: s.closed,
+            frames,
+            syncs: if done {
+                std::mem::take(&mut s.syncs)
+            } else {
+                Vec::new()
+            },
+            closed: s.closed && done,
         };
         drop(s);
         self.taken.notify_all();
@@ -1048,6 +1074,39 @@ mod tests {
                 .unwrap();
             assert_eq!(body, b"body");
         }
+    }
+
+    #[test]
+    fn the_indexer_takes_about_index_max_entries_per_transaction_and_answers_readers_after_all() {
+        let inbox = Inbox::default();
+        let big = |first: u64| {
+            let mut bytes = Vec::new();
+            wal::begin_frame(&mut bytes);
+            wal::finish_frame(&mut bytes, first, 10_000);
+            OwnedFrame {
+                first,
+                bytes,
+                segment: 0,
+                offset: 0,
+            }
+        };
+        for first in [0, 10_000, 20_000] {
+            inbox.hand_on(big(first)).unwrap();
+        }
+        let (reply, _done) = mpsc::sync_channel(1);
+        inbox.lock().unwrap().syncs.push(reply);
+        let turns: Vec<(Vec<u64>, usize)> = (0..3)
+            .map(|_| {
+                let work = inbox.next().unwrap();
+                let firsts = work.frames.iter().map(|f| f.first).collect();
+                (firsts, work.syncs.len())
+            })
+            .collect();
+        // One frame per turn (two would pass INDEX_MAX_ENTRIES); the reader is answered with the
+        // turn that takes the last frame handed on before it asked.
+        assert_eq!(turns, [(vec![0], 0), (vec![10_000], 0), (vec![20_000], 1)]);
+        let s = inbox.lock().unwrap();
+        assert_eq!((s.entries, s.bytes, s.since), (0, 0, None));
     }
 
     #[test]
