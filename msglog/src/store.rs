@@ -270,6 +270,7 @@ impl MessageLog {
             queue: Arc::clone(&queue),
             inbox: Arc::clone(&inbox),
             interval: options.group_commit_interval,
+            lazy_delay: writer::LAZY_COMMIT_DELAY,
         };
         let writer = std::thread::Builder::new()
             .name("msglog-writer".into())

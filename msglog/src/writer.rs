@@ -263,6 +263,8 @@ pub(crate) struct Writer {
     /// How long after the start of one group commit the next may gather appends while there
     /// is concurrency.
     pub(crate) interval: Duration,
+    /// How long entries nobody waits for wait for an append that does ([`LAZY_COMMIT_DELAY`]).
+    pub(crate) lazy_delay: Duration,
 }
 
 impl Writer {
@@ -309,7 +311,7 @@ impl Writer {
             f = self.queue.arrived.wait(f).ok()?;
         }
         if f.waiting == 0 {
-            let deadline = Instant::now() + LAZY_COMMIT_DELAY;
+            let deadline = Instant::now() + self.lazy_delay;
             f = self.wait_while(f, deadline, WriterState::Lazy, |f| f.waiting == 0)?;
         }
         if let Some(last) = last
@@ -901,6 +903,7 @@ mod tests {
             queue: Arc::clone(&queue),
             inbox: Arc::clone(&inbox),
             interval,
+            lazy_delay: LAZY_COMMIT_DELAY,
         };
         (writer, queue, inbox)
     }
@@ -1224,15 +1227,16 @@ mod tests {
         let (writer, queue, _inbox) = writer_in(dir.path(), None, Duration::ZERO);
         let writer = Arc::new(Mutex::new(writer));
 
-        // Alone, an enqueued entry is committed after LAZY_COMMIT_DELAY.
+        // Alone, an enqueued entry is committed after the lazy delay.
         let _lazy = push_as(&queue, 0, Wait::No);
         let started = Instant::now();
         let batch = writer.lock().unwrap().take(None).unwrap();
         assert!(started.elapsed() >= LAZY_COMMIT_DELAY);
         assert_eq!((batch.count, batch.waiting), (1, 0));
 
-        // An append that waits takes it along at once. The writer waits first, so the append
-        // wakes it.
+        // An append that waits takes it along at once. The writer waits first (with a delay no
+        // test machine runs out), so the append wakes it.
+        writer.lock().unwrap().lazy_delay = Duration::from_secs(600);
         let _lazy = push_as(&queue, 1, Wait::No);
         let taker = {
             let writer = Arc::clone(&writer);
