@@ -38,9 +38,10 @@ pub struct LogOptions {
     /// The HMAC key of the subject index. The default (all zeros) is for tests only: a server
     /// sets it from [`crate::load_or_create_key`], or anyone can compute the index keys.
     pub subject_key: [u8; 32],
-    /// While there is concurrency (the previous group commit served more than one append), how
-    /// long after the start of one group commit the next one may gather appends before its sync,
-    /// unless as many appends as the previous commit took are waiting sooner. It adds at most
+    /// While there is concurrency (the previous group commit served more than one append, or
+    /// appends arrived during its sync), how long after the start of one group commit the next
+    /// one may gather appends before its sync; in a closed loop of appenders (none arrived during
+    /// the sync) it goes as soon as as many wait as the previous commit took. It adds at most
     /// this much to an append's wait and saves syncs (each with its interrupts and context
     /// switches) under load; a lone appender is never delayed. Default 2 ms; zero commits as soon
     /// as the previous commit is done.
