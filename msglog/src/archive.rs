@@ -352,6 +352,8 @@ impl MessageLog {
     fn archivable_range(&self, cutoff_ms: i64) -> Result<Option<(u64, u64)>, LogError> {
         let txn = self.inner.db.begin_read()?;
         let records = txn.open_table(RECORDS)?;
+        let bodies = txn.open_table(BODIES)?;
+        let mut segments = self.segments();
         let Some(start) = records.first()?.map(|(k, _)| k.value()) else {
             return Ok(None);
         };
@@ -364,7 +366,8 @@ impl MessageLog {
                     "record {end} is missing from the database"
                 )));
             }
-            if decode_record(index, v.value())?.logged_at_ms >= cutoff_ms {
+            let entry = self.stored_entry(index, v.value(), &bodies, &mut segments)?;
+            if decode_record(index, &entry.record_bytes)?.logged_at_ms >= cutoff_ms {
                 break;
             }
             end = index + 1;
@@ -421,6 +424,7 @@ impl MessageLog {
             let txn = self.inner.db.begin_read()?;
             let records = txn.open_table(RECORDS)?;
             let bodies = txn.open_table(BODIES)?;
+            let mut segments = self.segments();
             let mut expected = first;
             for row in records.range(first..=last)? {
                 let (k, v) = row?;
@@ -428,12 +432,14 @@ impl MessageLog {
                 if index != expected {
                     return Err(LogError::corrupt(format!("record {expected} is missing")));
                 }
-                let body = bodies
-                    .get(index)?
-                    .map(|b| self.stored_body(b.value()))
-                    .transpose()?;
-                write_entry(&mut w, index, v.value(), body.as_deref())
-                    .map_err(LogError::io(&tmp))?;
+                let entry = self.stored_entry(index, v.value(), &bodies, &mut segments)?;
+                write_entry(
+                    &mut w,
+                    index,
+                    &entry.record_bytes,
+                    entry.stored_body.as_deref(),
+                )
+                .map_err(LogError::io(&tmp))?;
                 expected += 1;
                 progress(expected - first);
             }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use prost::Message as _;
 use proto::v1 as pb;
-use redb::{Database, ReadableDatabase as _, ReadableTable as _};
+use redb::{Database, ReadableDatabase as _, ReadableTable};
 use tlog::{CompactRange, Hash};
 use tokio::sync::oneshot;
 
@@ -23,9 +23,9 @@ use crate::archive::LoadedArchive;
 use crate::crypto::{self, BodyCipher};
 use crate::tables::{
     ARCHIVES, BODIES, BY_MESSAGE_ID, BY_SUBJECT, BY_TIME, CHECKPOINTS, CONF_BY_TIME,
-    CONFIGURATIONS, FORMAT_VERSION, META, META_BODY_KEY_CHECK, META_FORMAT, META_OPEN_EPOCH,
-    META_SALT, META_WAL_APPLIED, NODES, Nodes, RECORDS, WITNESS_STATE, WITNESSED, read_size,
-    tree_error,
+    CONFIGURATIONS, FORMAT_VERSION, FORMAT_VERSION_RECORDS_INLINE, META, META_BODY_KEY_CHECK,
+    META_FORMAT, META_OPEN_EPOCH, META_SALT, META_WAL_APPLIED, NODES, Nodes, RECORDS,
+    WITNESS_STATE, WITNESSED, read_size, tree_error,
 };
 use crate::wal;
 use crate::writer::{self, Inbox, Indexer, Prepared, Queue, Shared, Wait, Writer};
@@ -451,16 +451,23 @@ impl MessageLog {
     /// error, never a missing body.
     pub fn record(&self, index: u64) -> Result<Option<StoredRecord>, LogError> {
         self.sync()?;
+        match self.record_once(index) {
+            // An archive run may have removed the segment after our transaction began: the
+            // record is in its archive file now, and a new transaction says which.
+            Err(LogError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                self.record_once(index)
+            }
+            result => result,
+        }
+    }
+
+    fn record_once(&self, index: u64) -> Result<Option<StoredRecord>, LogError> {
         let txn = self.inner.db.begin_read()?;
-        if let Some(bytes) = txn.open_table(RECORDS)?.get(index)? {
-            let record_bytes = bytes.value().to_vec();
-            let stored_body = txn
-                .open_table(BODIES)?
-                .get(index)?
-                .map(|b| self.stored_body(b.value()))
-                .transpose()?;
+        if let Some(value) = txn.open_table(RECORDS)?.get(index)? {
+            let bodies = txn.open_table(BODIES)?;
+            let entry = self.stored_entry(index, value.value(), &bodies, &mut self.segments())?;
             return self
-                .finish_record(index, record_bytes, stored_body)
+                .finish_record(index, entry.record_bytes, entry.stored_body)
                 .map(Some);
         }
         if index >= read_size(&txn.open_table(NODES)?)? {
@@ -491,12 +498,44 @@ impl MessageLog {
         .map(Some)
     }
 
-    /// The stored body a `bodies` value stands for: the value itself, or the bytes it locates
-    /// in a write-ahead segment.
-    pub(crate) fn stored_body(&self, value: &[u8]) -> Result<Vec<u8>, LogError> {
+    /// A reader of this log's write-ahead segments.
+    pub(crate) fn segments(&self) -> wal::SegmentReader {
+        wal::SegmentReader::new(wal::dir_of(&self.inner.path))
+    }
+
+    /// The record bytes and stored body of the `records` value of `index`: the entry it locates
+    /// in a write-ahead segment, or (as earlier versions stored them) the value itself and the
+    /// `bodies` row.
+    pub(crate) fn stored_entry(
+        &self,
+        index: u64,
+        value: &[u8],
+        bodies: &impl ReadableTable<u64, &'static [u8]>,
+        segments: &mut wal::SegmentReader,
+    ) -> Result<wal::StoredEntry, LogError> {
+        if let Some(location) = wal::EntryLocation::from_value(value) {
+            return location?.read(segments);
+        }
+        let stored_body = bodies
+            .get(index)?
+            .map(|b| self.stored_body(b.value(), segments))
+            .transpose()?;
+        Ok(wal::StoredEntry {
+            record_bytes: value.to_vec(),
+            stored_body,
+        })
+    }
+
+    /// The stored body a `bodies` value (written by earlier versions) stands for: the value
+    /// itself, or the bytes it locates in a write-ahead segment.
+    fn stored_body(
+        &self,
+        value: &[u8],
+        segments: &mut wal::SegmentReader,
+    ) -> Result<Vec<u8>, LogError> {
         match wal::BodyLocation::from_value(value) {
             None => Ok(value.to_vec()),
-            Some(location) => location?.read(&wal::dir_of(&self.inner.path)),
+            Some(location) => location?.read(segments),
         }
     }
 
@@ -626,7 +665,7 @@ fn initialise(db: &Database, body_key: Option<&[u8; 32]>) -> Result<([u8; 32], u
         let mut meta = txn.open_table(META)?;
         let format = meta.get(META_FORMAT)?.map(|v| v.value().to_vec());
         match format.as_deref() {
-            None => {
+            None | Some([FORMAT_VERSION_RECORDS_INLINE]) => {
                 meta.insert(META_FORMAT, [FORMAT_VERSION].as_slice())?;
             }
             Some([FORMAT_VERSION]) => {}

@@ -3,8 +3,8 @@
 //!
 //! | table | key | value |
 //! |---|---|---|
-//! | `records` | leaf index | `LogRecord` bytes (deleted once archived) |
-//! | `bodies` | leaf index | where the stored body lies in the write-ahead log (`wal::BodyLocation`, format byte 3), or (written by earlier versions) the format byte ‖ body, plain or sealed ([`crate::crypto`]) (deleted once archived) |
+//! | `records` | leaf index | where the record's entry lies in the write-ahead log (`wal::EntryLocation`, format byte 0), or (written by earlier versions) the `LogRecord` bytes (deleted once archived) |
+//! | `bodies` | leaf index | written only by earlier versions: where the stored body lies in the write-ahead log (`wal::BodyLocation`, format byte 3), or the format byte ‖ body, plain or sealed ([`crate::crypto`]) (deleted once archived) |
 //! | `merkle_nodes` | (level, index) | SHA-256 of the complete subtree; never deleted |
 //! | `index_message_id` | (X-Road-Id, leaf index) | () |
 //! | `index_logged_at` | (logged_at ms, leaf index) | () |
@@ -52,8 +52,13 @@ pub(crate) const META_CHECKPOINTS_THINNED_BELOW: &str = "checkpoints_thinned_bel
 pub(crate) const META_BODY_KEY_CHECK: &str = "body_key_check";
 /// Where in the write-ahead log the tables were last applied up to (`wal::Position`).
 pub(crate) const META_WAL_APPLIED: &str = "wal_applied";
-/// The storage format this code writes and reads.
-pub(crate) const FORMAT_VERSION: u8 = 1;
+/// The storage format this code writes and reads: `records` values may be entry locations in
+/// the write-ahead log (`wal::EntryLocation`).
+pub(crate) const FORMAT_VERSION: u8 = 2;
+/// The format earlier versions wrote (`records` values are always the record bytes). This
+/// version reads it and marks the log [`FORMAT_VERSION`] when it opens it, so that an earlier
+/// version refuses the log rather than misreading the locations written after that.
+pub(crate) const FORMAT_VERSION_RECORDS_INLINE: u8 = 1;
 
 /// The log's size (number of leaves): one past the last leaf hash in `merkle_nodes`. Leaves are
 /// never deleted (archiving keeps them), and deriving the size spares every group commit a write

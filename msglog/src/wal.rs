@@ -7,9 +7,11 @@
 //! durability is paid once per group commit in a file that is only appended to, and the B-tree
 //! work once per few hundred records.
 //!
-//! The segments are also where bodies live: the `bodies` table holds a [`BodyLocation`] in a
-//! segment rather than a second copy, so each body is written to the disk once. A segment is
-//! deleted only when every record in it is archived ([`remove_segments_below`]).
+//! The segments are also where records and bodies live: the `records` table holds an
+//! [`EntryLocation`] in a segment rather than a second copy, so each record and body is written
+//! to the disk once (and the indexer's B-tree stays small). A segment is deleted only when every
+//! record in it is archived ([`remove_segments_below`]). The previous version kept the record
+//! in `records` and a [`BodyLocation`] in `bodies`; both are still read.
 //!
 //! When the log is opened, every frame after the point the database was applied up to
 //! ([`Position`], `meta.wal_applied`) is applied ([`recover`]); then a new segment begins. A
@@ -188,8 +190,9 @@ pub(crate) struct RawEntry<'a> {
     pub(crate) record_bytes: &'a [u8],
     pub(crate) subject: Option<[u8; 32]>,
     pub(crate) stored_body: Option<&'a [u8]>,
-    /// Where the stored body begins in its frame.
-    pub(crate) body_at: usize,
+    /// Where the entry begins in its frame, and its length.
+    pub(crate) at: usize,
+    pub(crate) len: usize,
 }
 
 /// How the frames of a segment ended.
@@ -262,6 +265,7 @@ fn parse_entries(
     let mut entries =
         Vec::with_capacity(usize::try_from(count).map_or(0, |n| n.min(payload.len() / 5 + 1)));
     for _ in 0..count {
+        let at = base + payload.len() - rest.len();
         let record_len = u32_at(take(&mut rest, 4)?, 0) as usize;
         let record_bytes = take(&mut rest, record_len)?;
         let flags = take(&mut rest, 1)?[0];
@@ -276,10 +280,8 @@ fn parse_entries(
         } else {
             None
         };
-        let mut body_at = 0;
         let stored_body = if flags & FLAG_BODY != 0 {
             let len = u32_at(take(&mut rest, 4)?, 0) as usize;
-            body_at = base + payload.len() - rest.len();
             Some(take(&mut rest, len)?)
         } else {
             None
@@ -288,7 +290,8 @@ fn parse_entries(
             record_bytes,
             subject,
             stored_body,
-            body_at,
+            at,
+            len: base + payload.len() - rest.len() - at,
         });
     }
     if !rest.is_empty() {
@@ -651,9 +654,9 @@ impl Position {
     }
 }
 
-/// The place in a write-ahead segment where a stored body lies: the `bodies` table holds this
-/// (format byte [`BODY_IN_SEGMENT`]) instead of the stored body itself, so that a body is
-/// written to the disk once.
+/// The place in a write-ahead segment where a stored body lies: the `bodies` table of the
+/// previous version holds this (format byte [`BODY_IN_SEGMENT`]) instead of the stored body
+/// itself. This version writes an [`EntryLocation`] to `records` instead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct BodyLocation {
     /// The segment, by its first index.
@@ -669,6 +672,7 @@ const LOCATION_LEN: usize = 1 + 8 + 8 + 4;
 
 impl BodyLocation {
     /// `BODY_IN_SEGMENT ‖ segment (u64 BE) ‖ offset (u64 BE) ‖ length (u32 BE)`.
+    #[cfg(test)]
     pub(crate) fn to_value(self) -> [u8; LOCATION_LEN] {
         let mut out = [0; LOCATION_LEN];
         out[0] = BODY_IN_SEGMENT;
@@ -697,12 +701,137 @@ impl BodyLocation {
         }))
     }
 
-    /// Reads the stored body from its segment in `dir`.
-    pub(crate) fn read(self, dir: &Path) -> Result<Vec<u8>, LogError> {
-        let path = segment_path(dir, self.segment);
-        let file = File::open(&path).map_err(LogError::io(&path))?;
-        let mut out = vec![0; self.len as usize];
-        file.read_exact_at(&mut out, self.offset)
+    /// Reads the stored body from its segment.
+    pub(crate) fn read(self, segments: &mut SegmentReader) -> Result<Vec<u8>, LogError> {
+        segments.read(self.segment, self.offset, u64::from(self.len))
+    }
+}
+
+/// Where a whole entry (record, subject, stored body) lies in a write-ahead segment: the
+/// `records` table holds this (format byte [`ENTRY_IN_SEGMENT`]) instead of the record bytes,
+/// so that the indexer writes 25 bytes per record where it wrote the record (and, in a second
+/// table, the body's location) before. Earlier versions stored the `LogRecord` bytes there: a
+/// protobuf encoding never begins with a zero byte (there is no field number 0), so the first
+/// byte tells the two apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct EntryLocation {
+    /// The segment, by its first index.
+    pub(crate) segment: u64,
+    pub(crate) offset: u64,
+    pub(crate) len: u64,
+}
+
+/// The format byte of a `records` value that is an [`EntryLocation`].
+pub(crate) const ENTRY_IN_SEGMENT: u8 = 0;
+const ENTRY_LOCATION_LEN: usize = 1 + 8 + 8 + 8;
+
+impl EntryLocation {
+    /// Where entry `e` of `frame` lies.
+    pub(crate) fn of(frame: &OwnedFrame, e: &RawEntry<'_>) -> EntryLocation {
+        EntryLocation {
+            segment: frame.segment,
+            offset: frame.offset + e.at as u64,
+            len: e.len as u64,
+        }
+    }
+
+    /// `ENTRY_IN_SEGMENT ‖ segment (u64 BE) ‖ offset (u64 BE) ‖ length (u64 BE)`.
+    pub(crate) fn to_value(self) -> [u8; ENTRY_LOCATION_LEN] {
+        let mut out = [0; ENTRY_LOCATION_LEN];
+        out[0] = ENTRY_IN_SEGMENT;
+        out[1..9].copy_from_slice(&self.segment.to_be_bytes());
+        out[9..17].copy_from_slice(&self.offset.to_be_bytes());
+        out[17..25].copy_from_slice(&self.len.to_be_bytes());
+        out
+    }
+
+    /// The location a `records` value holds, or `None` when the value is the record itself (as
+    /// earlier versions stored it).
+    pub(crate) fn from_value(value: &[u8]) -> Option<Result<EntryLocation, LogError>> {
+        if value.first() != Some(&ENTRY_IN_SEGMENT) {
+            return None;
+        }
+        let Ok(v) = <[u8; ENTRY_LOCATION_LEN]>::try_from(value) else {
+            return Some(Err(LogError::corrupt(format!(
+                "a record location of {} bytes",
+                value.len()
+            ))));
+        };
+        let u64_be = |at: usize| u64::from_be_bytes(v[at..at + 8].try_into().unwrap_or_default());
+        Some(Ok(EntryLocation {
+            segment: u64_be(1),
+            offset: u64_be(9),
+            len: u64_be(17),
+        }))
+    }
+
+    /// Reads the entry back: its record bytes and its stored body, if it has one.
+    pub(crate) fn read(self, segments: &mut SegmentReader) -> Result<StoredEntry, LogError> {
+        let bytes = segments.read(self.segment, self.offset, self.len)?;
+        let entry = match parse_entries(&bytes, 0, 1) {
+            Ok(mut entries) => entries.pop(),
+            Err(_) => None,
+        };
+        let Some(entry) = entry else {
+            return Err(LogError::corrupt(format!(
+                "no log entry at offset {} of write-ahead segment {}",
+                self.offset, self.segment
+            )));
+        };
+        Ok(StoredEntry {
+            record_bytes: entry.record_bytes.to_vec(),
+            stored_body: entry.stored_body.map(<[u8]>::to_vec),
+        })
+    }
+}
+
+/// An entry read back from its segment.
+#[derive(Debug)]
+pub(crate) struct StoredEntry {
+    pub(crate) record_bytes: Vec<u8>,
+    pub(crate) stored_body: Option<Vec<u8>>,
+}
+
+/// Reads byte ranges from the segments of one directory, keeping the last segment it read
+/// open (readers in index order touch one segment after another).
+#[derive(Debug)]
+pub(crate) struct SegmentReader {
+    dir: PathBuf,
+    open: Option<(u64, File)>,
+}
+
+impl SegmentReader {
+    pub(crate) fn new(dir: PathBuf) -> SegmentReader {
+        SegmentReader { dir, open: None }
+    }
+
+    /// `len` bytes from `offset` on in the segment that begins at index `segment`.
+    pub(crate) fn read(
+        &mut self,
+        segment: u64,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<u8>, LogError> {
+        let path = segment_path(&self.dir, segment);
+        let file = match &mut self.open {
+            Some((first, file)) if *first == segment => file,
+            open => {
+                let file = File::open(&path).map_err(LogError::io(&path))?;
+                &mut open.insert((segment, file)).1
+            }
+        };
+        // A damaged location must not make us allocate what the segment does not hold.
+        let size = file.metadata().map_err(LogError::io(&path))?.len();
+        let len = match offset.checked_add(len) {
+            Some(end) if end <= size => len as usize,
+            _ => {
+                return Err(LogError::corrupt(format!(
+                    "bytes {offset}+{len} lie beyond the end of write-ahead segment {segment}"
+                )));
+            }
+        };
+        let mut out = vec![0; len];
+        file.read_exact_at(&mut out, offset)
             .map_err(LogError::io(&path))?;
         Ok(out)
     }
@@ -978,18 +1107,79 @@ mod tests {
         let frames = recover(dir.path(), 7, None).unwrap();
         let entries = frames[0].entries().unwrap();
         let e = &entries[1];
+        let body_len = e.stored_body.unwrap().len();
         let location = BodyLocation {
             segment: frames[0].segment,
-            offset: frames[0].offset + e.body_at as u64,
-            len: e.stored_body.unwrap().len() as u32,
+            offset: frames[0].offset + (e.at + e.len - body_len) as u64,
+            len: body_len as u32,
         };
         let value = location.to_value();
         let parsed = BodyLocation::from_value(&value).unwrap().unwrap();
         assert_eq!(parsed, location);
-        assert_eq!(parsed.read(dir.path()).unwrap(), vec![0, 8, 8]);
+        assert_eq!(
+            parsed
+                .read(&mut SegmentReader::new(dir.path().to_owned()))
+                .unwrap(),
+            vec![0, 8, 8]
+        );
         // A stored body itself (formats 0 to 2) is not a location; a cut location is an error.
         assert!(BodyLocation::from_value(&[0, 8, 8]).is_none());
         assert!(BodyLocation::from_value(&value[..20]).unwrap().is_err());
+    }
+
+    #[test]
+    fn an_entry_location_reads_back_the_record_and_stored_body_from_its_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let written = [
+            entry(7, true, true),
+            entry(8, false, false),
+            entry(9, false, true),
+        ];
+        write_segment(
+            dir.path(),
+            7,
+            &[(7, written[..1].to_vec()), (8, written[1..].to_vec())],
+            &[],
+        );
+        let frames = recover(dir.path(), 7, None).unwrap();
+        let mut segments = SegmentReader::new(dir.path().to_owned());
+        let mut read = Vec::new();
+        for frame in &frames {
+            for e in frame.entries().unwrap() {
+                let value = EntryLocation::of(frame, &e).to_value();
+                let location = EntryLocation::from_value(&value).unwrap().unwrap();
+                assert_eq!(location, EntryLocation::of(frame, &e));
+                let stored = location.read(&mut segments).unwrap();
+                read.push(TestEntry {
+                    record_bytes: stored.record_bytes,
+                    subject: e.subject,
+                    stored_body: stored.stored_body,
+                });
+            }
+        }
+        assert_eq!(read, written);
+
+        // Record bytes as earlier versions stored them are not a location; a cut location,
+        // one past the segment's end or one that does not hold an entry is an error.
+        assert!(EntryLocation::from_value(&written[0].record_bytes).is_none());
+        let e = frames[1].entries().unwrap();
+        let good = EntryLocation::of(&frames[1], &e[1]);
+        assert!(
+            EntryLocation::from_value(&good.to_value()[..24])
+                .unwrap()
+                .is_err()
+        );
+        let past_end = EntryLocation {
+            len: u64::MAX - 3,
+            ..good
+        };
+        let e = past_end.read(&mut segments).unwrap_err();
+        assert!(e.to_string().contains("beyond the end"), "{e}");
+        let shifted = EntryLocation {
+            offset: good.offset + 1,
+            ..good
+        };
+        assert!(shifted.read(&mut segments).is_err());
     }
 
     #[test]

@@ -39,10 +39,8 @@ use tokio::sync::oneshot;
 
 use crate::LogError;
 use crate::crypto::BodyCipher;
-use crate::tables::{
-    BODIES, BY_MESSAGE_ID, BY_SUBJECT, BY_TIME, META, META_WAL_APPLIED, NODES, RECORDS,
-};
-use crate::wal::{self, BodyLocation, OwnedFrame, Segment};
+use crate::tables::{BY_MESSAGE_ID, BY_SUBJECT, BY_TIME, META, META_WAL_APPLIED, NODES, RECORDS};
+use crate::wal::{self, EntryLocation, OwnedFrame, Segment};
 
 /// Appenders stop gathering for a group commit once its frame reaches this many bytes.
 const MAX_BATCH_BYTES: usize = 64 << 20;
@@ -762,7 +760,6 @@ pub(crate) fn apply(
     {
         let mut records = txn.open_table(RECORDS)?;
         let mut nodes = txn.open_table(NODES)?;
-        let mut bodies = txn.open_table(BODIES)?;
         let mut by_id = txn.open_table(BY_MESSAGE_ID)?;
         let mut by_time = txn.open_table(BY_TIME)?;
         let mut by_subject = txn.open_table(BY_SUBJECT)?;
@@ -780,18 +777,11 @@ pub(crate) fn apply(
                 let keys = RecordKeys::decode(e.record_bytes).map_err(|err| {
                     LogError::corrupt(format!("record {index} does not decode: {err}"))
                 })?;
-                records.insert(index, e.record_bytes)?;
+                // The record and its body stay where the write-ahead log wrote them.
+                let location = EntryLocation::of(frame, &e);
+                records.insert(index, location.to_value().as_slice())?;
                 for (level, i, hash) in frontier.append(tlog::leaf_hash(e.record_bytes)) {
                     nodes.insert((level, i), &hash)?;
-                }
-                if let Some(body) = e.stored_body {
-                    // The body stays where the write-ahead log wrote it.
-                    let location = BodyLocation {
-                        segment: frame.segment,
-                        offset: frame.offset + e.body_at as u64,
-                        len: body.len() as u32,
-                    };
-                    bodies.insert(index, location.to_value().as_slice())?;
                 }
                 by_id.insert((keys.message_id.as_str(), index), ())?;
                 by_time.insert((keys.logged_at_ms, index), ())?;

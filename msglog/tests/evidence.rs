@@ -320,8 +320,9 @@ async fn a_record_altered_in_storage_is_detected_by_verification() {
     let clean = export(&s, &[2]);
     assert!(msglog::verify(&clean.encode_to_vec(), &s.instance.anchor).is_ok());
 
-    // Rewrite the message id of record 2 inside the database file, wherever it occurs (the
-    // record and its index), as someone editing the stored log would.
+    // Rewrite the message id of record 2 wherever it occurs in the stored log (the database
+    // file with its index, and the write-ahead segments that hold the record), as someone
+    // editing the stored log would.
     let path = s.log.path().to_owned();
     let Setup {
         _dir,
@@ -329,16 +330,24 @@ async fn a_record_altered_in_storage_is_detected_by_verification() {
         log,
     } = s;
     drop(log);
-    let mut bytes = std::fs::read(&path).unwrap();
-    let mut changed = 0;
-    for i in 0..bytes.len().saturating_sub(4) {
-        if &bytes[i..i + 4] == b"id-B" {
-            bytes[i + 3] = b'C';
-            changed += 1;
-        }
+    let mut wal_dir = path.as_os_str().to_owned();
+    wal_dir.push("-wal");
+    let mut files = vec![path.clone()];
+    for entry in std::fs::read_dir(&wal_dir).unwrap() {
+        files.push(entry.unwrap().path());
     }
-    assert!(changed > 0, "the message id is in the file");
-    std::fs::write(&path, &bytes).unwrap();
+    let mut changed = 0;
+    for file in files {
+        let mut bytes = std::fs::read(&file).unwrap();
+        for i in 0..bytes.len().saturating_sub(4) {
+            if &bytes[i..i + 4] == b"id-B" {
+                bytes[i + 3] = b'C';
+                changed += 1;
+            }
+        }
+        std::fs::write(&file, &bytes).unwrap();
+    }
+    assert!(changed > 0, "the message id is in the stored log");
 
     // Either the storage layer notices, or the exported record no longer matches the signed
     // checkpoint: never a bundle that verifies.

@@ -12,6 +12,7 @@ use redb::{ReadableDatabase as _, TableDefinition};
 use tlog::{MemoryTree, NodeSource as _};
 
 const BODIES: TableDefinition<u64, &[u8]> = TableDefinition::new("bodies");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const RECORDS: TableDefinition<u64, &[u8]> = TableDefinition::new("records");
 
 async fn append_n(log: &MessageLog, n: u64) -> Vec<Vec<u8>> {
@@ -275,27 +276,131 @@ async fn records_only_in_the_write_ahead_log_are_applied_when_the_log_is_opened(
     );
 }
 
-/// Flips a bit of byte `byte` of the stored body of record `index`, where the `bodies` table
-/// says it lies in a write-ahead segment (`docs/evidence.md`, Storage).
-fn tamper_body_in_segment(path: &std::path::Path, index: u64, byte: u64) {
+/// Where the `records` table says record `index` lies: its write-ahead segment file, and the
+/// entry's offset and length in it (`docs/evidence.md`, Storage).
+fn entry_location(path: &std::path::Path, index: u64) -> (std::path::PathBuf, u64, u64) {
     let db = redb::Database::open(path).unwrap();
     let txn = db.begin_read().unwrap();
     let value = txn
-        .open_table(BODIES)
+        .open_table(RECORDS)
         .unwrap()
         .get(index)
         .unwrap()
         .unwrap()
         .value()
         .to_vec();
-    assert_eq!((value[0], value.len()), (3, 21), "a body location");
-    let segment = u64::from_be_bytes(value[1..9].try_into().unwrap());
-    let offset = u64::from_be_bytes(value[9..17].try_into().unwrap());
+    assert_eq!((value[0], value.len()), (0, 25), "an entry location");
+    let be = |at: usize| u64::from_be_bytes(value[at..at + 8].try_into().unwrap());
     let mut wal = path.as_os_str().to_owned();
-    wal.push(format!("-wal/{segment:020}.wal"));
-    let mut bytes = std::fs::read(&wal).unwrap();
-    bytes[(offset + byte) as usize] ^= 0x01;
-    std::fs::write(&wal, bytes).unwrap();
+    wal.push(format!("-wal/{:020}.wal", be(1)));
+    (wal.into(), be(9), be(17))
+}
+
+/// The write-ahead entry the `records` table points at for record `index`: `record length u32
+/// | record | flags u8 | [subject HMAC (32)] | [stored body length u32 | stored body]`. Returns
+/// the segment file, the record bytes and, when the entry has a body, the body's offset in the
+/// segment and its bytes.
+fn read_entry(path: &std::path::Path, index: u64) -> StoredEntryParts {
+    let (wal, offset, len) = entry_location(path, index);
+    let bytes = std::fs::read(&wal).unwrap();
+    let entry = &bytes[offset as usize..(offset + len) as usize];
+    let record_len = u32::from_le_bytes(entry[..4].try_into().unwrap()) as usize;
+    let record = entry[4..4 + record_len].to_vec();
+    let flags = entry[4 + record_len];
+    let body = (flags & 2 == 2).then(|| {
+        let body_at = 4 + record_len + 1 + if flags & 1 == 1 { 32 } else { 0 } + 4;
+        let body_len = u32::from_le_bytes(entry[body_at - 4..body_at].try_into().unwrap());
+        assert_eq!(
+            body_at + body_len as usize,
+            entry.len(),
+            "the body ends the entry"
+        );
+        (offset + body_at as u64, entry[body_at..].to_vec())
+    });
+    StoredEntryParts { wal, record, body }
+}
+
+struct StoredEntryParts {
+    wal: std::path::PathBuf,
+    record: Vec<u8>,
+    body: Option<(u64, Vec<u8>)>,
+}
+
+/// Flips a bit of byte `byte` of the stored body of record `index`, in its write-ahead segment.
+fn tamper_body_in_segment(path: &std::path::Path, index: u64, byte: u64) {
+    let entry = read_entry(path, index);
+    let (body_at, body) = entry.body.expect("the entry has a body");
+    assert!((byte as usize) < body.len());
+    let mut bytes = std::fs::read(&entry.wal).unwrap();
+    bytes[(body_at + byte) as usize] ^= 0x01;
+    std::fs::write(&entry.wal, bytes).unwrap();
+}
+
+#[tokio::test]
+async fn records_stored_as_earlier_versions_stored_them_still_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("messagelog.redb");
+    let opts = LogOptions {
+        body_key: Some([7u8; 32]),
+        ..options()
+    };
+    let log = MessageLog::open(&path, opts.clone()).unwrap();
+    for i in 0..4u64 {
+        let body = format!("body number {i}");
+        log.append(plain_entry(i, (i > 0).then_some(body.as_bytes()), None))
+            .await
+            .unwrap();
+    }
+    let before: Vec<_> = (0..4).map(|i| log.record(i).unwrap().unwrap()).collect();
+    drop(log);
+
+    // Record 0 as the record bytes alone; record 1 with its sealed body in `bodies`; record 2
+    // with a body location (format 3) in `bodies`; record 3 stays an entry location.
+    let entries: Vec<_> = (0..3).map(|i| read_entry(&path, i)).collect();
+    let db = redb::Database::open(&path).unwrap();
+    let txn = db.begin_write().unwrap();
+    {
+        let mut records = txn.open_table(RECORDS).unwrap();
+        let mut bodies = txn.open_table(BODIES).unwrap();
+        for (i, entry) in entries.iter().enumerate() {
+            records.insert(i as u64, entry.record.as_slice()).unwrap();
+        }
+        let (_, sealed) = entries[1].body.clone().unwrap();
+        bodies.insert(1, sealed.as_slice()).unwrap();
+        let (at, sealed) = entries[2].body.clone().unwrap();
+        let segment: u64 = entries[2]
+            .wal
+            .file_stem()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let mut location = vec![3];
+        location.extend_from_slice(&segment.to_be_bytes());
+        location.extend_from_slice(&at.to_be_bytes());
+        location.extend_from_slice(&(sealed.len() as u32).to_be_bytes());
+        bodies.insert(2, location.as_slice()).unwrap();
+        // As earlier versions marked their logs.
+        let mut meta = txn.open_table(META).unwrap();
+        meta.insert("format", [1u8].as_slice()).unwrap();
+    }
+    txn.commit().unwrap();
+    drop(db);
+
+    let log = MessageLog::open(&path, opts).unwrap();
+    let after: Vec<_> = (0..4).map(|i| log.record(i).unwrap().unwrap()).collect();
+    assert_eq!(after, before);
+    assert_eq!(after[2].body.as_deref(), Some(b"body number 2".as_slice()));
+    drop(log);
+    // Marked as this version's format, which earlier versions refuse to open.
+    let db = redb::Database::open(&path).unwrap();
+    let txn = db.begin_read().unwrap();
+    let meta = txn.open_table(META).unwrap();
+    assert_eq!(
+        meta.get("format").unwrap().unwrap().value(),
+        [2u8].as_slice()
+    );
 }
 
 #[tokio::test]
@@ -588,7 +693,7 @@ async fn configurations_in_force_at_given_times() {
 }
 
 #[tokio::test]
-async fn records_table_holds_the_exact_record_bytes() {
+async fn records_table_points_at_the_exact_record_bytes_in_a_segment() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("messagelog.redb");
     let log = open(&path);
@@ -598,13 +703,14 @@ async fn records_table_holds_the_exact_record_bytes() {
     assert_eq!(log.record(0).unwrap().unwrap().record_bytes, expected);
     assert_eq!(log.record(1).unwrap(), None);
     drop(log);
-    let db = redb::Database::open(&path).unwrap();
-    let txn = db.begin_read().unwrap();
-    let records = txn.open_table(RECORDS).unwrap();
-    assert_eq!(
-        records.get(0).unwrap().unwrap().value(),
-        expected.as_slice()
-    );
+    // The entry is the record's length, the record, and flags (no subject, no body).
+    let (wal, offset, len) = entry_location(&path, 0);
+    let bytes = std::fs::read(wal).unwrap();
+    let entry = &bytes[offset as usize..(offset + len) as usize];
+    assert_eq!(entry.len(), 4 + expected.len() + 1);
+    assert_eq!(entry[..4], (expected.len() as u32).to_le_bytes());
+    assert_eq!(&entry[4..4 + expected.len()], expected.as_slice());
+    assert_eq!(entry[4 + expected.len()], 0);
 }
 
 #[tokio::test]
