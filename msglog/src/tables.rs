@@ -5,7 +5,7 @@
 //! |---|---|---|
 //! | `records` | leaf index | where the record's entry lies in the write-ahead log (`wal::EntryLocation`, format byte 0), or (written by earlier versions) the `LogRecord` bytes (deleted once archived) |
 //! | `bodies` | leaf index | written only by earlier versions: where the stored body lies in the write-ahead log (`wal::BodyLocation`, format byte 3), or the format byte ‖ body, plain or sealed ([`crate::crypto`]) (deleted once archived) |
-//! | `merkle_nodes` | (level, index) | SHA-256 of the complete subtree; never deleted |
+//! | `merkle_nodes` | (level, index) | SHA-256 of the complete subtree, for the levels [`stores_level`] names (logs of format 1 hold every level); never deleted |
 //! | `index_message_id` | (X-Road-Id, leaf index) | () |
 //! | `index_logged_at` | (logged_at ms, leaf index) | () |
 //! | `index_subject` | (HMAC-SHA256(subject key, subject), leaf index) | () |
@@ -53,9 +53,11 @@ pub(crate) const META_BODY_KEY_CHECK: &str = "body_key_check";
 /// Where in the write-ahead log the tables were last applied up to (`wal::Position`).
 pub(crate) const META_WAL_APPLIED: &str = "wal_applied";
 /// The storage format this code writes and reads: `records` values may be entry locations in
-/// the write-ahead log (`wal::EntryLocation`).
+/// the write-ahead log (`wal::EntryLocation`), and `merkle_nodes` lacks the levels
+/// [`stores_level`] leaves out.
 pub(crate) const FORMAT_VERSION: u8 = 2;
-/// The format earlier versions wrote (`records` values are always the record bytes). This
+/// The format earlier versions wrote (`records` values are always the record bytes, every
+/// Merkle level is stored; the levels this version leaves out are then never read). This
 /// version reads it and marks the log [`FORMAT_VERSION`] when it opens it, so that an earlier
 /// version refuses the log rather than misreading the locations written after that.
 pub(crate) const FORMAT_VERSION_RECORDS_INLINE: u8 = 1;
@@ -73,6 +75,18 @@ pub(crate) fn read_size(
     }
 }
 
+/// `merkle_nodes` holds the nodes of the levels that are multiples of this; a node of another
+/// level is hashed from the two below it. A leaf adds 1 + 1/16 + 1/256 + … rows instead of
+/// 1 + 1/2 + 1/4 + … (two), which is a sixth of the B-tree inserts the indexer makes per
+/// record; a proof reads at most 2^3 stored nodes (7 hashes) for one it needs, under 4 on
+/// average.
+pub(crate) const NODE_LEVEL_STRIDE: u8 = 4;
+
+/// Whether `merkle_nodes` holds the nodes of `level`.
+pub(crate) fn stores_level(level: u8) -> bool {
+    level.is_multiple_of(NODE_LEVEL_STRIDE)
+}
+
 /// The `merkle_nodes` table of one transaction as the tlog crate's node store.
 pub(crate) struct Nodes<T>(pub(crate) T);
 
@@ -80,6 +94,13 @@ impl<T: ReadableTable<(u8, u64), &'static [u8; 32]>> NodeSource for Nodes<T> {
     type Error = LogError;
 
     fn node(&self, level: u8, index: u64) -> Result<Hash, LogError> {
+        if !stores_level(level) {
+            // Level ≥ 1 and the node lies inside the tree, so both children do too (and
+            // `2 · index + 1` < 2^64).
+            let left = self.node(level - 1, 2 * index)?;
+            let right = self.node(level - 1, 2 * index + 1)?;
+            return Ok(tlog::node_hash(&left, &right));
+        }
         self.0
             .get((level, index))?
             .map(|v| *v.value())

@@ -19,8 +19,8 @@
 //! The **indexer** applies the frames the writer committed to the redb tables, many group
 //! commits per transaction: when [`INDEX_INTERVAL`] has passed since it was handed the first of
 //! them, when [`INDEX_MAX_ENTRIES`] are waiting, or at once when a reader asks (every read of
-//! the log does, so a read sees every append acknowledged before it). The bodies stay where the
-//! writer put them: the `bodies` table gets their place in the segment. Recovery at open
+//! the log does, so a read sees every append acknowledged before it). Records and bodies stay
+//! where the writer put them: the `records` table gets the place of each entry in the segment. Recovery at open
 //! applies the frames left in the segments the same way.
 //!
 //! Both threads are woken only when they must act ([`WriterState`], [`Inbox`]): every wake-up
@@ -39,7 +39,9 @@ use tokio::sync::oneshot;
 
 use crate::LogError;
 use crate::crypto::BodyCipher;
-use crate::tables::{BY_MESSAGE_ID, BY_SUBJECT, BY_TIME, META, META_WAL_APPLIED, NODES, RECORDS};
+use crate::tables::{
+    BY_MESSAGE_ID, BY_SUBJECT, BY_TIME, META, META_WAL_APPLIED, NODES, RECORDS, stores_level,
+};
 use crate::wal::{self, EntryLocation, OwnedFrame, Segment};
 
 /// Appenders stop gathering for a group commit once its frame reaches this many bytes.
@@ -781,7 +783,9 @@ pub(crate) fn apply(
                 let location = EntryLocation::of(frame, &e);
                 records.insert(index, location.to_value().as_slice())?;
                 for (level, i, hash) in frontier.append(tlog::leaf_hash(e.record_bytes)) {
-                    nodes.insert((level, i), &hash)?;
+                    if stores_level(level) {
+                        nodes.insert((level, i), &hash)?;
+                    }
                 }
                 by_id.insert((keys.message_id.as_str(), index), ())?;
                 by_time.insert((keys.logged_at_ms, index), ())?;

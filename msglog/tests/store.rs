@@ -8,10 +8,11 @@ use std::sync::Arc;
 
 use common::{file_contains, open, options, plain_entry};
 use msglog::{LogError, LogOptions, MessageLog};
-use redb::{ReadableDatabase as _, TableDefinition};
+use redb::{ReadableDatabase as _, ReadableTable as _, TableDefinition};
 use tlog::{MemoryTree, NodeSource as _};
 
 const BODIES: TableDefinition<u64, &[u8]> = TableDefinition::new("bodies");
+const NODES: TableDefinition<(u8, u64), &[u8; 32]> = TableDefinition::new("merkle_nodes");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const RECORDS: TableDefinition<u64, &[u8]> = TableDefinition::new("records");
 
@@ -128,7 +129,8 @@ async fn a_batch_is_appended_at_consecutive_indexes_in_one_commit() {
 #[tokio::test]
 async fn roots_and_proofs_equal_those_of_an_in_memory_tree() {
     let dir = tempfile::tempdir().unwrap();
-    let log = open(&dir.path().join("messagelog.redb"));
+    let path = dir.path().join("messagelog.redb");
+    let log = open(&path);
     let leaves = append_n(&log, 70).await;
     let mut tree = MemoryTree::new();
     for size in 1..=70u64 {
@@ -156,6 +158,48 @@ async fn roots_and_proofs_equal_those_of_an_in_memory_tree() {
         log.inclusion_proof(70, 70),
         Err(LogError::OutOfRange { .. })
     ));
+    drop(log);
+
+    // The table holds the leaves and the nodes of every fourth level only: 70 leaves and the
+    // 4 complete subtrees of 16 (the other levels are hashed from those when asked for).
+    {
+        let db = redb::Database::open(&path).unwrap();
+        let txn = db.begin_read().unwrap();
+        let nodes = txn.open_table(NODES).unwrap();
+        let levels: Vec<u8> = nodes
+            .iter()
+            .unwrap()
+            .map(|row| row.unwrap().0.value().0)
+            .collect();
+        assert_eq!(levels.iter().filter(|&&l| l == 0).count(), 70);
+        assert_eq!(levels.iter().filter(|&&l| l == 4).count(), 4);
+        assert_eq!(levels.len(), 74);
+    }
+
+    // Reopened, the log goes on from the stored nodes: 60 more records make 130, past a
+    // subtree of 128 (level 7, hashed from level 4).
+    let log = open(&path);
+    for i in 70..130u64 {
+        log.append(plain_entry(i, Some(b"more"), None))
+            .await
+            .unwrap();
+        tree.append(&log.record(i).unwrap().unwrap().record_bytes);
+    }
+    assert_eq!(log.root(130).unwrap(), tree.root());
+    for (index, size) in [(0, 130), (127, 128), (129, 130), (64, 100)] {
+        assert_eq!(
+            log.inclusion_proof(index, size).unwrap(),
+            tlog::inclusion_proof(&tree, index, size).unwrap(),
+            "inclusion of {index} in {size}"
+        );
+    }
+    for (old, size) in [(70, 130), (128, 130), (1, 129)] {
+        assert_eq!(
+            log.consistency_proof(old, size).unwrap(),
+            tlog::consistency_proof(&tree, old, size).unwrap(),
+            "consistency {old} -> {size}"
+        );
+    }
 }
 
 #[tokio::test]
