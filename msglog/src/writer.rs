@@ -20,8 +20,8 @@
 //! commits per transaction: when [`INDEX_INTERVAL`] has passed since it was handed the first of
 //! them, when [`INDEX_MAX_ENTRIES`] are waiting, or at once when a reader asks (every read of
 //! the log does, so a read sees every append acknowledged before it). Records and bodies stay
-//! where the writer put them: the `records` table gets the place of each entry in the segment. Recovery at open
-//! applies the frames left in the segments the same way.
+//! where the writer put them: the `records` table gets the place of each entry in the segment.
+//! Recovery at open applies the frames left in the segments the same way.
 //!
 //! Both threads are woken only when they must act ([`WriterState`], [`Inbox`]): every wake-up
 //! takes a CPU from the threads that serve exchanges.
