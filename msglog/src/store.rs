@@ -518,25 +518,12 @@ impl MessageLog {
         }
         let stored_body = bodies
             .get(index)?
-            .map(|b| self.stored_body(b.value(), segments))
+            .map(|b| stored_body(b.value(), segments))
             .transpose()?;
         Ok(wal::StoredEntry {
             record_bytes: value.to_vec(),
             stored_body,
         })
-    }
-
-    /// The stored body a `bodies` value (written by earlier versions) stands for: the value
-    /// itself, or the bytes it locates in a write-ahead segment.
-    fn stored_body(
-        &self,
-        value: &[u8],
-        segments: &mut wal::SegmentReader,
-    ) -> Result<Vec<u8>, LogError> {
-        match wal::BodyLocation::from_value(value) {
-            None => Ok(value.to_vec()),
-            Some(location) => location?.read(segments),
-        }
     }
 
     fn finish_record(
@@ -641,6 +628,15 @@ impl MessageLog {
     /// The subject index key of `subject`: HMAC-SHA256 under the subject key.
     pub fn subject_hash(&self, subject: &str) -> [u8; 32] {
         crypto::subject_hash(&self.inner.subject_key, subject)
+    }
+}
+
+/// The stored body a `bodies` value (written by earlier versions) stands for: the value itself,
+/// or the bytes it locates in a write-ahead segment.
+fn stored_body(value: &[u8], segments: &mut wal::SegmentReader) -> Result<Vec<u8>, LogError> {
+    match wal::BodyLocation::from_value(value) {
+        None => Ok(value.to_vec()),
+        Some(location) => location?.read(segments),
     }
 }
 

@@ -797,7 +797,16 @@ pub(crate) struct StoredEntry {
 #[derive(Debug)]
 pub(crate) struct SegmentReader {
     dir: PathBuf,
-    open: Option<(u64, File)>,
+    open: Option<OpenSegment>,
+}
+
+/// The segment a [`SegmentReader`] read last, and its size when last looked at.
+#[derive(Debug)]
+struct OpenSegment {
+    first: u64,
+    path: PathBuf,
+    file: File,
+    size: u64,
 }
 
 impl SegmentReader {
@@ -812,18 +821,31 @@ impl SegmentReader {
         offset: u64,
         len: u64,
     ) -> Result<Vec<u8>, LogError> {
-        let path = segment_path(&self.dir, segment);
-        let file = match &mut self.open {
-            Some((first, file)) if *first == segment => file,
-            open => {
+        let open = match &mut self.open {
+            Some(open) if open.first == segment => open,
+            slot => {
+                let path = segment_path(&self.dir, segment);
                 let file = File::open(&path).map_err(LogError::io(&path))?;
-                &mut open.insert((segment, file)).1
+                slot.insert(OpenSegment {
+                    first: segment,
+                    path,
+                    file,
+                    size: 0,
+                })
             }
         };
-        // A damaged location must not make us allocate what the segment does not hold.
-        let size = file.metadata().map_err(LogError::io(&path))?.len();
-        let len = match offset.checked_add(len) {
-            Some(end) if end <= size => len as usize,
+        // A damaged location must not make us allocate what the segment does not hold. The
+        // newest segment grows, so its size is looked at again when a read goes past it.
+        let end = offset.checked_add(len);
+        if end.is_none_or(|end| end > open.size) {
+            open.size = open
+                .file
+                .metadata()
+                .map_err(LogError::io(&open.path))?
+                .len();
+        }
+        let len = match end {
+            Some(end) if end <= open.size => len as usize,
             _ => {
                 return Err(LogError::corrupt(format!(
                     "bytes {offset}+{len} lie beyond the end of write-ahead segment {segment}"
@@ -831,8 +853,9 @@ impl SegmentReader {
             }
         };
         let mut out = vec![0; len];
-        file.read_exact_at(&mut out, offset)
-            .map_err(LogError::io(&path))?;
+        open.file
+            .read_exact_at(&mut out, offset)
+            .map_err(LogError::io(&open.path))?;
         Ok(out)
     }
 }
