@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use certs::SigningKey;
 use globalconf::Anchor;
-use msglog::{Entry, LogOptions, MessageLog, tlog};
+use msglog::{Entry, HashedBody, LogOptions, MessageLog, tlog};
 use prost::Message as _;
 use proto::v1 as pb;
 use sha2::{Digest as _, Sha256};
@@ -93,8 +93,8 @@ fn message_id(ids: Ids, seq: u64, appender: usize, n: u64) -> String {
 fn appends(rt: &tokio::runtime::Runtime, ids: Ids) {
     let dir = tempfile::tempdir().unwrap();
     let log = MessageLog::open(&dir.path().join("messagelog.redb"), options()).unwrap();
-    let body = Bytes::from(vec![0x61u8; 1024]);
-    let record = template(&body);
+    let body = HashedBody::new(Bytes::from(vec![0x61u8; 1024]));
+    let record = template(body.bytes());
     let stop = Arc::new(AtomicBool::new(false));
     let seq = Arc::new(std::sync::atomic::AtomicU64::new(0));
 
@@ -249,7 +249,7 @@ fn big_log_evidence(rt: &tokio::runtime::Runtime) {
                 key_id: client_key.key_id().to_string(),
                 ..template(&body)
             },
-            body: Some(Bytes::from(body)),
+            body: Some(HashedBody::new(Bytes::from(body))),
             data_subject: Some("JP-000000000001".into()),
         }))
         .unwrap();

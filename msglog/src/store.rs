@@ -80,14 +80,43 @@ impl std::fmt::Debug for LogOptions {
 /// One record to append.
 ///
 /// The caller fills in `record` completely, `logged_at_ms` and `body_stored` included:
-/// `body_stored` must be `body.is_some()`, and a body must hash to `record.body_sha256`.
+/// `body_stored` must be `body.is_some()`, and a body's hash must be `record.body_sha256`.
 #[derive(Debug, Clone)]
 pub struct Entry {
     pub record: pb::LogRecord,
     /// Stored beside the record (encrypted when the log has a body key); not part of the leaf.
-    pub body: Option<Bytes>,
+    pub body: Option<HashedBody>,
     /// Indexed by its HMAC only; the raw value is not stored by the index.
     pub data_subject: Option<String>,
+}
+
+/// A message body and its SHA-256, hashed once. The security server hashes every body it signs
+/// or verifies; handing the log that hash with the body spares the log hashing it again, and
+/// the only way to make one is to hash the bytes it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HashedBody {
+    bytes: Bytes,
+    sha256: [u8; 32],
+}
+
+impl HashedBody {
+    /// Hashes `bytes`.
+    pub fn new(bytes: Bytes) -> HashedBody {
+        let sha256 = crypto::sha256(&bytes);
+        HashedBody { bytes, sha256 }
+    }
+
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    pub fn sha256(&self) -> &[u8; 32] {
+        &self.sha256
+    }
+
+    pub fn into_bytes(self) -> Bytes {
+        self.bytes
+    }
 }
 
 /// A record read back: its exact bytes (the Merkle leaf data) and, if stored, its body,
@@ -374,7 +403,7 @@ impl MessageLog {
             )));
         }
         if let Some(body) = &body
-            && crypto::sha256(body).as_slice() != record.body_sha256.as_slice()
+            && body.sha256.as_slice() != record.body_sha256.as_slice()
         {
             return Err(LogError::InvalidEntry(
                 "the body does not hash to the record's body_sha256".into(),
@@ -384,12 +413,12 @@ impl MessageLog {
         // Refused here, before the queue's lock, rather than after copying it into the frame.
         wal::part_len(record_bytes.len())?;
         if let Some(body) = &body {
-            wal::part_len(body.len())?;
+            wal::part_len(body.bytes.len())?;
         }
         Ok(Prepared {
             record_bytes,
             subject: data_subject.map(|s| self.subject_hash(&s)),
-            body,
+            body: body.map(HashedBody::into_bytes),
         })
     }
 

@@ -27,7 +27,7 @@ use tokio::sync::Semaphore;
 use crate::confclient::ConfClient;
 use crate::error::{Origin, XRoadError};
 use crate::keys::MemberKeys;
-use crate::message::{self, RequestContext};
+use crate::message::{self, HashedBody, RequestContext};
 use crate::messagelog::{Logged, MessageLogger};
 use crate::metrics::{self, Metrics};
 use crate::peer::{self, PeerPool};
@@ -240,7 +240,7 @@ impl Inner {
             })?
             .to_bytes();
 
-        let exchange = self.forward(&conf, request, body);
+        let exchange = self.forward(&conf, request, HashedBody::new(body));
         tokio::time::timeout(self.settings.request_timeout, exchange)
             .await
             .map_err(|_| {
@@ -256,7 +256,7 @@ impl Inner {
         &self,
         verified_conf: &VerifiedConf,
         request: ClientRequest,
-        body: Bytes,
+        body: HashedBody,
     ) -> Result<Response, XRoadError> {
         let conf = verified_conf.conf();
         let id = request.message_id.clone();
@@ -348,7 +348,6 @@ impl Inner {
                         client: &request.client,
                         service: &request.service,
                         signed: &signed,
-                        body_sha256: &header.body_sha256,
                         body: &body,
                         data_subject: request.data_subject.as_deref(),
                         peer: &server_id,
@@ -356,7 +355,7 @@ impl Inner {
                 )?;
                 let outgoing = pb::ExchangeRequest {
                     header: Some(signed),
-                    body: body.to_vec(),
+                    body: body.bytes().to_vec(),
                 };
                 match client.exchange(outgoing).await {
                     Ok(answer) => {
@@ -411,16 +410,16 @@ impl Inner {
             )
             .with_id(id.clone())
         })?;
+        let body = HashedBody::new(Bytes::from(answer.body));
         let verified = message::verify_response(
             &header,
-            &answer.body,
+            &body,
             conf,
             request.service.subsystem(),
             context,
             self.clock.unix_now(),
             self.max_skew(conf),
         )?;
-        let body = Bytes::from(answer.body);
         self.logger
             .write(
                 Origin::ClientProxy,
@@ -431,7 +430,6 @@ impl Inner {
                     client: &request.client,
                     service: &request.service,
                     signed: &header,
-                    body_sha256: &verified.header().body_sha256,
                     body: &body,
                     data_subject: None,
                     peer: verified.server(),
@@ -442,7 +440,7 @@ impl Inner {
             XRoadError::client_proxy(message::response_codes::INVALID_RESPONSE, e.to_string())
                 .with_id(id.clone())
         };
-        let mut response = Response::new(Body::from(body));
+        let mut response = Response::new(Body::from(body.into_bytes()));
         *response.status_mut() = verified.status();
         let headers = response.headers_mut();
         rest::apply_headers(headers, verified.headers()).map_err(internal)?;

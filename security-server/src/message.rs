@@ -53,7 +53,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use http::{HeaderName, HeaderValue, Method, StatusCode};
 use prost::Message as _;
-use sha2::{Digest as _, Sha256, Sha512};
+use sha2::{Digest as _, Sha512};
 
 use certs::{Domain, KeyId, SigningKey};
 use globalconf::{GlobalConf, MemberKey, SecurityServerId, ServiceId, SubsystemId};
@@ -93,10 +93,9 @@ pub mod response_codes {
     pub const INVALID_BODY: &str = "InvalidBody";
 }
 
-/// SHA-256 of a message body, as the headers carry it.
-pub fn body_sha256(body: &[u8]) -> [u8; 32] {
-    Sha256::digest(body).into()
-}
+/// A body with its SHA-256, as the headers carry it: hashed once where the body arrives, then
+/// used to sign or check the header and handed to the message log with the body.
+pub use msglog::HashedBody;
 
 /// The request hash: SHA-512 of the exact signed request header bytes.
 pub fn request_hash(signed_header_bytes: &[u8]) -> [u8; 64] {
@@ -122,7 +121,7 @@ fn to_proto_headers(headers: &[(String, String)]) -> Vec<pb::Header> {
 /// failover to another server builds and signs a new header).
 pub fn build_request_header(
     req: &ClientRequest,
-    body: &[u8],
+    body: &HashedBody,
     signer: &KeyId,
     created_at: i64,
     target: &SecurityServerId,
@@ -141,7 +140,7 @@ pub fn build_request_header(
         data_subject: req.data_subject.clone().unwrap_or_default(),
         purpose: req.purpose.clone().unwrap_or_default(),
         created_at,
-        body_sha256: body_sha256(body).to_vec(),
+        body_sha256: body.sha256().to_vec(),
         signer_key_id: signer.as_str().to_owned(),
         target_server: target.to_string(),
     }
@@ -288,7 +287,7 @@ fn check_headers(headers: &[pb::Header]) -> Result<(), String> {
 #[allow(clippy::too_many_arguments)]
 pub fn verify_request(
     signed: &pb::SignedHeader,
-    body: &[u8],
+    body: &HashedBody,
     conf: &GlobalConf,
     peer_cert_sha256: &[u8; 32],
     this_server: &SecurityServerId,
@@ -411,7 +410,7 @@ pub fn verify_request(
             format!("the request is addressed to {target}, this is {this_server}"),
         ));
     }
-    if header.body_sha256.as_slice() != body_sha256(body).as_slice() {
+    if header.body_sha256.as_slice() != body.sha256().as_slice() {
         return Err(reject(
             c::INVALID_BODY,
             "the body does not match its signed SHA-256".into(),
@@ -469,7 +468,7 @@ pub fn build_response_header(
     request: &VerifiedRequest,
     status: StatusCode,
     headers: &[(String, String)],
-    body: &[u8],
+    body: &HashedBody,
     signer: &KeyId,
     created_at: i64,
     server: &SecurityServerId,
@@ -479,7 +478,7 @@ pub fn build_response_header(
         status: u32::from(status.as_u16()),
         headers: to_proto_headers(headers),
         created_at,
-        body_sha256: body_sha256(body).to_vec(),
+        body_sha256: body.sha256().to_vec(),
         request_hash: request.request_hash().to_vec(),
         signer_key_id: signer.as_str().to_owned(),
         server: server.to_string(),
@@ -561,7 +560,7 @@ impl VerifiedResponse {
 /// The client's server's checks of a response (see the module table for codes).
 pub fn verify_response(
     signed: &pb::SignedHeader,
-    body: &[u8],
+    body: &HashedBody,
     conf: &GlobalConf,
     expected_provider: &SubsystemId,
     request: &RequestContext,
@@ -633,7 +632,7 @@ pub fn verify_response(
             ),
         ));
     }
-    if header.body_sha256.as_slice() != body_sha256(body).as_slice() {
+    if header.body_sha256.as_slice() != body.sha256().as_slice() {
         return Err(reject(
             c::INVALID_BODY,
             "the body does not match its signed SHA-256".into(),
@@ -789,6 +788,10 @@ mod tests {
     use super::test_support::*;
     use super::*;
 
+    fn hashed(body: &[u8]) -> HashedBody {
+        HashedBody::new(bytes::Bytes::copy_from_slice(body))
+    }
+
     const SKEW: Duration = Duration::from_secs(60);
     const BODY: &[u8] = b"{\"q\":1}";
 
@@ -813,7 +816,7 @@ mod tests {
     fn header() -> pb::RequestHeader {
         build_request_header(
             &client_request(),
-            BODY,
+            &hashed(BODY),
             &client_key().key_id(),
             NOW,
             &server(PROVIDER_SERVER),
@@ -838,7 +841,7 @@ mod tests {
     ) -> Result<VerifiedRequest, XRoadError> {
         verify_request(
             signed,
-            body,
+            &hashed(body),
             conf,
             peer,
             &server(PROVIDER_SERVER),
@@ -880,7 +883,7 @@ mod tests {
         assert_eq!(v.signature(), s.signature.as_slice());
         assert_eq!(v.request_hash(), &request_hash(&s.header));
         assert_eq!(v.header().data_subject, "subject-1");
-        assert_eq!(v.header().body_sha256, body_sha256(BODY).to_vec());
+        assert_eq!(v.header().body_sha256, sha2::Sha256::digest(BODY).to_vec());
         assert_eq!(v.header().target_server, PROVIDER_SERVER);
         assert_eq!(s.key_id, client_key().key_id().as_str());
     }
@@ -1137,7 +1140,7 @@ mod tests {
             req,
             StatusCode::OK,
             &[("content-type".into(), "application/json".into())],
-            b"answer",
+            &hashed(b"answer"),
             &provider_key().key_id(),
             NOW + 1,
             &server(PROVIDER_SERVER),
@@ -1153,7 +1156,15 @@ mod tests {
         body: &[u8],
         ctx: &RequestContext,
     ) -> Result<VerifiedResponse, XRoadError> {
-        verify_response(signed, body, &conf(), &sub(PROVIDER), ctx, NOW + 2, SKEW)
+        verify_response(
+            signed,
+            &hashed(body),
+            &conf(),
+            &sub(PROVIDER),
+            ctx,
+            NOW + 2,
+            SKEW,
+        )
     }
 
     fn resp_code(r: Result<VerifiedResponse, XRoadError>) -> std::borrow::Cow<'static, str> {
@@ -1258,7 +1269,7 @@ mod tests {
 
         let r = verify_response(
             &good,
-            b"answer",
+            &hashed(b"answer"),
             &conf(),
             &sub(PROVIDER),
             &context(),
@@ -1282,7 +1293,7 @@ mod tests {
         pb.members[1].signing_keys.clear();
         let r = verify_response(
             &good,
-            b"answer",
+            &hashed(b"answer"),
             &conf_from(&pb),
             &sub(PROVIDER),
             &context(),

@@ -6,10 +6,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use certs::Clock;
 use globalconf::{GlobalConf, SecurityServerId, ServiceId, SubsystemId};
-use msglog::{Entry, MessageLog};
+use msglog::{Entry, HashedBody, MessageLog};
 use proto::v1 as pb;
 use tlog::{Checkpoint, CosignatureSigner, NoteSigner, NoteVerifier};
 
@@ -56,8 +55,8 @@ pub struct Logged<'a> {
     pub client: &'a SubsystemId,
     pub service: &'a ServiceId,
     pub signed: &'a pb::SignedHeader,
-    pub body_sha256: &'a [u8],
-    pub body: &'a Bytes,
+    /// The body and its hash (which the signed header carries).
+    pub body: &'a HashedBody,
     /// Only request records are indexed by data subject (one entry per exchange).
     pub data_subject: Option<&'a str>,
     pub peer: &'a SecurityServerId,
@@ -119,7 +118,7 @@ impl MessageLogger {
             signed_header: m.signed.header.clone(),
             signature: m.signed.signature.clone(),
             key_id: m.signed.key_id.clone(),
-            body_sha256: m.body_sha256.to_vec(),
+            body_sha256: m.body.sha256().to_vec(),
             body_stored: store_body,
             logged_at_ms,
             peer: m.peer.to_string(),

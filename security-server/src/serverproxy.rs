@@ -16,7 +16,7 @@ use crate::backend::Backend;
 use crate::confclient::ConfClient;
 use crate::error::{Origin, XRoadError};
 use crate::keys::MemberKeys;
-use crate::message::{self, VerifiedRequest, request_codes};
+use crate::message::{self, HashedBody, VerifiedRequest, request_codes};
 use crate::messagelog::{Logged, MessageLogger};
 use crate::metrics::{self, Metrics};
 use crate::replay::ReplayCache;
@@ -105,7 +105,7 @@ impl ServerProxy {
         let header = request.header.ok_or_else(|| {
             XRoadError::server_proxy(request_codes::INVALID_MESSAGE, "the exchange has no header")
         })?;
-        let body = Bytes::from(request.body);
+        let body = HashedBody::new(Bytes::from(request.body));
         let now = self.clock.unix_now();
         let verified = message::verify_request(
             &header,
@@ -181,7 +181,6 @@ impl ServerProxy {
                 client: verified.client(),
                 service: verified.service(),
                 signed: &header,
-                body_sha256: &verified.header().body_sha256,
                 body: &body,
                 data_subject: Some(subject.as_str()),
                 peer: verified.peer(),
@@ -198,11 +197,15 @@ impl ServerProxy {
             }
             Plan::Usage(_) => self.usage_evidence(&verified, &local, now).await?,
             Plan::Backend(entry) => {
-                let r = self.backend.call(entry, &verified, body).await?;
+                let r = self
+                    .backend
+                    .call(entry, &verified, body.into_bytes())
+                    .await?;
                 (r.status, r.headers, r.body)
             }
         };
 
+        let response_body = HashedBody::new(response_body);
         let provider = verified.service().subsystem().member();
         let key = self.keys.signer(provider, conf, now).ok_or_else(|| {
             XRoadError::server_proxy(
@@ -231,7 +234,6 @@ impl ServerProxy {
                     client: verified.client(),
                     service: verified.service(),
                     signed: &signed,
-                    body_sha256: &response_header.body_sha256,
                     body: &response_body,
                     data_subject: None,
                     peer: verified.peer(),
@@ -240,7 +242,7 @@ impl ServerProxy {
             .await?;
         Ok(pb::ExchangeResponse {
             header: Some(signed),
-            body: response_body.to_vec(),
+            body: response_body.into_bytes().to_vec(),
         })
     }
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 use bytes::Bytes;
 use certs::SigningKey;
 use globalconf::{Anchor, InstanceId, SecurityServerId};
-use msglog::{Entry, LogOptions, MessageLog};
+use msglog::{Entry, HashedBody, LogOptions, MessageLog};
 use prost::Message as _;
 use proto::v1 as pb;
 use sha2::{Digest as _, Sha256, Sha512};
@@ -52,7 +52,7 @@ pub fn plain_entry(i: u64, body: Option<&[u8]>, subject: Option<&str>) -> Entry 
             logged_at_ms: 1_800_000_000_000 + i as i64 * 1000,
             peer: PROVIDER_SERVER.into(),
         },
-        body: body.map(Bytes::copy_from_slice),
+        body: body.map(|b| HashedBody::new(Bytes::copy_from_slice(b))),
         data_subject: subject.map(str::to_owned),
     }
 }
@@ -182,7 +182,7 @@ impl Instance {
                 logged_at_ms: CREATED_AT * 1000 + 5,
                 peer: PROVIDER_SERVER.into(),
             },
-            body: Some(Bytes::copy_from_slice(body)),
+            body: Some(HashedBody::new(Bytes::copy_from_slice(body))),
             data_subject: subject.map(str::to_owned),
         }
     }
@@ -223,7 +223,7 @@ impl Instance {
                 logged_at_ms: (CREATED_AT + 1) * 1000,
                 peer: PROVIDER_SERVER.into(),
             },
-            body: Some(Bytes::copy_from_slice(body)),
+            body: Some(HashedBody::new(Bytes::copy_from_slice(body))),
             data_subject: None,
         }
     }
