@@ -141,6 +141,26 @@ pub struct LoadReport {
 }
 
 impl LoadReport {
+    /// Several measured windows of one target as one: requests, errors, windows and CPU added
+    /// up, latencies pooled. `None` for no windows.
+    pub fn merge(windows: &[LoadReport]) -> Option<LoadReport> {
+        let first = windows.first()?;
+        let mut latencies_us: Vec<u32> = windows
+            .iter()
+            .flat_map(|w| w.latencies_us.iter().copied())
+            .collect();
+        latencies_us.sort_unstable();
+        Some(LoadReport {
+            target: first.target.clone(),
+            requests: windows.iter().map(|w| w.requests).sum(),
+            errors: windows.iter().map(|w| w.errors).sum(),
+            window: windows.iter().map(|w| w.window).sum(),
+            first_error: windows.iter().find_map(|w| w.first_error.clone()),
+            cpu: windows.iter().map(|w| w.cpu).sum(),
+            latencies_us,
+        })
+    }
+
     pub fn successes(&self) -> u64 {
         self.requests - self.errors
     }
@@ -411,6 +431,42 @@ mod tests {
         assert_eq!(percentile(&[7], 99.0), Some(7));
         assert_eq!(percentile(&[1, 2, 3], 50.0), Some(2));
         assert_eq!(percentile(&[], 50.0), None);
+    }
+
+    fn report(
+        requests: u64,
+        errors: u64,
+        secs: u64,
+        cpu_ms: Option<u64>,
+        lat: &[u32],
+    ) -> LoadReport {
+        LoadReport {
+            target: "gateway".into(),
+            requests,
+            errors,
+            window: Duration::from_secs(secs),
+            first_error: (errors > 0).then(|| format!("{errors} errors")),
+            cpu: cpu_ms.map(Duration::from_millis),
+            latencies_us: lat.to_vec(),
+        }
+    }
+
+    #[test]
+    fn merged_windows_add_up_and_pool_their_latencies() {
+        let a = report(100, 0, 2, Some(50), &[10, 30, 50]);
+        let b = report(300, 2, 3, Some(150), &[20, 40]);
+        let m = LoadReport::merge(&[a, b.clone()]).unwrap();
+        assert_eq!((m.requests, m.errors), (400, 2));
+        assert_eq!(m.window, Duration::from_secs(5));
+        assert_eq!(m.throughput(), 398.0 / 5.0);
+        assert_eq!(m.cpu, Some(Duration::from_millis(200)));
+        assert_eq!(m.latencies_us, vec![10, 20, 30, 40, 50]);
+        assert_eq!(m.percentile(50.0), Some(Duration::from_micros(30)));
+        assert_eq!(m.first_error.as_deref(), Some("2 errors"));
+        // A window without a CPU reading makes the sum unknown rather than too small.
+        let c = report(10, 0, 1, None, &[5]);
+        assert_eq!(LoadReport::merge(&[b, c]).unwrap().cpu, None);
+        assert!(LoadReport::merge(&[]).is_none());
     }
 
     #[test]

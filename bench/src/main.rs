@@ -5,6 +5,8 @@
 //! twice: through the ministry's client proxy (client proxy → mutual-TLS gRPC → Chiyoda City's
 //! server proxy → backend), then directly against the backend. Prints requests, errors,
 //! throughput and exact latency percentiles of each, and the ratio gateway/direct.
+//! `--compare-without-log` also starts a second federation whose message log is off and
+//! measures the two in alternating windows (`--rounds`), printing what the log costs.
 //!
 //! The load generator, the three security servers, the registry and the backend share this one
 //! process and the machine's cores, so the numbers compare the two paths on equal terms rather
@@ -44,9 +46,14 @@ struct Args {
     /// Only the direct run (no federation is started).
     #[arg(long, conflicts_with = "gateway_only")]
     direct_only: bool,
-    /// Also run the gateway with the message log turned off, to show what logging costs.
+    /// Also run the gateway with the message log turned off, to show what logging costs: both
+    /// federations run side by side and are measured in alternating windows (see `--rounds`).
     #[arg(long, conflicts_with = "direct_only")]
     compare_without_log: bool,
+    /// With `--compare-without-log`: pairs of measured windows (each `--seconds` long, after
+    /// its own warm-up), with and without the log, the order alternating from round to round.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    rounds: u32,
     /// Only the run through the gateway.
     #[arg(long)]
     gateway_only: bool,
@@ -83,23 +90,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let dir = tempfile::tempdir().context("creating a temporary directory")?;
 
-    let (gateway, direct) = if args.direct_only {
-        (None, Some(run_direct_only(&options).await?))
+    let (gateway, direct, unlogged) = if args.direct_only {
+        (None, Some(run_direct_only(&options).await?), None)
+    } else if args.compare_without_log {
+        let (gateway, direct, unlogged) = compare_without_log(dir.path(), &options, &args).await?;
+        (gateway, direct, Some(unlogged))
     } else {
         let federation = start_federation(dir.path(), !args.without_log).await?;
         let result = run_through_federation(&federation, &options, args.gateway_only).await;
         print_checkpoint_metrics(&federation).await;
         eprintln!("stopping the federation…");
         federation.stop().await;
-        result?
-    };
-    let unlogged = if args.compare_without_log {
-        let federation = start_federation(&dir.path().join("unlogged"), false).await?;
-        let result = run_through_federation(&federation, &options, true).await;
-        federation.stop().await;
-        result?.0
-    } else {
-        None
+        let (gateway, direct) = result?;
+        (gateway, direct, None)
     };
     if let (Some(logged), Some(unlogged)) = (&gateway, &unlogged) {
         println!(
@@ -123,7 +126,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
 
     if args.json {
-        println!("{}", json_line(&args, gateway.as_ref(), direct.as_ref()));
+        println!(
+            "{}",
+            json_line(&args, gateway.as_ref(), direct.as_ref(), unlogged.as_ref())
+        );
     } else {
         print_table(&args, gateway.as_ref(), direct.as_ref());
     }
@@ -193,11 +199,8 @@ async fn start_federation(dir: &Path, messagelog: bool) -> anyhow::Result<Federa
     .context("starting the sandbox federation")
 }
 
-async fn run_through_federation(
-    federation: &Federation,
-    options: &LoadOptions,
-    gateway_only: bool,
-) -> anyhow::Result<(Option<LoadReport>, Option<LoadReport>)> {
+/// The echo service through the client's security server of `federation`.
+fn gateway_target(federation: &Federation) -> anyhow::Result<Target> {
     let proxy = federation
         .description()
         .security_servers
@@ -205,16 +208,110 @@ async fn run_through_federation(
         .find(|s| s.hosts.iter().any(|h| h.to_string() == CLIENT))
         .map(|s| s.client_proxy.clone())
         .context("no security server hosts the client subsystem")?;
-    let gateway_target = Target::new("gateway", &format!("{proxy}/r1/{ECHO_SERVICE}"))?
-        .header("X-Road-Client", CLIENT)?;
-    let gateway = Some(measure(gateway_target, options).await);
+    Ok(
+        Target::new("gateway", &format!("{proxy}/r1/{ECHO_SERVICE}"))?
+            .header("X-Road-Client", CLIENT)?,
+    )
+}
+
+async fn run_through_federation(
+    federation: &Federation,
+    options: &LoadOptions,
+    gateway_only: bool,
+) -> anyhow::Result<(Option<LoadReport>, Option<LoadReport>)> {
+    let gateway = Some(measure(gateway_target(federation)?, options).await);
     let direct = if gateway_only {
         None
     } else {
-        let target = Target::new("direct", &format!("{}/echo", federation.demo_url()))?;
-        Some(measure(target, options).await)
+        Some(measure_direct(federation, options).await?)
     };
     Ok((gateway, direct))
+}
+
+async fn measure_direct(
+    federation: &Federation,
+    options: &LoadOptions,
+) -> anyhow::Result<LoadReport> {
+    let target = Target::new("direct", &format!("{}/echo", federation.demo_url()))?;
+    Ok(measure(target, options).await)
+}
+
+/// The gateway with and without the message log, in the same run: two federations started side
+/// by side (one with its log turned off), measured in `--rounds` pairs of windows whose order
+/// alternates (with, without; without, with; …), so that a machine that speeds up or slows down
+/// during the run weighs on both alike. Returns the logged windows merged, the direct run (after
+/// the rounds, unless `--gateway-only`) and the unlogged windows merged.
+async fn compare_without_log(
+    dir: &Path,
+    options: &LoadOptions,
+    args: &Args,
+) -> anyhow::Result<(Option<LoadReport>, Option<LoadReport>, LoadReport)> {
+    let logged = start_federation(&dir.join("logged"), true).await?;
+    let unlogged = match start_federation(&dir.join("unlogged"), false).await {
+        Ok(f) => f,
+        Err(e) => {
+            logged.stop().await;
+            return Err(e);
+        }
+    };
+    let result = compare_rounds(&logged, &unlogged, options, args).await;
+    print_checkpoint_metrics(&logged).await;
+    eprintln!("stopping the federations…");
+    logged.stop().await;
+    unlogged.stop().await;
+    result
+}
+
+async fn compare_rounds(
+    logged: &Federation,
+    unlogged: &Federation,
+    options: &LoadOptions,
+    args: &Args,
+) -> anyhow::Result<(Option<LoadReport>, Option<LoadReport>, LoadReport)> {
+    let with_log = gateway_target(logged)?;
+    let without_log = gateway_target(unlogged)?;
+    let (mut with, mut without) = (Vec::new(), Vec::new());
+    let mut ratios = Vec::new();
+    for round in 0..args.rounds {
+        let with_first = round % 2 == 0;
+        for logged_now in [with_first, !with_first] {
+            if logged_now {
+                eprint!("round {} with the log; ", round + 1);
+                with.push(measure(with_log.clone(), options).await);
+            } else {
+                eprint!("round {} without the log; ", round + 1);
+                without.push(measure(without_log.clone(), options).await);
+            }
+        }
+        if let (Some(w), Some(o)) = (with.last(), without.last()) {
+            let ratio = w.throughput() / o.throughput().max(f64::MIN_POSITIVE);
+            ratios.push(ratio);
+            println!(
+                "round {}: with log {:.0} req/s ({} CPU per request), without {:.0} req/s ({}); \
+                 with / without: {ratio:.3}",
+                round + 1,
+                w.throughput(),
+                cpu_us(w),
+                o.throughput(),
+                cpu_us(o),
+            );
+        }
+    }
+    ratios.sort_by(f64::total_cmp);
+    if let (Some(min), Some(max)) = (ratios.first(), ratios.last()) {
+        println!(
+            "with log / without over {} rounds: median {:.3} (min {min:.3}, max {max:.3})",
+            ratios.len(),
+            ratios[ratios.len() / 2],
+        );
+    }
+    let direct = if args.gateway_only {
+        None
+    } else {
+        Some(measure_direct(logged, options).await?)
+    };
+    let without = LoadReport::merge(&without).context("no rounds were measured")?;
+    Ok((LoadReport::merge(&with), direct, without))
 }
 
 async fn run_direct_only(options: &LoadOptions) -> anyhow::Result<LoadReport> {
@@ -321,10 +418,19 @@ fn print_table(args: &Args, gateway: Option<&LoadReport>, direct: Option<&LoadRe
     }
 }
 
-fn json_line(args: &Args, gateway: Option<&LoadReport>, direct: Option<&LoadReport>) -> String {
+fn json_line(
+    args: &Args,
+    gateway: Option<&LoadReport>,
+    direct: Option<&LoadReport>,
+    unlogged: Option<&LoadReport>,
+) -> String {
     let (throughput, p50) = match (gateway, direct) {
         (Some(g), Some(d)) => ratios(g, d),
         _ => (None, None),
+    };
+    let log_ratio = match (gateway, unlogged) {
+        (Some(g), Some(u)) if u.throughput() > 0.0 => Some(g.throughput() / u.throughput()),
+        _ => None,
     };
     serde_json::json!({
         "clients": args.clients,
@@ -334,7 +440,13 @@ fn json_line(args: &Args, gateway: Option<&LoadReport>, direct: Option<&LoadRepo
         "cpus": cpus(),
         "gateway": gateway.map(LoadReport::to_json),
         "direct": direct.map(LoadReport::to_json),
-        "ratio": { "throughput": throughput, "p50_latency": p50 },
+        "without_log": unlogged.map(LoadReport::to_json),
+        "rounds": unlogged.map(|_| args.rounds),
+        "ratio": {
+            "throughput": throughput,
+            "p50_latency": p50,
+            "with_log_to_without": log_ratio,
+        },
     })
     .to_string()
 }
