@@ -297,12 +297,10 @@ async fn compare_rounds(
             );
         }
     }
-    ratios.sort_by(f64::total_cmp);
-    if let (Some(min), Some(max)) = (ratios.first(), ratios.last()) {
+    if let Some((median, min, max)) = median_min_max(&mut ratios) {
         println!(
-            "with log / without over {} rounds: median {:.3} (min {min:.3}, max {max:.3})",
+            "with log / without over {} rounds: median {median:.3} (min {min:.3}, max {max:.3})",
             ratios.len(),
-            ratios[ratios.len() / 2],
         );
     }
     let direct = if args.gateway_only {
@@ -342,6 +340,19 @@ async fn measure(target: Target, options: &LoadOptions) -> LoadReport {
         options.duration
     );
     load::run(target, options).await
+}
+
+/// The median (the mean of the middle two for an even count), minimum and maximum; sorts `xs`.
+fn median_min_max(xs: &mut [f64]) -> Option<(f64, f64, f64)> {
+    xs.sort_by(f64::total_cmp);
+    let (min, max) = (*xs.first()?, *xs.last()?);
+    let mid = xs.len() / 2;
+    let median = if xs.len().is_multiple_of(2) {
+        (xs[mid - 1] + xs[mid]) / 2.0
+    } else {
+        xs[mid]
+    };
+    Some((median, min, max))
 }
 
 fn cpus() -> usize {
@@ -449,4 +460,20 @@ fn json_line(
         },
     })
     .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median_min_max;
+
+    #[test]
+    fn the_median_of_an_even_count_is_the_mean_of_the_middle_two() {
+        assert_eq!(median_min_max(&mut []), None);
+        assert_eq!(median_min_max(&mut [0.7]), Some((0.7, 0.7, 0.7)));
+        assert_eq!(median_min_max(&mut [0.9, 0.5, 0.7]), Some((0.7, 0.5, 0.9)));
+        assert_eq!(
+            median_min_max(&mut [0.75, 0.5, 0.25, 1.0]),
+            Some((0.625, 0.25, 1.0))
+        );
+    }
 }
