@@ -12,7 +12,8 @@
 //! answers each appender. Concurrent appends therefore share an fsync, and an appender that got
 //! `Ok` has its record on disk. Entries that nobody waits for (a request record enqueued before
 //! the request is passed on) do not start a commit of their own unless no append comes within
-//! [`LAZY_COMMIT_DELAY`]. Under concurrency the writer lets a commit gather appends for up to
+//! [`LAZY_COMMIT_DELAY`], and for that long after a commit they do not even wake the writer.
+//! Under concurrency the writer lets a commit gather appends for up to
 //! `group_commit_interval` (see [`Writer::take`]). If the write fails, every appender in the
 //! batch gets the error and the log refuses everything after it.
 //!
@@ -104,6 +105,8 @@ struct Filling {
     replies: Vec<(Reply, u64)>,
     /// How many of them wait ([`Wait::Yes`]).
     waiting: usize,
+    /// When the first of them was queued.
+    since: Option<Instant>,
     /// What the writer does, so that an appender wakes it only when it must.
     writer: WriterState,
     /// Set when the last `MessageLog` goes: the writer commits what is queued and ends.
@@ -116,9 +119,12 @@ struct Filling {
 enum WriterState {
     /// Writing, syncing or answering: it looks at the queue when done.
     Busy,
-    /// Waiting for any entry.
+    /// Waiting for any entry: nothing came for [`LAZY_COMMIT_DELAY`] after the last commit.
     Idle,
-    /// The frame holds only entries nobody waits for: waiting for an appender that waits.
+    /// Waiting for an appender that waits, or a deadline; entries nobody waits for do not wake
+    /// it. So it waits after a commit (a request record enqueued is mostly followed within
+    /// milliseconds by its response record, which waits: waking for both cost a context switch
+    /// per group commit), and while the frame holds only such entries.
     Lazy,
     /// Gathering a group commit: waiting until this many appenders wait.
     Gathering { wanted: usize },
@@ -136,6 +142,7 @@ impl Queue {
                 next,
                 replies: Vec::new(),
                 waiting: 0,
+                since: None,
                 writer: WriterState::Busy,
                 closed: false,
             }),
@@ -177,6 +184,9 @@ impl Queue {
             }
         }
         f.next = first + entries.len() as u64;
+        if f.replies.is_empty() {
+            f.since = Some(Instant::now());
+        }
         f.replies.push((reply, first));
         self.pushes.fetch_add(1, Ordering::Relaxed);
         let waits = wait == Wait::Yes;
@@ -289,7 +299,8 @@ impl Writer {
     /// Waits for the next group commit and takes it from the queue; `None` once the queue is
     /// closed and empty.
     ///
-    /// Entries nobody waits for wait up to [`LAZY_COMMIT_DELAY`] for an append that does. Then,
+    /// Entries nobody waits for wait up to [`LAZY_COMMIT_DELAY`] for an append that does, and
+    /// for that long after a commit they do not wake the writer ([`WriterState::Lazy`]). Then,
     /// under concurrency (the previous commit had more than one appender waiting, or appends
     /// arrived during its sync), the commit gathers appends, as PostgreSQL's `commit_delay`
     /// does: a sync costs the same for one record as for fifty, and on a virtual machine each
@@ -303,16 +314,31 @@ impl Writer {
         let mut next_frame = self.inbox.spare(last.map_or(0, |l| l.frame_len));
         wal::begin_frame(&mut next_frame);
         let mut f = self.queue.lock().ok()?;
-        while f.replies.is_empty() {
+        let resting_until = Instant::now().checked_add(self.lazy_delay);
+        while f.waiting == 0 && f.frame.len() < MAX_BATCH_BYTES {
             if f.closed {
-                return None;
+                if f.replies.is_empty() {
+                    return None;
+                }
+                break;
             }
-            f.writer = WriterState::Idle;
-            f = self.queue.arrived.wait(f).ok()?;
-        }
-        if f.waiting == 0 {
-            let deadline = Instant::now() + self.lazy_delay;
-            f = self.wait_while(f, deadline, WriterState::Lazy, |f| f.waiting == 0)?;
+            let now = Instant::now();
+            let deadline = match f.since {
+                Some(since) => since.checked_add(self.lazy_delay),
+                None => resting_until,
+            };
+            match deadline {
+                // Entries nobody waits for, due.
+                Some(d) if now >= d && f.since.is_some() => break,
+                Some(d) if now < d => {
+                    f.writer = WriterState::Lazy;
+                    f = self.queue.arrived.wait_timeout(f, d - now).ok()?.0;
+                }
+                _ => {
+                    f.writer = WriterState::Idle;
+                    f = self.queue.arrived.wait(f).ok()?;
+                }
+            }
         }
         if let Some(last) = last
             && f.waiting > 0
@@ -339,6 +365,7 @@ impl Writer {
             replies: std::mem::take(&mut f.replies),
             waiting: std::mem::take(&mut f.waiting),
         };
+        f.since = None;
         f.first = f.next;
         Some(batch)
     }
@@ -1222,8 +1249,8 @@ mod tests {
         let writer = Arc::new(Mutex::new(writer));
 
         // Alone, an enqueued entry is committed after the lazy delay.
-        let _lazy = push_as(&queue, 0, Wait::No);
         let started = Instant::now();
+        let _lazy = push_as(&queue, 0, Wait::No);
         let batch = writer.lock().unwrap().take(None).unwrap();
         assert!(started.elapsed() >= LAZY_COMMIT_DELAY);
         assert_eq!((batch.count, batch.waiting), (1, 0));
@@ -1236,12 +1263,50 @@ mod tests {
             let writer = Arc::clone(&writer);
             std::thread::spawn(move || writer.lock().unwrap().take(None).unwrap())
         };
-        while queue.lock().unwrap().writer != WriterState::Lazy {
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        until_writer_is(&queue, WriterState::Lazy);
         let _append = push(&queue, 2);
         let batch = taker.join().unwrap();
         assert_eq!((batch.first, batch.count, batch.waiting), (1, 2, 1));
+    }
+
+    /// Waits until the writer (in another thread) waits in `state`.
+    fn until_writer_is(queue: &Queue, state: WriterState) {
+        while queue.lock().unwrap().writer != state {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn after_a_commit_entries_nobody_waits_for_do_not_wake_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut writer, queue, _inbox) = writer_in(dir.path(), None, Duration::ZERO);
+        // A delay no test machine runs out: only the append ends the wait.
+        writer.lazy_delay = Duration::from_secs(600);
+        let taker = std::thread::spawn(move || writer.take(None).unwrap());
+        until_writer_is(&queue, WriterState::Lazy);
+        let _lazy = push_as(&queue, 0, Wait::No);
+        // Waking the writer marks it busy (under the queue's lock, as the signal goes out).
+        assert_eq!(queue.lock().unwrap().writer, WriterState::Lazy);
+        let _append = push(&queue, 1);
+        let batch = taker.join().unwrap();
+        assert_eq!((batch.first, batch.count, batch.waiting), (0, 2, 1));
+    }
+
+    #[test]
+    fn once_nothing_came_for_the_lazy_delay_any_entry_wakes_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut writer, queue, _inbox) = writer_in(dir.path(), None, Duration::ZERO);
+        let delay = Duration::from_millis(50);
+        writer.lazy_delay = delay;
+        let taker = std::thread::spawn(move || writer.take(None).unwrap());
+        until_writer_is(&queue, WriterState::Idle);
+        let started = Instant::now();
+        let _lazy = push_as(&queue, 0, Wait::No);
+        assert_ne!(queue.lock().unwrap().writer, WriterState::Idle);
+        // Woken, it still leaves the entry the lazy delay to be joined by an append.
+        let batch = taker.join().unwrap();
+        assert!(started.elapsed() >= delay, "took {:?}", started.elapsed());
+        assert_eq!((batch.first, batch.count, batch.waiting), (0, 1, 0));
     }
 
     fn indexer_over(
