@@ -120,6 +120,73 @@ impl Default for LoadOptions {
     }
 }
 
+/// Clock ticks of all the machine's CPUs, from the first line of `/proc/stat`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MachineTicks {
+    /// Idle, waiting for I/O included.
+    pub idle: u64,
+    /// Taken by the hypervisor for other guests.
+    pub steal: u64,
+    /// Everything: user, nice, system, idle, iowait, irq, softirq and steal.
+    pub total: u64,
+}
+
+impl MachineTicks {
+    /// The machine's ticks so far (Linux; `None` elsewhere).
+    pub fn now() -> Option<MachineTicks> {
+        Self::parse(&std::fs::read_to_string("/proc/stat").ok()?)
+    }
+
+    /// Parses the `cpu` line of `/proc/stat`.
+    fn parse(stat: &str) -> Option<MachineTicks> {
+        let line = stat.lines().next()?;
+        let mut fields = line.split_whitespace();
+        if fields.next()? != "cpu" {
+            return None;
+        }
+        let ticks: Vec<u64> = fields
+            .take(8)
+            .map(|f| f.parse().ok())
+            .collect::<Option<_>>()?;
+        let [user, nice, system, idle, iowait, irq, softirq, steal] = ticks[..] else {
+            return None;
+        };
+        Some(MachineTicks {
+            idle: idle + iowait,
+            steal,
+            total: user + nice + system + idle + iowait + irq + softirq + steal,
+        })
+    }
+
+    fn since(self, before: MachineTicks) -> MachineTicks {
+        MachineTicks {
+            idle: self.idle.saturating_sub(before.idle),
+            steal: self.steal.saturating_sub(before.steal),
+            total: self.total.saturating_sub(before.total),
+        }
+    }
+
+    /// The share of the CPU time that was idle.
+    pub fn idle_fraction(&self) -> Option<f64> {
+        (self.total > 0).then(|| self.idle as f64 / self.total as f64)
+    }
+
+    /// The share of the CPU time the hypervisor gave to others.
+    pub fn steal_fraction(&self) -> Option<f64> {
+        (self.total > 0).then(|| self.steal as f64 / self.total as f64)
+    }
+}
+
+impl std::iter::Sum for MachineTicks {
+    fn sum<I: Iterator<Item = MachineTicks>>(iter: I) -> MachineTicks {
+        iter.fold(MachineTicks::default(), |a, b| MachineTicks {
+            idle: a.idle + b.idle,
+            steal: a.steal + b.steal,
+            total: a.total + b.total,
+        })
+    }
+}
+
 /// What one run measured.
 #[derive(Debug, Clone)]
 pub struct LoadReport {
@@ -136,6 +203,9 @@ pub struct LoadReport {
     /// system tells (Linux); with everything in one process, a cost that does not depend on
     /// how much of the machine other programs took.
     pub cpu: Option<Duration>,
+    /// The whole machine's CPU time in the measured window, where the system tells (Linux):
+    /// idle (waiting for I/O included), taken by the hypervisor for others (steal), and in all.
+    pub machine: Option<MachineTicks>,
     /// Latencies of the successful requests in microseconds, sorted ascending.
     latencies_us: Vec<u32>,
 }
@@ -157,6 +227,7 @@ impl LoadReport {
             window: windows.iter().map(|w| w.window).sum(),
             first_error: windows.iter().find_map(|w| w.first_error.clone()),
             cpu: windows.iter().map(|w| w.cpu).sum(),
+            machine: windows.iter().map(|w| w.machine).sum(),
             latencies_us,
         })
     }
@@ -211,6 +282,8 @@ impl LoadReport {
             },
             "first_error": self.first_error,
             "cpu_us_per_request": self.cpu_us_per_request(),
+            "machine_idle_fraction": self.machine.and_then(|m| m.idle_fraction()),
+            "machine_steal_fraction": self.machine.and_then(|m| m.steal_fraction()),
         })
     }
 }
@@ -273,9 +346,13 @@ pub async fn run(target: Target, options: &LoadOptions) -> LoadReport {
     let (measure_from, end) = (shared.measure_from, shared.end);
     let cpu = tokio::spawn(async move {
         tokio::time::sleep_until(measure_from).await;
-        let before = process_cpu_time();
+        let before = (process_cpu_time(), MachineTicks::now());
         tokio::time::sleep_until(end).await;
-        Some(process_cpu_time()?.saturating_sub(before?))
+        let after = (process_cpu_time(), MachineTicks::now());
+        (
+            after.0.zip(before.0).map(|(a, b)| a.saturating_sub(b)),
+            after.1.zip(before.1).map(|(a, b)| a.since(b)),
+        )
     });
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..clients {
@@ -297,7 +374,7 @@ pub async fn run(target: Target, options: &LoadOptions) -> LoadReport {
         }
     }
     latencies_us.sort_unstable();
-    let cpu = cpu.await.ok().flatten();
+    let (cpu, machine) = cpu.await.unwrap_or((None, None));
     LoadReport {
         target: shared.target.name.clone(),
         requests,
@@ -305,6 +382,7 @@ pub async fn run(target: Target, options: &LoadOptions) -> LoadReport {
         window: options.duration,
         first_error: shared.first_error.get().cloned(),
         cpu,
+        machine,
         latencies_us,
     }
 }
@@ -447,6 +525,11 @@ mod tests {
             window: Duration::from_secs(secs),
             first_error: (errors > 0).then(|| format!("{errors} errors")),
             cpu: cpu_ms.map(Duration::from_millis),
+            machine: Some(MachineTicks {
+                idle: requests / 10,
+                steal: requests / 100,
+                total: requests,
+            }),
             latencies_us: lat.to_vec(),
         }
     }
@@ -463,10 +546,46 @@ mod tests {
         assert_eq!(m.latencies_us, vec![10, 20, 30, 40, 50]);
         assert_eq!(m.percentile(50.0), Some(Duration::from_micros(30)));
         assert_eq!(m.first_error.as_deref(), Some("2 errors"));
+        assert_eq!(
+            m.machine,
+            Some(MachineTicks {
+                idle: 40,
+                steal: 4,
+                total: 400
+            })
+        );
+        assert_eq!(m.machine.and_then(|t| t.idle_fraction()), Some(0.1));
         // A window without a CPU reading makes the sum unknown rather than too small.
         let c = report(10, 0, 1, None, &[5]);
         assert_eq!(LoadReport::merge(&[b, c]).unwrap().cpu, None);
         assert!(LoadReport::merge(&[]).is_none());
+    }
+
+    #[test]
+    fn machine_ticks_are_read_from_the_cpu_line_of_proc_stat() {
+        let stat = "cpu  100 5 50 800 40 3 2 10 0 0\ncpu0 50 2 25 400 20 1 1 5 0 0\n";
+        let t = MachineTicks::parse(stat).unwrap();
+        assert_eq!(
+            t,
+            MachineTicks {
+                idle: 840,
+                steal: 10,
+                total: 1010
+            }
+        );
+        let later = MachineTicks {
+            idle: 940,
+            steal: 30,
+            total: 1210,
+        };
+        let d = later.since(t);
+        assert_eq!((d.idle, d.steal, d.total), (100, 20, 200));
+        assert_eq!(d.idle_fraction(), Some(0.5));
+        assert_eq!(d.steal_fraction(), Some(0.1));
+        assert_eq!(MachineTicks::default().idle_fraction(), None);
+        assert_eq!(MachineTicks::parse("cpu0 1 2 3\n"), None);
+        assert_eq!(MachineTicks::parse("cpu 1 2 x 4 5 6 7 8\n"), None);
+        assert_eq!(MachineTicks::parse("cpu 1 2 3\n"), None);
     }
 
     #[test]
@@ -537,6 +656,14 @@ mod tests {
         assert!(report.percentile(50.0) <= report.percentile(99.0));
         assert!(report.percentile(99.0) <= report.max());
         assert_eq!(report.to_json()["requests"], report.requests);
+        if cfg!(target_os = "linux") {
+            let machine = report.machine.expect("/proc/stat read");
+            assert!(
+                machine.total > 0 && machine.idle <= machine.total,
+                "{machine:?}"
+            );
+            assert!(report.to_json()["machine_idle_fraction"].is_f64());
+        }
         let _ = stop.send(());
         server.await.unwrap();
     }

@@ -287,13 +287,15 @@ async fn compare_rounds(
             let ratio = w.throughput() / o.throughput().max(f64::MIN_POSITIVE);
             ratios.push(ratio);
             println!(
-                "round {}: with log {:.0} req/s ({} CPU per request), without {:.0} req/s ({}); \
-                 with / without: {ratio:.3}",
+                "round {}: with log {:.0} req/s ({} CPU per request, {}), without {:.0} req/s \
+                 ({}, {}); with / without: {ratio:.3}",
                 round + 1,
                 w.throughput(),
                 cpu_us(w),
+                machine_shares(w),
                 o.throughput(),
                 cpu_us(o),
+                machine_shares(o),
             );
         }
     }
@@ -364,6 +366,17 @@ fn cpu_us(r: &LoadReport) -> String {
         .map_or_else(|| "-".into(), |us| format!("{us:.0} µs"))
 }
 
+/// The machine's idle and stolen CPU time in the window, as shares of all of it.
+fn machine_shares(r: &LoadReport) -> String {
+    let share = |x: Option<f64>| x.map_or_else(|| "-".into(), |x| format!("{:.1} %", x * 100.0));
+    let m = r.machine.as_ref();
+    format!(
+        "machine idle {}, steal {}",
+        share(m.and_then(|m| m.idle_fraction())),
+        share(m.and_then(|m| m.steal_fraction()))
+    )
+}
+
 fn ms(d: Option<Duration>) -> String {
     d.map_or_else(
         || "-".into(),
@@ -410,6 +423,9 @@ fn print_table(args: &Args, gateway: Option<&LoadReport>, direct: Option<&LoadRe
             ms(r.max()),
             cpu_us(r)
         );
+    }
+    for r in [gateway, direct].into_iter().flatten() {
+        println!("{}: {}", r.target, machine_shares(r));
     }
     if let (Some(g), Some(d)) = (gateway, direct) {
         let (throughput, p50) = ratios(g, d);

@@ -44,6 +44,10 @@ fn compare_without_log_measures_both_federations_in_every_round() {
         assert_eq!(r["errors"].as_u64(), Some(0), "{run}: {r}");
         // Two windows of one second each.
         assert_eq!(r["window_secs"].as_f64(), Some(2.0), "{run}: {r}");
+        if cfg!(target_os = "linux") {
+            let idle = r["machine_idle_fraction"].as_f64().unwrap_or(-1.0);
+            assert!((0.0..=1.0).contains(&idle), "{run}: {r}");
+        }
     }
     assert_eq!(json["rounds"].as_u64(), Some(2));
     assert!(json["direct"].is_null());
