@@ -301,6 +301,7 @@ impl MessageLog {
             inbox: Arc::clone(&inbox),
             interval: options.group_commit_interval,
             lazy_delay: writer::LAZY_COMMIT_DELAY,
+            spare_replies: Vec::new(),
         };
         let writer = std::thread::Builder::new()
             .name("msglog-writer".into())

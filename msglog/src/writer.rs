@@ -62,6 +62,9 @@ pub(crate) const INDEX_MAX_ENTRIES: u64 = 16_384;
 pub(crate) const INDEX_BACKLOG_ENTRIES: u64 = 4 * INDEX_MAX_ENTRIES;
 pub(crate) const INDEX_BACKLOG_BYTES: usize = 256 << 20;
 
+/// The most replies a kept list has room for (16 bytes each).
+const SPARE_REPLIES_MAX: usize = 4096;
+
 /// One entry, checked and encoded by its appender before it takes the queue's lock.
 #[derive(Debug)]
 pub(crate) struct Prepared {
@@ -275,6 +278,10 @@ pub(crate) struct Writer {
     pub(crate) interval: Duration,
     /// How long entries nobody waits for wait for an append that does ([`LAZY_COMMIT_DELAY`]).
     pub(crate) lazy_delay: Duration,
+    /// The list of replies of the last group commit, emptied, for the frame after the next
+    /// one: appenders then fill a list with room, and no list an appender began is freed by
+    /// the writer.
+    pub(crate) spare_replies: Vec<(Reply, u64)>,
 }
 
 impl Writer {
@@ -309,7 +316,7 @@ impl Writer {
     ///   the previous commit has passed.
     /// - In a closed loop (nothing arrived during the previous sync), it gathers until as many
     ///   appenders wait as that commit had: they are all back, and waiting longer would idle.
-    fn take(&self, last: Option<Last>) -> Option<Batch> {
+    fn take(&mut self, last: Option<Last>) -> Option<Batch> {
         // The buffer of the frame after this one, found before taking the queue's lock.
         let mut next_frame = self.inbox.spare(last.map_or(0, |l| l.frame_len));
         wal::begin_frame(&mut next_frame);
@@ -362,7 +369,7 @@ impl Writer {
             first: f.first,
             count: f.next - f.first,
             frame: std::mem::replace(&mut f.frame, next_frame),
-            replies: std::mem::take(&mut f.replies),
+            replies: std::mem::replace(&mut f.replies, std::mem::take(&mut self.spare_replies)),
             waiting: std::mem::take(&mut f.waiting),
         };
         f.since = None;
@@ -397,13 +404,14 @@ impl Writer {
             first,
             count,
             frame,
-            replies,
+            mut replies,
             waiting: _,
         } = batch;
         if let Some(e) = self.shared.poisoned.get() {
-            for (reply, _) in replies {
+            for (reply, _) in replies.drain(..) {
                 let _ = reply.send(Err(LogError::BatchFailed(Arc::clone(e))));
             }
+            self.keep_replies(replies);
             return false;
         }
         let shared = Arc::clone(&self.shared);
@@ -414,7 +422,7 @@ impl Writer {
             Ok(()) => {
                 counters.batches.fetch_add(1, Ordering::Relaxed);
                 counters.entries.fetch_add(count, Ordering::Relaxed);
-                for (reply, first) in replies {
+                for (reply, first) in replies.drain(..) {
                     // An appender that stopped waiting still has its record logged.
                     let _ = reply.send(Ok(first));
                 }
@@ -424,12 +432,21 @@ impl Writer {
                 tracing::error!(error = %e, jobs = replies.len(), "message log group commit failed");
                 let e = Arc::new(e);
                 let _ = shared.poisoned.set(Arc::clone(&e));
-                for (reply, _) in replies {
+                for (reply, _) in replies.drain(..) {
                     let _ = reply.send(Err(LogError::BatchFailed(Arc::clone(&e))));
                 }
             }
         }
+        self.keep_replies(replies);
         traffic
+    }
+
+    /// Keeps an answered (empty) list of replies for a later frame, unless an unusual burst
+    /// made it larger than [`SPARE_REPLIES_MAX`] entries.
+    fn keep_replies(&mut self, replies: Vec<(Reply, u64)>) {
+        if replies.capacity() <= SPARE_REPLIES_MAX {
+            self.spare_replies = replies;
+        }
     }
 
     /// Completes the frame of the `count` entries from `first` on, writes it to the write-ahead
@@ -925,6 +942,7 @@ mod tests {
             inbox: Arc::clone(&inbox),
             interval,
             lazy_delay: LAZY_COMMIT_DELAY,
+            spare_replies: Vec::new(),
         };
         (writer, queue, inbox)
     }
@@ -1208,7 +1226,7 @@ mod tests {
     fn while_appends_arrive_during_syncs_a_commit_gathers_for_the_whole_interval() {
         let interval = Duration::from_millis(300);
         let dir = tempfile::tempdir().unwrap();
-        let (writer, queue, _inbox) = writer_in(dir.path(), None, interval);
+        let (mut writer, queue, _inbox) = writer_in(dir.path(), None, interval);
         let answers: Vec<_> = (0..3).map(|n| push(&queue, n)).collect();
         // The previous commit had three appenders, and appends arrived during its sync: three
         // waiting is not enough, the commit gathers until the interval has passed.
@@ -1267,6 +1285,31 @@ mod tests {
         let _append = push(&queue, 2);
         let batch = taker.join().unwrap();
         assert_eq!((batch.first, batch.count, batch.waiting), (1, 2, 1));
+    }
+
+    #[test]
+    fn reply_lists_go_back_to_the_queue_for_later_frames() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut writer, queue, _inbox) = writer_in(dir.path(), None, Duration::ZERO);
+        let first: Vec<_> = (0..5).map(|n| push(&queue, n)).collect();
+        commit_queued(&mut writer);
+        // The writer keeps the answered list, emptied, rather than freeing it.
+        assert!(writer.spare_replies.is_empty());
+        assert!(writer.spare_replies.capacity() >= 5);
+        let second = push(&queue, 5);
+        commit_queued(&mut writer);
+        // Taking the next frame left that list in the queue, with its room.
+        {
+            let f = queue.lock().unwrap();
+            assert!(f.replies.is_empty());
+            assert!(f.replies.capacity() >= 5, "{}", f.replies.capacity());
+        }
+        let indexes: Vec<u64> = first
+            .into_iter()
+            .chain([second])
+            .map(|a| a.blocking_recv().unwrap().unwrap())
+            .collect();
+        assert_eq!(indexes, [0, 1, 2, 3, 4, 5]);
     }
 
     /// Waits until the writer (in another thread) waits in `state`.
