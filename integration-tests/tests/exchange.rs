@@ -752,18 +752,22 @@ impl RawPeer {
             .connect(&server, &server.addresses[0])
             .await
             .map_err(|e| format!("connect: {e}"))?;
-        client
-            .exchange(pb::ExchangeRequest {
-                header: Some(header),
-                body: body.to_vec(),
-            })
+        let x_road_error = |status: tonic::Status| {
+            security_server::peer::status_to_error(&status)
+                .map(|e| e.error_type())
+                .unwrap_or_else(|| format!("no X-Road error: {status}"))
+        };
+        let request = pb::ExchangeRequest {
+            header: Some(header),
+            body: body.to_vec(),
+        };
+        let (answer, confirmation) = security_server::peer::call_exchange(&mut client, request)
             .await
-            .map(|r| r.into_inner())
-            .map_err(|status| {
-                security_server::peer::status_to_error(&status)
-                    .map(|e| e.error_type())
-                    .unwrap_or_else(|| format!("no X-Road error: {status}"))
-            })
+            .map_err(x_road_error)?
+            .ok_or("the call ended without a response")?;
+        // The provider's server ends the call OK once its log holds the response.
+        confirmation.confirmed().await.map_err(x_road_error)?;
+        Ok(answer)
     }
 }
 

@@ -352,6 +352,19 @@ impl MessageLog {
     /// its own: the next append that waits makes it durable, or the writer does within 20 ms
     /// when none comes. Refused at once if the log has failed.
     pub fn enqueue(&self, entry: Entry) -> Result<Pending, LogError> {
+        self.push_one(entry, Wait::No)
+    }
+
+    /// Puts one record in the log's commit order and has the writer commit it as if an
+    /// appender waited for it; [`Pending::durable`] then waits. So the caller can pass a
+    /// message on while its record is being synced and wait for the sync afterwards (the
+    /// provider's server answers a peer that way, DESIGN §5.2). Refused at once if the log has
+    /// failed.
+    pub fn begin_append(&self, entry: Entry) -> Result<Pending, LogError> {
+        self.push_one(entry, Wait::Yes)
+    }
+
+    fn push_one(&self, entry: Entry, wait: Wait) -> Result<Pending, LogError> {
         if let Some(e) = self.inner.shared.poisoned.get() {
             return Err(LogError::BatchFailed(Arc::clone(e)));
         }
@@ -359,7 +372,7 @@ impl MessageLog {
         let (reply, answer) = oneshot::channel();
         self.inner
             .queue
-            .push(std::slice::from_ref(&prepared), reply, Wait::No)?;
+            .push(std::slice::from_ref(&prepared), reply, wait)?;
         Ok(Pending(answer))
     }
 

@@ -357,12 +357,18 @@ impl Inner {
                     header: Some(signed),
                     body: body.bytes().to_vec(),
                 };
-                match client.exchange(outgoing).await {
-                    Ok(answer) => {
+                match peer::call_exchange(&mut client, outgoing).await {
+                    Ok(Some((answer, confirmation))) => {
                         self.health.succeeded(&server_id);
                         return self
-                            .respond(verified_conf, &request, &context, answer.into_inner())
+                            .respond(verified_conf, &request, &context, answer, confirmation)
                             .await;
+                    }
+                    Ok(None) => {
+                        return Err(err(
+                            message::response_codes::INVALID_RESPONSE,
+                            format!("{server_id} ended the exchange without a response"),
+                        ));
                     }
                     Err(status) if peer::is_connect_failure(&status) => {
                         self.peers.forget(server, address);
@@ -400,6 +406,7 @@ impl Inner {
         request: &ClientRequest,
         context: &RequestContext,
         answer: pb::ExchangeResponse,
+        confirmation: peer::Confirmation,
     ) -> Result<Response, XRoadError> {
         let id = request.message_id.clone();
         let conf = verified_conf.conf();
@@ -420,22 +427,36 @@ impl Inner {
             self.clock.unix_now(),
             self.max_skew(conf),
         )?;
-        self.logger
-            .write(
-                Origin::ClientProxy,
-                Logged {
-                    kind: pb::LogKind::Response,
-                    side: pb::LogSide::Client,
-                    message_id: &id,
-                    client: &request.client,
-                    service: &request.service,
-                    signed: &header,
-                    body: &body,
-                    data_subject: None,
-                    peer: verified.server(),
-                },
+        // Logged while the provider's server syncs its own record; answered only once both
+        // are durable.
+        let logged = self.logger.write(
+            Origin::ClientProxy,
+            Logged {
+                kind: pb::LogKind::Response,
+                side: pb::LogSide::Client,
+                message_id: &id,
+                client: &request.client,
+                service: &request.service,
+                signed: &header,
+                body: &body,
+                data_subject: None,
+                peer: verified.server(),
+            },
+        );
+        let (logged, confirmed) = tokio::join!(logged, confirmation.confirmed());
+        logged?;
+        confirmed.map_err(|status| match peer::status_to_error(&status) {
+            Some(e) => e.with_id(id.clone()),
+            None => XRoadError::client_proxy(
+                codes::NETWORK_ERROR,
+                format!(
+                    "{} answered but did not confirm that it logged the answer: {}",
+                    verified.server(),
+                    status.message()
+                ),
             )
-            .await?;
+            .with_id(id.clone()),
+        })?;
         let internal = |e: rest::InvalidHeader| {
             XRoadError::client_proxy(message::response_codes::INVALID_RESPONSE, e.to_string())
                 .with_id(id.clone())

@@ -154,6 +154,21 @@ impl MessageLogger {
             .map_err(|e| Self::failed(origin, m.message_id, &e))
     }
 
+    /// Puts a record in the log's commit order and starts its group commit; the returned
+    /// [`Durable`] waits until it (and everything enqueued before it) is on disk. Lets the
+    /// server proxy send its answer while the record is synced (DESIGN §5.2). A log that has
+    /// failed refuses at once.
+    pub fn begin_write(&self, origin: Origin, m: Logged<'_>) -> Result<Durable, XRoadError> {
+        if !self.enabled {
+            return Ok(Durable(None));
+        }
+        let pending = self
+            .log
+            .begin_append(self.entry(&m))
+            .map_err(|e| Self::failed(origin, m.message_id, &e))?;
+        Ok(Durable(Some((pending, origin, m.message_id.to_owned()))))
+    }
+
     /// Appends a record and returns once it (and everything enqueued before it) is durable; on
     /// failure the exchange must fail.
     pub async fn write(&self, origin: Origin, m: Logged<'_>) -> Result<u64, XRoadError> {
@@ -164,6 +179,25 @@ impl MessageLogger {
             .append(self.entry(&m))
             .await
             .map_err(|e| Self::failed(origin, m.message_id, &e))
+    }
+}
+
+/// A record put in the log's commit order by [`MessageLogger::begin_write`].
+#[derive(Debug)]
+#[must_use = "the record is not known to be durable until `durable` returns Ok"]
+pub struct Durable(Option<(msglog::Pending, Origin, String)>);
+
+impl Durable {
+    /// Waits until the record is on disk; on failure the exchange must fail.
+    pub async fn durable(self) -> Result<(), XRoadError> {
+        let Some((pending, origin, message_id)) = self.0 else {
+            return Ok(());
+        };
+        pending
+            .durable()
+            .await
+            .map(drop)
+            .map_err(|e| MessageLogger::failed(origin, &message_id, &e))
     }
 }
 

@@ -3,7 +3,9 @@
 //! so the TLS handshakes are ours (rustls, `certs::pinned_*_config`) and tonic gets the streams.
 
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use certs::{PinPolicy, PinSet, TlsIdentity};
@@ -12,6 +14,7 @@ use hyper_util::rt::TokioIo;
 use proto::v1 as pb;
 use proto::v1::peer_client::PeerClient;
 use tokio::sync::watch;
+use tonic::codegen::tokio_stream::Stream;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 use crate::error::XRoadError;
@@ -279,18 +282,109 @@ pub fn status_to_error(status: &tonic::Status) -> Option<XRoadError> {
     Some(XRoadError::from_remote(error_type, status.message()))
 }
 
+/// What the provider's server sends on an `Exchange` call: the signed answer at once, then the
+/// end of the call once its response record is durable (status OK), or an error status if its
+/// log did not keep the record. The client's server checks and logs the answer meanwhile, so
+/// the two servers' fsyncs overlap instead of following each other.
+pub struct AnswerThenConfirm {
+    answer: Option<pb::ExchangeResponse>,
+    confirm: Option<Confirming>,
+}
+
+/// Waits until the provider's response record is durable.
+type Confirming = Pin<Box<dyn Future<Output = Result<(), XRoadError>> + Send>>;
+
+impl AnswerThenConfirm {
+    pub fn new(
+        answer: pb::ExchangeResponse,
+        confirm: impl Future<Output = Result<(), XRoadError>> + Send + 'static,
+    ) -> Self {
+        Self {
+            answer: Some(answer),
+            confirm: Some(Box::pin(confirm)),
+        }
+    }
+}
+
+impl std::fmt::Debug for AnswerThenConfirm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AnswerThenConfirm")
+            .field("answer_sent", &self.answer.is_none())
+            .field("confirmed", &self.confirm.is_none())
+            .finish()
+    }
+}
+
+impl Stream for AnswerThenConfirm {
+    type Item = Result<pb::ExchangeResponse, tonic::Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if let Some(answer) = self.answer.take() {
+            return Poll::Ready(Some(Ok(answer)));
+        }
+        let Some(confirm) = self.confirm.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let result = std::task::ready!(confirm.as_mut().poll(cx));
+        self.confirm = None;
+        Poll::Ready(match result {
+            Ok(()) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "exchange answered but not kept in the message log");
+                Some(Err(error_to_status(&e)))
+            }
+        })
+    }
+}
+
+/// The rest of an `Exchange` call after the provider's answer, which says whether the
+/// provider's log kept it.
+#[derive(Debug)]
+pub struct Confirmation(tonic::Streaming<pb::ExchangeResponse>);
+
+impl Confirmation {
+    /// Waits for the end of the call: `Ok` once the provider's server confirmed its response
+    /// record durable; its error status otherwise (or if the call broke off, or carried a
+    /// second response).
+    pub async fn confirmed(mut self) -> Result<(), tonic::Status> {
+        match self.0.message().await? {
+            None => Ok(()),
+            Some(_) => Err(tonic::Status::internal(
+                "the provider's security server sent more than one response",
+            )),
+        }
+    }
+}
+
+/// Makes an `Exchange` call and waits for the answer: `Ok(None)` if the call ended OK without
+/// one (a provider breaking the contract); the call's status if it was refused or failed.
+pub async fn call_exchange(
+    client: &mut PeerClient<Channel>,
+    request: pb::ExchangeRequest,
+) -> Result<Option<(pb::ExchangeResponse, Confirmation)>, tonic::Status> {
+    let mut rest = client.exchange(request).await?.into_inner();
+    Ok(rest
+        .message()
+        .await?
+        .map(|answer| (answer, Confirmation(rest))))
+}
+
 #[tonic::async_trait]
 impl pb::peer_server::Peer for PeerService {
+    type ExchangeStream = AnswerThenConfirm;
+
     async fn exchange(
         &self,
         request: tonic::Request<pb::ExchangeRequest>,
-    ) -> Result<tonic::Response<pb::ExchangeResponse>, tonic::Status> {
+    ) -> Result<tonic::Response<AnswerThenConfirm>, tonic::Status> {
         let peer = request
             .extensions()
             .get::<runtime::PeerCertificate>()
             .map(|p| p.0);
         match self.proxy.exchange(peer, request.into_inner()).await {
-            Ok(response) => Ok(tonic::Response::new(response)),
+            Ok((answer, logged)) => {
+                Ok(tonic::Response::new(AnswerThenConfirm::new(answer, logged)))
+            }
             Err(e) => {
                 tracing::info!(error = %e, "exchange refused");
                 Err(error_to_status(&e))
@@ -372,5 +466,179 @@ impl pb::peer_server::Peer for PeerService {
         let signed = <pb::SignedConfiguration as prost::Message>::decode(envelope.as_slice())
             .map_err(|_| tonic::Status::internal("stored configuration does not decode"))?;
         Ok(tonic::Response::new(signed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use tokio::sync::oneshot;
+
+    use super::*;
+    use crate::messagelog::LOGGING_FAILED;
+
+    type Confirm = oneshot::Receiver<Result<(), XRoadError>>;
+
+    /// A provider's server that answers at once and ends the call when the test says so, or
+    /// refuses when it has nothing to confirm with.
+    struct FakeProvider(Mutex<Option<Confirm>>);
+
+    #[tonic::async_trait]
+    impl pb::peer_server::Peer for FakeProvider {
+        type ExchangeStream = AnswerThenConfirm;
+
+        async fn exchange(
+            &self,
+            request: tonic::Request<pb::ExchangeRequest>,
+        ) -> Result<tonic::Response<AnswerThenConfirm>, tonic::Status> {
+            let Some(confirm) = self.0.lock().unwrap().take() else {
+                return Err(error_to_status(&XRoadError::server_proxy(
+                    codes::ACCESS_DENIED,
+                    "not you",
+                )));
+            };
+            let answer = pb::ExchangeResponse {
+                header: None,
+                body: request.into_inner().body,
+            };
+            Ok(tonic::Response::new(AnswerThenConfirm::new(
+                answer,
+                async move { confirm.await.unwrap() },
+            )))
+        }
+
+        async fn get_configuration(
+            &self,
+            _: tonic::Request<pb::GetConfigurationRequest>,
+        ) -> Result<tonic::Response<pb::SignedConfiguration>, tonic::Status> {
+            Err(tonic::Status::unimplemented("not in this test"))
+        }
+
+        async fn add_checkpoint(
+            &self,
+            _: tonic::Request<pb::AddCheckpointRequest>,
+        ) -> Result<tonic::Response<pb::AddCheckpointResponse>, tonic::Status> {
+            Err(tonic::Status::unimplemented("not in this test"))
+        }
+    }
+
+    /// Serves the fake over plain HTTP/2 on loopback; a channel to it.
+    async fn connect(confirm: Option<Confirm>) -> Channel {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let router = tonic::service::Routes::new(pb::peer_server::PeerServer::new(FakeProvider(
+            Mutex::new(confirm),
+        )))
+        .into_axum_router();
+        tokio::spawn(runtime::serve_http(
+            listener,
+            None,
+            router,
+            std::future::pending(),
+        ));
+        Endpoint::from_shared(format!("http://{address}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    fn request(body: &[u8]) -> pb::ExchangeRequest {
+        pb::ExchangeRequest {
+            header: None,
+            body: body.to_vec(),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_answer_arrives_before_the_provider_confirms_and_the_call_ends_ok_after() {
+        let (confirm, confirmed_by_provider) = oneshot::channel();
+        let mut client = PeerClient::new(connect(Some(confirmed_by_provider)).await);
+        // The answer comes while the provider's record is still being synced.
+        let (answer, confirmation) = call_exchange(&mut client, request(b"records"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(answer.body, b"records");
+        let mut ending = tokio::spawn(confirmation.confirmed());
+        // The call does not end before the provider confirms.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(100), &mut ending)
+                .await
+                .is_err()
+        );
+        confirm.send(Ok(())).unwrap();
+        ending.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_provider_whose_log_did_not_keep_the_answer_ends_the_call_with_its_error() {
+        let (confirm, confirmed_by_provider) = oneshot::channel();
+        let mut client = PeerClient::new(connect(Some(confirmed_by_provider)).await);
+        let (answer, confirmation) = call_exchange(&mut client, request(b"records"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(answer.body, b"records");
+        confirm
+            .send(Err(XRoadError::server_proxy(LOGGING_FAILED, "disk gone")))
+            .unwrap();
+        let status = confirmation.confirmed().await.unwrap_err();
+        let e = status_to_error(&status).expect("an X-Road error");
+        assert_eq!(e.error_type(), "Server.ServerProxy.LoggingFailed");
+    }
+
+    #[tokio::test]
+    async fn a_refused_exchange_ends_with_the_providers_error_and_no_answer() {
+        let mut client = PeerClient::new(connect(None).await);
+        let status = call_exchange(&mut client, request(b"records"))
+            .await
+            .unwrap_err();
+        let e = status_to_error(&status).expect("an X-Road error");
+        assert_eq!(e.error_type(), "Server.ServerProxy.AccessDenied");
+    }
+
+    /// The call as a client's server that reads it as unary (as before the answer was sent
+    /// early) makes it: tonic's unary client, which waits for the status too.
+    async fn unary_call(
+        channel: Channel,
+        request: pb::ExchangeRequest,
+    ) -> Result<pb::ExchangeResponse, tonic::Status> {
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready()
+            .await
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        let path = http::uri::PathAndQuery::from_static("/xroad.v1.Peer/Exchange");
+        let codec = tonic_prost::ProstCodec::<pb::ExchangeRequest, pb::ExchangeResponse>::default();
+        grpc.unary(tonic::Request::new(request), path, codec)
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    #[tokio::test]
+    async fn a_unary_caller_gets_the_answer_with_the_confirmation_or_the_error_instead() {
+        for kept in [true, false] {
+            let (confirm, confirmed_by_provider) = oneshot::channel();
+            let channel = connect(Some(confirmed_by_provider)).await;
+            let whole_call = tokio::spawn(unary_call(channel, request(b"x")));
+            confirm
+                .send(if kept {
+                    Ok(())
+                } else {
+                    Err(XRoadError::server_proxy(LOGGING_FAILED, "disk gone"))
+                })
+                .unwrap();
+            let result = whole_call.await.unwrap();
+            if kept {
+                assert_eq!(result.unwrap().body, b"x");
+            } else {
+                let status = result.unwrap_err();
+                assert_eq!(
+                    status_to_error(&status).unwrap().error_type(),
+                    "Server.ServerProxy.LoggingFailed"
+                );
+            }
+        }
     }
 }

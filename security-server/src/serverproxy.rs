@@ -17,7 +17,7 @@ use crate::confclient::ConfClient;
 use crate::error::{Origin, XRoadError};
 use crate::keys::MemberKeys;
 use crate::message::{self, HashedBody, VerifiedRequest, request_codes};
-use crate::messagelog::{Logged, MessageLogger};
+use crate::messagelog::{Durable, Logged, MessageLogger};
 use crate::metrics::{self, Metrics};
 use crate::replay::ReplayCache;
 use crate::rest::{self, metaservice};
@@ -72,28 +72,46 @@ impl ServerProxy {
             .unwrap_or(conf.parameters().max_clock_skew)
     }
 
-    /// Handles one exchange and records it in the metrics.
+    /// Handles one exchange: the signed answer, to be sent at once, and the wait until its
+    /// response record is durable, after which the call may end OK (the `Exchange` RPC's
+    /// contract). Records the outcome in the metrics once both are known.
     pub async fn exchange(
         &self,
         peer_cert_sha256: Option<[u8; 32]>,
         request: pb::ExchangeRequest,
-    ) -> Result<pb::ExchangeResponse, XRoadError> {
+    ) -> Result<
+        (
+            pb::ExchangeResponse,
+            impl Future<Output = Result<(), XRoadError>> + Send + 'static,
+        ),
+        XRoadError,
+    > {
         let started = Instant::now();
-        let result = self.handle(peer_cert_sha256, request).await;
-        let outcome = match &result {
-            Ok(_) => "ok".to_owned(),
-            Err(e) => e.error_type(),
+        let metrics = Arc::clone(&self.metrics);
+        let observe = move |outcome: &str| {
+            metrics.observe(metrics::SERVER_PROXY, outcome, started.elapsed());
         };
-        self.metrics
-            .observe(metrics::SERVER_PROXY, &outcome, started.elapsed());
-        result
+        match self.handle(peer_cert_sha256, request).await {
+            Ok((answer, logged)) => Ok((answer, async move {
+                let result = logged.durable().await;
+                match &result {
+                    Ok(()) => observe("ok"),
+                    Err(e) => observe(&e.error_type()),
+                }
+                result
+            })),
+            Err(e) => {
+                observe(&e.error_type());
+                Err(e)
+            }
+        }
     }
 
     async fn handle(
         &self,
         peer_cert_sha256: Option<[u8; 32]>,
         request: pb::ExchangeRequest,
-    ) -> Result<pb::ExchangeResponse, XRoadError> {
+    ) -> Result<(pb::ExchangeResponse, Durable), XRoadError> {
         let conf = self
             .conf
             .valid_now()
@@ -224,26 +242,27 @@ impl ServerProxy {
             &self.this,
         );
         let signed = message::sign_response(&response_header, key);
-        self.logger
-            .write(
-                Origin::ServerProxy,
-                Logged {
-                    kind: pb::LogKind::Response,
-                    side: pb::LogSide::Server,
-                    message_id: &id,
-                    client: verified.client(),
-                    service: verified.service(),
-                    signed: &signed,
-                    body: &response_body,
-                    data_subject: None,
-                    peer: verified.peer(),
-                },
-            )
-            .await?;
-        Ok(pb::ExchangeResponse {
+        // Put in the log's commit order before it is passed on; the caller ends the call OK
+        // only once it is durable, while the client's server checks and logs the answer.
+        let logged = self.logger.begin_write(
+            Origin::ServerProxy,
+            Logged {
+                kind: pb::LogKind::Response,
+                side: pb::LogSide::Server,
+                message_id: &id,
+                client: verified.client(),
+                service: verified.service(),
+                signed: &signed,
+                body: &response_body,
+                data_subject: None,
+                peer: verified.peer(),
+            },
+        )?;
+        let answer = pb::ExchangeResponse {
             header: Some(signed),
             body: response_body.into_bytes().to_vec(),
-        })
+        };
+        Ok((answer, logged))
     }
 }
 

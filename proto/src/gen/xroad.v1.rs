@@ -478,12 +478,19 @@ pub mod peer_client {
             self.inner = self.inner.max_encoding_message_size(limit);
             self
         }
-        /// One X-Road message exchange.
+        /// One X-Road message exchange. The provider's server sends exactly one ExchangeResponse as
+        /// soon as its response record is in its message log's commit order, and ends the call with
+        /// status OK only once that record (and the request's before it) is durable; an error status
+        /// after the response (Server.ServerProxy.LoggingFailed) means its log did not keep them, and
+        /// the client's server must then fail the exchange. So the two servers' fsyncs overlap. The
+        /// client's server answers its client only after the call ended OK; a refused exchange ends
+        /// with an error status and no response. On the wire this is a unary call whose trailers may
+        /// come later, so a caller that reads the whole call as unary sees the same contract.
         pub async fn exchange(
             &mut self,
             request: impl tonic::IntoRequest<super::ExchangeRequest>,
         ) -> std::result::Result<
-            tonic::Response<super::ExchangeResponse>,
+            tonic::Response<tonic::codec::Streaming<super::ExchangeResponse>>,
             tonic::Status,
         > {
             self.inner
@@ -498,7 +505,7 @@ pub mod peer_client {
             let path = http::uri::PathAndQuery::from_static("/xroad.v1.Peer/Exchange");
             let mut req = request.into_request();
             req.extensions_mut().insert(GrpcMethod::new("xroad.v1.Peer", "Exchange"));
-            self.inner.unary(req, path, codec).await
+            self.inner.server_streaming(req, path, codec).await
         }
         /// The newest signed global configuration this server holds (DESIGN §4 (b)).
         pub async fn get_configuration(
@@ -565,14 +572,24 @@ pub mod peer_server {
     /// Generated trait containing gRPC methods that should be implemented for use with PeerServer.
     #[async_trait]
     pub trait Peer: std::marker::Send + std::marker::Sync + 'static {
-        /// One X-Road message exchange.
+        /// Server streaming response type for the Exchange method.
+        type ExchangeStream: tonic::codegen::tokio_stream::Stream<
+                Item = std::result::Result<super::ExchangeResponse, tonic::Status>,
+            >
+            + std::marker::Send
+            + 'static;
+        /// One X-Road message exchange. The provider's server sends exactly one ExchangeResponse as
+        /// soon as its response record is in its message log's commit order, and ends the call with
+        /// status OK only once that record (and the request's before it) is durable; an error status
+        /// after the response (Server.ServerProxy.LoggingFailed) means its log did not keep them, and
+        /// the client's server must then fail the exchange. So the two servers' fsyncs overlap. The
+        /// client's server answers its client only after the call ended OK; a refused exchange ends
+        /// with an error status and no response. On the wire this is a unary call whose trailers may
+        /// come later, so a caller that reads the whole call as unary sees the same contract.
         async fn exchange(
             &self,
             request: tonic::Request<super::ExchangeRequest>,
-        ) -> std::result::Result<
-            tonic::Response<super::ExchangeResponse>,
-            tonic::Status,
-        >;
+        ) -> std::result::Result<tonic::Response<Self::ExchangeStream>, tonic::Status>;
         /// The newest signed global configuration this server holds (DESIGN §4 (b)).
         async fn get_configuration(
             &self,
@@ -670,11 +687,14 @@ pub mod peer_server {
                 "/xroad.v1.Peer/Exchange" => {
                     #[allow(non_camel_case_types)]
                     struct ExchangeSvc<T: Peer>(pub Arc<T>);
-                    impl<T: Peer> tonic::server::UnaryService<super::ExchangeRequest>
+                    impl<
+                        T: Peer,
+                    > tonic::server::ServerStreamingService<super::ExchangeRequest>
                     for ExchangeSvc<T> {
                         type Response = super::ExchangeResponse;
+                        type ResponseStream = T::ExchangeStream;
                         type Future = BoxFuture<
-                            tonic::Response<Self::Response>,
+                            tonic::Response<Self::ResponseStream>,
                             tonic::Status,
                         >;
                         fn call(
@@ -705,7 +725,7 @@ pub mod peer_server {
                                 max_decoding_message_size,
                                 max_encoding_message_size,
                             );
-                        let res = grpc.unary(method, req).await;
+                        let res = grpc.server_streaming(method, req).await;
                         Ok(res)
                     };
                     Box::pin(fut)
