@@ -986,3 +986,185 @@ async fn https_client_proxy_and_graceful_shutdown_finishes_in_flight_exchanges()
     );
     s.f.stop().await;
 }
+
+/// Chiyoda's server as far as the ministry's server can tell (its TLS identity, address and
+/// member key), answering every exchange with a correctly signed response at once, and then
+/// ending the call OK or, while `keep` is off, as a provider whose log failed after the
+/// answer was sent.
+struct EarlyAnswerProvider {
+    this: globalconf::SecurityServerId,
+    key: certs::SigningKey,
+    conf: globalconf::VerifiedConf,
+    replay: security_server::replay::ReplayCache,
+    keep: std::sync::atomic::AtomicBool,
+}
+
+#[tonic::async_trait]
+impl pb::peer_server::Peer for EarlyAnswerProvider {
+    type ExchangeStream = security_server::peer::AnswerThenConfirm;
+
+    async fn exchange(
+        &self,
+        request: tonic::Request<pb::ExchangeRequest>,
+    ) -> Result<tonic::Response<Self::ExchangeStream>, tonic::Status> {
+        use security_server::message::{self, HashedBody};
+        let peer = request
+            .extensions()
+            .get::<runtime::PeerCertificate>()
+            .unwrap()
+            .0;
+        let request = request.into_inner();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let verified = message::verify_request(
+            &request.header.unwrap(),
+            &HashedBody::new(Bytes::from(request.body)),
+            self.conf.conf(),
+            &peer,
+            &self.this,
+            now,
+            Duration::from_secs(60),
+            &self.replay,
+        )
+        .unwrap();
+        let body = HashedBody::new(Bytes::from_static(b"early answer"));
+        let header = message::build_response_header(
+            &verified,
+            http::StatusCode::OK,
+            &[],
+            &body,
+            &self.key.key_id(),
+            now,
+            &self.this,
+        );
+        let answer = pb::ExchangeResponse {
+            header: Some(message::sign_response(&header, &self.key)),
+            body: body.bytes().to_vec(),
+        };
+        let keep = self.keep.load(std::sync::atomic::Ordering::SeqCst);
+        Ok(tonic::Response::new(
+            security_server::peer::AnswerThenConfirm::new(answer, async move {
+                if keep {
+                    Ok(())
+                } else {
+                    Err(security_server::error::XRoadError::server_proxy(
+                        security_server::messagelog::LOGGING_FAILED,
+                        "the provider's disk failed",
+                    ))
+                }
+            }),
+        ))
+    }
+
+    async fn get_configuration(
+        &self,
+        _: tonic::Request<pb::GetConfigurationRequest>,
+    ) -> Result<tonic::Response<pb::SignedConfiguration>, tonic::Status> {
+        Err(tonic::Status::unimplemented("not in this test"))
+    }
+
+    async fn add_checkpoint(
+        &self,
+        _: tonic::Request<pb::AddCheckpointRequest>,
+    ) -> Result<tonic::Response<pb::AddCheckpointResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("not in this test"))
+    }
+}
+
+#[tokio::test]
+async fn an_answer_the_provider_did_not_log_is_not_returned_to_the_client() {
+    let mut s = setup(FederationSpec::sandbox(), &[]).await;
+    let chiyoda = s.f.server(CHIYODA).unwrap();
+    let identity = security_server::identity::Identity::load(&chiyoda.config).unwrap();
+    let address = chiyoda.running().unwrap().server_proxy_addr;
+    let conf =
+        s.f.server(MINISTRY)
+            .unwrap()
+            .running()
+            .unwrap()
+            .conf
+            .current()
+            .unwrap();
+    s.f.stop_server(CHIYODA).await;
+
+    // The stand-in takes over Chiyoda's address, certificate and member key.
+    let fake = Arc::new(EarlyAnswerProvider {
+        this: CHIYODA.parse().unwrap(),
+        key: identity.signing_keys.into_iter().next().unwrap().1,
+        conf: conf.clone(),
+        replay: security_server::replay::ReplayCache::new(Duration::from_secs(600), 1000),
+        keep: std::sync::atomic::AtomicBool::new(true),
+    });
+    let tls =
+        security_server::peer::server_tls(&identity.tls, tokio::sync::watch::channel(Some(conf)).1)
+            .unwrap();
+    let router =
+        tonic::service::Routes::new(pb::peer_server::PeerServer::from_arc(Arc::clone(&fake)))
+            .into_axum_router();
+    let listener = tokio::net::TcpListener::bind(address).await.unwrap();
+    let server = tokio::spawn(runtime::serve_http(
+        listener,
+        Some(tls),
+        router,
+        std::future::pending(),
+    ));
+
+    let path = "/r1/JP/MUN/131016/records/residentRecord";
+    let headers = |id: &'static str| {
+        [
+            ("X-Road-Client", PORTAL),
+            ("X-Road-Security-Server", CHIYODA),
+            ("X-Road-Id", id),
+        ]
+    };
+    // Confirmed: the client gets the answer.
+    let r = call(
+        &s.f,
+        MINISTRY,
+        Method::GET,
+        path,
+        &headers("early-1"),
+        vec![],
+    )
+    .await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+    assert_eq!(r.text(), "early answer");
+
+    // The provider's log did not keep its answer: the client gets the provider's error, not
+    // the answer, although the ministry's server had it verified and logged.
+    fake.keep.store(false, std::sync::atomic::Ordering::SeqCst);
+    let r = call(
+        &s.f,
+        MINISTRY,
+        Method::GET,
+        path,
+        &headers("early-2"),
+        vec![],
+    )
+    .await;
+    assert_eq!(error_type(&r), "Server.ServerProxy.LoggingFailed");
+    let ministry_log = &s.f.server(MINISTRY).unwrap().running().unwrap().log;
+    let kinds: Vec<i32> = ministry_log
+        .find_by_message_id("early-2")
+        .unwrap()
+        .into_iter()
+        .map(|i| {
+            ministry_log
+                .record(i)
+                .unwrap()
+                .unwrap()
+                .decode()
+                .unwrap()
+                .kind
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [pb::LogKind::Request as i32, pb::LogKind::Response as i32]
+    );
+
+    server.abort();
+    s.f.stop().await;
+}
