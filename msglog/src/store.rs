@@ -134,8 +134,10 @@ impl StoredRecord {
     }
 }
 
-/// A record in the commit order; [`Pending::durable`] waits until it is on disk (the next append
-/// that waits, or at most 20 ms, commits it). Dropping it does not take the record back.
+/// A record in the commit order; [`Pending::durable`] waits until it is on disk (a record from
+/// [`MessageLog::enqueue`] goes with the next append that waits, or within 20 ms; one from
+/// [`MessageLog::begin_append`] with the group commit it starts). Dropping it does not take
+/// the record back.
 #[derive(Debug)]
 pub struct Pending(oneshot::Receiver<Result<u64, LogError>>);
 

@@ -327,13 +327,8 @@ impl Stream for AnswerThenConfirm {
         };
         let result = std::task::ready!(confirm.as_mut().poll(cx));
         self.confirm = None;
-        Poll::Ready(match result {
-            Ok(()) => None,
-            Err(e) => {
-                tracing::warn!(error = %e, "exchange answered but not kept in the message log");
-                Some(Err(error_to_status(&e)))
-            }
-        })
+        // A failed log was reported where it failed (`MessageLogger`).
+        Poll::Ready(result.err().map(|e| Err(error_to_status(&e))))
     }
 }
 

@@ -3,6 +3,7 @@
 //! in [`message::verify_request`]; then the service and the access rights here), calls the
 //! provider's information system, and signs the answer with the provider member's key.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -86,22 +87,22 @@ impl ServerProxy {
         ),
         XRoadError,
     > {
-        let started = Instant::now();
-        let metrics = Arc::clone(&self.metrics);
-        let observe = move |outcome: &str| {
-            metrics.observe(metrics::SERVER_PROXY, outcome, started.elapsed());
+        let mut outcome = Outcome {
+            metrics: Arc::clone(&self.metrics),
+            started: Instant::now(),
+            outcome: Cow::Borrowed("ok"),
         };
         match self.handle(peer_cert_sha256, request).await {
             Ok((answer, logged)) => Ok((answer, async move {
                 let result = logged.durable().await;
-                match &result {
-                    Ok(()) => observe("ok"),
-                    Err(e) => observe(&e.error_type()),
+                if let Err(e) = &result {
+                    outcome.outcome = Cow::Owned(e.error_type());
                 }
+                drop(outcome);
                 result
             })),
             Err(e) => {
-                observe(&e.error_type());
+                outcome.outcome = Cow::Owned(e.error_type());
                 Err(e)
             }
         }
@@ -263,6 +264,22 @@ impl ServerProxy {
             body: response_body.into_bytes().to_vec(),
         };
         Ok((answer, logged))
+    }
+}
+
+/// Records an exchange's outcome in the metrics when dropped: also when the client's server
+/// hangs up after the answer, before the response record is durable (it stays in the log's
+/// commit order, so the exchange counts as answered).
+struct Outcome {
+    metrics: Arc<Metrics>,
+    started: Instant,
+    outcome: Cow<'static, str>,
+}
+
+impl Drop for Outcome {
+    fn drop(&mut self) {
+        self.metrics
+            .observe(metrics::SERVER_PROXY, &self.outcome, self.started.elapsed());
     }
 }
 
