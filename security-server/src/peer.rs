@@ -546,16 +546,22 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn the_answer_arrives_before_the_provider_confirms_and_the_call_ends_ok_after() {
+    /// An exchange the fake answered while its record is still being synced, and the sender
+    /// with which the test ends the provider's side.
+    async fn answered() -> (oneshot::Sender<Result<(), XRoadError>>, Confirmation) {
         let (confirm, confirmed_by_provider) = oneshot::channel();
         let mut client = PeerClient::new(connect(Some(confirmed_by_provider)).await);
-        // The answer comes while the provider's record is still being synced.
         let (answer, confirmation) = call_exchange(&mut client, request(b"records"))
             .await
             .unwrap()
             .unwrap();
         assert_eq!(answer.body, b"records");
+        (confirm, confirmation)
+    }
+
+    #[tokio::test]
+    async fn the_answer_arrives_before_the_provider_confirms_and_the_call_ends_ok_after() {
+        let (confirm, confirmation) = answered().await;
         let mut ending = tokio::spawn(confirmation.confirmed());
         // The call does not end before the provider confirms.
         assert!(
@@ -569,13 +575,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_provider_whose_log_did_not_keep_the_answer_ends_the_call_with_its_error() {
-        let (confirm, confirmed_by_provider) = oneshot::channel();
-        let mut client = PeerClient::new(connect(Some(confirmed_by_provider)).await);
-        let (answer, confirmation) = call_exchange(&mut client, request(b"records"))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(answer.body, b"records");
+        let (confirm, confirmation) = answered().await;
         confirm
             .send(Err(XRoadError::server_proxy(LOGGING_FAILED, "disk gone")))
             .unwrap();
