@@ -87,22 +87,28 @@ impl ServerProxy {
         ),
         XRoadError,
     > {
-        let mut outcome = Outcome {
-            metrics: Arc::clone(&self.metrics),
-            started: Instant::now(),
-            outcome: Cow::Borrowed("ok"),
-        };
+        let started = Instant::now();
         match self.handle(peer_cert_sha256, request).await {
-            Ok((answer, logged)) => Ok((answer, async move {
-                let result = logged.durable().await;
-                if let Err(e) = &result {
-                    outcome.outcome = Cow::Owned(e.error_type());
-                }
-                drop(outcome);
-                result
-            })),
+            Ok((answer, logged)) => {
+                // Made only once answered: an exchange dropped before (its caller gone) is not
+                // counted, as before the answer went out early.
+                let mut outcome = Outcome {
+                    metrics: Arc::clone(&self.metrics),
+                    started,
+                    outcome: Cow::Borrowed("ok"),
+                };
+                Ok((answer, async move {
+                    let result = logged.durable().await;
+                    if let Err(e) = &result {
+                        outcome.outcome = Cow::Owned(e.error_type());
+                    }
+                    drop(outcome);
+                    result
+                }))
+            }
             Err(e) => {
-                outcome.outcome = Cow::Owned(e.error_type());
+                self.metrics
+                    .observe(metrics::SERVER_PROXY, &e.error_type(), started.elapsed());
                 Err(e)
             }
         }
