@@ -851,6 +851,54 @@ async fn tampered_forged_replayed_and_unlisted_exchanges_are_rejected() {
     s.f.stop().await;
 }
 
+/// Metaservice calls with queries the client proxy would have refused, from a client's server
+/// that did not check them: the provider answers its own `BadRequest`, which the client's
+/// server passes on (a `Client.*` error from a peer would reach the client as
+/// `Server.ClientProxy.InvalidResponse`).
+#[tokio::test]
+async fn a_malformed_metaservice_query_from_a_peer_is_the_providers_bad_request() {
+    let s = setup(FederationSpec::sandbox(), &[CHIYODA]).await;
+    let peer = RawPeer::new(&s.f);
+    let cases = [
+        ("getOpenAPI", "serviceCode=a%20b"),
+        ("getOpenAPI", "serviceCode=%zz"),
+        ("getOpenAPI", "serviceCode=raw&serviceCode=raw"),
+        ("getOpenAPI", ""),
+        ("findUsage", "offset=%zz"),
+        ("findUsage", "limit=ten"),
+        ("usageEvidence", "id=%zz"),
+    ];
+    for (n, (metaservice, query)) in cases.into_iter().enumerate() {
+        let signed = peer.signed(&format!("query-{n}"), b"");
+        let mut header = pb::RequestHeader::decode(signed.header.as_slice()).unwrap();
+        header.service = format!("{RECORDS}/{metaservice}");
+        header.method = "GET".into();
+        header.query = query.into();
+        header.data_subject = "131016000001".into();
+        let signed = security_server::message::sign_request(&header, &peer.key);
+        assert_eq!(
+            peer.send(signed, b"").await.unwrap_err(),
+            "Server.ServerProxy.BadRequest",
+            "{metaservice}?{query}"
+        );
+    }
+    // A well-formed one still answers.
+    let signed = peer.signed("query-ok", b"");
+    let mut header = pb::RequestHeader::decode(signed.header.as_slice()).unwrap();
+    header.service = format!("{RECORDS}/getOpenAPI");
+    header.method = "GET".into();
+    header.query = "serviceCode=residentRecord".into();
+    let answer = peer
+        .send(
+            security_server::message::sign_request(&header, &peer.key),
+            b"",
+        )
+        .await
+        .unwrap();
+    assert_eq!(answer.body, b"{\"openapi\":\"3.0.0\"}");
+    s.f.stop().await;
+}
+
 #[tokio::test]
 async fn a_member_key_removed_from_the_configuration_is_rejected() {
     let s = setup(FederationSpec::sandbox(), &[CHIYODA]).await;

@@ -302,7 +302,7 @@ impl ServerProxy {
     ) -> Result<Answer, XRoadError> {
         let id = request.message_id().to_owned();
         let number = |name: &str, default: usize| -> Result<usize, XRoadError> {
-            match rest::query_param(request.query(), name).map_err(|e| e.with_id(id.clone()))? {
+            match query_param(request, name)? {
                 None => Ok(default),
                 Some(v) => v.parse().map_err(|_| {
                     XRoadError::server_proxy(
@@ -339,8 +339,7 @@ impl ServerProxy {
         now: i64,
     ) -> Result<Answer, XRoadError> {
         let id = request.message_id().to_owned();
-        let wanted = rest::query_param(request.query(), "id")
-            .map_err(|e| e.with_id(id.clone()))?
+        let wanted = query_param(request, "id")?
             .filter(|v| !v.is_empty())
             .ok_or_else(|| {
                 XRoadError::server_proxy(
@@ -508,6 +507,17 @@ fn list_methods(
     Ok(json_answer(&serde_json::json!({ "service": services })))
 }
 
+/// A metaservice's query parameter. A malformed query is this server's `BadRequest`: the
+/// client's server passes on only `Server.ServerProxy.*` errors from a peer, so a `Client.*`
+/// one would reach the client as `InvalidResponse` (the client proxy checks the query first,
+/// so only a client's server that did not sees these).
+fn query_param(request: &VerifiedRequest, name: &str) -> Result<Option<String>, XRoadError> {
+    rest::query_param(request.query(), name).map_err(|e| {
+        XRoadError::server_proxy(codes::BAD_REQUEST, e.message)
+            .with_id(request.message_id().to_owned())
+    })
+}
+
 /// `getOpenAPI?serviceCode=X`: the service's OpenAPI document, for clients allowed to call it.
 fn open_api(
     request: &VerifiedRequest,
@@ -515,14 +525,13 @@ fn open_api(
     conf: &GlobalConf,
 ) -> Result<Answer, XRoadError> {
     let id = request.message_id().to_owned();
-    let code = rest::query_param(request.query(), "serviceCode")?.ok_or_else(|| {
-        XRoadError::client(rest::codes::BAD_REQUEST, "serviceCode is missing").with_id(id.clone())
-    })?;
+    let bad = |message: String| XRoadError::server_proxy(codes::BAD_REQUEST, message);
+    let code = query_param(request, "serviceCode")?
+        .ok_or_else(|| bad("serviceCode is missing".into()).with_id(id.clone()))?;
     let provider = request.service().subsystem();
-    let service = provider.service(&code, None).map_err(|e| {
-        XRoadError::client(rest::codes::INVALID_SERVICE_IDENTIFIER, e.to_string())
-            .with_id(id.clone())
-    })?;
+    let service = provider
+        .service(&code, None)
+        .map_err(|e| bad(format!("serviceCode: {e}")).with_id(id.clone()))?;
     let unknown = || {
         XRoadError::server_proxy(
             request_codes::UNKNOWN_SERVICE,
