@@ -64,6 +64,24 @@ impl Ports {
         };
         SocketAddr::from(([127, 0, 0, 1], port))
     }
+
+    /// Listens on the port at `offset`. A fixed port already taken fails with what to do: the
+    /// default ports lie in the range Linux hands out for outgoing connections (32768–60999),
+    /// so even a passing connection of another program can hold one for a while.
+    async fn bind(self, offset: u16) -> Result<TcpListener, SandboxError> {
+        let addr = self.addr(offset);
+        TcpListener::bind(addr).await.map_err(|e| {
+            let hint = match (self, e.kind()) {
+                (Ports::Fixed(_), std::io::ErrorKind::AddrInUse) => {
+                    " (another program, or another sandbox, holds it: stop it and try again, or \
+                     choose other ports with --base-port N, for instance below 32768, or \
+                     --base-port 0 for free ones)"
+                }
+                _ => "",
+            };
+            setup(format!("cannot listen on {addr}: {e}{hint}"))
+        })
+    }
 }
 
 /// `federation.json` (DESIGN §10).
@@ -180,10 +198,10 @@ impl Federation {
         let dir = std::path::absolute(dir)?;
 
         // The registry: bind first, so the anchor can name the real port.
-        let public = TcpListener::bind(ports.addr(1)).await?;
-        let demo_listener = TcpListener::bind(ports.addr(100)).await?;
+        let public = ports.bind(1).await?;
+        let demo_listener = ports.bind(100).await?;
         let demo_url = format!("http://{}", demo_listener.local_addr()?);
-        let admin = TcpListener::bind(ports.addr(2)).await?;
+        let admin = ports.bind(2).await?;
         let registry_url = format!("https://{}", public.local_addr()?);
         let registry_dir = dir.join("registry");
         std::fs::create_dir_all(&registry_dir)?;
@@ -228,9 +246,9 @@ impl Federation {
         for (i, s) in spec.servers.iter().enumerate() {
             let i = u16::try_from(i).map_err(|_| setup("too many servers"))?;
             let listeners = Listeners {
-                client_proxy: TcpListener::bind(ports.addr(80 + i)).await?,
-                server_proxy: TcpListener::bind(ports.addr(50 + i)).await?,
-                admin: TcpListener::bind(ports.addr(90 + i)).await?,
+                client_proxy: ports.bind(80 + i).await?,
+                server_proxy: ports.bind(50 + i).await?,
+                admin: ports.bind(90 + i).await?,
             };
             let server_dir = dir.join(s.id.to_string().replace('/', "_"));
             std::fs::create_dir_all(&server_dir)?;
@@ -384,21 +402,21 @@ impl Federation {
         }
         federation.grant_find_usage()?;
         federation.make_samples().await?;
-        federation.start_portal(ports.addr(200)).await?;
+        federation.start_portal(ports, 200).await?;
         federation.write_description()?;
         Ok(federation)
     }
 
     /// Starts the resident portal as a client of the server hosting the spec's portal
     /// subsystem, with the development login.
-    async fn start_portal(&mut self, addr: SocketAddr) -> Result<(), SandboxError> {
+    async fn start_portal(&mut self, ports: Ports, offset: u16) -> Result<(), SandboxError> {
         let Some(portal) = self.spec.portal.clone() else {
             return Ok(());
         };
         let proxy = self
             .client_proxy_of(&portal)
             .ok_or_else(|| setup(format!("no running server hosts the portal {portal}")))?;
-        let listener = TcpListener::bind(addr).await?;
+        let listener = ports.bind(offset).await?;
         let url = format!("http://{}", listener.local_addr()?);
         let config = resident_portal::Config {
             listen: listener.local_addr()?,
@@ -679,6 +697,19 @@ mod tests {
     use serde_json::Value;
 
     const RECORDS_SERVER: &str = "JP/MUN/131016/ss1";
+
+    #[tokio::test]
+    async fn a_fixed_port_already_taken_is_named_with_what_to_do() {
+        let taken = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = taken.local_addr().unwrap().port();
+        let e = Ports::Fixed(port - 1)
+            .bind(1)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(&format!("127.0.0.1:{port}")), "{e}");
+        assert!(e.contains("--base-port"), "{e}");
+    }
 
     #[tokio::test]
     async fn services_are_registered_granted_and_described() {
