@@ -442,12 +442,18 @@ async fn metaservices_list_clients_methods_and_openapi() {
     let r = call(f, MINISTRY, Method::GET, "/listClients", &[], vec![]).await;
     assert_eq!(r.status.as_u16(), 200);
     let v: serde_json::Value = r.json().unwrap();
-    assert!(
-        v["member"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|m| m["id"]["subsystem_code"] == "records")
+    let records = v["member"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"]["subsystem_code"] == "records")
+        .unwrap_or_else(|| panic!("records not in {v}"));
+    // Our extension: the servers hosting the subsystem.
+    assert_eq!(
+        records["security_servers"],
+        serde_json::json!([{"object_type": "SERVER", "xroad_instance": "JP",
+            "member_class": "MUN", "member_code": "131016", "server_code": "ss1"}]),
+        "{records}"
     );
 
     let r = call(

@@ -250,3 +250,109 @@ async fn evidence_from_the_portal_verifies_and_a_member_that_is_down_is_shown_un
     );
     f.stop().await;
 }
+
+/// A subsystem hosted by two servers: each logs only the exchanges it served, so the portal
+/// asks each of them (the servers come from `listClients`), shows every access, and fetches
+/// each one's evidence from the server that holds it. With one of the two down, what the other
+/// holds still shows and the subsystem is marked unavailable, naming the server.
+#[tokio::test]
+async fn accesses_served_by_either_server_of_a_subsystem_all_show_with_their_evidence() {
+    const CHIYODA: &str = "JP/MUN/131016/ss1";
+    const CHIYODA2: &str = "JP/MUN/131016/ss2";
+    const BENEFITS: &str = "JP/GOV/digital-agency/benefits";
+    const RESIDENT: &str = "131016000009";
+    let mut spec = FederationSpec::sandbox();
+    spec.servers.push(sandbox::ServerSpec {
+        id: CHIYODA2.parse().unwrap(),
+        hosts: vec![RECORDS.parse().unwrap()],
+    });
+    let (_dir, mut f) =
+        integration_tests::start_federation(spec, Arc::new(certs::SystemClock)).await;
+
+    // One access served by each of Chiyoda's servers.
+    let client_proxy = f.client_proxy_of(&BENEFITS.parse().unwrap()).unwrap();
+    for server in [CHIYODA, CHIYODA2] {
+        let r = runtime::HttpClient::plain()
+            .request(
+                http::Method::GET,
+                &format!("{client_proxy}/r1/{RECORDS}/residentRecord/{RESIDENT}"),
+                &[
+                    ("x-road-client", BENEFITS),
+                    ("x-road-data-subject", RESIDENT),
+                    ("x-road-purpose", "児童手当の認定"),
+                    ("x-road-security-server", server),
+                ],
+                bytes::Bytes::new(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+        assert_eq!(r.headers["x-road-security-server"], server);
+    }
+
+    let portal = f.portal_url().unwrap().to_owned();
+    let cookie = login(&portal, RESIDENT).await;
+    let timeline: serde_json::Value = get(&format!("{portal}/api/timeline"), &cookie)
+        .await
+        .json()
+        .unwrap();
+    let entries = timeline["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{timeline}");
+    let mut servers: Vec<&str> = entries
+        .iter()
+        .map(|e| {
+            assert_eq!(e["provider"], RECORDS, "{timeline}");
+            assert_eq!(e["client"], BENEFITS, "{timeline}");
+            e["server"].as_str().unwrap()
+        })
+        .collect();
+    servers.sort_unstable();
+    assert_eq!(servers, [CHIYODA, CHIYODA2], "{timeline}");
+    let records_state = |timeline: &serde_json::Value| {
+        timeline["sources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == RECORDS)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(records_state(&timeline)["state"], "ok", "{timeline}");
+
+    // Each entry's evidence comes from the server that holds it, and verifies offline.
+    for entry in entries {
+        let id = entry["message_id"].as_str().unwrap();
+        let server = entry["server"].as_str().unwrap();
+        let url = format!("{portal}/evidence?provider={RECORDS}&id={id}&server={server}");
+        let mut bundle = None;
+        for _ in 0..300 {
+            let r = get(&url, &cookie).await;
+            if r.status.as_u16() == 200 {
+                bundle = Some(r.body.to_vec());
+                break;
+            }
+            assert_eq!(r.status.as_u16(), 503, "{server}: {}", r.text());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let bundle = bundle.expect("the record was sealed in a checkpoint");
+        assert!(integration_tests::verify_offline(&f, &bundle).passed());
+    }
+
+    // The second server goes down: the first one's access still shows.
+    f.stop_server(CHIYODA2).await;
+    let timeline: serde_json::Value = get(&format!("{portal}/api/timeline"), &cookie)
+        .await
+        .json()
+        .unwrap();
+    let entries = timeline["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{timeline}");
+    assert_eq!(entries[0]["server"], CHIYODA, "{timeline}");
+    let state = records_state(&timeline);
+    assert_eq!(state["state"], "unavailable", "{timeline}");
+    assert!(
+        state["reason"].as_str().unwrap().starts_with(CHIYODA2),
+        "{timeline}"
+    );
+    assert_eq!(state["partial_records"], 1, "{timeline}");
+    f.stop().await;
+}

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use globalconf::SubsystemId;
+use globalconf::{SecurityServerId, SubsystemId};
 use http::Method;
 use runtime::{ClientError, HttpClient, Response};
 use tokio::sync::Semaphore;
@@ -16,7 +16,7 @@ use crate::config::{Config, ConfigError};
 use crate::login::ResidentId;
 use crate::usage::{
     Directory, Provider, ProviderPaging, ProviderResult, SourceState, SourceStatus, Timeline,
-    UsagePage, XRoadFailure,
+    UsagePage, UsageRecord, XRoadFailure,
 };
 
 /// The largest answer read from the security server (an evidence bundle is the largest).
@@ -125,25 +125,29 @@ impl Gateway {
                 Directory::default()
             }
         };
-        let providers: Vec<Provider> = match &self.inner.targets {
-            Some(targets) => targets.iter().map(|s| directory.provider(s)).collect(),
+        let providers: Vec<(Provider, Vec<SecurityServerId>)> = match &self.inner.targets {
+            Some(targets) => targets.iter().map(|s| asked(&directory, s)).collect(),
             None => directory
                 .subsystems()
-                .map(|s| directory.provider(s))
+                .map(|s| asked(&directory, s))
                 .collect(),
         };
 
         let limit = Arc::new(Semaphore::new(self.inner.max_parallel));
         let mut tasks = JoinSet::new();
-        for (index, provider) in providers.iter().enumerate() {
+        for (index, (provider, servers)) in providers.iter().enumerate() {
             let gateway = self.clone();
             let resident = resident.clone();
             let provider = provider.clone();
+            let servers = servers.clone();
             let limit = Arc::clone(&limit);
             tasks.spawn(async move {
                 // The semaphore is never closed; without a permit we would only run unbounded.
                 let _permit = limit.acquire_owned().await.ok();
-                (index, gateway.provider_usage(&resident, provider).await)
+                (
+                    index,
+                    gateway.provider_usage(&resident, provider, &servers).await,
+                )
             });
         }
         let mut results: Vec<Option<ProviderResult>> = vec![None; providers.len()];
@@ -160,7 +164,7 @@ impl Gateway {
         let results = results
             .into_iter()
             .zip(providers)
-            .map(|(result, provider)| {
+            .map(|(result, (provider, _))| {
                 result.unwrap_or_else(|| ProviderResult {
                     source: SourceStatus {
                         provider,
@@ -178,17 +182,97 @@ impl Gateway {
         Ok(timeline)
     }
 
-    /// Pages through one provider's `findUsage`. Never fails: a failure is the provider's state.
-    async fn provider_usage(&self, resident: &ResidentId, provider: Provider) -> ProviderResult {
+    /// One provider's access records. When `listClients` named several servers hosting it,
+    /// each is asked in turn (`X-Road-Security-Server`), since each logs only the exchanges it
+    /// served; otherwise the provider is asked once, of whichever server the portal's security
+    /// server picks. Never fails: a failure is the provider's state.
+    async fn provider_usage(
+        &self,
+        resident: &ResidentId,
+        provider: Provider,
+        servers: &[SecurityServerId],
+    ) -> ProviderResult {
+        if servers.len() < 2 {
+            let answer = self.server_usage(resident, &provider.id, None).await;
+            let state = answer.failure.unwrap_or(SourceState::Ok {
+                records: answer.records.len(),
+                truncated: answer.truncated,
+            });
+            return ProviderResult {
+                source: SourceStatus { provider, state },
+                records: answer.records,
+            };
+        }
+        let mut records = Vec::new();
+        let mut truncated = false;
+        let mut failures = Vec::new();
+        for server in servers {
+            let answer = self
+                .server_usage(resident, &provider.id, Some(server))
+                .await;
+            records.extend(answer.records);
+            truncated |= answer.truncated;
+            if let Some(failure) = answer.failure {
+                failures.push((server, failure));
+            }
+        }
+        // The newest up to the limit, as from a single server.
+        records.sort_by_key(|r| std::cmp::Reverse(r.time_ms));
+        if records.len() > self.inner.max_records {
+            records.truncate(self.inner.max_records);
+            truncated = true;
+        }
+        let state = if failures.is_empty() {
+            SourceState::Ok {
+                records: records.len(),
+                truncated,
+            }
+        } else if failures.len() == servers.len()
+            && failures
+                .iter()
+                .all(|(_, f)| matches!(f, SourceState::NotShared { .. }))
+        {
+            failures.swap_remove(0).1
+        } else {
+            // Also a server that does not share while another does: its records are missing.
+            let reason = failures
+                .iter()
+                .filter_map(|(server, failure)| match failure {
+                    SourceState::NotShared { error_type: why }
+                    | SourceState::Unavailable { reason: why, .. } => {
+                        Some(format!("{server}: {why}"))
+                    }
+                    SourceState::Ok { .. } => None,
+                })
+                .collect::<Vec<_>>()
+                .join("; ");
+            SourceState::Unavailable {
+                reason,
+                partial_records: records.len(),
+            }
+        };
+        ProviderResult {
+            source: SourceStatus { provider, state },
+            records,
+        }
+    }
+
+    /// Pages through one provider's `findUsage`, of `server` when given.
+    async fn server_usage(
+        &self,
+        resident: &ResidentId,
+        provider: &SubsystemId,
+        server: Option<&SecurityServerId>,
+    ) -> ServerAnswer {
         let mut paging = ProviderPaging::new(self.inner.page_size, self.inner.max_records);
         let mut failure: Option<SourceState> = None;
         while let Some((offset, limit)) = paging.next_request() {
             let url = format!(
                 "{}/findUsage?offset={offset}&limit={limit}",
-                self.service_base(&provider.id)
+                self.service_base(provider)
             );
             let partial = paging.records_so_far();
-            let answer = match self.call(&url, resident).await {
+            let answer = match self.call(&url, resident, server).await {
                 Ok(a) => a,
                 Err(e) => {
                     failure = Some(SourceState::Unavailable {
@@ -201,17 +285,18 @@ impl Gateway {
             if !answer.is_success() {
                 let failure_of_answer = failure_of(&answer);
                 tracing::info!(
-                    provider = %provider.id,
+                    %provider,
+                    server = server.map(tracing::field::display),
                     error = %failure_of_answer.describe(),
                     "findUsage refused or failed"
                 );
                 failure = Some(failure_of_answer.source_state(partial));
                 break;
             }
-            match UsagePage::parse(&answer.body, &provider.id) {
+            match UsagePage::parse(&answer.body, provider) {
                 Ok(page) => paging.accept(page),
                 Err(e) => {
-                    tracing::info!(provider = %provider.id, error = %e, "invalid findUsage answer");
+                    tracing::info!(%provider, error = %e, "invalid findUsage answer");
                     failure = Some(SourceState::Unavailable {
                         reason: "invalid findUsage answer".into(),
                         partial_records: partial,
@@ -221,24 +306,28 @@ impl Gateway {
             }
         }
         if let Some(SourceState::Unavailable { reason, .. }) = &failure {
-            tracing::info!(provider = %provider.id, %reason, "provider unavailable");
+            tracing::info!(%provider, %reason, "provider unavailable");
         }
-        let (records, truncated) = paging.finish();
-        let state = failure.unwrap_or(SourceState::Ok {
-            records: records.len(),
-            truncated,
-        });
-        ProviderResult {
-            source: SourceStatus { provider, state },
+        let (mut records, truncated) = paging.finish();
+        if let Some(server) = server {
+            for record in &mut records {
+                record.server = Some(server.clone());
+            }
+        }
+        ServerAnswer {
             records,
+            truncated,
+            failure,
         }
     }
 
     /// `GET /r1/{provider}/usageEvidence?id=…` for the resident: the bundle's bytes.
+    /// Asked of `server` when given: the one that answered with the record.
     pub async fn evidence(
         &self,
         resident: &ResidentId,
         provider: &SubsystemId,
+        server: Option<&SecurityServerId>,
         message_id: &str,
     ) -> Result<Bytes, EvidenceError> {
         let url = format!(
@@ -247,7 +336,7 @@ impl Gateway {
             percent_encode(message_id)
         );
         let answer = self
-            .call(&url, resident)
+            .call(&url, resident, server)
             .await
             .map_err(|e| EvidenceError::Failed(transport_reason(&e)))?;
         if answer.is_success() {
@@ -278,18 +367,52 @@ impl Gateway {
         )
     }
 
-    async fn call(&self, url: &str, resident: &ResidentId) -> Result<Response, ClientError> {
-        let headers = [
+    async fn call(
+        &self,
+        url: &str,
+        resident: &ResidentId,
+        server: Option<&SecurityServerId>,
+    ) -> Result<Response, ClientError> {
+        let pinned = server.map(server_header);
+        let mut headers = vec![
             ("x-road-client", self.inner.client.as_str()),
             ("x-road-data-subject", resident.as_str()),
             ("x-road-purpose", self.inner.purpose.as_str()),
             ("accept", "application/json, application/x-protobuf"),
         ];
+        if let Some(pinned) = &pinned {
+            headers.push(("x-road-security-server", pinned.as_str()));
+        }
         self.inner
             .http
             .request(Method::GET, url, &headers, Bytes::new())
             .await
     }
+}
+
+/// What one server answered: its records, whether it holds more, and how it failed if it did.
+#[derive(Debug)]
+struct ServerAnswer {
+    records: Vec<UsageRecord>,
+    truncated: bool,
+    failure: Option<SourceState>,
+}
+
+/// A provider and the servers `listClients` says host it.
+fn asked(directory: &Directory, id: &SubsystemId) -> (Provider, Vec<SecurityServerId>) {
+    (directory.provider(id), directory.servers_of(id).to_vec())
+}
+
+/// `X-Road-Security-Server: INSTANCE/CLASS/MEMBER/SERVER`, each part percent-encoded.
+fn server_header(server: &SecurityServerId) -> String {
+    let owner = server.owner();
+    format!(
+        "{}/{}/{}/{}",
+        percent_encode(owner.instance()),
+        percent_encode(owner.class()),
+        percent_encode(owner.code()),
+        percent_encode(server.code())
+    )
 }
 
 fn failure_of(answer: &Response) -> XRoadFailure {

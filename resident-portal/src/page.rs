@@ -505,11 +505,15 @@ pub fn timeline_page(
 fn access_row(b: &mut String, t: &Texts, entry: &AccessEntry) {
     let r = &entry.record;
     let provider = entry.provider.to_string();
-    let href = format!(
+    let mut href = format!(
         "/evidence?provider={}&id={}",
         percent_encode(&provider),
         percent_encode(&r.message_id)
     );
+    if let Some(server) = &r.server {
+        href.push_str("&server=");
+        href.push_str(&percent_encode(&server.to_string()));
+    }
     let why = match r.stated_purpose() {
         Some(p) => escape(p),
         None => format!("<span class=\"not-stated\">{}</span>", escape(t.not_stated)),
@@ -667,6 +671,7 @@ mod tests {
             method: "GET".into(),
             purpose: Some("<script>alert(1)</script>".into()),
             status: Some(403),
+            server: Some("JP/MUN/131016/ss2".parse().unwrap()),
         };
         let timeline = Timeline::merge(vec![ProviderResult {
             source: SourceStatus {
@@ -697,7 +702,7 @@ mod tests {
         assert!(html.contains("id=\"incomplete\""));
         assert!(html.contains("(answer 403)"));
         assert!(html.contains(
-            "href=\"/evidence?provider=JP%2FMUN%2F131016%2Frecords&amp;id=id%22%3E%3Cscript%3E\""
+            "href=\"/evidence?provider=JP%2FMUN%2F131016%2Frecords&amp;id=id%22%3E%3Cscript%3E&amp;server=JP%2FMUN%2F131016%2Fss2\""
         ));
     }
 }

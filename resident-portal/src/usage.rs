@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use globalconf::{MemberId, SubsystemId};
+use globalconf::{MemberId, SecurityServerId, SubsystemId};
 use serde::{Deserialize, Deserializer, Serialize};
 
 /// Longest `X-Road-Id` (visible ASCII), as the security server accepts it.
@@ -26,6 +26,16 @@ pub enum AnswerError {
 
 fn null_as_empty<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
+}
+
+fn as_display<S: serde::Serializer>(
+    server: &Option<SecurityServerId>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match server {
+        Some(server) => s.collect_str(server),
+        None => s.serialize_none(),
+    }
 }
 
 /// One access record as `findUsage` returns it.
@@ -50,6 +60,15 @@ pub struct UsageRecord {
     pub purpose: Option<String>,
     #[serde(default)]
     pub status: Option<u16>,
+    /// The security server asked for this record, when the portal chose one (a subsystem hosted
+    /// by several servers: each holds only the exchanges it served); its evidence is asked of
+    /// the same server. Not part of the `findUsage` answer.
+    #[serde(
+        skip_deserializing,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "as_display"
+    )]
+    pub server: Option<SecurityServerId>,
 }
 
 impl UsageRecord {
@@ -131,6 +150,17 @@ struct ClientEntry {
     id: ClientIdJson,
     #[serde(default, deserialize_with = "null_as_empty")]
     name: String,
+    /// Our security server's extension: the servers hosting a subsystem.
+    #[serde(default)]
+    security_servers: Vec<ServerIdJson>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ServerIdJson {
+    xroad_instance: String,
+    member_class: String,
+    member_code: String,
+    server_code: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -149,6 +179,8 @@ struct ClientIdJson {
 pub struct Directory {
     members: HashMap<MemberId, String>,
     subsystems: Vec<(SubsystemId, String)>,
+    /// The servers hosting each subsystem, where the answer named them.
+    servers: HashMap<SubsystemId, Vec<SecurityServerId>>,
 }
 
 impl Directory {
@@ -172,6 +204,18 @@ impl Directory {
                     if let Ok(subsystem) = member.subsystem(&code)
                         && !directory.subsystems.iter().any(|(s, _)| *s == subsystem)
                     {
+                        let servers: Vec<SecurityServerId> = entry
+                            .security_servers
+                            .iter()
+                            .filter_map(|s| {
+                                MemberId::new(&s.xroad_instance, &s.member_class, &s.member_code)
+                                    .and_then(|owner| owner.server(&s.server_code))
+                                    .ok()
+                            })
+                            .collect();
+                        if !servers.is_empty() {
+                            directory.servers.insert(subsystem.clone(), servers);
+                        }
                         directory.subsystems.push((subsystem, entry.name));
                     }
                 }
@@ -180,6 +224,11 @@ impl Directory {
         }
         directory.subsystems.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(directory)
+    }
+
+    /// The security servers that host `id`, as `listClients` named them (none when it did not).
+    pub fn servers_of(&self, id: &SubsystemId) -> &[SecurityServerId] {
+        self.servers.get(id).map(Vec::as_slice).unwrap_or(&[])
     }
 
     /// Every subsystem listed, in identifier order.
@@ -510,6 +559,7 @@ mod tests {
             method: "GET".into(),
             purpose: None,
             status: None,
+            server: None,
         }
     }
 
@@ -583,6 +633,33 @@ mod tests {
         assert_eq!(p.subsystem_name, "welfare");
         assert!(Directory::parse(b"[]").is_err());
         assert!(Directory::parse(b"{}").is_err());
+    }
+
+    #[test]
+    fn directory_keeps_the_servers_hosting_each_subsystem() {
+        let server = |code: &str| {
+            format!(
+                r#"{{"object_type":"SERVER","xroad_instance":"JP","member_class":"MUN","member_code":"131016","server_code":"{code}"}}"#
+            )
+        };
+        let body = format!(
+            r#"{{"member":[
+              {{"id":{{"object_type":"SUBSYSTEM","xroad_instance":"JP","member_class":"MUN","member_code":"131016","subsystem_code":"records"}},"name":"Records","security_servers":[{},{},{}]}},
+              {{"id":{{"object_type":"SUBSYSTEM","xroad_instance":"JP","member_class":"MUN","member_code":"271004","subsystem_code":"welfare"}},"name":"Welfare"}}]}}"#,
+            server("ss1"),
+            server("ss2"),
+            server("bad code"),
+        );
+        let d = Directory::parse(body.as_bytes()).unwrap();
+        let servers: Vec<String> = d
+            .servers_of(&sub("JP/MUN/131016/records"))
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        // An identifier that breaks the rule is left out.
+        assert_eq!(servers, ["JP/MUN/131016/ss1", "JP/MUN/131016/ss2"]);
+        // An answer without the extension (another security server): none known.
+        assert!(d.servers_of(&sub("JP/MUN/271004/welfare")).is_empty());
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! | `GET /` | the login page (or 401 "login required"), else the resident's timeline |
 //! | `POST /login/dev` | development login: form field `resident`; 303 to `/` with a session cookie |
 //! | `POST /logout` | ends the session; 303 to `/` |
-//! | `GET /evidence?provider=…&id=…` | the evidence bundle of one access, for the logged-in resident |
+//! | `GET /evidence?provider=…&id=…[&server=…]` | the evidence bundle of one access, for the logged-in resident (of the provider's server that holds it, when it has several) |
 //! | `GET /api/timeline` | the timeline as JSON |
 //! | `GET /health` | `{"status":"ok"}` |
 //!
@@ -23,7 +23,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use globalconf::SubsystemId;
+use globalconf::{SecurityServerId, SubsystemId};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -268,6 +268,9 @@ async fn logout(State(portal): State<Portal>, headers: HeaderMap) -> Response {
 struct EvidenceQuery {
     provider: String,
     id: String,
+    /// The provider's security server that holds the record, when it has several.
+    #[serde(default)]
+    server: Option<String>,
 }
 
 async fn evidence(
@@ -294,6 +297,11 @@ async fn evidence(
         Ok(p) => p,
         Err(e) => return bad(format!("provider: {e}")),
     };
+    let server: Option<SecurityServerId> = match query.server.as_deref().map(str::parse) {
+        None => None,
+        Some(Ok(s)) => Some(s),
+        Some(Err(e)) => return bad(format!("server: {e}")),
+    };
     if !is_message_id(&query.id) {
         return bad("id: an X-Road-Id is 1 to 255 visible ASCII characters".into());
     }
@@ -304,7 +312,7 @@ async fn evidence(
     }
     match portal
         .gateway
-        .evidence(&resident, &provider, &query.id)
+        .evidence(&resident, &provider, server.as_ref(), &query.id)
         .await
     {
         Ok(bundle) => {

@@ -488,7 +488,11 @@ fn too_large(max_body: usize) -> XRoadError {
     )
 }
 
-/// `GET /listClients`: the members and subsystems of the instance, in X-Road's JSON shape.
+/// `GET /listClients`: the members and subsystems of the instance, in X-Road's JSON shape. Each
+/// subsystem also names the security servers that host it (`security_servers`, an extension of
+/// ours, in the same identifier shape with `object_type` `SERVER`): each server logs only the
+/// exchanges it served, so a client that wants all of a subsystem's records (the resident
+/// portal's `findUsage`) asks each of them with `X-Road-Security-Server`.
 fn list_clients(conf: &GlobalConf, instance: Option<&InstanceId>) -> Response {
     if instance.is_some_and(|i| i != conf.instance()) {
         return axum::Json(serde_json::json!({ "member": [] })).into_response();
@@ -514,6 +518,17 @@ fn list_clients(conf: &GlobalConf, instance: Option<&InstanceId>) -> Response {
                     "subsystem_code": s.code(),
                 },
                 "name": conf.subsystem_name(s).unwrap_or_default(),
+                "security_servers": conf
+                    .servers_hosting(s)
+                    .iter()
+                    .map(|server| serde_json::json!({
+                        "object_type": "SERVER",
+                        "xroad_instance": server.owner().instance(),
+                        "member_class": server.owner().class(),
+                        "member_code": server.owner().code(),
+                        "server_code": server.code(),
+                    }))
+                    .collect::<Vec<_>>(),
             }));
         }
     }
