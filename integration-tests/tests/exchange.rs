@@ -303,6 +303,117 @@ async fn get_and_post_through_two_security_servers() {
     s.f.stop().await;
 }
 
+/// `/health` (status and JSON) and `/metrics` of a server's admin API.
+async fn health_and_metrics(f: &Federation, server: &str) -> (u16, serde_json::Value, String) {
+    let admin = f.server(server).unwrap().running().unwrap().admin_addr;
+    let http = runtime::HttpClient::plain();
+    let health = http
+        .get(&format!("http://{admin}/health"), None)
+        .await
+        .unwrap();
+    let metrics = http
+        .get(&format!("http://{admin}/metrics"), None)
+        .await
+        .unwrap()
+        .text();
+    (health.status.as_u16(), health.json().unwrap(), metrics)
+}
+
+/// A server whose message log failed (a disk full or broken) refuses every exchange with
+/// `LoggingFailed`, the provider's before calling its system and the client's before sending
+/// anything, and says so on `/health` (for load balancers) and `/metrics` (for alerts).
+#[tokio::test]
+async fn a_server_whose_log_failed_refuses_exchanges_and_reports_it() {
+    let s = setup(FederationSpec::sandbox(), &[CHIYODA]).await;
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = {
+        let calls = Arc::clone(&calls);
+        Router::new().route(
+            "/counted",
+            get(move || {
+                calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                async { "counted" }
+            }),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/counted", listener.local_addr().unwrap());
+    tokio::spawn(runtime::serve_http(
+        listener,
+        None,
+        counted,
+        std::future::pending(),
+    ));
+    let service = format!("{RECORDS}/counted");
+    register(&s.f, CHIYODA, &service, url, 10);
+    grant(&s.f, CHIYODA, &service, PORTAL);
+    let path = format!("/r1/{service}");
+    let portal = [("X-Road-Client", PORTAL)];
+    let called = || calls.load(std::sync::atomic::Ordering::SeqCst);
+
+    let r = call(&s.f, MINISTRY, Method::GET, &path, &portal, vec![]).await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+    assert_eq!(called(), 1);
+    for server in [MINISTRY, CHIYODA] {
+        let (status, _, metrics) = health_and_metrics(&s.f, server).await;
+        assert_eq!(status, 200, "{server}");
+        assert!(metrics.contains("xroad_messagelog_failed 0"), "{metrics}");
+    }
+
+    // The provider's log fails.
+    let chiyoda = s.f.server(CHIYODA).unwrap().running().unwrap();
+    chiyoda.log.inject_failure("No space left on device");
+    let r = call(&s.f, MINISTRY, Method::GET, &path, &portal, vec![]).await;
+    assert_eq!(
+        error_type(&r),
+        "Server.ServerProxy.LoggingFailed",
+        "{}",
+        r.text()
+    );
+    assert_eq!(
+        called(),
+        1,
+        "the provider's system was called without a log"
+    );
+    let (status, health, metrics) = health_and_metrics(&s.f, CHIYODA).await;
+    assert_eq!(status, 503, "{health}");
+    let reason = health["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("message log") && reason.contains("No space left on device"),
+        "{reason}"
+    );
+    assert!(metrics.contains("xroad_messagelog_failed 1"), "{metrics}");
+    let (status, _, _) = health_and_metrics(&s.f, MINISTRY).await;
+    assert_eq!(status, 200);
+
+    // The client's log fails: its server refuses before sending anything.
+    s.f.server(MINISTRY)
+        .unwrap()
+        .running()
+        .unwrap()
+        .log
+        .inject_failure("Input/output error");
+    let r = call(
+        &s.f,
+        MINISTRY,
+        Method::GET,
+        "/r1/JP/MUN/271004/welfare/anything",
+        &portal,
+        vec![],
+    )
+    .await;
+    assert_eq!(
+        error_type(&r),
+        "Server.ClientProxy.LoggingFailed",
+        "{}",
+        r.text()
+    );
+    let (status, _, metrics) = health_and_metrics(&s.f, MINISTRY).await;
+    assert_eq!(status, 503);
+    assert!(metrics.contains("xroad_messagelog_failed 1"), "{metrics}");
+    s.f.stop().await;
+}
+
 #[tokio::test]
 async fn each_error_class_has_its_x_road_type() {
     let s = setup(FederationSpec::sandbox(), &[CHIYODA]).await;

@@ -456,6 +456,24 @@ impl MessageLog {
         &self.inner.path
     }
 
+    /// Why the log stopped taking records, if it did: a group commit or the database failed
+    /// (disk full, I/O error). It then refuses every record until it is opened again, that is
+    /// until the server is restarted on a working disk.
+    pub fn failure(&self) -> Option<Arc<LogError>> {
+        self.inner.shared.poisoned.get().cloned()
+    }
+
+    /// Stops the log as a failed group commit does, with `reason` as the I/O error (for tests
+    /// of what a server does with a failed log; not in release builds of the servers).
+    #[cfg(feature = "fault-injection")]
+    pub fn inject_failure(&self, reason: &str) {
+        let e = LogError::Io {
+            path: wal::dir_of(&self.inner.path),
+            source: std::io::Error::other(reason.to_owned()),
+        };
+        let _ = self.inner.shared.poisoned.set(Arc::new(e));
+    }
+
     /// The number of records ever appended (archived ones included).
     pub fn size(&self) -> Result<u64, LogError> {
         self.sync()?;

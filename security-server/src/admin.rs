@@ -202,8 +202,21 @@ fn added<T: Serialize>(new: bool, value: T) -> ApiResult {
 }
 
 /// 200 `{"status":"ok","globalconf_serial":N}` when the server can exchange messages (it holds
-/// an unexpired configuration), else 503.
+/// an unexpired configuration and its message log takes records), else 503 with the reason.
 async fn health(State(admin): State<Admin>) -> Response {
+    if let Some(e) = admin.evidence.as_ref().and_then(|s| s.log.failure()) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({
+                "status": "unavailable",
+                "reason": format!(
+                    "the message log has failed, so every exchange is refused (LoggingFailed) \
+                     until the server is restarted on a working disk: {e}"
+                ),
+            })),
+        )
+            .into_response();
+    }
     match admin.conf.valid_now() {
         Ok(c) => (
             StatusCode::OK,

@@ -177,6 +177,7 @@ pub fn router(
     metrics: std::sync::Arc<Metrics>,
     conf: std::sync::Arc<crate::confclient::ConfClient>,
     clock: std::sync::Arc<dyn certs::Clock>,
+    log: msglog::MessageLog,
 ) -> axum::Router {
     axum::Router::new().route(
         "/metrics",
@@ -184,6 +185,7 @@ pub fn router(
             let metrics = std::sync::Arc::clone(&metrics);
             let conf = std::sync::Arc::clone(&conf);
             let clock = std::sync::Arc::clone(&clock);
+            let log_failed = log.failure().is_some();
             async move {
                 let now = clock.unix_now();
                 let held = conf.current();
@@ -206,6 +208,11 @@ pub fn router(
                             .map_or(0.0, |c| (c.conf().expires_at() - now) as f64),
                     ),
                 ];
+                gauges.push((
+                    "xroad_messagelog_failed",
+                    "1 when the message log has failed and every exchange is refused until a restart.",
+                    if log_failed { 1.0 } else { 0.0 },
+                ));
                 gauges.extend(metrics.log.gauges(now));
                 (
                     [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],

@@ -232,6 +232,7 @@ pub async fn start(
         Arc::clone(&metrics),
         Arc::clone(&conf),
         Arc::clone(&clock),
+        log.clone(),
     ));
     tasks.spawn(serve(
         "admin",
