@@ -293,7 +293,7 @@ pub struct AddCheckpointResponse {
 pub mod add_checkpoint_response {
     #[derive(Clone, PartialEq, Eq, Hash, ::prost::Oneof)]
     pub enum Result {
-        /// The cosignature line, as it goes below the checkpoint ("— <name> <base64>").
+        /// The cosignature line, as it goes below the checkpoint (`— NAME BASE64`).
         #[prost(string, tag = "1")]
         Cosignature(::prost::alloc::string::String),
         /// old_size was not what the witness holds: retry from this size.
