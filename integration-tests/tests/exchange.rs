@@ -78,6 +78,11 @@ async fn backend() -> String {
                 )
             }),
         );
+    serve_on_loopback(router).await
+}
+
+/// Serves `router` over plain HTTP on `127.0.0.1:0` for the rest of the test; its URL.
+async fn serve_on_loopback(router: Router) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(runtime::serve_http(
@@ -336,14 +341,7 @@ async fn a_server_whose_log_failed_refuses_exchanges_and_reports_it() {
             }),
         )
     };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/counted", listener.local_addr().unwrap());
-    tokio::spawn(runtime::serve_http(
-        listener,
-        None,
-        counted,
-        std::future::pending(),
-    ));
+    let url = format!("{}/counted", serve_on_loopback(counted).await);
     let service = format!("{RECORDS}/counted");
     register(&s.f, CHIYODA, &service, url, 10);
     grant(&s.f, CHIYODA, &service, PORTAL);
@@ -1077,15 +1075,7 @@ async fn holding_backend() -> (String, Arc<tokio::sync::Notify>) {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(runtime::serve_http(
-        listener,
-        None,
-        router,
-        std::future::pending(),
-    ));
-    (url, arrived)
+    (serve_on_loopback(router).await, arrived)
 }
 
 #[tokio::test]

@@ -186,6 +186,20 @@ async fn get(url: &str, cookie: &str) -> runtime::Response {
         .unwrap()
 }
 
+/// The portal's evidence download at `url`, once a checkpoint seals the record (until then the
+/// portal answers 503).
+async fn evidence_once_sealed(url: &str, cookie: &str) -> Vec<u8> {
+    for _ in 0..300 {
+        let r = get(url, cookie).await;
+        if r.status.as_u16() == 200 {
+            return r.body.to_vec();
+        }
+        assert_eq!(r.status.as_u16(), 503, "{url}: {}", r.text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{url}: the record was not sealed in a checkpoint within 30 s");
+}
+
 #[tokio::test]
 async fn evidence_from_the_portal_verifies_and_a_member_that_is_down_is_shown_unavailable() {
     let (_dir, mut f) = start().await;
@@ -203,17 +217,7 @@ async fn evidence_from_the_portal_verifies_and_a_member_that_is_down_is_shown_un
 
     // The entry's evidence, once a checkpoint seals it, verifies with the anchor alone.
     let url = format!("{portal}/evidence?provider={RECORDS}&id={id}");
-    let mut bundle = None;
-    for _ in 0..300 {
-        let r = get(&url, &cookie).await;
-        if r.status.as_u16() == 200 {
-            bundle = Some(r.body.to_vec());
-            break;
-        }
-        assert_eq!(r.status.as_u16(), 503, "{}", r.text());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let bundle = bundle.expect("the record was sealed in a checkpoint");
+    let bundle = evidence_once_sealed(&url, &cookie).await;
     assert!(integration_tests::verify_offline(&f, &bundle).passed());
     // Another resident cannot fetch it through the portal.
     let other = login(&portal, "131016000001").await;
@@ -324,17 +328,7 @@ async fn accesses_served_by_either_server_of_a_subsystem_all_show_with_their_evi
         let id = entry["message_id"].as_str().unwrap();
         let server = entry["server"].as_str().unwrap();
         let url = format!("{portal}/evidence?provider={RECORDS}&id={id}&server={server}");
-        let mut bundle = None;
-        for _ in 0..300 {
-            let r = get(&url, &cookie).await;
-            if r.status.as_u16() == 200 {
-                bundle = Some(r.body.to_vec());
-                break;
-            }
-            assert_eq!(r.status.as_u16(), 503, "{server}: {}", r.text());
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let bundle = bundle.expect("the record was sealed in a checkpoint");
+        let bundle = evidence_once_sealed(&url, &cookie).await;
         assert!(integration_tests::verify_offline(&f, &bundle).passed());
     }
 
