@@ -186,6 +186,14 @@ async fn get(url: &str, cookie: &str) -> runtime::Response {
         .unwrap()
 }
 
+/// The logged-in resident's timeline as JSON.
+async fn timeline_of(portal: &str, cookie: &str) -> serde_json::Value {
+    get(&format!("{portal}/api/timeline"), cookie)
+        .await
+        .json()
+        .unwrap()
+}
+
 /// The portal's evidence download at `url`, once a checkpoint seals the record (until then the
 /// portal answers 503).
 async fn evidence_once_sealed(url: &str, cookie: &str) -> Vec<u8> {
@@ -205,10 +213,7 @@ async fn evidence_from_the_portal_verifies_and_a_member_that_is_down_is_shown_un
     let (_dir, mut f) = start().await;
     let portal = f.portal_url().unwrap().to_owned();
     let cookie = login(&portal, "131016000003").await;
-    let timeline: serde_json::Value = get(&format!("{portal}/api/timeline"), &cookie)
-        .await
-        .json()
-        .unwrap();
+    let timeline: serde_json::Value = timeline_of(&portal, &cookie).await;
     let entries = timeline["entries"].as_array().unwrap();
     assert_eq!(entries.len(), 1, "{timeline}");
     let id = entries[0]["message_id"].as_str().unwrap().to_owned();
@@ -226,10 +231,7 @@ async fn evidence_from_the_portal_verifies_and_a_member_that_is_down_is_shown_un
     // Osaka City's server goes down: its subsystem is shown as unavailable, never dropped,
     // and Chiyoda's records are still there.
     f.stop_server(OSAKA).await;
-    let timeline: serde_json::Value = get(&format!("{portal}/api/timeline"), &cookie)
-        .await
-        .json()
-        .unwrap();
+    let timeline: serde_json::Value = timeline_of(&portal, &cookie).await;
     assert_eq!(
         timeline["entries"].as_array().unwrap().len(),
         1,
@@ -296,10 +298,7 @@ async fn accesses_served_by_either_server_of_a_subsystem_all_show_with_their_evi
 
     let portal = f.portal_url().unwrap().to_owned();
     let cookie = login(&portal, RESIDENT).await;
-    let timeline: serde_json::Value = get(&format!("{portal}/api/timeline"), &cookie)
-        .await
-        .json()
-        .unwrap();
+    let timeline: serde_json::Value = timeline_of(&portal, &cookie).await;
     let entries = timeline["entries"].as_array().unwrap();
     assert_eq!(entries.len(), 2, "{timeline}");
     let mut servers: Vec<&str> = entries
@@ -334,10 +333,7 @@ async fn accesses_served_by_either_server_of_a_subsystem_all_show_with_their_evi
 
     // The second server goes down: the first one's access still shows.
     f.stop_server(CHIYODA2).await;
-    let timeline: serde_json::Value = get(&format!("{portal}/api/timeline"), &cookie)
-        .await
-        .json()
-        .unwrap();
+    let timeline: serde_json::Value = timeline_of(&portal, &cookie).await;
     let entries = timeline["entries"].as_array().unwrap();
     assert_eq!(entries.len(), 1, "{timeline}");
     assert_eq!(entries[0]["server"], CHIYODA, "{timeline}");
