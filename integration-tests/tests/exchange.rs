@@ -293,12 +293,7 @@ async fn get_and_post_through_two_security_servers() {
 
     // Both ends counted the exchanges.
     for (server, proxy) in [(MINISTRY, "client_proxy"), (CHIYODA, "server_proxy")] {
-        let admin = s.f.server(server).unwrap().running().unwrap().admin_addr;
-        let metrics = runtime::HttpClient::plain()
-            .get(&format!("http://{admin}/metrics"), None)
-            .await
-            .unwrap()
-            .text();
+        let (_, _, metrics) = health_and_metrics(&s.f, server).await;
         let line = format!("xroad_exchanges_total{{proxy=\"{proxy}\",outcome=\"ok\"}} 3");
         assert!(
             metrics.contains(&line),
