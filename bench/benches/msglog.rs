@@ -18,8 +18,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use certs::SigningKey;
+use exchange::HashedBody;
 use globalconf::Anchor;
-use msglog::{Entry, HashedBody, LogOptions, MessageLog, tlog};
+use msglog::{Entry, LogOptions, MessageLog, tlog};
 use prost::Message as _;
 use proto::v1 as pb;
 use sha2::{Digest as _, Sha256};

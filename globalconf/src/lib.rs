@@ -7,12 +7,16 @@
 //! - [`conf`]: the validated, indexed view of a global configuration.
 //! - [`signed`]: signing and verifying the configuration envelope; [`signed::VerifiedConf`] is
 //!   the proof that a configuration was checked.
+//! - `testing` (feature `testing`): [`testing::ConfBuilder`], the tests' one way to make a
+//!   configuration by hand.
 #![forbid(unsafe_code)]
 
 pub mod anchor;
 pub mod conf;
 pub mod id;
 pub mod signed;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use anchor::{Anchor, AnchorError};
 pub use conf::{GlobalConf, GroupInfo, MemberInfo, MemberKey, Parameters, ServerInfo};

@@ -215,7 +215,7 @@ async fn kill_nine_during_load() {
 
     for (id, config, _) in &configs {
         let config = security_server::Config::load(config).unwrap();
-        let log = security_server::messagelog::open(&config).unwrap();
+        let log = security_server::log::open(&config).unwrap();
         for message_id in &succeeded {
             let found = log.find_by_message_id(message_id).unwrap();
             assert!(

@@ -12,11 +12,11 @@ use axum::extract::Request;
 use axum::response::IntoResponse;
 use axum::routing::{any, get};
 use base64::Engine as _;
+use exchange::access::{Grant, Subject};
 use http::Method;
 use prost::Message as _;
 use proto::v1 as pb;
 use sandbox::{Federation, FederationSpec, ServerSpec};
-use security_server::access::{Grant, Subject};
 use security_server::serverconf::ServiceEntry;
 use sha2::{Digest, Sha256};
 
@@ -843,7 +843,7 @@ impl RawPeer {
             target_server: CHIYODA.into(),
             ..Default::default()
         };
-        security_server::message::sign_request(&header, &self.key)
+        exchange::message::sign_request(&header, &self.key)
     }
 
     async fn send(
@@ -916,7 +916,7 @@ async fn tampered_forged_replayed_and_unlisted_exchanges_are_rejected() {
     );
     // Signed by a key the configuration does not list for the client's member.
     let stranger = certs::SigningKey::generate().unwrap();
-    let h = security_server::message::sign_request(
+    let h = exchange::message::sign_request(
         &pb::RequestHeader::decode(peer.signed("raw-5", b"x").header.as_slice()).unwrap(),
         &stranger,
     );
@@ -985,7 +985,7 @@ async fn a_malformed_metaservice_query_from_a_peer_is_the_providers_bad_request(
         header.method = "GET".into();
         header.query = query.into();
         header.data_subject = "131016000001".into();
-        let signed = security_server::message::sign_request(&header, &peer.key);
+        let signed = exchange::message::sign_request(&header, &peer.key);
         assert_eq!(
             peer.send(signed, b"").await.unwrap_err(),
             "Server.ServerProxy.BadRequest",
@@ -999,10 +999,7 @@ async fn a_malformed_metaservice_query_from_a_peer_is_the_providers_bad_request(
     header.method = "GET".into();
     header.query = "serviceCode=residentRecord".into();
     let answer = peer
-        .send(
-            security_server::message::sign_request(&header, &peer.key),
-            b"",
-        )
+        .send(exchange::message::sign_request(&header, &peer.key), b"")
         .await
         .unwrap();
     assert_eq!(answer.body, b"{\"openapi\":\"3.0.0\"}");
@@ -1145,7 +1142,7 @@ struct EarlyAnswerProvider {
     this: globalconf::SecurityServerId,
     key: certs::SigningKey,
     conf: globalconf::VerifiedConf,
-    replay: security_server::replay::ReplayCache,
+    replay: exchange::replay::ReplayCache,
     keep: std::sync::atomic::AtomicBool,
 }
 
@@ -1157,7 +1154,8 @@ impl pb::peer_server::Peer for EarlyAnswerProvider {
         &self,
         request: tonic::Request<pb::ExchangeRequest>,
     ) -> Result<tonic::Response<Self::ExchangeStream>, tonic::Status> {
-        use security_server::message::{self, HashedBody};
+        use exchange::HashedBody;
+        use exchange::message;
         let peer = request
             .extensions()
             .get::<runtime::PeerCertificate>()
@@ -1199,8 +1197,8 @@ impl pb::peer_server::Peer for EarlyAnswerProvider {
                 if keep {
                     Ok(())
                 } else {
-                    Err(security_server::error::XRoadError::server_proxy(
-                        security_server::messagelog::LOGGING_FAILED,
+                    Err(exchange::XRoadError::new(
+                        exchange::ServerProxyCode::LoggingFailed,
                         "the provider's disk failed",
                     ))
                 }
@@ -1244,7 +1242,7 @@ async fn an_answer_the_provider_did_not_log_is_not_returned_to_the_client() {
         this: CHIYODA.parse().unwrap(),
         key: identity.signing_keys.into_iter().next().unwrap().1,
         conf: conf.clone(),
-        replay: security_server::replay::ReplayCache::new(Duration::from_secs(600), 1000),
+        replay: exchange::replay::ReplayCache::new(Duration::from_secs(600), 1000),
         keep: std::sync::atomic::AtomicBool::new(true),
     });
     let tls =

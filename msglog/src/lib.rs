@@ -43,6 +43,6 @@ pub use error::{EvidenceError, LogError};
 pub use evidence::{VerifyOptions, export, verify, verify_with};
 pub use keys::load_or_create_key;
 pub use report::Report;
-pub use store::{Entry, HashedBody, LogOptions, LogStats, MessageLog, Pending, StoredRecord};
+pub use store::{Entry, LogOptions, LogStats, MessageLog, Pending, StoredRecord};
 /// The tlog crate, whose types ([`tlog::WitnessState`], [`tlog::Hash`], notes) this API uses.
 pub use tlog;

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use bytes::Bytes;
+use exchange::HashedBody;
 use prost::Message as _;
 use proto::v1 as pb;
 use redb::{Database, ReadableDatabase as _, ReadableTable};
@@ -88,35 +88,6 @@ pub struct Entry {
     pub body: Option<HashedBody>,
     /// Indexed by its HMAC only; the raw value is not stored by the index.
     pub data_subject: Option<String>,
-}
-
-/// A message body and its SHA-256, hashed once. The security server hashes every body it signs
-/// or verifies; handing the log that hash with the body spares the log hashing it again, and
-/// the only way to make one is to hash the bytes it holds.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HashedBody {
-    bytes: Bytes,
-    sha256: [u8; 32],
-}
-
-impl HashedBody {
-    /// Hashes `bytes`.
-    pub fn new(bytes: Bytes) -> HashedBody {
-        let sha256 = crypto::sha256(&bytes);
-        HashedBody { bytes, sha256 }
-    }
-
-    pub fn bytes(&self) -> &Bytes {
-        &self.bytes
-    }
-
-    pub fn sha256(&self) -> &[u8; 32] {
-        &self.sha256
-    }
-
-    pub fn into_bytes(self) -> Bytes {
-        self.bytes
-    }
 }
 
 /// A record read back: its exact bytes (the Merkle leaf data) and, if stored, its body,
@@ -419,7 +390,7 @@ impl MessageLog {
             )));
         }
         if let Some(body) = &body
-            && body.sha256.as_slice() != record.body_sha256.as_slice()
+            && body.sha256().as_slice() != record.body_sha256.as_slice()
         {
             return Err(LogError::InvalidEntry(
                 "the body does not hash to the record's body_sha256".into(),
@@ -429,7 +400,7 @@ impl MessageLog {
         // Refused here, before the queue's lock, rather than after copying it into the frame.
         wal::part_len(record_bytes.len())?;
         if let Some(body) = &body {
-            wal::part_len(body.bytes.len())?;
+            wal::part_len(body.bytes().len())?;
         }
         Ok(Prepared {
             record_bytes,

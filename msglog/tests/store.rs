@@ -568,7 +568,7 @@ async fn inconsistent_entries_are_refused_before_anything_is_written() {
         Err(LogError::InvalidEntry(_))
     ));
     let mut hash = plain_entry(0, Some(b"body"), None);
-    hash.body = Some(msglog::HashedBody::new(bytes::Bytes::from_static(
+    hash.body = Some(exchange::HashedBody::new(bytes::Bytes::from_static(
         b"other body",
     )));
     assert!(matches!(

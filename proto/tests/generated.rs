@@ -12,6 +12,10 @@ fn generated_code_is_up_to_date() {
     let out = tempfile::tempdir().expect("temporary directory");
     tonic_prost_build::configure()
         .build_transport(false)
+        // The gRPC client and server need tonic; the messages alone (the wire contract the
+        // protocol core signs and verifies) need only prost.
+        .client_mod_attribute(".", "#[cfg(feature = \"grpc\")]")
+        .server_mod_attribute(".", "#[cfg(feature = \"grpc\")]")
         .out_dir(out.path())
         .compile_fds(fds)
         .expect("code generation");

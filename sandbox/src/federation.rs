@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use central_registry::{Registry, RegistryAdmin, RegistryConfig};
 use certs::Clock;
+use exchange::access::Grant;
 use globalconf::{Anchor, SecurityServerId, SubsystemId};
-use security_server::access::Grant;
 use security_server::identity::{self, EnrollmentStatus};
 use security_server::serverconf::{ServerConfError, ServiceEntry};
 use security_server::{Config as ServerConfig, Listeners, RunningServer};
@@ -478,11 +478,11 @@ impl Federation {
             };
             for hosted in &s.hosts {
                 let service = hosted
-                    .service(security_server::rest::metaservice::FIND_USAGE, None)
+                    .service(exchange::metaservice::FIND_USAGE, None)
                     .map_err(|e| setup(e.to_string()))?;
                 running.serverconf.grant(Grant {
                     service,
-                    subject: security_server::access::Subject::Subsystem(portal.clone()),
+                    subject: exchange::access::Subject::Subsystem(portal.clone()),
                     method: None,
                     path: None,
                 })?;

@@ -3,8 +3,8 @@
 //! [`FederationSpec::sandbox`] is the default demo: a national ministry and two municipalities,
 //! each with its own security server, and Chiyoda City's resident and tax services.
 
+use exchange::access::Subject;
 use globalconf::{MemberId, SecurityServerId, ServiceId, SubsystemId};
-use security_server::access::Subject;
 
 use crate::demo::DemoApi;
 

@@ -16,10 +16,10 @@ use globalconf::ServiceId;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::access::Grant;
 use crate::confclient::ConfClient;
 use crate::serverconf::{ServerConf, ServerConfError, ServiceEntry};
 use crate::usage::{SuppressedClient, Suppression};
+use exchange::access::Grant;
 
 /// How many audit records `GET /v1/audit` returns without `limit`, and at most.
 const AUDIT_DEFAULT_LIMIT: usize = 100;
@@ -380,16 +380,16 @@ async fn audit(
 /// range or a data subject.
 async fn export_evidence(
     State(admin): State<Admin>,
-    req: Result<Json<crate::messagelog::EvidenceQuery>, JsonRejection>,
+    req: Result<Json<crate::log::EvidenceQuery>, JsonRejection>,
 ) -> ApiResult {
-    use crate::messagelog::ExportError;
+    use crate::log::ExportError;
     let query = body(req)?;
     let source = admin
         .evidence
         .clone()
         .ok_or_else(|| AdminError::NotFound("this server has no message log".into()))?;
     let bundle = tokio::task::spawn_blocking(move || {
-        crate::messagelog::export_evidence(
+        crate::log::export_evidence(
             &source.log,
             &source.server_id,
             &query,

@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use globalconf::Anchor;
 use security_server::Config;
 use security_server::identity::Paths;
-use security_server::messagelog::{EvidenceQuery, export_evidence};
+use security_server::log::{EvidenceQuery, export_evidence};
 
 /// A one-line progress bar on standard error, redrawn when the percentage changes.
 pub fn progress_bar(label: &'static str) -> impl FnMut(u64, u64) {
@@ -190,7 +190,7 @@ pub fn archive(config_path: &Path, days: u64) -> anyhow::Result<()> {
 }
 
 fn open_log(config: &Config) -> anyhow::Result<msglog::MessageLog> {
-    security_server::messagelog::open(config).context(
+    security_server::log::open(config).context(
         "opening the message log (is the server still running? stop it, or leave out --offline)",
     )
 }

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
+use exchange::access::{Grant, Subject};
 use globalconf::{Anchor, SecurityServerId, ServiceId};
 use security_server::Config;
-use security_server::access::{Grant, Subject};
 use security_server::config::LogFormat;
 use security_server::identity::{self, EnrollmentStatus, Paths};
 use security_server::serverconf::{AuditEntry, ServiceEntry};
@@ -271,7 +271,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             offline,
             out,
         }) => {
-            let query = security_server::messagelog::EvidenceQuery {
+            let query = security_server::log::EvidenceQuery {
                 message_id: id,
                 from_ms: from
                     .as_deref()

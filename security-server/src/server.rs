@@ -12,18 +12,19 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
 use crate::admin::Admin;
-use crate::backend::Backend;
-use crate::clientproxy::{ClientProxy, ClientProxySettings};
 use crate::confclient::ConfClient;
 use crate::config::Config;
 use crate::identity::{Identity, IdentityError, Paths};
 use crate::keys::MemberKeys;
-use crate::messagelog::{Checkpointer, MessageLogger};
+use crate::log::{Checkpointer, MessageLogger};
 use crate::metrics::Metrics;
-use crate::peer::{PeerPool, PeerService};
-use crate::replay::ReplayCache;
+use crate::peer::PeerPool;
+use crate::proxy::PeerService;
+use crate::proxy::backend::Backend;
+use crate::proxy::client::{ClientProxy, ClientProxySettings};
+use crate::proxy::server::ServerProxy;
 use crate::serverconf::ServerConf;
-use crate::serverproxy::ServerProxy;
+use exchange::replay::ReplayCache;
 
 /// How long X-Road-Ids are remembered when `exchange.replay_window_secs` is 0: long enough for
 /// any clock skew up to five minutes.
@@ -141,7 +142,7 @@ pub async fn start(
 
     let keys = Arc::new(MemberKeys::new(identity.signing_keys));
     let log_config = &config.messagelog;
-    let log = crate::messagelog::open(config)?;
+    let log = crate::log::open(config)?;
     let logger = MessageLogger::new(
         log.clone(),
         log_config.enabled,

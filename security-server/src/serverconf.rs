@@ -22,9 +22,9 @@ use globalconf::{ServiceId, SubsystemId};
 use redb::{Database, ReadableDatabase as _, ReadableTable as _, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-use crate::access::{AccessRights, Grant};
-use crate::rest::metaservice;
 use crate::usage::{SuppressedClient, Suppression};
+use exchange::access::{AccessRights, Grant};
+use exchange::metaservice;
 
 /// The longest `timeout_secs` a service may have (one day).
 pub const MAX_TIMEOUT_SECS: u64 = 86_400;

@@ -34,7 +34,7 @@ use prost::Message as _;
 use proto::v1 as pb;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::rest::metaservice;
+use exchange::metaservice;
 
 /// The most records one `findUsage` page holds.
 pub const MAX_PAGE: usize = 500;

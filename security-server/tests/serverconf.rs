@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use certs::ManualClock;
+use exchange::access::Grant;
 use globalconf::ServiceId;
-use security_server::access::Grant;
 use security_server::serverconf::{ServerConf, ServerConfError, ServiceEntry};
 
 const RECORDS: &str = "JP/MUN/131016/records/residentRecord";

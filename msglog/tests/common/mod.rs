@@ -6,8 +6,9 @@ use std::path::Path;
 
 use bytes::Bytes;
 use certs::SigningKey;
+use exchange::HashedBody;
 use globalconf::{Anchor, InstanceId, SecurityServerId};
-use msglog::{Entry, HashedBody, LogOptions, MessageLog};
+use msglog::{Entry, LogOptions, MessageLog};
 use prost::Message as _;
 use proto::v1 as pb;
 use sha2::{Digest as _, Sha256, Sha512};

@@ -398,6 +398,7 @@ impl LogSide {
     }
 }
 /// Generated client implementations.
+#[cfg(feature = "grpc")]
 pub mod peer_client {
     #![allow(
         unused_variables,
@@ -560,6 +561,7 @@ pub mod peer_client {
     }
 }
 /// Generated server implementations.
+#[cfg(feature = "grpc")]
 pub mod peer_server {
     #![allow(
         unused_variables,

@@ -24,37 +24,16 @@ use http_body_util::{BodyExt, Limited};
 use proto::v1 as pb;
 use tokio::sync::Semaphore;
 
+use exchange::message::{self, RequestContext};
+use exchange::rest::{self, ClientCall, ClientRequest, ResponseMeta};
+use exchange::{ClientCode, ClientProxyCode, HashedBody, XRoadError};
+
 use crate::confclient::ConfClient;
-use crate::error::{Origin, XRoadError};
+use crate::error::error_response;
 use crate::keys::MemberKeys;
-use crate::message::{self, HashedBody, RequestContext};
-use crate::messagelog::{Logged, MessageLogger};
+use crate::log::{Logged, MessageLogger};
 use crate::metrics::{self, Metrics};
 use crate::peer::{self, PeerPool};
-use crate::rest::{self, ClientCall, ClientRequest, ResponseMeta};
-
-/// Error codes of this module.
-pub mod codes {
-    /// `Client.*`: the request body is larger than `exchange.max_body_bytes`.
-    pub const BODY_TOO_LARGE: &str = "BodyTooLarge";
-    /// `Client.*`: the body ended early or could not be read.
-    pub const BROKEN_BODY: &str = "BrokenBody";
-    /// `Server.ClientProxy.*`: the client subsystem is not in the global configuration.
-    pub const UNKNOWN_MEMBER: &str = "UnknownMember";
-    /// `Server.ClientProxy.*`: the client subsystem exists but is not hosted by this server.
-    pub const CLIENT_NOT_HOSTED: &str = "ClientNotHosted";
-    /// `Server.ClientProxy.*`: no security server hosts the provider subsystem (or not the one
-    /// `X-Road-Security-Server` names).
-    pub const UNKNOWN_SERVICE: &str = "UnknownService";
-    /// `Server.ClientProxy.*`: no signing key of the client member is valid now.
-    pub const NO_SIGNING_KEY: &str = "NoSigningKey";
-    /// `Server.ClientProxy.*`: no provider server could be reached, or the connection broke.
-    pub const NETWORK_ERROR: &str = "NetworkError";
-    /// `Server.ClientProxy.*`: this server is not listed in the global configuration.
-    pub const SERVER_NOT_LISTED: &str = "ServerNotListed";
-    /// `Server.ClientProxy.*`: unexpected internal failure.
-    pub const INTERNAL_ERROR: &str = "InternalError";
-}
 
 /// How long a provider server that could not be reached is tried last.
 const UNHEALTHY_FOR: Duration = Duration::from_secs(30);
@@ -175,7 +154,7 @@ async fn handle(State(proxy): State<ClientProxy>, request: Request) -> Response 
             }
             tracing::info!(error = %e, id = e.message_id.as_deref().unwrap_or(""), "client proxy refused a request");
             let outcome = e.error_type();
-            (e.into_response(), outcome)
+            (error_response(&e), outcome)
         }
     };
     proxy
@@ -202,10 +181,7 @@ impl Inner {
             ClientCall::ListClients { instance } => {
                 return Ok(list_clients(conf.conf(), instance.as_ref()));
             }
-            ClientCall::Service(r)
-            | ClientCall::ListMethods { request: r, .. }
-            | ClientCall::AllowedMethods { request: r, .. }
-            | ClientCall::GetOpenApi { request: r, .. } => r,
+            ClientCall::Service(r) => *r,
         };
         let id = request.message_id.clone();
 
@@ -222,7 +198,7 @@ impl Inner {
         let reserve = declared.unwrap_or(max_body).max(1);
         let permits = u32::try_from(reserve.div_ceil(1024)).unwrap_or(u32::MAX);
         let _room = self.budget.acquire_many(permits).await.map_err(|_| {
-            XRoadError::client_proxy(codes::INTERNAL_ERROR, "shutting down").with_id(id.clone())
+            XRoadError::new(ClientProxyCode::InternalError, "shutting down").with_id(id.clone())
         })?;
         let body = Limited::new(body, max_body)
             .collect()
@@ -231,8 +207,8 @@ impl Inner {
                 if e.is::<http_body_util::LengthLimitError>() {
                     too_large(max_body)
                 } else {
-                    XRoadError::client(
-                        codes::BROKEN_BODY,
+                    XRoadError::new(
+                        ClientCode::BrokenBody,
                         format!("cannot read the request body: {e}"),
                     )
                 }
@@ -244,8 +220,8 @@ impl Inner {
         tokio::time::timeout(self.settings.request_timeout, exchange)
             .await
             .map_err(|_| {
-                XRoadError::client_proxy(
-                    codes::NETWORK_ERROR,
+                XRoadError::new(
+                    ClientProxyCode::NetworkError,
                     format!("no answer within {:?}", self.settings.request_timeout),
                 )
                 .with_id(id.clone())
@@ -260,13 +236,12 @@ impl Inner {
     ) -> Result<Response, XRoadError> {
         let conf = verified_conf.conf();
         let id = request.message_id.clone();
-        let err = |code: &'static str, msg: String| {
-            XRoadError::client_proxy(code, msg).with_id(id.clone())
-        };
+        let err =
+            |code: ClientProxyCode, msg: String| XRoadError::new(code, msg).with_id(id.clone());
 
         let this = conf.server(&self.settings.this).ok_or_else(|| {
             err(
-                codes::SERVER_NOT_LISTED,
+                ClientProxyCode::ServerNotListed,
                 format!(
                     "this server {} is not in the global configuration",
                     self.settings.this
@@ -275,7 +250,7 @@ impl Inner {
         })?;
         if !conf.has_subsystem(&request.client) {
             return Err(err(
-                codes::UNKNOWN_MEMBER,
+                ClientProxyCode::UnknownMember,
                 format!(
                     "client {} is not in the global configuration",
                     request.client
@@ -284,7 +259,7 @@ impl Inner {
         }
         if !this.hosted.contains(&request.client) {
             return Err(err(
-                codes::CLIENT_NOT_HOSTED,
+                ClientProxyCode::ClientNotHosted,
                 format!(
                     "client {} is not hosted by this security server",
                     request.client
@@ -297,7 +272,7 @@ impl Inner {
             Some(t) if hosting.contains(t) => vec![t.clone()],
             Some(t) => {
                 return Err(err(
-                    codes::UNKNOWN_SERVICE,
+                    ClientProxyCode::UnknownService,
                     format!("security server {t} does not host {provider}"),
                 ));
             }
@@ -305,7 +280,7 @@ impl Inner {
         };
         if candidates.is_empty() {
             return Err(err(
-                codes::UNKNOWN_SERVICE,
+                ClientProxyCode::UnknownService,
                 format!("no security server hosts {provider}"),
             ));
         }
@@ -315,7 +290,7 @@ impl Inner {
             .signer(request.client.member(), conf, now)
             .ok_or_else(|| {
                 err(
-                    codes::NO_SIGNING_KEY,
+                    ClientProxyCode::NoSigningKey,
                     format!("no signing key of {} is valid now", request.client.member()),
                 )
             })?;
@@ -339,20 +314,17 @@ impl Inner {
                 let signed = message::sign_request(&header, key);
                 let context = RequestContext::new(&id, &signed, &server_id);
                 // Logged before it is passed on; a failed write stops the exchange.
-                self.logger.enqueue(
-                    Origin::ClientProxy,
-                    Logged {
-                        kind: pb::LogKind::Request,
-                        side: pb::LogSide::Client,
-                        message_id: &id,
-                        client: &request.client,
-                        service: &request.service,
-                        signed: &signed,
-                        body: &body,
-                        data_subject: request.data_subject.as_deref(),
-                        peer: &server_id,
-                    },
-                )?;
+                self.logger.enqueue(Logged {
+                    kind: pb::LogKind::Request,
+                    side: pb::LogSide::Client,
+                    message_id: &id,
+                    client: &request.client,
+                    service: &request.service,
+                    signed: &signed,
+                    body: &body,
+                    data_subject: request.data_subject.as_deref(),
+                    peer: &server_id,
+                })?;
                 let outgoing = pb::ExchangeRequest {
                     header: Some(signed),
                     body: body.bytes().to_vec(),
@@ -366,7 +338,7 @@ impl Inner {
                     }
                     Ok(None) => {
                         return Err(err(
-                            message::response_codes::INVALID_RESPONSE,
+                            ClientProxyCode::InvalidResponse,
                             format!("{server_id} ended the exchange without a response"),
                         ));
                     }
@@ -381,7 +353,7 @@ impl Inner {
                         }
                         self.peers.forget(server, address);
                         return Err(err(
-                            codes::NETWORK_ERROR,
+                            ClientProxyCode::NetworkError,
                             format!(
                                 "the exchange with {server_id} broke off: {}",
                                 status.message()
@@ -392,7 +364,7 @@ impl Inner {
             }
         }
         Err(err(
-            codes::NETWORK_ERROR,
+            ClientProxyCode::NetworkError,
             format!(
                 "cannot connect to any security server hosting {provider}: {}",
                 failures.join("; ")
@@ -411,8 +383,8 @@ impl Inner {
         let id = request.message_id.clone();
         let conf = verified_conf.conf();
         let header = answer.header.ok_or_else(|| {
-            XRoadError::client_proxy(
-                message::response_codes::INVALID_RESPONSE,
+            XRoadError::new(
+                ClientProxyCode::InvalidResponse,
                 "the response has no header",
             )
             .with_id(id.clone())
@@ -429,26 +401,23 @@ impl Inner {
         )?;
         // Logged while the provider's server syncs its own record; answered only once both
         // are durable.
-        let logged = self.logger.write(
-            Origin::ClientProxy,
-            Logged {
-                kind: pb::LogKind::Response,
-                side: pb::LogSide::Client,
-                message_id: &id,
-                client: &request.client,
-                service: &request.service,
-                signed: &header,
-                body: &body,
-                data_subject: None,
-                peer: verified.server(),
-            },
-        );
+        let logged = self.logger.write(Logged {
+            kind: pb::LogKind::Response,
+            side: pb::LogSide::Client,
+            message_id: &id,
+            client: &request.client,
+            service: &request.service,
+            signed: &header,
+            body: &body,
+            data_subject: None,
+            peer: verified.server(),
+        });
         let (logged, confirmed) = tokio::join!(logged, confirmation.confirmed());
         logged?;
         confirmed.map_err(|status| match peer::status_to_error(&status) {
             Some(e) => e.with_id(id.clone()),
-            None => XRoadError::client_proxy(
-                codes::NETWORK_ERROR,
+            None => XRoadError::new(
+                ClientProxyCode::NetworkError,
                 format!(
                     "{} answered but did not confirm that it logged the answer: {}",
                     verified.server(),
@@ -458,8 +427,7 @@ impl Inner {
             .with_id(id.clone()),
         })?;
         let internal = |e: rest::InvalidHeader| {
-            XRoadError::client_proxy(message::response_codes::INVALID_RESPONSE, e.to_string())
-                .with_id(id.clone())
+            XRoadError::new(ClientProxyCode::InvalidResponse, e.to_string()).with_id(id.clone())
         };
         let mut response = Response::new(Body::from(body.into_bytes()));
         *response.status_mut() = verified.status();
@@ -469,7 +437,7 @@ impl Inner {
             headers,
             &ResponseMeta {
                 message_id: id.clone(),
-                request_id: Some(rest::new_message_id()?),
+                request_id: Some(rest::new_message_id()),
                 client: request.client.clone(),
                 service: request.service.clone(),
                 request_hash_b64: verified.request_hash_b64(),
@@ -482,8 +450,8 @@ impl Inner {
 }
 
 fn too_large(max_body: usize) -> XRoadError {
-    XRoadError::client(
-        codes::BODY_TOO_LARGE,
+    XRoadError::new(
+        ClientCode::BodyTooLarge,
         format!("the request body is larger than {max_body} bytes"),
     )
 }

@@ -11,18 +11,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use crate::error::XRoadError;
-use crate::message::VerifiedRequest;
-use crate::rest;
-use crate::serverconf::ServiceEntry;
+use exchange::message::VerifiedRequest;
+use exchange::{Authorized, ServerProxyCode, XRoadError, rest};
 
-/// Error codes of this module (`Server.ServerProxy.*`).
-pub mod codes {
-    /// The provider's information system cannot be reached or answered something unusable.
-    pub const SERVICE_FAILED: &str = "ServiceFailed";
-    /// The provider's information system did not answer within the service's timeout.
-    pub const SERVICE_TIMEOUT: &str = "ServiceTimeout";
-}
+use crate::serverconf::ServiceEntry;
 
 /// What the provider's information system answered.
 #[derive(Debug)]
@@ -65,15 +57,15 @@ impl Backend {
         url
     }
 
+    /// Calls the provider's information system with a request the access rights allow.
     pub async fn call(
         &self,
         entry: &ServiceEntry,
-        request: &VerifiedRequest,
+        authorized: Authorized<'_>,
         body: Bytes,
     ) -> Result<BackendResponse, XRoadError> {
-        let id = request.message_id().to_owned();
-        let failed =
-            |msg: String| XRoadError::server_proxy(codes::SERVICE_FAILED, msg).with_id(id.clone());
+        let request = authorized.request();
+        let failed = |msg: String| XRoadError::new(ServerProxyCode::ServiceFailed, msg);
         let url = Self::url(entry, request);
         let method = Method::from_bytes(request.method().as_str().as_bytes())
             .map_err(|_| failed("unsupported method".into()))?;
@@ -81,7 +73,8 @@ impl Backend {
         let headers = builder
             .headers_mut()
             .ok_or_else(|| failed(format!("invalid service URL {url:?}")))?;
-        rest::write_provider_request_headers(headers, request)
+        authorized
+            .provider_request_headers(headers)
             .map_err(|e| failed(format!("cannot pass header: {e}")))?;
         let outgoing = builder
             .body(Full::new(body))
@@ -106,11 +99,10 @@ impl Backend {
         };
         let (status, headers, body) =
             tokio::time::timeout(timeout, call).await.map_err(|_| {
-                XRoadError::server_proxy(
-                    codes::SERVICE_TIMEOUT,
+                XRoadError::new(
+                    ServerProxyCode::ServiceTimeout,
                     format!("the provider's information system did not answer within {timeout:?}"),
                 )
-                .with_id(id.clone())
             })??;
         Ok(BackendResponse {
             status,

@@ -20,7 +20,7 @@
 //!   segment byte for byte; `*` never matches a segment that decodes to contain `/` or `\`, so
 //!   `a%2Fb` cannot pass for one segment.
 //!
-//! A request path with any dot segment (see [`crate::rest::path_segments`]) or a broken escape
+//! A request path with any dot segment (see [`crate::uri::path_segments`]) or a broken escape
 //! is never allowed, whatever the grants say. A grant with an invalid method or pattern
 //! ([`Grant::validate`]) never matches.
 //!
@@ -38,8 +38,13 @@ use http::Method;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use globalconf::{GlobalConf, GlobalGroupId, IdError, ServiceId, SubsystemId};
+use http::HeaderMap;
 
-use crate::rest::{self, path_segments, percent_decode};
+use crate::error::{ServerProxyCode, XRoadError};
+use crate::message::VerifiedRequest;
+use crate::metaservice;
+use crate::rest::{self, InvalidHeader, header};
+use crate::uri::{path_segments, percent_decode};
 
 /// Who a grant is for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -218,6 +223,39 @@ impl AccessRights {
         })
     }
 
+    /// The access decision for a verified request: the proof that the provider's system may
+    /// be called with it, or `AccessDenied`. The transparency metaservices are granted as one:
+    /// a grant of the provider's `findUsage` covers `usageEvidence` too.
+    pub fn authorize<'r>(
+        &self,
+        request: &'r VerifiedRequest,
+        conf: &GlobalConf,
+    ) -> Result<Authorized<'r>, XRoadError> {
+        let service = request.service();
+        let granted_as = if service.code() == metaservice::USAGE_EVIDENCE {
+            service
+                .subsystem()
+                .service(metaservice::FIND_USAGE, None)
+                .map_err(|e| XRoadError::new(ServerProxyCode::InternalError, e.to_string()))?
+        } else {
+            service.clone()
+        };
+        let path = request.path();
+        if self.allows(request.client(), &granted_as, request.method(), path, conf) {
+            return Ok(Authorized { request });
+        }
+        Err(XRoadError::new(
+            ServerProxyCode::AccessDenied,
+            format!(
+                "{} may not call {} {service} {}",
+                request.client(),
+                request.method(),
+                if path.is_empty() { "/" } else { path }
+            ),
+        )
+        .with_id(request.message_id()))
+    }
+
     /// For `allowedMethods`: the services of `provider` that `client` has any grant for, each
     /// with its endpoints, sorted and without repeats.
     pub fn allowed_methods(
@@ -249,6 +287,51 @@ impl AccessRights {
             endpoints.dedup();
         }
         out
+    }
+}
+
+/// A verified request the access rights allow: only [`AccessRights::authorize`] makes one, and
+/// calling the provider's system asks for it, so a request forwarded without the access check
+/// does not compile (as one without the signature checks does not, [`VerifiedRequest`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Authorized<'r> {
+    request: &'r VerifiedRequest,
+}
+
+impl<'r> Authorized<'r> {
+    pub fn request(&self) -> &'r VerifiedRequest {
+        self.request
+    }
+
+    /// The headers of the request the provider's server sends to the provider IS: the signed
+    /// pass-through headers, then the X-Road headers from the verified header (`X-Road-Client`,
+    /// `X-Road-Service`, `X-Road-Id`, and `X-Road-UserId`, `X-Road-Issue`,
+    /// `X-Road-Represented-Party`, `X-Road-Data-Subject`, `X-Road-Purpose` when set), as X-Road
+    /// shows them to a provider.
+    pub fn provider_request_headers(&self, map: &mut HeaderMap) -> Result<(), InvalidHeader> {
+        let request = self.request;
+        let h = request.header();
+        rest::apply_headers(
+            map,
+            h.headers
+                .iter()
+                .map(|x| (x.name.as_str(), x.value.as_str())),
+        )?;
+        rest::set_header(map, header::CLIENT, &request.client().to_string())?;
+        rest::set_header(map, header::SERVICE, &request.service().to_string())?;
+        rest::set_header(map, header::ID, request.message_id())?;
+        for (name, value) in [
+            (header::USER_ID, &h.user_id),
+            (header::ISSUE, &h.issue),
+            (header::REPRESENTED_PARTY, &h.represented_party),
+            (header::DATA_SUBJECT, &h.data_subject),
+            (header::PURPOSE, &h.purpose),
+        ] {
+            if !value.is_empty() {
+                rest::set_header(map, name, value)?;
+            }
+        }
+        Ok(())
     }
 }
 

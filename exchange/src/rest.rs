@@ -3,7 +3,7 @@
 //! This module owns the recognition of what an information system sends to its security
 //! server ([`parse_call`], [`parse_request`]), the header rules in both directions
 //! ([`filter_headers`], [`apply_headers`]) and the X-Road headers a security server writes
-//! ([`write_response_headers`], [`write_provider_request_headers`]).
+//! ([`write_response_headers`]; the provider's side is [`crate::access::Authorized::provider_request_headers`]).
 //!
 //! # The request
 //!
@@ -45,18 +45,10 @@
 //! intermediary keeps), and user-defined headers, including X-Road extension headers this
 //! protocol does not define (the spec says they are handled like any user header).
 //!
-//! # Error codes (all `Client.*`, HTTP 400)
+//! # Errors
 //!
-//! | code | when |
-//! |---|---|
-//! | `BadRequest` | the URL is not of the `/r1/...` form; bad path; a metaservice with extra path or a missing/repeated query parameter |
-//! | `InvalidProtocolVersion` | `/rN/` with N other than 1 |
-//! | `InvalidHttpMethod` | a method outside X-Road's eight; a metaservice called with other than GET |
-//! | `InvalidServiceIdentifier` | an identifier part in the URL (or `serviceCode=`) breaks the identifier rule |
-//! | `InvalidClientIdentifier` | `X-Road-Client` missing or malformed |
-//! | `InvalidSecurityServer` | `X-Road-Security-Server` malformed |
-//! | `InvalidHeaderField` | another X-Road header malformed, or any header value not UTF-8 |
-//! | `DuplicateHeaderField` | an X-Road request header given more than once |
+//! All `Client.*` (HTTP 400); the codes and when each is raised are [`ClientCode`]'s, listed
+//! in `docs/errors.md`.
 
 use http::request::Parts;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
@@ -64,8 +56,9 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use globalconf::id::validate_part;
 use globalconf::{InstanceId, MemberId, SecurityServerId, ServiceId, SubsystemId};
 
-use crate::error::XRoadError;
-use crate::message::VerifiedRequest;
+use crate::error::{ClientCode, XRoadError};
+use crate::metaservice::{self, MetaCall};
+use crate::uri::{path_segments, percent_decode_utf8, query_param};
 
 /// The protocol version segment of every service URL.
 pub const PROTOCOL_VERSION: &str = "r1";
@@ -110,31 +103,6 @@ pub mod header {
     ];
 }
 
-/// The `Client.*` codes this module reports (see the module documentation for when).
-pub mod codes {
-    pub const BAD_REQUEST: &str = "BadRequest";
-    pub const INVALID_PROTOCOL_VERSION: &str = "InvalidProtocolVersion";
-    pub const INVALID_HTTP_METHOD: &str = "InvalidHttpMethod";
-    pub const INVALID_SERVICE_IDENTIFIER: &str = "InvalidServiceIdentifier";
-    pub const INVALID_CLIENT_IDENTIFIER: &str = "InvalidClientIdentifier";
-    pub const INVALID_SECURITY_SERVER: &str = "InvalidSecurityServer";
-    pub const INVALID_HEADER_FIELD: &str = "InvalidHeaderField";
-    pub const DUPLICATE_HEADER_FIELD: &str = "DuplicateHeaderField";
-}
-
-/// Service codes of the REST metaservices (PR-MREST); they are answered, not forwarded.
-pub mod metaservice {
-    pub const LIST_METHODS: &str = "listMethods";
-    pub const ALLOWED_METHODS: &str = "allowedMethods";
-    pub const GET_OPENAPI: &str = "getOpenAPI";
-    /// Resident transparency (DESIGN §7, [`crate::usage`]): a data subject's accesses.
-    pub const FIND_USAGE: &str = "findUsage";
-    /// Resident transparency: the evidence bundle of one access (granted with `findUsage`).
-    pub const USAGE_EVIDENCE: &str = "usageEvidence";
-    /// `GET /listClients`: answered by the client's own server from the global configuration.
-    pub const LIST_CLIENTS_PATH: &str = "/listClients";
-}
-
 /// One service call from an information system, fully recognised.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientRequest {
@@ -162,26 +130,11 @@ pub struct ClientRequest {
 /// What an information system asked its security server for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientCall {
-    /// An ordinary service call, to be forwarded to the provider's server.
-    Service(ClientRequest),
+    /// A call of a service (or of a subsystem's metaservice), to be forwarded to a server
+    /// hosting the provider.
+    Service(Box<ClientRequest>),
     /// `GET /listClients[?xRoadInstance=X]`; needs no `X-Road-Client`.
     ListClients { instance: Option<InstanceId> },
-    /// `GET /r1/{provider}/listMethods`; a regular X-Road call to the provider's server.
-    ListMethods {
-        provider: SubsystemId,
-        request: ClientRequest,
-    },
-    /// `GET /r1/{provider}/allowedMethods`; a regular X-Road call to the provider's server.
-    AllowedMethods {
-        provider: SubsystemId,
-        request: ClientRequest,
-    },
-    /// `GET /r1/{provider}/getOpenAPI?serviceCode=X`; `service` is `{provider}/X`.
-    GetOpenApi {
-        provider: SubsystemId,
-        service: ServiceId,
-        request: ClientRequest,
-    },
 }
 
 /// A header name or value that cannot travel: not UTF-8, or not valid in HTTP.
@@ -212,180 +165,49 @@ pub struct ResponseMeta {
 }
 
 /// A new X-Road-Id: a UUID of version 7 (RFC 9562) in its lowercase text form: the Unix time in
-/// milliseconds, then 74 random bits. Ids made later sort later, so the message log's index by
+/// milliseconds, then random bits. Ids made later sort later, so the message log's index by
 /// X-Road-Id grows at its end instead of rewriting a random page of the index for every record
 /// (docs/performance.md). The id reveals when it was made, which the exchange's headers and log
 /// records say anyway.
-pub fn new_message_id() -> Result<String, XRoadError> {
-    let unix_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    let mut random = [0u8; 10];
-    getrandom::fill(&mut random).map_err(|e| {
-        XRoadError::client_proxy("InternalError", format!("no randomness for X-Road-Id: {e}"))
-    })?;
-    Ok(uuid_v7(unix_ms, random))
+pub fn new_message_id() -> String {
+    uuid::Uuid::now_v7().to_string()
 }
 
-/// The text form of the version 7 UUID of `unix_ms` (its low 48 bits) and `random`.
-fn uuid_v7(unix_ms: u64, random: [u8; 10]) -> String {
-    let mut b = [0u8; 16];
-    b[..6].copy_from_slice(&unix_ms.to_be_bytes()[2..]);
-    b[6..].copy_from_slice(&random);
-    b[6] = (b[6] & 0x0f) | 0x70;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
-}
-
-/// The resident transparency metaservices ([`crate::usage`]) are answered by the provider's
-/// server, so they are forwarded like a service; what a client can get wrong is refused here
-/// already: GET only, no path, a data subject, numeric `offset` and `limit`, an `id` for
-/// `usageEvidence`. (The provider's server checks the same again.)
-fn check_usage_request(request: &ClientRequest) -> Result<(), XRoadError> {
-    let code = request.service.code();
-    let bad = |m: String| {
-        Err(XRoadError::client(codes::BAD_REQUEST, m).with_id(request.message_id.clone()))
-    };
-    if request.method != Method::GET {
-        return Err(XRoadError::client(
-            codes::INVALID_HTTP_METHOD,
-            format!("metaservice {code} takes GET only"),
-        )
-        .with_id(request.message_id.clone()));
-    }
-    if !request.path.is_empty() {
-        return bad(format!(
-            "metaservice {code} takes no path after the service code"
-        ));
-    }
-    if request.data_subject.is_none() {
-        return bad(format!("metaservice {code} needs X-Road-Data-Subject"));
-    }
-    let query = request.query.as_deref();
-    if code == metaservice::FIND_USAGE {
-        for name in ["offset", "limit"] {
-            let value =
-                query_param(query, name).map_err(|e| e.with_id(request.message_id.clone()))?;
-            if value.is_some_and(|v| v.parse::<usize>().is_err()) {
-                return bad(format!("{name} must be a non-negative integer"));
-            }
-        }
-    } else if query_param(query, "id")
-        .map_err(|e| e.with_id(request.message_id.clone()))?
-        .is_none_or(|v| v.is_empty())
-    {
-        return bad(format!("metaservice {code} needs the query parameter id"));
-    }
-    Ok(())
-}
-
-/// Recognises a call: a metaservice or an ordinary service call.
-///
-/// Metaservices are recognised by their service code (`listMethods`, `allowedMethods`,
-/// `getOpenAPI`), which X-Road reserves; they take GET only and no path after the code. Unknown
-/// query parameters of a metaservice are ignored; a known one given twice is refused.
+/// Recognises a call: `listClients`, or a service call. A metaservice call of a subsystem
+/// (`listMethods`, `getOpenAPI`, `findUsage`, …) travels to the provider's server like any
+/// service call; what a client can get wrong in one is refused here already, with the rules of
+/// [`MetaCall::parse`], which the provider's server applies again.
 pub fn parse_call(parts: &Parts) -> Result<ClientCall, XRoadError> {
     if parts.uri.path() == metaservice::LIST_CLIENTS_PATH {
         if parts.method != Method::GET {
-            return Err(XRoadError::client(
-                codes::INVALID_HTTP_METHOD,
+            return Err(XRoadError::new(
+                ClientCode::InvalidHttpMethod,
                 "listClients takes GET only",
             ));
         }
-        let instance = match query_param(parts.uri.query(), "xRoadInstance")? {
+        let instance = match query_param(parts.uri.query(), "xRoadInstance")
+            .map_err(|e| XRoadError::new(ClientCode::BadRequest, e.to_string()))?
+        {
             None => None,
             Some(v) => Some(v.parse::<InstanceId>().map_err(|e| {
-                XRoadError::client(codes::BAD_REQUEST, format!("xRoadInstance: {e}"))
+                XRoadError::new(ClientCode::BadRequest, format!("xRoadInstance: {e}"))
             })?),
         };
         return Ok(ClientCall::ListClients { instance });
     }
 
     let request = parse_request(parts)?;
-    let code = request.service.code();
-    if [metaservice::FIND_USAGE, metaservice::USAGE_EVIDENCE].contains(&code) {
-        check_usage_request(&request)?;
-        return Ok(ClientCall::Service(request));
+    let meta = MetaCall::parse(
+        &request.service,
+        &request.method,
+        &request.path,
+        request.query.as_deref(),
+        request.data_subject.as_deref(),
+    );
+    if let Some(Err(e)) = meta {
+        return Err(e.to_client_error().with_id(request.message_id));
     }
-    let is_meta = [
-        metaservice::LIST_METHODS,
-        metaservice::ALLOWED_METHODS,
-        metaservice::GET_OPENAPI,
-    ]
-    .contains(&code);
-    if !is_meta {
-        return Ok(ClientCall::Service(request));
-    }
-    let id = request.message_id.clone();
-    if request.method != Method::GET {
-        return Err(XRoadError::client(
-            codes::INVALID_HTTP_METHOD,
-            format!("metaservice {code} takes GET only"),
-        )
-        .with_id(id));
-    }
-    if !request.path.is_empty() {
-        return Err(XRoadError::client(
-            codes::BAD_REQUEST,
-            format!("metaservice {code} takes no path after the service code"),
-        )
-        .with_id(id));
-    }
-    let provider = request.service.subsystem().clone();
-    match code {
-        metaservice::LIST_METHODS => Ok(ClientCall::ListMethods { provider, request }),
-        metaservice::ALLOWED_METHODS => Ok(ClientCall::AllowedMethods { provider, request }),
-        _ => {
-            let service_code = query_param(request.query.as_deref(), "serviceCode")
-                .map_err(|e| e.with_id(id.clone()))?
-                .ok_or_else(|| {
-                    XRoadError::client(
-                        codes::BAD_REQUEST,
-                        "getOpenAPI needs the query parameter serviceCode",
-                    )
-                    .with_id(id.clone())
-                })?;
-            let service = provider.service(&service_code, None).map_err(|e| {
-                XRoadError::client(
-                    codes::INVALID_SERVICE_IDENTIFIER,
-                    format!("serviceCode: {e}"),
-                )
-                .with_id(id)
-            })?;
-            Ok(ClientCall::GetOpenApi {
-                provider,
-                service,
-                request,
-            })
-        }
-    }
-}
-
-/// The single value of a query parameter, percent-decoded; `None` when absent.
-pub fn query_param(query: Option<&str>, name: &str) -> Result<Option<String>, XRoadError> {
-    let bad = |msg: String| XRoadError::client(codes::BAD_REQUEST, msg);
-    let mut found = None;
-    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let k = percent_decode_utf8(k).ok_or_else(|| bad("malformed query".into()))?;
-        if k != name {
-            continue;
-        }
-        let v = percent_decode_utf8(v)
-            .ok_or_else(|| bad(format!("malformed query parameter {name}")))?;
-        if found.replace(v).is_some() {
-            return Err(bad(format!("query parameter {name} given more than once")));
-        }
-    }
-    Ok(found)
+    Ok(ClientCall::Service(Box::new(request)))
 }
 
 /// Recognises a service call: URL, method, X-Road headers and pass-through headers.
@@ -394,10 +216,10 @@ pub fn query_param(query: Option<&str>, name: &str) -> Result<Option<String>, XR
 pub fn parse_request(parts: &Parts) -> Result<ClientRequest, XRoadError> {
     let message_id = match single_header(&parts.headers, header::ID)? {
         Some(id) => {
-            check_message_id(id).map_err(|m| XRoadError::client(codes::INVALID_HEADER_FIELD, m))?;
+            check_message_id(id).map_err(|m| XRoadError::new(ClientCode::InvalidHeaderField, m))?;
             id.to_owned()
         }
-        None => new_message_id()?,
+        None => new_message_id(),
     };
     parse_request_with_id(parts, &message_id).map_err(|e| e.with_id(message_id.clone()))
 }
@@ -405,16 +227,16 @@ pub fn parse_request(parts: &Parts) -> Result<ClientRequest, XRoadError> {
 fn parse_request_with_id(parts: &Parts, message_id: &str) -> Result<ClientRequest, XRoadError> {
     let (service, path) = parse_service_url(parts.uri.path())?;
     if !is_supported_method(&parts.method) {
-        return Err(XRoadError::client(
-            codes::INVALID_HTTP_METHOD,
+        return Err(XRoadError::new(
+            ClientCode::InvalidHttpMethod,
             format!("method {} is not supported", parts.method),
         ));
     }
     let h = &parts.headers;
     let client = match single_header(h, header::CLIENT)? {
         None => {
-            return Err(XRoadError::client(
-                codes::INVALID_CLIENT_IDENTIFIER,
+            return Err(XRoadError::new(
+                ClientCode::InvalidClientIdentifier,
                 "the X-Road-Client header is missing",
             ));
         }
@@ -433,8 +255,8 @@ fn parse_request_with_id(parts: &Parts, message_id: &str) -> Result<ClientReques
         }
     };
     let headers = filter_headers(h).map_err(|e| {
-        XRoadError::client(
-            codes::INVALID_HEADER_FIELD,
+        XRoadError::new(
+            ClientCode::InvalidHeaderField,
             format!("header {} is not valid UTF-8", e.name),
         )
     })?;
@@ -473,8 +295,8 @@ pub fn is_supported_method(method: &Method) -> bool {
 /// `/r1/I/C/M/S/CODE[/rest]` → the service and `""` or `/rest`.
 fn parse_service_url(path: &str) -> Result<(ServiceId, String), XRoadError> {
     let bad = |msg: &str| {
-        XRoadError::client(
-            codes::BAD_REQUEST,
+        XRoadError::new(
+            ClientCode::BadRequest,
             format!("{msg}; expected /r1/INSTANCE/CLASS/MEMBER/SUBSYSTEM/SERVICECODE[/path]"),
         )
     };
@@ -488,8 +310,8 @@ fn parse_service_url(path: &str) -> Result<(ServiceId, String), XRoadError> {
             && version.starts_with('r')
             && version[1..].bytes().all(|b| b.is_ascii_digit());
         if numbered {
-            return Err(XRoadError::client(
-                codes::INVALID_PROTOCOL_VERSION,
+            return Err(XRoadError::new(
+                ClientCode::InvalidProtocolVersion,
                 format!("protocol version {version} is not supported; use r1"),
             ));
         }
@@ -507,19 +329,19 @@ fn parse_service_url(path: &str) -> Result<(ServiceId, String), XRoadError> {
             .next()
             .ok_or_else(|| bad(&format!("the {what} is missing")))?;
         let part = decode_id_part(raw).map_err(|m| {
-            XRoadError::client(codes::INVALID_SERVICE_IDENTIFIER, format!("{what}: {m}"))
+            XRoadError::new(ClientCode::InvalidServiceIdentifier, format!("{what}: {m}"))
         })?;
         ids.push(part);
     }
     let service = MemberId::new(&ids[0], &ids[1], &ids[2])
         .and_then(|m| m.subsystem(&ids[3]))
         .and_then(|s| s.service(&ids[4], None))
-        .map_err(|e| XRoadError::client(codes::INVALID_SERVICE_IDENTIFIER, e.to_string()))?;
+        .map_err(|e| XRoadError::new(ClientCode::InvalidServiceIdentifier, e.to_string()))?;
     let path = match pieces.next() {
         Some(r) => format!("/{r}"),
         None => String::new(),
     };
-    path_segments(&path).map_err(|e| XRoadError::client(codes::BAD_REQUEST, e.to_string()))?;
+    path_segments(&path).map_err(|e| XRoadError::new(ClientCode::BadRequest, e.to_string()))?;
     Ok((service, path))
 }
 
@@ -537,8 +359,8 @@ fn decode_id_parts(value: &str) -> Result<Vec<String>, String> {
 
 fn parse_client_header(value: &str) -> Result<SubsystemId, XRoadError> {
     let err = |m: String| {
-        XRoadError::client(
-            codes::INVALID_CLIENT_IDENTIFIER,
+        XRoadError::new(
+            ClientCode::InvalidClientIdentifier,
             format!("X-Road-Client: {m}"),
         )
     };
@@ -559,8 +381,8 @@ fn parse_client_header(value: &str) -> Result<SubsystemId, XRoadError> {
 
 fn parse_server_header(value: &str) -> Result<SecurityServerId, XRoadError> {
     let err = |m: String| {
-        XRoadError::client(
-            codes::INVALID_SECURITY_SERVER,
+        XRoadError::new(
+            ClientCode::InvalidSecurityServer,
             format!("X-Road-Security-Server: {m}"),
         )
     };
@@ -578,8 +400,8 @@ fn parse_server_header(value: &str) -> Result<SecurityServerId, XRoadError> {
 
 fn parse_represented_party(value: &str) -> Result<String, XRoadError> {
     let err = |m: String| {
-        XRoadError::client(
-            codes::INVALID_HEADER_FIELD,
+        XRoadError::new(
+            ClientCode::InvalidHeaderField,
             format!("X-Road-Represented-Party: {m}"),
         )
     };
@@ -613,8 +435,8 @@ fn free_text(name: &str, value: &str) -> Result<Option<String>, XRoadError> {
         return Ok(None);
     }
     if !is_valid_free_text(value) {
-        return Err(XRoadError::client(
-            codes::INVALID_HEADER_FIELD,
+        return Err(XRoadError::new(
+            ClientCode::InvalidHeaderField,
             format!(
                 "{name} must be at most {MAX_TEXT_HEADER_BYTES} bytes of UTF-8 without control characters"
             ),
@@ -635,14 +457,14 @@ fn single_header<'a>(map: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, 
         return Ok(None);
     };
     if values.next().is_some() {
-        return Err(XRoadError::client(
-            codes::DUPLICATE_HEADER_FIELD,
+        return Err(XRoadError::new(
+            ClientCode::DuplicateHeaderField,
             format!("header {name} given more than once"),
         ));
     }
     let value = std::str::from_utf8(first.as_bytes()).map_err(|_| {
-        XRoadError::client(
-            codes::INVALID_HEADER_FIELD,
+        XRoadError::new(
+            ClientCode::InvalidHeaderField,
             format!("header {name} is not valid UTF-8"),
         )
     })?;
@@ -728,7 +550,12 @@ where
     Ok(())
 }
 
-fn set(map: &mut HeaderMap, name: &'static str, value: &str) -> Result<(), InvalidHeader> {
+/// Sets one header, replacing any of that name.
+pub fn set_header(
+    map: &mut HeaderMap,
+    name: &'static str,
+    value: &str,
+) -> Result<(), InvalidHeader> {
     let v = HeaderValue::from_bytes(value.as_bytes()).map_err(|_| InvalidHeader::new(name))?;
     map.insert(HeaderName::from_static(name), v);
     Ok(())
@@ -742,128 +569,23 @@ pub fn write_response_headers(
     map: &mut HeaderMap,
     meta: &ResponseMeta,
 ) -> Result<(), InvalidHeader> {
-    set(map, header::CLIENT, &meta.client.to_string())?;
-    set(map, header::SERVICE, &meta.service.to_string())?;
-    set(map, header::ID, &meta.message_id)?;
+    set_header(map, header::CLIENT, &meta.client.to_string())?;
+    set_header(map, header::SERVICE, &meta.service.to_string())?;
+    set_header(map, header::ID, &meta.message_id)?;
     match &meta.request_id {
-        Some(id) => set(map, header::REQUEST_ID, id)?,
+        Some(id) => set_header(map, header::REQUEST_ID, id)?,
         None => {
             map.remove(header::REQUEST_ID);
         }
     }
-    set(map, header::REQUEST_HASH, &meta.request_hash_b64)?;
-    set(
+    set_header(map, header::REQUEST_HASH, &meta.request_hash_b64)?;
+    set_header(
         map,
         header::SECURITY_SERVER,
         &meta.security_server.to_string(),
     )?;
     map.remove(header::ERROR);
     Ok(())
-}
-
-/// The headers of the request the provider's server sends to the provider IS: the signed
-/// pass-through headers, then the X-Road headers from the verified header (`X-Road-Client`,
-/// `X-Road-Service`, `X-Road-Id`, and `X-Road-UserId`, `X-Road-Issue`,
-/// `X-Road-Represented-Party`, `X-Road-Data-Subject`, `X-Road-Purpose` when set), as X-Road shows
-/// them to a provider. Asking for a [`VerifiedRequest`] means nothing unchecked is forwarded.
-pub fn write_provider_request_headers(
-    map: &mut HeaderMap,
-    request: &VerifiedRequest,
-) -> Result<(), InvalidHeader> {
-    let h = request.header();
-    apply_headers(
-        map,
-        h.headers
-            .iter()
-            .map(|x| (x.name.as_str(), x.value.as_str())),
-    )?;
-    set(map, header::CLIENT, &request.client().to_string())?;
-    set(map, header::SERVICE, &request.service().to_string())?;
-    set(map, header::ID, request.message_id())?;
-    for (name, value) in [
-        (header::USER_ID, &h.user_id),
-        (header::ISSUE, &h.issue),
-        (header::REPRESENTED_PARTY, &h.represented_party),
-        (header::DATA_SUBJECT, &h.data_subject),
-        (header::PURPOSE, &h.purpose),
-    ] {
-        if !value.is_empty() {
-            set(map, name, value)?;
-        }
-    }
-    Ok(())
-}
-
-// ---------------------------------------------------------------------------------------------
-// Paths and percent-encoding
-// ---------------------------------------------------------------------------------------------
-
-/// Why a service path is refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PathError {
-    #[error("the path must be empty or start with '/'")]
-    NotAbsolute,
-    #[error("the path has a malformed percent-escape")]
-    BadEscape,
-    #[error("the path has a dot segment ('.' or '..'), which could escape the service")]
-    DotSegment,
-}
-
-/// Splits a service path (`""` or `/...`, percent-encoded) into percent-decoded segments:
-/// `""` and `"/"` give `[""]`, `"/a/b/"` gives `["a", "b", ""]`.
-///
-/// Refuses every spelling of a dot segment a provider might resolve: `.`, `..`, encoded
-/// (`%2e%2E`), hidden behind an encoded separator (`..%2F`, `..%5C`) or a `;` parameter (`..;x`).
-pub fn path_segments(path: &str) -> Result<Vec<Vec<u8>>, PathError> {
-    let rest = if path.is_empty() {
-        ""
-    } else {
-        path.strip_prefix('/').ok_or(PathError::NotAbsolute)?
-    };
-    let mut out = Vec::new();
-    for raw in rest.split('/') {
-        let seg = percent_decode(raw).ok_or(PathError::BadEscape)?;
-        let dotty = seg.split(|&b| b == b'/' || b == b'\\').any(|piece| {
-            let name = piece.split(|&b| b == b';').next().unwrap_or(piece);
-            name == b"." || name == b".."
-        });
-        if dotty {
-            return Err(PathError::DotSegment);
-        }
-        out.push(seg);
-    }
-    Ok(out)
-}
-
-/// Decodes `%XX` escapes; `None` for a malformed escape. `+` stays `+`.
-pub(crate) fn percent_decode(s: &str) -> Option<Vec<u8>> {
-    fn hex_val(b: u8) -> Option<u8> {
-        match b {
-            b'0'..=b'9' => Some(b - b'0'),
-            b'a'..=b'f' => Some(b - b'a' + 10),
-            b'A'..=b'F' => Some(b - b'A' + 10),
-            _ => None,
-        }
-    }
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hi = hex_val(*bytes.get(i + 1)?)?;
-            let lo = hex_val(*bytes.get(i + 2)?)?;
-            out.push((hi << 4) | lo);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    Some(out)
-}
-
-fn percent_decode_utf8(s: &str) -> Option<String> {
-    String::from_utf8(percent_decode(s)?).ok()
 }
 
 #[cfg(test)]
@@ -961,12 +683,12 @@ mod tests {
             "/r1/JP//131016/records/svc",
         ] {
             let e = err("GET", uri, &[CLIENT]);
-            assert_eq!(e.code, codes::INVALID_SERVICE_IDENTIFIER, "{uri}");
+            assert_eq!(e.code, ClientCode::InvalidServiceIdentifier, "{uri}");
             assert_eq!(e.error_type(), "Client.InvalidServiceIdentifier");
         }
         let long = "a".repeat(256);
         let e = err("GET", &format!("/r1/JP/MUN/{long}/records/svc"), &[CLIENT]);
-        assert_eq!(e.code, codes::INVALID_SERVICE_IDENTIFIER);
+        assert_eq!(e.code, ClientCode::InvalidServiceIdentifier);
     }
 
     #[test]
@@ -978,10 +700,14 @@ mod tests {
             "/rest/JP/MUN/131016/records/svc",
             "/JP/MUN/131016/records/svc/x",
         ] {
-            assert_eq!(err("GET", uri, &[CLIENT]).code, codes::BAD_REQUEST, "{uri}");
+            assert_eq!(
+                err("GET", uri, &[CLIENT]).code,
+                ClientCode::BadRequest,
+                "{uri}"
+            );
         }
         let e = err("GET", "/r2/JP/MUN/131016/records/svc", &[CLIENT]);
-        assert_eq!(e.code, codes::INVALID_PROTOCOL_VERSION);
+        assert_eq!(e.code, ClientCode::InvalidProtocolVersion);
     }
 
     #[test]
@@ -998,7 +724,7 @@ mod tests {
             "/a/%zz",
         ] {
             let e = err("GET", &format!("{SERVICE_URL}{tail}"), &[CLIENT]);
-            assert_eq!(e.code, codes::BAD_REQUEST, "{tail}");
+            assert_eq!(e.code, ClientCode::BadRequest, "{tail}");
         }
         // Dots inside a name are fine.
         assert_eq!(
@@ -1010,15 +736,15 @@ mod tests {
     #[test]
     fn unsupported_method() {
         let e = err("CONNECT", SERVICE_URL, &[CLIENT]);
-        assert_eq!(e.code, codes::INVALID_HTTP_METHOD);
+        assert_eq!(e.code, ClientCode::InvalidHttpMethod);
         let e = err("FOO", SERVICE_URL, &[CLIENT]);
-        assert_eq!(e.code, codes::INVALID_HTTP_METHOD);
+        assert_eq!(e.code, ClientCode::InvalidHttpMethod);
     }
 
     #[test]
     fn x_road_client_is_required_once_and_well_formed() {
         let e = err("GET", SERVICE_URL, &[]);
-        assert_eq!(e.code, codes::INVALID_CLIENT_IDENTIFIER);
+        assert_eq!(e.code, ClientCode::InvalidClientIdentifier);
         assert!(e.message_id.is_some(), "errors carry the generated id");
 
         let e = err(
@@ -1026,7 +752,7 @@ mod tests {
             SERVICE_URL,
             &[CLIENT, ("x-road-client", b"JP/GOV/other/portal")],
         );
-        assert_eq!(e.code, codes::DUPLICATE_HEADER_FIELD);
+        assert_eq!(e.code, ClientCode::DuplicateHeaderField);
 
         for bad in [
             &b"JP/GOV/digital-agency"[..],
@@ -1039,7 +765,7 @@ mod tests {
             let e = err("GET", SERVICE_URL, &[("X-Road-Client", bad)]);
             assert_eq!(
                 e.code,
-                codes::INVALID_CLIENT_IDENTIFIER,
+                ClientCode::InvalidClientIdentifier,
                 "{:?}",
                 String::from_utf8_lossy(bad)
             );
@@ -1067,36 +793,37 @@ mod tests {
         }
         assert_eq!(&id[14..15], "7", "version 7: {id}");
         assert!("89ab".contains(&id[19..20]), "RFC 9562 variant: {id}");
-        assert_ne!(new_message_id().unwrap(), new_message_id().unwrap());
+        assert_ne!(new_message_id(), new_message_id());
         // The time is in front, so later ids sort later whatever their random bits.
-        let early = uuid_v7(1_795_338_000_000, [0xff; 10]);
-        let later = uuid_v7(1_795_338_000_001, [0; 10]);
+        let at = |ms: u64, random: [u8; 10]| {
+            uuid::Builder::from_unix_timestamp_millis(ms, &random)
+                .into_uuid()
+                .to_string()
+        };
+        let early = at(1_795_338_000_000, [0xff; 10]);
+        let later = at(1_795_338_000_001, [0; 10]);
         assert!(early < later, "{early} {later}");
-        assert_eq!(
-            uuid_v7(0x0123_4567_89ab, [0; 10]),
-            "01234567-89ab-7000-8000-000000000000"
-        );
     }
 
     #[test]
     fn message_id_rules() {
         let e = err("GET", SERVICE_URL, &[CLIENT, ("X-Road-Id", b"has space")]);
-        assert_eq!(e.code, codes::INVALID_HEADER_FIELD);
+        assert_eq!(e.code, ClientCode::InvalidHeaderField);
         let long = "x".repeat(256);
         let e = err(
             "GET",
             SERVICE_URL,
             &[CLIENT, ("X-Road-Id", long.as_bytes())],
         );
-        assert_eq!(e.code, codes::INVALID_HEADER_FIELD);
+        assert_eq!(e.code, ClientCode::InvalidHeaderField);
         let e = err("GET", SERVICE_URL, &[CLIENT, ("X-Road-Id", "ü".as_bytes())]);
-        assert_eq!(e.code, codes::INVALID_HEADER_FIELD);
+        assert_eq!(e.code, ClientCode::InvalidHeaderField);
         let e = err(
             "GET",
             SERVICE_URL,
             &[CLIENT, ("X-Road-Id", b"a"), ("X-Road-Id", b"b")],
         );
-        assert_eq!(e.code, codes::DUPLICATE_HEADER_FIELD);
+        assert_eq!(e.code, ClientCode::DuplicateHeaderField);
         let max = "x".repeat(255);
         assert_eq!(
             ok("GET", SERVICE_URL, &[CLIENT, ("X-Road-Id", max.as_bytes())]).message_id,
@@ -1118,7 +845,7 @@ mod tests {
             SERVICE_URL,
             &[CLIENT, ("X-Road-Security-Server", b"JP/MUN/131016")],
         );
-        assert_eq!(e.code, codes::INVALID_SECURITY_SERVER);
+        assert_eq!(e.code, ClientCode::InvalidSecurityServer);
         let r = ok(
             "GET",
             SERVICE_URL,
@@ -1130,37 +857,37 @@ mod tests {
             SERVICE_URL,
             &[CLIENT, ("X-Road-Represented-Party", b"JP/GOV/0001")],
         );
-        assert_eq!(e.code, codes::INVALID_HEADER_FIELD);
+        assert_eq!(e.code, ClientCode::InvalidHeaderField);
         let long = "x".repeat(1025);
         let e = err(
             "GET",
             SERVICE_URL,
             &[CLIENT, ("X-Road-Purpose", long.as_bytes())],
         );
-        assert_eq!(e.code, codes::INVALID_HEADER_FIELD);
+        assert_eq!(e.code, ClientCode::InvalidHeaderField);
         let e = err(
             "GET",
             SERVICE_URL,
             &[CLIENT, ("X-Road-Data-Subject", "a\u{85}b".as_bytes())],
         );
-        assert_eq!(e.code, codes::INVALID_HEADER_FIELD);
+        assert_eq!(e.code, ClientCode::InvalidHeaderField);
         let e = err(
             "GET",
             SERVICE_URL,
             &[CLIENT, ("X-Road-UserId", b"\xff\xfe")],
         );
-        assert_eq!(e.code, codes::INVALID_HEADER_FIELD);
+        assert_eq!(e.code, ClientCode::InvalidHeaderField);
         let e = err(
             "GET",
             SERVICE_URL,
             &[CLIENT, ("X-Road-Issue", b"a"), ("x-road-issue", b"b")],
         );
-        assert_eq!(e.code, codes::DUPLICATE_HEADER_FIELD);
+        assert_eq!(e.code, ClientCode::DuplicateHeaderField);
         let r = ok("GET", SERVICE_URL, &[CLIENT, ("X-Road-Purpose", b"")]);
         assert_eq!(r.purpose, None);
         // A non-UTF-8 pass-through header is refused, not mangled.
         let e = err("GET", SERVICE_URL, &[CLIENT, ("X-Custom", b"\xff")]);
-        assert_eq!(e.code, codes::INVALID_HEADER_FIELD);
+        assert_eq!(e.code, ClientCode::InvalidHeaderField);
     }
 
     #[test]
@@ -1287,78 +1014,47 @@ mod tests {
             call("GET", "/listClients?xRoadInstance=JP&xRoadInstance=EE", &[])
                 .unwrap_err()
                 .code,
-            codes::BAD_REQUEST
+            ClientCode::BadRequest
         );
         assert_eq!(
             call("POST", "/listClients", &[]).unwrap_err().code,
-            codes::INVALID_HTTP_METHOD
+            ClientCode::InvalidHttpMethod
         );
 
-        let provider: SubsystemId = "JP/MUN/131016/records".parse().unwrap();
-        match call("GET", "/r1/JP/MUN/131016/records/listMethods", &[CLIENT]).unwrap() {
-            ClientCall::ListMethods {
-                provider: p,
-                request,
-            } => {
-                assert_eq!(p, provider);
-                assert_eq!(request.client.code(), "portal");
-            }
-            other => panic!("{other:?}"),
-        }
-        assert!(matches!(
-            call("GET", "/r1/JP/MUN/131016/records/allowedMethods", &[CLIENT]).unwrap(),
-            ClientCall::AllowedMethods { provider: p, .. } if p == provider
-        ));
-        match call(
-            "GET",
+        // A subsystem's metaservices travel as service calls, checked first.
+        for uri in [
+            "/r1/JP/MUN/131016/records/listMethods",
+            "/r1/JP/MUN/131016/records/allowedMethods",
             "/r1/JP/MUN/131016/records/getOpenAPI?serviceCode=resident%52ecord",
-            &[CLIENT],
-        )
-        .unwrap()
-        {
-            ClientCall::GetOpenApi {
-                provider: p,
-                service,
-                ..
-            } => {
-                assert_eq!(p, provider);
-                assert_eq!(service.to_string(), "JP/MUN/131016/records/residentRecord");
+        ] {
+            match call("GET", uri, &[CLIENT]).unwrap() {
+                ClientCall::Service(r) => assert_eq!(r.client.code(), "portal"),
+                other => panic!("{other:?}"),
             }
-            other => panic!("{other:?}"),
         }
         let e = call("GET", "/r1/JP/MUN/131016/records/getOpenAPI", &[CLIENT]).unwrap_err();
-        assert_eq!(e.code, codes::BAD_REQUEST);
+        assert_eq!(e.code, ClientCode::BadRequest);
+        assert!(e.message_id.is_some(), "errors carry the message's id");
         let e = call(
             "GET",
             "/r1/JP/MUN/131016/records/getOpenAPI?serviceCode=a%20b",
             &[CLIENT],
         )
         .unwrap_err();
-        assert_eq!(e.code, codes::INVALID_SERVICE_IDENTIFIER);
+        assert_eq!(e.code, ClientCode::InvalidServiceIdentifier);
         // Metaservices travel as X-Road calls: X-Road-Client is required.
         let e = call("GET", "/r1/JP/MUN/131016/records/listMethods", &[]).unwrap_err();
-        assert_eq!(e.code, codes::INVALID_CLIENT_IDENTIFIER);
+        assert_eq!(e.code, ClientCode::InvalidClientIdentifier);
         let e = call("POST", "/r1/JP/MUN/131016/records/listMethods", &[CLIENT]).unwrap_err();
-        assert_eq!(e.code, codes::INVALID_HTTP_METHOD);
+        assert_eq!(e.code, ClientCode::InvalidHttpMethod);
         let e = call("GET", "/r1/JP/MUN/131016/records/listMethods/x", &[CLIENT]).unwrap_err();
-        assert_eq!(e.code, codes::BAD_REQUEST);
+        assert_eq!(e.code, ClientCode::BadRequest);
+        let e = call("GET", "/r1/JP/MUN/131016/records/findUsage", &[CLIENT]).unwrap_err();
+        assert_eq!(e.code, ClientCode::BadRequest, "no data subject");
 
         assert!(matches!(
             call("GET", SERVICE_URL, &[CLIENT]).unwrap(),
             ClientCall::Service(_)
         ));
-    }
-
-    #[test]
-    fn path_segments_decode_and_refuse_dots() {
-        assert_eq!(path_segments("").unwrap(), vec![b"".to_vec()]);
-        assert_eq!(path_segments("/").unwrap(), vec![b"".to_vec()]);
-        assert_eq!(
-            path_segments("/a%20b/c/").unwrap(),
-            vec![b"a b".to_vec(), b"c".to_vec(), b"".to_vec()]
-        );
-        assert_eq!(path_segments("x"), Err(PathError::NotAbsolute));
-        assert_eq!(path_segments("/%4"), Err(PathError::BadEscape));
-        assert_eq!(path_segments("/a/%2E"), Err(PathError::DotSegment));
     }
 }

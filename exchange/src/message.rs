@@ -8,7 +8,7 @@
 //! [`sign_response`], [`verify_response`] → [`VerifiedResponse`]), tied to the request by the
 //! request hash: SHA-512 of the signed request header bytes, which cover the body's SHA-256.
 //!
-//! # Request checks and their errors (`Server.ServerProxy.*`, HTTP 500)
+//! # Request checks and their errors (`Server.ServerProxy.*`, HTTP 500, [`ServerProxyCode`])
 //!
 //! In this order (DESIGN §5.2: peer, signature and key, skew, replay, service):
 //!
@@ -35,17 +35,9 @@
 //!
 //! # Response checks and their errors (`Server.ClientProxy.*`, HTTP 500)
 //!
-//! | code | when |
-//! |---|---|
-//! | `UnknownSigningKey` | key id malformed or not in the configuration |
-//! | `InvalidSignature` | the signature does not verify over the exact header bytes |
-//! | `InvalidResponse` | the bytes do not decode; `signer_key_id` differs; bad status, header or server id |
-//! | `SignerNotProvider` | the key belongs to another member than the provider's |
-//! | `KeyNotValid` | the key was not valid at `created_at` |
-//! | `ClockSkew` | `created_at` too far from our clock |
-//! | `InconsistentResponse` | the X-Road-Id or the answering server differs from the request's |
-//! | `InvalidRequestHash` | the signed request hash is not the hash of the request we sent |
-//! | `InvalidBody` | the body's SHA-256 differs from the signed one |
+//! Key, signature, decoding, signer (the provider's member), the key's validity at
+//! `created_at`, clock skew, the X-Road-Id and request hash it answers, the answering server,
+//! the body hash, then status and headers; [`ClientProxyCode`] says when each code is raised.
 
 use std::time::Duration;
 
@@ -59,43 +51,10 @@ use certs::{Domain, KeyId, SigningKey};
 use globalconf::{GlobalConf, MemberKey, SecurityServerId, ServiceId, SubsystemId};
 use proto::v1 as pb;
 
-use crate::error::XRoadError;
+use crate::body::HashedBody;
+use crate::error::{ClientProxyCode, ServerProxyCode, XRoadError};
 use crate::replay::{ReplayCache, ReplayError};
 use crate::rest::{self, ClientRequest};
-
-/// Codes of request verification (`Server.ServerProxy.<code>`); see the module table.
-pub mod request_codes {
-    pub const UNKNOWN_SIGNING_KEY: &str = "UnknownSigningKey";
-    pub const INVALID_SIGNATURE: &str = "InvalidSignature";
-    pub const INVALID_MESSAGE: &str = "InvalidMessage";
-    pub const SIGNER_NOT_CLIENT: &str = "SignerNotClient";
-    pub const UNKNOWN_MEMBER: &str = "UnknownMember";
-    pub const CLIENT_NOT_HOSTED_BY_PEER: &str = "ClientNotHostedByPeer";
-    pub const KEY_NOT_VALID: &str = "KeyNotValid";
-    pub const CLOCK_SKEW: &str = "ClockSkew";
-    pub const INVALID_SECURITY_SERVER: &str = "InvalidSecurityServer";
-    pub const INVALID_BODY: &str = "InvalidBody";
-    pub const DUPLICATE_MESSAGE: &str = "DuplicateMessage";
-    pub const REPLAY_CACHE_FULL: &str = "ReplayCacheFull";
-    pub const UNKNOWN_SERVICE: &str = "UnknownService";
-}
-
-/// Codes of response verification (`Server.ClientProxy.<code>`); see the module table.
-pub mod response_codes {
-    pub const UNKNOWN_SIGNING_KEY: &str = "UnknownSigningKey";
-    pub const INVALID_SIGNATURE: &str = "InvalidSignature";
-    pub const INVALID_RESPONSE: &str = "InvalidResponse";
-    pub const SIGNER_NOT_PROVIDER: &str = "SignerNotProvider";
-    pub const KEY_NOT_VALID: &str = "KeyNotValid";
-    pub const CLOCK_SKEW: &str = "ClockSkew";
-    pub const INCONSISTENT_RESPONSE: &str = "InconsistentResponse";
-    pub const INVALID_REQUEST_HASH: &str = "InvalidRequestHash";
-    pub const INVALID_BODY: &str = "InvalidBody";
-}
-
-/// A body with its SHA-256, as the headers carry it: hashed once where the body arrives, then
-/// used to sign or check the header and handed to the message log with the body.
-pub use msglog::HashedBody;
 
 /// The request hash: SHA-512 of the exact signed request header bytes.
 pub fn request_hash(signed_header_bytes: &[u8]) -> [u8; 64] {
@@ -234,13 +193,13 @@ impl VerifiedRequest {
 
 /// Looks up the key named outside the signed bytes and verifies the signature over those exact
 /// bytes, before anything is decoded.
-fn verify_envelope<'c>(
+fn verify_envelope<'c, C: Copy>(
     signed: &pb::SignedHeader,
     conf: &'c GlobalConf,
     domain: Domain,
-    reject: &impl Fn(&'static str, String) -> XRoadError,
-    unknown_key: &'static str,
-    bad_signature: &'static str,
+    reject: &impl Fn(C, String) -> XRoadError,
+    unknown_key: C,
+    bad_signature: C,
 ) -> Result<(KeyId, &'c globalconf::MemberId, &'c MemberKey), XRoadError> {
     let key_id = KeyId::parse(&signed.key_id)
         .map_err(|_| reject(unknown_key, "the signing key id is malformed".into()))?;
@@ -295,8 +254,8 @@ pub fn verify_request(
     max_skew: Duration,
     replay: &ReplayCache,
 ) -> Result<VerifiedRequest, XRoadError> {
-    use request_codes as c;
-    let reject = |code: &'static str, msg: String| XRoadError::server_proxy(code, msg);
+    use ServerProxyCode as c;
+    let reject = |code: ServerProxyCode, msg: String| XRoadError::new(code, msg);
 
     // (1) The key, the signature over the exact bytes, then decoding.
     let (key_id, signer_member, _) = verify_envelope(
@@ -304,23 +263,23 @@ pub fn verify_request(
         conf,
         Domain::RequestHeader,
         &reject,
-        c::UNKNOWN_SIGNING_KEY,
-        c::INVALID_SIGNATURE,
+        c::UnknownSigningKey,
+        c::InvalidSignature,
     )?;
     let header = pb::RequestHeader::decode(signed.header.as_slice())
-        .map_err(|e| reject(c::INVALID_MESSAGE, format!("request header: {e}")))?;
+        .map_err(|e| reject(c::InvalidMessage, format!("request header: {e}")))?;
     if !rest::is_valid_message_id(&header.message_id) {
-        return Err(reject(c::INVALID_MESSAGE, "malformed X-Road-Id".into()));
+        return Err(reject(c::InvalidMessage, "malformed X-Road-Id".into()));
     }
     let id = header.message_id.clone();
-    let reject = |code: &'static str, msg: String| reject(code, msg).with_id(id.clone());
+    let reject = |code: ServerProxyCode, msg: String| reject(code, msg).with_id(id.clone());
     let malformed = |what: &str, e: &dyn std::fmt::Display| {
-        reject(c::INVALID_MESSAGE, format!("request header {what}: {e}"))
+        reject(c::InvalidMessage, format!("request header {what}: {e}"))
     };
 
     if header.signer_key_id != key_id.as_str() {
         return Err(reject(
-            c::INVALID_MESSAGE,
+            c::InvalidMessage,
             "the header names another signing key than the envelope".into(),
         ));
     }
@@ -333,7 +292,7 @@ pub fn verify_request(
         .ok()
         .filter(rest::is_supported_method)
         .ok_or_else(|| malformed("method", &header.method))?;
-    rest::path_segments(&header.path).map_err(|e| malformed("path", &e))?;
+    crate::uri::path_segments(&header.path).map_err(|e| malformed("path", &e))?;
     check_headers(&header.headers).map_err(|e| malformed("headers", &e))?;
     for (what, v) in [
         ("user id", &header.user_id),
@@ -359,7 +318,7 @@ pub fn verify_request(
 
     if signer_member != client.member() {
         return Err(reject(
-            c::SIGNER_NOT_CLIENT,
+            c::SignerNotClient,
             format!(
                 "signed with a key of {signer_member}, not of the client's member {}",
                 client.member()
@@ -368,19 +327,19 @@ pub fn verify_request(
     }
     if !conf.has_subsystem(&client) {
         return Err(reject(
-            c::UNKNOWN_MEMBER,
+            c::UnknownMember,
             format!("client {client} is not in the global configuration"),
         ));
     }
     let peer = conf.server_by_cert(peer_cert_sha256).ok_or_else(|| {
         reject(
-            c::CLIENT_NOT_HOSTED_BY_PEER,
+            c::ClientNotHostedByPeer,
             "the peer's TLS certificate is not in the global configuration".into(),
         )
     })?;
     if !conf.servers_hosting(&client).contains(&peer.id) {
         return Err(reject(
-            c::CLIENT_NOT_HOSTED_BY_PEER,
+            c::ClientNotHostedByPeer,
             format!("security server {} does not host {client}", peer.id),
         ));
     }
@@ -391,7 +350,7 @@ pub fn verify_request(
         .is_none()
     {
         return Err(reject(
-            c::KEY_NOT_VALID,
+            c::KeyNotValid,
             format!(
                 "key {key_id} of {} was not valid at {}",
                 client.member(),
@@ -401,18 +360,18 @@ pub fn verify_request(
     }
 
     // (3) Clock skew, then what the message is addressed to and carries.
-    check_skew(header.created_at, now_unix, max_skew).map_err(|m| reject(c::CLOCK_SKEW, m))?;
+    check_skew(header.created_at, now_unix, max_skew).map_err(|m| reject(c::ClockSkew, m))?;
     if let Some(target) = &target
         && target != this_server
     {
         return Err(reject(
-            c::INVALID_SECURITY_SERVER,
+            c::InvalidSecurityServer,
             format!("the request is addressed to {target}, this is {this_server}"),
         ));
     }
     if header.body_sha256.as_slice() != body.sha256().as_slice() {
         return Err(reject(
-            c::INVALID_BODY,
+            c::InvalidBody,
             "the body does not match its signed SHA-256".into(),
         ));
     }
@@ -422,15 +381,15 @@ pub fn verify_request(
         .check_and_insert(&client, &header.message_id, header.created_at, now_unix)
         .map_err(|e| match e {
             ReplayError::Duplicate => reject(
-                c::DUPLICATE_MESSAGE,
+                c::DuplicateMessage,
                 format!("X-Road-Id already used by {client} within the replay window"),
             ),
             ReplayError::Expired => reject(
-                c::CLOCK_SKEW,
+                c::ClockSkew,
                 "the message is older than the replay window".into(),
             ),
             ReplayError::Full => reject(
-                c::REPLAY_CACHE_FULL,
+                c::ReplayCacheFull,
                 "too many messages in the replay window; try again later".into(),
             ),
         })?;
@@ -441,7 +400,7 @@ pub fn verify_request(
         .is_some_and(|s| s.hosted.contains(service.subsystem()));
     if !hosted {
         return Err(reject(
-            c::UNKNOWN_SERVICE,
+            c::UnknownService,
             format!(
                 "{this_server} does not host subsystem {}",
                 service.subsystem()
@@ -567,9 +526,9 @@ pub fn verify_response(
     now_unix: i64,
     max_skew: Duration,
 ) -> Result<VerifiedResponse, XRoadError> {
-    use response_codes as c;
-    let reject = |code: &'static str, msg: String| {
-        XRoadError::client_proxy(code, msg).with_id(request.message_id.clone())
+    use ClientProxyCode as c;
+    let reject = |code: ClientProxyCode, msg: String| {
+        XRoadError::new(code, msg).with_id(request.message_id.clone())
     };
 
     let (key_id, signer_member, _) = verify_envelope(
@@ -577,20 +536,20 @@ pub fn verify_response(
         conf,
         Domain::ResponseHeader,
         &reject,
-        c::UNKNOWN_SIGNING_KEY,
-        c::INVALID_SIGNATURE,
+        c::UnknownSigningKey,
+        c::InvalidSignature,
     )?;
     let header = pb::ResponseHeader::decode(signed.header.as_slice())
-        .map_err(|e| reject(c::INVALID_RESPONSE, format!("response header: {e}")))?;
+        .map_err(|e| reject(c::InvalidResponse, format!("response header: {e}")))?;
     if header.signer_key_id != key_id.as_str() {
         return Err(reject(
-            c::INVALID_RESPONSE,
+            c::InvalidResponse,
             "the header names another signing key than the envelope".into(),
         ));
     }
     if signer_member != expected_provider.member() {
         return Err(reject(
-            c::SIGNER_NOT_PROVIDER,
+            c::SignerNotProvider,
             format!(
                 "signed with a key of {signer_member}, not of the provider's member {}",
                 expected_provider.member()
@@ -602,30 +561,30 @@ pub fn verify_response(
         .is_none()
     {
         return Err(reject(
-            c::KEY_NOT_VALID,
+            c::KeyNotValid,
             format!("key {key_id} was not valid at {}", header.created_at),
         ));
     }
-    check_skew(header.created_at, now_unix, max_skew).map_err(|m| reject(c::CLOCK_SKEW, m))?;
+    check_skew(header.created_at, now_unix, max_skew).map_err(|m| reject(c::ClockSkew, m))?;
     if header.message_id != request.message_id {
         return Err(reject(
-            c::INCONSISTENT_RESPONSE,
+            c::InconsistentResponse,
             "the response answers another X-Road-Id".into(),
         ));
     }
     if header.request_hash.as_slice() != request.request_hash.as_slice() {
         return Err(reject(
-            c::INVALID_REQUEST_HASH,
+            c::InvalidRequestHash,
             "the response's request hash is not the hash of the request sent".into(),
         ));
     }
     let server: SecurityServerId = header
         .server
         .parse()
-        .map_err(|e| reject(c::INVALID_RESPONSE, format!("response server: {e}")))?;
+        .map_err(|e| reject(c::InvalidResponse, format!("response server: {e}")))?;
     if server != request.server {
         return Err(reject(
-            c::INCONSISTENT_RESPONSE,
+            c::InconsistentResponse,
             format!(
                 "answered by {server}, the request went to {}",
                 request.server
@@ -634,15 +593,15 @@ pub fn verify_response(
     }
     if header.body_sha256.as_slice() != body.sha256().as_slice() {
         return Err(reject(
-            c::INVALID_BODY,
+            c::InvalidBody,
             "the body does not match its signed SHA-256".into(),
         ));
     }
     let status = u16::try_from(header.status)
         .ok()
         .and_then(|s| StatusCode::from_u16(s).ok())
-        .ok_or_else(|| reject(c::INVALID_RESPONSE, format!("status {}", header.status)))?;
-    check_headers(&header.headers).map_err(|m| reject(c::INVALID_RESPONSE, m))?;
+        .ok_or_else(|| reject(c::InvalidResponse, format!("status {}", header.status)))?;
+    check_headers(&header.headers).map_err(|m| reject(c::InvalidResponse, m))?;
 
     Ok(VerifiedResponse {
         signed_bytes: signed.header.clone(),
@@ -658,6 +617,7 @@ pub fn verify_response(
 #[cfg(test)]
 pub(crate) mod test_support {
     use certs::SigningKey;
+    use globalconf::testing::ConfBuilder;
     use globalconf::{GlobalConf, SecurityServerId, SubsystemId};
     use proto::v1 as pb;
 
@@ -701,81 +661,31 @@ pub(crate) mod test_support {
         s.parse().unwrap()
     }
 
-    fn key(k: &SigningKey, from: i64, until: i64) -> pb::MemberSigningKey {
-        pb::MemberSigningKey {
-            key_id: k.key_id().to_string(),
-            public_key: k.public_key().as_bytes().to_vec(),
-            valid_from: from,
-            valid_until: until,
-        }
-    }
-
-    fn member(id: &str, subsystem: &str, keys: Vec<pb::MemberSigningKey>) -> pb::Member {
-        pb::Member {
-            id: id.into(),
-            name: id.into(),
-            subsystems: vec![pb::Subsystem {
-                id: subsystem.into(),
-                name: subsystem.into(),
-            }],
-            signing_keys: keys,
-        }
-    }
-
-    fn ss(id: &str, cert: [u8; 32], hosts: &[&str]) -> pb::SecurityServer {
-        pb::SecurityServer {
-            id: id.into(),
-            addresses: vec!["127.0.0.1:1".into()],
-            tls_cert_sha256: cert.to_vec(),
-            hosted_subsystems: hosts.iter().map(|h| (*h).to_owned()).collect(),
-        }
-    }
-
     /// Three members (client, provider, other), one server each, one global group holding the
     /// client subsystem.
     pub fn proto() -> pb::GlobalConfiguration {
-        pb::GlobalConfiguration {
-            instance: "JP".into(),
-            serial: 1,
-            generated_at: NOW - 100,
-            expires_at: NOW + 7 * 86_400,
-            members: vec![
-                member(
-                    "JP/GOV/digital-agency",
-                    CLIENT,
-                    vec![
-                        key(&client_key(), KEYS_FROM, 0),
-                        key(&limited_key(), LIMITED_FROM, LIMITED_UNTIL),
-                    ],
-                ),
-                member(
-                    "JP/MUN/131016",
-                    PROVIDER,
-                    vec![key(&provider_key(), KEYS_FROM, 0)],
-                ),
-                member(
-                    "JP/MUN/131024",
-                    OTHER,
-                    vec![key(&other_key(), KEYS_FROM, 0)],
-                ),
-            ],
-            security_servers: vec![
-                ss(CLIENT_SERVER, CLIENT_CERT, &[CLIENT]),
-                ss(PROVIDER_SERVER, PROVIDER_CERT, &[PROVIDER]),
-                ss(OTHER_SERVER, OTHER_CERT, &[OTHER]),
-            ],
-            global_groups: vec![pb::GlobalGroup {
-                id: GROUP.into(),
-                description: "portals".into(),
-                members: vec![CLIENT.into()],
-            }],
-            registry_urls: vec!["https://127.0.0.1:1".into()],
-            parameters: None,
-        }
+        ConfBuilder::new("JP", NOW - 100)
+            .subsystem(CLIENT)
+            .key("JP/GOV/digital-agency", &client_key(), KEYS_FROM, 0)
+            .key(
+                "JP/GOV/digital-agency",
+                &limited_key(),
+                LIMITED_FROM,
+                LIMITED_UNTIL,
+            )
+            .subsystem(PROVIDER)
+            .key("JP/MUN/131016", &provider_key(), KEYS_FROM, 0)
+            .subsystem(OTHER)
+            .key("JP/MUN/131024", &other_key(), KEYS_FROM, 0)
+            .server(CLIENT_SERVER, CLIENT_CERT, &[CLIENT])
+            .server(PROVIDER_SERVER, PROVIDER_CERT, &[PROVIDER])
+            .server(OTHER_SERVER, OTHER_CERT, &[OTHER])
+            .group(GROUP, &[CLIENT])
+            .proto()
     }
 
     pub fn conf_from(pb: &pb::GlobalConfiguration) -> GlobalConf {
-        GlobalConf::from_proto(pb, &"JP".parse().unwrap()).unwrap()
+        globalconf::testing::conf_of(pb)
     }
 
     pub fn conf() -> GlobalConf {
@@ -787,6 +697,7 @@ pub(crate) mod test_support {
 mod tests {
     use super::test_support::*;
     use super::*;
+    use crate::error::Code;
 
     fn hashed(body: &[u8]) -> HashedBody {
         HashedBody::new(bytes::Bytes::copy_from_slice(body))
@@ -855,10 +766,11 @@ mod tests {
         verify_with(signed, BODY, &conf(), &CLIENT_CERT, NOW, &cache())
     }
 
-    fn code(r: Result<VerifiedRequest, XRoadError>) -> std::borrow::Cow<'static, str> {
-        let e = r.unwrap_err();
-        assert_eq!(e.origin, crate::error::Origin::ServerProxy);
-        e.code
+    fn code(r: Result<VerifiedRequest, XRoadError>) -> ServerProxyCode {
+        match r.unwrap_err().code {
+            Code::ServerProxy(c) => c,
+            other => panic!("not a server proxy's code: {other}"),
+        }
     }
 
     /// Re-signs a modified header with `key`, keeping the envelope consistent.
@@ -916,7 +828,7 @@ mod tests {
             bad.header[i] ^= 0x01;
             assert_eq!(
                 code(verify(&bad)),
-                request_codes::INVALID_SIGNATURE,
+                ServerProxyCode::InvalidSignature,
                 "byte {i}"
             );
         }
@@ -927,9 +839,9 @@ mod tests {
         let s = signed();
         let mut bad = s.clone();
         bad.signature[10] ^= 0x80;
-        assert_eq!(code(verify(&bad)), request_codes::INVALID_SIGNATURE);
+        assert_eq!(code(verify(&bad)), ServerProxyCode::InvalidSignature);
         bad.signature.truncate(63);
-        assert_eq!(code(verify(&bad)), request_codes::INVALID_SIGNATURE);
+        assert_eq!(code(verify(&bad)), ServerProxyCode::InvalidSignature);
     }
 
     #[test]
@@ -937,12 +849,12 @@ mod tests {
         // The provider's key id: known, but the signature was not made with it.
         let mut bad = signed();
         bad.key_id = provider_key().key_id().into();
-        assert_eq!(code(verify(&bad)), request_codes::INVALID_SIGNATURE);
+        assert_eq!(code(verify(&bad)), ServerProxyCode::InvalidSignature);
         // An id nobody holds.
         bad.key_id = SigningKey::from_seed([99; 32]).key_id().into();
-        assert_eq!(code(verify(&bad)), request_codes::UNKNOWN_SIGNING_KEY);
+        assert_eq!(code(verify(&bad)), ServerProxyCode::UnknownSigningKey);
         bad.key_id = "not-a-key-id".into();
-        assert_eq!(code(verify(&bad)), request_codes::UNKNOWN_SIGNING_KEY);
+        assert_eq!(code(verify(&bad)), ServerProxyCode::UnknownSigningKey);
     }
 
     #[test]
@@ -956,7 +868,7 @@ mod tests {
             header: bytes,
             key_id: client_key().key_id().into(),
         };
-        assert_eq!(code(verify(&bad)), request_codes::INVALID_MESSAGE);
+        assert_eq!(code(verify(&bad)), ServerProxyCode::InvalidMessage);
     }
 
     #[test]
@@ -967,7 +879,7 @@ mod tests {
             header: bytes,
             key_id: client_key().key_id().into(),
         };
-        assert_eq!(code(verify(&bad)), request_codes::INVALID_MESSAGE);
+        assert_eq!(code(verify(&bad)), ServerProxyCode::InvalidMessage);
     }
 
     #[test]
@@ -979,14 +891,14 @@ mod tests {
             header: bytes,
             key_id: client_key().key_id().into(),
         };
-        assert_eq!(code(verify(&bad)), request_codes::INVALID_SIGNATURE);
+        assert_eq!(code(verify(&bad)), ServerProxyCode::InvalidSignature);
     }
 
     #[test]
     fn key_of_another_member() {
         // Validly signed by the other member's key, but claiming our client.
         let s = resigned(&header(), &other_key());
-        assert_eq!(code(verify(&s)), request_codes::SIGNER_NOT_CLIENT);
+        assert_eq!(code(verify(&s)), ServerProxyCode::SignerNotClient);
     }
 
     #[test]
@@ -995,7 +907,7 @@ mod tests {
         pb.members[0].signing_keys.remove(0);
         let conf = conf_from(&pb);
         let r = verify_with(&signed(), BODY, &conf, &CLIENT_CERT, NOW, &cache());
-        assert_eq!(code(r), request_codes::UNKNOWN_SIGNING_KEY);
+        assert_eq!(code(r), ServerProxyCode::UnknownSigningKey);
     }
 
     #[test]
@@ -1005,11 +917,11 @@ mod tests {
         h.created_at = LIMITED_FROM - 1;
         let s = resigned(&h, &limited_key());
         let r = verify_with(&s, BODY, &conf(), &CLIENT_CERT, LIMITED_FROM - 1, &cache());
-        assert_eq!(code(r), request_codes::KEY_NOT_VALID, "not yet valid");
+        assert_eq!(code(r), ServerProxyCode::KeyNotValid, "not yet valid");
 
         h.created_at = LIMITED_UNTIL;
         let s = resigned(&h, &limited_key());
-        assert_eq!(code(verify(&s)), request_codes::KEY_NOT_VALID, "expired");
+        assert_eq!(code(verify(&s)), ServerProxyCode::KeyNotValid, "expired");
 
         h.created_at = LIMITED_UNTIL - 1;
         let s = resigned(&h, &limited_key());
@@ -1022,7 +934,7 @@ mod tests {
             let mut h = header();
             h.created_at = created_at;
             let s = resigned(&h, &client_key());
-            assert_eq!(code(verify(&s)), request_codes::CLOCK_SKEW, "{created_at}");
+            assert_eq!(code(verify(&s)), ServerProxyCode::ClockSkew, "{created_at}");
         }
         for created_at in [NOW - 60, NOW + 60] {
             let mut h = header();
@@ -1038,7 +950,7 @@ mod tests {
         verify_with(&s, BODY, &conf(), &CLIENT_CERT, NOW, &replay).unwrap();
         let r = verify_with(&s, BODY, &conf(), &CLIENT_CERT, NOW + 1, &replay);
         let e = r.unwrap_err();
-        assert_eq!(e.code, request_codes::DUPLICATE_MESSAGE);
+        assert_eq!(e.code, ServerProxyCode::DuplicateMessage);
         assert_eq!(e.message_id.as_deref(), Some("msg-1"));
     }
 
@@ -1047,7 +959,7 @@ mod tests {
         let replay = cache();
         let s = signed();
         let r = verify_with(&s, b"tampered", &conf(), &CLIENT_CERT, NOW, &replay);
-        assert_eq!(code(r), request_codes::INVALID_BODY);
+        assert_eq!(code(r), ServerProxyCode::InvalidBody);
         verify_with(&s, BODY, &conf(), &CLIENT_CERT, NOW, &replay).unwrap();
     }
 
@@ -1061,15 +973,15 @@ mod tests {
             NOW,
             &cache(),
         );
-        assert_eq!(code(r), request_codes::INVALID_BODY);
+        assert_eq!(code(r), ServerProxyCode::InvalidBody);
     }
 
     #[test]
     fn peer_not_hosting_the_client() {
         let r = verify_with(&signed(), BODY, &conf(), &OTHER_CERT, NOW, &cache());
-        assert_eq!(code(r), request_codes::CLIENT_NOT_HOSTED_BY_PEER);
+        assert_eq!(code(r), ServerProxyCode::ClientNotHostedByPeer);
         let r = verify_with(&signed(), BODY, &conf(), &[9; 32], NOW, &cache());
-        assert_eq!(code(r), request_codes::CLIENT_NOT_HOSTED_BY_PEER);
+        assert_eq!(code(r), ServerProxyCode::ClientNotHostedByPeer);
     }
 
     #[test]
@@ -1077,7 +989,7 @@ mod tests {
         let mut h = header();
         h.client = "JP/GOV/digital-agency/unlisted".into();
         let s = resigned(&h, &client_key());
-        assert_eq!(code(verify(&s)), request_codes::UNKNOWN_MEMBER);
+        assert_eq!(code(verify(&s)), ServerProxyCode::UnknownMember);
     }
 
     #[test]
@@ -1086,7 +998,7 @@ mod tests {
         h.target_server = OTHER_SERVER.into();
         assert_eq!(
             code(verify(&resigned(&h, &client_key()))),
-            request_codes::INVALID_SECURITY_SERVER
+            ServerProxyCode::InvalidSecurityServer
         );
         h.target_server = String::new();
         verify(&resigned(&h, &client_key())).unwrap();
@@ -1098,7 +1010,7 @@ mod tests {
         h.service = format!("{OTHER}/svc");
         assert_eq!(
             code(verify(&resigned(&h, &client_key()))),
-            request_codes::UNKNOWN_SERVICE
+            ServerProxyCode::UnknownService
         );
     }
 
@@ -1123,7 +1035,7 @@ mod tests {
             f(&mut h);
             assert_eq!(
                 code(verify(&resigned(&h, &client_key()))),
-                request_codes::INVALID_MESSAGE,
+                ServerProxyCode::InvalidMessage,
                 "case {i}"
             );
         }
@@ -1167,11 +1079,13 @@ mod tests {
         )
     }
 
-    fn resp_code(r: Result<VerifiedResponse, XRoadError>) -> std::borrow::Cow<'static, str> {
+    fn resp_code(r: Result<VerifiedResponse, XRoadError>) -> ClientProxyCode {
         let e = r.unwrap_err();
-        assert_eq!(e.origin, crate::error::Origin::ClientProxy);
         assert_eq!(e.message_id.as_deref(), Some("msg-1"));
-        e.code
+        match e.code {
+            Code::ClientProxy(c) => c,
+            other => panic!("not a client proxy's code: {other}"),
+        }
     }
 
     #[test]
@@ -1200,7 +1114,7 @@ mod tests {
         let s = sign_response(&h, &provider_key());
         assert_eq!(
             resp_code(verify_resp(&s, b"answer", &context())),
-            response_codes::INVALID_REQUEST_HASH
+            ClientProxyCode::InvalidRequestHash
         );
         // Also when our own context is of another request.
         let s = sign_response(&response_header(&req), &provider_key());
@@ -1208,7 +1122,7 @@ mod tests {
         ctx.request_hash = request_hash(b"another request");
         assert_eq!(
             resp_code(verify_resp(&s, b"answer", &ctx)),
-            response_codes::INVALID_REQUEST_HASH
+            ClientProxyCode::InvalidRequestHash
         );
     }
 
@@ -1218,7 +1132,7 @@ mod tests {
         let s = sign_response(&response_header(&req), &other_key());
         assert_eq!(
             resp_code(verify_resp(&s, b"answer", &context())),
-            response_codes::SIGNER_NOT_PROVIDER
+            ClientProxyCode::SignerNotProvider
         );
     }
 
@@ -1228,7 +1142,7 @@ mod tests {
         let s = sign_response(&response_header(&req), &provider_key());
         assert_eq!(
             resp_code(verify_resp(&s, b"answer!", &context())),
-            response_codes::INVALID_BODY
+            ClientProxyCode::InvalidBody
         );
     }
 
@@ -1241,7 +1155,7 @@ mod tests {
         bad.header[3] ^= 1;
         assert_eq!(
             resp_code(verify_resp(&bad, b"answer", &context())),
-            response_codes::INVALID_SIGNATURE
+            ClientProxyCode::InvalidSignature
         );
         // A request signature never passes as a response signature.
         let bytes = good.header.clone();
@@ -1252,19 +1166,19 @@ mod tests {
         };
         assert_eq!(
             resp_code(verify_resp(&bad, b"answer", &context())),
-            response_codes::INVALID_SIGNATURE
+            ClientProxyCode::InvalidSignature
         );
 
         let mut ctx = context();
         ctx.message_id = "msg-2".into();
         let e = verify_resp(&good, b"answer", &ctx).unwrap_err();
-        assert_eq!(e.code, response_codes::INCONSISTENT_RESPONSE);
+        assert_eq!(e.code, ClientProxyCode::InconsistentResponse);
 
         let mut ctx = context();
         ctx.server = server(OTHER_SERVER);
         assert_eq!(
             resp_code(verify_resp(&good, b"answer", &ctx)),
-            response_codes::INCONSISTENT_RESPONSE
+            ClientProxyCode::InconsistentResponse
         );
 
         let r = verify_response(
@@ -1276,7 +1190,7 @@ mod tests {
             NOW + 100,
             SKEW,
         );
-        assert_eq!(resp_code(r), response_codes::CLOCK_SKEW);
+        assert_eq!(resp_code(r), ClientProxyCode::ClockSkew);
 
         let mut h = response_header(&req);
         h.status = 1000;
@@ -1286,7 +1200,7 @@ mod tests {
                 b"answer",
                 &context()
             )),
-            response_codes::INVALID_RESPONSE
+            ClientProxyCode::InvalidResponse
         );
 
         let mut pb = proto();
@@ -1300,14 +1214,21 @@ mod tests {
             NOW + 2,
             SKEW,
         );
-        assert_eq!(resp_code(r), response_codes::UNKNOWN_SIGNING_KEY);
+        assert_eq!(resp_code(r), ClientProxyCode::UnknownSigningKey);
     }
 
     #[test]
     fn provider_request_headers_come_from_the_verified_header() {
         let v = verified_request();
+        let rights = crate::access::AccessRights::new(vec![crate::access::Grant {
+            service: v.service().clone(),
+            subject: crate::access::Subject::Subsystem(sub(CLIENT)),
+            method: None,
+            path: None,
+        }]);
+        let authorized = rights.authorize(&v, &conf()).unwrap();
         let mut map = http::HeaderMap::new();
-        rest::write_provider_request_headers(&mut map, &v).unwrap();
+        authorized.provider_request_headers(&mut map).unwrap();
         assert_eq!(map["content-type"], "application/json");
         assert_eq!(map["x-road-client"], CLIENT);
         assert_eq!(map["x-road-service"], format!("{PROVIDER}/residentRecord"));

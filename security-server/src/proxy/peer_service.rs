@@ -1,0 +1,138 @@
+//! The server proxy's face to peer servers: the `Peer` gRPC service. `Exchange` goes to the
+//! [`ServerProxy`], `AddCheckpoint` to this server's witness, `GetConfiguration` answers with
+//! the configuration this server holds (peers refresh from each other, DESIGN §4).
+
+use std::sync::Arc;
+
+use exchange::{ServerProxyCode, XRoadError};
+use globalconf::VerifiedConf;
+use proto::v1 as pb;
+use tokio::sync::watch;
+
+use crate::log::witness;
+use crate::peer::wire::{AnswerThenConfirm, error_to_status};
+use crate::proxy::server::ServerProxy;
+
+/// The peer-facing gRPC service of this server.
+#[derive(Debug, Clone)]
+pub struct PeerService {
+    conf: watch::Receiver<Option<VerifiedConf>>,
+    proxy: Arc<ServerProxy>,
+}
+
+impl PeerService {
+    pub fn new(conf: watch::Receiver<Option<VerifiedConf>>, proxy: Arc<ServerProxy>) -> Self {
+        Self { conf, proxy }
+    }
+
+    /// `max_message`: the largest gRPC message either way.
+    pub fn router(self, max_message: usize) -> axum::Router {
+        let server = pb::peer_server::PeerServer::new(self)
+            .max_decoding_message_size(max_message)
+            .max_encoding_message_size(max_message);
+        tonic::service::Routes::new(server).into_axum_router()
+    }
+}
+
+#[tonic::async_trait]
+impl pb::peer_server::Peer for PeerService {
+    type ExchangeStream = AnswerThenConfirm;
+
+    async fn exchange(
+        &self,
+        request: tonic::Request<pb::ExchangeRequest>,
+    ) -> Result<tonic::Response<AnswerThenConfirm>, tonic::Status> {
+        let peer = request
+            .extensions()
+            .get::<runtime::PeerCertificate>()
+            .map(|p| p.0);
+        match self.proxy.exchange(peer, request.into_inner()).await {
+            Ok((answer, logged)) => {
+                Ok(tonic::Response::new(AnswerThenConfirm::new(answer, logged)))
+            }
+            Err(e) => {
+                tracing::info!(error = %e, "exchange refused");
+                Err(error_to_status(&e))
+            }
+        }
+    }
+
+    async fn add_checkpoint(
+        &self,
+        request: tonic::Request<pb::AddCheckpointRequest>,
+    ) -> Result<tonic::Response<pb::AddCheckpointResponse>, tonic::Status> {
+        let proxy = &self.proxy;
+        let result = async {
+            let conf = proxy
+                .conf
+                .valid_now()
+                .map_err(|m| XRoadError::new(ServerProxyCode::OutdatedGlobalConf, m))?;
+            let conf = conf.conf();
+            // The pinned TLS certificate says which server is asking.
+            let peer = request
+                .extensions()
+                .get::<runtime::PeerCertificate>()
+                .and_then(|p| conf.server_by_cert(&p.0))
+                .map(|s| s.id.clone())
+                .ok_or_else(|| {
+                    XRoadError::new(ServerProxyCode::UnauthenticatedPeer, "unknown peer")
+                })?;
+            let now = proxy.clock.unix_now();
+            let owner = proxy.this.owner();
+            let key = proxy.keys.signer(owner, conf, now).ok_or_else(|| {
+                XRoadError::new(
+                    ServerProxyCode::NoSigningKey,
+                    format!("no valid key of {owner}"),
+                )
+            })?;
+            let signer = tlog::CosignatureSigner::new(proxy.this.to_string(), key.clone())
+                .map_err(|e| XRoadError::new(ServerProxyCode::InternalError, e.to_string()))?;
+            witness(
+                proxy.logger.log(),
+                conf,
+                &peer,
+                request.into_inner(),
+                signer,
+                u64::try_from(now).unwrap_or(0),
+            )
+            .await
+        }
+        .await;
+        match result {
+            Ok(answer) => Ok(tonic::Response::new(answer)),
+            Err(e) => {
+                tracing::info!(error = %e, "checkpoint not cosigned");
+                Err(error_to_status(&e))
+            }
+        }
+    }
+
+    async fn get_configuration(
+        &self,
+        request: tonic::Request<pb::GetConfigurationRequest>,
+    ) -> Result<tonic::Response<pb::SignedConfiguration>, tonic::Status> {
+        let peer = request
+            .extensions()
+            .get::<runtime::PeerCertificate>()
+            .map(|p| p.0);
+        let envelope = {
+            let held = self.conf.borrow();
+            let held = held
+                .as_ref()
+                .ok_or_else(|| tonic::Status::unavailable("this server holds no configuration"))?;
+            // The handshake checked the certificate against the configuration of that moment;
+            // a pooled connection outlives it, so a server removed since is refused here.
+            if peer.is_none_or(|p| held.conf().server_by_cert(&p).is_none()) {
+                return Err(tonic::Status::permission_denied(
+                    "the configuration this server holds does not list the caller",
+                ));
+            }
+            held.envelope().to_vec()
+        };
+        // The stored envelope was produced by prost and checked to have no unknown data, so
+        // decoding and re-encoding it gives back the same bytes.
+        let signed = <pb::SignedConfiguration as prost::Message>::decode(envelope.as_slice())
+            .map_err(|_| tonic::Status::internal("stored configuration does not decode"))?;
+        Ok(tonic::Response::new(signed))
+    }
+}
