@@ -30,7 +30,7 @@ pub(crate) const ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
 /// [`RegistryAdmin`] handle made from it are dropped.
 #[derive(Debug)]
 pub struct Registry {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
 }
 
 pub(crate) struct Shared {
