@@ -6,6 +6,15 @@
 //! [`crate::RegistryAdmin::run`], and the CLI's printing. [`for_each_op`] lists them all.
 //!
 //! Nothing here is async: the operations run under the registry's lock on a blocking thread.
+//!
+//! - `machine`: [`Core`], the state and its database; `execute` commits one operation's changes.
+//! - `status`: the served configuration: [`Status`], [`Publish`], [`Audit`].
+//! - `members`: [`ListMembers`], [`AddMember`], [`RemoveMember`] (with all the member owns).
+//! - `subsystems`: [`ListSubsystems`], [`AddSubsystem`], [`RemoveSubsystem`].
+//! - `groups`: global groups and their members.
+//! - `servers`: approved security servers and the subsystems they host.
+//! - `keys`: member signing keys: list, add, retire, remove.
+//! - `enrollment`: enrolment requests (submitted on the public endpoint), decisions, tokens.
 
 mod enrollment;
 mod groups;
@@ -98,7 +107,7 @@ pub trait AdminOp: fmt::Debug + Send + Sized + 'static {
     fn from_wire(path: Self::Path, body: Self::Body) -> Self;
     /// The request as the admin API receives it.
     fn to_wire(&self) -> (Self::Path, Self::Body);
-    /// Runs the operation at `now` (Unix seconds); changes go through [`Core::execute`].
+    /// Runs the operation at `now` (Unix seconds); changes go through `Core::execute`, one transaction.
     fn apply(self, core: &mut Core, now: i64) -> Result<Self::Response, RegistryError>;
     /// The answer as the CLI prints it without `--json` (on stdout, lines ending in `\n`).
     fn text(&self, response: &Self::Response) -> String;
