@@ -1,6 +1,7 @@
 //! The registry's operations as an in-process handle ([`RegistryAdmin`]) and the JSON views they
-//! return. The admin HTTP API and the public enrolment endpoint call exactly these methods, so
-//! the sandbox and tests that drive the handle exercise the same code as operators do.
+//! return. [`RegistryAdmin::run`] is what the admin HTTP API calls for every operation, and the
+//! public enrolment endpoint calls [`RegistryAdmin::submit_enrollment`], so the sandbox and tests
+//! that drive the handle exercise the same code as operators do.
 
 use std::sync::Arc;
 
@@ -10,7 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::enrollment::{EnrollmentRecord, EnrollmentStatus};
 use crate::error::RegistryError;
-use crate::registry::{Core, Shared};
+use crate::ops::{self, AdminOp, Core};
+use crate::registry::Shared;
 use crate::store::{AuditEntry, Publication};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -165,22 +167,29 @@ impl RegistryAdmin {
         &self.shared.anchor
     }
 
+    /// Runs one admin operation (see [`crate::ops`]): what the admin API does for its request.
+    pub async fn run<Op: AdminOp>(&self, op: Op) -> Result<Op::Response, RegistryError> {
+        self.call(move |core, now| op.apply(core, now)).await
+    }
+
+    // Shorthands for `run`, for the sandbox and tests.
+
     pub async fn status(&self) -> Result<StatusView, RegistryError> {
-        self.call(|core, _| core.status()).await
+        self.run(ops::Status).await
     }
 
     /// Signs and publishes a new serial now, even without changes.
     pub async fn publish(&self) -> Result<StatusView, RegistryError> {
-        self.call(|core, now| core.publish(now)).await
+        self.run(ops::Publish).await
     }
 
     /// The newest `limit` audit entries, oldest first.
     pub async fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, RegistryError> {
-        self.call(move |core, _| core.audit_log(limit)).await
+        self.run(ops::Audit { limit: Some(limit) }).await
     }
 
     pub async fn list_members(&self) -> Result<Vec<MemberView>, RegistryError> {
-        self.call(|core, _| Ok(core.list_members())).await
+        self.run(ops::ListMembers).await
     }
 
     pub async fn add_member(
@@ -189,18 +198,16 @@ impl RegistryAdmin {
         name: impl Into<String>,
     ) -> Result<MemberView, RegistryError> {
         let name = name.into();
-        self.call(move |core, now| core.add_member(id, name, now))
-            .await
+        self.run(ops::AddMember { id, name }).await
     }
 
     /// Removes a member together with its subsystems, signing keys and security servers.
     pub async fn remove_member(&self, id: MemberId) -> Result<(), RegistryError> {
-        self.call(move |core, now| core.remove_member(&id, now))
-            .await
+        self.run(ops::RemoveMember { id }).await
     }
 
     pub async fn list_subsystems(&self) -> Result<Vec<SubsystemView>, RegistryError> {
-        self.call(|core, _| Ok(core.list_subsystems())).await
+        self.run(ops::ListSubsystems).await
     }
 
     /// Adds a subsystem of an existing member; an empty name defaults to the subsystem code.
@@ -210,17 +217,15 @@ impl RegistryAdmin {
         name: impl Into<String>,
     ) -> Result<SubsystemView, RegistryError> {
         let name = name.into();
-        self.call(move |core, now| core.add_subsystem(id, name, now))
-            .await
+        self.run(ops::AddSubsystem { id, name }).await
     }
 
     pub async fn remove_subsystem(&self, id: SubsystemId) -> Result<(), RegistryError> {
-        self.call(move |core, now| core.remove_subsystem(&id, now))
-            .await
+        self.run(ops::RemoveSubsystem { id }).await
     }
 
     pub async fn list_groups(&self) -> Result<Vec<GroupView>, RegistryError> {
-        self.call(|core, _| Ok(core.list_groups())).await
+        self.run(ops::ListGroups).await
     }
 
     pub async fn add_group(
@@ -229,13 +234,11 @@ impl RegistryAdmin {
         description: impl Into<String>,
     ) -> Result<GroupView, RegistryError> {
         let description = description.into();
-        self.call(move |core, now| core.add_group(id, description, now))
-            .await
+        self.run(ops::AddGroup { id, description }).await
     }
 
     pub async fn remove_group(&self, id: GlobalGroupId) -> Result<(), RegistryError> {
-        self.call(move |core, now| core.remove_group(&id, now))
-            .await
+        self.run(ops::RemoveGroup { id }).await
     }
 
     pub async fn add_group_member(
@@ -243,8 +246,7 @@ impl RegistryAdmin {
         group: GlobalGroupId,
         subsystem: SubsystemId,
     ) -> Result<GroupView, RegistryError> {
-        self.call(move |core, now| core.set_group_member(&group, &subsystem, true, now))
-            .await
+        self.run(ops::AddGroupMember { group, subsystem }).await
     }
 
     pub async fn remove_group_member(
@@ -252,19 +254,19 @@ impl RegistryAdmin {
         group: GlobalGroupId,
         subsystem: SubsystemId,
     ) -> Result<GroupView, RegistryError> {
-        self.call(move |core, now| core.set_group_member(&group, &subsystem, false, now))
-            .await
+        self.run(ops::RemoveGroupMember { group, subsystem }).await
     }
 
     pub async fn list_enrollments(&self) -> Result<Vec<EnrollmentView>, RegistryError> {
-        self.call(|core, _| Ok(core.list_enrollments())).await
+        self.run(ops::ListEnrollments).await
     }
 
     pub async fn enrollment(&self, id: SecurityServerId) -> Result<EnrollmentView, RegistryError> {
-        self.call(move |core, _| core.enrollment(&id)).await
+        self.run(ops::GetEnrollment { server_id: id }).await
     }
 
-    /// What `POST /v1/enrollments` does with a `SignedEnrollmentRequest`'s bytes.
+    /// What `POST /v1/enrollments` (the public endpoint) does with a
+    /// `SignedEnrollmentRequest`'s bytes.
     pub async fn submit_enrollment(
         &self,
         body: Vec<u8>,
@@ -277,16 +279,14 @@ impl RegistryAdmin {
         &self,
         id: SecurityServerId,
     ) -> Result<EnrollmentView, RegistryError> {
-        self.call(move |core, now| core.approve_enrollment(&id, now))
-            .await
+        self.run(ops::ApproveEnrollment { server_id: id }).await
     }
 
     pub async fn reject_enrollment(
         &self,
         id: SecurityServerId,
     ) -> Result<EnrollmentView, RegistryError> {
-        self.call(move |core, now| core.reject_enrollment(&id, now))
-            .await
+        self.run(ops::RejectEnrollment { server_id: id }).await
     }
 
     /// Issues a one-time token that lets `server_id` enrol without waiting for approval.
@@ -294,17 +294,15 @@ impl RegistryAdmin {
         &self,
         server_id: SecurityServerId,
     ) -> Result<IssuedToken, RegistryError> {
-        self.call(move |core, now| core.issue_token(&server_id, now))
-            .await
+        self.run(ops::IssueToken { server_id }).await
     }
 
     pub async fn list_servers(&self) -> Result<Vec<ServerView>, RegistryError> {
-        self.call(|core, _| Ok(core.list_servers())).await
+        self.run(ops::ListServers).await
     }
 
     pub async fn remove_server(&self, id: SecurityServerId) -> Result<(), RegistryError> {
-        self.call(move |core, now| core.remove_server(&id, now))
-            .await
+        self.run(ops::RemoveServer { id }).await
     }
 
     pub async fn add_hosted_subsystem(
@@ -312,7 +310,7 @@ impl RegistryAdmin {
         server: SecurityServerId,
         subsystem: SubsystemId,
     ) -> Result<ServerView, RegistryError> {
-        self.call(move |core, now| core.set_hosted_subsystem(&server, &subsystem, true, now))
+        self.run(ops::AddHostedSubsystem { server, subsystem })
             .await
     }
 
@@ -321,12 +319,12 @@ impl RegistryAdmin {
         server: SecurityServerId,
         subsystem: SubsystemId,
     ) -> Result<ServerView, RegistryError> {
-        self.call(move |core, now| core.set_hosted_subsystem(&server, &subsystem, false, now))
+        self.run(ops::RemoveHostedSubsystem { server, subsystem })
             .await
     }
 
     pub async fn list_keys(&self, member: MemberId) -> Result<Vec<KeyView>, RegistryError> {
-        self.call(move |core, _| core.list_keys(&member)).await
+        self.run(ops::ListKeys { member }).await
     }
 
     /// Lists another signing key for a member, valid from `valid_from` (default: now).
@@ -336,8 +334,11 @@ impl RegistryAdmin {
         public_key: PublicKey,
         valid_from: Option<i64>,
     ) -> Result<KeyView, RegistryError> {
-        self.call(move |core, now| core.add_key(&member, public_key, valid_from, now))
-            .await
+        let key = ops::NewKey {
+            public_key,
+            valid_from,
+        };
+        self.run(ops::AddKey { member, key }).await
     }
 
     /// Ends a key's validity at `at` (default: now).
@@ -347,12 +348,16 @@ impl RegistryAdmin {
         key_id: KeyId,
         at: Option<i64>,
     ) -> Result<KeyView, RegistryError> {
-        self.call(move |core, now| core.retire_key(&member, &key_id, at, now))
-            .await
+        let retirement = ops::Retirement { at };
+        self.run(ops::RetireKey {
+            member,
+            key_id,
+            retirement,
+        })
+        .await
     }
 
     pub async fn remove_key(&self, member: MemberId, key_id: KeyId) -> Result<(), RegistryError> {
-        self.call(move |core, now| core.remove_key(&member, &key_id, now))
-            .await
+        self.run(ops::RemoveKey { member, key_id }).await
     }
 }

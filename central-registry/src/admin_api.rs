@@ -1,122 +1,51 @@
 //! The admin HTTP API (plain HTTP on `admin_listen`, loopback by default). Every request needs
 //! `Authorization: Bearer <admin-token>`; bodies and answers are JSON. Identifiers in paths are
 //! percent-encoded, one path segment each (`JP%2FGOV%2Fdigital-agency`).
+//!
+//! Every operation of [`crate::ops`] gets its route from its `METHOD` and `PATH`, and the one
+//! generic [`handle`] reads its request (path, then query or JSON body), runs it, and answers
+//! with its `STATUS`.
 
-use std::str::FromStr;
 use std::sync::Arc;
 
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{MethodFilter, on};
 use axum::{Json, Router};
-use certs::{KeyId, PublicKey};
-use globalconf::{GlobalGroupId, MemberId, SecurityServerId, SubsystemId};
 use http::{StatusCode, header};
-use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq as _;
 
 use crate::admin::RegistryAdmin;
 use crate::error::RegistryError;
+use crate::ops::{self, AdminOp, Input, OpVisitor, PathParams};
 use crate::registry::Shared;
-use crate::util::constant_time_eq;
-
-/// `POST /admin/v1/members`
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AddMember {
-    pub id: MemberId,
-    pub name: String,
-}
-
-/// `POST /admin/v1/subsystems`
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AddSubsystem {
-    pub id: SubsystemId,
-    #[serde(default)]
-    pub name: String,
-}
-
-/// `POST /admin/v1/groups`
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AddGroup {
-    pub id: GlobalGroupId,
-    #[serde(default)]
-    pub description: String,
-}
-
-/// `POST /admin/v1/tokens`
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IssueToken {
-    pub server_id: SecurityServerId,
-}
-
-/// `POST /admin/v1/members/{member}/keys`
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AddKey {
-    /// Base64 of the raw 32-byte Ed25519 public key.
-    pub public_key: PublicKey,
-    #[serde(default)]
-    pub valid_from: Option<i64>,
-}
-
-/// `POST /admin/v1/members/{member}/keys/{key_id}/retire`
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RetireKey {
-    #[serde(default)]
-    pub at: Option<i64>,
-}
-
-#[derive(Debug, Deserialize)]
-struct AuditQuery {
-    limit: Option<usize>,
-}
 
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
-    let api = Router::new()
-        .route("/status", get(status))
-        .route("/publish", post(publish))
-        .route("/audit", get(audit))
-        .route("/members", get(list_members).post(add_member))
-        .route("/members/{id}", axum::routing::delete(remove_member))
-        .route("/members/{id}/keys", get(list_keys).post(add_key))
-        .route(
-            "/members/{id}/keys/{key_id}",
-            axum::routing::delete(remove_key),
-        )
-        .route("/members/{id}/keys/{key_id}/retire", post(retire_key))
-        .route("/subsystems", get(list_subsystems).post(add_subsystem))
-        .route("/subsystems/{id}", axum::routing::delete(remove_subsystem))
-        .route("/groups", get(list_groups).post(add_group))
-        .route("/groups/{id}", axum::routing::delete(remove_group))
-        .route(
-            "/groups/{id}/members/{subsystem}",
-            put(add_group_member).delete(remove_group_member),
-        )
-        .route("/enrollments", get(list_enrollments))
-        .route("/enrollments/{id}", get(enrollment))
-        .route("/enrollments/{id}/approve", post(approve_enrollment))
-        .route("/enrollments/{id}/reject", post(reject_enrollment))
-        .route("/tokens", post(issue_token))
-        .route("/servers", get(list_servers))
-        .route("/servers/{id}", axum::routing::delete(remove_server))
-        .route(
-            "/servers/{id}/subsystems/{subsystem}",
-            put(add_hosted_subsystem).delete(remove_hosted_subsystem),
-        );
+    let mut routes = Routes(Router::new());
+    ops::for_each_op(&mut routes);
     Router::new()
-        .nest("/admin/v1", api)
+        .nest("/admin/v1", routes.0)
         .fallback(crate::http::not_found)
         .layer(middleware::from_fn_with_state(
             Arc::clone(&shared),
             require_bearer,
         ))
         .with_state(shared)
+}
+
+/// Adds one route per operation.
+struct Routes(Router<Arc<Shared>>);
+
+impl OpVisitor for Routes {
+    fn visit<Op: AdminOp>(&mut self) {
+        let Ok(filter) = MethodFilter::try_from(Op::METHOD) else {
+            tracing::error!(method = %Op::METHOD, path = Op::PATH, "no route for this method");
+            return;
+        };
+        let routes = std::mem::take(&mut self.0);
+        self.0 = routes.route(Op::PATH, on(filter, handle::<Op>));
+    }
 }
 
 async fn require_bearer(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
@@ -127,7 +56,7 @@ async fn require_bearer(State(shared): State<Arc<Shared>>, req: Request, next: N
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     let allowed =
-        presented.is_some_and(|t| constant_time_eq(t.as_bytes(), shared.admin_token.as_bytes()));
+        presented.is_some_and(|t| bool::from(t.as_bytes().ct_eq(shared.admin_token.as_bytes())));
     if !allowed {
         tracing::warn!(path = %req.uri().path(), "admin request without a valid bearer token");
         let mut response = RegistryError::Unauthorized.into_response();
@@ -140,208 +69,117 @@ async fn require_bearer(State(shared): State<Arc<Shared>>, req: Request, next: N
     next.run(req).await
 }
 
-type ApiResult = Result<Response, RegistryError>;
-
-fn admin(shared: Arc<Shared>) -> RegistryAdmin {
-    RegistryAdmin::new(shared)
+/// The handler of every operation.
+async fn handle<Op: AdminOp>(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    let op = match read::<Op>(request).await {
+        Ok(op) => op,
+        Err(refusal) => return refusal,
+    };
+    match RegistryAdmin::new(shared).run(op).await {
+        Ok(_) if Op::STATUS == StatusCode::NO_CONTENT => StatusCode::NO_CONTENT.into_response(),
+        Ok(answer) => (Op::STATUS, Json(answer)).into_response(),
+        Err(e) => e.into_response(),
+    }
 }
 
-fn id<T: FromStr>(what: &str, raw: &str) -> Result<T, RegistryError>
-where
-    T::Err: std::fmt::Display,
-{
-    raw.parse()
-        .map_err(|e| RegistryError::BadRequest(format!("{what}: {e}")))
+/// The request of `Op`: path identifiers first, then the query or the JSON body. A path or
+/// query the extractor cannot read gets axum's own answer; a bad identifier or JSON body is a
+/// `Registry.BadRequest`.
+async fn read<Op: AdminOp>(request: Request) -> Result<Op, Response> {
+    let (mut parts, body) = request.into_parts();
+    let raw = if <Op::Path as PathParams>::COUNT == 0 {
+        Vec::new()
+    } else {
+        let Path(raw) = Path::<Vec<String>>::from_request_parts(&mut parts, &())
+            .await
+            .map_err(IntoResponse::into_response)?;
+        raw
+    };
+    let path = Op::Path::parse(&raw).map_err(IntoResponse::into_response)?;
+    let body = match Op::INPUT {
+        Input::None => serde_json::from_value(serde_json::Value::Null).map_err(|e| {
+            RegistryError::Internal(format!("{} takes no input: {e}", Op::PATH)).into_response()
+        })?,
+        Input::Query => {
+            let Query(query) = Query::<Op::Body>::from_request_parts(&mut parts, &())
+                .await
+                .map_err(IntoResponse::into_response)?;
+            query
+        }
+        Input::Json => {
+            let Json(body) = Json::<Op::Body>::from_request(Request::from_parts(parts, body), &())
+                .await
+                .map_err(|r| RegistryError::BadRequest(r.body_text()).into_response())?;
+            body
+        }
+    };
+    Ok(Op::from_wire(path, body))
 }
 
-fn body<T>(json: Result<Json<T>, JsonRejection>) -> Result<T, RegistryError> {
-    json.map(|Json(v)| v)
-        .map_err(|r| RegistryError::BadRequest(r.body_text()))
-}
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use certs::SystemClock;
+    use tower::ServiceExt as _;
 
-fn ok<T: Serialize>(value: T) -> ApiResult {
-    Ok(Json(value).into_response())
-}
+    use super::*;
+    use crate::{Registry, RegistryConfig, init_data_dir};
 
-fn created<T: Serialize>(value: T) -> ApiResult {
-    Ok((StatusCode::CREATED, Json(value)).into_response())
-}
+    async fn send(app: &Router, token: &str, method: &http::Method, path: &str) -> (u16, String) {
+        let request = http::Request::builder()
+            .method(method)
+            .uri(format!("/admin/v1{path}"))
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from("{}"))
+            .unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        let status = response.status().as_u16();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
 
-fn no_content() -> ApiResult {
-    Ok(StatusCode::NO_CONTENT.into_response())
-}
-
-async fn status(State(s): State<Arc<Shared>>) -> ApiResult {
-    ok(admin(s).status().await?)
-}
-
-async fn publish(State(s): State<Arc<Shared>>) -> ApiResult {
-    ok(admin(s).publish().await?)
-}
-
-async fn audit(State(s): State<Arc<Shared>>, Query(q): Query<AuditQuery>) -> ApiResult {
-    ok(admin(s).audit(q.limit.unwrap_or(100)).await?)
-}
-
-async fn list_members(State(s): State<Arc<Shared>>) -> ApiResult {
-    ok(admin(s).list_members().await?)
-}
-
-async fn add_member(
-    State(s): State<Arc<Shared>>,
-    req: Result<Json<AddMember>, JsonRejection>,
-) -> ApiResult {
-    let req = body(req)?;
-    created(admin(s).add_member(req.id, req.name).await?)
-}
-
-async fn remove_member(State(s): State<Arc<Shared>>, Path(raw): Path<String>) -> ApiResult {
-    admin(s).remove_member(id("member id", &raw)?).await?;
-    no_content()
-}
-
-async fn list_keys(State(s): State<Arc<Shared>>, Path(raw): Path<String>) -> ApiResult {
-    ok(admin(s).list_keys(id("member id", &raw)?).await?)
-}
-
-async fn add_key(
-    State(s): State<Arc<Shared>>,
-    Path(raw): Path<String>,
-    req: Result<Json<AddKey>, JsonRejection>,
-) -> ApiResult {
-    let member = id("member id", &raw)?;
-    let req = body(req)?;
-    created(
-        admin(s)
-            .add_key(member, req.public_key, req.valid_from)
-            .await?,
-    )
-}
-
-fn key_id(raw: &str) -> Result<KeyId, RegistryError> {
-    KeyId::parse(raw).map_err(|e| RegistryError::BadRequest(format!("key id: {e}")))
-}
-
-async fn retire_key(
-    State(s): State<Arc<Shared>>,
-    Path((member, key)): Path<(String, String)>,
-    req: Result<Json<RetireKey>, JsonRejection>,
-) -> ApiResult {
-    let member = id("member id", &member)?;
-    let key = key_id(&key)?;
-    let req = body(req)?;
-    ok(admin(s).retire_key(member, key, req.at).await?)
-}
-
-async fn remove_key(
-    State(s): State<Arc<Shared>>,
-    Path((member, key)): Path<(String, String)>,
-) -> ApiResult {
-    admin(s)
-        .remove_key(id("member id", &member)?, key_id(&key)?)
-        .await?;
-    no_content()
-}
-
-async fn list_subsystems(State(s): State<Arc<Shared>>) -> ApiResult {
-    ok(admin(s).list_subsystems().await?)
-}
-
-async fn add_subsystem(
-    State(s): State<Arc<Shared>>,
-    req: Result<Json<AddSubsystem>, JsonRejection>,
-) -> ApiResult {
-    let req = body(req)?;
-    created(admin(s).add_subsystem(req.id, req.name).await?)
-}
-
-async fn remove_subsystem(State(s): State<Arc<Shared>>, Path(raw): Path<String>) -> ApiResult {
-    admin(s).remove_subsystem(id("subsystem id", &raw)?).await?;
-    no_content()
-}
-
-async fn list_groups(State(s): State<Arc<Shared>>) -> ApiResult {
-    ok(admin(s).list_groups().await?)
-}
-
-async fn add_group(
-    State(s): State<Arc<Shared>>,
-    req: Result<Json<AddGroup>, JsonRejection>,
-) -> ApiResult {
-    let req = body(req)?;
-    created(admin(s).add_group(req.id, req.description).await?)
-}
-
-async fn remove_group(State(s): State<Arc<Shared>>, Path(raw): Path<String>) -> ApiResult {
-    admin(s).remove_group(id("group id", &raw)?).await?;
-    no_content()
-}
-
-async fn add_group_member(
-    State(s): State<Arc<Shared>>,
-    Path((group, subsystem)): Path<(String, String)>,
-) -> ApiResult {
-    ok(admin(s)
-        .add_group_member(id("group id", &group)?, id("subsystem id", &subsystem)?)
-        .await?)
-}
-
-async fn remove_group_member(
-    State(s): State<Arc<Shared>>,
-    Path((group, subsystem)): Path<(String, String)>,
-) -> ApiResult {
-    ok(admin(s)
-        .remove_group_member(id("group id", &group)?, id("subsystem id", &subsystem)?)
-        .await?)
-}
-
-async fn list_enrollments(State(s): State<Arc<Shared>>) -> ApiResult {
-    ok(admin(s).list_enrollments().await?)
-}
-
-async fn enrollment(State(s): State<Arc<Shared>>, Path(raw): Path<String>) -> ApiResult {
-    ok(admin(s).enrollment(id("server id", &raw)?).await?)
-}
-
-async fn approve_enrollment(State(s): State<Arc<Shared>>, Path(raw): Path<String>) -> ApiResult {
-    ok(admin(s).approve_enrollment(id("server id", &raw)?).await?)
-}
-
-async fn reject_enrollment(State(s): State<Arc<Shared>>, Path(raw): Path<String>) -> ApiResult {
-    ok(admin(s).reject_enrollment(id("server id", &raw)?).await?)
-}
-
-async fn issue_token(
-    State(s): State<Arc<Shared>>,
-    req: Result<Json<IssueToken>, JsonRejection>,
-) -> ApiResult {
-    let req = body(req)?;
-    created(admin(s).issue_token(req.server_id).await?)
-}
-
-async fn list_servers(State(s): State<Arc<Shared>>) -> ApiResult {
-    ok(admin(s).list_servers().await?)
-}
-
-async fn remove_server(State(s): State<Arc<Shared>>, Path(raw): Path<String>) -> ApiResult {
-    admin(s).remove_server(id("server id", &raw)?).await?;
-    no_content()
-}
-
-async fn add_hosted_subsystem(
-    State(s): State<Arc<Shared>>,
-    Path((server, subsystem)): Path<(String, String)>,
-) -> ApiResult {
-    ok(admin(s)
-        .add_hosted_subsystem(id("server id", &server)?, id("subsystem id", &subsystem)?)
-        .await?)
-}
-
-async fn remove_hosted_subsystem(
-    State(s): State<Arc<Shared>>,
-    Path((server, subsystem)): Path<(String, String)>,
-) -> ApiResult {
-    ok(admin(s)
-        .remove_hosted_subsystem(id("server id", &server)?, id("subsystem id", &subsystem)?)
-        .await?)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_op_is_routed_to_its_handler() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = RegistryConfig {
+            data_dir: dir.path().join("data"),
+            ..RegistryConfig::default()
+        };
+        init_data_dir(&config, &SystemClock).unwrap();
+        let registry = Registry::open(config, Arc::new(SystemClock)).unwrap();
+        let token = registry.shared.admin_token.to_string();
+        let app = router(Arc::clone(&registry.shared));
+        for op in ops::table() {
+            // "x" is no identifier of any kind, so an op with identifiers refuses it by name:
+            // proof that its own handler, not the fallback, answered.
+            let mut path = String::new();
+            let mut rest = op.path;
+            while let Some(open) = rest.find('{') {
+                path.push_str(&rest[..open]);
+                path.push('x');
+                rest = rest[open..].split_once('}').map_or("", |(_, r)| r);
+            }
+            path.push_str(rest);
+            let (status, body) = send(&app, &token, &op.method, &path).await;
+            assert!(
+                status != 405 && !body.contains("no such endpoint"),
+                "{} {} is not routed: {status} {body}",
+                op.method,
+                op.path
+            );
+            if op.path_params > 0 {
+                assert_eq!(status, 400, "{}: {body}", op.name);
+                assert!(body.contains(" id: "), "{}: {body}", op.name);
+            } else if op.input == Input::None {
+                assert_eq!(status, op.status.as_u16(), "{}: {body}", op.name);
+            }
+        }
+        let (status, _) = send(&app, &token, &http::Method::DELETE, "/status").await;
+        assert_eq!(status, 405);
+        let (status, body) = send(&app, &token, &http::Method::GET, "/nothing").await;
+        assert_eq!((status, body.contains("no such endpoint")), (404, true));
+    }
 }

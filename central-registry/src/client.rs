@@ -1,23 +1,16 @@
 //! A typed client of the admin HTTP API, used by the CLI subcommands (the running registry holds
-//! the database lock, so the CLI talks to it instead of opening the database).
+//! the database lock, so the CLI talks to it instead of opening the database). One generic
+//! [`AdminClient::call`] sends any operation of [`crate::ops`].
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use certs::{KeyId, PublicKey};
-use globalconf::{GlobalGroupId, MemberId, SecurityServerId, SubsystemId};
-use http::Method;
-use serde::de::DeserializeOwned;
-use serde_json::json;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use serde::Serialize;
 
-use crate::admin::{
-    EnrollmentView, GroupView, IssuedToken, KeyView, MemberView, ServerView, StatusView,
-    SubsystemView,
-};
 use crate::config::RegistryConfig;
 use crate::datadir::DataDir;
 use crate::error::{ErrorBody, RegistryError};
-use crate::store::AuditEntry;
-use crate::util::encode_segment as enc;
+use crate::ops::{AdminOp, Input, PathParams};
 
 /// Why an admin call failed.
 #[derive(Debug, thiserror::Error)]
@@ -69,23 +62,26 @@ impl AdminClient {
         Ok(Self::new(admin_url(config.admin_listen), token))
     }
 
-    async fn call<T: DeserializeOwned>(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<serde_json::Value>,
-    ) -> Result<T, AdminClientError> {
-        let url = format!("{}/admin/v1{path}", self.base);
-        let body = match body {
-            Some(v) => Some(serde_json::to_vec(&v).map_err(|e| {
-                runtime::ClientError::Request(format!("cannot encode request: {e}"))
-            })?),
-            None => None,
+    /// Sends one admin operation (see [`crate::ops`]) and reads its answer.
+    pub async fn call<Op: AdminOp>(&self, op: &Op) -> Result<Op::Response, AdminClientError> {
+        let (path, input) = op.to_wire();
+        let mut url = format!(
+            "{}/admin/v1{}",
+            self.base,
+            fill_path(Op::PATH, &path.segments())
+        );
+        let body = match Op::INPUT {
+            Input::None => None,
+            Input::Query => {
+                url += &query_string(&input).map_err(encoding)?;
+                None
+            }
+            Input::Json => Some(serde_json::to_vec(&input).map_err(encoding)?),
         };
         let response = self
             .http
             .send(
-                method,
+                Op::METHOD,
                 &url,
                 Some(&self.token),
                 body.map(|b| ("application/json", b.into())),
@@ -111,198 +107,63 @@ impl AdminClient {
             message: format!("cannot decode the answer: {e}"),
         })
     }
+}
 
-    pub async fn status(&self) -> Result<StatusView, AdminClientError> {
-        self.call(Method::GET, "/status", None).await
-    }
-    pub async fn publish(&self) -> Result<StatusView, AdminClientError> {
-        self.call(Method::POST, "/publish", None).await
-    }
-    pub async fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, AdminClientError> {
-        self.call(Method::GET, &format!("/audit?limit={limit}"), None)
-            .await
-    }
+fn encoding(e: serde_json::Error) -> AdminClientError {
+    runtime::ClientError::Request(format!("cannot encode request: {e}")).into()
+}
 
-    pub async fn list_members(&self) -> Result<Vec<MemberView>, AdminClientError> {
-        self.call(Method::GET, "/members", None).await
-    }
-    pub async fn add_member(
-        &self,
-        id: &MemberId,
-        name: &str,
-    ) -> Result<MemberView, AdminClientError> {
-        self.call(
-            Method::POST,
-            "/members",
-            Some(json!({"id": id, "name": name})),
-        )
-        .await
-    }
-    pub async fn remove_member(&self, id: &MemberId) -> Result<(), AdminClientError> {
-        let path = format!("/members/{}", enc(&id.to_string()));
-        self.call(Method::DELETE, &path, None).await
-    }
+/// Characters left as they are in a path segment: RFC 3986 unreserved ones, so an identifier's
+/// `/` becomes `%2F` and its `?` becomes `%3F`.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
-    pub async fn list_subsystems(&self) -> Result<Vec<SubsystemView>, AdminClientError> {
-        self.call(Method::GET, "/subsystems", None).await
+/// `template` (`/members/{id}/keys`) with its placeholders replaced, in order, by the
+/// percent-encoded `segments`.
+fn fill_path(template: &str, segments: &[String]) -> String {
+    let mut out = String::with_capacity(template.len() + 32);
+    let mut segments = segments.iter();
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let close = rest[open..].find('}').map_or(rest.len(), |c| open + c + 1);
+        if let Some(segment) = segments.next() {
+            out.extend(utf8_percent_encode(segment, SEGMENT));
+        }
+        rest = &rest[close..];
     }
-    pub async fn add_subsystem(
-        &self,
-        id: &SubsystemId,
-        name: &str,
-    ) -> Result<SubsystemView, AdminClientError> {
-        self.call(
-            Method::POST,
-            "/subsystems",
-            Some(json!({"id": id, "name": name})),
-        )
-        .await
-    }
-    pub async fn remove_subsystem(&self, id: &SubsystemId) -> Result<(), AdminClientError> {
-        let path = format!("/subsystems/{}", enc(&id.to_string()));
-        self.call(Method::DELETE, &path, None).await
-    }
+    out.push_str(rest);
+    out
+}
 
-    pub async fn list_groups(&self) -> Result<Vec<GroupView>, AdminClientError> {
-        self.call(Method::GET, "/groups", None).await
-    }
-    pub async fn add_group(
-        &self,
-        id: &GlobalGroupId,
-        description: &str,
-    ) -> Result<GroupView, AdminClientError> {
-        let body = json!({"id": id, "description": description});
-        self.call(Method::POST, "/groups", Some(body)).await
-    }
-    pub async fn remove_group(&self, id: &GlobalGroupId) -> Result<(), AdminClientError> {
-        let path = format!("/groups/{}", enc(&id.to_string()));
-        self.call(Method::DELETE, &path, None).await
-    }
-    pub async fn add_group_member(
-        &self,
-        group: &GlobalGroupId,
-        subsystem: &SubsystemId,
-    ) -> Result<GroupView, AdminClientError> {
-        let path = format!(
-            "/groups/{}/members/{}",
-            enc(&group.to_string()),
-            enc(&subsystem.to_string())
-        );
-        self.call(Method::PUT, &path, None).await
-    }
-    pub async fn remove_group_member(
-        &self,
-        group: &GlobalGroupId,
-        subsystem: &SubsystemId,
-    ) -> Result<GroupView, AdminClientError> {
-        let path = format!(
-            "/groups/{}/members/{}",
-            enc(&group.to_string()),
-            enc(&subsystem.to_string())
-        );
-        self.call(Method::DELETE, &path, None).await
-    }
-
-    pub async fn list_enrollments(&self) -> Result<Vec<EnrollmentView>, AdminClientError> {
-        self.call(Method::GET, "/enrollments", None).await
-    }
-    pub async fn enrollment(
-        &self,
-        id: &SecurityServerId,
-    ) -> Result<EnrollmentView, AdminClientError> {
-        let path = format!("/enrollments/{}", enc(&id.to_string()));
-        self.call(Method::GET, &path, None).await
-    }
-    pub async fn approve_enrollment(
-        &self,
-        id: &SecurityServerId,
-    ) -> Result<EnrollmentView, AdminClientError> {
-        let path = format!("/enrollments/{}/approve", enc(&id.to_string()));
-        self.call(Method::POST, &path, None).await
-    }
-    pub async fn reject_enrollment(
-        &self,
-        id: &SecurityServerId,
-    ) -> Result<EnrollmentView, AdminClientError> {
-        let path = format!("/enrollments/{}/reject", enc(&id.to_string()));
-        self.call(Method::POST, &path, None).await
-    }
-    pub async fn issue_token(
-        &self,
-        server_id: &SecurityServerId,
-    ) -> Result<IssuedToken, AdminClientError> {
-        self.call(
-            Method::POST,
-            "/tokens",
-            Some(json!({"server_id": server_id})),
-        )
-        .await
-    }
-
-    pub async fn list_servers(&self) -> Result<Vec<ServerView>, AdminClientError> {
-        self.call(Method::GET, "/servers", None).await
-    }
-    pub async fn remove_server(&self, id: &SecurityServerId) -> Result<(), AdminClientError> {
-        let path = format!("/servers/{}", enc(&id.to_string()));
-        self.call(Method::DELETE, &path, None).await
-    }
-    pub async fn add_hosted_subsystem(
-        &self,
-        server: &SecurityServerId,
-        subsystem: &SubsystemId,
-    ) -> Result<ServerView, AdminClientError> {
-        let path = format!(
-            "/servers/{}/subsystems/{}",
-            enc(&server.to_string()),
-            enc(&subsystem.to_string())
-        );
-        self.call(Method::PUT, &path, None).await
-    }
-    pub async fn remove_hosted_subsystem(
-        &self,
-        server: &SecurityServerId,
-        subsystem: &SubsystemId,
-    ) -> Result<ServerView, AdminClientError> {
-        let path = format!(
-            "/servers/{}/subsystems/{}",
-            enc(&server.to_string()),
-            enc(&subsystem.to_string())
-        );
-        self.call(Method::DELETE, &path, None).await
-    }
-
-    pub async fn list_keys(&self, member: &MemberId) -> Result<Vec<KeyView>, AdminClientError> {
-        let path = format!("/members/{}/keys", enc(&member.to_string()));
-        self.call(Method::GET, &path, None).await
-    }
-    pub async fn add_key(
-        &self,
-        member: &MemberId,
-        public_key: &PublicKey,
-        valid_from: Option<i64>,
-    ) -> Result<KeyView, AdminClientError> {
-        let path = format!("/members/{}/keys", enc(&member.to_string()));
-        let body = json!({"public_key": public_key, "valid_from": valid_from});
-        self.call(Method::POST, &path, Some(body)).await
-    }
-    pub async fn retire_key(
-        &self,
-        member: &MemberId,
-        key_id: &KeyId,
-        at: Option<i64>,
-    ) -> Result<KeyView, AdminClientError> {
-        let path = format!("/members/{}/keys/{key_id}/retire", enc(&member.to_string()));
-        self.call(Method::POST, &path, Some(json!({"at": at})))
-            .await
-    }
-    pub async fn remove_key(
-        &self,
-        member: &MemberId,
-        key_id: &KeyId,
-    ) -> Result<(), AdminClientError> {
-        let path = format!("/members/{}/keys/{key_id}", enc(&member.to_string()));
-        self.call(Method::DELETE, &path, None).await
-    }
+/// `?name=value&...` for the non-null fields of a query type (empty if there are none).
+fn query_string<T: Serialize>(query: &T) -> Result<String, serde_json::Error> {
+    let serde_json::Value::Object(fields) = serde_json::to_value(query)? else {
+        return Ok(String::new());
+    };
+    let pairs: Vec<String> = fields
+        .iter()
+        .filter_map(|(name, value)| {
+            let value = match value {
+                serde_json::Value::Null => return None,
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            Some(format!(
+                "{}={}",
+                utf8_percent_encode(name, SEGMENT),
+                utf8_percent_encode(&value, SEGMENT)
+            ))
+        })
+        .collect();
+    Ok(if pairs.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", pairs.join("&"))
+    })
 }
 
 /// `http://` URL for an admin listen address; a wildcard address is reached on loopback.
@@ -313,4 +174,38 @@ pub fn admin_url(listen: SocketAddr) -> String {
         ip => ip,
     };
     format!("http://{}", SocketAddr::new(ip, listen.port()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops;
+
+    #[test]
+    fn identifiers_fill_the_path_percent_encoded() {
+        let op = ops::RetireKey {
+            member: "JP/GOV/digital-agency".parse().unwrap(),
+            key_id: certs::KeyId::parse("00112233445566778899aabbccddeeff").unwrap(),
+            retirement: ops::Retirement::default(),
+        };
+        let (path, _) = op.to_wire();
+        assert_eq!(
+            fill_path(ops::RetireKey::PATH, &path.segments()),
+            "/members/JP%2FGOV%2Fdigital-agency/keys/00112233445566778899aabbccddeeff/retire"
+        );
+        assert_eq!(
+            fill_path("/x/{id}", &["JP/GOV/a?b c".to_owned()]),
+            "/x/JP%2FGOV%2Fa%3Fb%20c"
+        );
+        assert_eq!(fill_path("/status", &[]), "/status");
+    }
+
+    #[test]
+    fn queries_carry_the_fields_that_are_set() {
+        assert_eq!(
+            query_string(&ops::Audit { limit: Some(50) }).unwrap(),
+            "?limit=50"
+        );
+        assert_eq!(query_string(&ops::Audit { limit: None }).unwrap(), "");
+    }
 }

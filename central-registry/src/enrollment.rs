@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::error::RegistryError;
-use crate::util::{b64, b64_opt, hex};
+use crate::util::{b64, b64_opt};
 
 /// How far an enrolment request's `created_at` may be from the registry's clock.
 pub const MAX_REQUEST_AGE_SECS: i64 = 24 * 3600;
@@ -234,7 +234,7 @@ impl TokenRecord {
 
 /// The key a token is stored under: hex SHA-256 of the token text.
 pub fn token_hash(token: &str) -> String {
-    hex(&Sha256::digest(token.as_bytes()))
+    hex::encode(Sha256::digest(token.as_bytes()))
 }
 
 #[cfg(test)]

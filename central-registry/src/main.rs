@@ -1,21 +1,24 @@
 //! `central-registry`: the thin binary. It reads the configuration, then either initialises a
 //! data directory, serves (until SIGINT/SIGTERM), runs a replica, or calls the admin API of the
-//! running registry (which holds the database).
+//! running registry (which holds the database): each admin command names one operation of
+//! `central_registry::ops` (`dispatch`), which is sent and printed the same way for all.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use central_registry::{
-    AdminClient, EnrollmentView, KeyView, MemberView, Registry, RegistryConfig, Replica,
-    ReplicaConfig, ServerView, StatusView, config, init_data_dir, issue_replica_identity,
+    AdminClient, AdminOp, Registry, RegistryConfig, Replica, ReplicaConfig, config, init_data_dir,
+    issue_replica_identity, ops,
 };
 use certs::{KeyId, PublicKey, SystemClock};
 use clap::{Parser, Subcommand};
 use globalconf::{GlobalGroupId, MemberId, SecurityServerId, SubsystemId};
-use serde::Serialize;
+use http::StatusCode;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -350,229 +353,233 @@ fn init(path: &Path, instance: &str, urls: Vec<String>) -> Result<()> {
     Ok(())
 }
 
-fn print<T: Serialize>(json: bool, value: &T, text: impl FnOnce(&T)) -> Result<()> {
-    if json {
-        println!("{}", serde_json::to_string_pretty(value)?);
-    } else {
-        text(value);
-    }
-    Ok(())
-}
-
-fn print_status(s: &StatusView) {
-    println!("instance:            {}", s.instance);
-    println!("serial:              {}", s.serial);
-    println!("generated at:        {}", s.generated_at);
-    println!("expires at:          {}", s.expires_at);
-    println!("members:             {}", s.members);
-    println!("subsystems:          {}", s.subsystems);
-    println!("security servers:    {}", s.servers);
-    println!("pending enrolments:  {}", s.pending_enrollments);
-}
-
-fn print_member(m: &MemberView) {
-    println!("{}  {:?}", m.id, m.name);
-    for s in &m.subsystems {
-        println!("  subsystem {}  {:?}", s.id, s.name);
-    }
-    for k in &m.signing_keys {
-        print_key(k);
-    }
-    for s in &m.servers {
-        println!("  server    {s}");
-    }
-}
-
-fn print_key(k: &KeyView) {
-    let until = k
-        .valid_until
-        .map_or_else(|| "until removed".to_owned(), |u| format!("until {u}"));
-    println!(
-        "  key       {}  from {} {until}  {}",
-        k.key_id,
-        k.valid_from,
-        k.public_key.to_base64()
-    );
-}
-
-fn print_server(s: &ServerView) {
-    println!("{}  {}", s.id, s.addresses.join(", "));
-    println!("  tls sha256 {}", s.tls_cert_sha256);
-    for h in &s.hosted_subsystems {
-        println!("  hosts     {h}");
-    }
-}
-
-fn print_enrollment(e: &EnrollmentView) {
-    println!(
-        "{}  {}  {}  member key {}  submitted {}",
-        e.server_id,
-        e.status.as_str(),
-        e.addresses.join(", "),
-        e.member_key_id,
-        e.submitted_at
-    );
-}
-
 async fn admin_command(path: &Path, json: bool, command: Command) -> Result<()> {
     let config = load(path)?;
     let client = AdminClient::from_config(&config)
         .context("cannot read the admin token (run this on the registry host)")?;
-    match command {
-        Command::Status => print(json, &client.status().await?, print_status),
-        Command::Publish => print(json, &client.publish().await?, print_status),
-        Command::Audit { limit } => print(json, &client.audit(limit).await?, |entries| {
-            for e in entries {
-                println!("{:>6}  {}  {:<24} {}", e.seq, e.time, e.action, e.details);
-            }
-        }),
+    dispatch(
+        command,
+        Call {
+            client: &client,
+            json,
+        },
+    )?
+    .await
+}
+
+/// What to do with the operation a command names: [`Call`] sends it, the tests record it.
+trait WithOp {
+    type Output;
+    fn with<Op: AdminOp>(self, op: Op) -> Self::Output;
+}
+
+/// Maps an admin command to its operation and request (see `central_registry::ops`).
+fn dispatch<W: WithOp>(command: Command, w: W) -> Result<W::Output> {
+    Ok(match command {
+        Command::Status => w.with(ops::Status),
+        Command::Publish => w.with(ops::Publish),
+        Command::Audit { limit } => w.with(ops::Audit { limit: Some(limit) }),
         Command::Member(cmd) => match cmd {
-            MemberCmd::Add { id, name } => {
-                print(json, &client.add_member(&id, &name).await?, print_member)
-            }
-            MemberCmd::List => print(json, &client.list_members().await?, |ms| {
-                ms.iter().for_each(print_member)
-            }),
-            MemberCmd::Remove { id } => {
-                client.remove_member(&id).await?;
-                println!("removed member {id}");
-                Ok(())
-            }
+            MemberCmd::Add { id, name } => w.with(ops::AddMember { id, name }),
+            MemberCmd::List => w.with(ops::ListMembers),
+            MemberCmd::Remove { id } => w.with(ops::RemoveMember { id }),
         },
         Command::Subsystem(cmd) => match cmd {
-            SubsystemCmd::Add { id, name } => {
-                print(json, &client.add_subsystem(&id, &name).await?, |s| {
-                    println!("added subsystem {}  {:?}", s.id, s.name)
-                })
+            SubsystemCmd::Add { id, name } => w.with(ops::AddSubsystem { id, name }),
+            SubsystemCmd::List => w.with(ops::ListSubsystems),
+            SubsystemCmd::Remove { id } => w.with(ops::RemoveSubsystem { id }),
+        },
+        Command::Group(cmd) => match cmd {
+            GroupCmd::Add { id, description } => w.with(ops::AddGroup { id, description }),
+            GroupCmd::List => w.with(ops::ListGroups),
+            GroupCmd::Remove { id } => w.with(ops::RemoveGroup { id }),
+            GroupCmd::AddMember { group, subsystem } => {
+                w.with(ops::AddGroupMember { group, subsystem })
             }
-            SubsystemCmd::List => print(json, &client.list_subsystems().await?, |ss| {
-                for s in ss {
-                    println!("{}  {:?}", s.id, s.name);
-                }
-            }),
-            SubsystemCmd::Remove { id } => {
-                client.remove_subsystem(&id).await?;
-                println!("removed subsystem {id}");
-                Ok(())
+            GroupCmd::RemoveMember { group, subsystem } => {
+                w.with(ops::RemoveGroupMember { group, subsystem })
             }
         },
-        Command::Group(cmd) => {
-            let show = |g: &central_registry::GroupView| {
-                println!("{}  {:?}", g.id, g.description);
-                for m in &g.members {
-                    println!("  member {m}");
-                }
-            };
-            match cmd {
-                GroupCmd::Add { id, description } => {
-                    print(json, &client.add_group(&id, &description).await?, show)
-                }
-                GroupCmd::List => print(json, &client.list_groups().await?, |gs| {
-                    gs.iter().for_each(show)
-                }),
-                GroupCmd::Remove { id } => {
-                    client.remove_group(&id).await?;
-                    println!("removed group {id}");
-                    Ok(())
-                }
-                GroupCmd::AddMember { group, subsystem } => print(
-                    json,
-                    &client.add_group_member(&group, &subsystem).await?,
-                    show,
-                ),
-                GroupCmd::RemoveMember { group, subsystem } => print(
-                    json,
-                    &client.remove_group_member(&group, &subsystem).await?,
-                    show,
-                ),
-            }
-        }
         Command::Enrollment(cmd) => match cmd {
-            EnrollmentCmd::List => print(json, &client.list_enrollments().await?, |es| {
-                es.iter().for_each(print_enrollment)
-            }),
-            EnrollmentCmd::Show { server_id } => {
-                print(json, &client.enrollment(&server_id).await?, |e| {
-                    print_enrollment(e);
-                    if let Some(pem) = &e.certificate_pem {
-                        print!("{pem}");
-                    }
-                })
-            }
-            EnrollmentCmd::Approve { server_id } => print(
-                json,
-                &client.approve_enrollment(&server_id).await?,
-                print_enrollment,
-            ),
-            EnrollmentCmd::Reject { server_id } => print(
-                json,
-                &client.reject_enrollment(&server_id).await?,
-                print_enrollment,
-            ),
+            EnrollmentCmd::List => w.with(ops::ListEnrollments),
+            EnrollmentCmd::Show { server_id } => w.with(ops::GetEnrollment { server_id }),
+            EnrollmentCmd::Approve { server_id } => w.with(ops::ApproveEnrollment { server_id }),
+            EnrollmentCmd::Reject { server_id } => w.with(ops::RejectEnrollment { server_id }),
         },
-        Command::Token(TokenCmd::Issue { server_id }) => {
-            print(json, &client.issue_token(&server_id).await?, |t| {
-                println!("{}", t.token);
-                eprintln!(
-                    "one-time enrolment token for {}, valid until {}; hand it to that server's operator",
-                    t.server_id, t.expires_at
-                );
-            })
-        }
+        Command::Token(TokenCmd::Issue { server_id }) => w.with(ops::IssueToken { server_id }),
         Command::Server(cmd) => match cmd {
-            ServerCmd::List => print(json, &client.list_servers().await?, |ss| {
-                ss.iter().for_each(print_server)
-            }),
-            ServerCmd::Remove { id } => {
-                client.remove_server(&id).await?;
-                println!("removed security server {id}");
-                Ok(())
+            ServerCmd::List => w.with(ops::ListServers),
+            ServerCmd::Remove { id } => w.with(ops::RemoveServer { id }),
+            ServerCmd::AddSubsystem { server, subsystem } => {
+                w.with(ops::AddHostedSubsystem { server, subsystem })
             }
-            ServerCmd::AddSubsystem { server, subsystem } => print(
-                json,
-                &client.add_hosted_subsystem(&server, &subsystem).await?,
-                print_server,
-            ),
-            ServerCmd::RemoveSubsystem { server, subsystem } => print(
-                json,
-                &client.remove_hosted_subsystem(&server, &subsystem).await?,
-                print_server,
-            ),
+            ServerCmd::RemoveSubsystem { server, subsystem } => {
+                w.with(ops::RemoveHostedSubsystem { server, subsystem })
+            }
         },
         Command::Key(cmd) => match cmd {
-            KeyCmd::List { member } => print(json, &client.list_keys(&member).await?, |ks| {
-                ks.iter().for_each(print_key)
-            }),
+            KeyCmd::List { member } => w.with(ops::ListKeys { member }),
             KeyCmd::Add {
                 member,
                 public_key,
                 valid_from,
             } => {
-                let key = PublicKey::from_base64(public_key.trim())?;
-                print(
-                    json,
-                    &client.add_key(&member, &key, valid_from).await?,
-                    print_key,
-                )
+                let public_key = PublicKey::from_base64(public_key.trim())?;
+                let key = ops::NewKey {
+                    public_key,
+                    valid_from,
+                };
+                w.with(ops::AddKey { member, key })
             }
-            KeyCmd::Retire { member, key_id, at } => {
-                let key_id = KeyId::parse(&key_id)?;
-                print(
-                    json,
-                    &client.retire_key(&member, &key_id, at).await?,
-                    print_key,
-                )
-            }
-            KeyCmd::Remove { member, key_id } => {
-                let key_id = KeyId::parse(&key_id)?;
-                client.remove_key(&member, &key_id).await?;
-                println!("removed key {key_id} of {member}");
-                Ok(())
-            }
+            KeyCmd::Retire { member, key_id, at } => w.with(ops::RetireKey {
+                member,
+                key_id: KeyId::parse(&key_id)?,
+                retirement: ops::Retirement { at },
+            }),
+            KeyCmd::Remove { member, key_id } => w.with(ops::RemoveKey {
+                member,
+                key_id: KeyId::parse(&key_id)?,
+            }),
         },
         Command::Init { .. }
         | Command::IssueReplicaIdentity { .. }
         | Command::Serve
         | Command::Replica { .. } => bail!("not an admin command"),
+    })
+}
+
+/// Sends the operation and prints its answer: JSON with `--json` (except a `204 No Content`
+/// answer, which has none), else the operation's text.
+struct Call<'a> {
+    client: &'a AdminClient,
+    json: bool,
+}
+
+impl<'a> WithOp for Call<'a> {
+    type Output = Pin<Box<dyn Future<Output = Result<()>> + 'a>>;
+
+    fn with<Op: AdminOp>(self, op: Op) -> Self::Output {
+        Box::pin(async move {
+            let answer = self.client.call(&op).await?;
+            if self.json && Op::STATUS != StatusCode::NO_CONTENT {
+                println!("{}", serde_json::to_string_pretty(&answer)?);
+            } else {
+                print!("{}", op.text(&answer));
+                if let Some(notice) = op.notice(&answer) {
+                    eprintln!("{notice}");
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    /// One command line per admin operation.
+    const ADMIN_COMMANDS: &[&[&str]] = &[
+        &["status"],
+        &["publish"],
+        &["audit"],
+        &["member", "add", "JP/GOV/a", "--name", "A"],
+        &["member", "list"],
+        &["member", "remove", "JP/GOV/a"],
+        &["subsystem", "add", "JP/GOV/a/s"],
+        &["subsystem", "list"],
+        &["subsystem", "remove", "JP/GOV/a/s"],
+        &["group", "add", "JP/g"],
+        &["group", "list"],
+        &["group", "remove", "JP/g"],
+        &["group", "add-member", "JP/g", "JP/GOV/a/s"],
+        &["group", "remove-member", "JP/g", "JP/GOV/a/s"],
+        &["enrollment", "list"],
+        &["enrollment", "show", "JP/GOV/a/ss1"],
+        &["enrollment", "approve", "JP/GOV/a/ss1"],
+        &["enrollment", "reject", "JP/GOV/a/ss1"],
+        &["token", "issue", "JP/GOV/a/ss1"],
+        &["server", "list"],
+        &["server", "remove", "JP/GOV/a/ss1"],
+        &["server", "add-subsystem", "JP/GOV/a/ss1", "JP/GOV/a/s"],
+        &["server", "remove-subsystem", "JP/GOV/a/ss1", "JP/GOV/a/s"],
+        &["key", "list", "JP/GOV/a"],
+        &[
+            "key",
+            "add",
+            "JP/GOV/a",
+            "--public-key",
+            // The Ed25519 base point.
+            "WGZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmY=",
+        ],
+        &[
+            "key",
+            "retire",
+            "JP/GOV/a",
+            "00112233445566778899aabbccddeeff",
+        ],
+        &[
+            "key",
+            "remove",
+            "JP/GOV/a",
+            "00112233445566778899aabbccddeeff",
+        ],
+    ];
+
+    /// Records which operation a command names.
+    struct Named;
+
+    impl WithOp for Named {
+        type Output = (String, &'static str);
+        fn with<Op: AdminOp>(self, _: Op) -> Self::Output {
+            (Op::METHOD.to_string(), Op::PATH)
+        }
+    }
+
+    #[test]
+    fn every_admin_operation_has_a_command() {
+        let mut named = BTreeSet::new();
+        for args in ADMIN_COMMANDS {
+            let cli = Cli::try_parse_from(
+                std::iter::once("central-registry").chain(args.iter().copied()),
+            )
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            let op = dispatch(cli.command, Named).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            assert!(named.insert(op.clone()), "{args:?} names {op:?} again");
+        }
+        let all: BTreeSet<_> = ops::table()
+            .into_iter()
+            .map(|op| (op.method.to_string(), op.path))
+            .collect();
+        assert_eq!(named, all, "commands and operations differ");
+    }
+
+    #[test]
+    fn every_admin_command_is_listed_above() {
+        fn leaves(cmd: &clap::Command, prefix: Vec<String>, out: &mut BTreeSet<Vec<String>>) {
+            if cmd.get_subcommands().next().is_none() {
+                out.insert(prefix);
+                return;
+            }
+            for sub in cmd.get_subcommands() {
+                let mut path = prefix.clone();
+                path.push(sub.get_name().to_owned());
+                leaves(sub, path, out);
+            }
+        }
+        let mut commands = BTreeSet::new();
+        leaves(&Cli::command(), Vec::new(), &mut commands);
+        for not_admin in ["init", "issue-replica-identity", "serve", "replica", "help"] {
+            commands.retain(|c| c[0] != not_admin);
+        }
+        for args in ADMIN_COMMANDS {
+            commands
+                .retain(|c| !args.starts_with(&c.iter().map(String::as_str).collect::<Vec<_>>()));
+        }
+        assert!(commands.is_empty(), "not in ADMIN_COMMANDS: {commands:?}");
     }
 }

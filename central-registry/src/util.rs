@@ -1,46 +1,14 @@
-//! Small encodings used across the crate: hex, base64 for serde, percent-encoding of identifiers
-//! in URL paths, a constant-time comparison and random tokens.
+//! Random tokens and base64 for serde (hex is the `hex` crate, percent-encoding the
+//! `percent-encoding` crate, constant-time comparison `subtle`).
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-
-pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(char::from(DIGITS[usize::from(b >> 4)]));
-        s.push(char::from(DIGITS[usize::from(b & 0x0f)]));
-    }
-    s
-}
 
 /// `n` random bytes from the operating system, hex-encoded.
 pub fn random_hex(n: usize) -> Result<String, getrandom::Error> {
     let mut buf = vec![0u8; n];
     getrandom::fill(&mut buf)?;
-    Ok(hex(&buf))
-}
-
-/// Compares secrets without an early exit on the first differing byte.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// Percent-encodes one URL path segment: everything but RFC 3986 unreserved characters, so an
-/// identifier's `/` becomes `%2F` and its `?` becomes `%3F`.
-pub fn encode_segment(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 8);
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    Ok(hex::encode(buf))
 }
 
 /// Serde adapter: `Vec<u8>` as standard base64.
@@ -83,15 +51,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn encodings() {
-        assert_eq!(hex(&[0x00, 0xab, 0xff]), "00abff");
-        assert_eq!(
-            encode_segment("JP/GOV/digital-agency/a?b"),
-            "JP%2FGOV%2Fdigital-agency%2Fa%3Fb"
-        );
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"ab"));
+    fn random_tokens_and_base64() {
         assert_eq!(random_hex(32).unwrap().len(), 64);
+        #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+        struct Bytes(#[serde(with = "b64")] Vec<u8>);
+        let json = serde_json::to_string(&Bytes(vec![0, 0xab, 0xff])).unwrap();
+        assert_eq!(json, "\"AKv/\"");
+        assert_eq!(
+            serde_json::from_str::<Bytes>(&json).unwrap().0,
+            [0, 0xab, 0xff]
+        );
     }
 }

@@ -70,7 +70,10 @@ async fn enrolment_waits_for_approval_then_lists_the_certified_server() {
 
     // Approve through the admin HTTP API, as the CLI would.
     let admin = central_registry::AdminClient::new(&registry.admin_url, &registry.admin_token);
-    admin.approve_enrollment(&ss1.id).await.unwrap();
+    let approve = central_registry::ops::ApproveEnrollment {
+        server_id: ss1.id.clone(),
+    };
+    admin.call(&approve).await.unwrap();
 
     let conf = eventually("approved server in the configuration", || async {
         let (_, conf) = registry.fetch().await;

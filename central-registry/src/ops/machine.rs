@@ -1,0 +1,215 @@
+//! [`Core`]: the registry's state and its database, and the one way they change. Every admin
+//! operation checks its request against the in-memory state, turns it into record-level
+//! [`Change`]s and hands them to [`Core::execute`], which applies them in memory, signs the next
+//! configuration if they affect it, and commits changes + audit entry + publication in one redb
+//! write transaction. If the commit fails, memory is reloaded from the database, so the two never
+//! drift apart. No async and no tokio here: the caller holds the lock and picks the thread.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use certs::{CertificateAuthority, Clock, SigningKey};
+use globalconf::{InstanceId, SecurityServerId};
+use prost::Message as _;
+use proto::v1 as pb;
+
+use crate::enrollment::{EnrollmentRecord, TokenRecord};
+use crate::error::RegistryError;
+use crate::state::{PublicationSettings, RegistryState, build_configuration};
+use crate::store::{AuditEntry, Change, Publication, Store};
+
+/// The registry's state under its lock: what the admin operations ([`super::AdminOp::apply`])
+/// read and change. Only this crate makes one.
+pub struct Core {
+    pub(crate) store: Store,
+    pub(crate) instance: InstanceId,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) signing_key: SigningKey,
+    pub(crate) ca: CertificateAuthority,
+    pub(crate) settings: PublicationSettings,
+    pub(crate) republish_interval: Duration,
+    /// Seconds an enrolment token stays valid.
+    pub(crate) token_validity: i64,
+    pub(crate) state: RegistryState,
+    pub(crate) enrollments: BTreeMap<SecurityServerId, EnrollmentRecord>,
+    pub(crate) tokens: HashMap<String, TokenRecord>,
+    pub(crate) publication: Option<Arc<Publication>>,
+}
+
+impl fmt::Debug for Core {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Core")
+            .field("instance", &self.instance)
+            .field("serial", &self.publication.as_ref().map(|p| p.serial))
+            .finish_non_exhaustive()
+    }
+}
+
+/// The audit entry of an operation: its action name and details (never a token or key).
+pub(crate) fn audit(
+    action: &str,
+    details: serde_json::Value,
+) -> Option<(String, serde_json::Value)> {
+    Some((action.to_owned(), details))
+}
+
+pub(crate) fn not_found(what: impl fmt::Display) -> RegistryError {
+    RegistryError::NotFound(format!("{what} is not registered"))
+}
+
+impl Core {
+    /// Applies `changes` in memory and in one store transaction (with the audit entry and, if
+    /// the configuration changed or `force_publish`, a newly signed configuration).
+    pub(crate) fn execute(
+        &mut self,
+        changes: Vec<Change>,
+        audit: Option<(String, serde_json::Value)>,
+        force_publish: bool,
+        now: i64,
+    ) -> Result<(), RegistryError> {
+        let republish = force_publish || changes.iter().any(Change::affects_configuration);
+        for change in &changes {
+            self.apply(change);
+        }
+        let publication = if republish {
+            Some(self.sign_next(now))
+        } else {
+            None
+        };
+        let entry = audit.map(|(action, details)| AuditEntry {
+            seq: 0,
+            time: now,
+            action,
+            details,
+        });
+        if let Err(e) = self
+            .store
+            .commit(&changes, entry.as_ref(), publication.as_ref())
+        {
+            if let Err(reload) = self.reload() {
+                tracing::error!(error = %reload, "reloading the registry state failed");
+            }
+            return Err(e.into());
+        }
+        if let Some(p) = publication {
+            self.publication = Some(Arc::new(p));
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, change: &Change) {
+        let s = &mut self.state;
+        match change.clone() {
+            Change::PutMember(id, r) => {
+                s.members.insert(id, r);
+            }
+            Change::DeleteMember(id) => {
+                s.members.remove(&id);
+            }
+            Change::PutSubsystem(id, r) => {
+                s.subsystems.insert(id, r);
+            }
+            Change::DeleteSubsystem(id) => {
+                s.subsystems.remove(&id);
+            }
+            Change::PutGroup(id, r) => {
+                s.groups.insert(id, r);
+            }
+            Change::DeleteGroup(id) => {
+                s.groups.remove(&id);
+            }
+            Change::PutServer(id, r) => {
+                s.servers.insert(id, r);
+            }
+            Change::DeleteServer(id) => {
+                s.servers.remove(&id);
+            }
+            Change::PutKey(member, key_id, r) => {
+                s.signing_keys.entry(member).or_default().insert(key_id, r);
+            }
+            Change::DeleteKey(member, key_id) => {
+                if let Some(keys) = s.signing_keys.get_mut(&member) {
+                    keys.remove(&key_id);
+                    if keys.is_empty() {
+                        s.signing_keys.remove(&member);
+                    }
+                }
+            }
+            Change::PutEnrollment(r) => {
+                self.enrollments.insert(r.server_id.clone(), r);
+            }
+            Change::DeleteEnrollment(id) => {
+                self.enrollments.remove(&id);
+            }
+            Change::PutToken(hash, r) => {
+                self.tokens.insert(hash, r);
+            }
+        }
+    }
+
+    /// Replaces memory with what the database holds.
+    pub(crate) fn reload(&mut self) -> Result<(), RegistryError> {
+        let loaded = self.store.load(&self.instance)?;
+        self.state = loaded.state;
+        self.enrollments = loaded.enrollments;
+        self.tokens = loaded.tokens;
+        self.publication = loaded.publication.map(Arc::new);
+        Ok(())
+    }
+
+    fn sign_next(&self, now: i64) -> Publication {
+        let serial = self.publication.as_ref().map_or(1, |p| p.serial + 1);
+        let conf = build_configuration(&self.state, serial, now, &self.settings);
+        let envelope = globalconf::signed::sign(&conf, &self.signing_key);
+        Publication {
+            serial,
+            generated_at: now,
+            expires_at: conf.expires_at,
+            envelope: envelope.into(),
+        }
+    }
+
+    /// Whether the served configuration must be re-signed: none yet, older than the republish
+    /// interval, or made with other settings or another key than the current ones.
+    pub(crate) fn publication_due(&self, now: i64) -> bool {
+        let Some(p) = &self.publication else {
+            return true;
+        };
+        let interval = i64::try_from(self.republish_interval.as_secs()).unwrap_or(i64::MAX);
+        if now.saturating_sub(p.generated_at) >= interval || now < p.generated_at {
+            return true;
+        }
+        let Ok(signed) = pb::SignedConfiguration::decode(p.envelope.as_ref()) else {
+            return true;
+        };
+        let Ok(conf) = pb::GlobalConfiguration::decode(signed.configuration.as_slice()) else {
+            return true;
+        };
+        let validity = i64::try_from(self.settings.validity.as_secs()).unwrap_or(i64::MAX);
+        signed.key_id != self.signing_key.key_id().as_str()
+            || conf.registry_urls != self.settings.registry_urls
+            || conf.parameters.as_ref() != Some(&self.settings.parameters)
+            || conf.expires_at.saturating_sub(conf.generated_at) != validity
+    }
+
+    /// Re-signs the configuration if [`Core::publication_due`], without an audit entry.
+    pub(crate) fn republish_if_due(&mut self, now: i64) -> Result<(), RegistryError> {
+        if self.publication_due(now) {
+            self.execute(Vec::new(), None, true, now)?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn own_instance(&self, what: &str, instance: &str) -> Result<(), RegistryError> {
+        if instance == self.instance.as_str() {
+            Ok(())
+        } else {
+            Err(RegistryError::BadRequest(format!(
+                "{what} belongs to instance {instance}, this registry serves {}",
+                self.instance
+            )))
+        }
+    }
+}

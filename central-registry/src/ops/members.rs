@@ -1,0 +1,211 @@
+//! Members (organisations): list, admit, remove with everything they own.
+
+use std::collections::{BTreeSet, HashMap};
+
+use globalconf::{MemberId, SecurityServerId, SubsystemId};
+use http::{Method, StatusCode};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::keys::key_text;
+use super::{AdminOp, Core, Input, audit, not_found};
+use crate::admin::{MemberView, SubsystemView};
+use crate::error::RegistryError;
+use crate::state::MemberRecord;
+use crate::store::Change;
+
+/// `GET /admin/v1/members`
+#[derive(Debug, Clone, Copy)]
+pub struct ListMembers;
+
+impl AdminOp for ListMembers {
+    const METHOD: Method = Method::GET;
+    const PATH: &'static str = "/members";
+    type Path = ();
+    type Body = ();
+    type Response = Vec<MemberView>;
+
+    fn from_wire((): (), (): ()) -> Self {
+        ListMembers
+    }
+    fn to_wire(&self) -> ((), ()) {
+        ((), ())
+    }
+    fn apply(self, core: &mut Core, _now: i64) -> Result<Vec<MemberView>, RegistryError> {
+        let mut subs: HashMap<&MemberId, Vec<SubsystemView>> = HashMap::new();
+        for (sid, s) in &core.state.subsystems {
+            subs.entry(sid.member()).or_default().push(SubsystemView {
+                id: sid.clone(),
+                name: s.name.clone(),
+            });
+        }
+        Ok(core
+            .state
+            .members
+            .iter()
+            .map(|(id, r)| core.member_view(id, r, subs.remove(id).unwrap_or_default()))
+            .collect())
+    }
+    fn text(&self, members: &Vec<MemberView>) -> String {
+        members.iter().map(member_text).collect()
+    }
+}
+
+/// `POST /admin/v1/members` `{"id", "name"}`: admits a member of this instance (201).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddMember {
+    pub id: MemberId,
+    pub name: String,
+}
+
+impl AdminOp for AddMember {
+    const METHOD: Method = Method::POST;
+    const PATH: &'static str = "/members";
+    const STATUS: StatusCode = StatusCode::CREATED;
+    const INPUT: Input = Input::Json;
+    type Path = ();
+    type Body = Self;
+    type Response = MemberView;
+
+    fn from_wire((): (), body: Self) -> Self {
+        body
+    }
+    fn to_wire(&self) -> ((), Self) {
+        ((), self.clone())
+    }
+    fn apply(self, core: &mut Core, now: i64) -> Result<MemberView, RegistryError> {
+        let id = self.id;
+        core.own_instance(&format!("member {id}"), id.instance())?;
+        let name = self.name.trim().to_owned();
+        if name.is_empty() {
+            return Err(RegistryError::BadRequest("a member needs a name".into()));
+        }
+        if core.state.members.contains_key(&id) {
+            return Err(RegistryError::Conflict(format!(
+                "member {id} already exists"
+            )));
+        }
+        let record = MemberRecord { name: name.clone() };
+        core.execute(
+            vec![Change::PutMember(id.clone(), record.clone())],
+            audit("member.add", json!({"id": id, "name": name})),
+            false,
+            now,
+        )?;
+        Ok(core.member_view(&id, &record, Vec::new()))
+    }
+    fn text(&self, member: &MemberView) -> String {
+        member_text(member)
+    }
+}
+
+/// `DELETE /admin/v1/members/{id}`: removes a member with its subsystems, signing keys and
+/// security servers (204).
+#[derive(Debug, Clone)]
+pub struct RemoveMember {
+    pub id: MemberId,
+}
+
+impl AdminOp for RemoveMember {
+    const METHOD: Method = Method::DELETE;
+    const PATH: &'static str = "/members/{id}";
+    const STATUS: StatusCode = StatusCode::NO_CONTENT;
+    type Path = MemberId;
+    type Body = ();
+    type Response = ();
+
+    fn from_wire(id: MemberId, (): ()) -> Self {
+        Self { id }
+    }
+    fn to_wire(&self) -> (MemberId, ()) {
+        (self.id.clone(), ())
+    }
+    fn apply(self, core: &mut Core, now: i64) -> Result<(), RegistryError> {
+        let id = &self.id;
+        if !core.state.members.contains_key(id) {
+            return Err(not_found(format!("member {id}")));
+        }
+        let subsystems: BTreeSet<SubsystemId> = core
+            .state
+            .subsystems_of(id)
+            .map(|(sid, _)| sid.clone())
+            .collect();
+        let servers: BTreeSet<SecurityServerId> = core
+            .state
+            .servers
+            .keys()
+            .filter(|s| s.owner() == id)
+            .cloned()
+            .collect();
+        let mut changes = core.detach_subsystems(&subsystems, &servers);
+        for sid in &subsystems {
+            changes.push(Change::DeleteSubsystem(sid.clone()));
+        }
+        for server in &servers {
+            changes.push(Change::DeleteServer(server.clone()));
+            if core.enrollments.contains_key(server) {
+                changes.push(Change::DeleteEnrollment(server.clone()));
+            }
+        }
+        for key_id in core
+            .state
+            .signing_keys
+            .get(id)
+            .into_iter()
+            .flat_map(|k| k.keys())
+        {
+            changes.push(Change::DeleteKey(id.clone(), key_id.clone()));
+        }
+        changes.push(Change::DeleteMember(id.clone()));
+        core.execute(
+            changes,
+            audit(
+                "member.remove",
+                json!({"id": id, "subsystems": subsystems, "servers": servers}),
+            ),
+            false,
+            now,
+        )
+    }
+    fn text(&self, (): &()) -> String {
+        format!("removed member {}\n", self.id)
+    }
+}
+
+impl Core {
+    fn member_view(
+        &self,
+        id: &MemberId,
+        record: &MemberRecord,
+        subsystems: Vec<SubsystemView>,
+    ) -> MemberView {
+        MemberView {
+            id: id.clone(),
+            name: record.name.clone(),
+            subsystems,
+            signing_keys: self.key_views(id),
+            servers: self
+                .state
+                .servers
+                .keys()
+                .filter(|s| s.owner() == id)
+                .cloned()
+                .collect(),
+        }
+    }
+}
+
+fn member_text(m: &MemberView) -> String {
+    let mut s = format!("{}  {:?}\n", m.id, m.name);
+    for sub in &m.subsystems {
+        s += &format!("  subsystem {}  {:?}\n", sub.id, sub.name);
+    }
+    for k in &m.signing_keys {
+        s += &key_text(k);
+    }
+    for server in &m.servers {
+        s += &format!("  server    {server}\n");
+    }
+    s
+}
