@@ -308,7 +308,7 @@ fn session_token(headers: &HeaderMap) -> Option<&str> {
 fn new_token() -> Result<String, LoginError> {
     let mut bytes = [0u8; TOKEN_BYTES];
     getrandom::fill(&mut bytes).map_err(|e| LoginError::Random(e.to_string()))?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(hex::encode(bytes))
 }
 
 #[cfg(test)]
