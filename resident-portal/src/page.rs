@@ -7,6 +7,7 @@
 use std::fmt::Write;
 
 use http::HeaderMap;
+use jiff::tz::TimeZone;
 
 use crate::gateway::percent_encode;
 use crate::login::ResidentId;
@@ -232,16 +233,15 @@ pub fn escape(s: &str) -> String {
 
 /// `YYYY-MM-DD HH:MM:SS UTC`.
 pub fn format_utc(ms: i64) -> String {
-    let t = runtime::time::UtcTime::from_unix_ms(ms);
-    format!(
-        "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
-        t.year, t.month, t.day, t.hour, t.minute, t.second
-    )
+    format_in(ms, &TimeZone::UTC)
 }
 
-/// RFC 3339 with milliseconds, for `<time datetime>`.
-pub fn format_rfc3339(ms: i64) -> String {
-    runtime::time::rfc3339_millis(ms)
+/// `YYYY-MM-DD HH:MM:SS` in `zone`, then the zone's abbreviation (`UTC`, `JST`).
+fn format_in(ms: i64, zone: &TimeZone) -> String {
+    runtime::time::timestamp(ms)
+        .to_zoned(zone.clone())
+        .strftime("%Y-%m-%d %H:%M:%S %Z")
+        .to_string()
 }
 
 const DEV_STYLE: &str = "#dev-banner{background:#b00020;color:#fff;font-weight:bold;font-size:1.3rem;padding:1rem;margin:-1rem -1rem 1rem;text-align:center;border-bottom:6px solid #ffd400}";
@@ -536,7 +536,7 @@ fn access_row(b: &mut String, t: &Texts, entry: &AccessEntry) {
         id = escape(&r.message_id),
         provider = escape(&provider),
         ms = r.time_ms,
-        iso = format_rfc3339(r.time_ms),
+        iso = runtime::time::rfc3339_millis(r.time_ms),
         when = format_utc(r.time_ms),
         org = escape(r.client_organisation()),
         subsystem = escape(r.client_subsystem()),
@@ -611,14 +611,28 @@ mod tests {
         assert_eq!(format_utc(0), "1970-01-01 00:00:00 UTC");
         assert_eq!(format_utc(1_795_338_000_123), "2026-11-22 09:00:00 UTC");
         assert_eq!(
-            format_rfc3339(1_795_338_000_123),
+            runtime::time::rfc3339_millis(1_795_338_000_123),
             "2026-11-22T09:00:00.123Z"
         );
         assert_eq!(format_utc(951_782_400_000), "2000-02-29 00:00:00 UTC");
-        assert_eq!(format_rfc3339(-1), "1969-12-31T23:59:59.999Z");
+        assert_eq!(
+            runtime::time::rfc3339_millis(-1),
+            "1969-12-31T23:59:59.999Z"
+        );
         // Extreme values do not panic.
         let _ = format_utc(i64::MAX);
         let _ = format_utc(i64::MIN);
+    }
+
+    #[test]
+    fn japan_time_needs_no_system_time_zone_files() {
+        // The bundled database (jiff's `tzdb-bundle-always`) answers where tzdata is missing.
+        let tokyo = TimeZone::get("Asia/Tokyo").unwrap();
+        assert_eq!(format_in(0, &tokyo), "1970-01-01 09:00:00 JST");
+        assert_eq!(
+            format_in(1_795_338_000_123, &tokyo),
+            "2026-11-22 18:00:00 JST"
+        );
     }
 
     fn with_lang(v: &str) -> HeaderMap {
