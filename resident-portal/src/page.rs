@@ -9,7 +9,9 @@ use std::fmt::Write;
 use http::HeaderMap;
 use jiff::tz::TimeZone;
 
-use crate::gateway::percent_encode;
+use percent_encoding::utf8_percent_encode;
+
+use crate::gateway::QUERY_VALUE;
 use crate::login::ResidentId;
 use crate::usage::{AccessEntry, SourceState, SourceStatus, Timeline};
 
@@ -507,12 +509,12 @@ fn access_row(b: &mut String, t: &Texts, entry: &AccessEntry) {
     let provider = entry.provider.to_string();
     let mut href = format!(
         "/evidence?provider={}&id={}",
-        percent_encode(&provider),
-        percent_encode(&r.message_id)
+        utf8_percent_encode(&provider, QUERY_VALUE),
+        utf8_percent_encode(&r.message_id, QUERY_VALUE)
     );
     if let Some(server) = &r.server {
         href.push_str("&server=");
-        href.push_str(&percent_encode(&server.to_string()));
+        href.extend(utf8_percent_encode(&server.to_string(), QUERY_VALUE));
     }
     let why = match r.stated_purpose() {
         Some(p) => escape(p),
