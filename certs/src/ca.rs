@@ -13,7 +13,6 @@ use rcgen::{
 };
 use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer};
 
-use crate::signing::hex;
 use crate::{
     Clock, Error, SigningKey, cert_sha256, cert_to_pem, certs_from_pem, load_secret_key,
     save_secret_key, write_file_atomic,
@@ -168,7 +167,7 @@ impl CertificateAuthority {
 impl fmt::Debug for CertificateAuthority {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CertificateAuthority")
-            .field("cert_sha256", &hex(&cert_sha256(&self.cert_der)))
+            .field("cert_sha256", &hex::encode(cert_sha256(&self.cert_der)))
             .field("key", &self.key)
             .finish()
     }

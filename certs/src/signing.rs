@@ -196,7 +196,7 @@ impl PublicKey {
 
     pub fn key_id(&self) -> KeyId {
         let digest = Sha256::digest(self.bytes);
-        KeyId(hex(&digest[..16]))
+        KeyId(hex::encode(&digest[..16]))
     }
 
     /// Verifies a signature made by [`SigningKey::sign`] for the same domain and message.
@@ -305,16 +305,6 @@ impl From<KeyId> for String {
     fn from(id: KeyId) -> String {
         id.0
     }
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(char::from(DIGITS[usize::from(b >> 4)]));
-        s.push(char::from(DIGITS[usize::from(b & 0x0f)]));
-    }
-    s
 }
 
 #[cfg(test)]
@@ -525,7 +515,7 @@ mod tests {
         let k = key(7);
         let debug = format!("{k:?}");
         assert!(debug.contains(k.key_id().as_str()));
-        let secret_hex = hex(&[7u8; 32]);
+        let secret_hex = hex::encode([7u8; 32]);
         assert!(!debug.contains(&secret_hex[..16]));
         assert!(!debug.contains("[7, 7"));
         assert_eq!(
@@ -539,7 +529,10 @@ mod tests {
         let pk = key(1).public_key();
         let id = pk.key_id();
         assert_eq!(id.as_str().len(), 32);
-        assert_eq!(id.as_str(), hex(&Sha256::digest(pk.as_bytes())[..16]));
+        assert_eq!(
+            id.as_str(),
+            hex::encode(&Sha256::digest(pk.as_bytes())[..16])
+        );
         assert_eq!(KeyId::parse(id.as_str()).unwrap(), id);
     }
 

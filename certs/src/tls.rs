@@ -21,7 +21,6 @@ use rustls::{
     ServerConfig, SignatureScheme,
 };
 
-use crate::signing::hex;
 use crate::{Error, SigningKey, cert_sha256};
 
 /// A certificate chain (leaf first, DER) and the Ed25519 key of the leaf. `Debug` shows
@@ -62,7 +61,7 @@ impl TlsIdentity {
 impl fmt::Debug for TlsIdentity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TlsIdentity")
-            .field("leaf_sha256", &hex(&self.leaf_sha256()))
+            .field("leaf_sha256", &hex::encode(self.leaf_sha256()))
             .field("chain_len", &self.cert_chain.len())
             .field("key", &self.key)
             .finish()
@@ -605,7 +604,7 @@ mod tests {
     fn debug_redacts_identity_key() {
         let p = pair();
         let debug = format!("{:?}", p.client);
-        assert!(debug.contains(&hex(&p.client.leaf_sha256())));
+        assert!(debug.contains(&hex::encode(p.client.leaf_sha256())));
         let pem = p.client.key.to_pkcs8_pem().unwrap();
         assert!(!debug.contains(pem.lines().nth(1).unwrap()));
     }

@@ -2,10 +2,13 @@
 //!
 //! Every part is 1–255 characters of `A-Z a-z 0-9 ' ( ) + , - . = ?` (X-Road's strict rule), so
 //! a part never contains `/` and the canonical form `INSTANCE/CLASS/CODE/...` is unambiguous.
+//! [`encode_part`] and [`decode_part`] carry one part in a URL (`/r1/INSTANCE/CLASS/...`).
 
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Why a string is not a valid identifier.
@@ -31,6 +34,41 @@ pub fn validate_part(part: &str) -> Result<(), IdError> {
         return Err(IdError::Character(part.to_owned()));
     }
     Ok(())
+}
+
+/// Bytes [`encode_part`] escapes: all but the identifier characters that RFC 3986 calls
+/// unreserved (`A-Z a-z 0-9 - .`). The other identifier characters are escaped too: `?` starts
+/// a query, `+` reads as a space in form-encoded queries, `=` and `,` split query values in
+/// some servers, and WHATWG URLs escape `'` in queries, so an escaped part means the same in a
+/// path, a query value and a header.
+const URL_PART: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.');
+
+/// One identifier part (or any text) percent-encoded for a URL path segment, a query value or
+/// a header such as `X-Road-Security-Server`: `a?b` becomes `a%3Fb`, `住` becomes `%E4%BD%8F`.
+/// The result never contains `/`, so encoded parts joined with `/` split back unambiguously.
+pub fn encode_part(part: &str) -> String {
+    utf8_percent_encode(part, URL_PART).to_string()
+}
+
+/// The text of one percent-encoded URL part, as [`encode_part`] makes it (any escaped byte is
+/// accepted, upper- or lower-case hex; `+` stays `+`). `None` when a `%` is not followed by two
+/// hex digits or the bytes are not UTF-8. It does not check the identifier rule: parse the
+/// result (or pass it to [`validate_part`]) for that.
+pub fn decode_part(raw: &str) -> Option<String> {
+    // percent-encoding passes a malformed escape through as it is; here it is refused.
+    let bytes = raw.as_bytes();
+    let is_hex = |i: usize| bytes.get(i).is_some_and(u8::is_ascii_hexdigit);
+    let malformed = bytes
+        .iter()
+        .enumerate()
+        .any(|(i, &b)| b == b'%' && !(is_hex(i + 1) && is_hex(i + 2)));
+    if malformed {
+        return None;
+    }
+    percent_decode_str(raw)
+        .decode_utf8()
+        .ok()
+        .map(Cow::into_owned)
 }
 
 fn split_parts<'a>(s: &'a str, n: &[usize], what: &'static str) -> Result<Vec<&'a str>, IdError> {
@@ -355,6 +393,39 @@ mod tests {
         );
         assert!("JP/GOV/x/y/z/v/extra".parse::<ServiceId>().is_err());
         assert!("'()+,-.=?".parse::<InstanceId>().is_ok());
+    }
+
+    #[test]
+    fn url_parts_escape_all_but_unreserved_identifier_characters() {
+        assert_eq!(encode_part("Ab09-."), "Ab09-.");
+        assert_eq!(encode_part("'()+,=?"), "%27%28%29%2B%2C%3D%3F");
+        assert_eq!(encode_part("a/b c%_~"), "a%2Fb%20c%25%5F%7E");
+        assert_eq!(encode_part("住"), "%E4%BD%8F");
+        assert_eq!(encode_part(""), "");
+        let strict = "AZaz09'()+,-.=?";
+        let encoded = encode_part(strict);
+        assert!(!encoded.contains(['/', '?', '+', '=']), "{encoded}");
+        assert_eq!(decode_part(&encoded).as_deref(), Some(strict));
+    }
+
+    #[test]
+    fn url_parts_decode_strictly() {
+        assert_eq!(decode_part("a%3Fb").as_deref(), Some("a?b"));
+        assert_eq!(decode_part("a%3fb").as_deref(), Some("a?b"));
+        assert_eq!(decode_part("c+d").as_deref(), Some("c+d"));
+        assert_eq!(decode_part("%E4%BD%8F").as_deref(), Some("住"));
+        assert_eq!(decode_part("plain").as_deref(), Some("plain"));
+        assert_eq!(decode_part("").as_deref(), Some(""));
+        for bad in [
+            "%", "%4", "a%4", "%zz", "%4g", "%%41", "a%", "%E4%BD", "%FF", "%C0%AF",
+        ] {
+            assert_eq!(decode_part(bad), None, "{bad:?}");
+        }
+        for part in ["JP", "digital-agency", "a?b", "c+d", "'()+,-.=?"] {
+            let decoded = decode_part(&encode_part(part)).unwrap();
+            assert_eq!(decoded, part);
+            validate_part(&decoded).unwrap();
+        }
     }
 
     #[test]

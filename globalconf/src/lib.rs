@@ -2,7 +2,8 @@
 //! servers and offline verifiers. No network I/O.
 //!
 //! # Layout
-//! - [`id`]: X-Road identifiers (member, subsystem, service, security server, global group).
+//! - [`id`]: X-Road identifiers (member, subsystem, service, security server, global group)
+//!   and one part's percent-encoding for URLs.
 //! - [`anchor`]: the instance anchor file: instance id, registry URLs, signing keys, CA.
 //! - [`conf`]: the validated, indexed view of a global configuration.
 //! - [`signed`]: signing and verifying the configuration envelope; [`signed::VerifiedConf`] is

@@ -11,6 +11,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use integration_tests::webdriver::{Browser, WebDriverError};
+use percent_encoding::percent_decode_str;
 use tokio::net::TcpListener;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -56,7 +57,7 @@ async fn greeting(headers: HeaderMap) -> Html<String> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .find_map(|c| c.trim().strip_prefix("name="))
-        .map(percent_decode);
+        .map(form_decode);
     let body = match name {
         Some(name) => format!(r#"<p id="greeting">Hello, {}</p>"#, escape(&name)),
         None => r#"<p id="nobody">Who are you?</p>"#.to_owned(),
@@ -75,22 +76,12 @@ fn form_field(body: &[u8], field: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-fn percent_decode(encoded: &str) -> String {
-    let mut bytes = Vec::new();
-    let mut rest = encoded.as_bytes();
-    while let Some((&b, tail)) = rest.split_first() {
-        rest = tail;
-        match b {
-            b'+' => bytes.push(b' '),
-            b'%' if rest.len() >= 2 => {
-                let hex = std::str::from_utf8(&rest[..2]).unwrap();
-                bytes.push(u8::from_str_radix(hex, 16).unwrap());
-                rest = &rest[2..];
-            }
-            _ => bytes.push(b),
-        }
-    }
-    String::from_utf8(bytes).unwrap()
+/// A form value's text: `+` is a space (a literal `+` arrives as `%2B`), then percent-decoding.
+fn form_decode(encoded: &str) -> String {
+    percent_decode_str(&encoded.replace('+', " "))
+        .decode_utf8()
+        .unwrap()
+        .into_owned()
 }
 
 fn escape(text: &str) -> String {

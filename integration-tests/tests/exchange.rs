@@ -52,7 +52,7 @@ async fn backend() -> String {
                 "query": parts.uri.query(),
                 "headers": headers,
                 "body_len": body.len(),
-                "body_sha256": hex(&Sha256::digest(&body)),
+                "body_sha256": hex::encode(Sha256::digest(&body)),
             })),
         )
     }
@@ -92,10 +92,6 @@ async fn serve_on_loopback(router: Router) -> String {
         std::future::pending(),
     ));
     url
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 fn register(f: &Federation, server: &str, service: &str, url: String, timeout_secs: u64) {
@@ -266,7 +262,7 @@ async fn get_and_post_through_two_security_servers() {
     let echo: serde_json::Value = r2.json().unwrap();
     assert_eq!(echo["method"], "POST");
     assert_eq!(echo["body_len"], 1024);
-    assert_eq!(echo["body_sha256"], hex(&Sha256::digest(&body)));
+    assert_eq!(echo["body_sha256"], hex::encode(Sha256::digest(&body)));
     assert_eq!(echo["headers"]["content-type"], "application/octet-stream");
     let generated_id = r2.headers["x-road-id"].to_str().unwrap();
     assert_eq!(

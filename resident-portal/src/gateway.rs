@@ -6,8 +6,10 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use globalconf::id::encode_part;
 use globalconf::{SecurityServerId, SubsystemId};
 use http::Method;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use runtime::{ClientError, HttpClient, Response};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -333,7 +335,7 @@ impl Gateway {
         let url = format!(
             "{}/usageEvidence?id={}",
             self.service_base(provider),
-            percent_encode(message_id)
+            utf8_percent_encode(message_id, QUERY_VALUE)
         );
         let answer = self
             .call(&url, resident, server)
@@ -360,10 +362,10 @@ impl Gateway {
         format!(
             "{}/r1/{}/{}/{}/{}",
             self.inner.base,
-            percent_encode(m.instance()),
-            percent_encode(m.class()),
-            percent_encode(m.code()),
-            percent_encode(provider.code())
+            encode_part(m.instance()),
+            encode_part(m.class()),
+            encode_part(m.code()),
+            encode_part(provider.code())
         )
     }
 
@@ -408,10 +410,10 @@ fn server_header(server: &SecurityServerId) -> String {
     let owner = server.owner();
     format!(
         "{}/{}/{}/{}",
-        percent_encode(owner.instance()),
-        percent_encode(owner.class()),
-        percent_encode(owner.code()),
-        percent_encode(server.code())
+        encode_part(owner.instance()),
+        encode_part(owner.class()),
+        encode_part(owner.code()),
+        encode_part(server.code())
     )
 }
 
@@ -432,29 +434,25 @@ fn transport_reason(e: &ClientError) -> String {
     }
 }
 
-/// Percent-encodes everything but RFC 3986's unreserved characters (safe in a path part and in
-/// a query value).
-pub fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
+/// What [`utf8_percent_encode`] escapes in a query value that is not one identifier part
+/// (message ids, whole identifiers): all but RFC 3986's unreserved characters. Identifier parts
+/// in paths and headers go through [`globalconf::id::encode_part`].
+pub const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn percent_encoding_keeps_only_unreserved() {
-        assert_eq!(percent_encode("abc-._~019"), "abc-._~019");
-        assert_eq!(percent_encode("a b+c?d=e&f/g"), "a%20b%2Bc%3Fd%3De%26f%2Fg");
-        assert_eq!(percent_encode("住"), "%E4%BD%8F");
+    fn query_values_keep_only_unreserved() {
+        let encode = |s| utf8_percent_encode(s, QUERY_VALUE).to_string();
+        assert_eq!(encode("abc-._~019"), "abc-._~019");
+        assert_eq!(encode("a b+c?d=e&f/g"), "a%20b%2Bc%3Fd%3De%26f%2Fg");
+        assert_eq!(encode("住"), "%E4%BD%8F");
     }
 
     #[test]

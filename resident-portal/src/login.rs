@@ -11,7 +11,8 @@ use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use http::{HeaderMap, HeaderName, HeaderValue, header};
+use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
+use http::{HeaderMap, HeaderName};
 use serde::Serialize;
 
 use crate::config::{Config, ConfigError, LoginKind};
@@ -84,14 +85,14 @@ pub trait Login: Send + Sync + fmt::Debug {
         false
     }
 
-    /// Starts a session from the login form; the value is a `Set-Cookie` header.
-    fn start_session(&self, resident: ResidentId) -> Result<HeaderValue, LoginError> {
+    /// Starts a session from the login form; the cookie to set.
+    fn start_session(&self, resident: ResidentId) -> Result<Cookie<'static>, LoginError> {
         let _ = resident;
         Err(LoginError::NoForm)
     }
 
-    /// Ends the request's session, if any; the value is a `Set-Cookie` header that clears it.
-    fn end_session(&self, headers: &HeaderMap) -> Option<HeaderValue> {
+    /// Ends the request's session, if any; the cookie to set, which clears it.
+    fn end_session(&self, headers: &HeaderMap) -> Option<Cookie<'static>> {
         let _ = headers;
         None
     }
@@ -166,10 +167,10 @@ impl DevelopmentLogin {
     pub fn resident_at(&self, headers: &HeaderMap, now: Instant) -> Option<ResidentId> {
         let token = session_token(headers)?;
         let mut sessions = self.sessions();
-        match sessions.get(token) {
+        match sessions.get(&token) {
             Some(s) if s.expires > now => Some(s.resident.clone()),
             Some(_) => {
-                sessions.remove(token);
+                sessions.remove(&token);
                 None
             }
             None => None,
@@ -182,7 +183,7 @@ impl DevelopmentLogin {
         resident: ResidentId,
         token: String,
         now: Instant,
-    ) -> Result<HeaderValue, LoginError> {
+    ) -> Result<Cookie<'static>, LoginError> {
         let mut sessions = self.sessions();
         if sessions.len() >= MAX_SESSIONS {
             sessions.retain(|_, s| s.expires > now);
@@ -190,7 +191,7 @@ impl DevelopmentLogin {
                 return Err(LoginError::TooManySessions);
             }
         }
-        let cookie = session_cookie(&token, self.ttl.as_secs(), self.secure_cookies);
+        let cookie = session_cookie(token.clone(), self.ttl.as_secs(), self.secure_cookies);
         sessions.insert(
             token,
             Session {
@@ -220,16 +221,16 @@ impl Login for DevelopmentLogin {
         true
     }
 
-    fn start_session(&self, resident: ResidentId) -> Result<HeaderValue, LoginError> {
+    fn start_session(&self, resident: ResidentId) -> Result<Cookie<'static>, LoginError> {
         let token = new_token()?;
         self.start_session_at(resident, token, Instant::now())
     }
 
-    fn end_session(&self, headers: &HeaderMap) -> Option<HeaderValue> {
+    fn end_session(&self, headers: &HeaderMap) -> Option<Cookie<'static>> {
         if let Some(token) = session_token(headers) {
-            self.sessions().remove(token);
+            self.sessions().remove(&token);
         }
-        Some(session_cookie("", 0, self.secure_cookies))
+        Some(session_cookie(String::new(), 0, self.secure_cookies))
     }
 }
 
@@ -265,55 +266,48 @@ impl Login for TrustedHeaderLogin {
     }
 }
 
-/// The value of cookie `name` in the request's `Cookie` headers (the first one).
-pub fn read_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.trim())
-}
-
-/// A `Set-Cookie` value with the portal's attributes. `value` must be cookie-safe ASCII.
-pub fn cookie_header(
-    name: &str,
-    value: &str,
+/// A cookie with the portal's attributes: `Path=/`, `SameSite=Lax`, `Max-Age`, and `HttpOnly`
+/// and `Secure` when asked.
+pub fn portal_cookie(
+    name: &'static str,
+    value: String,
     max_age_secs: u64,
     http_only: bool,
     secure: bool,
-) -> HeaderValue {
-    let mut s = format!("{name}={value}; Path=/; SameSite=Lax; Max-Age={max_age_secs}");
-    if http_only {
-        s.push_str("; HttpOnly");
-    }
-    if secure {
-        s.push_str("; Secure");
-    }
-    HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static(""))
+) -> Cookie<'static> {
+    let max_age = time::Duration::seconds(i64::try_from(max_age_secs).unwrap_or(i64::MAX));
+    Cookie::build((name, value))
+        .path("/")
+        .same_site(SameSite::Lax)
+        .max_age(max_age)
+        .http_only(http_only)
+        .secure(secure)
+        .build()
 }
 
-fn session_cookie(token: &str, max_age_secs: u64, secure: bool) -> HeaderValue {
-    cookie_header(SESSION_COOKIE, token, max_age_secs, true, secure)
+fn session_cookie(token: String, max_age_secs: u64, secure: bool) -> Cookie<'static> {
+    portal_cookie(SESSION_COOKIE, token, max_age_secs, true, secure)
 }
 
 /// The session token of a request, when it has the right shape (anything else is no session).
-fn session_token(headers: &HeaderMap) -> Option<&str> {
-    read_cookie(headers, SESSION_COOKIE)
-        .filter(|t| t.len() == TOKEN_BYTES * 2 && t.bytes().all(|b| b.is_ascii_hexdigit()))
+fn session_token(headers: &HeaderMap) -> Option<String> {
+    let jar = CookieJar::from_headers(headers);
+    let token = jar.get(SESSION_COOKIE)?.value();
+    (token.len() == TOKEN_BYTES * 2 && token.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| token.to_owned())
 }
 
 fn new_token() -> Result<String, LoginError> {
     let mut bytes = [0u8; TOKEN_BYTES];
     getrandom::fill(&mut bytes).map_err(|e| LoginError::Random(e.to_string()))?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(hex::encode(bytes))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use http::{HeaderValue, header};
 
     fn with_cookie(value: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -321,8 +315,8 @@ mod tests {
         h
     }
 
-    fn token_of(cookie: &HeaderValue) -> String {
-        let s = cookie.to_str().unwrap();
+    fn token_of(cookie: &Cookie<'_>) -> String {
+        let s = cookie.to_string();
         let v = s.strip_prefix("portal_session=").unwrap();
         v.split(';').next().unwrap().to_owned()
     }
@@ -347,7 +341,7 @@ mod tests {
         let cookie = login
             .start_session_at(resident.clone(), new_token().unwrap(), now)
             .unwrap();
-        let text = cookie.to_str().unwrap();
+        let text = cookie.to_string();
         assert!(text.contains("HttpOnly") && text.contains("SameSite=Lax"));
         assert!(text.contains("Path=/") && text.contains("Secure"));
         let token = token_of(&cookie);
@@ -367,7 +361,7 @@ mod tests {
         let headers = with_cookie(&format!("portal_session={}", token_of(&cookie)));
         assert!(login.resident(&headers).unwrap().is_some());
         let cleared = login.end_session(&headers).unwrap();
-        assert!(cleared.to_str().unwrap().contains("Max-Age=0"));
+        assert!(cleared.to_string().contains("Max-Age=0"));
         assert_eq!(login.resident(&headers).unwrap(), None);
     }
 

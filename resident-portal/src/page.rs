@@ -1,14 +1,20 @@
 //! The HTML pages, rendered on the server with no JavaScript, in Japanese or English. No I/O.
 //!
-//! Everything that came from the network or from the resident (names, purposes, identifiers,
-//! error messages) goes through [`escape`]. The element ids and classes named in `docs/portal.md`
-//! are a stable interface for browser tests.
-
-use std::fmt::Write;
+//! The pages are `maud` templates: Rust macros checked at compile time, with no template files
+//! to ship or keep in step, and every spliced value (names, purposes, identifiers, error
+//! messages from the network or the resident) HTML-escaped unless wrapped in `PreEscaped`, which
+//! only the two constant style sheets are. Chosen over askama because the pages are small and
+//! built from Rust values and branches (`@if let`, `@match`), which read naturally inline.
+//! The element ids and classes named in `docs/portal.md` are a stable interface for browser
+//! tests.
 
 use http::HeaderMap;
+use jiff::tz::TimeZone;
+use maud::{DOCTYPE, Markup, PreEscaped, html};
 
-use crate::gateway::percent_encode;
+use percent_encoding::utf8_percent_encode;
+
+use crate::gateway::QUERY_VALUE;
 use crate::login::ResidentId;
 use crate::usage::{AccessEntry, SourceState, SourceStatus, Timeline};
 
@@ -214,34 +220,17 @@ const EN: Texts = Texts {
     evidence_failed: "The evidence could not be retrieved.",
 };
 
-/// HTML-escapes text for element content and quoted attribute values.
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 /// `YYYY-MM-DD HH:MM:SS UTC`.
 pub fn format_utc(ms: i64) -> String {
-    let t = runtime::time::UtcTime::from_unix_ms(ms);
-    format!(
-        "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
-        t.year, t.month, t.day, t.hour, t.minute, t.second
-    )
+    format_in(ms, &TimeZone::UTC)
 }
 
-/// RFC 3339 with milliseconds, for `<time datetime>`.
-pub fn format_rfc3339(ms: i64) -> String {
-    runtime::time::rfc3339_millis(ms)
+/// `YYYY-MM-DD HH:MM:SS` in `zone`, then the zone's abbreviation (`UTC`, `JST`).
+fn format_in(ms: i64, zone: &TimeZone) -> String {
+    runtime::time::timestamp(ms)
+        .to_zoned(zone.clone())
+        .strftime("%Y-%m-%d %H:%M:%S %Z")
+        .to_string()
 }
 
 const DEV_STYLE: &str = "#dev-banner{background:#b00020;color:#fff;font-weight:bold;font-size:1.3rem;padding:1rem;margin:-1rem -1rem 1rem;text-align:center;border-bottom:6px solid #ffd400}";
@@ -257,96 +246,97 @@ code{background:#f3f3f3;padding:.1rem .3rem}\
 form.inline{display:inline}";
 
 /// What every page has around its body.
-fn document(lang: Lang, dev: bool, title: &str, body: &str) -> String {
+fn document(lang: Lang, dev: bool, page_title: &str, body: Markup) -> String {
     let t = lang.texts();
-    let mut html = String::with_capacity(body.len() + 2048);
-    let _ = write!(
-        html,
-        "<!DOCTYPE html>\n<html lang=\"{code}\">\n<head>\n<meta charset=\"utf-8\">\n\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
-         <title>{title}</title>\n<style>{STYLE}{dev_style}</style>\n</head>\n<body>\n",
-        code = lang.code(),
-        dev_style = if dev { DEV_STYLE } else { "" },
-        title = if title == t.title {
-            escape(title)
-        } else {
-            format!("{} — {}", escape(title), escape(t.title))
-        },
-    );
-    if dev {
-        let _ = writeln!(
-            html,
-            "<div id=\"dev-banner\" role=\"alert\">{}</div>",
-            escape(t.dev_banner)
-        );
+    html! {
+        (DOCTYPE)
+        html lang=(lang.code()) {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title {
+                    @if page_title == t.title {
+                        (page_title)
+                    } @else {
+                        (page_title) " — " (t.title)
+                    }
+                }
+                style {
+                    (PreEscaped(STYLE))
+                    @if dev {
+                        (PreEscaped(DEV_STYLE))
+                    }
+                }
+            }
+            body {
+                @if dev {
+                    div id="dev-banner" role="alert" { (t.dev_banner) }
+                }
+                (body)
+            }
+        }
     }
-    html.push_str(body);
-    html.push_str("</body>\n</html>\n");
-    html
+    .into_string()
 }
 
-fn language_links(lang: Lang) -> String {
+/// The page header of every page but the timeline: the title and the language links.
+fn page_header(lang: Lang) -> Markup {
+    html! {
+        header {
+            h1 { (lang.texts().title) }
+            (language_links(lang))
+        }
+    }
+}
+
+fn language_links(lang: Lang) -> Markup {
     let link = |l: Lang, label: &str| {
-        if l == lang {
-            format!("<strong>{label}</strong>")
-        } else {
-            format!(
-                "<a href=\"/?lang={}\" hreflang=\"{}\" lang=\"{}\">{label}</a>",
-                l.code(),
-                l.code(),
-                l.code()
-            )
+        html! {
+            @if l == lang {
+                strong { (label) }
+            } @else {
+                a href={ "/?lang=" (l.code()) } hreflang=(l.code()) lang=(l.code()) { (label) }
+            }
         }
     };
-    format!(
-        "<nav id=\"languages\">{} {}</nav>",
-        link(Lang::Ja, "日本語"),
-        link(Lang::En, "English")
-    )
+    html! {
+        nav id="languages" { (link(Lang::Ja, "日本語")) " " (link(Lang::En, "English")) }
+    }
 }
 
 /// The development login form, with an optional error.
 pub fn login_page(lang: Lang, error: Option<&str>) -> String {
     let t = lang.texts();
-    let mut body = String::new();
-    let _ = write!(
-        body,
-        "<header><h1>{title}</h1>{nav}</header>\n<main>\n<h2>{heading}</h2>\n<p>{intro}</p>\n",
-        title = escape(t.title),
-        nav = language_links(lang),
-        heading = escape(t.login_heading),
-        intro = escape(t.login_intro),
-    );
-    if let Some(e) = error {
-        let _ = writeln!(
-            body,
-            "<p id=\"login-error\" class=\"alert\" role=\"alert\">{}</p>",
-            escape(e)
-        );
-    }
-    let _ = write!(
-        body,
-        "<form id=\"dev-login\" method=\"post\" action=\"/login/dev\">\n\
-         <label for=\"resident\">{label}</label>\n\
-         <input id=\"resident\" name=\"resident\" required maxlength=\"64\" autocomplete=\"off\" placeholder=\"131016000001\">\n\
-         <button id=\"login\" type=\"submit\">{button}</button>\n</form>\n</main>\n",
-        label = escape(t.resident_label),
-        button = escape(t.login_button),
-    );
-    document(lang, true, t.login_heading, &body)
+    let body = html! {
+        (page_header(lang))
+        main {
+            h2 { (t.login_heading) }
+            p { (t.login_intro) }
+            @if let Some(e) = error {
+                p id="login-error" class="alert" role="alert" { (e) }
+            }
+            form id="dev-login" method="post" action="/login/dev" {
+                label for="resident" { (t.resident_label) }
+                input id="resident" name="resident" required maxlength="64" autocomplete="off"
+                    placeholder="131016000001";
+                button id="login" type="submit" { (t.login_button) }
+            }
+        }
+    };
+    document(lang, true, t.login_heading, body)
 }
 
 /// Shown (401) when a trusted-header login finds no resident.
 pub fn login_required_page(lang: Lang) -> String {
     let t = lang.texts();
-    let body = format!(
-        "<header><h1>{title}</h1>{nav}</header>\n<main>\n<h2 id=\"login-required\">{heading}</h2>\n<p>{text}</p>\n</main>\n",
-        title = escape(t.title),
-        nav = language_links(lang),
-        heading = escape(t.login_required),
-        text = escape(t.login_required_text),
-    );
-    document(lang, false, t.login_required, &body)
+    let body = html! {
+        (page_header(lang))
+        main {
+            h2 id="login-required" { (t.login_required) }
+            p { (t.login_required_text) }
+        }
+    };
+    document(lang, false, t.login_required, body)
 }
 
 /// What went wrong, as a resident is told. Details come from the network or the request and are
@@ -388,24 +378,18 @@ impl Problem {
 pub fn problem_page(lang: Lang, dev: bool, problem: &Problem) -> String {
     let t = lang.texts();
     let (heading, message, detail) = problem.heading_and_message(t);
-    let detail = detail
-        .map(|d| {
-            format!(
-                "<p id=\"detail\" class=\"sub\"><code>{}</code></p>\n",
-                escape(&d)
-            )
-        })
-        .unwrap_or_default();
-    let body = format!(
-        "<header><h1>{title}</h1>{nav}</header>\n<main>\n<h2>{heading}</h2>\n\
-         <p id=\"error\" class=\"alert\" role=\"alert\">{message}</p>\n{detail}<p><a href=\"/\">{back}</a></p>\n</main>\n",
-        title = escape(t.title),
-        nav = language_links(lang),
-        heading = escape(heading),
-        message = escape(message),
-        back = escape(t.back),
-    );
-    document(lang, dev, heading, &body)
+    let body = html! {
+        (page_header(lang))
+        main {
+            h2 { (heading) }
+            p id="error" class="alert" role="alert" { (message) }
+            @if let Some(d) = detail {
+                p id="detail" class="sub" { code { (d) } }
+            }
+            p { a href="/" { (t.back) } }
+        }
+    };
+    document(lang, dev, heading, body)
 }
 
 /// The localized message for a resident id the form refused.
@@ -428,169 +412,140 @@ pub fn timeline_page(
     verify: &VerifyHelp<'_>,
 ) -> String {
     let t = lang.texts();
-    let mut b = String::with_capacity(4096 + timeline.entries.len() * 600);
-    let _ = write!(
-        b,
-        "<header><h1>{title}</h1>{nav}\n<div id=\"account\">{as_} <span id=\"resident-id\">{resident}</span> \
-         <form class=\"inline\" method=\"post\" action=\"/logout\"><button id=\"logout\" type=\"submit\">{logout}</button></form></div>\n</header>\n<main>\n<p>{intro}</p>\n",
-        title = escape(t.title),
-        nav = language_links(lang),
-        as_ = escape(t.logged_in_as),
-        resident = escape(resident.as_str()),
-        logout = escape(t.logout),
-        intro = escape(t.intro),
-    );
-
     let unavailable: Vec<&SourceStatus> = timeline.unavailable().collect();
-    if !unavailable.is_empty() {
-        let _ = write!(
-            b,
-            "<div id=\"incomplete\" class=\"alert\" role=\"alert\"><p>{}</p><ul>",
-            escape(t.incomplete)
-        );
-        for s in unavailable {
-            let _ = write!(
-                b,
-                "<li data-provider=\"{}\">{} — {}</li>",
-                escape(&s.provider.id.to_string()),
-                escape(&s.provider.member_name),
-                escape(&s.provider.subsystem_name)
-            );
+    let body = html! {
+        header {
+            h1 { (t.title) }
+            (language_links(lang))
+            div id="account" {
+                (t.logged_in_as) " " span id="resident-id" { (resident.as_str()) } " "
+                form class="inline" method="post" action="/logout" {
+                    button id="logout" type="submit" { (t.logout) }
+                }
+            }
         }
-        b.push_str("</ul></div>\n");
-    }
-
-    let _ = write!(
-        b,
-        "<h2>{}</h2>\n<table id=\"timeline\">\n<thead><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr></thead>\n<tbody>\n",
-        escape(t.accesses),
-        escape(t.th_when),
-        escape(t.th_who),
-        escape(t.th_what),
-        escape(t.th_why),
-        escape(t.th_proof),
-    );
-    for entry in &timeline.entries {
-        access_row(&mut b, t, entry);
-    }
-    b.push_str("</tbody>\n</table>\n");
-    if timeline.entries.is_empty() {
-        let _ = writeln!(b, "<p id=\"no-accesses\">{}</p>", escape(t.no_accesses));
-    }
-
-    let _ = write!(b, "<h2>{}</h2>\n<ul id=\"sources\">\n", escape(t.sources));
-    for s in &timeline.sources {
-        source_item(&mut b, t, s);
-    }
-    b.push_str("</ul>\n");
-
-    let _ = write!(
-        b,
-        "<section id=\"verify\">\n<h2>{}</h2>\n<p>{}</p>\n<pre><code>security-server evidence verify FILE --anchor ANCHOR</code></pre>\n",
-        escape(t.verify_heading),
-        escape(t.verify_text),
-    );
-    if let Some(hint) = verify.hint {
-        let _ = writeln!(
-            b,
-            "<p id=\"verify-hint\">{} {}</p>",
-            escape(t.verify_anchor),
-            escape(hint)
-        );
-    }
-    b.push_str("</section>\n</main>\n");
-    document(lang, dev, t.title, &b)
+        main {
+            p { (t.intro) }
+            @if !unavailable.is_empty() {
+                div id="incomplete" class="alert" role="alert" {
+                    p { (t.incomplete) }
+                    ul {
+                        @for s in &unavailable {
+                            li data-provider=(s.provider.id) {
+                                (s.provider.member_name) " — " (s.provider.subsystem_name)
+                            }
+                        }
+                    }
+                }
+            }
+            h2 { (t.accesses) }
+            table id="timeline" {
+                thead {
+                    tr {
+                        th { (t.th_when) } th { (t.th_who) } th { (t.th_what) }
+                        th { (t.th_why) } th { (t.th_proof) }
+                    }
+                }
+                tbody {
+                    @for entry in &timeline.entries {
+                        (access_row(t, entry))
+                    }
+                }
+            }
+            @if timeline.entries.is_empty() {
+                p id="no-accesses" { (t.no_accesses) }
+            }
+            h2 { (t.sources) }
+            ul id="sources" {
+                @for s in &timeline.sources {
+                    (source_item(t, s))
+                }
+            }
+            section id="verify" {
+                h2 { (t.verify_heading) }
+                p { (t.verify_text) }
+                pre { code { "security-server evidence verify FILE --anchor ANCHOR" } }
+                @if let Some(hint) = verify.hint {
+                    p id="verify-hint" { (t.verify_anchor) " " (hint) }
+                }
+            }
+        }
+    };
+    document(lang, dev, t.title, body)
 }
 
-fn access_row(b: &mut String, t: &Texts, entry: &AccessEntry) {
+fn access_row(t: &Texts, entry: &AccessEntry) -> Markup {
     let r = &entry.record;
     let provider = entry.provider.to_string();
     let mut href = format!(
         "/evidence?provider={}&id={}",
-        percent_encode(&provider),
-        percent_encode(&r.message_id)
+        utf8_percent_encode(&provider, QUERY_VALUE),
+        utf8_percent_encode(&r.message_id, QUERY_VALUE)
     );
     if let Some(server) = &r.server {
         href.push_str("&server=");
-        href.push_str(&percent_encode(&server.to_string()));
+        href.extend(utf8_percent_encode(&server.to_string(), QUERY_VALUE));
     }
-    let why = match r.stated_purpose() {
-        Some(p) => escape(p),
-        None => format!("<span class=\"not-stated\">{}</span>", escape(t.not_stated)),
-    };
-    let status = match r.status {
-        Some(s) if !(200..300).contains(&s) => format!(
-            " <span class=\"status sub\">({} {s})</span>",
-            escape(t.answer_status)
-        ),
-        _ => String::new(),
-    };
-    let _ = writeln!(
-        b,
-        "<tr class=\"access\" data-message-id=\"{id}\" data-provider=\"{provider}\" data-time-ms=\"{ms}\">\
-         <td class=\"when\"><time datetime=\"{iso}\">{when}</time></td>\
-         <td class=\"who\"><span class=\"org\">{org}</span><br><span class=\"subsystem sub\">{subsystem}</span></td>\
-         <td class=\"what\"><span class=\"service\">{service}</span>{status}<br><span class=\"provider sub\">{data_of} {provider_org}</span></td>\
-         <td class=\"why\">{why}</td>\
-         <td class=\"proof\"><a class=\"evidence\" href=\"{href}\">{download}</a></td></tr>",
-        id = escape(&r.message_id),
-        provider = escape(&provider),
-        ms = r.time_ms,
-        iso = format_rfc3339(r.time_ms),
-        when = format_utc(r.time_ms),
-        org = escape(r.client_organisation()),
-        subsystem = escape(r.client_subsystem()),
-        service = escape(&r.service_code),
-        data_of = escape(t.data_of),
-        provider_org = escape(&entry.provider_member_name),
-        href = escape(&href),
-        download = escape(t.download),
-    );
+    let failed_status = r.status.filter(|s| !(200..300).contains(s));
+    html! {
+        tr class="access" data-message-id=(r.message_id) data-provider=(provider)
+            data-time-ms=(r.time_ms) {
+            td class="when" {
+                time datetime=(runtime::time::rfc3339_millis(r.time_ms)) { (format_utc(r.time_ms)) }
+            }
+            td class="who" {
+                span class="org" { (r.client_organisation()) }
+                br;
+                span class="subsystem sub" { (r.client_subsystem()) }
+            }
+            td class="what" {
+                span class="service" { (r.service_code) }
+                @if let Some(s) = failed_status {
+                    " " span class="status sub" { "(" (t.answer_status) " " (s) ")" }
+                }
+                br;
+                span class="provider sub" { (t.data_of) " " (entry.provider_member_name) }
+            }
+            td class="why" {
+                @match r.stated_purpose() {
+                    Some(p) => (p),
+                    None => span class="not-stated" { (t.not_stated) },
+                }
+            }
+            td class="proof" { a class="evidence" href=(href) { (t.download) } }
+        }
+    }
 }
 
-fn source_item(b: &mut String, t: &Texts, s: &SourceStatus) {
-    let (class, text) = match &s.state {
-        SourceState::Ok { records, truncated } => {
-            let mut text = format!("{records} {}", escape(t.source_ok));
-            if *truncated {
-                let _ = write!(
-                    text,
-                    " <span class=\"truncated\">{}</span>",
-                    escape(t.source_truncated)
-                );
-            }
-            ("ok", text)
-        }
-        SourceState::NotShared { error_type } => (
-            "not-shared",
-            format!(
-                "{} <span class=\"reason sub\">({})</span>",
-                escape(t.source_not_shared),
-                escape(error_type)
-            ),
-        ),
-        SourceState::Unavailable {
-            reason,
-            partial_records,
-        } => {
-            let mut text = format!(
-                "{} <span class=\"reason\">({})</span>",
-                escape(t.source_unavailable),
-                escape(reason)
-            );
-            if *partial_records > 0 {
-                let _ = write!(text, " — {}: {partial_records}", escape(t.partial));
-            }
-            ("unavailable", text)
-        }
+fn source_item(t: &Texts, s: &SourceStatus) -> Markup {
+    let class = match &s.state {
+        SourceState::Ok { .. } => "ok",
+        SourceState::NotShared { .. } => "not-shared",
+        SourceState::Unavailable { .. } => "unavailable",
     };
-    let _ = writeln!(
-        b,
-        "<li class=\"source {class}\" data-provider=\"{id}\"><span class=\"org\">{org}</span> — <span class=\"subsystem\">{sub}</span>: {text}</li>",
-        id = escape(&s.provider.id.to_string()),
-        org = escape(&s.provider.member_name),
-        sub = escape(&s.provider.subsystem_name),
-    );
+    html! {
+        li class={ "source " (class) } data-provider=(s.provider.id) {
+            span class="org" { (s.provider.member_name) } " — "
+            span class="subsystem" { (s.provider.subsystem_name) } ": "
+            @match &s.state {
+                SourceState::Ok { records, truncated } => {
+                    (records) " " (t.source_ok)
+                    @if *truncated {
+                        " " span class="truncated" { (t.source_truncated) }
+                    }
+                }
+                SourceState::NotShared { error_type } => {
+                    (t.source_not_shared) " " span class="reason sub" { "(" (error_type) ")" }
+                }
+                SourceState::Unavailable { reason, partial_records } => {
+                    (t.source_unavailable) " " span class="reason" { "(" (reason) ")" }
+                    @if *partial_records > 0 {
+                        " — " (t.partial) ": " (partial_records)
+                    }
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -600,10 +555,14 @@ mod tests {
 
     #[test]
     fn escapes_markup() {
-        assert_eq!(
-            escape("<script>alert('x')</script>&\""),
-            "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&amp;&quot;"
+        // maud escapes & < > " (every attribute it writes is double-quoted, so ' needs none).
+        let html = problem_page(
+            Lang::En,
+            false,
+            &Problem::BadRequest("<script>alert('x')</script>&\"".into()),
         );
+        assert!(html.contains("<code>&lt;script&gt;alert('x')&lt;/script&gt;&amp;&quot;</code>"));
+        assert!(!html.contains("<script>"));
     }
 
     #[test]
@@ -611,14 +570,28 @@ mod tests {
         assert_eq!(format_utc(0), "1970-01-01 00:00:00 UTC");
         assert_eq!(format_utc(1_795_338_000_123), "2026-11-22 09:00:00 UTC");
         assert_eq!(
-            format_rfc3339(1_795_338_000_123),
+            runtime::time::rfc3339_millis(1_795_338_000_123),
             "2026-11-22T09:00:00.123Z"
         );
         assert_eq!(format_utc(951_782_400_000), "2000-02-29 00:00:00 UTC");
-        assert_eq!(format_rfc3339(-1), "1969-12-31T23:59:59.999Z");
+        assert_eq!(
+            runtime::time::rfc3339_millis(-1),
+            "1969-12-31T23:59:59.999Z"
+        );
         // Extreme values do not panic.
         let _ = format_utc(i64::MAX);
         let _ = format_utc(i64::MIN);
+    }
+
+    #[test]
+    fn japan_time_needs_no_system_time_zone_files() {
+        // The bundled database (jiff's `tzdb-bundle-always`) answers where tzdata is missing.
+        let tokyo = TimeZone::get("Asia/Tokyo").unwrap();
+        assert_eq!(format_in(0, &tokyo), "1970-01-01 09:00:00 JST");
+        assert_eq!(
+            format_in(1_795_338_000_123, &tokyo),
+            "2026-11-22 18:00:00 JST"
+        );
     }
 
     fn with_lang(v: &str) -> HeaderMap {

@@ -23,13 +23,14 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
+use axum_extra::extract::cookie::{Cookie, CookieJar};
 use globalconf::{SecurityServerId, SubsystemId};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::config::{Config, ConfigError};
 use crate::gateway::{EvidenceError, Gateway};
-use crate::login::{self, Login, LoginError, ResidentId, cookie_header, read_cookie};
+use crate::login::{self, Login, LoginError, ResidentId, portal_cookie};
 use crate::page::{self, Lang, Problem, VerifyHelp};
 use crate::usage::{Timeline, is_message_id};
 
@@ -79,7 +80,7 @@ pub fn router(config: Config) -> Result<Router, ConfigError> {
 /// The page language, and a cookie to remember it when `?lang=` chose it.
 struct PageLang {
     lang: Lang,
-    remember: Option<HeaderValue>,
+    remember: Option<Cookie<'static>>,
 }
 
 impl Portal {
@@ -87,16 +88,16 @@ impl Portal {
         self.login.is_development()
     }
 
-    fn page_lang(&self, uri: &Uri, headers: &HeaderMap) -> PageLang {
+    fn page_lang(&self, uri: &Uri, jar: &CookieJar, headers: &HeaderMap) -> PageLang {
         let asked = uri.query().and_then(|q| {
             q.split('&')
                 .filter_map(|pair| pair.strip_prefix("lang="))
                 .find_map(Lang::from_code)
         });
         if let Some(lang) = asked {
-            let cookie = cookie_header(
+            let cookie = portal_cookie(
                 LANG_COOKIE,
-                lang.code(),
+                lang.code().to_owned(),
                 LANG_COOKIE_SECS,
                 false,
                 self.secure_cookies,
@@ -106,8 +107,9 @@ impl Portal {
                 remember: Some(cookie),
             };
         }
-        let lang = read_cookie(headers, LANG_COOKIE)
-            .and_then(Lang::from_code)
+        let lang = jar
+            .get(LANG_COOKIE)
+            .and_then(|c| Lang::from_code(c.value()))
             .unwrap_or_else(|| Lang::from_accept_language(headers));
         PageLang {
             lang,
@@ -154,13 +156,11 @@ fn html(status: StatusCode, body: String) -> Response {
     response
 }
 
-fn with_lang_cookie(mut response: Response, lang: &PageLang) -> Response {
-    if let Some(cookie) = &lang.remember {
-        response
-            .headers_mut()
-            .append(header::SET_COOKIE, cookie.clone());
+fn with_lang_cookie(jar: CookieJar, response: Response, lang: PageLang) -> Response {
+    match lang.remember {
+        Some(cookie) => (jar.add(cookie), response).into_response(),
+        None => response,
     }
-    response
 }
 
 /// Headers on every answer: the pages hold personal data, so nothing is cached, framed or sniffed.
@@ -180,8 +180,13 @@ async fn common_headers(mut response: Response) -> Response {
     response
 }
 
-async fn home(State(portal): State<Portal>, uri: Uri, headers: HeaderMap) -> Response {
-    let lang = portal.page_lang(&uri, &headers);
+async fn home(
+    State(portal): State<Portal>,
+    uri: Uri,
+    jar: CookieJar,
+    headers: HeaderMap,
+) -> Response {
+    let lang = portal.page_lang(&uri, &jar, &headers);
     let response = match portal.login.resident(&headers) {
         Err(e) => portal.login_error(lang.lang, &e),
         Ok(None) => portal.login_wall(lang.lang, StatusCode::OK),
@@ -208,7 +213,7 @@ async fn home(State(portal): State<Portal>, uri: Uri, headers: HeaderMap) -> Res
             }
         },
     };
-    with_lang_cookie(response, &lang)
+    with_lang_cookie(jar, response, lang)
 }
 
 #[derive(Debug, Deserialize)]
@@ -219,10 +224,11 @@ struct DevLoginForm {
 async fn dev_login(
     State(portal): State<Portal>,
     uri: Uri,
+    jar: CookieJar,
     headers: HeaderMap,
     form: Result<Form<DevLoginForm>, FormRejection>,
 ) -> Response {
-    let lang = portal.page_lang(&uri, &headers).lang;
+    let lang = portal.page_lang(&uri, &jar, &headers).lang;
     if !portal.login.has_form() {
         return portal.problem(lang, StatusCode::NOT_FOUND, &Problem::NotFound);
     }
@@ -239,11 +245,7 @@ async fn dev_login(
         return refused();
     };
     match portal.login.start_session(resident) {
-        Ok(cookie) => {
-            let mut response = Redirect::to("/").into_response();
-            response.headers_mut().append(header::SET_COOKIE, cookie);
-            response
-        }
+        Ok(cookie) => (jar.add(cookie), Redirect::to("/")).into_response(),
         Err(LoginError::TooManySessions) => portal.problem(
             lang,
             StatusCode::SERVICE_UNAVAILABLE,
@@ -256,12 +258,12 @@ async fn dev_login(
     }
 }
 
-async fn logout(State(portal): State<Portal>, headers: HeaderMap) -> Response {
-    let mut response = Redirect::to("/").into_response();
-    if let Some(cookie) = portal.login.end_session(&headers) {
-        response.headers_mut().append(header::SET_COOKIE, cookie);
-    }
-    response
+async fn logout(State(portal): State<Portal>, jar: CookieJar, headers: HeaderMap) -> Response {
+    let jar = match portal.login.end_session(&headers) {
+        Some(cookie) => jar.add(cookie),
+        None => jar,
+    };
+    (jar, Redirect::to("/")).into_response()
 }
 
 #[derive(Debug, Deserialize)]
@@ -276,10 +278,11 @@ struct EvidenceQuery {
 async fn evidence(
     State(portal): State<Portal>,
     uri: Uri,
+    jar: CookieJar,
     headers: HeaderMap,
     query: Result<Query<EvidenceQuery>, QueryRejection>,
 ) -> Response {
-    let lang = portal.page_lang(&uri, &headers).lang;
+    let lang = portal.page_lang(&uri, &jar, &headers).lang;
     let resident = match portal.login.resident(&headers) {
         Err(e) => return portal.login_error(lang, &e),
         Ok(None) => return portal.login_wall(lang, StatusCode::UNAUTHORIZED),
@@ -406,8 +409,13 @@ async fn health() -> Response {
     axum::Json(json!({ "status": "ok" })).into_response()
 }
 
-async fn not_found(State(portal): State<Portal>, uri: Uri, headers: HeaderMap) -> Response {
-    let lang = portal.page_lang(&uri, &headers).lang;
+async fn not_found(
+    State(portal): State<Portal>,
+    uri: Uri,
+    jar: CookieJar,
+    headers: HeaderMap,
+) -> Response {
+    let lang = portal.page_lang(&uri, &jar, &headers).lang;
     portal.problem(lang, StatusCode::NOT_FOUND, &Problem::NotFound)
 }
 

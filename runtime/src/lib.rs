@@ -7,7 +7,7 @@
 //!   the peer certificate in request extensions, and graceful drain with a deadline.
 //! - [`client`]: HTTP(S) clients with timeouts and bounded bodies (registry polling, admin CLIs).
 //! - [`logging`]: `tracing` subscriber set-up (text or JSON).
-//! - [`time`]: Unix milliseconds as UTC calendar time (RFC 3339).
+//! - [`time`]: Unix milliseconds as `jiff` timestamps and RFC 3339 UTC text.
 #![forbid(unsafe_code)]
 
 pub mod client;

@@ -214,7 +214,7 @@ pub fn verify_cosignatures(
         if matching.next().is_some() {
             return Err(NoteError::AmbiguousKey {
                 name: verifier.name.clone(),
-                key_hash: note::hex(&verifier.key_hash),
+                key_hash: hex::encode(verifier.key_hash),
             }
             .into());
         }

@@ -247,7 +247,7 @@ impl Note {
             if matching.next().is_some() {
                 return Err(NoteError::AmbiguousKey {
                     name: sig.name.clone(),
-                    key_hash: hex(&sig.key_hash),
+                    key_hash: hex::encode(sig.key_hash),
                 });
             }
             if verifier
@@ -257,7 +257,7 @@ impl Note {
             {
                 return Err(NoteError::BadSignature {
                     name: sig.name.clone(),
-                    key_hash: hex(&sig.key_hash),
+                    key_hash: hex::encode(sig.key_hash),
                 });
             }
             let key = (verifier.name.clone(), verifier.key_hash);
@@ -437,7 +437,7 @@ pub(crate) fn encode_vkey(name: &str, signature_type: u8, key: &PublicKey) -> St
     raw.extend_from_slice(key.as_bytes());
     format!(
         "{name}+{}+{}",
-        hex(&key_hash(name, signature_type, key)),
+        hex::encode(key_hash(name, signature_type, key)),
         BASE64.encode(raw)
     )
 }
@@ -494,29 +494,13 @@ fn is_forbidden_control(c: char) -> bool {
     c < ' ' && c != '\n'
 }
 
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(char::from(DIGITS[usize::from(b >> 4)]));
-        s.push(char::from(DIGITS[usize::from(b & 0x0f)]));
-    }
-    s
-}
-
+/// Exactly 8 lowercase hex digits (the `hex` crate alone would also take upper case).
 fn parse_hex4(s: &str) -> Option<[u8; 4]> {
-    fn digit(b: u8) -> Option<u8> {
-        match b {
-            b'0'..=b'9' => Some(b - b'0'),
-            b'a'..=b'f' => Some(b - b'a' + 10),
-            _ => None,
-        }
+    if s.bytes().any(|b| b.is_ascii_uppercase()) {
+        return None;
     }
-    let bytes: &[u8; 8] = s.as_bytes().try_into().ok()?;
     let mut out = [0u8; 4];
-    for (i, pair) in bytes.chunks_exact(2).enumerate() {
-        out[i] = (digit(pair[0])? << 4) | digit(pair[1])?;
-    }
+    hex::decode_to_slice(s, &mut out).ok()?;
     Some(out)
 }
 
@@ -526,7 +510,7 @@ mod tests {
 
     #[test]
     fn hex_round_trip() {
-        assert_eq!(hex(&[0xc7, 0x4f, 0x20, 0xa3]), "c74f20a3");
+        assert_eq!(hex::encode([0xc7, 0x4f, 0x20, 0xa3]), "c74f20a3");
         assert_eq!(parse_hex4("c74f20a3"), Some([0xc7, 0x4f, 0x20, 0xa3]));
         for bad in ["c74f20a", "c74f20a30", "C74F20A3", "c74f20ag", "+74f20a3"] {
             assert_eq!(parse_hex4(bad), None, "{bad:?}");

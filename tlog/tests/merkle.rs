@@ -265,10 +265,7 @@ fn vector_leaves() -> Vec<Vec<u8>> {
 }
 
 fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect()
+    hex::decode(s).unwrap()
 }
 
 fn h(s: &str) -> Hash {

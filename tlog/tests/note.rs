@@ -315,10 +315,7 @@ fn verifier_keys_round_trip_and_reject_manglings() {
         h.update([b'\n']);
         h.update(&raw);
         let digest = h.finalize();
-        let hash = hash.map_or_else(
-            || digest[..4].iter().map(|b| format!("{b:02x}")).collect(),
-            str::to_owned,
-        );
+        let hash = hash.map_or_else(|| hex::encode(&digest[..4]), str::to_owned);
         format!("{name}+{hash}+{}", BASE64.encode(raw))
     };
     NoteVerifier::from_vkey(&with("a", 0x01, key.as_bytes(), None)).unwrap();
