@@ -19,7 +19,7 @@ use subtle::ConstantTimeEq as _;
 use crate::admin::RegistryAdmin;
 use crate::error::RegistryError;
 use crate::ops::{self, AdminOp, Input, OpVisitor, PathParams};
-use crate::registry::Shared;
+use crate::shared::Shared;
 
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     let mut routes = Routes(Router::new());

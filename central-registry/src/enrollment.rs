@@ -12,8 +12,17 @@ use proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use crate::error::RegistryError;
 use crate::util::{b64, b64_opt};
+
+/// Why an enrolment request is refused (the registry answers `Registry.BadRequest` or
+/// `Registry.InvalidSignature`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnrollmentError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("the enrolment request's signature does not verify")]
+    InvalidSignature,
+}
 
 /// How far an enrolment request's `created_at` may be from the registry's clock.
 pub const MAX_REQUEST_AGE_SECS: i64 = 24 * 3600;
@@ -65,9 +74,9 @@ impl VerifiedEnrollment {
     }
 
     /// Refuses a request created more than a day before or after `now` (a replayed old request).
-    pub fn check_fresh(&self, now: i64) -> Result<(), RegistryError> {
+    pub fn check_fresh(&self, now: i64) -> Result<(), EnrollmentError> {
         if self.created_at.abs_diff(now) > MAX_REQUEST_AGE_SECS.unsigned_abs() {
-            return Err(RegistryError::BadRequest(format!(
+            return Err(EnrollmentError::BadRequest(format!(
                 "enrolment request was created at {}, more than a day from the registry's time {now}",
                 self.created_at
             )));
@@ -81,8 +90,8 @@ impl VerifiedEnrollment {
 pub fn verify_enrollment(
     body: &[u8],
     instance: &InstanceId,
-) -> Result<(VerifiedEnrollment, String), RegistryError> {
-    let bad = |m: String| RegistryError::BadRequest(m);
+) -> Result<(VerifiedEnrollment, String), EnrollmentError> {
+    let bad = |m: String| EnrollmentError::BadRequest(m);
     let signed = pb::SignedEnrollmentRequest::decode(body)
         .map_err(|e| bad(format!("body is not a SignedEnrollmentRequest: {e}")))?;
     // prost skips unknown fields: refuse anything we would not produce byte for byte.
@@ -104,7 +113,7 @@ pub fn verify_enrollment(
             &signed.request,
             &signed.signature,
         )
-        .map_err(|_| RegistryError::InvalidSignature)?;
+        .map_err(|_| EnrollmentError::InvalidSignature)?;
 
     let server_id: SecurityServerId = request
         .server_id
@@ -292,12 +301,12 @@ mod tests {
         let forged = signed(&other, &r, "");
         assert!(matches!(
             verify_enrollment(&forged, &jp),
-            Err(RegistryError::InvalidSignature)
+            Err(EnrollmentError::InvalidSignature)
         ));
         let foreign = signed(&key, &request(&key, "EE/GOV/da/ss1", &["a:1"]), "");
         assert!(matches!(
             verify_enrollment(&foreign, &jp),
-            Err(RegistryError::BadRequest(_))
+            Err(EnrollmentError::BadRequest(_))
         ));
         let no_port = signed(&key, &request(&key, "JP/GOV/da/ss1", &["a"]), "");
         assert!(verify_enrollment(&no_port, &jp).is_err());

@@ -8,6 +8,7 @@ use http::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use crate::config::ConfigError;
+use crate::enrollment::EnrollmentError;
 use crate::store::StoreError;
 
 /// Everything the registry can refuse or fail at.
@@ -142,6 +143,15 @@ impl IntoResponse for RegistryError {
             tracing::debug!(error = %self, error_type = kind.error_type(), "request refused");
         }
         (kind.status(), Json(self.to_body())).into_response()
+    }
+}
+
+impl From<EnrollmentError> for RegistryError {
+    fn from(e: EnrollmentError) -> Self {
+        match e {
+            EnrollmentError::BadRequest(m) => RegistryError::BadRequest(m),
+            EnrollmentError::InvalidSignature => RegistryError::InvalidSignature,
+        }
     }
 }
 

@@ -16,7 +16,7 @@ use http::{StatusCode, header};
 use crate::admin::RegistryAdmin;
 use crate::enrollment::EnrollmentStatus;
 use crate::error::RegistryError;
-use crate::registry::Shared;
+use crate::shared::Shared;
 
 /// Largest accepted enrolment request body.
 pub const MAX_ENROLLMENT_BODY: usize = 64 * 1024;

@@ -9,9 +9,11 @@
 //! - [`enrollment`]: recognising and verifying enrolment requests; request and token records (no I/O).
 //! - [`store`]: the redb database; every change, its audit entry and the new publication in one transaction.
 //! - [`datadir`]: the files of the data directory; `init` and replica identities.
-//! - [`ops`]: every admin operation once ([`ops::AdminOp`]), by domain, over [`ops::Core`] (no async).
+//! - [`ops`]: every admin operation once ([`ops::AdminOp`]), by domain, over [`ops::Core`] (no async),
+//!   and the JSON views they answer with.
+//! - `shared`: what the tasks and handlers share, the state machine behind one lock.
 //! - `registry`: [`Registry`]: open, operate under one lock, republish, serve both listeners.
-//! - [`admin`]: [`RegistryAdmin`], the in-process handle (`run` any op), and the JSON views.
+//! - [`admin`]: [`RegistryAdmin`], the in-process handle (`run` any op).
 //! - `http`: the public HTTPS endpoints (configuration, anchor, CA, enrolment, health).
 //! - `admin_api`: the bearer-token admin HTTP API: one route and one generic handler per op.
 //! - [`client`]: [`AdminClient`], the admin API client the CLI uses (`call` any op).
@@ -43,6 +45,7 @@ mod http;
 pub mod ops;
 mod registry;
 pub mod replica;
+mod shared;
 pub mod state;
 pub mod store;
 mod util;

@@ -2,13 +2,12 @@
 //! the state behind one lock, republication on a timer, and the two listeners (public HTTPS,
 //! admin HTTP). What the operations do to the state is in [`crate::ops`].
 
-use std::fmt;
 use std::future::Future;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use certs::{CertificateAuthority, Clock, TlsIdentity};
-use globalconf::{Anchor, InstanceId};
+use globalconf::Anchor;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -17,6 +16,7 @@ use crate::config::{ConfigError, RegistryConfig};
 use crate::datadir::DataDir;
 use crate::error::RegistryError;
 use crate::ops::Core;
+use crate::shared::Shared;
 use crate::state::PublicationSettings;
 use crate::store::{Publication, Store};
 
@@ -31,29 +31,6 @@ pub(crate) const ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
 #[derive(Debug)]
 pub struct Registry {
     pub(crate) shared: Arc<Shared>,
-}
-
-pub(crate) struct Shared {
-    pub(crate) config: RegistryConfig,
-    pub(crate) instance: InstanceId,
-    pub(crate) clock: Arc<dyn Clock>,
-    pub(crate) anchor: Anchor,
-    pub(crate) anchor_toml: String,
-    pub(crate) ca_pem: String,
-    pub(crate) admin_token: certs::Zeroizing<String>,
-    pub(crate) tls: Arc<rustls::ServerConfig>,
-    pub(crate) publication: watch::Sender<Arc<Publication>>,
-    core: Mutex<Core>,
-}
-
-impl fmt::Debug for Shared {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Shared")
-            .field("instance", &self.instance)
-            .field("data_dir", &self.config.data_dir)
-            .field("serial", &self.publication.borrow().serial)
-            .finish_non_exhaustive()
-    }
 }
 
 impl Registry {
@@ -261,40 +238,5 @@ async fn republish_loop(shared: Arc<Shared>, stop: runtime::Shutdown) {
                 }
             }
         }
-    }
-}
-
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, Core> {
-        match self.core.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => {
-                // A panic mid-operation may have left memory ahead of the database: reload.
-                let mut guard = poisoned.into_inner();
-                self.core.clear_poison();
-                if let Err(e) = guard.reload() {
-                    tracing::error!(error = %e, "reloading the registry state failed");
-                }
-                guard
-            }
-        }
-    }
-
-    /// Runs one operation under the lock at the clock's current time, and announces a new
-    /// publication if it made one.
-    pub(crate) fn with_core<T>(
-        &self,
-        op: impl FnOnce(&mut Core, i64) -> Result<T, RegistryError>,
-    ) -> Result<T, RegistryError> {
-        let mut core = self.lock();
-        let now = self.clock.unix_now();
-        let result = op(&mut core, now);
-        if let Some(p) = &core.publication
-            && p.serial != self.publication.borrow().serial
-        {
-            tracing::info!(serial = p.serial, "published a new global configuration");
-            self.publication.send_replace(Arc::clone(p));
-        }
-        result
     }
 }

@@ -44,7 +44,9 @@ use crate::error::{ServerProxyCode, XRoadError};
 use crate::message::VerifiedRequest;
 use crate::metaservice;
 use crate::rest::{self, InvalidHeader, header};
-use crate::uri::{path_segments, percent_decode};
+use globalconf::id::decode_bytes;
+
+use crate::uri::path_segments;
 
 /// Who a grant is for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -355,7 +357,7 @@ fn parse_pattern(p: &str) -> Result<Vec<PatternSegment>, &'static str> {
             "*" => PatternSegment::One,
             lit if lit.contains('*') => return Err("'*' must be a whole segment"),
             lit => {
-                let bytes = percent_decode(lit).ok_or("malformed percent-escape")?;
+                let bytes = decode_bytes(lit).ok_or("malformed percent-escape")?;
                 if bytes.contains(&b'/') || bytes.contains(&b'\\') {
                     return Err("a literal segment may not contain '/' or '\\'");
                 }

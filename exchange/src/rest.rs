@@ -53,12 +53,12 @@
 use http::request::Parts;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
-use globalconf::id::validate_part;
+use globalconf::id::{decode_part, validate_part};
 use globalconf::{InstanceId, MemberId, SecurityServerId, ServiceId, SubsystemId};
 
 use crate::error::{ClientCode, XRoadError};
 use crate::metaservice::{self, MetaCall};
-use crate::uri::{path_segments, percent_decode_utf8, query_param};
+use crate::uri::{path_segments, query_param};
 
 /// The protocol version segment of every service URL.
 pub const PROTOCOL_VERSION: &str = "r1";
@@ -347,8 +347,8 @@ fn parse_service_url(path: &str) -> Result<(ServiceId, String), XRoadError> {
 
 /// One identifier part of a URL or header: percent-decoded, then the strict identifier rule.
 fn decode_id_part(raw: &str) -> Result<String, String> {
-    let part = percent_decode_utf8(raw)
-        .ok_or_else(|| format!("{raw:?} is not valid percent-encoded UTF-8"))?;
+    let part =
+        decode_part(raw).ok_or_else(|| format!("{raw:?} is not valid percent-encoded UTF-8"))?;
     validate_part(&part).map_err(|e| e.to_string())?;
     Ok(part)
 }

@@ -3,7 +3,10 @@
 //!
 //! Paths and queries are passed on to the provider exactly as received, still percent-encoded;
 //! these functions decode them only to check them (dot segments, broken escapes) and to read a
-//! metaservice's parameters.
+//! metaservice's parameters. Percent-decoding itself is `globalconf::id`'s, where identifiers
+//! live.
+
+use globalconf::id::{decode_bytes, decode_part};
 
 /// A query that cannot be read, or a parameter given twice.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -21,11 +24,11 @@ pub fn query_param(query: Option<&str>, name: &str) -> Result<Option<String>, Qu
     let mut found = None;
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let k = percent_decode_utf8(k).ok_or(QueryError::Malformed)?;
+        let k = decode_part(k).ok_or(QueryError::Malformed)?;
         if k != name {
             continue;
         }
-        let v = percent_decode_utf8(v).ok_or_else(|| QueryError::MalformedValue(name.into()))?;
+        let v = decode_part(v).ok_or_else(|| QueryError::MalformedValue(name.into()))?;
         if found.replace(v).is_some() {
             return Err(QueryError::Repeated(name.into()));
         }
@@ -57,7 +60,7 @@ pub fn path_segments(path: &str) -> Result<Vec<Vec<u8>>, PathError> {
     };
     let mut out = Vec::new();
     for raw in rest.split('/') {
-        let seg = percent_decode(raw).ok_or(PathError::BadEscape)?;
+        let seg = decode_bytes(raw).ok_or(PathError::BadEscape)?;
         let dotty = seg.split(|&b| b == b'/' || b == b'\\').any(|piece| {
             let name = piece.split(|&b| b == b';').next().unwrap_or(piece);
             name == b"." || name == b".."
@@ -68,37 +71,6 @@ pub fn path_segments(path: &str) -> Result<Vec<Vec<u8>>, PathError> {
         out.push(seg);
     }
     Ok(out)
-}
-
-/// Decodes `%XX` escapes; `None` for a malformed escape. `+` stays `+`.
-pub fn percent_decode(s: &str) -> Option<Vec<u8>> {
-    fn hex_val(b: u8) -> Option<u8> {
-        match b {
-            b'0'..=b'9' => Some(b - b'0'),
-            b'a'..=b'f' => Some(b - b'a' + 10),
-            b'A'..=b'F' => Some(b - b'A' + 10),
-            _ => None,
-        }
-    }
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hi = hex_val(*bytes.get(i + 1)?)?;
-            let lo = hex_val(*bytes.get(i + 2)?)?;
-            out.push((hi << 4) | lo);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    Some(out)
-}
-
-pub fn percent_decode_utf8(s: &str) -> Option<String> {
-    String::from_utf8(percent_decode(s)?).ok()
 }
 
 #[cfg(test)]

@@ -4,7 +4,6 @@
 //! a part never contains `/` and the canonical form `INSTANCE/CLASS/CODE/...` is unambiguous.
 //! [`encode_part`] and [`decode_part`] carry one part in a URL (`/r1/INSTANCE/CLASS/...`).
 
-use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
@@ -55,7 +54,13 @@ pub fn encode_part(part: &str) -> String {
 /// hex digits or the bytes are not UTF-8. It does not check the identifier rule: parse the
 /// result (or pass it to [`validate_part`]) for that.
 pub fn decode_part(raw: &str) -> Option<String> {
-    // percent-encoding passes a malformed escape through as it is; here it is refused.
+    String::from_utf8(decode_bytes(raw)?).ok()
+}
+
+/// The bytes of a percent-encoded URL part (any bytes, not only UTF-8); `None` when a `%` is
+/// not followed by two hex digits. The one strict percent-decoder of the workspace: the
+/// `percent-encoding` crate passes a malformed escape through as it is, here it is refused.
+pub fn decode_bytes(raw: &str) -> Option<Vec<u8>> {
     let bytes = raw.as_bytes();
     let is_hex = |i: usize| bytes.get(i).is_some_and(u8::is_ascii_hexdigit);
     let malformed = bytes
@@ -65,10 +70,7 @@ pub fn decode_part(raw: &str) -> Option<String> {
     if malformed {
         return None;
     }
-    percent_decode_str(raw)
-        .decode_utf8()
-        .ok()
-        .map(Cow::into_owned)
+    Some(percent_decode_str(raw).collect())
 }
 
 fn split_parts<'a>(s: &'a str, n: &[usize], what: &'static str) -> Result<Vec<&'a str>, IdError> {
@@ -426,6 +428,9 @@ mod tests {
             assert_eq!(decoded, part);
             validate_part(&decoded).unwrap();
         }
+        // Bytes need not be UTF-8; escapes must still be whole.
+        assert_eq!(decode_bytes("%FF%2F"), Some(vec![0xff, b'/']));
+        assert_eq!(decode_bytes("a%2"), None);
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! - `wal` (private): the write-ahead log's frames and segment files, and recovery at open.
 //! - [`history`]: checkpoints and their cosignatures, witness state of other servers' logs, our
 //!   witnesses' progress, the history of signed global configurations.
+//! - [`archive_file`]: the archive file format; reading one file back, checked.
 //! - [`archive`]: retention: hash-linked archive files, reading archived records back, chain checks.
 //! - [`evidence`]: [`evidence::export`] of records as an `EvidenceBundle`, and the offline
 //!   [`evidence::verify`]; [`report`] is what verification found.
@@ -27,6 +28,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod archive;
+pub mod archive_file;
 mod crypto;
 pub mod error;
 pub mod evidence;

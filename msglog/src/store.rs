@@ -19,7 +19,7 @@ use tlog::{CompactRange, Hash};
 use tokio::sync::oneshot;
 
 use crate::LogError;
-use crate::archive::LoadedArchive;
+use crate::archive_file::LoadedArchive;
 use crate::crypto::{self, BodyCipher};
 use crate::tables::{
     ARCHIVES, BODIES, BY_MESSAGE_ID, BY_SUBJECT, BY_TIME, CHECKPOINTS, CONF_BY_TIME,

@@ -9,13 +9,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{AdminOp, Core, Input, audit, not_found};
-use crate::admin::{EnrollmentStatusView, EnrollmentView, IssuedToken};
 use crate::datadir::TLS_VALIDITY;
 use crate::enrollment::{
     EnrollmentRecord, EnrollmentStatus, TokenRecord, VerifiedEnrollment, token_hash,
     verify_enrollment,
 };
 use crate::error::RegistryError;
+use crate::ops::views::{EnrollmentStatusView, EnrollmentView, IssuedToken};
 use crate::state::{KeyRecord, ServerRecord};
 use crate::store::Change;
 

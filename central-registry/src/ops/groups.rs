@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{AdminOp, Core, Input, audit, not_found};
-use crate::admin::GroupView;
 use crate::error::RegistryError;
+use crate::ops::views::GroupView;
 use crate::state::GroupRecord;
 use crate::store::Change;
 

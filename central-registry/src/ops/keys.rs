@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{AdminOp, Core, Input, audit, not_found};
-use crate::admin::KeyView;
 use crate::error::RegistryError;
+use crate::ops::views::KeyView;
 use crate::state::KeyRecord;
 use crate::store::Change;
 

@@ -9,8 +9,8 @@ use serde_json::json;
 
 use super::keys::key_text;
 use super::{AdminOp, Core, Input, audit, not_found};
-use crate::admin::{MemberView, SubsystemView};
 use crate::error::RegistryError;
+use crate::ops::views::{MemberView, SubsystemView};
 use crate::state::MemberRecord;
 use crate::store::Change;
 

@@ -15,6 +15,7 @@
 //! - `servers`: approved security servers and the subsystems they host.
 //! - `keys`: member signing keys: list, add, retire, remove.
 //! - `enrollment`: enrolment requests (submitted on the public endpoint), decisions, tokens.
+//! - [`views`]: the JSON views the operations answer with.
 
 mod enrollment;
 mod groups;
@@ -24,6 +25,7 @@ mod members;
 mod servers;
 mod status;
 mod subsystems;
+pub mod views;
 
 use std::fmt;
 

@@ -5,8 +5,8 @@ use http::{Method, StatusCode};
 use serde_json::json;
 
 use super::{AdminOp, Core, audit, not_found};
-use crate::admin::ServerView;
 use crate::error::RegistryError;
+use crate::ops::views::ServerView;
 use crate::state::ServerRecord;
 use crate::store::Change;
 

@@ -5,9 +5,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{AdminOp, Core, Input, audit};
-use crate::admin::StatusView;
 use crate::enrollment::EnrollmentStatus;
 use crate::error::RegistryError;
+use crate::ops::views::StatusView;
 use crate::store::AuditEntry;
 
 /// `GET /admin/v1/status`: serial and validity of the served configuration, and counts.

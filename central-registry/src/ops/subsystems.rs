@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{AdminOp, Core, Input, audit, not_found};
-use crate::admin::SubsystemView;
 use crate::error::RegistryError;
+use crate::ops::views::SubsystemView;
 use crate::state::SubsystemRecord;
 use crate::store::Change;
 

@@ -184,7 +184,21 @@ impl Inner {
             ClientCall::Service(r) => *r,
         };
         let id = request.message_id.clone();
+        // From here on every error is about this message.
+        self.exchange(&conf, &parts, body, request)
+            .await
+            .map_err(|e| e.or_id(&id))
+    }
 
+    /// Reads the body within the memory budget and forwards the call, within the request
+    /// timeout.
+    async fn exchange(
+        &self,
+        conf: &VerifiedConf,
+        parts: &http::request::Parts,
+        body: Body,
+        request: ClientRequest,
+    ) -> Result<Response, XRoadError> {
         // Hold room for the body before reading it, so many large bodies cannot exhaust memory.
         let declared = parts
             .headers
@@ -193,13 +207,15 @@ impl Inner {
             .and_then(|v| v.parse::<usize>().ok());
         let max_body = self.settings.max_body;
         if declared.is_some_and(|n| n > max_body) {
-            return Err(too_large(max_body).with_id(id));
+            return Err(too_large(max_body));
         }
         let reserve = declared.unwrap_or(max_body).max(1);
         let permits = u32::try_from(reserve.div_ceil(1024)).unwrap_or(u32::MAX);
-        let _room = self.budget.acquire_many(permits).await.map_err(|_| {
-            XRoadError::new(ClientProxyCode::InternalError, "shutting down").with_id(id.clone())
-        })?;
+        let _room = self
+            .budget
+            .acquire_many(permits)
+            .await
+            .map_err(|_| XRoadError::new(ClientProxyCode::InternalError, "shutting down"))?;
         let body = Limited::new(body, max_body)
             .collect()
             .await
@@ -212,11 +228,10 @@ impl Inner {
                         format!("cannot read the request body: {e}"),
                     )
                 }
-                .with_id(id.clone())
             })?
             .to_bytes();
 
-        let exchange = self.forward(&conf, request, HashedBody::new(body));
+        let exchange = self.forward(conf, request, HashedBody::new(body));
         tokio::time::timeout(self.settings.request_timeout, exchange)
             .await
             .map_err(|_| {
@@ -224,7 +239,6 @@ impl Inner {
                     ClientProxyCode::NetworkError,
                     format!("no answer within {:?}", self.settings.request_timeout),
                 )
-                .with_id(id.clone())
             })?
     }
 
@@ -236,8 +250,7 @@ impl Inner {
     ) -> Result<Response, XRoadError> {
         let conf = verified_conf.conf();
         let id = request.message_id.clone();
-        let err =
-            |code: ClientProxyCode, msg: String| XRoadError::new(code, msg).with_id(id.clone());
+        let err = |code: ClientProxyCode, msg: String| XRoadError::new(code, msg);
 
         let this = conf.server(&self.settings.this).ok_or_else(|| {
             err(
@@ -349,7 +362,7 @@ impl Inner {
                     }
                     Err(status) => {
                         if let Some(e) = peer::status_to_error(&status) {
-                            return Err(e.with_id(id.clone()));
+                            return Err(e);
                         }
                         self.peers.forget(server, address);
                         return Err(err(
@@ -387,7 +400,6 @@ impl Inner {
                 ClientProxyCode::InvalidResponse,
                 "the response has no header",
             )
-            .with_id(id.clone())
         })?;
         let body = HashedBody::new(Bytes::from(answer.body));
         let verified = message::verify_response(
@@ -415,7 +427,7 @@ impl Inner {
         let (logged, confirmed) = tokio::join!(logged, confirmation.confirmed());
         logged?;
         confirmed.map_err(|status| match peer::status_to_error(&status) {
-            Some(e) => e.with_id(id.clone()),
+            Some(e) => e,
             None => XRoadError::new(
                 ClientProxyCode::NetworkError,
                 format!(
@@ -423,11 +435,10 @@ impl Inner {
                     verified.server(),
                     status.message()
                 ),
-            )
-            .with_id(id.clone()),
+            ),
         })?;
         let internal = |e: rest::InvalidHeader| {
-            XRoadError::new(ClientProxyCode::InvalidResponse, e.to_string()).with_id(id.clone())
+            XRoadError::new(ClientProxyCode::InvalidResponse, e.to_string())
         };
         let mut response = Response::new(Body::from(body.into_bytes()));
         *response.status_mut() = verified.status();
