@@ -414,7 +414,7 @@ mod method_text {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::test_support::{CLIENT, GROUP, OTHER, PROVIDER, conf, sub};
+    use crate::message::test_support::{CLIENT, GROUP, OTHER, PROVIDER, conf, sub, verified};
 
     fn service(code: &str) -> ServiceId {
         format!("{PROVIDER}/{code}").parse().unwrap()
@@ -667,5 +667,64 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn authorize_gives_the_proof_only_when_a_grant_allows() {
+        let rights = AccessRights::new(vec![grant(CLIENT, Some(Method::GET), Some("/persons/*"))]);
+        let request = verified("records", Method::GET, "/persons/1");
+        let proof = rights.authorize(&request, &conf()).unwrap();
+        assert_eq!(proof.request().message_id(), request.message_id());
+
+        for (method, path) in [(Method::POST, "/persons/1"), (Method::GET, "/other")] {
+            let request = verified("records", method, path);
+            let e = rights.authorize(&request, &conf()).unwrap_err();
+            assert_eq!(e.code, ServerProxyCode::AccessDenied);
+            assert_eq!(e.message_id.as_deref(), Some(request.message_id()));
+        }
+        let e = AccessRights::default()
+            .authorize(&verified("records", Method::GET, ""), &conf())
+            .unwrap_err();
+        assert_eq!(e.code, ServerProxyCode::AccessDenied, "deny by default");
+    }
+
+    #[test]
+    fn a_grant_of_find_usage_covers_usage_evidence_and_nothing_else() {
+        let rights = AccessRights::new(vec![Grant {
+            service: service(metaservice::FIND_USAGE),
+            subject: CLIENT.parse().unwrap(),
+            method: None,
+            path: None,
+        }]);
+        for code in [metaservice::FIND_USAGE, metaservice::USAGE_EVIDENCE] {
+            let request = verified(code, Method::GET, "");
+            assert!(rights.authorize(&request, &conf()).is_ok(), "{code}");
+        }
+        let request = verified("records", Method::GET, "");
+        assert!(rights.authorize(&request, &conf()).is_err());
+        let only_evidence = AccessRights::new(vec![Grant {
+            service: service(metaservice::USAGE_EVIDENCE),
+            subject: CLIENT.parse().unwrap(),
+            method: None,
+            path: None,
+        }]);
+        let request = verified(metaservice::USAGE_EVIDENCE, Method::GET, "");
+        assert!(
+            only_evidence.authorize(&request, &conf()).is_err(),
+            "usageEvidence is granted through findUsage only"
+        );
+    }
+
+    #[test]
+    fn the_provider_sees_the_signed_headers() {
+        let rights = AccessRights::new(vec![grant(CLIENT, None, None)]);
+        let request = verified("records", Method::GET, "");
+        let proof = rights.authorize(&request, &conf()).unwrap();
+        let mut map = http::HeaderMap::new();
+        map.insert("x-road-client", http::HeaderValue::from_static("forged"));
+        proof.provider_request_headers(&mut map).unwrap();
+        assert_eq!(map["x-road-client"], CLIENT);
+        assert_eq!(map["x-road-data-subject"], "subject-1");
+        assert!(map.get("x-road-purpose").is_none());
     }
 }

@@ -691,6 +691,46 @@ pub(crate) mod test_support {
     pub fn conf() -> GlobalConf {
         conf_from(&proto())
     }
+
+    /// A request of CLIENT to `PROVIDER/code`, signed by the client's server and verified by
+    /// the provider's.
+    #[allow(clippy::unwrap_used)]
+    pub fn verified(code: &str, method: http::Method, path: &str) -> crate::VerifiedRequest {
+        use std::time::Duration;
+
+        let request = crate::rest::ClientRequest {
+            message_id: format!("id-{code}-{method}-{path}"),
+            client: sub(CLIENT),
+            service: format!("{PROVIDER}/{code}").parse().unwrap(),
+            method,
+            path: path.into(),
+            query: None,
+            headers: Vec::new(),
+            user_id: None,
+            issue: None,
+            represented_party: None,
+            data_subject: Some("subject-1".into()),
+            purpose: None,
+            target_server: None,
+        };
+        let body = crate::HashedBody::new(bytes::Bytes::new());
+        let to = server(PROVIDER_SERVER);
+        let header = super::build_request_header(&request, &body, &client_key().key_id(), NOW, &to);
+        let signed = super::sign_request(&header, &client_key());
+        let replay = crate::replay::ReplayCache::new(Duration::from_secs(600), 10);
+        let skew = Duration::from_secs(60);
+        super::verify_request(
+            &signed,
+            &body,
+            &conf(),
+            &CLIENT_CERT,
+            &to,
+            NOW,
+            skew,
+            &replay,
+        )
+        .unwrap()
+    }
 }
 
 #[cfg(test)]
