@@ -26,6 +26,9 @@ pub mod replay;
 pub mod rest;
 pub mod uri;
 
+#[cfg(test)]
+mod test_support;
+
 pub use access::{AccessRights, Authorized, Grant};
 pub use body::HashedBody;
 pub use error::{ClientCode, ClientProxyCode, Code, Origin, ServerProxyCode, XRoadError};

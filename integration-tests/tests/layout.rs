@@ -62,7 +62,8 @@ fn code_of(source: &str) -> String {
         .join("\n")
 }
 
-/// The files of top-level module `name`: `src/name.rs` and everything under `src/name/`.
+/// The files of top-level module `name`: `src/name.rs` and everything under `src/name/` but
+/// unit tests.
 fn module_files(src: &Path, name: &str) -> Vec<PathBuf> {
     let mut files = Vec::new();
     let single = src.join(format!("{name}.rs"));
@@ -78,7 +79,10 @@ fn module_files(src: &Path, name: &str) -> Vec<PathBuf> {
             let path = e.unwrap().path();
             if path.is_dir() {
                 stack.push(path);
-            } else if path.extension().is_some_and(|x| x == "rs") {
+            } else if path.extension().is_some_and(|x| x == "rs")
+                && path.file_name().is_some_and(|n| n != "tests.rs")
+            {
+                // A module's unit tests (`mod tests;` in `x/tests.rs`) are not its code.
                 files.push(path);
             }
         }
