@@ -58,6 +58,20 @@ async fn admin_api_requires_the_bearer_token() {
         .unwrap();
     assert_eq!(r.status, 400);
     assert_eq!(error_type(&r), "Registry.BadRequest");
+    // Dot segments are no identifier parts (a URL would resolve them away).
+    for id in ["JP/GOV/..", "JP/../dots", "JP/GOV/."] {
+        let r = http
+            .post_json(
+                &format!("{}/admin/v1/members", registry.admin_url),
+                Some(&registry.admin_token),
+                &serde_json::json!({"id": id, "name": "X"}),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.status, 400, "{id}");
+        assert_eq!(error_type(&r), "Registry.BadRequest", "{id}");
+    }
+    assert!(registry.admin.list_members().await.unwrap().is_empty());
     let r = http
         .delete(
             &format!("{}/admin/v1/members/JP%2FGOV%2Fnobody", registry.admin_url),

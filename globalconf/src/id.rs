@@ -19,11 +19,17 @@ pub enum IdError {
     Length(String),
     #[error("identifier part {0:?} contains a character outside A-Z a-z 0-9 ' ( ) + , - . = ?")]
     Character(String),
+    #[error("identifier part {0:?} is a dot segment, which a URL path would resolve away")]
+    DotSegment(String),
     #[error("identifier {0:?} belongs to instance {1:?}, not {2:?}")]
     OtherInstance(String, String, String),
 }
 
-/// Checks one identifier part against the strict X-Road rule.
+/// Checks one identifier part against the strict X-Road rule: 1–255 characters of
+/// `A-Z a-z 0-9 ' ( ) + , - . = ?`, and not `.` or `..`, which are made of allowed characters
+/// but would name the current or the parent segment once the part is in a URL path
+/// (`/r1/JP/../MUN/…`). The one grammar of every identifier that enters: URLs and headers of
+/// the client proxy, the registry's admin operations, configuration files.
 pub fn validate_part(part: &str) -> Result<(), IdError> {
     if part.is_empty() || part.len() > 255 {
         return Err(IdError::Length(part.to_owned()));
@@ -31,6 +37,9 @@ pub fn validate_part(part: &str) -> Result<(), IdError> {
     let allowed = |c: char| c.is_ascii_alphanumeric() || "'()+,-.=?".contains(c);
     if !part.chars().all(allowed) {
         return Err(IdError::Character(part.to_owned()));
+    }
+    if part == "." || part == ".." {
+        return Err(IdError::DotSegment(part.to_owned()));
     }
     Ok(())
 }
@@ -395,6 +404,18 @@ mod tests {
         );
         assert!("JP/GOV/x/y/z/v/extra".parse::<ServiceId>().is_err());
         assert!("'()+,-.=?".parse::<InstanceId>().is_ok());
+        // Dot segments are made of allowed characters but never identifiers.
+        for bad in ["JP/GOV/..", "JP/../dots", "JP/GOV/."] {
+            assert!(
+                matches!(bad.parse::<MemberId>(), Err(IdError::DotSegment(_))),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            "JP/GOV/x/..".parse::<SubsystemId>(),
+            Err(IdError::DotSegment(_))
+        ));
+        assert!("JP/GOV/.../a..b".parse::<SubsystemId>().is_ok());
     }
 
     #[test]

@@ -89,6 +89,9 @@ fn bad_identifiers_in_the_url() {
         "/r1/JP/MUN/%E3%81%82/records/svc", // UTF-8 but outside the strict rule
         "/r1/JP/MUN/%FF/records/svc",       // not UTF-8
         "/r1/JP//131016/records/svc",
+        "/r1/JP/../MUN/131016/records/svc", // a dot segment is no identifier
+        "/r1/JP/MUN/131016/records/..",
+        "/r1/JP/MUN/131016/%2e%2E/svc",
     ] {
         let e = err("GET", uri, &[CLIENT]);
         assert_eq!(e.code, ClientCode::InvalidServiceIdentifier, "{uri}");
@@ -163,7 +166,9 @@ fn x_road_client_is_required_once_and_well_formed() {
     assert_eq!(e.code, ClientCode::DuplicateHeaderField);
 
     for bad in [
-        &b"JP/GOV/digital-agency"[..],
+        &b"JP/GOV/../portal"[..],
+        b"JP/GOV/digital-agency/.",
+        b"JP/GOV/digital-agency",
         b"JP/GOV/digital-agency/portal/extra",
         b"JP/GOV/digital agency/portal",
         b"JP/GOV//portal",
