@@ -42,7 +42,8 @@ pub(crate) fn public_router(shared: Arc<Shared>) -> Router {
 /// The signed configuration envelope as served by the registry and its replicas. Its entity tag
 /// is the serial: a server that already holds it (`If-None-Match: "<serial>"`) gets `304 Not
 /// Modified` and no body, so thousands of servers polling every minute do not each download the
-/// whole configuration again.
+/// whole configuration again. As HTTP says (RFC 9110 §13.1.2), `If-None-Match` compares weakly
+/// (`W/"7"` matches `"7"`) and `*` matches whatever is published.
 pub(crate) fn configuration_response(
     serial: u64,
     envelope: Bytes,
@@ -63,7 +64,8 @@ pub(crate) fn configuration_response(
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .any(|tag| tag.trim() == etag);
+        .map(str::trim)
+        .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == etag);
     if held {
         return (StatusCode::NOT_MODIFIED, headers).into_response();
     }

@@ -279,6 +279,16 @@ async fn a_server_that_holds_the_newest_serial_gets_not_modified_without_a_body(
     assert_eq!(r.status, 304);
     assert!(r.body.is_empty(), "no body when the serial is held");
     assert_eq!(r.headers["etag"], format!("\"{serial}\"").as_str());
+    // HTTP compares If-None-Match weakly, and `*` matches whatever is published.
+    for tag in [
+        format!("W/\"{serial}\""),
+        "*".to_owned(),
+        format!("\"0\", W/\"{serial}\""),
+    ] {
+        let r = get(tag.clone()).await;
+        assert_eq!(r.status, 304, "{tag}");
+        assert!(r.body.is_empty(), "{tag}");
+    }
 
     // An older serial (or a list without the current one) gets the whole configuration.
     let r = get(format!("\"{}\", \"0\"", serial.saturating_sub(1))).await;
