@@ -5,12 +5,14 @@
 //! - [`shutdown`]: the shutdown signal every task listens to, and OS signal handling.
 //! - [`serve`]: accept loop for an axum router over plain TCP or TLS, with a connection limit,
 //!   the peer certificate in request extensions, and graceful drain with a deadline.
+//! - `conns`: the connections of one serving loop: per-source limits, idle closing, eviction.
 //! - [`client`]: HTTP(S) clients with timeouts and bounded bodies (registry polling, admin CLIs).
 //! - [`logging`]: `tracing` subscriber set-up (text or JSON).
 //! - [`time`]: Unix milliseconds as `jiff` timestamps and RFC 3339 UTC text.
 #![forbid(unsafe_code)]
 
 pub mod client;
+mod conns;
 pub mod logging;
 pub mod serve;
 pub mod shutdown;

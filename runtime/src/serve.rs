@@ -1,5 +1,11 @@
 //! The accept loop every server of ours runs (mini-redis style: injected listener, shutdown
-//! future, explicit connection limit, back-off on accept errors).
+//! future, explicit connection limits, back-off on accept errors).
+//!
+//! No client can hold the loop's connections hostage ([`crate::conns`]): a TLS handshake and a
+//! request's headers must arrive within their timeouts, a connection with no request in flight
+//! and no byte either way for the idle timeout is closed, one source address may hold only a
+//! share of the connections, and when the loop is full the connection idle longest is closed so
+//! that a new client is served.
 //!
 //! Over TLS, the SHA-256 of the peer's end-entity certificate (when it presented one) is put in
 //! each request's extensions as [`PeerCertificate`], so handlers can pin peers without knowing
@@ -10,15 +16,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
+
+use crate::conns::{Conn, Conns, Tracked};
 
 /// SHA-256 of the DER of the TLS peer's end-entity certificate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,10 +34,17 @@ pub struct PeerCertificate(pub [u8; 32]);
 /// Limits of one serving loop.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
-    /// Connections served at once; further ones wait in the kernel's backlog.
+    /// Connections held at once. When all are held, the one idle longest is closed for a new
+    /// one; if every one has a request in flight, the new one is closed at once.
     pub max_connections: usize,
+    /// Connections one source address may hold at once; more are closed at once.
+    pub max_connections_per_source: usize,
     /// How long a TLS handshake may take.
     pub handshake_timeout: Duration,
+    /// How long a request's headers may take to arrive (HTTP/1).
+    pub header_read_timeout: Duration,
+    /// How long a connection may stay open with no request in flight and no byte either way.
+    pub idle_timeout: Duration,
     /// How long in-flight requests may take to finish after shutdown begins.
     pub drain_timeout: Duration,
 }
@@ -39,7 +53,10 @@ impl Default for ServeOptions {
     fn default() -> Self {
         Self {
             max_connections: 10_000,
+            max_connections_per_source: 1_000,
             handshake_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(120),
             drain_timeout: Duration::from_secs(10),
         }
     }
@@ -66,21 +83,24 @@ pub async fn serve_http_with(
 ) -> std::io::Result<()> {
     let acceptor = tls.map(TlsAcceptor::from);
     let graceful = GracefulShutdown::new();
-    let limit = Arc::new(Semaphore::new(options.max_connections));
+    let conns = Arc::new(Conns::new(
+        options.max_connections,
+        options.max_connections_per_source,
+    ));
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http2().max_concurrent_streams(1024);
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(options.header_read_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(1024);
     let builder = Arc::new(builder);
     let mut backoff = Duration::from_millis(5);
     tokio::pin!(shutdown);
 
     loop {
-        let permit = tokio::select! {
-            _ = &mut shutdown => break,
-            permit = Arc::clone(&limit).acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
         let (stream, peer) = tokio::select! {
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
@@ -97,55 +117,74 @@ pub async fn serve_http_with(
                 }
             },
         };
+        let registered = match conns.admit(peer.ip()) {
+            Ok(r) => r,
+            Err(why) => {
+                tracing::debug!(%peer, ?why, "connection refused");
+                continue;
+            }
+        };
         let _ = stream.set_nodelay(true);
-        let router = router.clone();
+        let conn = Arc::clone(&registered.conn);
+        let stream = Tracked::new(stream, Arc::clone(&conn));
+        let router = counting(router.clone(), Arc::clone(&conn));
         let builder = Arc::clone(&builder);
         let watcher = graceful.watcher();
         let acceptor = acceptor.clone();
         let handshake_timeout = options.handshake_timeout;
+        let idle_timeout = options.idle_timeout;
         tokio::spawn(async move {
-            let _permit = permit;
-            match acceptor {
-                None => {
-                    let service = TowerToHyperService::new(router);
-                    let conn =
-                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    if let Err(e) = watcher.watch(conn.into_owned()).await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+            let _registered = registered;
+            let served = async {
+                match acceptor {
+                    None => {
+                        let service = TowerToHyperService::new(router);
+                        let conn =
+                            builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                        if let Err(e) = watcher.watch(conn.into_owned()).await {
+                            tracing::debug!(%peer, error = %e, "connection ended with an error");
+                        }
+                    }
+                    Some(acceptor) => {
+                        let handshake =
+                            tokio::time::timeout(handshake_timeout, acceptor.accept(stream));
+                        let tls = match handshake.await {
+                            Ok(Ok(tls)) => tls,
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "TLS handshake timed out");
+                                return;
+                            }
+                        };
+                        let peer_cert = tls
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .and_then(|chain| chain.first())
+                            .map(|leaf| PeerCertificate(Sha256::digest(leaf.as_ref()).into()));
+                        let router = router.map_request(move |mut req: http::Request<_>| {
+                            if let Some(pc) = peer_cert {
+                                req.extensions_mut().insert(pc);
+                            }
+                            req
+                        });
+                        let service = TowerToHyperService::new(router);
+                        let conn =
+                            builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+                        if let Err(e) = watcher.watch(conn.into_owned()).await {
+                            tracing::debug!(%peer, error = %e, "connection ended with an error");
+                        }
                     }
                 }
-                Some(acceptor) => {
-                    let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream))
-                        .await
-                    {
-                        Ok(Ok(tls)) => tls,
-                        Ok(Err(e)) => {
-                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(%peer, "TLS handshake timed out");
-                            return;
-                        }
-                    };
-                    let peer_cert = tls
-                        .get_ref()
-                        .1
-                        .peer_certificates()
-                        .and_then(|chain| chain.first())
-                        .map(|leaf| PeerCertificate(Sha256::digest(leaf.as_ref()).into()));
-                    let router = router.map_request(move |mut req: http::Request<_>| {
-                        if let Some(pc) = peer_cert {
-                            req.extensions_mut().insert(pc);
-                        }
-                        req
-                    });
-                    let service = TowerToHyperService::new(router);
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
-                    if let Err(e) = watcher.watch(conn.into_owned()).await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
-                    }
-                }
+            };
+            // Dropping the connection closes it: when evicted, or idle too long.
+            tokio::select! {
+                () = served => {}
+                () = conn.closed() => tracing::debug!(%peer, "connection closed to make room"),
+                () = idle(&conn, idle_timeout) => tracing::debug!(%peer, "idle connection closed"),
             }
         });
     }
@@ -158,4 +197,31 @@ pub async fn serve_http_with(
         }
     }
     Ok(())
+}
+
+/// `router`, counting each request as in flight on `conn` until its response is made.
+fn counting(router: Router, conn: Arc<Conn>) -> Router {
+    router.layer(axum::middleware::from_fn(
+        move |request: axum::extract::Request, next: axum::middleware::Next| {
+            let in_flight = conn.request();
+            async move {
+                let response = next.run(request).await;
+                drop(in_flight);
+                response
+            }
+        },
+    ))
+}
+
+/// Resolves once `conn` has been idle (no request in flight, no byte either way) for `timeout`.
+async fn idle(conn: &Conn, timeout: Duration) {
+    let mut wait = timeout;
+    loop {
+        tokio::time::sleep(wait).await;
+        match conn.idle_for() {
+            Some(idle) if idle >= timeout => return,
+            Some(idle) => wait = timeout - idle,
+            None => wait = timeout,
+        }
+    }
 }
