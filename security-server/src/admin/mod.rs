@@ -2,28 +2,31 @@
 //! load balancers. Every `/v1/...` request needs the bearer token; bodies and answers are JSON;
 //! errors are `{"type": "Admin.<Kind>", "message": ...}` (see [`AdminError`]). Identifiers in
 //! paths are one percent-encoded segment (`JP%2FMUN%2F131016%2Frecords%2FresidentRecord`).
+//!
+//! - [`ops`]: every admin operation, described once (method, path, request, answer, what it
+//!   does); [`Admin::router`] registers one route per operation, all served by one generic
+//!   handler.
+//! - [`client`]: [`AdminClient`], the typed client the CLI uses.
+
+pub mod client;
+pub mod ops;
 
 use std::sync::Arc;
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{MethodFilter, get, on};
 use axum::{Json, Router};
-use globalconf::ServiceId;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::confclient::ConfClient;
-use crate::serverconf::{ServerConf, ServerConfError, ServiceEntry};
-use crate::usage::{SuppressedClient, Suppression};
-use exchange::access::Grant;
+use crate::serverconf::{ServerConf, ServerConfError};
 
-/// How many audit records `GET /v1/audit` returns without `limit`, and at most.
-const AUDIT_DEFAULT_LIMIT: usize = 100;
-const AUDIT_MAX_LIMIT: usize = 10_000;
+pub use client::{AdminClient, AdminClientError};
+pub use ops::{AdminOp, Input, OpVisitor, PathParams, Reply, for_each_op};
 
 #[derive(Debug, Clone)]
 pub struct Admin {
@@ -75,13 +78,24 @@ impl AdminError {
     }
 }
 
+/// The body of an error answer: `{"message": ..., "type": "Admin.<Kind>"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub message: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
 impl IntoResponse for AdminError {
     fn into_response(self) -> Response {
         let (status, kind) = self.kind();
         if status.is_server_error() {
             tracing::error!(error = %self, kind, "admin request failed");
         }
-        let body = Json(serde_json::json!({"type": kind, "message": self.to_string()}));
+        let body = Json(ErrorBody {
+            message: self.to_string(),
+            kind: kind.to_owned(),
+        });
         let mut response = (status, body).into_response();
         if matches!(self, AdminError::Unauthorized) {
             response.headers_mut().insert(
@@ -102,8 +116,6 @@ impl From<ServerConfError> for AdminError {
         }
     }
 }
-
-type ApiResult = Result<Response, AdminError>;
 
 /// Runs a read or change of the local configuration off the async workers: a change waits for
 /// the database's fsync.
@@ -142,18 +154,12 @@ impl Admin {
         self
     }
 
+    /// `/health`, and one route per operation of [`ops`], behind the bearer token.
     pub fn router(self) -> Router {
-        let authenticated = Router::new()
-            .route("/v1/status", get(status))
-            .route("/v1/globalconf/refresh", post(refresh))
-            .route("/v1/services", get(list_services).post(add_service))
-            .route("/v1/services/{*id}", delete(remove_service))
-            .route("/v1/access", get(list_access).post(grant))
-            .route("/v1/access/revoke", post(revoke))
-            .route("/v1/suppressions", get(list_suppressions).post(suppress))
-            .route("/v1/suppressions/remove", post(unsuppress))
-            .route("/v1/audit", get(audit))
-            .route("/v1/evidence", post(export_evidence))
+        let mut routes = Routes(Router::new());
+        for_each_op(&mut routes);
+        let authenticated = routes
+            .0
             .fallback(not_found)
             .layer(middleware::from_fn_with_state(self.clone(), require_bearer));
         Router::new()
@@ -186,19 +192,65 @@ async fn not_found() -> AdminError {
     AdminError::NotFound("no such endpoint".into())
 }
 
-fn body<T>(json: Result<Json<T>, JsonRejection>) -> Result<T, AdminError> {
-    json.map(|Json(v)| v)
-        .map_err(|r| AdminError::BadRequest(r.body_text()))
+/// Adds one route per operation.
+struct Routes(Router<Admin>);
+
+impl OpVisitor for Routes {
+    fn visit<Op: AdminOp>(&mut self) {
+        let Ok(filter) = MethodFilter::try_from(Op::METHOD) else {
+            tracing::error!(method = %Op::METHOD, path = Op::PATH, "no route for this method");
+            return;
+        };
+        let routes = std::mem::take(&mut self.0);
+        self.0 = routes.route(Op::PATH, on(filter, handle::<Op>));
+    }
 }
 
-/// 201 when something was added, else 200.
-fn added<T: Serialize>(new: bool, value: T) -> ApiResult {
-    let status = if new {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
+/// The handler of every operation.
+async fn handle<Op: AdminOp>(State(admin): State<Admin>, request: Request) -> Response {
+    let op = match read::<Op>(request).await {
+        Ok(op) => op,
+        Err(refusal) => return refusal.into_response(),
     };
-    Ok((status, Json(value)).into_response())
+    match op.apply(&admin).await {
+        Ok(answer) => answer.into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The request of `Op`: path identifiers first, then the query or the JSON body. A path the
+/// extractor cannot read gets axum's own answer; a bad identifier, query or JSON body is an
+/// `Admin.BadRequest`.
+async fn read<Op: AdminOp>(request: Request) -> Result<Op, Response> {
+    let (mut parts, body) = request.into_parts();
+    let raw = if <Op::Path as PathParams>::COUNT == 0 {
+        Vec::new()
+    } else {
+        let Path(raw) = Path::<Vec<String>>::from_request_parts(&mut parts, &())
+            .await
+            .map_err(IntoResponse::into_response)?;
+        raw
+    };
+    let path = Op::Path::parse(&raw).map_err(IntoResponse::into_response)?;
+    let body = match Op::INPUT {
+        // Cannot fail: every op without input has `()` for a body (a test in `ops` checks).
+        Input::None => serde_json::from_value(serde_json::Value::Null).map_err(|e| {
+            AdminError::Storage(format!("{} takes no input: {e}", Op::PATH)).into_response()
+        })?,
+        Input::Query => {
+            let Query(query) = Query::<Op::Body>::from_request_parts(&mut parts, &())
+                .await
+                .map_err(|r| AdminError::BadRequest(r.body_text()).into_response())?;
+            query
+        }
+        Input::Json => {
+            let Json(body) = Json::<Op::Body>::from_request(Request::from_parts(parts, body), &())
+                .await
+                .map_err(|r| AdminError::BadRequest(r.body_text()).into_response())?;
+            body
+        }
+    };
+    Ok(Op::from_wire(path, body))
 }
 
 /// 200 `{"status":"ok","globalconf_serial":N}` when the server can exchange messages (it holds
@@ -231,183 +283,93 @@ async fn health(State(admin): State<Admin>) -> Response {
     }
 }
 
-async fn status(State(admin): State<Admin>) -> Response {
-    let conf = admin.conf.current();
-    let local = admin.serverconf.snapshot();
-    Json(serde_json::json!({
-        "globalconf": conf.as_ref().map(|c| serde_json::json!({
-            "serial": c.serial(),
-            "generated_at": c.conf().generated_at(),
-            "expires_at": c.conf().expires_at(),
-            "usable": admin.conf.valid_now().is_ok(),
-        })),
-        "services": local.services.len(),
-        "grants": local.access.grants().len(),
-    }))
-    .into_response()
-}
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
 
-async fn refresh(State(admin): State<Admin>) -> ApiResult {
-    let r = admin
-        .conf
-        .refresh()
-        .await
-        .map_err(|e| AdminError::RefreshFailed(e.to_string()))?;
-    Ok(Json(serde_json::json!({
-        "serial": r.serial,
-        "source": format!("{:?}", r.source),
-        "changed": r.succession == globalconf::Succession::Newer,
-    }))
-    .into_response())
-}
+    use axum::body::Body;
+    use certs::{ManualClock, SigningKey, TlsIdentity};
+    use globalconf::{Anchor, InstanceId};
+    use tower::ServiceExt as _;
 
-/// Every service, in identifier order.
-async fn list_services(State(admin): State<Admin>) -> Json<Vec<ServiceEntry>> {
-    Json(
-        admin
-            .serverconf
-            .snapshot()
-            .services
-            .values()
-            .cloned()
-            .collect(),
-    )
-}
+    use super::*;
+    use crate::peer::PeerPool;
 
-/// Adds or replaces a service: 201 when new, 200 when replaced or unchanged.
-async fn add_service(
-    State(admin): State<Admin>,
-    req: Result<Json<ServiceEntry>, JsonRejection>,
-) -> ApiResult {
-    let entry = body(req)?;
-    let stored = entry.clone();
-    let new = on_serverconf(&admin, move |c| c.add_service(stored)).await?;
-    added(new, entry)
-}
+    const TOKEN: &str = "0123456789abcdef";
 
-/// Removes a service and its grants: 204, or 404 if there was none.
-async fn remove_service(State(admin): State<Admin>, Path(raw): Path<String>) -> ApiResult {
-    let id: ServiceId = raw
-        .trim_start_matches('/')
-        .parse()
-        .map_err(|e| AdminError::BadRequest(format!("service id: {e}")))?;
-    let removed = {
-        let id = id.clone();
-        on_serverconf(&admin, move |c| c.remove_service(&id)).await?
-    };
-    if !removed {
-        return Err(AdminError::NotFound(format!("no service {id}")));
-    }
-    Ok(StatusCode::NO_CONTENT.into_response())
-}
-
-/// Every grant.
-async fn list_access(State(admin): State<Admin>) -> Json<Vec<Grant>> {
-    Json(admin.serverconf.snapshot().access.grants().to_vec())
-}
-
-/// Adds a grant: 201 when new, 200 when it was already there.
-async fn grant(State(admin): State<Admin>, req: Result<Json<Grant>, JsonRejection>) -> ApiResult {
-    let grant = body(req)?;
-    let stored = grant.clone();
-    let new = on_serverconf(&admin, move |c| c.grant(stored)).await?;
-    added(new, grant)
-}
-
-/// Removes a grant (the same JSON it was given with): 204, or 404 if there was none.
-async fn revoke(State(admin): State<Admin>, req: Result<Json<Grant>, JsonRejection>) -> ApiResult {
-    let grant = body(req)?;
-    if !on_serverconf(&admin, move |c| c.revoke(&grant)).await? {
-        return Err(AdminError::NotFound("no such grant".into()));
-    }
-    Ok(StatusCode::NO_CONTENT.into_response())
-}
-
-/// Every suppression rule (resident transparency).
-async fn list_suppressions(State(admin): State<Admin>) -> Json<Vec<Suppression>> {
-    Json(admin.serverconf.snapshot().suppressions.clone())
-}
-
-/// Adds a suppression rule or replaces the one for the same client: 201 when new, else 200.
-async fn suppress(
-    State(admin): State<Admin>,
-    req: Result<Json<Suppression>, JsonRejection>,
-) -> ApiResult {
-    let rule = body(req)?;
-    let stored = rule.clone();
-    let new = on_serverconf(&admin, move |c| c.suppress(stored)).await?;
-    added(new, rule)
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ClientBody {
-    client: SuppressedClient,
-}
-
-/// Removes the suppression rule of `{"client": ...}`: 204, or 404 if there was none.
-async fn unsuppress(
-    State(admin): State<Admin>,
-    req: Result<Json<ClientBody>, JsonRejection>,
-) -> ApiResult {
-    let ClientBody { client } = body(req)?;
-    if !on_serverconf(&admin, move |c| c.unsuppress(&client)).await? {
-        return Err(AdminError::NotFound(
-            "no suppression rule for that client".into(),
-        ));
-    }
-    Ok(StatusCode::NO_CONTENT.into_response())
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AuditQuery {
-    limit: Option<usize>,
-}
-
-/// The newest `limit` (default 100, at most 10 000) audit records, oldest first.
-async fn audit(
-    State(admin): State<Admin>,
-    query: Result<Query<AuditQuery>, QueryRejection>,
-) -> ApiResult {
-    let Query(q) = query.map_err(|r| AdminError::BadRequest(r.body_text()))?;
-    let limit = q.limit.unwrap_or(AUDIT_DEFAULT_LIMIT).min(AUDIT_MAX_LIMIT);
-    let entries = on_serverconf(&admin, move |c| c.audit(limit)).await?;
-    Ok(Json(entries).into_response())
-}
-
-/// `POST /v1/evidence`: an evidence bundle (protobuf, docs/evidence.md) for one X-Road-Id, a time
-/// range or a data subject.
-async fn export_evidence(
-    State(admin): State<Admin>,
-    req: Result<Json<crate::log::EvidenceQuery>, JsonRejection>,
-) -> ApiResult {
-    use crate::log::ExportError;
-    let query = body(req)?;
-    let source = admin
-        .evidence
-        .clone()
-        .ok_or_else(|| AdminError::NotFound("this server has no message log".into()))?;
-    let bundle = tokio::task::spawn_blocking(move || {
-        crate::log::export_evidence(
-            &source.log,
-            &source.server_id,
-            &query,
-            source.clock.as_ref(),
-            |_, _| {},
+    fn admin(dir: &std::path::Path) -> Admin {
+        let clock = ManualClock::at_unix(1_800_000_000);
+        let ca = certs::CertificateAuthority::generate("JP", Duration::from_secs(86_400), &clock)
+            .unwrap();
+        let anchor = Anchor::new(
+            "JP".parse::<InstanceId>().unwrap(),
+            vec!["https://127.0.0.1:1".into()],
+            ca.certificate_pem(),
+            vec![SigningKey::generate().unwrap().public_key()],
         )
-    })
-    .await
-    .map_err(|e| AdminError::Storage(format!("the export did not run to the end: {e}")))?
-    .map_err(|e| match e {
-        ExportError::BadQuery(why) => AdminError::BadRequest(why),
-        ExportError::NothingFound => AdminError::NotFound(e.to_string()),
-        e if e.is_retryable() => AdminError::NotYetCheckpointed(e.to_string()),
-        e => AdminError::Storage(e.to_string()),
-    })?;
-    Ok((
-        [(axum::http::header::CONTENT_TYPE, "application/x-protobuf")],
-        prost::Message::encode_to_vec(&bundle),
-    )
-        .into_response())
+        .unwrap();
+        let peers = Arc::new(PeerPool::new(
+            Arc::new(TlsIdentity::new(vec![], SigningKey::generate().unwrap())),
+            Duration::from_secs(1),
+            1 << 20,
+        ));
+        let conf = ConfClient::open(
+            anchor,
+            dir.join("globalconf.bin"),
+            "JP/MUN/131016/ss1".parse().unwrap(),
+            peers,
+            Duration::from_millis(100),
+            None,
+            Arc::new(clock.clone()),
+        )
+        .unwrap();
+        let serverconf = ServerConf::open(&dir.join("serverconf.redb")).unwrap();
+        Admin::new(Arc::new(conf), Arc::new(serverconf), TOKEN)
+    }
+
+    async fn send(app: &Router, method: &http::Method, path: &str) -> (u16, String) {
+        let request = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(http::header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(Body::from("null"))
+            .unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        let status = response.status().as_u16();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn every_op_is_routed_to_its_handler() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = admin(dir.path()).router();
+        for op in ops::table() {
+            // "x" is no service id, so an op with one refuses it by name; a JSON body of `null`
+            // is no request, so an op with a body refuses it: proof that its own handler, not
+            // the fallback, answered.
+            let path = op.path.replace("{*id}", "x");
+            let (status, body) = send(&app, &op.method, &path).await;
+            assert!(
+                status != 405 && !body.contains("no such endpoint"),
+                "{} {} is not routed: {status} {body}",
+                op.method,
+                op.path
+            );
+            if op.path_params > 0 {
+                assert_eq!(status, 400, "{}: {body}", op.name);
+                assert!(body.contains("service id: "), "{}: {body}", op.name);
+            } else if op.input == Input::Json {
+                assert_eq!(status, 400, "{}: {body}", op.name);
+                assert!(body.contains("Admin.BadRequest"), "{}: {body}", op.name);
+            }
+        }
+        let (status, _) = send(&app, &http::Method::DELETE, "/v1/status").await;
+        assert_eq!(status, 405);
+        let (status, body) = send(&app, &http::Method::GET, "/v1/nothing").await;
+        assert_eq!((status, body.contains("no such endpoint")), (404, true));
+    }
 }
