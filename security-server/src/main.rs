@@ -172,8 +172,8 @@ enum SuppressionCmd {
     Add {
         /// An organisation (INSTANCE/CLASS/MEMBER) or one subsystem (…/SUBSYSTEM).
         client: SuppressedClient,
-        /// Show records once they are this old: seconds, or a number with s, m, h or d
-        /// (`90d`). Without it, the records are hidden while the rule exists.
+        /// Show records once they are this old: seconds, or a duration like `90d`, `12h`,
+        /// `1h 30m`. Without it, the records are hidden while the rule exists.
         #[arg(long, value_parser = parse_duration_secs)]
         delay: Option<u64>,
         /// Why (legal basis); recorded in the audit log.
