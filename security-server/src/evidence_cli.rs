@@ -1,72 +1,48 @@
 //! `security-server evidence export|verify` and `messagelog archive`: the auditor-facing commands.
 
-use std::io::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use globalconf::Anchor;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use security_server::Config;
-use security_server::identity::Paths;
+use security_server::admin::{AdminClient, ops};
 use security_server::log::{EvidenceQuery, export_evidence};
 
-/// A one-line progress bar on standard error, redrawn when the percentage changes.
+/// A progress bar on standard error, advanced with `(done, total)`. indicatif draws nothing when
+/// standard error is not a terminal, so logs and pipes get no redraws.
 pub fn progress_bar(label: &'static str) -> impl FnMut(u64, u64) {
-    let mut shown = u64::MAX;
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()).with_style(
+        ProgressStyle::with_template("{prefix} [{bar:25}] {percent:>3}% ({pos}/{len})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("#-"),
+    );
+    bar.set_prefix(label);
     move |done, total| {
-        let percent = done.saturating_mul(100).checked_div(total).unwrap_or(100);
-        if percent == shown {
-            return;
-        }
-        shown = percent;
-        let filled = usize::try_from(percent / 4).unwrap_or(25).min(25);
-        let mut err = std::io::stderr().lock();
-        let _ = write!(
-            err,
-            "\r{label} [{}{}] {percent:>3}% ({done}/{total})",
-            "#".repeat(filled),
-            "-".repeat(25 - filled)
-        );
+        bar.set_length(total);
+        bar.set_position(done);
         if done >= total {
-            let _ = writeln!(err);
+            bar.finish();
         }
-        let _ = err.flush();
     }
 }
 
-/// Unix seconds, or an RFC 3339 UTC time `YYYY-MM-DDTHH:MM:SS[Z]`, as Unix milliseconds.
+/// Unix seconds, or an RFC 3339 time (`2026-11-22T08:30:00Z`, or with an offset), as Unix
+/// milliseconds. A time without `Z` or an offset is UTC.
 pub fn parse_time_ms(s: &str) -> anyhow::Result<i64> {
     if let Ok(secs) = s.parse::<i64>() {
         return Ok(secs.saturating_mul(1000));
     }
-    let t = s.trim_end_matches('Z');
-    let (date, time) = t
-        .split_once('T')
-        .context("time must be Unix seconds or YYYY-MM-DDTHH:MM:SSZ")?;
-    let d: Vec<i64> = date
-        .split('-')
-        .map(str::parse)
-        .collect::<Result<_, _>>()
-        .context("date")?;
-    let h: Vec<i64> = time
-        .split(':')
-        .map(str::parse)
-        .collect::<Result<_, _>>()
-        .context("time of day")?;
-    let ([y, m, day], [hh, mm, ss]) = (d.as_slice(), h.as_slice()) else {
-        bail!("time must be YYYY-MM-DDTHH:MM:SSZ");
+    let t = match s.parse::<jiff::Timestamp>() {
+        Ok(t) => t,
+        Err(_) => s
+            .parse::<jiff::civil::DateTime>()
+            .and_then(|civil| civil.to_zoned(jiff::tz::TimeZone::UTC))
+            .map(|zoned| zoned.timestamp())
+            .with_context(|| format!("time {s:?} is not Unix seconds or YYYY-MM-DDTHH:MM:SSZ"))?,
     };
-    if !(1..=12).contains(m) || !(1..=31).contains(day) || *hh > 23 || *mm > 59 || *ss > 60 {
-        bail!("time {s:?} is out of range");
-    }
-    // Days from 1970-01-01 to the civil date (Howard Hinnant's algorithm).
-    let (y, m) = if *m <= 2 { (y - 1, m + 9) } else { (*y, m - 3) };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * m + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Ok((days * 86_400 + hh * 3600 + mm * 60 + ss) * 1000)
+    Ok(t.as_millisecond())
 }
 
 /// Exports a bundle through the running server's admin API, or, with `offline`, from the
@@ -91,37 +67,22 @@ pub async fn export(
         )?;
         prost::Message::encode_to_vec(&bundle)
     } else {
-        let token_bytes = certs::read_secret_file(&Paths::new(&config.data_dir).admin_token())?;
-        let token = String::from_utf8_lossy(&token_bytes).trim().to_owned();
-        let url = format!("http://{}/v1/evidence", config.admin.listen);
-        let body = serde_json::to_vec(&query)?;
-        let client = runtime::HttpClient::plain().with_timeout(Duration::from_secs(600));
+        let client = AdminClient::from_config(&config)?.with_timeout(Duration::from_secs(600));
+        let op = ops::ExportEvidence(query);
         let mut attempt = 0;
         loop {
-            let r = client
-                .send(
-                    http::Method::POST,
-                    &url,
-                    Some(&token),
-                    Some(("application/json", body.clone().into())),
-                )
-                .await?;
-            if r.is_success() {
-                break r.body.to_vec();
+            match client.call(&op).await {
+                Ok(bundle) => break prost::Message::encode_to_vec(&bundle),
+                // Records logged a moment ago are covered by the next checkpoint (default: 1 s).
+                Err(e)
+                    if e.status() == Some(http::StatusCode::SERVICE_UNAVAILABLE)
+                        && attempt < 10 =>
+                {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(e) => return Err(e.into()),
             }
-            // Records logged a moment ago are covered by the next checkpoint (default: 1 s).
-            if r.status.as_u16() == 503 && attempt < 10 {
-                attempt += 1;
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-            let answer: serde_json::Value = r.json().unwrap_or_default();
-            bail!(
-                "{}: {} (HTTP {})",
-                answer["type"].as_str().unwrap_or("error"),
-                answer["message"].as_str().unwrap_or(""),
-                r.status
-            );
         }
     };
     certs::write_secret_file(out, &bytes).with_context(|| format!("writing {}", out.display()))?;
@@ -169,11 +130,7 @@ pub fn verify(
 pub fn archive(config_path: &Path, days: u64) -> anyhow::Result<()> {
     let config = Config::load(config_path)?;
     let log = open_log(&config)?;
-    let now_ms = i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_millis(),
-    )?;
+    let now_ms = jiff::Timestamp::now().as_millisecond();
     let cutoff = now_ms - i64::try_from(days.saturating_mul(86_400_000))?;
     let report = log.archive_before(
         cutoff,

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use certs::{Clock, Domain, KeyId, SigningKey, TlsIdentity};
 use globalconf::{Anchor, MemberId, SecurityServerId};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use prost::Message;
 use proto::v1 as pb;
 use serde::Deserialize;
@@ -170,7 +171,7 @@ pub fn random_hex(bytes: usize) -> Result<String, IdentityError> {
         path: "the operating system's random source".into(),
         source: std::io::Error::other(e.to_string()),
     })?;
-    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(hex::encode(buf))
 }
 
 /// The status the registry reports for an enrolment.
@@ -196,9 +197,17 @@ struct ErrorBody {
     message: String,
 }
 
+/// Characters left as they are in a path segment: RFC 3986 unreserved ones, so an identifier's
+/// `/` becomes `%2F` and its `?` becomes `%3F`.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 /// Percent-encodes an identifier as one URL path segment.
 pub fn path_segment(id: &str) -> String {
-    id.replace('/', "%2F").replace('?', "%3F")
+    utf8_percent_encode(id, SEGMENT).to_string()
 }
 
 fn registry_client(anchor: &Anchor) -> Result<runtime::HttpClient, IdentityError> {

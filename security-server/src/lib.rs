@@ -12,12 +12,13 @@
 //! - [`error`]: how an X-Road error is rendered in HTTP.
 //! - [`peer`]: connections to peer servers over pinned mutual TLS; one `Exchange` on the wire.
 //! - [`confclient`]: holds the verified global configuration; polls registries, then peers.
-//! - [`metrics`]: Prometheus metrics.
+//! - [`metrics`]: Prometheus metrics (prometheus-client).
 //! - [`log`]: the message log's records, checkpoints, witnessing and evidence export.
 //! - [`usage`]: resident transparency: `findUsage`, `usageEvidence`, suppression rules.
 //! - [`serverconf`]: the services this server provides and the access rights (redb).
 //! - [`proxy`]: the client proxy, the server proxy and its gRPC service, the backend calls.
-//! - [`admin`]: the admin API and the health endpoint.
+//! - [`admin`]: the admin API and the health endpoint; its operations ([`admin::ops`]), each
+//!   described once, and the typed [`admin::AdminClient`] the CLI uses.
 //! - [`server`]: assembles and runs all of the above.
 #![forbid(unsafe_code)]
 

@@ -1,18 +1,21 @@
 //! The `security-server` binary: reads the configuration, then either prepares the server
 //! (`init`, `enroll`), runs it (`run`) until SIGINT/SIGTERM, or talks to a running one's admin API.
+//! Each admin command names one operation of `security_server::admin::ops` (`dispatch`), which
+//! is sent and printed the same way for all.
 
-use std::path::{Path, PathBuf};
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use exchange::access::{Grant, Subject};
-use globalconf::{Anchor, SecurityServerId, ServiceId};
+use globalconf::{SecurityServerId, ServiceId};
 use security_server::Config;
+use security_server::admin::{AdminClient, AdminOp, Reply as _, ops};
 use security_server::config::LogFormat;
-use security_server::identity::{self, EnrollmentStatus, Paths};
-use security_server::serverconf::{AuditEntry, ServiceEntry};
+use security_server::serverconf::ServiceEntry;
 use security_server::usage::{SuppressedClient, Suppression};
 
 #[derive(Debug, Parser)]
@@ -169,8 +172,8 @@ enum SuppressionCmd {
     Add {
         /// An organisation (INSTANCE/CLASS/MEMBER) or one subsystem (…/SUBSYSTEM).
         client: SuppressedClient,
-        /// Show records once they are this old: seconds, or a number with s, m, h or d
-        /// (`90d`). Without it, the records are hidden while the rule exists.
+        /// Show records once they are this old: seconds, or a duration like `90d`, `12h`,
+        /// `1h 30m`. Without it, the records are hidden while the rule exists.
         #[arg(long, value_parser = parse_duration_secs)]
         delay: Option<u64>,
         /// Why (legal basis); recorded in the audit log.
@@ -184,24 +187,18 @@ enum SuppressionCmd {
     List,
 }
 
-/// `90d`, `12h`, `30m`, `45s` or plain seconds.
+/// Plain seconds, or a duration like `90d`, `12h`, `30m`, `45s` or `1h 30m` (humantime's
+/// units), in whole seconds.
 fn parse_duration_secs(s: &str) -> Result<u64, String> {
-    let (number, unit) = match s.char_indices().last() {
-        Some((i, c)) if c.is_ascii_alphabetic() => (&s[..i], c),
-        _ => (s, 's'),
-    };
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 90d, 12h, 30m or 45s"))?;
-    let unit = match unit {
-        's' => 1,
-        'm' => 60,
-        'h' => 3600,
-        'd' => 86_400,
-        _ => return Err(format!("unit of {s:?} is not s, m, h or d")),
-    };
-    n.checked_mul(unit)
-        .ok_or_else(|| format!("{s:?} is too long"))
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(secs);
+    }
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("{s:?} is not a duration like 90d, 12h, 30m or 45s: {e}"))?;
+    if d.subsec_nanos() != 0 {
+        return Err(format!("{s:?} is not a whole number of seconds"));
+    }
+    Ok(d.as_secs())
 }
 
 #[derive(Debug, Subcommand)]
@@ -244,6 +241,7 @@ impl GrantArgs {
 }
 
 mod evidence_cli;
+mod setup_cli;
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -294,7 +292,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             server_proxy,
             advertise,
             admin,
-        } => init(
+        } => setup_cli::init(
             &cli.config,
             id,
             &anchor,
@@ -303,7 +301,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             advertise,
             &admin,
         ),
-        Command::Enroll { token, wait } => enroll(&cli.config, token.as_deref(), wait).await,
+        Command::Enroll { token, wait } => {
+            setup_cli::enroll(&cli.config, token.as_deref(), wait).await
+        }
         Command::Run => {
             let config = Config::load(&cli.config)?;
             runtime::init_tracing(config.log_format == LogFormat::Json);
@@ -315,385 +315,109 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             server.run_until(runtime::signal()).await;
             Ok(())
         }
-        Command::Status => {
-            let (_, body) = admin_call(&cli.config, http::Method::GET, "/v1/status", None).await?;
-            println!("{}", serde_json::to_string_pretty(&body)?);
-            Ok(())
-        }
-        Command::RefreshGlobalconf => {
-            let (_, body) = admin_call(
-                &cli.config,
-                http::Method::POST,
-                "/v1/globalconf/refresh",
-                None,
-            )
-            .await?;
-            println!("{}", serde_json::to_string_pretty(&body)?);
-            Ok(())
-        }
-        Command::Service(cmd) => service(&cli.config, cli.json, cmd).await,
-        Command::Access(cmd) => access(&cli.config, cli.json, cmd).await,
-        Command::Suppression(cmd) => suppression(&cli.config, cli.json, cmd).await,
-        Command::Audit { limit } => {
-            let (_, body) = admin_call(
-                &cli.config,
-                http::Method::GET,
-                &format!("/v1/audit?limit={limit}"),
-                None,
-            )
-            .await?;
-            print(cli.json, &body, |body| {
-                let entries: Vec<AuditEntry> = serde_json::from_value(body.clone())?;
-                if entries.is_empty() {
-                    println!("no audit records");
-                }
-                for e in entries {
-                    println!("{:>6}  {}  {:<15} {}", e.seq, e.time, e.action, e.details);
-                }
-                Ok(())
-            })
+        command @ (Command::Status
+        | Command::RefreshGlobalconf
+        | Command::Service(_)
+        | Command::Access(_)
+        | Command::Suppression(_)
+        | Command::Audit { .. }) => {
+            let config = Config::load(&cli.config)?;
+            let client = AdminClient::from_config(&config)?;
+            dispatch(
+                command,
+                Call {
+                    client: &client,
+                    json: cli.json,
+                },
+            )?
+            .await
         }
     }
 }
 
-/// Prints the admin API's answer as JSON, or with `text`.
-fn print(
-    json: bool,
-    body: &serde_json::Value,
-    text: impl FnOnce(&serde_json::Value) -> anyhow::Result<()>,
-) -> anyhow::Result<()> {
-    if json {
-        println!("{}", serde_json::to_string_pretty(body)?);
-        Ok(())
-    } else {
-        text(body).context("unexpected answer from the admin API")
-    }
+/// What to do with the operation a command names: [`Call`] sends it, the tests record it.
+trait WithOp {
+    type Output;
+    fn with<Op: AdminOp>(self, op: Op) -> Self::Output;
 }
 
-async fn service(config: &Path, json: bool, cmd: ServiceCmd) -> anyhow::Result<()> {
-    match cmd {
-        ServiceCmd::Add {
-            id,
-            url,
-            timeout_secs,
-            openapi,
-        } => {
-            let openapi = openapi
-                .map(|p| {
-                    std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))
-                })
-                .transpose()?;
-            let entry = ServiceEntry {
+/// Maps an admin command to its operation and request (see `security_server::admin::ops`).
+/// `evidence export` is not here: it writes the bundle to a file, or reads the database itself.
+fn dispatch<W: WithOp>(command: Command, w: W) -> anyhow::Result<W::Output> {
+    Ok(match command {
+        Command::Status => w.with(ops::Status),
+        Command::RefreshGlobalconf => w.with(ops::RefreshGlobalconf),
+        Command::Audit { limit } => w.with(ops::Audit { limit: Some(limit) }),
+        Command::Service(cmd) => match cmd {
+            ServiceCmd::Add {
                 id,
                 url,
                 timeout_secs,
                 openapi,
-            };
-            let (status, body) = admin_call(
-                config,
-                http::Method::POST,
-                "/v1/services",
-                Some(&serde_json::to_value(&entry)?),
-            )
-            .await?;
-            print(json, &body, |_| {
-                let verb = if status == http::StatusCode::CREATED {
-                    "added"
-                } else {
-                    "replaced"
-                };
-                println!("{verb} service {}", describe_service(&entry));
-                Ok(())
-            })
-        }
-        ServiceCmd::List => {
-            let (_, body) = admin_call(config, http::Method::GET, "/v1/services", None).await?;
-            print(json, &body, |body| {
-                let services: Vec<ServiceEntry> = serde_json::from_value(body.clone())?;
-                if services.is_empty() {
-                    println!("no services");
-                }
-                for s in &services {
-                    println!("{}", describe_service(s));
-                }
-                Ok(())
-            })
-        }
-        ServiceCmd::Remove { id } => {
-            let path = format!("/v1/services/{}", identity::path_segment(&id.to_string()));
-            let (_, body) = admin_call(config, http::Method::DELETE, &path, None).await?;
-            print(json, &body, |_| {
-                println!("removed service {id} and its grants");
-                Ok(())
-            })
-        }
-    }
-}
-
-fn describe_service(s: &ServiceEntry) -> String {
-    let openapi = s
-        .openapi
-        .as_ref()
-        .map(|doc| format!("  openapi {} bytes", doc.len()))
-        .unwrap_or_default();
-    format!("{}  {}  timeout {} s{openapi}", s.id, s.url, s.timeout_secs)
-}
-
-async fn access(config: &Path, json: bool, cmd: AccessCmd) -> anyhow::Result<()> {
-    match cmd {
-        AccessCmd::Grant(args) => {
-            let grant = args.into_grant()?;
-            let (status, body) = admin_call(
-                config,
-                http::Method::POST,
-                "/v1/access",
-                Some(&serde_json::to_value(&grant)?),
-            )
-            .await?;
-            print(json, &body, |_| {
-                if status == http::StatusCode::CREATED {
-                    println!("granted {}", describe_grant(&grant));
-                } else {
-                    println!("already granted: {}", describe_grant(&grant));
-                }
-                Ok(())
-            })
-        }
-        AccessCmd::Revoke(args) => {
-            let grant = args.into_grant()?;
-            let (_, body) = admin_call(
-                config,
-                http::Method::POST,
-                "/v1/access/revoke",
-                Some(&serde_json::to_value(&grant)?),
-            )
-            .await?;
-            print(json, &body, |_| {
-                println!("revoked {}", describe_grant(&grant));
-                Ok(())
-            })
-        }
-        AccessCmd::List => {
-            let (_, body) = admin_call(config, http::Method::GET, "/v1/access", None).await?;
-            print(json, &body, |body| {
-                let grants: Vec<Grant> = serde_json::from_value(body.clone())?;
-                if grants.is_empty() {
-                    println!("no grants: every call is denied");
-                }
-                for g in &grants {
-                    println!("{}", describe_grant(g));
-                }
-                Ok(())
-            })
-        }
-    }
-}
-
-async fn suppression(config: &Path, json: bool, cmd: SuppressionCmd) -> anyhow::Result<()> {
-    match cmd {
-        SuppressionCmd::Add {
-            client,
-            delay,
-            reason,
-        } => {
-            let rule = Suppression {
+            } => {
+                let openapi = openapi
+                    .map(|p| {
+                        std::fs::read_to_string(&p)
+                            .with_context(|| format!("reading {}", p.display()))
+                    })
+                    .transpose()?;
+                w.with(ops::AddService(ServiceEntry {
+                    id,
+                    url,
+                    timeout_secs,
+                    openapi,
+                }))
+            }
+            ServiceCmd::List => w.with(ops::ListServices),
+            ServiceCmd::Remove { id } => w.with(ops::RemoveService { id }),
+        },
+        Command::Access(cmd) => match cmd {
+            AccessCmd::Grant(args) => w.with(ops::GrantAccess(args.into_grant()?)),
+            AccessCmd::Revoke(args) => w.with(ops::RevokeAccess(args.into_grant()?)),
+            AccessCmd::List => w.with(ops::ListAccess),
+        },
+        Command::Suppression(cmd) => match cmd {
+            SuppressionCmd::Add {
+                client,
+                delay,
+                reason,
+            } => w.with(ops::AddSuppression(Suppression {
                 client,
                 delay_secs: delay,
                 reason,
-            };
-            let (status, body) = admin_call(
-                config,
-                http::Method::POST,
-                "/v1/suppressions",
-                Some(&serde_json::to_value(&rule)?),
-            )
-            .await?;
-            print(json, &body, |_| {
-                let verb = if status == http::StatusCode::CREATED {
-                    "added"
-                } else {
-                    "unchanged or replaced"
-                };
-                println!("{verb}: {}", describe_suppression(&rule));
-                Ok(())
-            })
-        }
-        SuppressionCmd::Remove { client } => {
-            let (_, body) = admin_call(
-                config,
-                http::Method::POST,
-                "/v1/suppressions/remove",
-                Some(&serde_json::json!({ "client": client })),
-            )
-            .await?;
-            print(json, &body, |_| {
-                println!("removed the rule for {client}");
-                Ok(())
-            })
-        }
-        SuppressionCmd::List => {
-            let (_, body) = admin_call(config, http::Method::GET, "/v1/suppressions", None).await?;
-            print(json, &body, |body| {
-                let rules: Vec<Suppression> = serde_json::from_value(body.clone())?;
-                if rules.is_empty() {
-                    println!("no suppression rules: residents see every access");
-                }
-                for r in &rules {
-                    println!("{}", describe_suppression(r));
-                }
-                Ok(())
-            })
-        }
-    }
+            })),
+            SuppressionCmd::Remove { client } => w.with(ops::RemoveSuppression { client }),
+            SuppressionCmd::List => w.with(ops::ListSuppressions),
+        },
+        Command::Init { .. }
+        | Command::Enroll { .. }
+        | Command::Run
+        | Command::Evidence(_)
+        | Command::Messagelog(_) => bail!("not an admin command"),
+    })
 }
 
-fn describe_suppression(r: &Suppression) -> String {
-    let what = match r.delay_secs {
-        None => "hidden".to_owned(),
-        Some(d) => format!("delayed {d} s ({:.1} days)", d as f64 / 86_400.0),
-    };
-    format!("{}  {what}  reason: {}", r.client, r.reason)
+/// Sends the operation and prints its answer: the JSON body with `--json` (`null` when there is
+/// none), else the operation's text.
+struct Call<'a> {
+    client: &'a AdminClient,
+    json: bool,
 }
 
-fn describe_grant(g: &Grant) -> String {
-    format!(
-        "{}  to {}  {} {}",
-        g.service,
-        g.subject,
-        g.method.as_ref().map_or("any method", |m| m.as_str()),
-        g.path.as_deref().unwrap_or("(whole service)")
-    )
-}
+impl<'a> WithOp for Call<'a> {
+    type Output = Pin<Box<dyn Future<Output = anyhow::Result<()>> + 'a>>;
 
-fn init(
-    config_path: &Path,
-    id: SecurityServerId,
-    anchor_path: &Path,
-    client_proxy: &str,
-    server_proxy: &str,
-    advertise: Vec<String>,
-    admin: &str,
-) -> anyhow::Result<()> {
-    let anchor = Anchor::load(anchor_path).context("reading the anchor")?;
-    if !config_path.exists() {
-        let mut config = Config {
-            server_id: Some(id.clone()),
-            ..Config::default()
-        };
-        config.client_proxy.listen = client_proxy.parse().context("--client-proxy")?;
-        config.server_proxy.listen = server_proxy.parse().context("--server-proxy")?;
-        config.server_proxy.advertise = advertise;
-        config.admin.listen = admin.parse().context("--admin")?;
-        if let Some(dir) = config_path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        }
-        certs::write_file_atomic(config_path, config.to_toml()?.as_bytes())?;
-        println!("wrote {}", config_path.display());
-    }
-    let config = Config::load(config_path)?;
-    if config.server_id()? != &id {
-        bail!(
-            "{} is configured for {}, not {id}",
-            config_path.display(),
-            config.server_id()?
-        );
-    }
-    if anchor.instance().as_str() != id.owner().instance() {
-        bail!(
-            "the anchor is for instance {}, the server id for {}",
-            anchor.instance(),
-            id.owner().instance()
-        );
-    }
-    anchor
-        .save(&config.anchor)
-        .context("importing the anchor")?;
-    let report = identity::init(&config, &certs::SystemClock)?;
-    println!("initialised {}", report.server_id);
-    println!(
-        "  anchor imported:        {} (instance {})",
-        config.anchor.display(),
-        anchor.instance()
-    );
-    println!("  member signing key id:  {}", report.signing_key_id);
-    println!("  TLS key id:             {}", report.tls_key_id);
-    println!(
-        "  enrolment request:      {}",
-        report.enrollment_request.display()
-    );
-    println!(
-        "next: security-server --config {} enroll [--token TOKEN]",
-        config_path.display()
-    );
-    Ok(())
-}
-
-async fn enroll(config_path: &Path, token: Option<&str>, wait: u64) -> anyhow::Result<()> {
-    let config = Config::load(config_path)?;
-    let anchor = Anchor::load(&config.anchor)?;
-    let status = identity::submit_enrollment(&config, &anchor, token).await?;
-    println!("enrolment request sent: {status:?}");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
-    loop {
-        match identity::fetch_certificate(&config, &anchor).await? {
-            EnrollmentStatus::Approved => {
-                println!(
-                    "approved; certificate stored in {}",
-                    Paths::new(&config.data_dir).tls_cert().display()
-                );
-                println!(
-                    "next: security-server --config {} run",
-                    config_path.display()
-                );
-                return Ok(());
+    fn with<Op: AdminOp>(self, op: Op) -> Self::Output {
+        Box::pin(async move {
+            let answer = self.client.call(&op).await?;
+            if self.json {
+                println!("{}", serde_json::to_string_pretty(&answer.to_json()?)?);
+            } else {
+                print!("{}", op.text(&answer));
             }
-            EnrollmentStatus::Rejected => bail!("the registry operator rejected the enrolment"),
-            EnrollmentStatus::Pending if tokio::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_secs(2)).await;
-            }
-            EnrollmentStatus::Pending => {
-                println!(
-                    "pending: ask the registry operator to run `central-registry enrollment approve {}`, then run enroll again",
-                    config.server_id()?
-                );
-                return Ok(());
-            }
-        }
+            Ok(())
+        })
     }
-}
-
-/// Calls the running server's admin API with the token from `data_dir/admin-token`; answers the
-/// status and the JSON body (`null` when there is none). An error answer becomes an error.
-async fn admin_call(
-    config_path: &Path,
-    method: http::Method,
-    path: &str,
-    body: Option<&serde_json::Value>,
-) -> anyhow::Result<(http::StatusCode, serde_json::Value)> {
-    let config = Config::load(config_path)?;
-    let token_bytes = certs::read_secret_file(&Paths::new(&config.data_dir).admin_token())?;
-    let token = String::from_utf8_lossy(&token_bytes).trim().to_owned();
-    let url = format!("http://{}{path}", config.admin.listen);
-    let body = body
-        .map(|b| serde_json::to_vec(b).map(|bytes| ("application/json", bytes.into())))
-        .transpose()?;
-    let response = runtime::HttpClient::plain()
-        .send(method, &url, Some(&token), body)
-        .await?;
-    let answer: serde_json::Value = if response.body.is_empty() {
-        serde_json::Value::Null
-    } else {
-        response
-            .json()
-            .with_context(|| format!("unreadable answer from {url}"))?
-    };
-    if !response.is_success() {
-        match (answer["type"].as_str(), answer["message"].as_str()) {
-            (Some(kind), Some(message)) => bail!("{kind}: {message} (HTTP {})", response.status),
-            _ => bail!("HTTP {}: {answer}", response.status),
-        }
-    }
-    Ok((response.status, answer))
 }
 
 #[cfg(test)]
@@ -707,7 +431,11 @@ mod tests {
         assert_eq!(parse_duration_secs("30m"), Ok(1800));
         assert_eq!(parse_duration_secs("12h"), Ok(43_200));
         assert_eq!(parse_duration_secs("90d"), Ok(7_776_000));
-        for bad in ["", "d", "1w", "-1d", "1.5d", "99999999999999999999d"] {
+        // humantime's other units and sums work too.
+        assert_eq!(parse_duration_secs("1w"), Ok(604_800));
+        assert_eq!(parse_duration_secs("1h 30m"), Ok(5400));
+        assert_eq!(parse_duration_secs("1.5d"), Ok(129_600));
+        for bad in ["", "d", "-1d", "99999999999999999999d", "1500ms", "1x"] {
             assert!(parse_duration_secs(bad).is_err(), "{bad}");
         }
     }
@@ -747,5 +475,117 @@ mod tests {
             ])
             .is_err()
         );
+    }
+
+    /// One command line per admin operation printed through [`Call`].
+    const ADMIN_COMMANDS: &[&[&str]] = &[
+        &["status"],
+        &["refresh-globalconf"],
+        &["audit"],
+        &[
+            "service",
+            "add",
+            "JP/MUN/131016/records/residentRecord",
+            "--url",
+            "http://127.0.0.1:9000",
+        ],
+        &["service", "list"],
+        &["service", "remove", "JP/MUN/131016/records/residentRecord"],
+        &[
+            "access",
+            "grant",
+            "JP/MUN/131016/records/residentRecord",
+            "JP/GOV/digital-agency/portal",
+        ],
+        &[
+            "access",
+            "revoke",
+            "JP/MUN/131016/records/residentRecord",
+            "JP/GOV/digital-agency/portal",
+        ],
+        &["access", "list"],
+        &["suppression", "add", "JP/GOV/npa", "--reason", "x"],
+        &["suppression", "remove", "JP/GOV/npa"],
+        &["suppression", "list"],
+    ];
+
+    /// `evidence export` sends `ops::ExportEvidence` itself (see `evidence_cli::export`).
+    const EVIDENCE_EXPORT: &[&str] = &["evidence", "export", "--id", "x", "--out", "b.pb"];
+
+    /// Records which operation a command names.
+    struct Named;
+
+    impl WithOp for Named {
+        type Output = (String, &'static str);
+        fn with<Op: AdminOp>(self, _: Op) -> Self::Output {
+            (Op::METHOD.to_string(), Op::PATH)
+        }
+    }
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("security-server").chain(args.iter().copied()))
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    }
+
+    #[test]
+    fn every_admin_operation_has_a_command() {
+        let mut named = std::collections::BTreeSet::new();
+        for args in ADMIN_COMMANDS {
+            let op =
+                dispatch(parse(args).command, Named).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            assert!(named.insert(op.clone()), "{args:?} names {op:?} again");
+        }
+        assert!(matches!(
+            parse(EVIDENCE_EXPORT).command,
+            Command::Evidence(EvidenceCmd::Export { offline: false, .. })
+        ));
+        assert!(dispatch(parse(EVIDENCE_EXPORT).command, Named).is_err());
+        named.insert((
+            ops::ExportEvidence::METHOD.to_string(),
+            ops::ExportEvidence::PATH,
+        ));
+        let all: std::collections::BTreeSet<_> = ops::table()
+            .into_iter()
+            .map(|op| (op.method.to_string(), op.path))
+            .collect();
+        assert_eq!(named, all, "commands and operations differ");
+    }
+
+    #[test]
+    fn every_admin_command_is_listed_above() {
+        fn leaves(cmd: &clap::Command, prefix: Vec<String>, out: &mut Vec<Vec<String>>) {
+            if cmd.get_subcommands().next().is_none() {
+                out.push(prefix);
+                return;
+            }
+            for sub in cmd.get_subcommands() {
+                let mut path = prefix.clone();
+                path.push(sub.get_name().to_owned());
+                leaves(sub, path, out);
+            }
+        }
+        let mut commands = Vec::new();
+        leaves(
+            &<Cli as clap::CommandFactory>::command(),
+            Vec::new(),
+            &mut commands,
+        );
+        let not_admin: &[&[&str]] = &[
+            &["init"],
+            &["enroll"],
+            &["run"],
+            &["evidence", "verify"],
+            &["messagelog", "archive"],
+        ];
+        for args in ADMIN_COMMANDS
+            .iter()
+            .chain([&EVIDENCE_EXPORT])
+            .chain(not_admin)
+        {
+            commands
+                .retain(|c| !args.starts_with(&c.iter().map(String::as_str).collect::<Vec<_>>()));
+        }
+        commands.retain(|c| !c.iter().any(|part| part == "help"));
+        assert!(commands.is_empty(), "not in ADMIN_COMMANDS: {commands:?}");
     }
 }

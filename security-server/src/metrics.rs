@@ -1,222 +1,260 @@
-//! Prometheus metrics (text exposition format 0.0.4): exchanges by proxy and outcome (`ok` or the
-//! X-Road error type), their latency, and configuration gauges. Served on the admin listener at
-//! `/metrics`.
+//! Prometheus metrics, in the OpenMetrics text format (prometheus-client): exchanges by proxy and
+//! outcome (`ok` or the X-Road error type), their latency, and configuration gauges. Served on
+//! the admin listener at `/metrics`.
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 
 /// Upper bounds of the latency buckets, in seconds.
 const BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-#[derive(Debug, Default, Clone)]
-struct Histogram {
-    counts: [u64; BUCKETS.len()],
-    sum: f64,
-    count: u64,
-}
-
-#[derive(Debug, Default)]
-struct Inner {
-    requests: BTreeMap<(&'static str, String), u64>,
-    latency: BTreeMap<&'static str, Histogram>,
-}
-
-/// Counters and histograms of one server.
-#[derive(Debug, Default)]
-pub struct Metrics {
-    inner: Mutex<Inner>,
-    /// The message log's checkpoint state.
-    pub log: LogGauges,
-}
-
-/// The message log's last checkpoint round (DESIGN §8: log size, checkpoint age).
-#[derive(Debug, Default)]
-pub struct LogGauges {
-    checkpoint_size: AtomicU64,
-    checkpoint_at: AtomicI64,
-    round_micros: AtomicU64,
-    cosignatures: AtomicU64,
-}
-
-impl LogGauges {
-    pub fn record_round(&self, size: u64, at_unix: i64, took: Duration, cosignatures: usize) {
-        self.checkpoint_size.store(size, Ordering::Relaxed);
-        self.checkpoint_at.store(at_unix, Ordering::Relaxed);
-        self.round_micros.store(
-            u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
-        self.cosignatures.store(
-            u64::try_from(cosignatures).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
-    }
-
-    /// (name, help, value) gauges at `now`.
-    pub fn gauges(&self, now: i64) -> Vec<(&'static str, &'static str, f64)> {
-        let at = self.checkpoint_at.load(Ordering::Relaxed);
-        vec![
-            (
-                "xroad_checkpoint_size",
-                "Tree size of the newest signed checkpoint of the message log.",
-                self.checkpoint_size.load(Ordering::Relaxed) as f64,
-            ),
-            (
-                "xroad_checkpoint_age_seconds",
-                "Seconds since the newest checkpoint round (0: none yet).",
-                if at == 0 { 0.0 } else { (now - at) as f64 },
-            ),
-            (
-                "xroad_checkpoint_round_seconds",
-                "Time the newest checkpoint round took, signing and witnesses included.",
-                self.round_micros.load(Ordering::Relaxed) as f64 / 1e6,
-            ),
-            (
-                "xroad_checkpoint_cosignatures",
-                "Witnesses that cosigned the newest checkpoint.",
-                self.cosignatures.load(Ordering::Relaxed) as f64,
-            ),
-        ]
-    }
-}
+/// The `Content-Type` of [`Metrics::render`]'s text.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Which side of the exchange a measurement is from.
 pub const CLIENT_PROXY: &str = "client_proxy";
 pub const SERVER_PROXY: &str = "server_proxy";
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ExchangeLabels {
+    proxy: &'static str,
+    outcome: Escaped,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProxyLabels {
+    proxy: &'static str,
+}
+
+/// A label value from outside (an error type), escaped as the text format wants: prometheus-client
+/// writes label values as they are.
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
+struct Escaped(String);
+
+impl EncodeLabelValue for Escaped {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        use std::fmt::Write as _;
+        let escaped = self
+            .0
+            .replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n");
+        encoder.write_str(&escaped)
+    }
+}
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(BUCKETS)
+}
+
+/// Counters, histograms and gauges of one server, in one registry.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    exchanges: Family<ExchangeLabels, Counter>,
+    latency: Family<ProxyLabels, Histogram, fn() -> Histogram>,
+    globalconf: ConfGauges,
+    /// The message log's checkpoint state.
+    pub log: LogGauges,
+}
+
+/// The held global configuration and the message log's health, set at each scrape.
+#[derive(Debug, Default)]
+struct ConfGauges {
+    serial: Gauge,
+    age_seconds: Gauge,
+    expires_in_seconds: Gauge,
+    messagelog_failed: Gauge,
+}
+
+/// The message log's last checkpoint round (DESIGN §8: log size, checkpoint age).
+#[derive(Debug, Default)]
+pub struct LogGauges {
+    checkpoint_size: Gauge,
+    /// Unix seconds of the newest round (0: none yet); the age gauge is set from it at a scrape.
+    checkpoint_at: Gauge,
+    checkpoint_age: Gauge,
+    round_seconds: FloatGauge,
+    cosignatures: Gauge,
+}
+
+impl LogGauges {
+    pub fn record_round(&self, size: u64, at_unix: i64, took: Duration, cosignatures: usize) {
+        self.checkpoint_size
+            .set(i64::try_from(size).unwrap_or(i64::MAX));
+        self.checkpoint_at.set(at_unix);
+        self.round_seconds.set(took.as_secs_f64());
+        self.cosignatures
+            .set(i64::try_from(cosignatures).unwrap_or(i64::MAX));
+    }
+
+    fn set_age(&self, now: i64) {
+        let at = self.checkpoint_at.get();
+        self.checkpoint_age
+            .set(if at == 0 { 0 } else { now.saturating_sub(at) });
+    }
+}
+
+/// What `/metrics` reads from the rest of the server at each scrape.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Scrape {
+    /// Unix seconds.
+    pub now: i64,
+    /// `(serial, generated_at, expires_at)` of the global configuration held.
+    pub globalconf: Option<(u64, i64, i64)>,
+    pub messagelog_failed: bool,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Metrics {
     pub fn new() -> Self {
-        Self::default()
+        let exchanges = Family::<ExchangeLabels, Counter>::default();
+        let latency = Family::<ProxyLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram,
+        );
+        let globalconf = ConfGauges::default();
+        let log = LogGauges::default();
+        let mut registry = Registry::default();
+        // A counter's samples get `_total` appended: this is `xroad_exchanges_total`.
+        registry.register(
+            "xroad_exchanges",
+            "Exchanges handled, by proxy and outcome (ok or X-Road error type).",
+            exchanges.clone(),
+        );
+        registry.register(
+            "xroad_exchange_duration_seconds",
+            "Time to handle one exchange.",
+            latency.clone(),
+        );
+        registry.register(
+            "xroad_globalconf_serial",
+            "Serial of the global configuration held (0: none).",
+            globalconf.serial.clone(),
+        );
+        registry.register(
+            "xroad_globalconf_age_seconds",
+            "Seconds since the held global configuration was generated.",
+            globalconf.age_seconds.clone(),
+        );
+        registry.register(
+            "xroad_globalconf_expires_in_seconds",
+            "Seconds until the held global configuration expires (negative: expired).",
+            globalconf.expires_in_seconds.clone(),
+        );
+        registry.register(
+            "xroad_messagelog_failed",
+            "1 when the message log has failed and every exchange is refused until a restart.",
+            globalconf.messagelog_failed.clone(),
+        );
+        registry.register(
+            "xroad_checkpoint_size",
+            "Tree size of the newest signed checkpoint of the message log.",
+            log.checkpoint_size.clone(),
+        );
+        registry.register(
+            "xroad_checkpoint_age_seconds",
+            "Seconds since the newest checkpoint round (0: none yet).",
+            log.checkpoint_age.clone(),
+        );
+        registry.register(
+            "xroad_checkpoint_round_seconds",
+            "Time the newest checkpoint round took, signing and witnesses included.",
+            log.round_seconds.clone(),
+        );
+        registry.register(
+            "xroad_checkpoint_cosignatures",
+            "Witnesses that cosigned the newest checkpoint.",
+            log.cosignatures.clone(),
+        );
+        Self {
+            registry,
+            exchanges,
+            latency,
+            globalconf,
+            log,
+        }
     }
 
     /// Records one exchange: `outcome` is `ok` or the X-Road error type.
     pub fn observe(&self, proxy: &'static str, outcome: &str, elapsed: Duration) {
-        let secs = elapsed.as_secs_f64();
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        *inner
-            .requests
-            .entry((proxy, outcome.to_owned()))
-            .or_default() += 1;
-        let h = inner.latency.entry(proxy).or_default();
-        for (i, bound) in BUCKETS.iter().enumerate() {
-            if secs <= *bound {
-                h.counts[i] += 1;
-            }
-        }
-        h.sum += secs;
-        h.count += 1;
+        self.exchanges
+            .get_or_create(&ExchangeLabels {
+                proxy,
+                outcome: Escaped(outcome.to_owned()),
+            })
+            .inc();
+        self.latency
+            .get_or_create(&ProxyLabels { proxy })
+            .observe(elapsed.as_secs_f64());
     }
 
-    /// The exposition text; `gauges` are (name, help, value) added as they are.
-    pub fn render(&self, gauges: &[(&str, &str, f64)]) -> String {
-        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "# HELP xroad_exchanges_total Exchanges handled, by proxy and outcome (ok or X-Road error type)."
-        );
-        let _ = writeln!(out, "# TYPE xroad_exchanges_total counter");
-        for ((proxy, outcome), n) in &inner.requests {
-            let _ = writeln!(
-                out,
-                "xroad_exchanges_total{{proxy=\"{proxy}\",outcome=\"{}\"}} {n}",
-                escape(outcome)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP xroad_exchange_duration_seconds Time to handle one exchange."
-        );
-        let _ = writeln!(out, "# TYPE xroad_exchange_duration_seconds histogram");
-        for (proxy, h) in &inner.latency {
-            for (bound, count) in BUCKETS.iter().zip(h.counts) {
-                let _ = writeln!(
-                    out,
-                    "xroad_exchange_duration_seconds_bucket{{proxy=\"{proxy}\",le=\"{bound}\"}} {count}"
-                );
+    /// The exposition text (OpenMetrics, ending in `# EOF`), with the gauges set from `scrape`.
+    pub fn render(&self, scrape: &Scrape) -> String {
+        let g = &self.globalconf;
+        let (serial, generated_at, expires_at) = scrape.globalconf.unwrap_or_default();
+        g.serial.set(i64::try_from(serial).unwrap_or(i64::MAX));
+        match scrape.globalconf {
+            Some(_) => {
+                g.age_seconds.set(scrape.now.saturating_sub(generated_at));
+                g.expires_in_seconds
+                    .set(expires_at.saturating_sub(scrape.now));
             }
-            let _ = writeln!(
-                out,
-                "xroad_exchange_duration_seconds_bucket{{proxy=\"{proxy}\",le=\"+Inf\"}} {}",
-                h.count
-            );
-            let _ = writeln!(
-                out,
-                "xroad_exchange_duration_seconds_sum{{proxy=\"{proxy}\"}} {}",
-                h.sum
-            );
-            let _ = writeln!(
-                out,
-                "xroad_exchange_duration_seconds_count{{proxy=\"{proxy}\"}} {}",
-                h.count
-            );
+            None => {
+                g.age_seconds.set(0);
+                g.expires_in_seconds.set(0);
+            }
         }
-        for (name, help, value) in gauges {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} gauge");
-            let _ = writeln!(out, "{name} {value}");
+        g.messagelog_failed.set(i64::from(scrape.messagelog_failed));
+        self.log.set_age(scrape.now);
+        let mut out = String::new();
+        if let Err(e) = encode(&mut out, &self.registry) {
+            tracing::error!(error = %e, "cannot render the metrics");
         }
         out
     }
 }
 
-fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
 /// `GET /metrics` (unauthenticated, like most Prometheus endpoints: keep the admin listener on
 /// loopback or a management network).
 pub fn router(
-    metrics: std::sync::Arc<Metrics>,
-    conf: std::sync::Arc<crate::confclient::ConfClient>,
-    clock: std::sync::Arc<dyn certs::Clock>,
+    metrics: Arc<Metrics>,
+    conf: Arc<crate::confclient::ConfClient>,
+    clock: Arc<dyn certs::Clock>,
     log: msglog::MessageLog,
 ) -> axum::Router {
     axum::Router::new().route(
         "/metrics",
         axum::routing::get(move || {
-            let metrics = std::sync::Arc::clone(&metrics);
-            let conf = std::sync::Arc::clone(&conf);
-            let clock = std::sync::Arc::clone(&clock);
-            let log_failed = log.failure().is_some();
+            let metrics = Arc::clone(&metrics);
+            let scrape = Scrape {
+                now: clock.unix_now(),
+                globalconf: conf
+                    .current()
+                    .map(|c| (c.serial(), c.conf().generated_at(), c.conf().expires_at())),
+                messagelog_failed: log.failure().is_some(),
+            };
             async move {
-                let now = clock.unix_now();
-                let held = conf.current();
-                let mut gauges = vec![
-                    (
-                        "xroad_globalconf_serial",
-                        "Serial of the global configuration held (0: none).",
-                        held.as_ref().map_or(0.0, |c| c.serial() as f64),
-                    ),
-                    (
-                        "xroad_globalconf_age_seconds",
-                        "Seconds since the held global configuration was generated.",
-                        held.as_ref()
-                            .map_or(0.0, |c| (now - c.conf().generated_at()) as f64),
-                    ),
-                    (
-                        "xroad_globalconf_expires_in_seconds",
-                        "Seconds until the held global configuration expires (negative: expired).",
-                        held.as_ref()
-                            .map_or(0.0, |c| (c.conf().expires_at() - now) as f64),
-                    ),
-                ];
-                gauges.push((
-                    "xroad_messagelog_failed",
-                    "1 when the message log has failed and every exchange is refused until a restart.",
-                    if log_failed { 1.0 } else { 0.0 },
-                ));
-                gauges.extend(metrics.log.gauges(now));
                 (
-                    [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                    metrics.render(&gauges),
+                    [(http::header::CONTENT_TYPE, CONTENT_TYPE)],
+                    metrics.render(&scrape),
                 )
             }
         }),
@@ -227,6 +265,23 @@ pub fn router(
 mod tests {
     use super::*;
 
+    /// The value of the sample `name` whose labels are exactly `labels`, in any order.
+    fn sample(text: &str, name: &str, labels: &[&str]) -> Option<String> {
+        text.lines().find_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (series_name, rest) = series.split_once('{').unwrap_or((series, "}"));
+            let mut found: Vec<&str> = rest
+                .trim_end_matches('}')
+                .split(',')
+                .filter(|l| !l.is_empty())
+                .collect();
+            let mut wanted = labels.to_vec();
+            found.sort_unstable();
+            wanted.sort_unstable();
+            (series_name == name && found == wanted).then(|| value.to_owned())
+        })
+    }
+
     #[test]
     fn counts_outcomes_and_fills_cumulative_buckets() {
         let m = Metrics::new();
@@ -236,16 +291,60 @@ mod tests {
             "Server.ServerProxy.AccessDenied",
             Duration::from_millis(30),
         );
-        let text = m.render(&[("xroad_globalconf_serial", "Serial.", 7.0)]);
+        let text = m.render(&Scrape {
+            now: 100,
+            globalconf: Some((7, 40, 160)),
+            messagelog_failed: false,
+        });
         assert!(text.contains("xroad_exchanges_total{proxy=\"client_proxy\",outcome=\"ok\"} 1"));
         assert!(text.contains("outcome=\"Server.ServerProxy.AccessDenied\"} 1"));
-        assert!(text.contains(
-            "xroad_exchange_duration_seconds_bucket{proxy=\"client_proxy\",le=\"0.005\"} 1"
-        ));
-        assert!(text.contains(
-            "xroad_exchange_duration_seconds_bucket{proxy=\"client_proxy\",le=\"0.05\"} 2"
-        ));
+        let bucket = |le: &str| {
+            sample(
+                &text,
+                "xroad_exchange_duration_seconds_bucket",
+                &["proxy=\"client_proxy\"", &format!("le=\"{le}\"")],
+            )
+        };
+        assert_eq!(bucket("0.0005").as_deref(), Some("0"), "{text}");
+        assert_eq!(bucket("0.005").as_deref(), Some("1"), "{text}");
+        assert_eq!(bucket("0.05").as_deref(), Some("2"), "{text}");
+        assert_eq!(bucket("+Inf").as_deref(), Some("2"), "{text}");
         assert!(text.contains("xroad_exchange_duration_seconds_count{proxy=\"client_proxy\"} 2"));
-        assert!(text.contains("xroad_globalconf_serial 7"));
+        assert!(text.contains("xroad_globalconf_serial 7\n"), "{text}");
+        assert!(text.contains("xroad_globalconf_age_seconds 60\n"), "{text}");
+        assert!(
+            text.contains("xroad_globalconf_expires_in_seconds 60\n"),
+            "{text}"
+        );
+        assert!(text.contains("xroad_messagelog_failed 0\n"), "{text}");
+        assert!(text.contains("# TYPE xroad_exchange_duration_seconds histogram"));
+        assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn checkpoint_gauges_follow_the_last_round() {
+        let m = Metrics::new();
+        let text = m.render(&Scrape::default());
+        assert!(text.contains("xroad_checkpoint_age_seconds 0\n"), "{text}");
+        m.log.record_round(42, 1_000, Duration::from_millis(250), 2);
+        let text = m.render(&Scrape {
+            now: 1_030,
+            ..Scrape::default()
+        });
+        assert!(text.contains("xroad_checkpoint_size 42\n"), "{text}");
+        assert!(text.contains("xroad_checkpoint_age_seconds 30\n"), "{text}");
+        assert!(
+            text.contains("xroad_checkpoint_round_seconds 0.25\n"),
+            "{text}"
+        );
+        assert!(text.contains("xroad_checkpoint_cosignatures 2\n"), "{text}");
+    }
+
+    #[test]
+    fn odd_outcomes_are_escaped() {
+        let m = Metrics::new();
+        m.observe(SERVER_PROXY, "a\"b\\c", Duration::from_millis(1));
+        let text = m.render(&Scrape::default());
+        assert!(text.contains(r#"outcome="a\"b\\c""#), "{text}");
     }
 }

@@ -1,0 +1,375 @@
+//! The admin API (bearer token, loopback by default) and the unauthenticated health endpoint for
+//! load balancers. Every `/v1/...` request needs the bearer token; bodies and answers are JSON;
+//! errors are `{"type": "Admin.<Kind>", "message": ...}` (see [`AdminError`]). Identifiers in
+//! paths are one percent-encoded segment (`JP%2FMUN%2F131016%2Frecords%2FresidentRecord`).
+//!
+//! - [`ops`]: every admin operation, described once (method, path, request, answer, what it
+//!   does); [`Admin::router`] registers one route per operation, all served by one generic
+//!   handler.
+//! - [`client`]: [`AdminClient`], the typed client the CLI uses.
+
+pub mod client;
+pub mod ops;
+
+use std::sync::Arc;
+
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodFilter, get, on};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::confclient::ConfClient;
+use crate::serverconf::{ServerConf, ServerConfError};
+
+pub use client::{AdminClient, AdminClientError};
+pub use ops::{AdminOp, Input, OpVisitor, PathParams, Reply, for_each_op};
+
+#[derive(Debug, Clone)]
+pub struct Admin {
+    conf: Arc<ConfClient>,
+    serverconf: Arc<ServerConf>,
+    token_sha256: [u8; 32],
+    evidence: Option<EvidenceSource>,
+}
+
+/// What went wrong with an admin request, and what the caller is told.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// 401 `Admin.Unauthorized`
+    #[error("a valid admin bearer token is required")]
+    Unauthorized,
+    /// 400 `Admin.BadRequest`: unreadable body, bad identifier, invalid service or grant.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 404 `Admin.NotFound`: no such service, grant or endpoint.
+    #[error("{0}")]
+    NotFound(String),
+    /// 409 `Admin.UnknownService`: a grant for a service this server does not provide.
+    #[error("{0}")]
+    UnknownService(String),
+    /// 500 `Admin.Storage`: the local configuration database failed; nothing was changed.
+    #[error("{0}")]
+    Storage(String),
+    /// 502 `Admin.RefreshFailed`: no source gave an acceptable global configuration.
+    #[error("{0}")]
+    RefreshFailed(String),
+    /// 503 `Admin.NotYetCheckpointed`: the records are not under a signed checkpoint yet; retry.
+    #[error("{0}")]
+    NotYetCheckpointed(String),
+}
+
+impl AdminError {
+    fn kind(&self) -> (StatusCode, &'static str) {
+        match self {
+            AdminError::Unauthorized => (StatusCode::UNAUTHORIZED, "Admin.Unauthorized"),
+            AdminError::BadRequest(_) => (StatusCode::BAD_REQUEST, "Admin.BadRequest"),
+            AdminError::NotFound(_) => (StatusCode::NOT_FOUND, "Admin.NotFound"),
+            AdminError::UnknownService(_) => (StatusCode::CONFLICT, "Admin.UnknownService"),
+            AdminError::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "Admin.Storage"),
+            AdminError::RefreshFailed(_) => (StatusCode::BAD_GATEWAY, "Admin.RefreshFailed"),
+            AdminError::NotYetCheckpointed(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "Admin.NotYetCheckpointed")
+            }
+        }
+    }
+}
+
+/// The body of an error answer: `{"message": ..., "type": "Admin.<Kind>"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub message: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+impl IntoResponse for AdminError {
+    fn into_response(self) -> Response {
+        let (status, kind) = self.kind();
+        if status.is_server_error() {
+            tracing::error!(error = %self, kind, "admin request failed");
+        }
+        let body = Json(ErrorBody {
+            message: self.to_string(),
+            kind: kind.to_owned(),
+        });
+        let mut response = (status, body).into_response();
+        if matches!(self, AdminError::Unauthorized) {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
+    }
+}
+
+impl From<ServerConfError> for AdminError {
+    fn from(e: ServerConfError) -> Self {
+        match e {
+            ServerConfError::Invalid(why) => AdminError::BadRequest(why),
+            ServerConfError::UnknownService(_) => AdminError::UnknownService(e.to_string()),
+            ServerConfError::Storage(_) => AdminError::Storage(e.to_string()),
+        }
+    }
+}
+
+/// Runs a read or change of the local configuration off the async workers: a change waits for
+/// the database's fsync.
+async fn on_serverconf<T: Send + 'static>(
+    admin: &Admin,
+    f: impl FnOnce(&ServerConf) -> Result<T, ServerConfError> + Send + 'static,
+) -> Result<T, AdminError> {
+    let serverconf = Arc::clone(&admin.serverconf);
+    tokio::task::spawn_blocking(move || f(&serverconf))
+        .await
+        .map_err(|e| AdminError::Storage(format!("the change did not run to the end: {e}")))?
+        .map_err(AdminError::from)
+}
+
+/// What evidence export needs.
+#[derive(Debug, Clone)]
+pub struct EvidenceSource {
+    pub log: msglog::MessageLog,
+    pub server_id: globalconf::SecurityServerId,
+    pub clock: Arc<dyn certs::Clock>,
+}
+
+impl Admin {
+    pub fn new(conf: Arc<ConfClient>, serverconf: Arc<ServerConf>, token: &str) -> Self {
+        Self {
+            conf,
+            serverconf,
+            token_sha256: Sha256::digest(token.as_bytes()).into(),
+            evidence: None,
+        }
+    }
+
+    /// Enables `POST /v1/evidence`.
+    pub fn with_evidence(mut self, source: EvidenceSource) -> Self {
+        self.evidence = Some(source);
+        self
+    }
+
+    /// `/health`, and one route per operation of [`ops`], behind the bearer token.
+    pub fn router(self) -> Router {
+        let mut routes = Routes(Router::new());
+        for_each_op(&mut routes);
+        let authenticated = routes
+            .0
+            .fallback(not_found)
+            .layer(middleware::from_fn_with_state(self.clone(), require_bearer));
+        Router::new()
+            .route("/health", get(health))
+            .merge(authenticated)
+            .with_state(self)
+    }
+
+    /// Compares hashes, so the comparison time says nothing about the token.
+    fn authorized(&self, headers: &HeaderMap) -> bool {
+        let presented = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        let h: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        h == self.token_sha256
+    }
+}
+
+async fn require_bearer(State(admin): State<Admin>, req: Request, next: Next) -> Response {
+    if !admin.authorized(req.headers()) {
+        tracing::warn!(path = %req.uri().path(), "admin request without a valid bearer token");
+        return AdminError::Unauthorized.into_response();
+    }
+    next.run(req).await
+}
+
+async fn not_found() -> AdminError {
+    AdminError::NotFound("no such endpoint".into())
+}
+
+/// Adds one route per operation.
+struct Routes(Router<Admin>);
+
+impl OpVisitor for Routes {
+    fn visit<Op: AdminOp>(&mut self) {
+        let Ok(filter) = MethodFilter::try_from(Op::METHOD) else {
+            tracing::error!(method = %Op::METHOD, path = Op::PATH, "no route for this method");
+            return;
+        };
+        let routes = std::mem::take(&mut self.0);
+        self.0 = routes.route(Op::PATH, on(filter, handle::<Op>));
+    }
+}
+
+/// The handler of every operation.
+async fn handle<Op: AdminOp>(State(admin): State<Admin>, request: Request) -> Response {
+    let op = match read::<Op>(request).await {
+        Ok(op) => op,
+        Err(refusal) => return refusal.into_response(),
+    };
+    match op.apply(&admin).await {
+        Ok(answer) => answer.into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The request of `Op`: path identifiers first, then the query or the JSON body. A path the
+/// extractor cannot read gets axum's own answer; a bad identifier, query or JSON body is an
+/// `Admin.BadRequest`.
+async fn read<Op: AdminOp>(request: Request) -> Result<Op, Response> {
+    let (mut parts, body) = request.into_parts();
+    let raw = if <Op::Path as PathParams>::COUNT == 0 {
+        Vec::new()
+    } else {
+        let Path(raw) = Path::<Vec<String>>::from_request_parts(&mut parts, &())
+            .await
+            .map_err(IntoResponse::into_response)?;
+        raw
+    };
+    let path = Op::Path::parse(&raw).map_err(IntoResponse::into_response)?;
+    let body = match Op::INPUT {
+        // Cannot fail: every op without input has `()` for a body (a test in `ops` checks).
+        Input::None => serde_json::from_value(serde_json::Value::Null).map_err(|e| {
+            AdminError::Storage(format!("{} takes no input: {e}", Op::PATH)).into_response()
+        })?,
+        Input::Query => {
+            let Query(query) = Query::<Op::Body>::from_request_parts(&mut parts, &())
+                .await
+                .map_err(|r| AdminError::BadRequest(r.body_text()).into_response())?;
+            query
+        }
+        Input::Json => {
+            let Json(body) = Json::<Op::Body>::from_request(Request::from_parts(parts, body), &())
+                .await
+                .map_err(|r| AdminError::BadRequest(r.body_text()).into_response())?;
+            body
+        }
+    };
+    Ok(Op::from_wire(path, body))
+}
+
+/// 200 `{"status":"ok","globalconf_serial":N}` when the server can exchange messages (it holds
+/// an unexpired configuration and its message log takes records), else 503 with the reason.
+async fn health(State(admin): State<Admin>) -> Response {
+    if let Some(e) = admin.evidence.as_ref().and_then(|s| s.log.failure()) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({
+                "status": "unavailable",
+                "reason": format!(
+                    "the message log has failed, so every exchange is refused (LoggingFailed) \
+                     until the server is restarted on a working disk: {e}"
+                ),
+            })),
+        )
+            .into_response();
+    }
+    match admin.conf.valid_now() {
+        Ok(c) => (
+            StatusCode::OK,
+            Json(serde_json::json!({"status": "ok", "globalconf_serial": c.serial()})),
+        )
+            .into_response(),
+        Err(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"status": "unavailable", "reason": reason})),
+        )
+            .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use axum::body::Body;
+    use certs::{ManualClock, SigningKey, TlsIdentity};
+    use globalconf::{Anchor, InstanceId};
+    use tower::ServiceExt as _;
+
+    use super::*;
+    use crate::peer::PeerPool;
+
+    const TOKEN: &str = "0123456789abcdef";
+
+    fn admin(dir: &std::path::Path) -> Admin {
+        let clock = ManualClock::at_unix(1_800_000_000);
+        let ca = certs::CertificateAuthority::generate("JP", Duration::from_secs(86_400), &clock)
+            .unwrap();
+        let anchor = Anchor::new(
+            "JP".parse::<InstanceId>().unwrap(),
+            vec!["https://127.0.0.1:1".into()],
+            ca.certificate_pem(),
+            vec![SigningKey::generate().unwrap().public_key()],
+        )
+        .unwrap();
+        let peers = Arc::new(PeerPool::new(
+            Arc::new(TlsIdentity::new(vec![], SigningKey::generate().unwrap())),
+            Duration::from_secs(1),
+            1 << 20,
+        ));
+        let conf = ConfClient::open(
+            anchor,
+            dir.join("globalconf.bin"),
+            "JP/MUN/131016/ss1".parse().unwrap(),
+            peers,
+            Duration::from_millis(100),
+            None,
+            Arc::new(clock.clone()),
+        )
+        .unwrap();
+        let serverconf = ServerConf::open(&dir.join("serverconf.redb")).unwrap();
+        Admin::new(Arc::new(conf), Arc::new(serverconf), TOKEN)
+    }
+
+    async fn send(app: &Router, method: &http::Method, path: &str) -> (u16, String) {
+        let request = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(http::header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(Body::from("null"))
+            .unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        let status = response.status().as_u16();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn every_op_is_routed_to_its_handler() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = admin(dir.path()).router();
+        for op in ops::table() {
+            // "x" is no service id, so an op with one refuses it by name; a JSON body of `null`
+            // is no request, so an op with a body refuses it: proof that its own handler, not
+            // the fallback, answered.
+            let path = op.path.replace("{*id}", "x");
+            let (status, body) = send(&app, &op.method, &path).await;
+            assert!(
+                status != 405 && !body.contains("no such endpoint"),
+                "{} {} is not routed: {status} {body}",
+                op.method,
+                op.path
+            );
+            if op.path_params > 0 {
+                assert_eq!(status, 400, "{}: {body}", op.name);
+                assert!(body.contains("service id: "), "{}: {body}", op.name);
+            } else if op.input == Input::Json {
+                assert_eq!(status, 400, "{}: {body}", op.name);
+                assert!(body.contains("Admin.BadRequest"), "{}: {body}", op.name);
+            }
+        }
+        let (status, _) = send(&app, &http::Method::DELETE, "/v1/status").await;
+        assert_eq!(status, 405);
+        let (status, body) = send(&app, &http::Method::GET, "/v1/nothing").await;
+        assert_eq!((status, body.contains("no such endpoint")), (404, true));
+    }
+}

@@ -1,0 +1,203 @@
+//! The server itself: status, a refresh of the global configuration, the audit log, evidence.
+
+use http::Method;
+use serde::{Deserialize, Serialize};
+
+use super::{AdminOp, Input, pretty};
+use crate::admin::{Admin, AdminError, on_serverconf};
+use crate::log::EvidenceQuery;
+use crate::serverconf::AuditEntry;
+
+/// How many audit records `GET /v1/audit` returns without `limit`, and at most.
+const AUDIT_DEFAULT_LIMIT: usize = 100;
+const AUDIT_MAX_LIMIT: usize = 10_000;
+
+/// `GET /v1/status`
+#[derive(Debug, Clone, Copy)]
+pub struct Status;
+
+/// What [`Status`] answers. Fields in name order, as the JSON has always had them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerStatus {
+    /// The global configuration held, if any.
+    pub globalconf: Option<GlobalconfStatus>,
+    pub grants: usize,
+    pub services: usize,
+}
+
+/// The global configuration a server holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GlobalconfStatus {
+    /// Unix seconds.
+    pub expires_at: i64,
+    /// Unix seconds.
+    pub generated_at: i64,
+    pub serial: u64,
+    /// Whether it is valid now, so exchanges can use it.
+    pub usable: bool,
+}
+
+impl AdminOp for Status {
+    const METHOD: Method = Method::GET;
+    const PATH: &'static str = "/v1/status";
+    type Path = ();
+    type Body = ();
+    type Response = ServerStatus;
+
+    fn from_wire((): (), (): ()) -> Self {
+        Status
+    }
+    fn to_wire(&self) -> ((), ()) {
+        ((), ())
+    }
+    async fn apply(self, admin: &Admin) -> Result<ServerStatus, AdminError> {
+        let conf = admin.conf.current();
+        let local = admin.serverconf.snapshot();
+        Ok(ServerStatus {
+            globalconf: conf.as_ref().map(|c| GlobalconfStatus {
+                expires_at: c.conf().expires_at(),
+                generated_at: c.conf().generated_at(),
+                serial: c.serial(),
+                usable: admin.conf.valid_now().is_ok(),
+            }),
+            grants: local.access.grants().len(),
+            services: local.services.len(),
+        })
+    }
+    fn text(&self, status: &ServerStatus) -> String {
+        pretty(status)
+    }
+}
+
+/// `POST /v1/globalconf/refresh`: fetches the global configuration now.
+#[derive(Debug, Clone, Copy)]
+pub struct RefreshGlobalconf;
+
+/// What [`RefreshGlobalconf`] answers (fields in name order).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refresh {
+    /// Whether the configuration is newer than the one held before.
+    pub changed: bool,
+    pub serial: u64,
+    /// Where it came from (`Registry("https://...")` or `Peer(...)`).
+    pub source: String,
+}
+
+impl AdminOp for RefreshGlobalconf {
+    const METHOD: Method = Method::POST;
+    const PATH: &'static str = "/v1/globalconf/refresh";
+    type Path = ();
+    type Body = ();
+    type Response = Refresh;
+
+    fn from_wire((): (), (): ()) -> Self {
+        RefreshGlobalconf
+    }
+    fn to_wire(&self) -> ((), ()) {
+        ((), ())
+    }
+    async fn apply(self, admin: &Admin) -> Result<Refresh, AdminError> {
+        let r = admin
+            .conf
+            .refresh()
+            .await
+            .map_err(|e| AdminError::RefreshFailed(e.to_string()))?;
+        Ok(Refresh {
+            changed: r.succession == globalconf::Succession::Newer,
+            serial: r.serial,
+            source: format!("{:?}", r.source),
+        })
+    }
+    fn text(&self, refresh: &Refresh) -> String {
+        pretty(refresh)
+    }
+}
+
+/// `GET /v1/audit?limit=N`: the newest `limit` (default 100, at most 10 000) audit records,
+/// oldest first.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Audit {
+    pub limit: Option<usize>,
+}
+
+impl AdminOp for Audit {
+    const METHOD: Method = Method::GET;
+    const PATH: &'static str = "/v1/audit";
+    const INPUT: Input = Input::Query;
+    type Path = ();
+    type Body = Self;
+    type Response = Vec<AuditEntry>;
+
+    fn from_wire((): (), query: Self) -> Self {
+        query
+    }
+    fn to_wire(&self) -> ((), Self) {
+        ((), *self)
+    }
+    async fn apply(self, admin: &Admin) -> Result<Vec<AuditEntry>, AdminError> {
+        let limit = self
+            .limit
+            .unwrap_or(AUDIT_DEFAULT_LIMIT)
+            .min(AUDIT_MAX_LIMIT);
+        on_serverconf(admin, move |c| c.audit(limit)).await
+    }
+    fn text(&self, entries: &Vec<AuditEntry>) -> String {
+        if entries.is_empty() {
+            return "no audit records\n".into();
+        }
+        entries
+            .iter()
+            .map(|e| format!("{:>6}  {}  {:<15} {}\n", e.seq, e.time, e.action, e.details))
+            .collect()
+    }
+}
+
+/// `POST /v1/evidence` with an [`EvidenceQuery`]: an evidence bundle (protobuf,
+/// docs/evidence.md) for one X-Road-Id, a time range or a data subject. 503
+/// `Admin.NotYetCheckpointed` while the records wait for their checkpoint: retry.
+#[derive(Debug, Clone)]
+pub struct ExportEvidence(pub EvidenceQuery);
+
+impl AdminOp for ExportEvidence {
+    const METHOD: Method = Method::POST;
+    const PATH: &'static str = "/v1/evidence";
+    const INPUT: Input = Input::Json;
+    type Path = ();
+    type Body = EvidenceQuery;
+    type Response = proto::v1::EvidenceBundle;
+
+    fn from_wire((): (), query: EvidenceQuery) -> Self {
+        Self(query)
+    }
+    fn to_wire(&self) -> ((), EvidenceQuery) {
+        ((), self.0.clone())
+    }
+    async fn apply(self, admin: &Admin) -> Result<proto::v1::EvidenceBundle, AdminError> {
+        use crate::log::ExportError;
+        let source = admin
+            .evidence
+            .clone()
+            .ok_or_else(|| AdminError::NotFound("this server has no message log".into()))?;
+        tokio::task::spawn_blocking(move || {
+            crate::log::export_evidence(
+                &source.log,
+                &source.server_id,
+                &self.0,
+                source.clock.as_ref(),
+                |_, _| {},
+            )
+        })
+        .await
+        .map_err(|e| AdminError::Storage(format!("the export did not run to the end: {e}")))?
+        .map_err(|e| match e {
+            ExportError::BadQuery(why) => AdminError::BadRequest(why),
+            ExportError::NothingFound => AdminError::NotFound(e.to_string()),
+            e if e.is_retryable() => AdminError::NotYetCheckpointed(e.to_string()),
+            e => AdminError::Storage(e.to_string()),
+        })
+    }
+    fn text(&self, bundle: &proto::v1::EvidenceBundle) -> String {
+        format!("{} records\n", bundle.records.len())
+    }
+}

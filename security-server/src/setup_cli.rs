@@ -1,0 +1,107 @@
+//! `security-server init` and `enroll`: this server's keys, its configuration file and its
+//! enrolment with the registry.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use globalconf::{Anchor, SecurityServerId};
+use security_server::Config;
+use security_server::identity::{self, EnrollmentStatus, Paths};
+
+pub fn init(
+    config_path: &Path,
+    id: SecurityServerId,
+    anchor_path: &Path,
+    client_proxy: &str,
+    server_proxy: &str,
+    advertise: Vec<String>,
+    admin: &str,
+) -> anyhow::Result<()> {
+    let anchor = Anchor::load(anchor_path).context("reading the anchor")?;
+    if !config_path.exists() {
+        let mut config = Config {
+            server_id: Some(id.clone()),
+            ..Config::default()
+        };
+        config.client_proxy.listen = client_proxy.parse().context("--client-proxy")?;
+        config.server_proxy.listen = server_proxy.parse().context("--server-proxy")?;
+        config.server_proxy.advertise = advertise;
+        config.admin.listen = admin.parse().context("--admin")?;
+        if let Some(dir) = config_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        certs::write_file_atomic(config_path, config.to_toml()?.as_bytes())?;
+        println!("wrote {}", config_path.display());
+    }
+    let config = Config::load(config_path)?;
+    if config.server_id()? != &id {
+        bail!(
+            "{} is configured for {}, not {id}",
+            config_path.display(),
+            config.server_id()?
+        );
+    }
+    if anchor.instance().as_str() != id.owner().instance() {
+        bail!(
+            "the anchor is for instance {}, the server id for {}",
+            anchor.instance(),
+            id.owner().instance()
+        );
+    }
+    anchor
+        .save(&config.anchor)
+        .context("importing the anchor")?;
+    let report = identity::init(&config, &certs::SystemClock)?;
+    println!("initialised {}", report.server_id);
+    println!(
+        "  anchor imported:        {} (instance {})",
+        config.anchor.display(),
+        anchor.instance()
+    );
+    println!("  member signing key id:  {}", report.signing_key_id);
+    println!("  TLS key id:             {}", report.tls_key_id);
+    println!(
+        "  enrolment request:      {}",
+        report.enrollment_request.display()
+    );
+    println!(
+        "next: security-server --config {} enroll [--token TOKEN]",
+        config_path.display()
+    );
+    Ok(())
+}
+
+pub async fn enroll(config_path: &Path, token: Option<&str>, wait: u64) -> anyhow::Result<()> {
+    let config = Config::load(config_path)?;
+    let anchor = Anchor::load(&config.anchor)?;
+    let status = identity::submit_enrollment(&config, &anchor, token).await?;
+    println!("enrolment request sent: {status:?}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
+    loop {
+        match identity::fetch_certificate(&config, &anchor).await? {
+            EnrollmentStatus::Approved => {
+                println!(
+                    "approved; certificate stored in {}",
+                    Paths::new(&config.data_dir).tls_cert().display()
+                );
+                println!(
+                    "next: security-server --config {} run",
+                    config_path.display()
+                );
+                return Ok(());
+            }
+            EnrollmentStatus::Rejected => bail!("the registry operator rejected the enrolment"),
+            EnrollmentStatus::Pending if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            EnrollmentStatus::Pending => {
+                println!(
+                    "pending: ask the registry operator to run `central-registry enrollment approve {}`, then run enroll again",
+                    config.server_id()?
+                );
+                return Ok(());
+            }
+        }
+    }
+}
