@@ -8,7 +8,7 @@
 //! - [`conf`]: the validated, indexed view of a global configuration.
 //! - [`signed`]: signing and verifying the configuration envelope; [`signed::VerifiedConf`] is
 //!   the proof that a configuration was checked.
-//! - `testing` (feature `testing`): [`testing::ConfBuilder`], the tests' one way to make a
+//! - `testing` (feature `testing`): `testing::ConfBuilder`, the tests' one way to make a
 //!   configuration by hand.
 #![forbid(unsafe_code)]
 

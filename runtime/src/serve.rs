@@ -1,7 +1,7 @@
 //! The accept loop every server of ours runs (mini-redis style: injected listener, shutdown
 //! future, explicit connection limits, back-off on accept errors).
 //!
-//! No client can hold the loop's connections hostage ([`crate::conns`]): a TLS handshake and a
+//! No client can hold the loop's connections hostage (`conns.rs`): a TLS handshake and a
 //! request's headers must arrive within their timeouts, a connection with no request in flight
 //! and no byte either way for the idle timeout is closed, one source address may hold only a
 //! share of the connections, and when the loop is full the connection idle longest is closed so

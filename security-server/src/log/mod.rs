@@ -4,7 +4,7 @@
 //! - [`logger`]: what goes into a record and when it is written: before a message is passed on;
 //!   a failed write fails the exchange ([`MessageLogger`]).
 //! - [`checkpointer`]: the periodic signed checkpoint and its cosigning by peer witnesses.
-//! - [`witness`]: cosigning peers' checkpoints.
+//! - [`mod@witness`]: cosigning peers' checkpoints.
 //! - [`evidence`]: selecting records for an evidence export.
 
 pub mod checkpointer;
