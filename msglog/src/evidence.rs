@@ -2,6 +2,10 @@
 //! cosigned checkpoint covering them and the signed configurations that list the keys into an
 //! `EvidenceBundle`; [`verify`] checks such a bundle offline, with nothing but the instance
 //! anchor: no database, no network, no clock.
+//!
+//! # Why one long file
+//! Export and offline verification are the two sides of one format: each check `verify` makes
+//! mirrors a step of `export`, and a reviewer compares them side by side.
 
 use std::collections::{HashMap, HashSet};
 

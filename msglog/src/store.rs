@@ -3,6 +3,11 @@
 //!
 //! Reads are blocking (each is one redb read transaction); async callers use `spawn_blocking`.
 //! `append` is async: it returns when the group commit holding the entry is durable.
+//!
+//! # Why one long file
+//! [`MessageLog`]'s read paths (records, bodies, proofs, the three indexes) all read through the
+//! same locations in segments and archives; they are kept beside the open and append paths that
+//! define those locations.
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};

@@ -39,6 +39,11 @@
 //! tells a frame cut short or damaged by the disk from an intact one (tampering is what the
 //! Merkle tree and its signed checkpoints detect), and a CRC does that at a small part of the
 //! cost of a hash of every byte the writer syncs.
+//!
+//! # Why one long file
+//! The frame format, the segment files and recovery at open are one contract: what recovery
+//! accepts is exactly what a frame write can leave behind after a crash, torn or not. They are
+//! kept together, with the tests of every torn shape, so that a change to one shows the others.
 
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt as _;

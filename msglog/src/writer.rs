@@ -26,6 +26,12 @@
 //!
 //! Both threads are woken only when they must act ([`WriterState`], [`Inbox`]): every wake-up
 //! takes a CPU from the threads that serve exchanges.
+//!
+//! # Why one long file
+//! The frame being filled, the appenders' side and the writer's and indexer's threads share one
+//! invariant: an entry is in the frame in commit order and answered only once that frame is
+//! durable. Split apart, each part would reach into the others' private state; kept together,
+//! the invariant is checked in one place. The unit tests of the interleavings follow it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, SyncSender};

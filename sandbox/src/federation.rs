@@ -2,6 +2,10 @@
 //! security server through the real enrolment path (init, one-time token, HTTPS enrolment), then
 //! the servers themselves, the demo backend and the services with their grants; and
 //! `federation.json`, the description scripts and tests read.
+//!
+//! # Why one long file
+//! It is the sandbox's whole start-up in the order it happens, as an operator would do it by
+//! hand (registry, enrolment, servers, services, grants); reading it top to bottom is the point.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
