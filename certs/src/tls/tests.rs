@@ -1,0 +1,331 @@
+use std::io::{Read as _, Write as _};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rustls::{ClientConnection, ServerConnection};
+
+use super::*;
+use crate::{CertificateAuthority, Clock, ManualClock, SystemClock};
+
+const DAY: Duration = Duration::from_secs(24 * 60 * 60);
+const ALPN: &[&[u8]] = &[b"xroad-rs/1"];
+
+#[derive(Debug)]
+enum Outcome {
+    Connected {
+        /// SHA-256 of the client certificate the server saw.
+        server_saw: Option<[u8; 32]>,
+        alpn: Option<Vec<u8>>,
+    },
+    ServerRejected(rustls::Error),
+    ClientRejected(rustls::Error),
+}
+
+/// Runs a real TLS handshake between the two configs entirely in memory, then one
+/// request/response round trip (which also delivers any session tickets).
+fn connect(client: &Arc<ClientConfig>, server: &Arc<ServerConfig>, name: &str) -> Outcome {
+    let mut client = ClientConnection::new(
+        client.clone(),
+        ServerName::try_from(name.to_owned()).unwrap(),
+    )
+    .unwrap();
+    let mut server = ServerConnection::new(server.clone()).unwrap();
+    client.writer().write_all(b"ping").unwrap();
+
+    let mut got_ping = false;
+    for _ in 0..20 {
+        if let Err(e) = pump_client_to_server(&mut client, &mut server) {
+            return Outcome::ServerRejected(e);
+        }
+        if !server.is_handshaking() && !got_ping {
+            let mut buf = [0u8; 4];
+            server.reader().read_exact(&mut buf).unwrap();
+            assert_eq!(&buf, b"ping");
+            server.writer().write_all(b"pong").unwrap();
+            got_ping = true;
+        }
+        if let Err(e) = pump_server_to_client(&mut server, &mut client) {
+            return Outcome::ClientRejected(e);
+        }
+        let mut buf = [0u8; 4];
+        if got_ping && client.reader().read_exact(&mut buf).is_ok() {
+            assert_eq!(&buf, b"pong");
+            return Outcome::Connected {
+                server_saw: server
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .map(|c| cert_sha256(c)),
+                alpn: client.alpn_protocol().map(<[u8]>::to_vec),
+            };
+        }
+    }
+    panic!("handshake did not finish");
+}
+
+fn pump_client_to_server(
+    client: &mut ClientConnection,
+    server: &mut ServerConnection,
+) -> Result<(), rustls::Error> {
+    let mut wire = Vec::new();
+    while client.wants_write() {
+        client.write_tls(&mut wire).unwrap();
+    }
+    let mut rd = wire.as_slice();
+    while !rd.is_empty() {
+        server.read_tls(&mut rd).unwrap();
+        server.process_new_packets()?;
+    }
+    Ok(())
+}
+
+fn pump_server_to_client(
+    server: &mut ServerConnection,
+    client: &mut ClientConnection,
+) -> Result<(), rustls::Error> {
+    let mut wire = Vec::new();
+    while server.wants_write() {
+        server.write_tls(&mut wire).unwrap();
+    }
+    let mut rd = wire.as_slice();
+    while !rd.is_empty() {
+        client.read_tls(&mut rd).unwrap();
+        client.process_new_packets()?;
+    }
+    Ok(())
+}
+
+fn identity(ca: &CertificateAuthority, seed: u8, name: &str, clock: &dyn Clock) -> TlsIdentity {
+    let key = SigningKey::from_seed([seed; 32]);
+    let cert = ca
+        .issue(
+            name,
+            &key.public_key().to_spki_der(),
+            &["127.0.0.1".to_owned()],
+            DAY,
+            clock,
+        )
+        .unwrap();
+    TlsIdentity::new(vec![cert], key)
+}
+
+fn pins(ids: &[&TlsIdentity]) -> Arc<dyn PinPolicy> {
+    Arc::new(ids.iter().map(|id| id.leaf_sha256()).collect::<PinSet>())
+}
+
+struct Pair {
+    client: TlsIdentity,
+    server: TlsIdentity,
+}
+
+fn pair() -> Pair {
+    let ca = CertificateAuthority::generate("TEST", DAY, &SystemClock).unwrap();
+    Pair {
+        client: identity(&ca, 1, "TEST/GOV/a/ss1", &SystemClock),
+        server: identity(&ca, 2, "TEST/GOV/b/ss2", &SystemClock),
+    }
+}
+
+fn pinned(client_pins: Arc<dyn PinPolicy>, server_pins: Arc<dyn PinPolicy>, p: &Pair) -> Outcome {
+    let client = Arc::new(pinned_client_config(&p.client, client_pins, ALPN).unwrap());
+    let server = Arc::new(pinned_server_config(&p.server, server_pins, ALPN).unwrap());
+    // Any name: pinned connections do not check it.
+    connect(&client, &server, "peer.invalid")
+}
+
+fn is_pin_failure(e: &rustls::Error) -> bool {
+    matches!(
+        e,
+        rustls::Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure)
+    )
+}
+
+#[test]
+fn pinned_mtls_succeeds_when_both_pins_match() {
+    let p = pair();
+    match pinned(pins(&[&p.server]), pins(&[&p.client]), &p) {
+        Outcome::Connected { server_saw, alpn } => {
+            assert_eq!(server_saw, Some(p.client.leaf_sha256()));
+            assert_eq!(alpn.as_deref(), Some(&b"xroad-rs/1"[..]));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn pinned_mtls_fails_when_server_does_not_pin_client() {
+    let p = pair();
+    match pinned(pins(&[&p.server]), pins(&[&p.server]), &p) {
+        Outcome::ServerRejected(e) => assert!(is_pin_failure(&e), "{e}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn pinned_mtls_fails_when_client_does_not_pin_server() {
+    let p = pair();
+    match pinned(pins(&[&p.client]), pins(&[&p.client]), &p) {
+        Outcome::ClientRejected(e) => assert!(is_pin_failure(&e), "{e}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn pinned_server_requires_a_client_certificate() {
+    let ca = CertificateAuthority::generate("TEST", DAY, &SystemClock).unwrap();
+    let server_id = identity(&ca, 2, "ss2", &SystemClock);
+    let server = Arc::new(pinned_server_config(&server_id, pins(&[]), ALPN).unwrap());
+    let client = Arc::new(client_config_trusting(&[ca.certificate_der().to_vec()], ALPN).unwrap());
+    match connect(&client, &server, "127.0.0.1") {
+        Outcome::ServerRejected(rustls::Error::NoCertificatesPresented) => {}
+        other => panic!("{other:?}"),
+    }
+}
+
+#[derive(Debug, Default)]
+struct LivePins(Mutex<HashSet<[u8; 32]>>);
+
+impl PinPolicy for LivePins {
+    fn allows(&self, cert_sha256: &[u8; 32]) -> bool {
+        self.0.lock().unwrap().contains(cert_sha256)
+    }
+}
+
+#[test]
+fn removing_a_pin_cuts_off_the_next_connection() {
+    let p = pair();
+    let server_pins = Arc::new(LivePins::default());
+    server_pins.0.lock().unwrap().insert(p.client.leaf_sha256());
+    let client = Arc::new(pinned_client_config(&p.client, pins(&[&p.server]), ALPN).unwrap());
+    let server = Arc::new(pinned_server_config(&p.server, server_pins.clone(), ALPN).unwrap());
+
+    assert!(matches!(
+        connect(&client, &server, "x.invalid"),
+        Outcome::Connected { .. }
+    ));
+    server_pins.0.lock().unwrap().clear();
+    // Same configs, so a resumable session would be offered if resumption were on.
+    match connect(&client, &server, "x.invalid") {
+        Outcome::ServerRejected(e) => assert!(is_pin_failure(&e), "{e}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Always presents one certificate and key, matching or not.
+#[derive(Debug)]
+struct FixedClientCert(Arc<rustls::sign::CertifiedKey>);
+
+impl rustls::client::ResolvesClientCert for FixedClientCert {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.0.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+#[test]
+fn pinned_certificate_without_its_key_is_rejected() {
+    let p = pair();
+    // The client presents the pinned certificate but signs with another key.
+    // pinned_client_config would refuse the mismatch, so build the config by hand.
+    let other_key = TlsIdentity::new(vec![], SigningKey::from_seed([9; 32]));
+    let signer = provider()
+        .key_provider
+        .load_private_key(other_key.rustls_key().unwrap())
+        .unwrap();
+    let stolen = rustls::sign::CertifiedKey::new(p.client.rustls_chain(), signer);
+    let client = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(PinnedCertVerifier {
+            policy: pins(&[&p.server]),
+            algorithms: provider().signature_verification_algorithms,
+        }))
+        .with_client_cert_resolver(Arc::new(FixedClientCert(Arc::new(stolen))));
+    let server = Arc::new(pinned_server_config(&p.server, pins(&[&p.client]), ALPN).unwrap());
+    match connect(&Arc::new(client), &server, "x.invalid") {
+        Outcome::ServerRejected(rustls::Error::InvalidCertificate(
+            CertificateError::BadSignature,
+        )) => {}
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn ca_trusting_client_connects_to_ca_issued_server() {
+    let ca = CertificateAuthority::generate("TEST", DAY, &SystemClock).unwrap();
+    let server_id = identity(&ca, 2, "registry", &SystemClock);
+    let server = Arc::new(server_config(&server_id, ALPN).unwrap());
+    let client = Arc::new(client_config_trusting(&[ca.certificate_der().to_vec()], ALPN).unwrap());
+    match connect(&client, &server, "127.0.0.1") {
+        Outcome::Connected { server_saw, alpn } => {
+            assert_eq!(server_saw, None);
+            assert_eq!(alpn.as_deref(), Some(&b"xroad-rs/1"[..]));
+        }
+        other => panic!("{other:?}"),
+    }
+    // Right CA, wrong name.
+    match connect(&client, &server, "127.0.0.2") {
+        Outcome::ClientRejected(rustls::Error::InvalidCertificate(_)) => {}
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn ca_trusting_client_rejects_server_of_another_ca() {
+    let ca = CertificateAuthority::generate("TEST", DAY, &SystemClock).unwrap();
+    let client = Arc::new(client_config_trusting(&[ca.certificate_der().to_vec()], ALPN).unwrap());
+    // A rogue CA with another name is unknown; one with the same name is found
+    // by name but its signature does not verify under the real CA's key.
+    for (instance, expected) in [
+        ("OTHER", CertificateError::UnknownIssuer),
+        ("TEST", CertificateError::BadSignature),
+    ] {
+        let rogue = CertificateAuthority::generate(instance, DAY, &SystemClock).unwrap();
+        let server_id = identity(&rogue, 2, "registry", &SystemClock);
+        let server = Arc::new(server_config(&server_id, ALPN).unwrap());
+        match connect(&client, &server, "127.0.0.1") {
+            Outcome::ClientRejected(rustls::Error::InvalidCertificate(e)) => {
+                assert_eq!(e, expected)
+            }
+            other => panic!("{instance}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn ca_trusting_client_rejects_expired_server_certificate() {
+    // Issued in 2001 for one day.
+    let clock = ManualClock::at_unix(1_000_000_000);
+    let ca = CertificateAuthority::generate("TEST", 100 * 365 * DAY, &clock).unwrap();
+    let server_id = identity(&ca, 2, "registry", &clock);
+    let server = Arc::new(server_config(&server_id, ALPN).unwrap());
+    let client = Arc::new(client_config_trusting(&[ca.certificate_der().to_vec()], ALPN).unwrap());
+    match connect(&client, &server, "127.0.0.1") {
+        Outcome::ClientRejected(rustls::Error::InvalidCertificate(
+            CertificateError::Expired | CertificateError::ExpiredContext { .. },
+        )) => {}
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn client_config_needs_a_trust_anchor() {
+    assert!(client_config_trusting(&[], ALPN).is_err());
+    assert!(client_config_trusting(&[b"garbage".to_vec()], ALPN).is_err());
+}
+
+#[test]
+fn debug_redacts_identity_key() {
+    let p = pair();
+    let debug = format!("{:?}", p.client);
+    assert!(debug.contains(&hex::encode(p.client.leaf_sha256())));
+    let pem = p.client.key.to_pkcs8_pem().unwrap();
+    assert!(!debug.contains(pem.lines().nth(1).unwrap()));
+}
