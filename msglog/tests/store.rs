@@ -1,6 +1,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! The log's storage: durability, group commit, the Merkle tree, bodies at rest, the indexes,
 //! checkpoints, witness state and the configuration history.
+//! One file, because the cases share the fixture in `common` and read as one tour of the store.
 
 mod common;
 

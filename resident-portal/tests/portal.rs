@@ -1,6 +1,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! The portal against a fake security server speaking the client-proxy contract (`listClients`,
 //! `findUsage`, `usageEvidence`), both on `127.0.0.1:0`, driven with real HTTP requests.
+//! One file, because every test shares the fake server and its recorded calls.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

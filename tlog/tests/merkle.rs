@@ -2,6 +2,7 @@
 //! Merkle tree roots and proofs against a naive reference written directly from RFC 9162
 //! §2.1 (MTH, PATH, SUBPROOF over the leaf data, hashing with sha2 itself), against published
 //! RFC 6962 test vectors, and against tampering.
+//! One file, because every case is checked against the same reference implementation above them.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
