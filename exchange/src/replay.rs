@@ -79,6 +79,11 @@ impl ReplayCache {
         Ok(())
     }
 
+    /// How long a message id is remembered.
+    pub fn window(&self) -> Duration {
+        Duration::from_secs(u64::try_from(self.window_secs).unwrap_or(0))
+    }
+
     /// How many entries are held (after the last pruning).
     pub fn len(&self) -> usize {
         self.lock().seen.len()

@@ -957,6 +957,30 @@ async fn tampered_forged_replayed_and_unlisted_exchanges_are_rejected() {
     s.f.stop().await;
 }
 
+/// Issue 17: a signed request captured in transit and sent again after the provider's server
+/// restarted (its replay cache is in memory) is still a replay: the window is rebuilt from the
+/// message log before the server proxy serves again, so the provider's system sees it once.
+#[tokio::test]
+async fn a_request_captured_before_the_provider_restarted_is_still_a_replay() {
+    let mut s = setup(FederationSpec::sandbox(), &[CHIYODA]).await;
+    let peer = RawPeer::new(&s.f);
+    let captured = peer.signed("captured-before-restart", b"hello");
+    assert!(peer.send(captured.clone(), b"hello").await.is_ok());
+
+    s.f.restart_server(CHIYODA).await.unwrap();
+    let peer = RawPeer::new(&s.f);
+    assert_eq!(
+        peer.send(captured, b"hello").await.unwrap_err(),
+        "Server.ServerProxy.DuplicateMessage"
+    );
+    let fresh = peer.signed("new-after-restart", b"hello");
+    assert!(
+        peer.send(fresh, b"hello").await.is_ok(),
+        "new requests are served"
+    );
+    s.f.stop().await;
+}
+
 /// Metaservice calls with queries the client proxy would have refused, from a client's server
 /// that did not check them: the provider answers its own `BadRequest`, which the client's
 /// server passes on (a `Client.*` error from a peer would reach the client as

@@ -663,6 +663,31 @@ impl Federation {
         }
     }
 
+    /// Stops one security server and starts it again on the same addresses and data directory,
+    /// as an operator's restart (or a crash and a restart) would.
+    pub async fn restart_server(&mut self, id: &str) -> Result<(), SandboxError> {
+        let clock = Arc::clone(&self.clock);
+        let s = self
+            .servers
+            .iter_mut()
+            .find(|s| s.id.to_string() == id)
+            .ok_or_else(|| SandboxError::Setup(format!("no server {id}")))?;
+        let r = s
+            .running
+            .take()
+            .ok_or_else(|| SandboxError::Setup(format!("{id} is not running")))?;
+        let (client_proxy, server_proxy, admin) =
+            (r.client_proxy_addr, r.server_proxy_addr, r.admin_addr);
+        r.shutdown().await;
+        let listeners = security_server::Listeners {
+            client_proxy: tokio::net::TcpListener::bind(client_proxy).await?,
+            server_proxy: tokio::net::TcpListener::bind(server_proxy).await?,
+            admin: tokio::net::TcpListener::bind(admin).await?,
+        };
+        s.running = Some(security_server::start(&s.config, listeners, clock).await?);
+        Ok(())
+    }
+
     /// Stops everything gracefully.
     pub async fn stop(mut self) {
         if let Some(t) = self.portal_stop.take() {

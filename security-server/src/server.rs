@@ -47,6 +47,8 @@ pub enum StartError {
     Listen(#[from] std::io::Error),
     #[error("local configuration: {0}")]
     ServerConf(crate::serverconf::ServerConfError),
+    #[error("rebuilding the replay window from the message log: {0}")]
+    Replay(String),
 }
 
 /// The three listeners of a server; tests bind them to port 0.
@@ -204,6 +206,20 @@ pub async fn start(
         metrics: Arc::clone(&metrics),
         logger,
     });
+    // Before the server proxy serves anything: the ids it accepted before a restart stay used.
+    {
+        let max_skew = skew_override
+            .or_else(|| conf.current().map(|c| c.conf().parameters().max_clock_skew))
+            .unwrap_or(replay_window);
+        let now = clock.unix_now();
+        let proxy = Arc::clone(&server_proxy);
+        tokio::task::spawn_blocking(move || {
+            crate::log::replay::rebuild(proxy.logger.log(), &proxy.replay, max_skew, now)
+        })
+        .await
+        .map_err(|e| StartError::Replay(e.to_string()))?
+        .map_err(|e| StartError::Replay(e.to_string()))?;
+    }
     // Bounded concurrency bounds the memory peers' bodies can take (each at most max_message).
     let peer_router = PeerService::new(conf.subscribe(), server_proxy)
         .router(max_message)

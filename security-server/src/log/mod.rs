@@ -6,10 +6,12 @@
 //! - [`checkpointer`]: the periodic signed checkpoint and its cosigning by peer witnesses.
 //! - [`mod@witness`]: cosigning peers' checkpoints.
 //! - [`evidence`]: selecting records for an evidence export.
+//! - [`replay`]: the server proxy's replay window, rebuilt from the log at start.
 
 pub mod checkpointer;
 pub mod evidence;
 pub mod logger;
+pub mod replay;
 pub mod witness;
 
 pub use checkpointer::{Checkpointer, Round, choose_witnesses};
