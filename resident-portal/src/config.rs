@@ -76,7 +76,9 @@ pub struct Config {
     pub max_records_per_provider: usize,
     /// How long a development-login session lasts.
     pub session_ttl_secs: u64,
-    /// Mark cookies `Secure` (set it when residents reach the portal over HTTPS).
+    /// Mark cookies `Secure` with the development login too (it runs on plain HTTP on
+    /// loopback otherwise). With any real login they are always `Secure`: see
+    /// [`Config::cookies_secure`].
     pub secure_cookies: bool,
     /// Subsystems to ask; absent means every subsystem `listClients` names.
     pub targets: Option<Vec<SubsystemId>>,
@@ -124,6 +126,12 @@ impl Config {
             source,
         })?;
         Self::from_str(&text)
+    }
+
+    /// Whether cookies carry `Secure`: always, unless the development login is on and
+    /// `secure_cookies` is not set (the sandbox serves the portal on plain HTTP on loopback).
+    pub fn cookies_secure(&self) -> bool {
+        self.secure_cookies || self.login.kind != Some(LoginKind::Development)
     }
 
     /// Checks what serde cannot: required keys, ranges, and that the values make sense together.

@@ -107,7 +107,7 @@ pub fn from_config(config: &Config) -> Result<Arc<dyn Login>, ConfigError> {
             );
             Ok(Arc::new(DevelopmentLogin::new(
                 config.session_ttl(),
-                config.secure_cookies,
+                config.cookies_secure(),
             )))
         }
         (Some(LoginKind::TrustedHeader), Some(name)) => {

@@ -61,7 +61,7 @@ pub fn router(config: Config) -> Result<Router, ConfigError> {
     let portal = Portal {
         login: login::from_config(&config)?,
         gateway: Gateway::new(&config)?,
-        secure_cookies: config.secure_cookies,
+        secure_cookies: config.cookies_secure(),
         verify_hint: config.verify_hint.as_deref().map(Arc::from),
     };
     Ok(Router::new()

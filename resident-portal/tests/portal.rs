@@ -805,8 +805,9 @@ async fn evidence_is_for_the_logged_in_resident_only() {
 #[tokio::test]
 async fn trusted_header_login_takes_the_proxy_header() {
     let (ss, fake, _ss_stop) = Fake::federation().start().await;
-    let mut c = config(&ss, LoginKind::TrustedHeader);
-    c.secure_cookies = true;
+    // A real login: cookies are Secure without being asked to (issue 17).
+    let c = config(&ss, LoginKind::TrustedHeader);
+    assert!(!c.secure_cookies);
     let portal = Portal::start(c).await;
 
     let anonymous = portal.get("/", &[]).await;
