@@ -20,6 +20,7 @@ use bytes::Bytes;
 use certs::SigningKey;
 use exchange::HashedBody;
 use globalconf::Anchor;
+use globalconf::testing::ConfBuilder;
 use msglog::{Entry, LogOptions, MessageLog, tlog};
 use prost::Message as _;
 use proto::v1 as pb;
@@ -310,44 +311,16 @@ fn big_log_evidence(rt: &tokio::runtime::Runtime) {
 }
 
 fn configuration(client: &SigningKey, provider: &SigningKey) -> pb::GlobalConfiguration {
-    let key = |k: &SigningKey| pb::MemberSigningKey {
-        key_id: k.key_id().to_string(),
-        public_key: k.public_key().as_bytes().to_vec(),
-        valid_from: 1_700_000_000,
-        valid_until: 0,
-    };
-    let member = |id: &str, sub: &str, k: &SigningKey| pb::Member {
-        id: id.into(),
-        name: id.into(),
-        subsystems: vec![pb::Subsystem {
-            id: sub.into(),
-            name: sub.into(),
-        }],
-        signing_keys: vec![key(k)],
-    };
-    let server = |id: &str, sub: &str, cert: u8| pb::SecurityServer {
-        id: id.into(),
-        addresses: vec!["127.0.0.1:5500".into()],
-        tls_cert_sha256: vec![cert; 32],
-        hosted_subsystems: vec![sub.into()],
-    };
-    pb::GlobalConfiguration {
-        instance: "JP".into(),
-        serial: 1,
-        generated_at: NOW - 3600,
-        expires_at: NOW + 7 * 86_400,
-        members: vec![
-            member("JP/MUN/131016", CLIENT, client),
-            member("JP/GOV/8000012", "JP/GOV/8000012/records", provider),
-        ],
-        security_servers: vec![
-            server(CLIENT_SERVER, CLIENT, 1),
-            server(PROVIDER_SERVER, "JP/GOV/8000012/records", 2),
-        ],
-        global_groups: vec![],
-        registry_urls: vec!["https://127.0.0.1:41001".into()],
-        parameters: None,
-    }
+    const PROVIDER: &str = "JP/GOV/8000012/records";
+    ConfBuilder::new("JP", NOW - 3600)
+        .expires_at(NOW + 7 * 86_400)
+        .subsystem(CLIENT)
+        .key("JP/MUN/131016", client, 1_700_000_000, 0)
+        .subsystem(PROVIDER)
+        .key("JP/GOV/8000012", provider, 1_700_000_000, 0)
+        .server_at(CLIENT_SERVER, &["127.0.0.1:5500"], [1; 32], &[CLIENT])
+        .server_at(PROVIDER_SERVER, &["127.0.0.1:5500"], [2; 32], &[PROVIDER])
+        .proto()
 }
 
 fn anchor(registry: &SigningKey) -> Anchor {

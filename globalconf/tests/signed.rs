@@ -3,6 +3,7 @@
 //! anchor's instance, and never older than the one it holds.
 
 use certs::SigningKey;
+use globalconf::testing::ConfBuilder;
 use globalconf::{Anchor, ConfError, InstanceId, Succession, signed};
 use proto::v1 as pb;
 
@@ -25,35 +26,19 @@ fn anchor_for(keys: &[&SigningKey]) -> Anchor {
 
 fn configuration(serial: u64) -> pb::GlobalConfiguration {
     let member_key = SigningKey::from_seed([7; 32]);
-    pb::GlobalConfiguration {
-        instance: "JP".into(),
-        serial,
-        generated_at: 1_800_000_000,
-        expires_at: 1_800_000_000 + 7 * 86_400,
-        members: vec![pb::Member {
-            id: "JP/MUN/131016".into(),
-            name: "Chiyoda City".into(),
-            subsystems: vec![pb::Subsystem {
-                id: "JP/MUN/131016/records".into(),
-                name: "Resident records".into(),
-            }],
-            signing_keys: vec![pb::MemberSigningKey {
-                key_id: member_key.key_id().to_string(),
-                public_key: member_key.public_key().as_bytes().to_vec(),
-                valid_from: 1_700_000_000,
-                valid_until: 0,
-            }],
-        }],
-        security_servers: vec![pb::SecurityServer {
-            id: "JP/MUN/131016/ss1".into(),
-            addresses: vec!["127.0.0.1:5500".into()],
-            tls_cert_sha256: vec![1; 32],
-            hosted_subsystems: vec!["JP/MUN/131016/records".into()],
-        }],
-        global_groups: vec![],
-        registry_urls: vec!["https://127.0.0.1:41001".into()],
-        parameters: None,
-    }
+    ConfBuilder::new("JP", 1_800_000_000)
+        .serial(serial)
+        .subsystem("JP/MUN/131016/records")
+        .named("JP/MUN/131016", "Chiyoda City")
+        .named("JP/MUN/131016/records", "Resident records")
+        .key("JP/MUN/131016", &member_key, 1_700_000_000, 0)
+        .server_at(
+            "JP/MUN/131016/ss1",
+            &["127.0.0.1:5500"],
+            [1; 32],
+            &["JP/MUN/131016/records"],
+        )
+        .proto()
 }
 
 #[test]

@@ -6,6 +6,7 @@
 //! - [`start_federation`]: a sandbox federation on ephemeral loopback ports in a temporary
 //!   directory.
 //! - [`verify_offline`]: checks an evidence bundle against the federation's anchor.
+//! - [`eventually`]: waits for a condition instead of sleeping (`runtime::testing`'s, re-exported).
 #![forbid(unsafe_code)]
 
 use std::sync::Arc;
@@ -13,6 +14,8 @@ use std::sync::Arc;
 use sandbox::{Federation, FederationSpec, Ports};
 
 pub mod webdriver;
+
+pub use runtime::testing::eventually;
 
 /// Starts `spec` on port 0 everywhere, in a new temporary directory that lives as long as the
 /// returned guard. Panics if the federation does not start: this is test set-up.

@@ -35,7 +35,6 @@ use runtime::{ClientError, HttpClient};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
-use tokio::time::Instant;
 
 /// The Chromium the sessions run (Debian package `chromium`).
 pub const CHROMIUM: &str = "/usr/bin/chromium";
@@ -54,8 +53,6 @@ const DRIVER_START_TIMEOUT: Duration = Duration::from_secs(30);
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long dropping an open [`Browser`] waits for Chromium to quit.
 const DROP_TIMEOUT: Duration = Duration::from_secs(5);
-/// How often [`Browser::wait_for`] looks again.
-const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Chromium's command line. Headless without a sandbox (tests may run as root in a container),
 /// and without any background networking: on a machine with no way out, Chromium's own
@@ -288,23 +285,23 @@ impl Browser {
         self.session.find_all("", css).await
     }
 
-    /// The first element matching `css`, looking again every 100 ms until `timeout` has passed:
-    /// for what appears after a navigation, a redirect or a script. (`sandbox::eventually` only
-    /// answers yes or no; this needs the element back and real errors passed through.)
+    /// The first element matching `css`, looking again until `timeout` has passed: for what
+    /// appears after a navigation, a redirect or a script. Errors other than not finding it are
+    /// returned at once.
     pub async fn wait_for(&self, css: &str, timeout: Duration) -> Result<Element, WebDriverError> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(element) = self.find_all(css).await?.into_iter().next() {
-                return Ok(element);
+        let found = runtime::testing::within(timeout, || async {
+            match self.find_all(css).await {
+                Ok(all) => all.into_iter().next().map(Ok),
+                Err(e) => Some(Err(e)),
             }
-            if Instant::now() >= deadline {
-                return Err(WebDriverError::Timeout {
-                    css: css.to_owned(),
-                    waited: timeout,
-                });
-            }
-            tokio::time::sleep(POLL_INTERVAL).await;
-        }
+        })
+        .await;
+        found.unwrap_or_else(|| {
+            Err(WebDriverError::Timeout {
+                css: css.to_owned(),
+                waited: timeout,
+            })
+        })
     }
 
     /// Ends the session (Chromium quits), then stops ChromeDriver. The first failure is returned,

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::Method;
+use integration_tests::eventually;
 use sandbox::FederationSpec;
 
 const MINISTRY: &str = "JP/GOV/digital-agency/ss1";
@@ -65,14 +66,42 @@ fn spawn(config: &Path) -> Child {
         .unwrap()
 }
 
-async fn healthy(admin: &str) -> bool {
-    sandbox::eventually(Duration::from_secs(20), || async move {
-        runtime::HttpClient::plain()
-            .get(&format!("http://{admin}/health"), None)
-            .await
-            .is_ok_and(|r| r.status.as_u16() == 200)
-    })
-    .await
+/// Waits until the server whose admin API is at `admin` answers its health check.
+async fn healthy(admin: &str) {
+    eventually(
+        &format!("the server at {admin} to be healthy"),
+        || async move {
+            runtime::HttpClient::plain()
+                .get(&format!("http://{admin}/health"), None)
+                .await
+                .is_ok_and(|r| r.status.as_u16() == 200)
+                .then_some(())
+        },
+    )
+    .await;
+}
+
+/// Waits until the server whose admin API is at `admin` has stored a signed checkpoint (its
+/// `xroad_checkpoint_size` metric is set after each checkpoint round that stored one).
+async fn checkpointed(admin: &str) {
+    eventually(
+        &format!("a signed checkpoint at the server at {admin}"),
+        || async move {
+            let r = runtime::HttpClient::plain()
+                .get(&format!("http://{admin}/metrics"), None)
+                .await
+                .ok()?;
+            let text = r.text();
+            let size: u64 = text
+                .lines()
+                .find_map(|l| l.strip_prefix("xroad_checkpoint_size "))?
+                .trim()
+                .parse()
+                .ok()?;
+            (size > 0).then_some(())
+        },
+    )
+    .await;
 }
 
 async fn kill_nine_during_load() {
@@ -112,7 +141,7 @@ async fn kill_nine_during_load() {
             .push((config.clone(), admin.clone(), spawn(config)));
     }
     for (_, admin, _) in &children.0 {
-        assert!(healthy(admin).await, "child at {admin} became healthy");
+        healthy(admin).await;
     }
     eprintln!("crash test: both children are healthy");
 
@@ -173,12 +202,11 @@ async fn kill_nine_during_load() {
         };
         // Let some exchanges through, then SIGKILL one of the two servers mid-load.
         let before = succeeded.lock().unwrap().len();
-        let ok = sandbox::eventually(Duration::from_secs(20), || {
-            let succeeded = Arc::clone(&succeeded);
-            async move { succeeded.lock().unwrap().len() >= before + 20 }
-        })
+        eventually(
+            &format!("exchanges to succeed before the kill in round {round}"),
+            || async { (succeeded.lock().unwrap().len() >= before + 20).then_some(()) },
+        )
         .await;
-        assert!(ok, "exchanges succeed before the kill in round {round}");
         eprintln!(
             "crash test: round {round}: killing a server after {} successes",
             succeeded.lock().unwrap().len()
@@ -189,10 +217,7 @@ async fn kill_nine_during_load() {
         child.wait().unwrap();
         load.await.unwrap();
         *child = spawn(config);
-        assert!(
-            healthy(admin).await,
-            "restarted child at {admin} is healthy"
-        );
+        healthy(admin).await;
     }
     let succeeded = succeeded.lock().unwrap().clone();
     let total = attempts.load(std::sync::atomic::Ordering::Relaxed);
@@ -206,8 +231,10 @@ async fn kill_nine_during_load() {
         "some exchanges failed, so the kills happened mid-load"
     );
 
-    // Give each server a checkpoint interval to sign what it has, then stop them the hard way.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Wait until each server has signed a checkpoint of what it has, then stop them the hard way.
+    for (_, admin, _) in &children.0 {
+        checkpointed(admin).await;
+    }
     for (_, _, child) in &mut children.0 {
         child.kill().unwrap();
         child.wait().unwrap();

@@ -29,40 +29,35 @@ async fn export(f: &Federation, server: &str, message_id: &str) -> Vec<u8> {
     let url = format!("http://{}/v1/evidence", s.running().unwrap().admin_addr);
     let body = serde_json::json!({ "message_id": message_id });
     let http = runtime::HttpClient::plain();
-    let found = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let ok = sandbox::eventually(Duration::from_secs(20), || {
+    // What the server answered last, for the message if no cosigned checkpoint comes.
+    let last = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let bundle = runtime::testing::within(runtime::testing::PATIENCE, || {
         let (http, url, body, token) = (
             http.clone(),
             url.clone(),
             body.clone(),
             s.admin_token.clone(),
         );
-        let found = Arc::clone(&found);
+        let last = Arc::clone(&last);
         async move {
-            let Ok(r) = http.post_json(&url, Some(&token), &body).await else {
-                return false;
-            };
+            let r = http.post_json(&url, Some(&token), &body).await.ok()?;
             if !r.is_success() {
-                *found.lock().unwrap() = format!("HTTP {}: {}", r.status, r.text()).into_bytes();
-                return false;
+                *last.lock().unwrap() = format!("HTTP {}: {}", r.status, r.text()).into_bytes();
+                return None;
             }
             let b = pb::EvidenceBundle::decode(r.body.as_ref()).unwrap();
-            *found.lock().unwrap() = b.checkpoint.clone().into_bytes();
+            *last.lock().unwrap() = b.checkpoint.clone().into_bytes();
             // Wait for a witness's cosignature (two signature lines or more).
-            if b.checkpoint.matches("\n— ").count() < 2 {
-                return false;
-            }
-            *found.lock().unwrap() = r.body.to_vec();
-            true
+            (b.checkpoint.matches("\n— ").count() >= 2).then(|| r.body.to_vec())
         }
     })
     .await;
-    assert!(
-        ok,
-        "{server} exported cosigned evidence for {message_id}; last: {}",
-        String::from_utf8_lossy(&found.lock().unwrap())
-    );
-    found.lock().unwrap().clone()
+    bundle.unwrap_or_else(|| {
+        panic!(
+            "{server} exported cosigned evidence for {message_id}; last: {}",
+            String::from_utf8_lossy(&last.lock().unwrap())
+        )
+    })
 }
 
 fn verify(

@@ -14,6 +14,7 @@ use axum::routing::{any, get};
 use base64::Engine as _;
 use exchange::access::{Grant, Subject};
 use http::Method;
+use integration_tests::eventually;
 use prost::Message as _;
 use proto::v1 as pb;
 use sandbox::{Federation, FederationSpec, ServerSpec};
@@ -1072,28 +1073,30 @@ async fn a_member_key_removed_from_the_configuration_is_rejected() {
     s.f.stop().await;
 }
 
-/// A backend whose `/hold` tells the test it has the request, then answers 300 ms later.
-async fn holding_backend() -> (String, Arc<tokio::sync::Notify>) {
+/// A backend whose `/hold` tells the test it has the request (`arrived`), then answers once the
+/// test lets it (`release`).
+async fn holding_backend() -> (String, Arc<tokio::sync::Notify>, Arc<tokio::sync::Notify>) {
     let arrived = Arc::new(tokio::sync::Notify::new());
-    let signal = Arc::clone(&arrived);
+    let release = Arc::new(tokio::sync::Notify::new());
+    let (signal, go) = (Arc::clone(&arrived), Arc::clone(&release));
     let router = Router::new().route(
         "/hold",
         get(move || {
-            let signal = Arc::clone(&signal);
+            let (signal, go) = (Arc::clone(&signal), Arc::clone(&go));
             async move {
                 signal.notify_one();
-                tokio::time::sleep(Duration::from_millis(300)).await;
+                go.notified().await;
                 "finished"
             }
         }),
     );
-    (serve_on_loopback(router).await, arrived)
+    (serve_on_loopback(router).await, arrived, release)
 }
 
 #[tokio::test]
 async fn https_client_proxy_and_graceful_shutdown_finishes_in_flight_exchanges() {
     let mut s = setup(FederationSpec::sandbox(), &[CHIYODA]).await;
-    let (hold_url, arrived) = holding_backend().await;
+    let (hold_url, arrived, release) = holding_backend().await;
     register(
         &s.f,
         CHIYODA,
@@ -1140,7 +1143,18 @@ async fn https_client_proxy_and_graceful_shutdown_finishes_in_flight_exchanges()
     };
     arrived.notified().await;
     let addr = server.client_proxy_addr;
-    server.shutdown().await;
+    // The backend holds the exchange until the client proxy has stopped accepting connections,
+    // so the exchange is in flight while the server shuts down.
+    tokio::join!(server.shutdown(), async {
+        eventually("the client proxy to refuse new connections", || async {
+            tokio::net::TcpStream::connect(addr)
+                .await
+                .is_err()
+                .then_some(())
+        })
+        .await;
+        release.notify_one();
+    });
     let answer = in_flight
         .await
         .unwrap()

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use integration_tests::eventually;
 use integration_tests::webdriver::Browser;
 use sandbox::{Federation, FederationSpec};
 
@@ -197,15 +198,18 @@ async fn timeline_of(portal: &str, cookie: &str) -> serde_json::Value {
 /// The portal's evidence download at `url`, once a checkpoint seals the record (until then the
 /// portal answers 503).
 async fn evidence_once_sealed(url: &str, cookie: &str) -> Vec<u8> {
-    for _ in 0..300 {
-        let r = get(url, cookie).await;
-        if r.status.as_u16() == 200 {
-            return r.body.to_vec();
-        }
-        assert_eq!(r.status.as_u16(), 503, "{url}: {}", r.text());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{url}: the record was not sealed in a checkpoint within 30 s");
+    eventually(
+        &format!("{url}: the record sealed in a checkpoint"),
+        || async {
+            let r = get(url, cookie).await;
+            if r.status.as_u16() == 200 {
+                return Some(r.body.to_vec());
+            }
+            assert_eq!(r.status.as_u16(), 503, "{url}: {}", r.text());
+            None
+        },
+    )
+    .await
 }
 
 #[tokio::test]

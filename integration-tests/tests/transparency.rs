@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use certs::ManualClock;
 use http::Method;
+use integration_tests::eventually;
 use sandbox::{Federation, FederationSpec};
 
 const MINISTRY: &str = "JP/GOV/digital-agency/ss1";
@@ -195,12 +196,10 @@ async fn usage_evidence_is_only_for_the_residents_own_records_and_verifies_offli
     assert_eq!(error_type(&r), "Server.ServerProxy.AccessDenied");
 
     // Once a checkpoint covers it (1 s), the bundle verifies with the anchor alone.
-    let mut bundle = None;
-    for _ in 0..300 {
+    let bundle = eventually("a checkpoint covering the usage record", || async {
         let r = ask(&f, MINISTRY, PORTAL, &path, Some("131016000003")).await;
         if r.status.as_u16() == 200 {
-            bundle = Some(r.body.to_vec());
-            break;
+            return Some(r.body.to_vec());
         }
         assert_eq!(
             error_type(&r),
@@ -208,9 +207,9 @@ async fn usage_evidence_is_only_for_the_residents_own_records_and_verifies_offli
             "{}",
             r.text()
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let bundle = bundle.unwrap();
+        None
+    })
+    .await;
     assert!(integration_tests::verify_offline(&f, &bundle).passed());
     let decoded: proto::v1::EvidenceBundle = prost::Message::decode(bundle.as_slice()).unwrap();
     assert_eq!(decoded.records.len(), 2, "the request and its response");

@@ -863,6 +863,7 @@ mod tests {
 
     use redb::backends::InMemoryBackend;
     use redb::{ReadableDatabase as _, ReadableTableMetadata as _, StorageBackend};
+    use runtime::testing::eventually_blocking;
 
     use super::*;
 
@@ -1320,9 +1321,9 @@ mod tests {
 
     /// Waits until the writer (in another thread) waits in `state`.
     fn until_writer_is(queue: &Queue, state: WriterState) {
-        while queue.lock().unwrap().writer != state {
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        eventually_blocking(&format!("the writer to wait in {state:?}"), || {
+            (queue.lock().unwrap().writer == state).then_some(())
+        });
     }
 
     #[test]
@@ -1406,14 +1407,9 @@ mod tests {
 
         // Without a reader asking, within INDEX_INTERVAL.
         inbox.hand_on(frame_of(2, &[2])).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while shared.indexed.load(Ordering::SeqCst) < 3 {
-            assert!(
-                Instant::now() < deadline,
-                "the indexer never applied entry 2"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        eventually_blocking("the indexer to apply entry 2", || {
+            (shared.indexed.load(Ordering::SeqCst) >= 3).then_some(())
+        });
         assert_eq!(records_in(&db), 3);
         assert_eq!(shared.counters.index_commits.load(Ordering::SeqCst), 2);
 

@@ -9,6 +9,8 @@
 //! - [`client`]: HTTP(S) clients with timeouts and bounded bodies (registry polling, admin CLIs).
 //! - [`logging`]: `tracing` subscriber set-up (text or JSON).
 //! - [`time`]: Unix milliseconds as `jiff` timestamps and RFC 3339 UTC text.
+//! - `testing` (feature `testing`): `eventually`, the tests' one way to wait for something
+//!   instead of sleeping.
 #![forbid(unsafe_code)]
 
 pub mod client;
@@ -16,6 +18,8 @@ mod conns;
 pub mod logging;
 pub mod serve;
 pub mod shutdown;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod time;
 
 pub use client::{ClientError, HttpClient, Response, error_chain};

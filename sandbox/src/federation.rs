@@ -307,15 +307,16 @@ impl Federation {
         let serial = admin_handle.publication().serial;
         for s in &servers {
             let conf = s.running.as_ref().map(|r| Arc::clone(&r.conf));
-            let ok = crate::eventually(Duration::from_secs(20), || {
+            let received = runtime::testing::within(Duration::from_secs(20), || {
                 let conf = conf.clone();
                 async move {
                     conf.and_then(|c| c.current())
                         .is_some_and(|c| c.serial() >= serial)
+                        .then_some(())
                 }
             })
             .await;
-            if !ok {
+            if received.is_none() {
                 return Err(setup(format!(
                     "{} did not receive configuration serial {serial}",
                     s.id

@@ -14,32 +14,8 @@ pub mod demo;
 pub mod federation;
 pub mod spec;
 
-use std::future::Future;
-use std::time::Duration;
-
 pub use demo::DemoApi;
 pub use federation::{
     Description, Federation, Ports, SandboxError, SandboxServer, ServiceDescription, prepare_dir,
 };
 pub use spec::{Backend, FederationSpec, MemberSpec, SampleExchange, ServerSpec, ServiceSpec};
-
-/// Polls `condition` until it holds or `timeout` passes; returns whether it held. Tests use this
-/// instead of sleeping for a guessed time.
-pub async fn eventually<F, Fut>(timeout: Duration, mut condition: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut pause = Duration::from_millis(10);
-    loop {
-        if condition().await {
-            return true;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(200));
-    }
-}

@@ -1,10 +1,10 @@
 //! Test harness: a registry started in-process on `127.0.0.1:0`, a simulated security server
-//! that builds enrolment requests, and an `eventually` helper instead of sleeps.
+//! that builds enrolment requests, and the workspace's `eventually` (`runtime::testing`) instead
+//! of sleeps.
 #![allow(dead_code)]
 
-use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use central_registry::{Registry, RegistryAdmin, RegistryConfig, RegistryError, init_data_dir};
@@ -17,21 +17,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-/// Polls `f` until it returns `Some`, or panics after a generous deadline.
-pub async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+pub use runtime::testing::eventually;
 
 pub fn https_client(anchor: &Anchor) -> runtime::HttpClient {
     let tls = certs::client_config_trusting(&anchor.ca_certificates_der(), &[]).unwrap();

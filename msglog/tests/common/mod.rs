@@ -7,6 +7,7 @@ use std::path::Path;
 use bytes::Bytes;
 use certs::SigningKey;
 use exchange::HashedBody;
+use globalconf::testing::ConfBuilder;
 use globalconf::{Anchor, InstanceId, SecurityServerId};
 use msglog::{Entry, LogOptions, MessageLog};
 use prost::Message as _;
@@ -92,55 +93,19 @@ impl Instance {
     }
 
     pub fn configuration(&self, serial: u64, generated_at: i64) -> pb::GlobalConfiguration {
-        let key = |k: &SigningKey| pb::MemberSigningKey {
-            key_id: k.key_id().to_string(),
-            public_key: k.public_key().as_bytes().to_vec(),
-            valid_from: 1_700_000_000,
-            valid_until: 0,
-        };
-        pb::GlobalConfiguration {
-            instance: "JP".into(),
-            serial,
-            generated_at,
-            expires_at: generated_at + 7 * 86_400,
-            members: vec![
-                pb::Member {
-                    id: CLIENT_MEMBER.into(),
-                    name: "Chiyoda City".into(),
-                    subsystems: vec![pb::Subsystem {
-                        id: CLIENT.into(),
-                        name: "Portal".into(),
-                    }],
-                    signing_keys: vec![key(&self.client_key)],
-                },
-                pb::Member {
-                    id: PROVIDER_MEMBER.into(),
-                    name: "Digital Agency".into(),
-                    subsystems: vec![pb::Subsystem {
-                        id: PROVIDER.into(),
-                        name: "Records".into(),
-                    }],
-                    signing_keys: vec![key(&self.provider_key)],
-                },
-            ],
-            security_servers: vec![
-                pb::SecurityServer {
-                    id: CLIENT_SERVER.into(),
-                    addresses: vec!["127.0.0.1:5500".into()],
-                    tls_cert_sha256: vec![1; 32],
-                    hosted_subsystems: vec![CLIENT.into()],
-                },
-                pb::SecurityServer {
-                    id: PROVIDER_SERVER.into(),
-                    addresses: vec!["127.0.0.1:5501".into()],
-                    tls_cert_sha256: vec![2; 32],
-                    hosted_subsystems: vec![PROVIDER.into()],
-                },
-            ],
-            global_groups: vec![],
-            registry_urls: vec!["https://127.0.0.1:41001".into()],
-            parameters: None,
-        }
+        ConfBuilder::new("JP", generated_at)
+            .serial(serial)
+            .subsystem(CLIENT)
+            .named(CLIENT_MEMBER, "Chiyoda City")
+            .named(CLIENT, "Portal")
+            .key(CLIENT_MEMBER, &self.client_key, 1_700_000_000, 0)
+            .subsystem(PROVIDER)
+            .named(PROVIDER_MEMBER, "Digital Agency")
+            .named(PROVIDER, "Records")
+            .key(PROVIDER_MEMBER, &self.provider_key, 1_700_000_000, 0)
+            .server_at(CLIENT_SERVER, &["127.0.0.1:5500"], [1; 32], &[CLIENT])
+            .server_at(PROVIDER_SERVER, &["127.0.0.1:5501"], [2; 32], &[PROVIDER])
+            .proto()
     }
 
     /// The signed envelope of [`Instance::configuration`].
