@@ -1,6 +1,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Issue 3, end to end: a real HTTP client, through two security servers, to a real HTTP backend
 //! and back; every error class; tampering, forgery, replay and unknown peers; failover; 10 MiB.
+//! One file, because every case shares one federation set-up, its backend and the raw peer.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

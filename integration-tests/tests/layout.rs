@@ -218,3 +218,47 @@ fn the_loop_finder_finds_loops() {
         "grouped imports count"
     );
 }
+
+/// Every Rust file of the workspace (but generated code and build output).
+fn rust_files() -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![workspace()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let path = e.unwrap().path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if path.is_dir() {
+                if !name.starts_with('.') && name != "target" && name != "gen" {
+                    stack.push(path);
+                }
+            } else if name.ends_with(".rs") {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
+
+/// Longer than this, a file says at its top why it is one file.
+const LONG: usize = 650;
+
+#[test]
+fn a_long_file_says_why_it_is_one_file() {
+    let mut unexplained = Vec::new();
+    for file in rust_files() {
+        let text = std::fs::read_to_string(&file).unwrap();
+        if text.lines().count() <= LONG {
+            continue;
+        }
+        let head: String = text.lines().take(60).collect::<Vec<_>>().join("\n");
+        if !head.contains("# Why one long file") && !head.contains("One file, because") {
+            unexplained.push(file.display().to_string());
+        }
+    }
+    assert!(
+        unexplained.is_empty(),
+        "over {LONG} lines without a `# Why one long file` section or a `One file, because` line \
+         at the top (or split the file; unit tests can go to `x/tests.rs`):\n{}",
+        unexplained.join("\n")
+    );
+}
