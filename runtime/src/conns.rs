@@ -9,7 +9,7 @@ use std::io;
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -17,6 +17,7 @@ use tokio::time::Instant;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
+use tokio::task::AbortHandle;
 
 /// One connection's shared state: what the watchdog and the eviction look at.
 #[derive(Debug)]
@@ -26,7 +27,10 @@ pub(crate) struct Conn {
     /// Milliseconds since the table's epoch of the last byte read or written.
     last_active_ms: AtomicU64,
     in_flight: AtomicUsize,
-    close: Notify,
+    /// The task serving the connection: aborting it drops (closes) the connection.
+    task: OnceLock<AbortHandle>,
+    /// Notified when the connection is gone, so that its idle watch ends too.
+    ended: Notify,
     epoch: Instant,
 }
 
@@ -46,14 +50,37 @@ impl Conn {
         Some(Duration::from_millis(now.saturating_sub(last)))
     }
 
-    /// Resolves when the connection is asked to close (evicted, or idle too long).
-    pub(crate) async fn closed(&self) {
-        self.close.notified().await;
+    /// Names the task serving the connection, which [`Conn::close`] aborts.
+    pub(crate) fn served_by(&self, task: AbortHandle) {
+        let _ = self.task.set(task);
     }
 
-    /// Asks the connection to close.
+    /// Closes the connection: its task is aborted, which drops it.
     pub(crate) fn close(&self) {
-        self.close.notify_one();
+        if let Some(task) = self.task.get() {
+            task.abort();
+        }
+    }
+
+    /// Closes the connection once it has been idle (no request in flight, no byte either way)
+    /// for `timeout`; returns when it is gone, whichever way.
+    pub(crate) async fn close_when_idle(&self, timeout: Duration) {
+        let mut wait = timeout;
+        loop {
+            tokio::select! {
+                () = self.ended.notified() => return,
+                () = tokio::time::sleep(wait) => {}
+            }
+            match self.idle_for() {
+                Some(idle) if idle >= timeout => {
+                    tracing::debug!(source = %self.source, "idle connection closed");
+                    self.close();
+                    return;
+                }
+                Some(idle) => wait = timeout - idle,
+                None => wait = timeout,
+            }
+        }
     }
 
     /// Counts a request in flight until the guard is dropped.
@@ -143,7 +170,8 @@ impl Conns {
             source,
             last_active_ms: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
-            close: Notify::new(),
+            task: OnceLock::new(),
+            ended: Notify::new(),
             epoch: self.epoch,
         });
         conn.touch();
@@ -183,6 +211,59 @@ pub(crate) struct Registered {
 impl Drop for Registered {
     fn drop(&mut self) {
         Conns::remove(&mut self.conns.lock(), self.conn.id);
+        // A permit stays if the watch is not waiting yet, so it ends either way.
+        self.conn.ended.notify_one();
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request's response future, counting the request as in flight until it resolves.
+    pub(crate) struct Counted<F> {
+        #[pin]
+        inner: F,
+        in_flight: InFlight,
+    }
+}
+
+impl<F: std::future::Future> std::future::Future for Counted<F> {
+    type Output = F::Output;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        self.project().inner.poll(cx)
+    }
+}
+
+/// A service counting each request as in flight on its connection until the response is made
+/// (the bytes of a streamed body count as activity through [`Tracked`]).
+#[derive(Debug, Clone)]
+pub(crate) struct Counting<S> {
+    inner: S,
+    conn: Arc<Conn>,
+}
+
+impl<S> Counting<S> {
+    pub(crate) fn new(inner: S, conn: Arc<Conn>) -> Self {
+        Self { inner, conn }
+    }
+}
+
+impl<S, R> tower::Service<R> for Counting<S>
+where
+    S: tower::Service<R>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Counted<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: R) -> Self::Future {
+        let in_flight = self.conn.request();
+        Counted {
+            inner: self.inner.call(request),
+            in_flight,
+        }
     }
 }
 
@@ -286,10 +367,13 @@ mod tests {
         let newer = conns.admit(ip(1)).unwrap();
         tokio::time::advance(Duration::from_millis(10)).await;
 
-        let closing = Arc::clone(&oldest.conn);
-        let asked = tokio::spawn(async move { closing.closed().await });
+        let served = tokio::spawn(std::future::pending::<()>());
+        oldest.conn.served_by(served.abort_handle());
         let third = conns.admit(ip(2)).unwrap();
-        asked.await.unwrap();
+        assert!(
+            served.await.unwrap_err().is_cancelled(),
+            "its task was aborted"
+        );
         assert_eq!(conns.len(), 2, "the oldest idle one made room");
         drop(oldest);
         assert_eq!(conns.len(), 2, "an evicted connection is not counted twice");

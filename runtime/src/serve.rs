@@ -25,7 +25,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
-use crate::conns::{Conn, Conns, Tracked};
+use crate::conns::{Conns, Counting, Tracked};
 
 /// SHA-256 of the DER of the TLS peer's end-entity certificate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,66 +127,61 @@ pub async fn serve_http_with(
         let _ = stream.set_nodelay(true);
         let conn = Arc::clone(&registered.conn);
         let stream = Tracked::new(stream, Arc::clone(&conn));
-        let router = counting(router.clone(), Arc::clone(&conn));
+        let router = router.clone();
         let builder = Arc::clone(&builder);
         let watcher = graceful.watcher();
         let acceptor = acceptor.clone();
         let handshake_timeout = options.handshake_timeout;
         let idle_timeout = options.idle_timeout;
-        tokio::spawn(async move {
+        let in_flight = Arc::clone(&conn);
+        let task = tokio::spawn(async move {
+            // Dropped when the connection ends, or when its task is aborted (evicted, idle).
             let _registered = registered;
-            let served = async {
-                match acceptor {
-                    None => {
-                        let service = TowerToHyperService::new(router);
-                        let conn =
-                            builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                        if let Err(e) = watcher.watch(conn.into_owned()).await {
-                            tracing::debug!(%peer, error = %e, "connection ended with an error");
-                        }
-                    }
-                    Some(acceptor) => {
-                        let handshake =
-                            tokio::time::timeout(handshake_timeout, acceptor.accept(stream));
-                        let tls = match handshake.await {
-                            Ok(Ok(tls)) => tls,
-                            Ok(Err(e)) => {
-                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => {
-                                tracing::debug!(%peer, "TLS handshake timed out");
-                                return;
-                            }
-                        };
-                        let peer_cert = tls
-                            .get_ref()
-                            .1
-                            .peer_certificates()
-                            .and_then(|chain| chain.first())
-                            .map(|leaf| PeerCertificate(Sha256::digest(leaf.as_ref()).into()));
-                        let router = router.map_request(move |mut req: http::Request<_>| {
-                            if let Some(pc) = peer_cert {
-                                req.extensions_mut().insert(pc);
-                            }
-                            req
-                        });
-                        let service = TowerToHyperService::new(router);
-                        let conn =
-                            builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
-                        if let Err(e) = watcher.watch(conn.into_owned()).await {
-                            tracing::debug!(%peer, error = %e, "connection ended with an error");
-                        }
+            match acceptor {
+                None => {
+                    let service = TowerToHyperService::new(Counting::new(router, in_flight));
+                    let conn =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    if let Err(e) = watcher.watch(conn.into_owned()).await {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
                 }
-            };
-            // Dropping the connection closes it: when evicted, or idle too long.
-            tokio::select! {
-                () = served => {}
-                () = conn.closed() => tracing::debug!(%peer, "connection closed to make room"),
-                () = idle(&conn, idle_timeout) => tracing::debug!(%peer, "idle connection closed"),
+                Some(acceptor) => {
+                    let handshake =
+                        tokio::time::timeout(handshake_timeout, acceptor.accept(stream));
+                    let tls = match handshake.await {
+                        Ok(Ok(tls)) => tls,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    let peer_cert = tls
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|chain| chain.first())
+                        .map(|leaf| PeerCertificate(Sha256::digest(leaf.as_ref()).into()));
+                    let router = router.map_request(move |mut req: http::Request<_>| {
+                        if let Some(pc) = peer_cert {
+                            req.extensions_mut().insert(pc);
+                        }
+                        req
+                    });
+                    let service = TowerToHyperService::new(Counting::new(router, in_flight));
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+                    if let Err(e) = watcher.watch(conn.into_owned()).await {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                }
             }
         });
+        conn.served_by(task.abort_handle());
+        tokio::spawn(async move { conn.close_when_idle(idle_timeout).await });
     }
 
     drop(listener);
@@ -197,31 +192,4 @@ pub async fn serve_http_with(
         }
     }
     Ok(())
-}
-
-/// `router`, counting each request as in flight on `conn` until its response is made.
-fn counting(router: Router, conn: Arc<Conn>) -> Router {
-    router.layer(axum::middleware::from_fn(
-        move |request: axum::extract::Request, next: axum::middleware::Next| {
-            let in_flight = conn.request();
-            async move {
-                let response = next.run(request).await;
-                drop(in_flight);
-                response
-            }
-        },
-    ))
-}
-
-/// Resolves once `conn` has been idle (no request in flight, no byte either way) for `timeout`.
-async fn idle(conn: &Conn, timeout: Duration) {
-    let mut wait = timeout;
-    loop {
-        tokio::time::sleep(wait).await;
-        match conn.idle_for() {
-            Some(idle) if idle >= timeout => return,
-            Some(idle) => wait = timeout - idle,
-            None => wait = timeout,
-        }
-    }
 }
