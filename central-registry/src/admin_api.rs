@@ -8,17 +8,17 @@
 
 use std::sync::Arc;
 
-use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::Router;
+use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodFilter, on};
-use axum::{Json, Router};
-use http::{StatusCode, header};
+use http::header;
+use runtime::admin::{self, Refusal};
 use subtle::ConstantTimeEq as _;
 
 use crate::admin::RegistryAdmin;
 use crate::error::RegistryError;
-use crate::ops::{self, AdminOp, Input, OpVisitor, PathParams};
+use crate::ops::{self, AdminOp, OpVisitor};
 use crate::shared::Shared;
 
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
@@ -39,12 +39,7 @@ struct Routes(Router<Arc<Shared>>);
 
 impl OpVisitor for Routes {
     fn visit<Op: AdminOp>(&mut self) {
-        let Ok(filter) = MethodFilter::try_from(Op::METHOD) else {
-            tracing::error!(method = %Op::METHOD, path = Op::PATH, "no route for this method");
-            return;
-        };
-        let routes = std::mem::take(&mut self.0);
-        self.0 = routes.route(Op::PATH, on(filter, handle::<Op>));
+        self.0 = admin::route::<Op, _, _, _>(std::mem::take(&mut self.0), handle::<Op>);
     }
 }
 
@@ -69,51 +64,23 @@ async fn require_bearer(State(shared): State<Arc<Shared>>, req: Request, next: N
     next.run(req).await
 }
 
-/// The handler of every operation.
+/// The handler of every operation: runs it through [`RegistryAdmin::run`].
 async fn handle<Op: AdminOp>(State(shared): State<Arc<Shared>>, request: Request) -> Response {
-    let op = match read::<Op>(request).await {
-        Ok(op) => op,
-        Err(refusal) => return refusal,
-    };
-    match RegistryAdmin::new(shared).run(op).await {
-        Ok(_) if Op::STATUS == StatusCode::NO_CONTENT => StatusCode::NO_CONTENT.into_response(),
-        Ok(answer) => (Op::STATUS, Json(answer)).into_response(),
-        Err(e) => e.into_response(),
-    }
+    admin::handle::<Op, _, _>(request, refuse, |op| async move {
+        RegistryAdmin::new(shared).run(op).await
+    })
+    .await
 }
 
-/// The request of `Op`: path identifiers first, then the query or the JSON body. A path or
-/// query the extractor cannot read gets axum's own answer; a bad identifier or JSON body is a
+/// A query the extractor cannot read gets axum's own answer; a bad identifier or JSON body is a
 /// `Registry.BadRequest`.
-async fn read<Op: AdminOp>(request: Request) -> Result<Op, Response> {
-    let (mut parts, body) = request.into_parts();
-    let raw = if <Op::Path as PathParams>::COUNT == 0 {
-        Vec::new()
-    } else {
-        let Path(raw) = Path::<Vec<String>>::from_request_parts(&mut parts, &())
-            .await
-            .map_err(IntoResponse::into_response)?;
-        raw
-    };
-    let path = Op::Path::parse(&raw).map_err(IntoResponse::into_response)?;
-    let body = match Op::INPUT {
-        Input::None => serde_json::from_value(serde_json::Value::Null).map_err(|e| {
-            RegistryError::Internal(format!("{} takes no input: {e}", Op::PATH)).into_response()
-        })?,
-        Input::Query => {
-            let Query(query) = Query::<Op::Body>::from_request_parts(&mut parts, &())
-                .await
-                .map_err(IntoResponse::into_response)?;
-            query
-        }
-        Input::Json => {
-            let Json(body) = Json::<Op::Body>::from_request(Request::from_parts(parts, body), &())
-                .await
-                .map_err(|r| RegistryError::BadRequest(r.body_text()).into_response())?;
-            body
-        }
-    };
-    Ok(Op::from_wire(path, body))
+fn refuse(refusal: Refusal) -> Response {
+    match refusal {
+        Refusal::Path(e) => RegistryError::from(e).into_response(),
+        Refusal::Query(rejection) => rejection.into_response(),
+        Refusal::Json(why) => RegistryError::BadRequest(why).into_response(),
+        Refusal::NoInput(why) => RegistryError::Internal(why).into_response(),
+    }
 }
 
 #[cfg(test)]
@@ -123,6 +90,7 @@ mod tests {
     use tower::ServiceExt as _;
 
     use super::*;
+    use crate::ops::Input;
     use crate::{Registry, RegistryConfig, init_data_dir};
 
     async fn send(app: &Router, token: &str, method: &http::Method, path: &str) -> (u16, String) {

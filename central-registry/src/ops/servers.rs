@@ -4,7 +4,7 @@ use globalconf::{SecurityServerId, SubsystemId};
 use http::{Method, StatusCode};
 use serde_json::json;
 
-use super::{AdminOp, Core, audit, not_found};
+use super::{AdminOp, Core, Endpoint, audit, not_found};
 use crate::error::RegistryError;
 use crate::ops::views::ServerView;
 use crate::state::ServerRecord;
@@ -14,7 +14,7 @@ use crate::store::Change;
 #[derive(Debug, Clone, Copy)]
 pub struct ListServers;
 
-impl AdminOp for ListServers {
+impl Endpoint for ListServers {
     const METHOD: Method = Method::GET;
     const PATH: &'static str = "/servers";
     type Path = ();
@@ -27,6 +27,9 @@ impl AdminOp for ListServers {
     fn to_wire(&self) -> ((), ()) {
         ((), ())
     }
+}
+
+impl AdminOp for ListServers {
     fn apply(self, core: &mut Core, _now: i64) -> Result<Vec<ServerView>, RegistryError> {
         Ok(core
             .state
@@ -47,7 +50,7 @@ pub struct RemoveServer {
     pub id: SecurityServerId,
 }
 
-impl AdminOp for RemoveServer {
+impl Endpoint for RemoveServer {
     const METHOD: Method = Method::DELETE;
     const PATH: &'static str = "/servers/{id}";
     const STATUS: StatusCode = StatusCode::NO_CONTENT;
@@ -61,6 +64,9 @@ impl AdminOp for RemoveServer {
     fn to_wire(&self) -> (SecurityServerId, ()) {
         (self.id.clone(), ())
     }
+}
+
+impl AdminOp for RemoveServer {
     fn apply(self, core: &mut Core, now: i64) -> Result<(), RegistryError> {
         let id = self.id;
         if !core.state.servers.contains_key(&id) {
@@ -90,7 +96,7 @@ pub struct AddHostedSubsystem {
     pub subsystem: SubsystemId,
 }
 
-impl AdminOp for AddHostedSubsystem {
+impl Endpoint for AddHostedSubsystem {
     const METHOD: Method = Method::PUT;
     const PATH: &'static str = "/servers/{id}/subsystems/{subsystem}";
     type Path = (SecurityServerId, SubsystemId);
@@ -103,6 +109,9 @@ impl AdminOp for AddHostedSubsystem {
     fn to_wire(&self) -> (Self::Path, ()) {
         ((self.server.clone(), self.subsystem.clone()), ())
     }
+}
+
+impl AdminOp for AddHostedSubsystem {
     fn apply(self, core: &mut Core, now: i64) -> Result<ServerView, RegistryError> {
         core.set_hosted_subsystem(&self.server, &self.subsystem, true, now)
     }
@@ -118,7 +127,7 @@ pub struct RemoveHostedSubsystem {
     pub subsystem: SubsystemId,
 }
 
-impl AdminOp for RemoveHostedSubsystem {
+impl Endpoint for RemoveHostedSubsystem {
     const METHOD: Method = Method::DELETE;
     const PATH: &'static str = "/servers/{id}/subsystems/{subsystem}";
     type Path = (SecurityServerId, SubsystemId);
@@ -131,6 +140,9 @@ impl AdminOp for RemoveHostedSubsystem {
     fn to_wire(&self) -> (Self::Path, ()) {
         ((self.server.clone(), self.subsystem.clone()), ())
     }
+}
+
+impl AdminOp for RemoveHostedSubsystem {
     fn apply(self, core: &mut Core, now: i64) -> Result<ServerView, RegistryError> {
         core.set_hosted_subsystem(&self.server, &self.subsystem, false, now)
     }

@@ -4,7 +4,7 @@ use http::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{AdminOp, Core, Input, audit};
+use super::{AdminOp, Core, Endpoint, Input, audit};
 use crate::enrollment::EnrollmentStatus;
 use crate::error::RegistryError;
 use crate::ops::views::StatusView;
@@ -14,7 +14,7 @@ use crate::store::AuditEntry;
 #[derive(Debug, Clone, Copy)]
 pub struct Status;
 
-impl AdminOp for Status {
+impl Endpoint for Status {
     const METHOD: Method = Method::GET;
     const PATH: &'static str = "/status";
     type Path = ();
@@ -27,6 +27,9 @@ impl AdminOp for Status {
     fn to_wire(&self) -> ((), ()) {
         ((), ())
     }
+}
+
+impl AdminOp for Status {
     fn apply(self, core: &mut Core, _now: i64) -> Result<StatusView, RegistryError> {
         core.status()
     }
@@ -39,7 +42,7 @@ impl AdminOp for Status {
 #[derive(Debug, Clone, Copy)]
 pub struct Publish;
 
-impl AdminOp for Publish {
+impl Endpoint for Publish {
     const METHOD: Method = Method::POST;
     const PATH: &'static str = "/publish";
     type Path = ();
@@ -52,6 +55,9 @@ impl AdminOp for Publish {
     fn to_wire(&self) -> ((), ()) {
         ((), ())
     }
+}
+
+impl AdminOp for Publish {
     fn apply(self, core: &mut Core, now: i64) -> Result<StatusView, RegistryError> {
         core.execute(Vec::new(), audit("publish", json!({})), true, now)?;
         core.status()
@@ -67,7 +73,7 @@ pub struct Audit {
     pub limit: Option<usize>,
 }
 
-impl AdminOp for Audit {
+impl Endpoint for Audit {
     const METHOD: Method = Method::GET;
     const PATH: &'static str = "/audit";
     const INPUT: Input = Input::Query;
@@ -81,6 +87,9 @@ impl AdminOp for Audit {
     fn to_wire(&self) -> ((), Self) {
         ((), self.clone())
     }
+}
+
+impl AdminOp for Audit {
     fn apply(self, core: &mut Core, _now: i64) -> Result<Vec<AuditEntry>, RegistryError> {
         Ok(core.store.audit(self.limit.unwrap_or(100))?)
     }

@@ -7,7 +7,7 @@ use http::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{AdminOp, Core, Input, audit, not_found};
+use super::{AdminOp, Core, Endpoint, Input, audit, not_found};
 use crate::error::RegistryError;
 use crate::ops::views::SubsystemView;
 use crate::state::SubsystemRecord;
@@ -17,7 +17,7 @@ use crate::store::Change;
 #[derive(Debug, Clone, Copy)]
 pub struct ListSubsystems;
 
-impl AdminOp for ListSubsystems {
+impl Endpoint for ListSubsystems {
     const METHOD: Method = Method::GET;
     const PATH: &'static str = "/subsystems";
     type Path = ();
@@ -30,6 +30,9 @@ impl AdminOp for ListSubsystems {
     fn to_wire(&self) -> ((), ()) {
         ((), ())
     }
+}
+
+impl AdminOp for ListSubsystems {
     fn apply(self, core: &mut Core, _now: i64) -> Result<Vec<SubsystemView>, RegistryError> {
         Ok(core
             .state
@@ -59,7 +62,7 @@ pub struct AddSubsystem {
     pub name: String,
 }
 
-impl AdminOp for AddSubsystem {
+impl Endpoint for AddSubsystem {
     const METHOD: Method = Method::POST;
     const PATH: &'static str = "/subsystems";
     const STATUS: StatusCode = StatusCode::CREATED;
@@ -74,6 +77,9 @@ impl AdminOp for AddSubsystem {
     fn to_wire(&self) -> ((), Self) {
         ((), self.clone())
     }
+}
+
+impl AdminOp for AddSubsystem {
     fn apply(self, core: &mut Core, now: i64) -> Result<SubsystemView, RegistryError> {
         let id = self.id;
         if !core.state.members.contains_key(id.member()) {
@@ -111,7 +117,7 @@ pub struct RemoveSubsystem {
     pub id: SubsystemId,
 }
 
-impl AdminOp for RemoveSubsystem {
+impl Endpoint for RemoveSubsystem {
     const METHOD: Method = Method::DELETE;
     const PATH: &'static str = "/subsystems/{id}";
     const STATUS: StatusCode = StatusCode::NO_CONTENT;
@@ -125,6 +131,9 @@ impl AdminOp for RemoveSubsystem {
     fn to_wire(&self) -> (SubsystemId, ()) {
         (self.id.clone(), ())
     }
+}
+
+impl AdminOp for RemoveSubsystem {
     fn apply(self, core: &mut Core, now: i64) -> Result<(), RegistryError> {
         let id = self.id;
         if !core.state.subsystems.contains_key(&id) {
