@@ -3,7 +3,7 @@
 use http::Method;
 use serde::{Deserialize, Serialize};
 
-use super::{AdminOp, Input, pretty};
+use super::{AdminOp, Endpoint, Input, pretty};
 use crate::admin::{Admin, AdminError, on_serverconf};
 use crate::log::EvidenceQuery;
 use crate::serverconf::AuditEntry;
@@ -37,7 +37,7 @@ pub struct GlobalconfStatus {
     pub usable: bool,
 }
 
-impl AdminOp for Status {
+impl Endpoint for Status {
     const METHOD: Method = Method::GET;
     const PATH: &'static str = "/v1/status";
     type Path = ();
@@ -50,6 +50,9 @@ impl AdminOp for Status {
     fn to_wire(&self) -> ((), ()) {
         ((), ())
     }
+}
+
+impl AdminOp for Status {
     async fn apply(self, admin: &Admin) -> Result<ServerStatus, AdminError> {
         let conf = admin.conf.current();
         let local = admin.serverconf.snapshot();
@@ -83,7 +86,7 @@ pub struct Refresh {
     pub source: String,
 }
 
-impl AdminOp for RefreshGlobalconf {
+impl Endpoint for RefreshGlobalconf {
     const METHOD: Method = Method::POST;
     const PATH: &'static str = "/v1/globalconf/refresh";
     type Path = ();
@@ -96,6 +99,9 @@ impl AdminOp for RefreshGlobalconf {
     fn to_wire(&self) -> ((), ()) {
         ((), ())
     }
+}
+
+impl AdminOp for RefreshGlobalconf {
     async fn apply(self, admin: &Admin) -> Result<Refresh, AdminError> {
         let r = admin
             .conf
@@ -121,7 +127,7 @@ pub struct Audit {
     pub limit: Option<usize>,
 }
 
-impl AdminOp for Audit {
+impl Endpoint for Audit {
     const METHOD: Method = Method::GET;
     const PATH: &'static str = "/v1/audit";
     const INPUT: Input = Input::Query;
@@ -135,6 +141,9 @@ impl AdminOp for Audit {
     fn to_wire(&self) -> ((), Self) {
         ((), *self)
     }
+}
+
+impl AdminOp for Audit {
     async fn apply(self, admin: &Admin) -> Result<Vec<AuditEntry>, AdminError> {
         let limit = self
             .limit
@@ -159,7 +168,7 @@ impl AdminOp for Audit {
 #[derive(Debug, Clone)]
 pub struct ExportEvidence(pub EvidenceQuery);
 
-impl AdminOp for ExportEvidence {
+impl Endpoint for ExportEvidence {
     const METHOD: Method = Method::POST;
     const PATH: &'static str = "/v1/evidence";
     const INPUT: Input = Input::Json;
@@ -173,6 +182,9 @@ impl AdminOp for ExportEvidence {
     fn to_wire(&self) -> ((), EvidenceQuery) {
         ((), self.0.clone())
     }
+}
+
+impl AdminOp for ExportEvidence {
     async fn apply(self, admin: &Admin) -> Result<proto::v1::EvidenceBundle, AdminError> {
         use crate::log::ExportError;
         let source = admin

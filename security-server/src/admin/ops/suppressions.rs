@@ -3,7 +3,7 @@
 use http::Method;
 use serde::{Deserialize, Serialize};
 
-use super::{Added, AdminOp, Input};
+use super::{Added, AdminOp, Endpoint, Input};
 use crate::admin::{Admin, AdminError, on_serverconf};
 use crate::usage::{SuppressedClient, Suppression};
 
@@ -11,7 +11,7 @@ use crate::usage::{SuppressedClient, Suppression};
 #[derive(Debug, Clone, Copy)]
 pub struct ListSuppressions;
 
-impl AdminOp for ListSuppressions {
+impl Endpoint for ListSuppressions {
     const METHOD: Method = Method::GET;
     const PATH: &'static str = "/v1/suppressions";
     type Path = ();
@@ -24,6 +24,9 @@ impl AdminOp for ListSuppressions {
     fn to_wire(&self) -> ((), ()) {
         ((), ())
     }
+}
+
+impl AdminOp for ListSuppressions {
     async fn apply(self, admin: &Admin) -> Result<Vec<Suppression>, AdminError> {
         Ok(admin.serverconf.snapshot().suppressions.clone())
     }
@@ -43,7 +46,7 @@ impl AdminOp for ListSuppressions {
 #[derive(Debug, Clone)]
 pub struct AddSuppression(pub Suppression);
 
-impl AdminOp for AddSuppression {
+impl Endpoint for AddSuppression {
     const METHOD: Method = Method::POST;
     const PATH: &'static str = "/v1/suppressions";
     const INPUT: Input = Input::Json;
@@ -57,6 +60,9 @@ impl AdminOp for AddSuppression {
     fn to_wire(&self) -> ((), Suppression) {
         ((), self.0.clone())
     }
+}
+
+impl AdminOp for AddSuppression {
     async fn apply(self, admin: &Admin) -> Result<Added<Suppression>, AdminError> {
         let stored = self.0.clone();
         let new = on_serverconf(admin, move |c| c.suppress(stored)).await?;
@@ -80,7 +86,7 @@ pub struct RemoveSuppression {
     pub client: SuppressedClient,
 }
 
-impl AdminOp for RemoveSuppression {
+impl Endpoint for RemoveSuppression {
     const METHOD: Method = Method::POST;
     const PATH: &'static str = "/v1/suppressions/remove";
     const INPUT: Input = Input::Json;
@@ -94,6 +100,9 @@ impl AdminOp for RemoveSuppression {
     fn to_wire(&self) -> ((), Self) {
         ((), self.clone())
     }
+}
+
+impl AdminOp for RemoveSuppression {
     async fn apply(self, admin: &Admin) -> Result<(), AdminError> {
         if !on_serverconf(admin, move |c| c.unsuppress(&self.client)).await? {
             return Err(AdminError::NotFound(
