@@ -49,6 +49,35 @@ pub trait Endpoint: fmt::Debug + Send + Sized + 'static {
     fn to_wire(&self) -> (Self::Path, Self::Body);
 }
 
+/// An operation without input (no identifiers in its path, no body): its method, path, status
+/// and answer say all, and its [`Endpoint`] follows from them.
+pub trait UnitEndpoint: Default + fmt::Debug + Send + 'static {
+    /// [`Endpoint::METHOD`].
+    const METHOD: Method;
+    /// [`Endpoint::PATH`].
+    const PATH: &'static str;
+    /// [`Endpoint::STATUS`].
+    const STATUS: StatusCode = StatusCode::OK;
+    /// [`Endpoint::Response`].
+    type Response: Reply;
+}
+
+impl<T: UnitEndpoint> Endpoint for T {
+    const METHOD: Method = <T as UnitEndpoint>::METHOD;
+    const PATH: &'static str = <T as UnitEndpoint>::PATH;
+    const STATUS: StatusCode = <T as UnitEndpoint>::STATUS;
+    type Path = ();
+    type Body = ();
+    type Response = <T as UnitEndpoint>::Response;
+
+    fn from_wire((): (), (): ()) -> Self {
+        T::default()
+    }
+    fn to_wire(&self) -> ((), ()) {
+        ((), ())
+    }
+}
+
 /// Where an operation's [`Endpoint::Body`] travels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Input {

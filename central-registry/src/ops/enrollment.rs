@@ -8,7 +8,7 @@ use http::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{AdminOp, Core, Endpoint, Input, audit, not_found};
+use super::{AdminOp, Core, Endpoint, Input, UnitEndpoint, audit, not_found};
 use crate::datadir::TLS_VALIDITY;
 use crate::enrollment::{
     EnrollmentRecord, EnrollmentStatus, TokenRecord, VerifiedEnrollment, token_hash,
@@ -20,22 +20,13 @@ use crate::state::{KeyRecord, ServerRecord};
 use crate::store::Change;
 
 /// `GET /admin/v1/enrollments`
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct ListEnrollments;
 
-impl Endpoint for ListEnrollments {
+impl UnitEndpoint for ListEnrollments {
     const METHOD: Method = Method::GET;
     const PATH: &'static str = "/enrollments";
-    type Path = ();
-    type Body = ();
     type Response = Vec<EnrollmentView>;
-
-    fn from_wire((): (), (): ()) -> Self {
-        ListEnrollments
-    }
-    fn to_wire(&self) -> ((), ()) {
-        ((), ())
-    }
 }
 
 impl AdminOp for ListEnrollments {

@@ -7,29 +7,20 @@ use http::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{AdminOp, Core, Endpoint, Input, audit, not_found};
+use super::{AdminOp, Core, Endpoint, Input, UnitEndpoint, audit, not_found};
 use crate::error::RegistryError;
 use crate::ops::views::GroupView;
 use crate::state::GroupRecord;
 use crate::store::Change;
 
 /// `GET /admin/v1/groups`
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct ListGroups;
 
-impl Endpoint for ListGroups {
+impl UnitEndpoint for ListGroups {
     const METHOD: Method = Method::GET;
     const PATH: &'static str = "/groups";
-    type Path = ();
-    type Body = ();
     type Response = Vec<GroupView>;
-
-    fn from_wire((): (), (): ()) -> Self {
-        ListGroups
-    }
-    fn to_wire(&self) -> ((), ()) {
-        ((), ())
-    }
 }
 
 impl AdminOp for ListGroups {

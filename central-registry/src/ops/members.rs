@@ -8,29 +8,20 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::keys::key_text;
-use super::{AdminOp, Core, Endpoint, Input, audit, not_found};
+use super::{AdminOp, Core, Endpoint, Input, UnitEndpoint, audit, not_found};
 use crate::error::RegistryError;
 use crate::ops::views::{MemberView, SubsystemView};
 use crate::state::MemberRecord;
 use crate::store::Change;
 
 /// `GET /admin/v1/members`
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct ListMembers;
 
-impl Endpoint for ListMembers {
+impl UnitEndpoint for ListMembers {
     const METHOD: Method = Method::GET;
     const PATH: &'static str = "/members";
-    type Path = ();
-    type Body = ();
     type Response = Vec<MemberView>;
-
-    fn from_wire((): (), (): ()) -> Self {
-        ListMembers
-    }
-    fn to_wire(&self) -> ((), ()) {
-        ((), ())
-    }
 }
 
 impl AdminOp for ListMembers {

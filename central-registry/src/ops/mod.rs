@@ -31,7 +31,9 @@ use serde::Serialize;
 
 use crate::error::RegistryError;
 
-pub use runtime::admin::{Endpoint, Input, JsonReply, OpInfo, PathError, PathParams, PathSegment};
+pub use runtime::admin::{
+    Endpoint, Input, JsonReply, OpInfo, PathError, PathParams, PathSegment, UnitEndpoint,
+};
 
 pub use enrollment::{
     ApproveEnrollment, GetEnrollment, IssueToken, ListEnrollments, RejectEnrollment,

@@ -4,29 +4,20 @@ use globalconf::{SecurityServerId, SubsystemId};
 use http::{Method, StatusCode};
 use serde_json::json;
 
-use super::{AdminOp, Core, Endpoint, audit, not_found};
+use super::{AdminOp, Core, Endpoint, UnitEndpoint, audit, not_found};
 use crate::error::RegistryError;
 use crate::ops::views::ServerView;
 use crate::state::ServerRecord;
 use crate::store::Change;
 
 /// `GET /admin/v1/servers`
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct ListServers;
 
-impl Endpoint for ListServers {
+impl UnitEndpoint for ListServers {
     const METHOD: Method = Method::GET;
     const PATH: &'static str = "/servers";
-    type Path = ();
-    type Body = ();
     type Response = Vec<ServerView>;
-
-    fn from_wire((): (), (): ()) -> Self {
-        ListServers
-    }
-    fn to_wire(&self) -> ((), ()) {
-        ((), ())
-    }
 }
 
 impl AdminOp for ListServers {

@@ -4,29 +4,20 @@ use http::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{AdminOp, Core, Endpoint, Input, audit};
+use super::{AdminOp, Core, Endpoint, Input, UnitEndpoint, audit};
 use crate::enrollment::EnrollmentStatus;
 use crate::error::RegistryError;
 use crate::ops::views::StatusView;
 use crate::store::AuditEntry;
 
 /// `GET /admin/v1/status`: serial and validity of the served configuration, and counts.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Status;
 
-impl Endpoint for Status {
+impl UnitEndpoint for Status {
     const METHOD: Method = Method::GET;
     const PATH: &'static str = "/status";
-    type Path = ();
-    type Body = ();
     type Response = StatusView;
-
-    fn from_wire((): (), (): ()) -> Self {
-        Status
-    }
-    fn to_wire(&self) -> ((), ()) {
-        ((), ())
-    }
 }
 
 impl AdminOp for Status {
@@ -39,22 +30,13 @@ impl AdminOp for Status {
 }
 
 /// `POST /admin/v1/publish`: signs and publishes a new serial now, even without changes.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Publish;
 
-impl Endpoint for Publish {
+impl UnitEndpoint for Publish {
     const METHOD: Method = Method::POST;
     const PATH: &'static str = "/publish";
-    type Path = ();
-    type Body = ();
     type Response = StatusView;
-
-    fn from_wire((): (), (): ()) -> Self {
-        Publish
-    }
-    fn to_wire(&self) -> ((), ()) {
-        ((), ())
-    }
 }
 
 impl AdminOp for Publish {

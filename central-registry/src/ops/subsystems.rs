@@ -7,29 +7,20 @@ use http::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{AdminOp, Core, Endpoint, Input, audit, not_found};
+use super::{AdminOp, Core, Endpoint, Input, UnitEndpoint, audit, not_found};
 use crate::error::RegistryError;
 use crate::ops::views::SubsystemView;
 use crate::state::SubsystemRecord;
 use crate::store::Change;
 
 /// `GET /admin/v1/subsystems`
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct ListSubsystems;
 
-impl Endpoint for ListSubsystems {
+impl UnitEndpoint for ListSubsystems {
     const METHOD: Method = Method::GET;
     const PATH: &'static str = "/subsystems";
-    type Path = ();
-    type Body = ();
     type Response = Vec<SubsystemView>;
-
-    fn from_wire((): (), (): ()) -> Self {
-        ListSubsystems
-    }
-    fn to_wire(&self) -> ((), ()) {
-        ((), ())
-    }
 }
 
 impl AdminOp for ListSubsystems {

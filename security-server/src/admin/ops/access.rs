@@ -3,26 +3,17 @@
 use exchange::access::Grant;
 use http::Method;
 
-use super::{Added, AdminOp, Endpoint, Input};
+use super::{Added, AdminOp, Endpoint, Input, UnitEndpoint};
 use crate::admin::{Admin, AdminError, on_serverconf};
 
 /// `GET /v1/access`: every grant.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct ListAccess;
 
-impl Endpoint for ListAccess {
+impl UnitEndpoint for ListAccess {
     const METHOD: Method = Method::GET;
     const PATH: &'static str = "/v1/access";
-    type Path = ();
-    type Body = ();
     type Response = Vec<Grant>;
-
-    fn from_wire((): (), (): ()) -> Self {
-        ListAccess
-    }
-    fn to_wire(&self) -> ((), ()) {
-        ((), ())
-    }
 }
 
 impl AdminOp for ListAccess {

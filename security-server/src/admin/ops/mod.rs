@@ -25,7 +25,9 @@ use serde::Serialize;
 
 use super::{Admin, AdminError};
 
-pub use runtime::admin::{Added, Endpoint, Input, JsonReply, OpInfo, PathError, PathParams, Reply};
+pub use runtime::admin::{
+    Added, Endpoint, Input, JsonReply, OpInfo, PathError, PathParams, Reply, UnitEndpoint,
+};
 
 pub use access::{GrantAccess, ListAccess, RevokeAccess};
 pub use services::{AddService, ListServices, RemoveService};

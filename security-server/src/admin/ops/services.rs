@@ -3,27 +3,18 @@
 use globalconf::ServiceId;
 use http::Method;
 
-use super::{Added, AdminOp, Endpoint, Input};
+use super::{Added, AdminOp, Endpoint, Input, UnitEndpoint};
 use crate::admin::{Admin, AdminError, on_serverconf};
 use crate::serverconf::ServiceEntry;
 
 /// `GET /v1/services`: every service, in identifier order.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct ListServices;
 
-impl Endpoint for ListServices {
+impl UnitEndpoint for ListServices {
     const METHOD: Method = Method::GET;
     const PATH: &'static str = "/v1/services";
-    type Path = ();
-    type Body = ();
     type Response = Vec<ServiceEntry>;
-
-    fn from_wire((): (), (): ()) -> Self {
-        ListServices
-    }
-    fn to_wire(&self) -> ((), ()) {
-        ((), ())
-    }
 }
 
 impl AdminOp for ListServices {

@@ -3,7 +3,7 @@
 use http::Method;
 use serde::{Deserialize, Serialize};
 
-use super::{AdminOp, Endpoint, Input, pretty};
+use super::{AdminOp, Endpoint, Input, UnitEndpoint, pretty};
 use crate::admin::{Admin, AdminError, on_serverconf};
 use crate::log::EvidenceQuery;
 use crate::serverconf::AuditEntry;
@@ -13,7 +13,7 @@ const AUDIT_DEFAULT_LIMIT: usize = 100;
 const AUDIT_MAX_LIMIT: usize = 10_000;
 
 /// `GET /v1/status`
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Status;
 
 /// What [`Status`] answers. Fields in name order, as the JSON has always had them.
@@ -37,19 +37,10 @@ pub struct GlobalconfStatus {
     pub usable: bool,
 }
 
-impl Endpoint for Status {
+impl UnitEndpoint for Status {
     const METHOD: Method = Method::GET;
     const PATH: &'static str = "/v1/status";
-    type Path = ();
-    type Body = ();
     type Response = ServerStatus;
-
-    fn from_wire((): (), (): ()) -> Self {
-        Status
-    }
-    fn to_wire(&self) -> ((), ()) {
-        ((), ())
-    }
 }
 
 impl AdminOp for Status {
@@ -73,7 +64,7 @@ impl AdminOp for Status {
 }
 
 /// `POST /v1/globalconf/refresh`: fetches the global configuration now.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct RefreshGlobalconf;
 
 /// What [`RefreshGlobalconf`] answers (fields in name order).
@@ -86,19 +77,10 @@ pub struct Refresh {
     pub source: String,
 }
 
-impl Endpoint for RefreshGlobalconf {
+impl UnitEndpoint for RefreshGlobalconf {
     const METHOD: Method = Method::POST;
     const PATH: &'static str = "/v1/globalconf/refresh";
-    type Path = ();
-    type Body = ();
     type Response = Refresh;
-
-    fn from_wire((): (), (): ()) -> Self {
-        RefreshGlobalconf
-    }
-    fn to_wire(&self) -> ((), ()) {
-        ((), ())
-    }
 }
 
 impl AdminOp for RefreshGlobalconf {

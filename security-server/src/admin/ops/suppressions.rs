@@ -3,27 +3,18 @@
 use http::Method;
 use serde::{Deserialize, Serialize};
 
-use super::{Added, AdminOp, Endpoint, Input};
+use super::{Added, AdminOp, Endpoint, Input, UnitEndpoint};
 use crate::admin::{Admin, AdminError, on_serverconf};
 use crate::usage::{SuppressedClient, Suppression};
 
 /// `GET /v1/suppressions`: every suppression rule (resident transparency).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct ListSuppressions;
 
-impl Endpoint for ListSuppressions {
+impl UnitEndpoint for ListSuppressions {
     const METHOD: Method = Method::GET;
     const PATH: &'static str = "/v1/suppressions";
-    type Path = ();
-    type Body = ();
     type Response = Vec<Suppression>;
-
-    fn from_wire((): (), (): ()) -> Self {
-        ListSuppressions
-    }
-    fn to_wire(&self) -> ((), ()) {
-        ((), ())
-    }
 }
 
 impl AdminOp for ListSuppressions {
