@@ -85,28 +85,15 @@ fn refuse(refusal: Refusal) -> Response {
 
 #[cfg(test)]
 mod tests {
-    use axum::body::Body;
     use certs::SystemClock;
-    use tower::ServiceExt as _;
 
     use super::*;
     use crate::ops::Input;
     use crate::{Registry, RegistryConfig, init_data_dir};
 
     async fn send(app: &Router, token: &str, method: &http::Method, path: &str) -> (u16, String) {
-        let request = http::Request::builder()
-            .method(method)
-            .uri(format!("/admin/v1{path}"))
-            .header(header::AUTHORIZATION, format!("Bearer {token}"))
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(Body::from("{}"))
-            .unwrap();
-        let response = app.clone().oneshot(request).await.unwrap();
-        let status = response.status().as_u16();
-        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
-            .await
-            .unwrap();
-        (status, String::from_utf8_lossy(&body).into_owned())
+        let uri = format!("/admin/v1{path}");
+        runtime::admin::checks::send(app, token, method, &uri, "{}").await
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

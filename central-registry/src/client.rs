@@ -4,7 +4,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use runtime::admin::{self, CallError};
+use runtime::admin::{self, CallError, ErrorAnswer};
 
 use crate::config::RegistryConfig;
 use crate::datadir::DataDir;
@@ -12,31 +12,14 @@ use crate::error::{ErrorBody, RegistryError};
 use crate::ops::AdminOp;
 
 /// Why an admin call failed.
-#[derive(Debug, thiserror::Error)]
-pub enum AdminClientError {
-    #[error("{0}")]
-    Transport(#[from] runtime::ClientError),
-    #[error("{status}: {} ({})", body.message, body.error_type)]
-    Refused {
-        status: http::StatusCode,
-        body: ErrorBody,
-    },
-    #[error("unexpected answer ({status}): {message}")]
-    Unexpected {
-        status: http::StatusCode,
-        message: String,
-    },
-}
+pub type AdminClientError = CallError<ErrorBody>;
 
-impl From<CallError<ErrorBody>> for AdminClientError {
-    fn from(e: CallError<ErrorBody>) -> Self {
-        match e {
-            CallError::Transport(e) => AdminClientError::Transport(e),
-            CallError::Refused { status, body } => AdminClientError::Refused { status, body },
-            CallError::Unexpected { status, message } => {
-                AdminClientError::Unexpected { status, message }
-            }
-        }
+impl ErrorAnswer for ErrorBody {
+    fn refused(&self, status: http::StatusCode) -> String {
+        format!("{status}: {} ({})", self.message, self.error_type)
+    }
+    fn unexpected(status: http::StatusCode, message: &str) -> String {
+        format!("unexpected answer ({status}): {message}")
     }
 }
 
@@ -64,7 +47,7 @@ impl AdminClient {
 
     /// Sends one admin operation (see [`crate::ops`]) and reads its answer.
     pub async fn call<Op: AdminOp>(&self, op: &Op) -> Result<Op::Response, AdminClientError> {
-        Ok(self.api.call::<Op, ErrorBody>(op).await?)
+        self.api.call(op).await
     }
 }
 

@@ -420,6 +420,53 @@ pub enum CallError<B> {
     },
 }
 
+/// A server's error body, and how a failed call reads with it (each CLI has its own words).
+pub trait ErrorAnswer: DeserializeOwned + fmt::Debug {
+    /// A refusal with this body.
+    fn refused(&self, status: StatusCode) -> String;
+    /// An answer that is no admin API answer.
+    fn unexpected(status: StatusCode, message: &str) -> String;
+}
+
+impl<B> CallError<B> {
+    /// The status of a refusal, if the server answered.
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            CallError::Refused { status, .. } | CallError::Unexpected { status, .. } => {
+                Some(*status)
+            }
+            CallError::Transport(_) => None,
+        }
+    }
+}
+
+impl<B> From<ClientError> for CallError<B> {
+    fn from(e: ClientError) -> Self {
+        CallError::Transport(e)
+    }
+}
+
+impl<B: ErrorAnswer> fmt::Display for CallError<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CallError::Transport(e) => write!(f, "{e}"),
+            CallError::Refused { status, body } => f.write_str(&body.refused(*status)),
+            CallError::Unexpected { status, message } => {
+                f.write_str(&B::unexpected(*status, message))
+            }
+        }
+    }
+}
+
+impl<B: ErrorAnswer> std::error::Error for CallError<B> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            CallError::Transport(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
 /// An admin API client: base URL (up to where the operations' paths begin) plus bearer token.
 #[derive(Clone)]
 pub struct Client {
@@ -453,7 +500,7 @@ impl Client {
     }
 
     /// Sends one operation and reads its answer, or the error body `B` of a refusal.
-    pub async fn call<Op: Endpoint, B: DeserializeOwned>(
+    pub async fn call<Op: Endpoint, B: ErrorAnswer>(
         &self,
         op: &Op,
     ) -> Result<Op::Response, CallError<B>> {
@@ -551,11 +598,39 @@ pub fn query_string<T: Serialize>(query: &T) -> Result<String, serde_json::Error
 }
 
 /// The checks every admin API's table must pass, for the binaries' tests (they panic).
+#[cfg(feature = "testing")]
 pub mod checks {
     use std::collections::HashSet;
 
+    use axum::Router;
+    use axum::body::Body;
+    use http::{Method, StatusCode, header};
+    use tower::ServiceExt as _;
+
     use super::{Endpoint, Input, OpInfo, Reply};
-    use http::{Method, StatusCode};
+
+    /// Sends `body` as JSON with the bearer `token` to `app`; the status and the answer's text.
+    pub async fn send(
+        app: &Router,
+        token: &str,
+        method: &Method,
+        uri: &str,
+        body: &'static str,
+    ) -> (u16, String) {
+        let request = http::Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body))
+            .expect("a valid request");
+        let response = app.clone().oneshot(request).await.expect("an answer");
+        let status = response.status().as_u16();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .expect("an answer body");
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
 
     /// Every operation has its own method and path, below `prefix`, and its own name.
     pub fn own_method_and_path(table: &[OpInfo], prefix: &str) {

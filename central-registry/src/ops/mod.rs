@@ -109,15 +109,15 @@ impl From<PathError> for RegistryError {
 
 /// Every admin operation, in the order of [`for_each_op`].
 pub fn table() -> Vec<OpInfo> {
-    struct Collect(Vec<OpInfo>);
-    impl OpVisitor for Collect {
-        fn visit<Op: AdminOp>(&mut self) {
-            self.0.push(OpInfo::of::<Op>());
-        }
+    let mut table = Vec::new();
+    for_each_op(&mut table);
+    table
+}
+
+impl OpVisitor for Vec<OpInfo> {
+    fn visit<Op: AdminOp>(&mut self) {
+        self.push(OpInfo::of::<Op>());
     }
-    let mut collect = Collect(Vec::new());
-    for_each_op(&mut collect);
-    collect.0
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use runtime::admin::{self, CallError};
+use runtime::admin::{self, CallError, ErrorAnswer};
 
 use super::ErrorBody;
 use super::ops::AdminOp;
@@ -16,42 +16,27 @@ pub enum AdminClientError {
     /// The admin token could not be read.
     #[error("{0}")]
     Token(#[from] certs::Error),
-    #[error("{0}")]
-    Transport(#[from] runtime::ClientError),
-    /// The server refused with an `Admin.*` error.
-    #[error("{}: {} (HTTP {status})", body.kind, body.message)]
-    Refused {
-        status: http::StatusCode,
-        body: ErrorBody,
-    },
-    /// An answer that is no admin API answer.
-    #[error("HTTP {status}: {message}")]
-    Unexpected {
-        status: http::StatusCode,
-        message: String,
-    },
+    /// No answer, an `Admin.*` refusal, or an answer that is no admin API answer.
+    #[error(transparent)]
+    Call(#[from] CallError<ErrorBody>),
 }
 
 impl AdminClientError {
     /// The status of a refusal, if the server answered.
     pub fn status(&self) -> Option<http::StatusCode> {
         match self {
-            AdminClientError::Refused { status, .. }
-            | AdminClientError::Unexpected { status, .. } => Some(*status),
-            _ => None,
+            AdminClientError::Call(e) => e.status(),
+            AdminClientError::Token(_) => None,
         }
     }
 }
 
-impl From<CallError<ErrorBody>> for AdminClientError {
-    fn from(e: CallError<ErrorBody>) -> Self {
-        match e {
-            CallError::Transport(e) => AdminClientError::Transport(e),
-            CallError::Refused { status, body } => AdminClientError::Refused { status, body },
-            CallError::Unexpected { status, message } => {
-                AdminClientError::Unexpected { status, message }
-            }
-        }
+impl ErrorAnswer for ErrorBody {
+    fn refused(&self, status: http::StatusCode) -> String {
+        format!("{}: {} (HTTP {status})", self.kind, self.message)
+    }
+    fn unexpected(status: http::StatusCode, message: &str) -> String {
+        format!("HTTP {status}: {message}")
     }
 }
 
@@ -84,7 +69,7 @@ impl AdminClient {
 
     /// Sends one admin operation (see [`super::ops`]) and reads its answer.
     pub async fn call<Op: AdminOp>(&self, op: &Op) -> Result<Op::Response, AdminClientError> {
-        Ok(self.api.call::<Op, ErrorBody>(op).await?)
+        Ok(self.api.call(op).await?)
     }
 }
 

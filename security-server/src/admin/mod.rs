@@ -253,10 +253,8 @@ async fn health(State(admin): State<Admin>) -> Response {
 mod tests {
     use std::time::Duration;
 
-    use axum::body::Body;
     use certs::{ManualClock, SigningKey, TlsIdentity};
     use globalconf::{Anchor, InstanceId};
-    use tower::ServiceExt as _;
 
     use super::*;
     use crate::peer::PeerPool;
@@ -294,19 +292,7 @@ mod tests {
     }
 
     async fn send(app: &Router, method: &http::Method, path: &str) -> (u16, String) {
-        let request = http::Request::builder()
-            .method(method)
-            .uri(path)
-            .header(http::header::AUTHORIZATION, format!("Bearer {TOKEN}"))
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .body(Body::from("null"))
-            .unwrap();
-        let response = app.clone().oneshot(request).await.unwrap();
-        let status = response.status().as_u16();
-        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
-            .await
-            .unwrap();
-        (status, String::from_utf8_lossy(&body).into_owned())
+        runtime::admin::checks::send(app, TOKEN, method, path, "null").await
     }
 
     #[tokio::test]
