@@ -110,21 +110,8 @@ mod tests {
         for op in ops::table() {
             // "x" is no identifier of any kind, so an op with identifiers refuses it by name:
             // proof that its own handler, not the fallback, answered.
-            let mut path = String::new();
-            let mut rest = op.path;
-            while let Some(open) = rest.find('{') {
-                path.push_str(&rest[..open]);
-                path.push('x');
-                rest = rest[open..].split_once('}').map_or("", |(_, r)| r);
-            }
-            path.push_str(rest);
-            let (status, body) = send(&app, &token, &op.method, &path).await;
-            assert!(
-                status != 405 && !body.contains("no such endpoint"),
-                "{} {} is not routed: {status} {body}",
-                op.method,
-                op.path
-            );
+            let (status, body) =
+                runtime::admin::checks::routed(&app, &token, "/admin/v1", "{}", &op).await;
             if op.path_params > 0 {
                 assert_eq!(status, 400, "{}: {body}", op.name);
                 assert!(body.contains(" id: "), "{}: {body}", op.name);

@@ -316,6 +316,72 @@ impl OpInfo {
     }
 }
 
+/// A binary's list of admin operations, bound by its own operation trait (`AdminOp: Endpoint`):
+/// makes the visitor trait `OpVisitor` (`visit::<Op>()` once per operation), `for_each_op`
+/// (with the given doc), `table()` (an [`OpInfo`] per operation, in order) and
+/// `impl OpVisitor for Vec<OpInfo>`.
+#[macro_export]
+macro_rules! admin_ops {
+    ($(#[$doc:meta])* $op_trait:ident: $($op:ty),+ $(,)?) => {
+        /// Something done once per operation type (see [`for_each_op`]).
+        pub trait OpVisitor {
+            fn visit<Op: $op_trait>(&mut self);
+        }
+
+        $(#[$doc])*
+        pub fn for_each_op(visitor: &mut impl OpVisitor) {
+            $(visitor.visit::<$op>();)+
+        }
+
+        /// Every admin operation, in the order of [`for_each_op`].
+        pub fn table() -> Vec<$crate::admin::OpInfo> {
+            let mut table = Vec::new();
+            for_each_op(&mut table);
+            table
+        }
+
+        impl OpVisitor for Vec<$crate::admin::OpInfo> {
+            fn visit<Op: $op_trait>(&mut self) {
+                self.push($crate::admin::OpInfo::of::<Op>());
+            }
+        }
+    };
+}
+
+/// The tests of a table made by [`admin_ops!`], inside a test module that sees `table`,
+/// `for_each_op`, `OpVisitor` and the operation trait: `ops` operations, all paths below
+/// `prefix`, and the test of their wire shapes named `shapes`
+/// ([`checks::own_method_and_path`], [`checks::placeholders_match_the_path_identifiers`],
+/// [`checks::wire_shape`]).
+#[cfg(feature = "testing")]
+#[macro_export]
+macro_rules! admin_op_table_tests {
+    ($op_trait:ident, ops: $count:expr, prefix: $prefix:expr, shapes: $shapes:ident) => {
+        #[test]
+        fn every_op_has_its_own_method_and_path() {
+            let table = table();
+            assert_eq!(table.len(), $count);
+            $crate::admin::checks::own_method_and_path(&table, $prefix);
+        }
+
+        #[test]
+        fn placeholders_match_the_path_identifiers() {
+            $crate::admin::checks::placeholders_match_the_path_identifiers(&table());
+        }
+
+        #[test]
+        fn $shapes() {
+            struct Check;
+            impl OpVisitor for Check {
+                fn visit<Op: $op_trait>(&mut self) {
+                    $crate::admin::checks::wire_shape::<Op>();
+                }
+            }
+            for_each_op(&mut Check);
+        }
+    };
+}
+
 /// `router` with the route of `Op` served by `handler` (which calls [`handle`]).
 pub fn route<Op, S, H, T>(router: Router<S>, handler: H) -> Router<S>
 where
@@ -630,6 +696,33 @@ pub mod checks {
             .await
             .expect("an answer body");
         (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// Sends a request to the route of `op` (below `prefix`, every placeholder filled with `x`)
+    /// and checks that its own handler, not the fallback, answered: the status and the text.
+    pub async fn routed(
+        app: &Router,
+        token: &str,
+        prefix: &str,
+        body: &'static str,
+        op: &OpInfo,
+    ) -> (u16, String) {
+        let mut path = String::new();
+        let mut rest = op.path;
+        while let Some(open) = rest.find('{') {
+            path.push_str(&rest[..open]);
+            path.push('x');
+            rest = rest[open..].split_once('}').map_or("", |(_, r)| r);
+        }
+        path.push_str(rest);
+        let (status, body) = send(app, token, &op.method, &format!("{prefix}{path}"), body).await;
+        assert!(
+            status != 405 && !body.contains("no such endpoint"),
+            "{} {} is not routed: {status} {body}",
+            op.method,
+            op.path
+        );
+        (status, body)
     }
 
     /// Every operation has its own method and path, below `prefix`, and its own name.

@@ -47,41 +47,37 @@ pub use servers::{AddHostedSubsystem, ListServers, RemoveHostedSubsystem, Remove
 pub use status::{Audit, Publish, Status};
 pub use subsystems::{AddSubsystem, ListSubsystems, RemoveSubsystem};
 
-/// Calls `visitor` once for every admin operation. This list is the admin API: its routes are
-/// registered from it, and the tests check the CLI against it.
-pub fn for_each_op(visitor: &mut impl OpVisitor) {
-    visitor.visit::<Status>();
-    visitor.visit::<Publish>();
-    visitor.visit::<Audit>();
-    visitor.visit::<ListMembers>();
-    visitor.visit::<AddMember>();
-    visitor.visit::<RemoveMember>();
-    visitor.visit::<ListKeys>();
-    visitor.visit::<AddKey>();
-    visitor.visit::<RetireKey>();
-    visitor.visit::<RemoveKey>();
-    visitor.visit::<ListSubsystems>();
-    visitor.visit::<AddSubsystem>();
-    visitor.visit::<RemoveSubsystem>();
-    visitor.visit::<ListGroups>();
-    visitor.visit::<AddGroup>();
-    visitor.visit::<RemoveGroup>();
-    visitor.visit::<AddGroupMember>();
-    visitor.visit::<RemoveGroupMember>();
-    visitor.visit::<ListEnrollments>();
-    visitor.visit::<GetEnrollment>();
-    visitor.visit::<ApproveEnrollment>();
-    visitor.visit::<RejectEnrollment>();
-    visitor.visit::<IssueToken>();
-    visitor.visit::<ListServers>();
-    visitor.visit::<RemoveServer>();
-    visitor.visit::<AddHostedSubsystem>();
-    visitor.visit::<RemoveHostedSubsystem>();
-}
-
-/// Something done once per operation type (see [`for_each_op`]).
-pub trait OpVisitor {
-    fn visit<Op: AdminOp>(&mut self);
+runtime::admin_ops! {
+    /// Calls `visitor` once for every admin operation. This list is the admin API: its routes are
+    /// registered from it, and the tests check the CLI against it.
+    AdminOp:
+    Status,
+    Publish,
+    Audit,
+    ListMembers,
+    AddMember,
+    RemoveMember,
+    ListKeys,
+    AddKey,
+    RetireKey,
+    RemoveKey,
+    ListSubsystems,
+    AddSubsystem,
+    RemoveSubsystem,
+    ListGroups,
+    AddGroup,
+    RemoveGroup,
+    AddGroupMember,
+    RemoveGroupMember,
+    ListEnrollments,
+    GetEnrollment,
+    ApproveEnrollment,
+    RejectEnrollment,
+    IssueToken,
+    ListServers,
+    RemoveServer,
+    AddHostedSubsystem,
+    RemoveHostedSubsystem,
 }
 
 /// One admin operation: its request (`Self`) and where it lives in the admin API (its
@@ -107,49 +103,14 @@ impl From<PathError> for RegistryError {
     }
 }
 
-/// Every admin operation, in the order of [`for_each_op`].
-pub fn table() -> Vec<OpInfo> {
-    let mut table = Vec::new();
-    for_each_op(&mut table);
-    table
-}
-
-impl OpVisitor for Vec<OpInfo> {
-    fn visit<Op: AdminOp>(&mut self) {
-        self.push(OpInfo::of::<Op>());
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use certs::KeyId;
     use globalconf::{MemberId, SubsystemId};
-    use runtime::admin::checks;
 
     use super::*;
 
-    #[test]
-    fn every_op_has_its_own_method_and_path() {
-        let table = table();
-        assert_eq!(table.len(), 27);
-        checks::own_method_and_path(&table, "/");
-    }
-
-    #[test]
-    fn placeholders_match_the_path_identifiers() {
-        checks::placeholders_match_the_path_identifiers(&table());
-    }
-
-    #[test]
-    fn ops_without_input_take_a_unit_body_and_204_has_no_answer() {
-        struct Check;
-        impl OpVisitor for Check {
-            fn visit<Op: AdminOp>(&mut self) {
-                checks::wire_shape::<Op>();
-            }
-        }
-        for_each_op(&mut Check);
-    }
+    runtime::admin_op_table_tests!(AdminOp, ops: 27, prefix: "/", shapes: ops_without_input_take_a_unit_body_and_204_has_no_answer);
 
     #[test]
     fn path_identifiers_name_what_failed_to_parse() {

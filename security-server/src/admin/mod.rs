@@ -303,14 +303,7 @@ mod tests {
             // "x" is no service id, so an op with one refuses it by name; a JSON body of `null`
             // is no request, so an op with a body refuses it: proof that its own handler, not
             // the fallback, answered.
-            let path = op.path.replace("{*id}", "x");
-            let (status, body) = send(&app, &op.method, &path).await;
-            assert!(
-                status != 405 && !body.contains("no such endpoint"),
-                "{} {} is not routed: {status} {body}",
-                op.method,
-                op.path
-            );
+            let (status, body) = runtime::admin::checks::routed(&app, TOKEN, "", "null", &op).await;
             if op.path_params > 0 {
                 assert_eq!(status, 400, "{}: {body}", op.name);
                 assert!(body.contains("service id: "), "{}: {body}", op.name);

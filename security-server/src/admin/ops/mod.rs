@@ -36,27 +36,23 @@ pub use status::{
 };
 pub use suppressions::{AddSuppression, ListSuppressions, RemoveSuppression};
 
-/// Calls `visitor` once for every admin operation. This list is the admin API: its routes are
-/// registered from it, and the tests check the CLI against it.
-pub fn for_each_op(visitor: &mut impl OpVisitor) {
-    visitor.visit::<Status>();
-    visitor.visit::<RefreshGlobalconf>();
-    visitor.visit::<ListServices>();
-    visitor.visit::<AddService>();
-    visitor.visit::<RemoveService>();
-    visitor.visit::<ListAccess>();
-    visitor.visit::<GrantAccess>();
-    visitor.visit::<RevokeAccess>();
-    visitor.visit::<ListSuppressions>();
-    visitor.visit::<AddSuppression>();
-    visitor.visit::<RemoveSuppression>();
-    visitor.visit::<Audit>();
-    visitor.visit::<ExportEvidence>();
-}
-
-/// Something done once per operation type (see [`for_each_op`]).
-pub trait OpVisitor {
-    fn visit<Op: AdminOp>(&mut self);
+runtime::admin_ops! {
+    /// Calls `visitor` once for every admin operation. This list is the admin API: its routes are
+    /// registered from it, and the tests check the CLI against it.
+    AdminOp:
+    Status,
+    RefreshGlobalconf,
+    ListServices,
+    AddService,
+    RemoveService,
+    ListAccess,
+    GrantAccess,
+    RevokeAccess,
+    ListSuppressions,
+    AddSuppression,
+    RemoveSuppression,
+    Audit,
+    ExportEvidence,
 }
 
 /// One admin operation: its request (`Self`) and where it lives in the admin API (its
@@ -89,48 +85,13 @@ fn pretty<T: Serialize>(value: &T) -> String {
     }
 }
 
-/// Every admin operation, in the order of [`for_each_op`].
-pub fn table() -> Vec<OpInfo> {
-    let mut table = Vec::new();
-    for_each_op(&mut table);
-    table
-}
-
-impl OpVisitor for Vec<OpInfo> {
-    fn visit<Op: AdminOp>(&mut self) {
-        self.push(OpInfo::of::<Op>());
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use globalconf::ServiceId;
-    use runtime::admin::checks;
 
     use super::*;
 
-    #[test]
-    fn every_op_has_its_own_method_and_path() {
-        let table = table();
-        assert_eq!(table.len(), 13);
-        checks::own_method_and_path(&table, "/v1/");
-    }
-
-    #[test]
-    fn placeholders_match_the_path_identifiers() {
-        checks::placeholders_match_the_path_identifiers(&table());
-    }
-
-    #[test]
-    fn ops_without_input_take_a_unit_body_and_json_is_posted() {
-        struct Check;
-        impl OpVisitor for Check {
-            fn visit<Op: AdminOp>(&mut self) {
-                checks::wire_shape::<Op>();
-            }
-        }
-        for_each_op(&mut Check);
-    }
+    runtime::admin_op_table_tests!(AdminOp, ops: 13, prefix: "/v1/", shapes: ops_without_input_take_a_unit_body_and_json_is_posted);
 
     #[test]
     fn service_ids_in_the_path_name_what_failed() {
