@@ -49,32 +49,38 @@ pub trait Endpoint: fmt::Debug + Send + Sized + 'static {
     fn to_wire(&self) -> (Self::Path, Self::Body);
 }
 
-/// An operation without input (no identifiers in its path, no body): its method, path, status
-/// and answer say all, and its [`Endpoint`] follows from them.
-pub trait UnitEndpoint: Default + fmt::Debug + Send + 'static {
+/// An operation without identifiers in its path whose request is itself: a unit struct (no
+/// input; it reads from `null`) or a query. Its method, path, status, input and answer say all,
+/// and its [`Endpoint`] follows from them.
+pub trait PlainEndpoint:
+    Serialize + DeserializeOwned + Clone + fmt::Debug + Send + 'static
+{
     /// [`Endpoint::METHOD`].
     const METHOD: Method;
     /// [`Endpoint::PATH`].
     const PATH: &'static str;
     /// [`Endpoint::STATUS`].
     const STATUS: StatusCode = StatusCode::OK;
+    /// [`Endpoint::INPUT`]: `None` or `Query`.
+    const INPUT: Input = Input::None;
     /// [`Endpoint::Response`].
     type Response: Reply;
 }
 
-impl<T: UnitEndpoint> Endpoint for T {
-    const METHOD: Method = <T as UnitEndpoint>::METHOD;
-    const PATH: &'static str = <T as UnitEndpoint>::PATH;
-    const STATUS: StatusCode = <T as UnitEndpoint>::STATUS;
+impl<T: PlainEndpoint> Endpoint for T {
+    const METHOD: Method = <T as PlainEndpoint>::METHOD;
+    const PATH: &'static str = <T as PlainEndpoint>::PATH;
+    const STATUS: StatusCode = <T as PlainEndpoint>::STATUS;
+    const INPUT: Input = <T as PlainEndpoint>::INPUT;
     type Path = ();
-    type Body = ();
-    type Response = <T as UnitEndpoint>::Response;
+    type Body = T;
+    type Response = <T as PlainEndpoint>::Response;
 
-    fn from_wire((): (), (): ()) -> Self {
-        T::default()
+    fn from_wire((): (), request: T) -> Self {
+        request
     }
-    fn to_wire(&self) -> ((), ()) {
-        ((), ())
+    fn to_wire(&self) -> ((), T) {
+        ((), self.clone())
     }
 }
 

@@ -8,7 +8,7 @@ use http::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{AdminOp, Core, Endpoint, Input, UnitEndpoint, audit, not_found};
+use super::{AdminOp, Core, Endpoint, Input, PlainEndpoint, audit, not_found};
 use crate::datadir::TLS_VALIDITY;
 use crate::enrollment::{
     EnrollmentRecord, EnrollmentStatus, TokenRecord, VerifiedEnrollment, token_hash,
@@ -20,10 +20,10 @@ use crate::state::{KeyRecord, ServerRecord};
 use crate::store::Change;
 
 /// `GET /admin/v1/enrollments`
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct ListEnrollments;
 
-impl UnitEndpoint for ListEnrollments {
+impl PlainEndpoint for ListEnrollments {
     const METHOD: Method = Method::GET;
     const PATH: &'static str = "/enrollments";
     type Response = Vec<EnrollmentView>;

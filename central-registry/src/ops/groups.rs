@@ -7,17 +7,17 @@ use http::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{AdminOp, Core, Endpoint, Input, UnitEndpoint, audit, not_found};
+use super::{AdminOp, Core, Endpoint, Input, PlainEndpoint, audit, not_found};
 use crate::error::RegistryError;
 use crate::ops::views::GroupView;
 use crate::state::GroupRecord;
 use crate::store::Change;
 
 /// `GET /admin/v1/groups`
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct ListGroups;
 
-impl UnitEndpoint for ListGroups {
+impl PlainEndpoint for ListGroups {
     const METHOD: Method = Method::GET;
     const PATH: &'static str = "/groups";
     type Response = Vec<GroupView>;

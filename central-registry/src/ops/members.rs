@@ -8,17 +8,17 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::keys::key_text;
-use super::{AdminOp, Core, Endpoint, Input, UnitEndpoint, audit, not_found};
+use super::{AdminOp, Core, Endpoint, Input, PlainEndpoint, audit, not_found};
 use crate::error::RegistryError;
 use crate::ops::views::{MemberView, SubsystemView};
 use crate::state::MemberRecord;
 use crate::store::Change;
 
 /// `GET /admin/v1/members`
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct ListMembers;
 
-impl UnitEndpoint for ListMembers {
+impl PlainEndpoint for ListMembers {
     const METHOD: Method = Method::GET;
     const PATH: &'static str = "/members";
     type Response = Vec<MemberView>;

@@ -32,7 +32,7 @@ use serde::Serialize;
 use crate::error::RegistryError;
 
 pub use runtime::admin::{
-    Endpoint, Input, JsonReply, OpInfo, PathError, PathParams, PathSegment, UnitEndpoint,
+    Endpoint, Input, JsonReply, OpInfo, PathError, PathParams, PathSegment, PlainEndpoint,
 };
 
 pub use enrollment::{

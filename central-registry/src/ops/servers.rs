@@ -2,19 +2,20 @@
 
 use globalconf::{SecurityServerId, SubsystemId};
 use http::{Method, StatusCode};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{AdminOp, Core, Endpoint, UnitEndpoint, audit, not_found};
+use super::{AdminOp, Core, Endpoint, PlainEndpoint, audit, not_found};
 use crate::error::RegistryError;
 use crate::ops::views::ServerView;
 use crate::state::ServerRecord;
 use crate::store::Change;
 
 /// `GET /admin/v1/servers`
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct ListServers;
 
-impl UnitEndpoint for ListServers {
+impl PlainEndpoint for ListServers {
     const METHOD: Method = Method::GET;
     const PATH: &'static str = "/servers";
     type Response = Vec<ServerView>;

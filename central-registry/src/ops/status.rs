@@ -4,17 +4,17 @@ use http::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{AdminOp, Core, Endpoint, Input, UnitEndpoint, audit};
+use super::{AdminOp, Core, Input, PlainEndpoint, audit};
 use crate::enrollment::EnrollmentStatus;
 use crate::error::RegistryError;
 use crate::ops::views::StatusView;
 use crate::store::AuditEntry;
 
 /// `GET /admin/v1/status`: serial and validity of the served configuration, and counts.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct Status;
 
-impl UnitEndpoint for Status {
+impl PlainEndpoint for Status {
     const METHOD: Method = Method::GET;
     const PATH: &'static str = "/status";
     type Response = StatusView;
@@ -30,10 +30,10 @@ impl AdminOp for Status {
 }
 
 /// `POST /admin/v1/publish`: signs and publishes a new serial now, even without changes.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct Publish;
 
-impl UnitEndpoint for Publish {
+impl PlainEndpoint for Publish {
     const METHOD: Method = Method::POST;
     const PATH: &'static str = "/publish";
     type Response = StatusView;
@@ -55,20 +55,11 @@ pub struct Audit {
     pub limit: Option<usize>,
 }
 
-impl Endpoint for Audit {
+impl PlainEndpoint for Audit {
     const METHOD: Method = Method::GET;
     const PATH: &'static str = "/audit";
     const INPUT: Input = Input::Query;
-    type Path = ();
-    type Body = Self;
     type Response = Vec<AuditEntry>;
-
-    fn from_wire((): (), query: Self) -> Self {
-        query
-    }
-    fn to_wire(&self) -> ((), Self) {
-        ((), self.clone())
-    }
 }
 
 impl AdminOp for Audit {

@@ -7,17 +7,17 @@ use http::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{AdminOp, Core, Endpoint, Input, UnitEndpoint, audit, not_found};
+use super::{AdminOp, Core, Endpoint, Input, PlainEndpoint, audit, not_found};
 use crate::error::RegistryError;
 use crate::ops::views::SubsystemView;
 use crate::state::SubsystemRecord;
 use crate::store::Change;
 
 /// `GET /admin/v1/subsystems`
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct ListSubsystems;
 
-impl UnitEndpoint for ListSubsystems {
+impl PlainEndpoint for ListSubsystems {
     const METHOD: Method = Method::GET;
     const PATH: &'static str = "/subsystems";
     type Response = Vec<SubsystemView>;

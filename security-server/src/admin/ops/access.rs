@@ -2,15 +2,16 @@
 
 use exchange::access::Grant;
 use http::Method;
+use serde::{Deserialize, Serialize};
 
-use super::{Added, AdminOp, Endpoint, Input, UnitEndpoint};
+use super::{Added, AdminOp, Endpoint, Input, PlainEndpoint};
 use crate::admin::{Admin, AdminError, on_serverconf};
 
 /// `GET /v1/access`: every grant.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct ListAccess;
 
-impl UnitEndpoint for ListAccess {
+impl PlainEndpoint for ListAccess {
     const METHOD: Method = Method::GET;
     const PATH: &'static str = "/v1/access";
     type Response = Vec<Grant>;

@@ -26,7 +26,7 @@ use serde::Serialize;
 use super::{Admin, AdminError};
 
 pub use runtime::admin::{
-    Added, Endpoint, Input, JsonReply, OpInfo, PathError, PathParams, Reply, UnitEndpoint,
+    Added, Endpoint, Input, JsonReply, OpInfo, PathError, PathParams, PlainEndpoint, Reply,
 };
 
 pub use access::{GrantAccess, ListAccess, RevokeAccess};

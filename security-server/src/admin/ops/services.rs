@@ -2,16 +2,17 @@
 
 use globalconf::ServiceId;
 use http::Method;
+use serde::{Deserialize, Serialize};
 
-use super::{Added, AdminOp, Endpoint, Input, UnitEndpoint};
+use super::{Added, AdminOp, Endpoint, Input, PlainEndpoint};
 use crate::admin::{Admin, AdminError, on_serverconf};
 use crate::serverconf::ServiceEntry;
 
 /// `GET /v1/services`: every service, in identifier order.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct ListServices;
 
-impl UnitEndpoint for ListServices {
+impl PlainEndpoint for ListServices {
     const METHOD: Method = Method::GET;
     const PATH: &'static str = "/v1/services";
     type Response = Vec<ServiceEntry>;

@@ -3,7 +3,7 @@
 use http::Method;
 use serde::{Deserialize, Serialize};
 
-use super::{AdminOp, Endpoint, Input, UnitEndpoint, pretty};
+use super::{AdminOp, Endpoint, Input, PlainEndpoint, pretty};
 use crate::admin::{Admin, AdminError, on_serverconf};
 use crate::log::EvidenceQuery;
 use crate::serverconf::AuditEntry;
@@ -13,7 +13,7 @@ const AUDIT_DEFAULT_LIMIT: usize = 100;
 const AUDIT_MAX_LIMIT: usize = 10_000;
 
 /// `GET /v1/status`
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct Status;
 
 /// What [`Status`] answers. Fields in name order, as the JSON has always had them.
@@ -37,7 +37,7 @@ pub struct GlobalconfStatus {
     pub usable: bool,
 }
 
-impl UnitEndpoint for Status {
+impl PlainEndpoint for Status {
     const METHOD: Method = Method::GET;
     const PATH: &'static str = "/v1/status";
     type Response = ServerStatus;
@@ -64,7 +64,7 @@ impl AdminOp for Status {
 }
 
 /// `POST /v1/globalconf/refresh`: fetches the global configuration now.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct RefreshGlobalconf;
 
 /// What [`RefreshGlobalconf`] answers (fields in name order).
@@ -77,7 +77,7 @@ pub struct Refresh {
     pub source: String,
 }
 
-impl UnitEndpoint for RefreshGlobalconf {
+impl PlainEndpoint for RefreshGlobalconf {
     const METHOD: Method = Method::POST;
     const PATH: &'static str = "/v1/globalconf/refresh";
     type Response = Refresh;
@@ -109,20 +109,11 @@ pub struct Audit {
     pub limit: Option<usize>,
 }
 
-impl Endpoint for Audit {
+impl PlainEndpoint for Audit {
     const METHOD: Method = Method::GET;
     const PATH: &'static str = "/v1/audit";
     const INPUT: Input = Input::Query;
-    type Path = ();
-    type Body = Self;
     type Response = Vec<AuditEntry>;
-
-    fn from_wire((): (), query: Self) -> Self {
-        query
-    }
-    fn to_wire(&self) -> ((), Self) {
-        ((), *self)
-    }
 }
 
 impl AdminOp for Audit {

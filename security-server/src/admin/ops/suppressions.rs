@@ -3,15 +3,15 @@
 use http::Method;
 use serde::{Deserialize, Serialize};
 
-use super::{Added, AdminOp, Endpoint, Input, UnitEndpoint};
+use super::{Added, AdminOp, Endpoint, Input, PlainEndpoint};
 use crate::admin::{Admin, AdminError, on_serverconf};
 use crate::usage::{SuppressedClient, Suppression};
 
 /// `GET /v1/suppressions`: every suppression rule (resident transparency).
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct ListSuppressions;
 
-impl UnitEndpoint for ListSuppressions {
+impl PlainEndpoint for ListSuppressions {
     const METHOD: Method = Method::GET;
     const PATH: &'static str = "/v1/suppressions";
     type Response = Vec<Suppression>;
