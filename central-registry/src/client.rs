@@ -4,7 +4,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use runtime::admin::{self, CallError, ErrorAnswer};
+use runtime::admin::{self, CallError};
 
 use crate::config::RegistryConfig;
 use crate::datadir::DataDir;
@@ -13,15 +13,6 @@ use crate::ops::AdminOp;
 
 /// Why an admin call failed.
 pub type AdminClientError = CallError<ErrorBody>;
-
-impl ErrorAnswer for ErrorBody {
-    fn refused(&self, status: http::StatusCode) -> String {
-        format!("{status}: {} ({})", self.message, self.error_type)
-    }
-    fn unexpected(status: http::StatusCode, message: &str) -> String {
-        format!("unexpected answer ({status}): {message}")
-    }
-}
 
 /// Admin API client: base URL plus bearer token.
 #[derive(Clone, Debug)]

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use runtime::admin::{self, CallError, ErrorAnswer};
+use runtime::admin::{self, CallError};
 
 use super::ErrorBody;
 use super::ops::AdminOp;
@@ -28,15 +28,6 @@ impl AdminClientError {
             AdminClientError::Call(e) => e.status(),
             AdminClientError::Token(_) => None,
         }
-    }
-}
-
-impl ErrorAnswer for ErrorBody {
-    fn refused(&self, status: http::StatusCode) -> String {
-        format!("{}: {} (HTTP {status})", self.kind, self.message)
-    }
-    fn unexpected(status: http::StatusCode, message: &str) -> String {
-        format!("HTTP {status}: {message}")
     }
 }
 

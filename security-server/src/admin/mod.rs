@@ -87,6 +87,16 @@ pub struct ErrorBody {
     pub kind: String,
 }
 
+/// How a refusal reads in the admin CLI.
+impl runtime::admin::ErrorAnswer for ErrorBody {
+    fn refused(&self, status: http::StatusCode) -> String {
+        format!("{}: {} (HTTP {status})", self.kind, self.message)
+    }
+    fn unexpected(status: http::StatusCode, message: &str) -> String {
+        format!("HTTP {status}: {message}")
+    }
+}
+
 impl IntoResponse for AdminError {
     fn into_response(self) -> Response {
         let (status, kind) = self.kind();
