@@ -1,7 +1,8 @@
-//! The registry's admin operations, each described once. An operation is a request type with an
-//! [`AdminOp`] impl in the module of its domain; that impl says where it lives in the admin API
-//! (method, path, success status, where its input travels), how it changes the registry
-//! ([`AdminOp::apply`], over [`Core`]), and how the CLI shows its answer as text. From it come
+//! The registry's admin operations, each described once. An operation is a request type in the
+//! module of its domain with two impls: its [`Endpoint`] (or [`PlainEndpoint`]) says where it
+//! lives in the admin API (method, path, success status, where its input travels, its answer;
+//! the wire itself is `runtime::admin`), and its [`AdminOp`] how it changes the registry
+//! ([`AdminOp::apply`], over [`Core`]) and how the CLI shows its answer as text. From it come
 //! the admin API route and handler (`admin_api`), [`crate::AdminClient::call`],
 //! [`crate::RegistryAdmin::run`], and the CLI's printing. [`for_each_op`] lists them all.
 //!
