@@ -1,7 +1,8 @@
 //! The wire of an admin API, written once for the registry and the security server: what an
 //! operation looks like on HTTP ([`Endpoint`]: method, path, where its input travels, its
 //! [`Reply`]), the generic axum handler ([`route`], [`handle`]), the generic client call
-//! ([`Client::call`]) and the checks every operation table must pass ([`checks`]).
+//! ([`Client::call`]) and the checks every operation table must pass (`checks`, with the
+//! `testing` feature).
 //!
 //! What an operation does, which error kinds a server answers with and how the CLI prints an
 //! answer stay in each binary's crate.
@@ -412,7 +413,7 @@ pub enum Refusal {
     Query(QueryRejection),
     /// The JSON body: axum's text of what is wrong.
     Json(String),
-    /// An operation without input whose body type is not `()` (a test of [`checks`] prevents it).
+    /// An operation without input whose body type is not `()` (`checks::wire_shape` prevents it).
     NoInput(String),
 }
 
