@@ -8,17 +8,17 @@
 
 use std::sync::Arc;
 
-use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::Router;
+use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodFilter, on};
-use axum::{Json, Router};
-use http::{StatusCode, header};
+use http::header;
+use runtime::admin::{self, Refusal};
 use subtle::ConstantTimeEq as _;
 
 use crate::admin::RegistryAdmin;
 use crate::error::RegistryError;
-use crate::ops::{self, AdminOp, Input, OpVisitor, PathParams};
+use crate::ops::{self, AdminOp, OpVisitor};
 use crate::shared::Shared;
 
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
@@ -39,12 +39,7 @@ struct Routes(Router<Arc<Shared>>);
 
 impl OpVisitor for Routes {
     fn visit<Op: AdminOp>(&mut self) {
-        let Ok(filter) = MethodFilter::try_from(Op::METHOD) else {
-            tracing::error!(method = %Op::METHOD, path = Op::PATH, "no route for this method");
-            return;
-        };
-        let routes = std::mem::take(&mut self.0);
-        self.0 = routes.route(Op::PATH, on(filter, handle::<Op>));
+        self.0 = admin::route::<Op, _, _, _>(std::mem::take(&mut self.0), handle::<Op>);
     }
 }
 
@@ -69,76 +64,36 @@ async fn require_bearer(State(shared): State<Arc<Shared>>, req: Request, next: N
     next.run(req).await
 }
 
-/// The handler of every operation.
+/// The handler of every operation: runs it through [`RegistryAdmin::run`].
 async fn handle<Op: AdminOp>(State(shared): State<Arc<Shared>>, request: Request) -> Response {
-    let op = match read::<Op>(request).await {
-        Ok(op) => op,
-        Err(refusal) => return refusal,
-    };
-    match RegistryAdmin::new(shared).run(op).await {
-        Ok(_) if Op::STATUS == StatusCode::NO_CONTENT => StatusCode::NO_CONTENT.into_response(),
-        Ok(answer) => (Op::STATUS, Json(answer)).into_response(),
-        Err(e) => e.into_response(),
-    }
+    admin::handle::<Op, _, _>(request, refuse, |op| async move {
+        RegistryAdmin::new(shared).run(op).await
+    })
+    .await
 }
 
-/// The request of `Op`: path identifiers first, then the query or the JSON body. A path or
-/// query the extractor cannot read gets axum's own answer; a bad identifier or JSON body is a
+/// A query the extractor cannot read gets axum's own answer; a bad identifier or JSON body is a
 /// `Registry.BadRequest`.
-async fn read<Op: AdminOp>(request: Request) -> Result<Op, Response> {
-    let (mut parts, body) = request.into_parts();
-    let raw = if <Op::Path as PathParams>::COUNT == 0 {
-        Vec::new()
-    } else {
-        let Path(raw) = Path::<Vec<String>>::from_request_parts(&mut parts, &())
-            .await
-            .map_err(IntoResponse::into_response)?;
-        raw
-    };
-    let path = Op::Path::parse(&raw).map_err(IntoResponse::into_response)?;
-    let body = match Op::INPUT {
-        Input::None => serde_json::from_value(serde_json::Value::Null).map_err(|e| {
-            RegistryError::Internal(format!("{} takes no input: {e}", Op::PATH)).into_response()
-        })?,
-        Input::Query => {
-            let Query(query) = Query::<Op::Body>::from_request_parts(&mut parts, &())
-                .await
-                .map_err(IntoResponse::into_response)?;
-            query
-        }
-        Input::Json => {
-            let Json(body) = Json::<Op::Body>::from_request(Request::from_parts(parts, body), &())
-                .await
-                .map_err(|r| RegistryError::BadRequest(r.body_text()).into_response())?;
-            body
-        }
-    };
-    Ok(Op::from_wire(path, body))
+fn refuse(refusal: Refusal) -> Response {
+    match refusal {
+        Refusal::Path(e) => RegistryError::from(e).into_response(),
+        Refusal::Query(rejection) => rejection.into_response(),
+        Refusal::Json(why) => RegistryError::BadRequest(why).into_response(),
+        Refusal::NoInput(why) => RegistryError::Internal(why).into_response(),
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use axum::body::Body;
     use certs::SystemClock;
-    use tower::ServiceExt as _;
 
     use super::*;
+    use crate::ops::Input;
     use crate::{Registry, RegistryConfig, init_data_dir};
 
     async fn send(app: &Router, token: &str, method: &http::Method, path: &str) -> (u16, String) {
-        let request = http::Request::builder()
-            .method(method)
-            .uri(format!("/admin/v1{path}"))
-            .header(header::AUTHORIZATION, format!("Bearer {token}"))
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(Body::from("{}"))
-            .unwrap();
-        let response = app.clone().oneshot(request).await.unwrap();
-        let status = response.status().as_u16();
-        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
-            .await
-            .unwrap();
-        (status, String::from_utf8_lossy(&body).into_owned())
+        let uri = format!("/admin/v1{path}");
+        runtime::admin::checks::send(app, token, method, &uri, "{}").await
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -155,21 +110,8 @@ mod tests {
         for op in ops::table() {
             // "x" is no identifier of any kind, so an op with identifiers refuses it by name:
             // proof that its own handler, not the fallback, answered.
-            let mut path = String::new();
-            let mut rest = op.path;
-            while let Some(open) = rest.find('{') {
-                path.push_str(&rest[..open]);
-                path.push('x');
-                rest = rest[open..].split_once('}').map_or("", |(_, r)| r);
-            }
-            path.push_str(rest);
-            let (status, body) = send(&app, &token, &op.method, &path).await;
-            assert!(
-                status != 405 && !body.contains("no such endpoint"),
-                "{} {} is not routed: {status} {body}",
-                op.method,
-                op.path
-            );
+            let (status, body) =
+                runtime::admin::checks::routed(&app, &token, "/admin/v1", "{}", &op).await;
             if op.path_params > 0 {
                 assert_eq!(status, 400, "{}: {body}", op.name);
                 assert!(body.contains(" id: "), "{}: {body}", op.name);

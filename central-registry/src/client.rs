@@ -4,54 +4,28 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-use serde::Serialize;
+use runtime::admin::{self, CallError};
 
 use crate::config::RegistryConfig;
 use crate::datadir::DataDir;
 use crate::error::{ErrorBody, RegistryError};
-use crate::ops::{AdminOp, Input, PathParams};
+use crate::ops::AdminOp;
 
 /// Why an admin call failed.
-#[derive(Debug, thiserror::Error)]
-pub enum AdminClientError {
-    #[error("{0}")]
-    Transport(#[from] runtime::ClientError),
-    #[error("{status}: {} ({})", body.message, body.error_type)]
-    Refused {
-        status: http::StatusCode,
-        body: ErrorBody,
-    },
-    #[error("unexpected answer ({status}): {message}")]
-    Unexpected {
-        status: http::StatusCode,
-        message: String,
-    },
-}
+pub type AdminClientError = CallError<ErrorBody>;
 
 /// Admin API client: base URL plus bearer token.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct AdminClient {
-    base: String,
-    token: String,
-    http: runtime::HttpClient,
-}
-
-impl std::fmt::Debug for AdminClient {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AdminClient")
-            .field("base", &self.base)
-            .finish_non_exhaustive()
-    }
+    api: admin::Client,
 }
 
 impl AdminClient {
     /// `base` like `http://127.0.0.1:41002`.
     pub fn new(base: impl Into<String>, token: impl Into<String>) -> Self {
+        let base = base.into();
         Self {
-            base: base.into().trim_end_matches('/').to_owned(),
-            token: token.into(),
-            http: runtime::HttpClient::plain(),
+            api: admin::Client::new(format!("{}/admin/v1", base.trim_end_matches('/')), token),
         }
     }
 
@@ -64,106 +38,8 @@ impl AdminClient {
 
     /// Sends one admin operation (see [`crate::ops`]) and reads its answer.
     pub async fn call<Op: AdminOp>(&self, op: &Op) -> Result<Op::Response, AdminClientError> {
-        let (path, input) = op.to_wire();
-        let mut url = format!(
-            "{}/admin/v1{}",
-            self.base,
-            fill_path(Op::PATH, &path.segments())
-        );
-        let body = match Op::INPUT {
-            Input::None => None,
-            Input::Query => {
-                url += &query_string(&input).map_err(encoding)?;
-                None
-            }
-            Input::Json => Some(serde_json::to_vec(&input).map_err(encoding)?),
-        };
-        let response = self
-            .http
-            .send(
-                Op::METHOD,
-                &url,
-                Some(&self.token),
-                body.map(|b| ("application/json", b.into())),
-            )
-            .await?;
-        let status = response.status;
-        if !status.is_success() {
-            return Err(match response.json::<ErrorBody>() {
-                Ok(body) => AdminClientError::Refused { status, body },
-                Err(_) => AdminClientError::Unexpected {
-                    status,
-                    message: response.text(),
-                },
-            });
-        }
-        let body = if response.body.is_empty() {
-            &b"null"[..]
-        } else {
-            &response.body[..]
-        };
-        serde_json::from_slice(body).map_err(|e| AdminClientError::Unexpected {
-            status,
-            message: format!("cannot decode the answer: {e}"),
-        })
+        self.api.call(op).await
     }
-}
-
-fn encoding(e: serde_json::Error) -> AdminClientError {
-    runtime::ClientError::Request(format!("cannot encode request: {e}")).into()
-}
-
-/// Characters left as they are in a path segment: RFC 3986 unreserved ones, so an identifier's
-/// `/` becomes `%2F` and its `?` becomes `%3F`.
-const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
-
-/// `template` (`/members/{id}/keys`) with its placeholders replaced, in order, by the
-/// percent-encoded `segments`.
-fn fill_path(template: &str, segments: &[String]) -> String {
-    let mut out = String::with_capacity(template.len() + 32);
-    let mut segments = segments.iter();
-    let mut rest = template;
-    while let Some(open) = rest.find('{') {
-        out.push_str(&rest[..open]);
-        let close = rest[open..].find('}').map_or(rest.len(), |c| open + c + 1);
-        if let Some(segment) = segments.next() {
-            out.extend(utf8_percent_encode(segment, SEGMENT));
-        }
-        rest = &rest[close..];
-    }
-    out.push_str(rest);
-    out
-}
-
-/// `?name=value&...` for the non-null fields of a query type (empty if there are none).
-fn query_string<T: Serialize>(query: &T) -> Result<String, serde_json::Error> {
-    let serde_json::Value::Object(fields) = serde_json::to_value(query)? else {
-        return Ok(String::new());
-    };
-    let pairs: Vec<String> = fields
-        .iter()
-        .filter_map(|(name, value)| {
-            let value = match value {
-                serde_json::Value::Null => return None,
-                serde_json::Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            Some(format!(
-                "{}={}",
-                utf8_percent_encode(name, SEGMENT),
-                utf8_percent_encode(&value, SEGMENT)
-            ))
-        })
-        .collect();
-    Ok(if pairs.is_empty() {
-        String::new()
-    } else {
-        format!("?{}", pairs.join("&"))
-    })
 }
 
 /// `http://` URL for an admin listen address; a wildcard address is reached on loopback.
@@ -178,8 +54,9 @@ pub fn admin_url(listen: SocketAddr) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::ops;
+    use runtime::admin::{fill_path, query_string};
+
+    use crate::ops::{self, Endpoint as _, PathParams as _};
 
     #[test]
     fn identifiers_fill_the_path_percent_encoded() {

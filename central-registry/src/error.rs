@@ -134,6 +134,16 @@ pub struct ErrorBody {
     pub message: String,
 }
 
+/// How a refusal reads in the admin CLI.
+impl runtime::admin::ErrorAnswer for ErrorBody {
+    fn refused(&self, status: http::StatusCode) -> String {
+        format!("{status}: {} ({})", self.message, self.error_type)
+    }
+    fn unexpected(status: http::StatusCode, message: &str) -> String {
+        format!("unexpected answer ({status}): {message}")
+    }
+}
+
 impl IntoResponse for RegistryError {
     fn into_response(self) -> Response {
         let kind = self.kind();

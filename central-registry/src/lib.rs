@@ -22,9 +22,10 @@
 //!
 //! # Adding an admin operation
 //! Write it once, in the [`ops`] module of its domain (`ops/members.rs`, `ops/keys.rs`, ...):
-//! a request struct and its [`ops::AdminOp`] impl, which gives the endpoint (`METHOD`, `PATH`
-//! below `/admin/v1` with a `{placeholder}` per identifier, success `STATUS`, and whether the
-//! rest of the request is a JSON body or a query, `INPUT`), the answer type, `apply` (check the
+//! a request struct, its [`ops::Endpoint`] impl (`METHOD`, `PATH` below `/admin/v1` with a
+//! `{placeholder}` per identifier, success `STATUS`, and whether the rest of the request is a
+//! JSON body or a query, `INPUT`, and the answer type; [`ops::PlainEndpoint`] when the request
+//! has no identifiers and is itself), and its [`ops::AdminOp`] impl: `apply` (check the
 //! request against [`ops::Core`]'s state, then `core.execute(changes, audit, ..)` in one
 //! transaction), and `text` (the CLI's output without `--json`). Then list it in
 //! [`ops::for_each_op`]. From that come the admin API route and its handler, the client call

@@ -560,19 +560,9 @@ mod tests {
 
     #[test]
     fn every_admin_command_is_listed_above() {
-        fn leaves(cmd: &clap::Command, prefix: Vec<String>, out: &mut BTreeSet<Vec<String>>) {
-            if cmd.get_subcommands().next().is_none() {
-                out.insert(prefix);
-                return;
-            }
-            for sub in cmd.get_subcommands() {
-                let mut path = prefix.clone();
-                path.push(sub.get_name().to_owned());
-                leaves(sub, path, out);
-            }
-        }
-        let mut commands = BTreeSet::new();
-        leaves(&Cli::command(), Vec::new(), &mut commands);
+        let mut commands: BTreeSet<_> = runtime::admin::checks::command_leaves(&Cli::command())
+            .into_iter()
+            .collect();
         for not_admin in ["init", "issue-replica-identity", "serve", "replica", "help"] {
             commands.retain(|c| c[0] != not_admin);
         }

@@ -1,5 +1,5 @@
 //! What every xroad-rs binary needs around its own logic: one serving loop, one shutdown path,
-//! logging set-up and small HTTP clients.
+//! logging set-up, small HTTP clients, and the wire of the admin APIs.
 //!
 //! # Layout
 //! - [`shutdown`]: the shutdown signal every task listens to, and OS signal handling.
@@ -7,12 +7,15 @@
 //!   the peer certificate in request extensions, and graceful drain with a deadline.
 //! - `conns`: the connections of one serving loop: per-source limits, idle closing, eviction.
 //! - [`client`]: HTTP(S) clients with timeouts and bounded bodies (registry polling, admin CLIs).
+//! - [`admin`]: an admin operation on the wire ([`admin::Endpoint`]), its generic axum handler
+//!   and client call, and the checks of an operation table.
 //! - [`logging`]: `tracing` subscriber set-up (text or JSON).
 //! - [`time`]: Unix milliseconds as `jiff` timestamps and RFC 3339 UTC text.
 //! - `testing` (feature `testing`): `eventually`, the tests' one way to wait for something
 //!   instead of sleeping.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod client;
 mod conns;
 pub mod logging;

@@ -14,7 +14,6 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use certs::{Clock, Domain, KeyId, SigningKey, TlsIdentity};
 use globalconf::{Anchor, MemberId, SecurityServerId};
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use prost::Message;
 use proto::v1 as pb;
 use serde::Deserialize;
@@ -197,18 +196,7 @@ struct ErrorBody {
     message: String,
 }
 
-/// Characters left as they are in a path segment: RFC 3986 unreserved ones, so an identifier's
-/// `/` becomes `%2F` and its `?` becomes `%3F`.
-const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
-
-/// Percent-encodes an identifier as one URL path segment.
-pub fn path_segment(id: &str) -> String {
-    utf8_percent_encode(id, SEGMENT).to_string()
-}
+pub use runtime::admin::path_segment;
 
 fn registry_client(anchor: &Anchor) -> Result<runtime::HttpClient, IdentityError> {
     let tls = certs::client_config_trusting(&anchor.ca_certificates_der(), &[b"h2", b"http/1.1"])?;

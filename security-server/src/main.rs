@@ -422,6 +422,8 @@ impl<'a> WithOp for Call<'a> {
 
 #[cfg(test)]
 mod tests {
+    use security_server::admin::ops::Endpoint as _;
+
     use super::*;
 
     #[test]
@@ -553,23 +555,8 @@ mod tests {
 
     #[test]
     fn every_admin_command_is_listed_above() {
-        fn leaves(cmd: &clap::Command, prefix: Vec<String>, out: &mut Vec<Vec<String>>) {
-            if cmd.get_subcommands().next().is_none() {
-                out.push(prefix);
-                return;
-            }
-            for sub in cmd.get_subcommands() {
-                let mut path = prefix.clone();
-                path.push(sub.get_name().to_owned());
-                leaves(sub, path, out);
-            }
-        }
-        let mut commands = Vec::new();
-        leaves(
-            &<Cli as clap::CommandFactory>::command(),
-            Vec::new(),
-            &mut commands,
-        );
+        let mut commands =
+            runtime::admin::checks::command_leaves(&<Cli as clap::CommandFactory>::command());
         let not_admin: &[&[&str]] = &[
             &["init"],
             &["enroll"],

@@ -8,7 +8,7 @@ use http::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{AdminOp, Core, Input, audit, not_found};
+use super::{AdminOp, Core, Endpoint, Input, PlainEndpoint, audit, not_found};
 use crate::datadir::TLS_VALIDITY;
 use crate::enrollment::{
     EnrollmentRecord, EnrollmentStatus, TokenRecord, VerifiedEnrollment, token_hash,
@@ -20,22 +20,16 @@ use crate::state::{KeyRecord, ServerRecord};
 use crate::store::Change;
 
 /// `GET /admin/v1/enrollments`
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct ListEnrollments;
 
-impl AdminOp for ListEnrollments {
+impl PlainEndpoint for ListEnrollments {
     const METHOD: Method = Method::GET;
     const PATH: &'static str = "/enrollments";
-    type Path = ();
-    type Body = ();
     type Response = Vec<EnrollmentView>;
+}
 
-    fn from_wire((): (), (): ()) -> Self {
-        ListEnrollments
-    }
-    fn to_wire(&self) -> ((), ()) {
-        ((), ())
-    }
+impl AdminOp for ListEnrollments {
     fn apply(self, core: &mut Core, _now: i64) -> Result<Vec<EnrollmentView>, RegistryError> {
         Ok(core.enrollments.values().map(enrollment_view).collect())
     }
@@ -50,7 +44,7 @@ pub struct GetEnrollment {
     pub server_id: SecurityServerId,
 }
 
-impl AdminOp for GetEnrollment {
+impl Endpoint for GetEnrollment {
     const METHOD: Method = Method::GET;
     const PATH: &'static str = "/enrollments/{id}";
     type Path = SecurityServerId;
@@ -63,6 +57,9 @@ impl AdminOp for GetEnrollment {
     fn to_wire(&self) -> (SecurityServerId, ()) {
         (self.server_id.clone(), ())
     }
+}
+
+impl AdminOp for GetEnrollment {
     fn apply(self, core: &mut Core, _now: i64) -> Result<EnrollmentView, RegistryError> {
         core.enrollments
             .get(&self.server_id)
@@ -83,7 +80,7 @@ pub struct ApproveEnrollment {
     pub server_id: SecurityServerId,
 }
 
-impl AdminOp for ApproveEnrollment {
+impl Endpoint for ApproveEnrollment {
     const METHOD: Method = Method::POST;
     const PATH: &'static str = "/enrollments/{id}/approve";
     type Path = SecurityServerId;
@@ -96,6 +93,9 @@ impl AdminOp for ApproveEnrollment {
     fn to_wire(&self) -> (SecurityServerId, ()) {
         (self.server_id.clone(), ())
     }
+}
+
+impl AdminOp for ApproveEnrollment {
     fn apply(self, core: &mut Core, now: i64) -> Result<EnrollmentView, RegistryError> {
         let id = &self.server_id;
         let record = core.pending(id)?;
@@ -128,7 +128,7 @@ pub struct RejectEnrollment {
     pub server_id: SecurityServerId,
 }
 
-impl AdminOp for RejectEnrollment {
+impl Endpoint for RejectEnrollment {
     const METHOD: Method = Method::POST;
     const PATH: &'static str = "/enrollments/{id}/reject";
     type Path = SecurityServerId;
@@ -141,6 +141,9 @@ impl AdminOp for RejectEnrollment {
     fn to_wire(&self) -> (SecurityServerId, ()) {
         (self.server_id.clone(), ())
     }
+}
+
+impl AdminOp for RejectEnrollment {
     fn apply(self, core: &mut Core, now: i64) -> Result<EnrollmentView, RegistryError> {
         let id = &self.server_id;
         let mut record = core.pending(id)?;
@@ -167,7 +170,7 @@ pub struct IssueToken {
     pub server_id: SecurityServerId,
 }
 
-impl AdminOp for IssueToken {
+impl Endpoint for IssueToken {
     const METHOD: Method = Method::POST;
     const PATH: &'static str = "/tokens";
     const STATUS: StatusCode = StatusCode::CREATED;
@@ -182,6 +185,9 @@ impl AdminOp for IssueToken {
     fn to_wire(&self) -> ((), Self) {
         ((), self.clone())
     }
+}
+
+impl AdminOp for IssueToken {
     fn apply(self, core: &mut Core, now: i64) -> Result<IssuedToken, RegistryError> {
         let server_id = self.server_id;
         core.own_instance(&format!("server {server_id}"), server_id.owner().instance())?;

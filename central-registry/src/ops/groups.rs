@@ -7,29 +7,23 @@ use http::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{AdminOp, Core, Input, audit, not_found};
+use super::{AdminOp, Core, Endpoint, Input, PlainEndpoint, audit, not_found};
 use crate::error::RegistryError;
 use crate::ops::views::GroupView;
 use crate::state::GroupRecord;
 use crate::store::Change;
 
 /// `GET /admin/v1/groups`
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct ListGroups;
 
-impl AdminOp for ListGroups {
+impl PlainEndpoint for ListGroups {
     const METHOD: Method = Method::GET;
     const PATH: &'static str = "/groups";
-    type Path = ();
-    type Body = ();
     type Response = Vec<GroupView>;
+}
 
-    fn from_wire((): (), (): ()) -> Self {
-        ListGroups
-    }
-    fn to_wire(&self) -> ((), ()) {
-        ((), ())
-    }
+impl AdminOp for ListGroups {
     fn apply(self, core: &mut Core, _now: i64) -> Result<Vec<GroupView>, RegistryError> {
         Ok(core
             .state
@@ -52,7 +46,7 @@ pub struct AddGroup {
     pub description: String,
 }
 
-impl AdminOp for AddGroup {
+impl Endpoint for AddGroup {
     const METHOD: Method = Method::POST;
     const PATH: &'static str = "/groups";
     const STATUS: StatusCode = StatusCode::CREATED;
@@ -67,6 +61,9 @@ impl AdminOp for AddGroup {
     fn to_wire(&self) -> ((), Self) {
         ((), self.clone())
     }
+}
+
+impl AdminOp for AddGroup {
     fn apply(self, core: &mut Core, now: i64) -> Result<GroupView, RegistryError> {
         let id = self.id;
         core.own_instance(&format!("group {id}"), id.instance())?;
@@ -101,7 +98,7 @@ pub struct RemoveGroup {
     pub id: GlobalGroupId,
 }
 
-impl AdminOp for RemoveGroup {
+impl Endpoint for RemoveGroup {
     const METHOD: Method = Method::DELETE;
     const PATH: &'static str = "/groups/{id}";
     const STATUS: StatusCode = StatusCode::NO_CONTENT;
@@ -115,6 +112,9 @@ impl AdminOp for RemoveGroup {
     fn to_wire(&self) -> (GlobalGroupId, ()) {
         (self.id.clone(), ())
     }
+}
+
+impl AdminOp for RemoveGroup {
     fn apply(self, core: &mut Core, now: i64) -> Result<(), RegistryError> {
         let id = self.id;
         if !core.state.groups.contains_key(&id) {
@@ -140,7 +140,7 @@ pub struct AddGroupMember {
     pub subsystem: SubsystemId,
 }
 
-impl AdminOp for AddGroupMember {
+impl Endpoint for AddGroupMember {
     const METHOD: Method = Method::PUT;
     const PATH: &'static str = "/groups/{id}/members/{subsystem}";
     type Path = (GlobalGroupId, SubsystemId);
@@ -153,6 +153,9 @@ impl AdminOp for AddGroupMember {
     fn to_wire(&self) -> (Self::Path, ()) {
         ((self.group.clone(), self.subsystem.clone()), ())
     }
+}
+
+impl AdminOp for AddGroupMember {
     fn apply(self, core: &mut Core, now: i64) -> Result<GroupView, RegistryError> {
         core.set_group_member(&self.group, &self.subsystem, true, now)
     }
@@ -168,7 +171,7 @@ pub struct RemoveGroupMember {
     pub subsystem: SubsystemId,
 }
 
-impl AdminOp for RemoveGroupMember {
+impl Endpoint for RemoveGroupMember {
     const METHOD: Method = Method::DELETE;
     const PATH: &'static str = "/groups/{id}/members/{subsystem}";
     type Path = (GlobalGroupId, SubsystemId);
@@ -181,6 +184,9 @@ impl AdminOp for RemoveGroupMember {
     fn to_wire(&self) -> (Self::Path, ()) {
         ((self.group.clone(), self.subsystem.clone()), ())
     }
+}
+
+impl AdminOp for RemoveGroupMember {
     fn apply(self, core: &mut Core, now: i64) -> Result<GroupView, RegistryError> {
         core.set_group_member(&self.group, &self.subsystem, false, now)
     }

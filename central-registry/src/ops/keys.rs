@@ -7,7 +7,7 @@ use http::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{AdminOp, Core, Input, audit, not_found};
+use super::{AdminOp, Core, Endpoint, Input, audit, not_found};
 use crate::error::RegistryError;
 use crate::ops::views::KeyView;
 use crate::state::KeyRecord;
@@ -19,7 +19,7 @@ pub struct ListKeys {
     pub member: MemberId,
 }
 
-impl AdminOp for ListKeys {
+impl Endpoint for ListKeys {
     const METHOD: Method = Method::GET;
     const PATH: &'static str = "/members/{id}/keys";
     type Path = MemberId;
@@ -32,6 +32,9 @@ impl AdminOp for ListKeys {
     fn to_wire(&self) -> (MemberId, ()) {
         (self.member.clone(), ())
     }
+}
+
+impl AdminOp for ListKeys {
     fn apply(self, core: &mut Core, _now: i64) -> Result<Vec<KeyView>, RegistryError> {
         if !core.state.members.contains_key(&self.member) {
             return Err(not_found(format!("member {}", self.member)));
@@ -61,7 +64,7 @@ pub struct NewKey {
     pub valid_from: Option<i64>,
 }
 
-impl AdminOp for AddKey {
+impl Endpoint for AddKey {
     const METHOD: Method = Method::POST;
     const PATH: &'static str = "/members/{id}/keys";
     const STATUS: StatusCode = StatusCode::CREATED;
@@ -76,6 +79,9 @@ impl AdminOp for AddKey {
     fn to_wire(&self) -> (MemberId, NewKey) {
         (self.member.clone(), self.key.clone())
     }
+}
+
+impl AdminOp for AddKey {
     fn apply(self, core: &mut Core, now: i64) -> Result<KeyView, RegistryError> {
         let member = self.member;
         if !core.state.members.contains_key(&member) {
@@ -136,7 +142,7 @@ pub struct Retirement {
     pub at: Option<i64>,
 }
 
-impl AdminOp for RetireKey {
+impl Endpoint for RetireKey {
     const METHOD: Method = Method::POST;
     const PATH: &'static str = "/members/{id}/keys/{key_id}/retire";
     const INPUT: Input = Input::Json;
@@ -157,6 +163,9 @@ impl AdminOp for RetireKey {
             self.retirement.clone(),
         )
     }
+}
+
+impl AdminOp for RetireKey {
     fn apply(self, core: &mut Core, now: i64) -> Result<KeyView, RegistryError> {
         let (member, key_id) = (self.member, self.key_id);
         let mut record = core.key_record(&member, &key_id)?;
@@ -201,7 +210,7 @@ pub struct RemoveKey {
     pub key_id: KeyId,
 }
 
-impl AdminOp for RemoveKey {
+impl Endpoint for RemoveKey {
     const METHOD: Method = Method::DELETE;
     const PATH: &'static str = "/members/{id}/keys/{key_id}";
     const STATUS: StatusCode = StatusCode::NO_CONTENT;
@@ -215,6 +224,9 @@ impl AdminOp for RemoveKey {
     fn to_wire(&self) -> (Self::Path, ()) {
         ((self.member.clone(), self.key_id.clone()), ())
     }
+}
+
+impl AdminOp for RemoveKey {
     fn apply(self, core: &mut Core, now: i64) -> Result<(), RegistryError> {
         let (member, key_id) = (self.member, self.key_id);
         core.key_record(&member, &key_id)?;

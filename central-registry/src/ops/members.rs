@@ -8,29 +8,23 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::keys::key_text;
-use super::{AdminOp, Core, Input, audit, not_found};
+use super::{AdminOp, Core, Endpoint, Input, PlainEndpoint, audit, not_found};
 use crate::error::RegistryError;
 use crate::ops::views::{MemberView, SubsystemView};
 use crate::state::MemberRecord;
 use crate::store::Change;
 
 /// `GET /admin/v1/members`
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct ListMembers;
 
-impl AdminOp for ListMembers {
+impl PlainEndpoint for ListMembers {
     const METHOD: Method = Method::GET;
     const PATH: &'static str = "/members";
-    type Path = ();
-    type Body = ();
     type Response = Vec<MemberView>;
+}
 
-    fn from_wire((): (), (): ()) -> Self {
-        ListMembers
-    }
-    fn to_wire(&self) -> ((), ()) {
-        ((), ())
-    }
+impl AdminOp for ListMembers {
     fn apply(self, core: &mut Core, _now: i64) -> Result<Vec<MemberView>, RegistryError> {
         let mut subs: HashMap<&MemberId, Vec<SubsystemView>> = HashMap::new();
         for (sid, s) in &core.state.subsystems {
@@ -59,7 +53,7 @@ pub struct AddMember {
     pub name: String,
 }
 
-impl AdminOp for AddMember {
+impl Endpoint for AddMember {
     const METHOD: Method = Method::POST;
     const PATH: &'static str = "/members";
     const STATUS: StatusCode = StatusCode::CREATED;
@@ -74,6 +68,9 @@ impl AdminOp for AddMember {
     fn to_wire(&self) -> ((), Self) {
         ((), self.clone())
     }
+}
+
+impl AdminOp for AddMember {
     fn apply(self, core: &mut Core, now: i64) -> Result<MemberView, RegistryError> {
         let id = self.id;
         core.own_instance(&format!("member {id}"), id.instance())?;
@@ -107,7 +104,7 @@ pub struct RemoveMember {
     pub id: MemberId,
 }
 
-impl AdminOp for RemoveMember {
+impl Endpoint for RemoveMember {
     const METHOD: Method = Method::DELETE;
     const PATH: &'static str = "/members/{id}";
     const STATUS: StatusCode = StatusCode::NO_CONTENT;
@@ -121,6 +118,9 @@ impl AdminOp for RemoveMember {
     fn to_wire(&self) -> (MemberId, ()) {
         (self.id.clone(), ())
     }
+}
+
+impl AdminOp for RemoveMember {
     fn apply(self, core: &mut Core, now: i64) -> Result<(), RegistryError> {
         let id = &self.id;
         if !core.state.members.contains_key(id) {

@@ -2,31 +2,26 @@
 
 use globalconf::{SecurityServerId, SubsystemId};
 use http::{Method, StatusCode};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{AdminOp, Core, audit, not_found};
+use super::{AdminOp, Core, Endpoint, PlainEndpoint, audit, not_found};
 use crate::error::RegistryError;
 use crate::ops::views::ServerView;
 use crate::state::ServerRecord;
 use crate::store::Change;
 
 /// `GET /admin/v1/servers`
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct ListServers;
 
-impl AdminOp for ListServers {
+impl PlainEndpoint for ListServers {
     const METHOD: Method = Method::GET;
     const PATH: &'static str = "/servers";
-    type Path = ();
-    type Body = ();
     type Response = Vec<ServerView>;
+}
 
-    fn from_wire((): (), (): ()) -> Self {
-        ListServers
-    }
-    fn to_wire(&self) -> ((), ()) {
-        ((), ())
-    }
+impl AdminOp for ListServers {
     fn apply(self, core: &mut Core, _now: i64) -> Result<Vec<ServerView>, RegistryError> {
         Ok(core
             .state
@@ -47,7 +42,7 @@ pub struct RemoveServer {
     pub id: SecurityServerId,
 }
 
-impl AdminOp for RemoveServer {
+impl Endpoint for RemoveServer {
     const METHOD: Method = Method::DELETE;
     const PATH: &'static str = "/servers/{id}";
     const STATUS: StatusCode = StatusCode::NO_CONTENT;
@@ -61,6 +56,9 @@ impl AdminOp for RemoveServer {
     fn to_wire(&self) -> (SecurityServerId, ()) {
         (self.id.clone(), ())
     }
+}
+
+impl AdminOp for RemoveServer {
     fn apply(self, core: &mut Core, now: i64) -> Result<(), RegistryError> {
         let id = self.id;
         if !core.state.servers.contains_key(&id) {
@@ -90,7 +88,7 @@ pub struct AddHostedSubsystem {
     pub subsystem: SubsystemId,
 }
 
-impl AdminOp for AddHostedSubsystem {
+impl Endpoint for AddHostedSubsystem {
     const METHOD: Method = Method::PUT;
     const PATH: &'static str = "/servers/{id}/subsystems/{subsystem}";
     type Path = (SecurityServerId, SubsystemId);
@@ -103,6 +101,9 @@ impl AdminOp for AddHostedSubsystem {
     fn to_wire(&self) -> (Self::Path, ()) {
         ((self.server.clone(), self.subsystem.clone()), ())
     }
+}
+
+impl AdminOp for AddHostedSubsystem {
     fn apply(self, core: &mut Core, now: i64) -> Result<ServerView, RegistryError> {
         core.set_hosted_subsystem(&self.server, &self.subsystem, true, now)
     }
@@ -118,7 +119,7 @@ pub struct RemoveHostedSubsystem {
     pub subsystem: SubsystemId,
 }
 
-impl AdminOp for RemoveHostedSubsystem {
+impl Endpoint for RemoveHostedSubsystem {
     const METHOD: Method = Method::DELETE;
     const PATH: &'static str = "/servers/{id}/subsystems/{subsystem}";
     type Path = (SecurityServerId, SubsystemId);
@@ -131,6 +132,9 @@ impl AdminOp for RemoveHostedSubsystem {
     fn to_wire(&self) -> (Self::Path, ()) {
         ((self.server.clone(), self.subsystem.clone()), ())
     }
+}
+
+impl AdminOp for RemoveHostedSubsystem {
     fn apply(self, core: &mut Core, now: i64) -> Result<ServerView, RegistryError> {
         core.set_hosted_subsystem(&self.server, &self.subsystem, false, now)
     }

@@ -4,29 +4,23 @@ use http::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{AdminOp, Core, Input, audit};
+use super::{AdminOp, Core, Input, PlainEndpoint, audit};
 use crate::enrollment::EnrollmentStatus;
 use crate::error::RegistryError;
 use crate::ops::views::StatusView;
 use crate::store::AuditEntry;
 
 /// `GET /admin/v1/status`: serial and validity of the served configuration, and counts.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct Status;
 
-impl AdminOp for Status {
+impl PlainEndpoint for Status {
     const METHOD: Method = Method::GET;
     const PATH: &'static str = "/status";
-    type Path = ();
-    type Body = ();
     type Response = StatusView;
+}
 
-    fn from_wire((): (), (): ()) -> Self {
-        Status
-    }
-    fn to_wire(&self) -> ((), ()) {
-        ((), ())
-    }
+impl AdminOp for Status {
     fn apply(self, core: &mut Core, _now: i64) -> Result<StatusView, RegistryError> {
         core.status()
     }
@@ -36,22 +30,16 @@ impl AdminOp for Status {
 }
 
 /// `POST /admin/v1/publish`: signs and publishes a new serial now, even without changes.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct Publish;
 
-impl AdminOp for Publish {
+impl PlainEndpoint for Publish {
     const METHOD: Method = Method::POST;
     const PATH: &'static str = "/publish";
-    type Path = ();
-    type Body = ();
     type Response = StatusView;
+}
 
-    fn from_wire((): (), (): ()) -> Self {
-        Publish
-    }
-    fn to_wire(&self) -> ((), ()) {
-        ((), ())
-    }
+impl AdminOp for Publish {
     fn apply(self, core: &mut Core, now: i64) -> Result<StatusView, RegistryError> {
         core.execute(Vec::new(), audit("publish", json!({})), true, now)?;
         core.status()
@@ -67,20 +55,14 @@ pub struct Audit {
     pub limit: Option<usize>,
 }
 
-impl AdminOp for Audit {
+impl PlainEndpoint for Audit {
     const METHOD: Method = Method::GET;
     const PATH: &'static str = "/audit";
     const INPUT: Input = Input::Query;
-    type Path = ();
-    type Body = Self;
     type Response = Vec<AuditEntry>;
+}
 
-    fn from_wire((): (), query: Self) -> Self {
-        query
-    }
-    fn to_wire(&self) -> ((), Self) {
-        ((), self.clone())
-    }
+impl AdminOp for Audit {
     fn apply(self, core: &mut Core, _now: i64) -> Result<Vec<AuditEntry>, RegistryError> {
         Ok(core.store.audit(self.limit.unwrap_or(100))?)
     }

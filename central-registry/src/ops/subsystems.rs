@@ -7,29 +7,23 @@ use http::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{AdminOp, Core, Input, audit, not_found};
+use super::{AdminOp, Core, Endpoint, Input, PlainEndpoint, audit, not_found};
 use crate::error::RegistryError;
 use crate::ops::views::SubsystemView;
 use crate::state::SubsystemRecord;
 use crate::store::Change;
 
 /// `GET /admin/v1/subsystems`
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct ListSubsystems;
 
-impl AdminOp for ListSubsystems {
+impl PlainEndpoint for ListSubsystems {
     const METHOD: Method = Method::GET;
     const PATH: &'static str = "/subsystems";
-    type Path = ();
-    type Body = ();
     type Response = Vec<SubsystemView>;
+}
 
-    fn from_wire((): (), (): ()) -> Self {
-        ListSubsystems
-    }
-    fn to_wire(&self) -> ((), ()) {
-        ((), ())
-    }
+impl AdminOp for ListSubsystems {
     fn apply(self, core: &mut Core, _now: i64) -> Result<Vec<SubsystemView>, RegistryError> {
         Ok(core
             .state
@@ -59,7 +53,7 @@ pub struct AddSubsystem {
     pub name: String,
 }
 
-impl AdminOp for AddSubsystem {
+impl Endpoint for AddSubsystem {
     const METHOD: Method = Method::POST;
     const PATH: &'static str = "/subsystems";
     const STATUS: StatusCode = StatusCode::CREATED;
@@ -74,6 +68,9 @@ impl AdminOp for AddSubsystem {
     fn to_wire(&self) -> ((), Self) {
         ((), self.clone())
     }
+}
+
+impl AdminOp for AddSubsystem {
     fn apply(self, core: &mut Core, now: i64) -> Result<SubsystemView, RegistryError> {
         let id = self.id;
         if !core.state.members.contains_key(id.member()) {
@@ -111,7 +108,7 @@ pub struct RemoveSubsystem {
     pub id: SubsystemId,
 }
 
-impl AdminOp for RemoveSubsystem {
+impl Endpoint for RemoveSubsystem {
     const METHOD: Method = Method::DELETE;
     const PATH: &'static str = "/subsystems/{id}";
     const STATUS: StatusCode = StatusCode::NO_CONTENT;
@@ -125,6 +122,9 @@ impl AdminOp for RemoveSubsystem {
     fn to_wire(&self) -> (SubsystemId, ()) {
         (self.id.clone(), ())
     }
+}
+
+impl AdminOp for RemoveSubsystem {
     fn apply(self, core: &mut Core, now: i64) -> Result<(), RegistryError> {
         let id = self.id;
         if !core.state.subsystems.contains_key(&id) {

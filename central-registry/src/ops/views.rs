@@ -121,3 +121,19 @@ impl std::fmt::Debug for IssuedToken {
             .finish_non_exhaustive()
     }
 }
+
+/// The views are JSON answers with their operation's status.
+macro_rules! json_replies {
+    ($($ty:ty),* $(,)?) => {$(impl runtime::admin::JsonReply for $ty {})*};
+}
+
+json_replies!(
+    StatusView,
+    MemberView,
+    SubsystemView,
+    GroupView,
+    ServerView,
+    KeyView,
+    EnrollmentView,
+    IssuedToken,
+);

@@ -13,11 +13,11 @@ pub mod ops;
 
 use std::sync::Arc;
 
-use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodFilter, get, on};
+use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -27,6 +27,7 @@ use crate::serverconf::{ServerConf, ServerConfError};
 
 pub use client::{AdminClient, AdminClientError};
 pub use ops::{AdminOp, Input, OpVisitor, PathParams, Reply, for_each_op};
+use runtime::admin::Refusal;
 
 #[derive(Debug, Clone)]
 pub struct Admin {
@@ -84,6 +85,16 @@ pub struct ErrorBody {
     pub message: String,
     #[serde(rename = "type")]
     pub kind: String,
+}
+
+/// How a refusal reads in the admin CLI.
+impl runtime::admin::ErrorAnswer for ErrorBody {
+    fn refused(&self, status: http::StatusCode) -> String {
+        format!("{}: {} (HTTP {status})", self.kind, self.message)
+    }
+    fn unexpected(status: http::StatusCode, message: &str) -> String {
+        format!("HTTP {status}: {message}")
+    }
 }
 
 impl IntoResponse for AdminError {
@@ -197,60 +208,25 @@ struct Routes(Router<Admin>);
 
 impl OpVisitor for Routes {
     fn visit<Op: AdminOp>(&mut self) {
-        let Ok(filter) = MethodFilter::try_from(Op::METHOD) else {
-            tracing::error!(method = %Op::METHOD, path = Op::PATH, "no route for this method");
-            return;
-        };
-        let routes = std::mem::take(&mut self.0);
-        self.0 = routes.route(Op::PATH, on(filter, handle::<Op>));
+        self.0 = runtime::admin::route::<Op, _, _, _>(std::mem::take(&mut self.0), handle::<Op>);
     }
 }
 
-/// The handler of every operation.
+/// The handler of every operation: runs it through [`AdminOp::apply`].
 async fn handle<Op: AdminOp>(State(admin): State<Admin>, request: Request) -> Response {
-    let op = match read::<Op>(request).await {
-        Ok(op) => op,
-        Err(refusal) => return refusal.into_response(),
-    };
-    match op.apply(&admin).await {
-        Ok(answer) => answer.into_response(),
-        Err(e) => e.into_response(),
-    }
+    runtime::admin::handle::<Op, _, _>(request, refuse, |op| async move { op.apply(&admin).await })
+        .await
 }
 
-/// The request of `Op`: path identifiers first, then the query or the JSON body. A path the
-/// extractor cannot read gets axum's own answer; a bad identifier, query or JSON body is an
-/// `Admin.BadRequest`.
-async fn read<Op: AdminOp>(request: Request) -> Result<Op, Response> {
-    let (mut parts, body) = request.into_parts();
-    let raw = if <Op::Path as PathParams>::COUNT == 0 {
-        Vec::new()
-    } else {
-        let Path(raw) = Path::<Vec<String>>::from_request_parts(&mut parts, &())
-            .await
-            .map_err(IntoResponse::into_response)?;
-        raw
-    };
-    let path = Op::Path::parse(&raw).map_err(IntoResponse::into_response)?;
-    let body = match Op::INPUT {
-        // Cannot fail: every op without input has `()` for a body (a test in `ops` checks).
-        Input::None => serde_json::from_value(serde_json::Value::Null).map_err(|e| {
-            AdminError::Storage(format!("{} takes no input: {e}", Op::PATH)).into_response()
-        })?,
-        Input::Query => {
-            let Query(query) = Query::<Op::Body>::from_request_parts(&mut parts, &())
-                .await
-                .map_err(|r| AdminError::BadRequest(r.body_text()).into_response())?;
-            query
-        }
-        Input::Json => {
-            let Json(body) = Json::<Op::Body>::from_request(Request::from_parts(parts, body), &())
-                .await
-                .map_err(|r| AdminError::BadRequest(r.body_text()).into_response())?;
-            body
-        }
-    };
-    Ok(Op::from_wire(path, body))
+/// A bad identifier, query or JSON body is an `Admin.BadRequest`.
+fn refuse(refusal: Refusal) -> Response {
+    match refusal {
+        Refusal::Path(e) => AdminError::from(e).into_response(),
+        Refusal::Query(rejection) => AdminError::BadRequest(rejection.body_text()).into_response(),
+        Refusal::Json(why) => AdminError::BadRequest(why).into_response(),
+        // Cannot happen: every op without input has `()` for a body (a test in `ops` checks).
+        Refusal::NoInput(why) => AdminError::Storage(why).into_response(),
+    }
 }
 
 /// 200 `{"status":"ok","globalconf_serial":N}` when the server can exchange messages (it holds
@@ -287,10 +263,8 @@ async fn health(State(admin): State<Admin>) -> Response {
 mod tests {
     use std::time::Duration;
 
-    use axum::body::Body;
     use certs::{ManualClock, SigningKey, TlsIdentity};
     use globalconf::{Anchor, InstanceId};
-    use tower::ServiceExt as _;
 
     use super::*;
     use crate::peer::PeerPool;
@@ -328,19 +302,7 @@ mod tests {
     }
 
     async fn send(app: &Router, method: &http::Method, path: &str) -> (u16, String) {
-        let request = http::Request::builder()
-            .method(method)
-            .uri(path)
-            .header(http::header::AUTHORIZATION, format!("Bearer {TOKEN}"))
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .body(Body::from("null"))
-            .unwrap();
-        let response = app.clone().oneshot(request).await.unwrap();
-        let status = response.status().as_u16();
-        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
-            .await
-            .unwrap();
-        (status, String::from_utf8_lossy(&body).into_owned())
+        runtime::admin::checks::send(app, TOKEN, method, path, "null").await
     }
 
     #[tokio::test]
@@ -351,14 +313,7 @@ mod tests {
             // "x" is no service id, so an op with one refuses it by name; a JSON body of `null`
             // is no request, so an op with a body refuses it: proof that its own handler, not
             // the fallback, answered.
-            let path = op.path.replace("{*id}", "x");
-            let (status, body) = send(&app, &op.method, &path).await;
-            assert!(
-                status != 405 && !body.contains("no such endpoint"),
-                "{} {} is not routed: {status} {body}",
-                op.method,
-                op.path
-            );
+            let (status, body) = runtime::admin::checks::routed(&app, TOKEN, "", "null", &op).await;
             if op.path_params > 0 {
                 assert_eq!(status, 400, "{}: {body}", op.name);
                 assert!(body.contains("service id: "), "{}: {body}", op.name);

@@ -2,27 +2,22 @@
 
 use exchange::access::Grant;
 use http::Method;
+use serde::{Deserialize, Serialize};
 
-use super::{Added, AdminOp, Input};
+use super::{Added, AdminOp, Endpoint, Input, PlainEndpoint};
 use crate::admin::{Admin, AdminError, on_serverconf};
 
 /// `GET /v1/access`: every grant.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct ListAccess;
 
-impl AdminOp for ListAccess {
+impl PlainEndpoint for ListAccess {
     const METHOD: Method = Method::GET;
     const PATH: &'static str = "/v1/access";
-    type Path = ();
-    type Body = ();
     type Response = Vec<Grant>;
+}
 
-    fn from_wire((): (), (): ()) -> Self {
-        ListAccess
-    }
-    fn to_wire(&self) -> ((), ()) {
-        ((), ())
-    }
+impl AdminOp for ListAccess {
     async fn apply(self, admin: &Admin) -> Result<Vec<Grant>, AdminError> {
         Ok(admin.serverconf.snapshot().access.grants().to_vec())
     }
@@ -38,7 +33,7 @@ impl AdminOp for ListAccess {
 #[derive(Debug, Clone)]
 pub struct GrantAccess(pub Grant);
 
-impl AdminOp for GrantAccess {
+impl Endpoint for GrantAccess {
     const METHOD: Method = Method::POST;
     const PATH: &'static str = "/v1/access";
     const INPUT: Input = Input::Json;
@@ -52,6 +47,9 @@ impl AdminOp for GrantAccess {
     fn to_wire(&self) -> ((), Grant) {
         ((), self.0.clone())
     }
+}
+
+impl AdminOp for GrantAccess {
     async fn apply(self, admin: &Admin) -> Result<Added<Grant>, AdminError> {
         let stored = self.0.clone();
         let new = on_serverconf(admin, move |c| c.grant(stored)).await?;
@@ -70,7 +68,7 @@ impl AdminOp for GrantAccess {
 #[derive(Debug, Clone)]
 pub struct RevokeAccess(pub Grant);
 
-impl AdminOp for RevokeAccess {
+impl Endpoint for RevokeAccess {
     const METHOD: Method = Method::POST;
     const PATH: &'static str = "/v1/access/revoke";
     const INPUT: Input = Input::Json;
@@ -84,6 +82,9 @@ impl AdminOp for RevokeAccess {
     fn to_wire(&self) -> ((), Grant) {
         ((), self.0.clone())
     }
+}
+
+impl AdminOp for RevokeAccess {
     async fn apply(self, admin: &Admin) -> Result<(), AdminError> {
         if !on_serverconf(admin, move |c| c.revoke(&self.0)).await? {
             return Err(AdminError::NotFound("no such grant".into()));

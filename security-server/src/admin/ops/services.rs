@@ -2,28 +2,23 @@
 
 use globalconf::ServiceId;
 use http::Method;
+use serde::{Deserialize, Serialize};
 
-use super::{Added, AdminOp, Input};
+use super::{Added, AdminOp, Endpoint, Input, PlainEndpoint};
 use crate::admin::{Admin, AdminError, on_serverconf};
 use crate::serverconf::ServiceEntry;
 
 /// `GET /v1/services`: every service, in identifier order.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct ListServices;
 
-impl AdminOp for ListServices {
+impl PlainEndpoint for ListServices {
     const METHOD: Method = Method::GET;
     const PATH: &'static str = "/v1/services";
-    type Path = ();
-    type Body = ();
     type Response = Vec<ServiceEntry>;
+}
 
-    fn from_wire((): (), (): ()) -> Self {
-        ListServices
-    }
-    fn to_wire(&self) -> ((), ()) {
-        ((), ())
-    }
+impl AdminOp for ListServices {
     async fn apply(self, admin: &Admin) -> Result<Vec<ServiceEntry>, AdminError> {
         Ok(admin
             .serverconf
@@ -49,7 +44,7 @@ impl AdminOp for ListServices {
 #[derive(Debug, Clone)]
 pub struct AddService(pub ServiceEntry);
 
-impl AdminOp for AddService {
+impl Endpoint for AddService {
     const METHOD: Method = Method::POST;
     const PATH: &'static str = "/v1/services";
     const INPUT: Input = Input::Json;
@@ -63,6 +58,9 @@ impl AdminOp for AddService {
     fn to_wire(&self) -> ((), ServiceEntry) {
         ((), self.0.clone())
     }
+}
+
+impl AdminOp for AddService {
     async fn apply(self, admin: &Admin) -> Result<Added<ServiceEntry>, AdminError> {
         let stored = self.0.clone();
         let new = on_serverconf(admin, move |c| c.add_service(stored)).await?;
@@ -80,7 +78,7 @@ pub struct RemoveService {
     pub id: ServiceId,
 }
 
-impl AdminOp for RemoveService {
+impl Endpoint for RemoveService {
     const METHOD: Method = Method::DELETE;
     const PATH: &'static str = "/v1/services/{*id}";
     type Path = ServiceId;
@@ -93,6 +91,9 @@ impl AdminOp for RemoveService {
     fn to_wire(&self) -> (ServiceId, ()) {
         (self.id.clone(), ())
     }
+}
+
+impl AdminOp for RemoveService {
     async fn apply(self, admin: &Admin) -> Result<(), AdminError> {
         let id = self.id.clone();
         if !on_serverconf(admin, move |c| c.remove_service(&id)).await? {

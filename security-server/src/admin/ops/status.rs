@@ -3,7 +3,7 @@
 use http::Method;
 use serde::{Deserialize, Serialize};
 
-use super::{AdminOp, Input, pretty};
+use super::{AdminOp, Endpoint, Input, PlainEndpoint, pretty};
 use crate::admin::{Admin, AdminError, on_serverconf};
 use crate::log::EvidenceQuery;
 use crate::serverconf::AuditEntry;
@@ -13,7 +13,7 @@ const AUDIT_DEFAULT_LIMIT: usize = 100;
 const AUDIT_MAX_LIMIT: usize = 10_000;
 
 /// `GET /v1/status`
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct Status;
 
 /// What [`Status`] answers. Fields in name order, as the JSON has always had them.
@@ -37,19 +37,13 @@ pub struct GlobalconfStatus {
     pub usable: bool,
 }
 
-impl AdminOp for Status {
+impl PlainEndpoint for Status {
     const METHOD: Method = Method::GET;
     const PATH: &'static str = "/v1/status";
-    type Path = ();
-    type Body = ();
     type Response = ServerStatus;
+}
 
-    fn from_wire((): (), (): ()) -> Self {
-        Status
-    }
-    fn to_wire(&self) -> ((), ()) {
-        ((), ())
-    }
+impl AdminOp for Status {
     async fn apply(self, admin: &Admin) -> Result<ServerStatus, AdminError> {
         let conf = admin.conf.current();
         let local = admin.serverconf.snapshot();
@@ -70,7 +64,7 @@ impl AdminOp for Status {
 }
 
 /// `POST /v1/globalconf/refresh`: fetches the global configuration now.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct RefreshGlobalconf;
 
 /// What [`RefreshGlobalconf`] answers (fields in name order).
@@ -83,19 +77,13 @@ pub struct Refresh {
     pub source: String,
 }
 
-impl AdminOp for RefreshGlobalconf {
+impl PlainEndpoint for RefreshGlobalconf {
     const METHOD: Method = Method::POST;
     const PATH: &'static str = "/v1/globalconf/refresh";
-    type Path = ();
-    type Body = ();
     type Response = Refresh;
+}
 
-    fn from_wire((): (), (): ()) -> Self {
-        RefreshGlobalconf
-    }
-    fn to_wire(&self) -> ((), ()) {
-        ((), ())
-    }
+impl AdminOp for RefreshGlobalconf {
     async fn apply(self, admin: &Admin) -> Result<Refresh, AdminError> {
         let r = admin
             .conf
@@ -121,20 +109,14 @@ pub struct Audit {
     pub limit: Option<usize>,
 }
 
-impl AdminOp for Audit {
+impl PlainEndpoint for Audit {
     const METHOD: Method = Method::GET;
     const PATH: &'static str = "/v1/audit";
     const INPUT: Input = Input::Query;
-    type Path = ();
-    type Body = Self;
     type Response = Vec<AuditEntry>;
+}
 
-    fn from_wire((): (), query: Self) -> Self {
-        query
-    }
-    fn to_wire(&self) -> ((), Self) {
-        ((), *self)
-    }
+impl AdminOp for Audit {
     async fn apply(self, admin: &Admin) -> Result<Vec<AuditEntry>, AdminError> {
         let limit = self
             .limit
@@ -159,7 +141,7 @@ impl AdminOp for Audit {
 #[derive(Debug, Clone)]
 pub struct ExportEvidence(pub EvidenceQuery);
 
-impl AdminOp for ExportEvidence {
+impl Endpoint for ExportEvidence {
     const METHOD: Method = Method::POST;
     const PATH: &'static str = "/v1/evidence";
     const INPUT: Input = Input::Json;
@@ -173,6 +155,9 @@ impl AdminOp for ExportEvidence {
     fn to_wire(&self) -> ((), EvidenceQuery) {
         ((), self.0.clone())
     }
+}
+
+impl AdminOp for ExportEvidence {
     async fn apply(self, admin: &Admin) -> Result<proto::v1::EvidenceBundle, AdminError> {
         use crate::log::ExportError;
         let source = admin

@@ -3,27 +3,21 @@
 use http::Method;
 use serde::{Deserialize, Serialize};
 
-use super::{Added, AdminOp, Input};
+use super::{Added, AdminOp, Endpoint, Input, PlainEndpoint};
 use crate::admin::{Admin, AdminError, on_serverconf};
 use crate::usage::{SuppressedClient, Suppression};
 
 /// `GET /v1/suppressions`: every suppression rule (resident transparency).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct ListSuppressions;
 
-impl AdminOp for ListSuppressions {
+impl PlainEndpoint for ListSuppressions {
     const METHOD: Method = Method::GET;
     const PATH: &'static str = "/v1/suppressions";
-    type Path = ();
-    type Body = ();
     type Response = Vec<Suppression>;
+}
 
-    fn from_wire((): (), (): ()) -> Self {
-        ListSuppressions
-    }
-    fn to_wire(&self) -> ((), ()) {
-        ((), ())
-    }
+impl AdminOp for ListSuppressions {
     async fn apply(self, admin: &Admin) -> Result<Vec<Suppression>, AdminError> {
         Ok(admin.serverconf.snapshot().suppressions.clone())
     }
@@ -43,7 +37,7 @@ impl AdminOp for ListSuppressions {
 #[derive(Debug, Clone)]
 pub struct AddSuppression(pub Suppression);
 
-impl AdminOp for AddSuppression {
+impl Endpoint for AddSuppression {
     const METHOD: Method = Method::POST;
     const PATH: &'static str = "/v1/suppressions";
     const INPUT: Input = Input::Json;
@@ -57,6 +51,9 @@ impl AdminOp for AddSuppression {
     fn to_wire(&self) -> ((), Suppression) {
         ((), self.0.clone())
     }
+}
+
+impl AdminOp for AddSuppression {
     async fn apply(self, admin: &Admin) -> Result<Added<Suppression>, AdminError> {
         let stored = self.0.clone();
         let new = on_serverconf(admin, move |c| c.suppress(stored)).await?;
@@ -80,7 +77,7 @@ pub struct RemoveSuppression {
     pub client: SuppressedClient,
 }
 
-impl AdminOp for RemoveSuppression {
+impl Endpoint for RemoveSuppression {
     const METHOD: Method = Method::POST;
     const PATH: &'static str = "/v1/suppressions/remove";
     const INPUT: Input = Input::Json;
@@ -94,6 +91,9 @@ impl AdminOp for RemoveSuppression {
     fn to_wire(&self) -> ((), Self) {
         ((), self.clone())
     }
+}
+
+impl AdminOp for RemoveSuppression {
     async fn apply(self, admin: &Admin) -> Result<(), AdminError> {
         if !on_serverconf(admin, move |c| c.unsuppress(&self.client)).await? {
             return Err(AdminError::NotFound(
