@@ -6,6 +6,11 @@
 //!
 //! What an operation does, which error kinds a server answers with and how the CLI prints an
 //! answer stay in each binary's crate.
+//!
+//! # Why one long file
+//! The wire description of an operation, the handler that reads it and the client that writes
+//! it are the two ends of one contract; kept together, a change to one shows in the other. The
+//! checks of an operation table (feature `testing`) follow them.
 
 use std::fmt;
 use std::future::Future;
