@@ -51,6 +51,21 @@ pub fn validate_part(part: &str) -> Result<(), IdError> {
 /// path, a query value and a header.
 const URL_PART: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.');
 
+/// Bytes [`encode_text`] escapes: all but RFC 3986's unreserved characters
+/// (`A-Z a-z 0-9 - . _ ~`).
+const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Any text (a message id, a whole identifier with its `/`) percent-encoded as one URL path
+/// segment or query value: everything but RFC 3986's unreserved characters is escaped, so
+/// `JP/GOV/x?` becomes `JP%2FGOV%2Fx%3F`.
+pub fn encode_text(text: &str) -> String {
+    utf8_percent_encode(text, UNRESERVED).to_string()
+}
+
 /// One identifier part (or any text) percent-encoded for a URL path segment, a query value or
 /// a header such as `X-Road-Security-Server`: `a?b` becomes `a%3Fb`, `住` becomes `%E4%BD%8F`.
 /// The result never contains `/`, so encoded parts joined with `/` split back unambiguously.

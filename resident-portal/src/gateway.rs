@@ -9,7 +9,6 @@ use bytes::Bytes;
 use globalconf::id::encode_part;
 use globalconf::{SecurityServerId, SubsystemId};
 use http::Method;
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use runtime::{ClientError, HttpClient, Response};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -335,7 +334,7 @@ impl Gateway {
         let url = format!(
             "{}/usageEvidence?id={}",
             self.service_base(provider),
-            utf8_percent_encode(message_id, QUERY_VALUE)
+            globalconf::id::encode_text(message_id)
         );
         let answer = self
             .call(&url, resident, server)
@@ -434,22 +433,13 @@ fn transport_reason(e: &ClientError) -> String {
     }
 }
 
-/// What [`utf8_percent_encode`] escapes in a query value that is not one identifier part
-/// (message ids, whole identifiers): all but RFC 3986's unreserved characters. Identifier parts
-/// in paths and headers go through [`globalconf::id::encode_part`].
-pub const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn query_values_keep_only_unreserved() {
-        let encode = |s| utf8_percent_encode(s, QUERY_VALUE).to_string();
+        let encode = globalconf::id::encode_text;
         assert_eq!(encode("abc-._~019"), "abc-._~019");
         assert_eq!(encode("a b+c?d=e&f/g"), "a%20b%2Bc%3Fd%3De%26f%2Fg");
         assert_eq!(encode("住"), "%E4%BD%8F");

@@ -12,9 +12,6 @@ use http::HeaderMap;
 use jiff::tz::TimeZone;
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
-use percent_encoding::utf8_percent_encode;
-
-use crate::gateway::QUERY_VALUE;
 use crate::login::ResidentId;
 use crate::usage::{AccessEntry, SourceState, SourceStatus, Timeline};
 
@@ -479,12 +476,12 @@ fn access_row(t: &Texts, entry: &AccessEntry) -> Markup {
     let provider = entry.provider.to_string();
     let mut href = format!(
         "/evidence?provider={}&id={}",
-        utf8_percent_encode(&provider, QUERY_VALUE),
-        utf8_percent_encode(&r.message_id, QUERY_VALUE)
+        globalconf::id::encode_text(&provider),
+        globalconf::id::encode_text(&r.message_id)
     );
     if let Some(server) = &r.server {
         href.push_str("&server=");
-        href.extend(utf8_percent_encode(&server.to_string(), QUERY_VALUE));
+        href.push_str(&globalconf::id::encode_text(&server.to_string()));
     }
     let failed_status = r.status.filter(|s| !(200..300).contains(s));
     html! {

@@ -24,7 +24,6 @@ use axum::handler::Handler;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, on};
 use http::{Method, StatusCode, header};
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -621,17 +620,10 @@ fn encoding<B>(e: serde_json::Error) -> CallError<B> {
     CallError::Transport(ClientError::Request(format!("cannot encode request: {e}")))
 }
 
-/// Characters left as they are in a path segment: RFC 3986 unreserved ones, so an identifier's
-/// `/` becomes `%2F` and its `?` becomes `%3F`.
-const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
-
-/// Percent-encodes an identifier as one URL path segment.
+/// Percent-encodes an identifier as one URL path segment (RFC 3986 unreserved characters stay,
+/// so an identifier's `/` becomes `%2F` and its `?` becomes `%3F`).
 pub fn path_segment(id: &str) -> String {
-    utf8_percent_encode(id, SEGMENT).to_string()
+    globalconf::id::encode_text(id)
 }
 
 /// `template` (`/members/{id}/keys`) with its placeholders replaced, in order, by the
@@ -644,7 +636,7 @@ pub fn fill_path(template: &str, segments: &[String]) -> String {
         out.push_str(&rest[..open]);
         let close = rest[open..].find('}').map_or(rest.len(), |c| open + c + 1);
         if let Some(segment) = segments.next() {
-            out.extend(utf8_percent_encode(segment, SEGMENT));
+            out.push_str(&path_segment(segment));
         }
         rest = &rest[close..];
     }
