@@ -68,6 +68,10 @@ pub struct RegistryConfig {
     pub listen: SocketAddr,
     /// Admin HTTP API (bearer token); loopback unless you put a TLS proxy in front.
     pub admin_listen: SocketAddr,
+    /// How many connections the public endpoint holds and how long they may wait.
+    pub connections: runtime::ConnectionLimits,
+    /// The same for the admin API.
+    pub admin_connections: runtime::ConnectionLimits,
     /// Registry URLs written into the anchor and every configuration: primary first, replicas after.
     pub public_urls: Vec<String>,
     pub configuration_validity_secs: u64,
@@ -85,6 +89,8 @@ impl Default for RegistryConfig {
             data_dir: PathBuf::from("registry-data"),
             listen: SocketAddr::from(([127, 0, 0, 1], 41001)),
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 41002)),
+            connections: runtime::ConnectionLimits::default(),
+            admin_connections: runtime::ConnectionLimits::default(),
             public_urls: vec!["https://127.0.0.1:41001".into()],
             configuration_validity_secs: 7 * 24 * 3600,
             republish_interval_secs: 3600,
@@ -167,6 +173,12 @@ impl RegistryConfig {
                 self.log_format
             ));
         }
+        self.connections
+            .check("connections")
+            .map_err(ConfigError::Invalid)?;
+        self.admin_connections
+            .check("admin_connections")
+            .map_err(ConfigError::Invalid)?;
         let p = &self.parameters;
         if p.poll_interval_secs == 0
             || p.checkpoint_interval_secs == 0

@@ -180,22 +180,24 @@ impl Registry {
         let shared = &self.shared;
         let trigger = &trigger;
         let public_task = async {
-            let r = runtime::serve_http(
+            let r = runtime::serve_http_with(
                 public,
                 Some(Arc::clone(&shared.tls)),
                 crate::http::public_router(Arc::clone(shared)),
                 stop.clone().wait(),
+                shared.config.connections.serve_options(),
             )
             .await;
             trigger.trigger();
             r
         };
         let admin_task = async {
-            let r = runtime::serve_http(
+            let r = runtime::serve_http_with(
                 admin,
                 None,
                 crate::admin_api::router(Arc::clone(shared)),
                 stop.clone().wait(),
+                shared.config.admin_connections.serve_options(),
             )
             .await;
             trigger.trigger();

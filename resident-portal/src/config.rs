@@ -60,6 +60,8 @@ pub struct LoginConfig {
 pub struct Config {
     /// Where the web pages are served.
     pub listen: SocketAddr,
+    /// How many connections the portal holds and how long they may wait (`[connections]`).
+    pub connections: runtime::ConnectionLimits,
     /// Base URL of this organisation's security server's client proxy (plain HTTP).
     pub security_server: String,
     /// The portal's client subsystem, sent as `X-Road-Client`. Required.
@@ -93,6 +95,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8200)),
+            connections: runtime::ConnectionLimits::default(),
             security_server: String::new(),
             client: None,
             purpose: DEFAULT_PURPOSE.to_owned(),
@@ -137,6 +140,9 @@ impl Config {
     /// Checks what serde cannot: required keys, ranges, and that the values make sense together.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |m: String| Err(ConfigError::Invalid(m));
+        if let Err(m) = self.connections.check("connections") {
+            return invalid(m);
+        }
         if self.security_server.is_empty() {
             return invalid("security_server is required (e.g. \"http://127.0.0.1:8080\")".into());
         }

@@ -38,7 +38,8 @@ pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
+    let limits = config.connections.serve_options();
     let router =
         router(config).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-    runtime::serve_http(listener, None, router, shutdown).await
+    runtime::serve_http_with(listener, None, router, shutdown, limits).await
 }

@@ -6,6 +6,7 @@
 //! - [`serve`]: accept loop for an axum router over plain TCP or TLS, with a connection limit,
 //!   the peer certificate in request extensions, and graceful drain with a deadline.
 //! - `conns`: the connections of one serving loop: per-source limits, idle closing, eviction.
+//! - [`body`]: request bodies that must keep arriving (a gap and a minimum rate).
 //! - [`client`]: HTTP(S) clients with timeouts and bounded bodies (registry polling, admin CLIs).
 //! - [`admin`]: an admin operation on the wire ([`admin::Endpoint`]), its generic axum handler
 //!   and client call, and the checks of an operation table.
@@ -16,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod body;
 pub mod client;
 mod conns;
 pub mod logging;
@@ -27,5 +29,5 @@ pub mod time;
 
 pub use client::{ClientError, HttpClient, Response, error_chain};
 pub use logging::init_tracing;
-pub use serve::{PeerCertificate, ServeOptions, serve_http, serve_http_with};
+pub use serve::{ConnectionLimits, PeerCertificate, ServeOptions, serve_http, serve_http_with};
 pub use shutdown::{Shutdown, ShutdownTrigger, signal};

@@ -5,7 +5,10 @@
 //! request's headers must arrive within their timeouts, a connection with no request in flight
 //! and no byte either way for the idle timeout is closed, one source address may hold only a
 //! share of the connections, and when the loop is full the connection idle longest is closed so
-//! that a new client is served.
+//! that a new client is served. A request body must keep arriving too (`body.rs`).
+//!
+//! Each binary reads the limits of each of its listeners from its configuration file as a
+//! [`ConnectionLimits`] table (`docs/configuration.md`, "Connections").
 //!
 //! Over TLS, the SHA-256 of the peer's end-entity certificate (when it presented one) is put in
 //! each request's extensions as [`PeerCertificate`], so handlers can pin peers without knowing
@@ -16,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -25,6 +29,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
+use crate::body::{BodyPace, Paced};
 use crate::conns::{Conns, Counting, Tracked};
 
 /// SHA-256 of the DER of the TLS peer's end-entity certificate.
@@ -45,6 +50,8 @@ pub struct ServeOptions {
     pub header_read_timeout: Duration,
     /// How long a connection may stay open with no request in flight and no byte either way.
     pub idle_timeout: Duration,
+    /// How fast a request body must arrive.
+    pub body_pace: BodyPace,
     /// How long in-flight requests may take to finish after shutdown begins.
     pub drain_timeout: Duration,
 }
@@ -57,7 +64,92 @@ impl Default for ServeOptions {
             handshake_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(120),
+            body_pace: BodyPace {
+                gap: Duration::from_secs(30),
+                min_bytes_per_sec: 1024,
+            },
             drain_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The limits of one listener as its operator writes them: a table of a binary's configuration
+/// file (`[client_proxy.connections]`, say). Every key is optional; the defaults are
+/// [`ServeOptions::default`]'s.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConnectionLimits {
+    /// Connections held at once.
+    pub max: usize,
+    /// Connections one source address may hold at once.
+    pub max_per_source: usize,
+    /// Seconds a TLS handshake may take.
+    pub handshake_timeout_secs: u64,
+    /// Seconds a request's headers may take to arrive.
+    pub header_read_timeout_secs: u64,
+    /// Seconds a connection may stay open with no request in flight and no byte either way.
+    pub idle_timeout_secs: u64,
+    /// Seconds the server waits at most for the next part of a request body.
+    pub body_read_timeout_secs: u64,
+    /// Bytes a second a request body must average while the server waits for it; 0: no limit.
+    pub min_body_bytes_per_sec: u64,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        let d = ServeOptions::default();
+        Self {
+            max: d.max_connections,
+            max_per_source: d.max_connections_per_source,
+            handshake_timeout_secs: d.handshake_timeout.as_secs(),
+            header_read_timeout_secs: d.header_read_timeout.as_secs(),
+            idle_timeout_secs: d.idle_timeout.as_secs(),
+            body_read_timeout_secs: d.body_pace.gap.as_secs(),
+            min_body_bytes_per_sec: d.body_pace.min_bytes_per_sec,
+        }
+    }
+}
+
+impl ConnectionLimits {
+    /// Why these limits cannot be used, naming the key; `table` is where they were read from
+    /// (`client_proxy.connections`, say).
+    pub fn check(&self, table: &str) -> Result<(), String> {
+        let zero = [
+            ("max", self.max == 0),
+            ("max_per_source", self.max_per_source == 0),
+            ("handshake_timeout_secs", self.handshake_timeout_secs == 0),
+            (
+                "header_read_timeout_secs",
+                self.header_read_timeout_secs == 0,
+            ),
+            ("idle_timeout_secs", self.idle_timeout_secs == 0),
+            ("body_read_timeout_secs", self.body_read_timeout_secs == 0),
+        ];
+        if let Some((key, _)) = zero.iter().find(|(_, is_zero)| *is_zero) {
+            return Err(format!("{table}.{key} must be at least 1"));
+        }
+        if self.max_per_source > self.max {
+            return Err(format!(
+                "{table}.max_per_source ({}) is more than {table}.max ({})",
+                self.max_per_source, self.max
+            ));
+        }
+        Ok(())
+    }
+
+    /// The serving loop's options for these limits.
+    pub fn serve_options(&self) -> ServeOptions {
+        ServeOptions {
+            max_connections: self.max,
+            max_connections_per_source: self.max_per_source,
+            handshake_timeout: Duration::from_secs(self.handshake_timeout_secs),
+            header_read_timeout: Duration::from_secs(self.header_read_timeout_secs),
+            idle_timeout: Duration::from_secs(self.idle_timeout_secs),
+            body_pace: BodyPace {
+                gap: Duration::from_secs(self.body_read_timeout_secs),
+                min_bytes_per_sec: self.min_body_bytes_per_sec,
+            },
+            ..ServeOptions::default()
         }
     }
 }
@@ -133,12 +225,16 @@ pub async fn serve_http_with(
         let acceptor = acceptor.clone();
         let handshake_timeout = options.handshake_timeout;
         let idle_timeout = options.idle_timeout;
+        let pace = options.body_pace;
         let in_flight = Arc::clone(&conn);
         let task = tokio::spawn(async move {
             // Dropped when the connection ends, or when its task is aborted (evicted, idle).
             let _registered = registered;
             match acceptor {
                 None => {
+                    let router = router.map_request(move |req: http::Request<Incoming>| {
+                        req.map(|body| Paced::new(body, pace))
+                    });
                     let service = TowerToHyperService::new(Counting::new(router, in_flight));
                     let conn =
                         builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
@@ -166,11 +262,11 @@ pub async fn serve_http_with(
                         .peer_certificates()
                         .and_then(|chain| chain.first())
                         .map(|leaf| PeerCertificate(Sha256::digest(leaf.as_ref()).into()));
-                    let router = router.map_request(move |mut req: http::Request<_>| {
+                    let router = router.map_request(move |mut req: http::Request<Incoming>| {
                         if let Some(pc) = peer_cert {
                             req.extensions_mut().insert(pc);
                         }
-                        req
+                        req.map(|body| Paced::new(body, pace))
                     });
                     let service = TowerToHyperService::new(Counting::new(router, in_flight));
                     let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);

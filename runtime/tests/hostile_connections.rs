@@ -1,7 +1,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Clients that hold connections without using them cannot lock a server out: idle and
 //! half-sent connections are closed, one source holds only its share, and a full server closes
-//! the connection idle longest to serve a new client, never one with a request in flight.
+//! the connection idle longest to serve a new client, never one with a request in flight. A
+//! request body that stops arriving, or arrives a byte at a time, is cut off.
 //!
 //! The limits are small so that the tests stay quick; each wait is bounded so that a broken
 //! server fails the test instead of hanging it.
@@ -36,7 +37,8 @@ impl Drop for Server {
     }
 }
 
-/// `/` answers at once; `/hold` answers once the test releases it.
+/// `/` answers at once; `/hold` answers once the test releases it; `/echo` reads the body and
+/// answers its length (axum answers 400 when the body cannot be read).
 async fn serve(options: ServeOptions) -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
@@ -44,18 +46,24 @@ async fn serve(options: ServeOptions) -> Server {
     let (arrived, held) = tokio::sync::watch::channel(0usize);
     let arrived = Arc::new(arrived);
     let released = Arc::clone(&release);
-    let router = Router::new().route("/", get(|| async { "ok" })).route(
-        "/hold",
-        get(move || {
-            let (released, arrived) = (Arc::clone(&released), Arc::clone(&arrived));
-            async move {
-                let notified = released.notified();
-                arrived.send_modify(|n| *n += 1);
-                notified.await;
-                "released"
-            }
-        }),
-    );
+    let router = Router::new()
+        .route("/", get(|| async { "ok" }))
+        .route(
+            "/echo",
+            axum::routing::post(|body: axum::body::Bytes| async move { body.len().to_string() }),
+        )
+        .route(
+            "/hold",
+            get(move || {
+                let (released, arrived) = (Arc::clone(&released), Arc::clone(&arrived));
+                async move {
+                    let notified = released.notified();
+                    arrived.send_modify(|n| *n += 1);
+                    notified.await;
+                    "released"
+                }
+            }),
+        );
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(runtime::serve_http_with(
         listener,
@@ -211,4 +219,86 @@ async fn one_source_holds_only_its_share() {
         answer.starts_with("HTTP/1.1 200"),
         "another source is served"
     );
+}
+
+/// Sends the head of `POST /echo` declaring `length` bytes of body.
+async fn post_head(stream: &mut TcpStream, length: usize) {
+    let head = format!("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n\r\n");
+    stream.write_all(head.as_bytes()).await.unwrap();
+}
+
+/// Reads what the server sends until it closes the connection or `STUCK` passes.
+async fn read_answer(stream: &mut TcpStream) -> String {
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(STUCK, stream.read_to_end(&mut answer))
+        .await
+        .expect("the server answers and closes");
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+fn paced(gap_ms: u64, min_bytes_per_sec: u64) -> ServeOptions {
+    ServeOptions {
+        body_pace: runtime::body::BodyPace {
+            gap: Duration::from_millis(gap_ms),
+            min_bytes_per_sec,
+        },
+        ..options()
+    }
+}
+
+#[tokio::test]
+async fn a_body_that_stops_arriving_is_cut_off() {
+    let server = serve(paced(300, 0)).await;
+    let mut stalled = connect_from(1, server.address).await;
+    post_head(&mut stalled, 100).await;
+    stalled.write_all(&[b'x'; 10]).await.unwrap();
+    let answer = read_answer(&mut stalled).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+
+    let mut whole = connect_from(1, server.address).await;
+    post_head(&mut whole, 100).await;
+    whole.write_all(&[b'x'; 100]).await.unwrap();
+    let mut buf = [0u8; 256];
+    let n = tokio::time::timeout(STUCK, whole.read(&mut buf))
+        .await
+        .expect("a whole body is answered")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&buf[..n]);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with("100"), "{answer}");
+}
+
+#[tokio::test]
+async fn a_body_sent_a_byte_at_a_time_is_cut_off_by_the_rate() {
+    // Each byte comes well within the gap, but 1,000 bytes a second are needed beyond it.
+    let server = serve(paced(500, 1000)).await;
+    let mut drip = connect_from(1, server.address).await;
+    post_head(&mut drip, 1000).await;
+    let (mut from_server, mut to_server) = drip.into_split();
+    // Read while dripping, so that the answer is taken before the server's close can reset it.
+    let answer = tokio::spawn(async move {
+        let mut answer = Vec::new();
+        let _ = from_server.read_to_end(&mut answer).await;
+        String::from_utf8_lossy(&answer).into_owned()
+    });
+    let dripping = async {
+        for _ in 0..1000 {
+            if to_server.write_all(b"x").await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    // Far less than the 100 s the drip would take.
+    tokio::time::timeout(STUCK, async {
+        tokio::select! {
+            answer = answer => answer.unwrap(),
+            () = dripping => String::from("the whole drip was taken"),
+        }
+    })
+    .await
+    .map(|answer| assert!(answer.starts_with("HTTP/1.1 400"), "{answer}"))
+    .expect("the server stops the drip");
+    let answer = get_on(connect_from(1, server.address).await, "/").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }

@@ -139,6 +139,8 @@ pub struct ClientProxyConfig {
     /// Serve HTTPS instead of HTTP, with this server's certificate from the instance CA (the
     /// information systems then trust the instance CA, `ca.pem` of the anchor).
     pub tls: bool,
+    /// How many connections it holds and how long they may wait (`[client_proxy.connections]`).
+    pub connections: runtime::ConnectionLimits,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -149,6 +151,8 @@ pub struct ServerProxyConfig {
     /// `host:port` peers should use; published in the global configuration at enrolment.
     /// Empty: the listen address.
     pub advertise: Vec<String>,
+    /// How many connections it holds and how long they may wait (`[server_proxy.connections]`).
+    pub connections: runtime::ConnectionLimits,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -156,6 +160,8 @@ pub struct ServerProxyConfig {
 pub struct AdminConfig {
     /// The admin API and health/metrics endpoints (bearer token from `data_dir/admin-token`).
     pub listen: SocketAddr,
+    /// How many connections it holds and how long they may wait (`[admin.connections]`).
+    pub connections: runtime::ConnectionLimits,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -189,6 +195,7 @@ impl Default for ClientProxyConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             tls: false,
+            connections: runtime::ConnectionLimits::default(),
         }
     }
 }
@@ -198,6 +205,7 @@ impl Default for ServerProxyConfig {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 5500)),
             advertise: Vec::new(),
+            connections: runtime::ConnectionLimits::default(),
         }
     }
 }
@@ -206,6 +214,7 @@ impl Default for AdminConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8090)),
+            connections: runtime::ConnectionLimits::default(),
         }
     }
 }
@@ -277,6 +286,13 @@ impl Config {
                 "messagelog.group_commit_interval_ms must be at most 1000".into(),
             ));
         }
+        for (table, limits) in [
+            ("client_proxy.connections", &self.client_proxy.connections),
+            ("server_proxy.connections", &self.server_proxy.connections),
+            ("admin.connections", &self.admin.connections),
+        ] {
+            limits.check(table).map_err(ConfigError::Invalid)?;
+        }
         for a in &self.server_proxy.advertise {
             if a.rsplit_once(':')
                 .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
@@ -342,6 +358,39 @@ mod tests {
         assert_eq!(c.messagelog.retention_days, 30);
         assert_eq!(c.messagelog.group_commit_interval_ms, 2);
         assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(c.server_proxy.connections.max_per_source, 100);
+        assert_eq!(
+            c.server_proxy.connections.serve_options().idle_timeout,
+            Duration::from_secs(300)
+        );
+        assert_eq!(
+            c.server_proxy.connections.header_read_timeout_secs, 10,
+            "keys left out keep their defaults"
+        );
+        assert_eq!(c.admin.connections, runtime::ConnectionLimits::default());
+    }
+
+    #[test]
+    fn connection_limits_are_checked_per_listener() {
+        let base = Path::new(".");
+        let with = |table: &str| {
+            Config::from_str(&format!("server_id = \"JP/GOV/x/ss1\"\n{table}\n"), base)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(
+            with("[admin.connections]\nidle_timeout_secs = 0").unwrap_err(),
+            "configuration is invalid: admin.connections.idle_timeout_secs must be at least 1"
+        );
+        assert_eq!(
+            with("[client_proxy.connections]\nmax = 10\nmax_per_source = 11").unwrap_err(),
+            "configuration is invalid: client_proxy.connections.max_per_source (11) is more than client_proxy.connections.max (10)"
+        );
+        assert!(
+            with("[server_proxy.connections]\nidle = 5").is_err(),
+            "unknown key"
+        );
+        assert!(with("[server_proxy.connections]\nmin_body_bytes_per_sec = 0").is_ok());
     }
 
     #[test]

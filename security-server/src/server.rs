@@ -190,6 +190,7 @@ pub async fn start(
         listeners.client_proxy,
         client_tls,
         client_router,
+        config.client_proxy.connections.serve_options(),
         shutdown.clone(),
     ));
 
@@ -231,6 +232,7 @@ pub async fn start(
         listeners.server_proxy,
         Some(peer_tls),
         peer_router,
+        config.server_proxy.connections.serve_options(),
         shutdown.clone(),
     ));
 
@@ -256,6 +258,7 @@ pub async fn start(
         listeners.admin,
         None,
         admin_router,
+        config.admin.connections.serve_options(),
         shutdown.clone(),
     ));
 
@@ -311,9 +314,10 @@ async fn serve(
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
     router: axum::Router,
+    limits: runtime::ServeOptions,
     shutdown: runtime::Shutdown,
 ) {
-    if let Err(e) = runtime::serve_http(listener, tls, router, shutdown.wait()).await {
+    if let Err(e) = runtime::serve_http_with(listener, tls, router, shutdown.wait(), limits).await {
         tracing::error!(listener = name, error = %e, "listener failed");
     }
 }
