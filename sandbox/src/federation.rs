@@ -190,6 +190,16 @@ pub fn prepare_dir(dir: &Path) -> Result<(), SandboxError> {
     Ok(())
 }
 
+/// What [`Federation::restart_server_with`] changes about a server.
+#[derive(Debug, Default)]
+pub struct Restart {
+    /// The clock it reads from then on; the federation's when `None`.
+    pub clock: Option<Arc<dyn Clock>>,
+    /// Where its server proxy listens instead of its address in the configuration, so that a
+    /// test can put something else there (a TCP proxy that fails as a network would).
+    pub server_proxy: Option<tokio::net::TcpListener>,
+}
+
 impl Federation {
     /// Starts the federation in `dir` (see [`prepare_dir`]).
     pub async fn start(
@@ -667,7 +677,17 @@ impl Federation {
     /// Stops one security server and starts it again on the same addresses and data directory,
     /// as an operator's restart (or a crash and a restart) would.
     pub async fn restart_server(&mut self, id: &str) -> Result<(), SandboxError> {
-        let clock = Arc::clone(&self.clock);
+        self.restart_server_with(id, Restart::default()).await
+    }
+
+    /// [`Federation::restart_server`] with the changes `restart` names: for tests of a machine
+    /// whose clock is wrong, or of a network between servers that fails.
+    pub async fn restart_server_with(
+        &mut self,
+        id: &str,
+        restart: Restart,
+    ) -> Result<(), SandboxError> {
+        let clock = restart.clock.unwrap_or_else(|| Arc::clone(&self.clock));
         let s = self
             .servers
             .iter_mut()
@@ -680,13 +700,22 @@ impl Federation {
         let (client_proxy, server_proxy, admin) =
             (r.client_proxy_addr, r.server_proxy_addr, r.admin_addr);
         r.shutdown().await;
+        let server_proxy = match restart.server_proxy {
+            Some(listener) => listener,
+            None => tokio::net::TcpListener::bind(server_proxy).await?,
+        };
         let listeners = security_server::Listeners {
             client_proxy: tokio::net::TcpListener::bind(client_proxy).await?,
-            server_proxy: tokio::net::TcpListener::bind(server_proxy).await?,
+            server_proxy,
             admin: tokio::net::TcpListener::bind(admin).await?,
         };
         s.running = Some(security_server::start(&s.config, listeners, clock).await?);
         Ok(())
+    }
+
+    /// One server, to change its configuration before [`Federation::restart_server`].
+    pub fn server_mut(&mut self, id: &str) -> Option<&mut SandboxServer> {
+        self.servers.iter_mut().find(|s| s.id.to_string() == id)
     }
 
     /// Stops everything gracefully.

@@ -16,6 +16,7 @@ pub mod spec;
 
 pub use demo::DemoApi;
 pub use federation::{
-    Description, Federation, Ports, SandboxError, SandboxServer, ServiceDescription, prepare_dir,
+    Description, Federation, Ports, Restart, SandboxError, SandboxServer, ServiceDescription,
+    prepare_dir,
 };
 pub use spec::{Backend, FederationSpec, MemberSpec, SampleExchange, ServerSpec, ServiceSpec};

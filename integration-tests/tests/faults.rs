@@ -1,0 +1,292 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Faults of the machines and the network under the servers: a clock an hour wrong, clocks that
+//! jump an hour forwards and back, and a network between two servers that drops or stalls
+//! traffic. Clients get a clear X-Road error in time, no exchange is logged as answered on one
+//! side only, everything works again once the fault is gone, and the log stays verifiable.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use certs::ManualClock;
+use http::Method;
+use sandbox::{Federation, FederationSpec, Restart};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const MINISTRY: &str = "JP/GOV/digital-agency/ss1";
+const CHIYODA: &str = "JP/MUN/131016/ss1";
+const PORTAL: &str = "JP/GOV/digital-agency/portal";
+const HOUR: Duration = Duration::from_secs(3600);
+
+async fn start(clock: Arc<dyn certs::Clock>) -> (tempfile::TempDir, Federation) {
+    let mut spec = FederationSpec::sandbox();
+    spec.poll_interval_secs = 3600;
+    spec.samples.clear();
+    integration_tests::start_federation(spec, clock).await
+}
+
+/// The portal asks Chiyoda's `residentRecord` through the ministry's server.
+async fn exchange(f: &Federation, id: &str) -> runtime::Response {
+    let proxy = f.server(MINISTRY).unwrap().client_proxy_url().unwrap();
+    runtime::HttpClient::plain()
+        .with_timeout(Duration::from_secs(30))
+        .request(
+            Method::GET,
+            &format!("{proxy}/r1/JP/MUN/131016/records/residentRecord/131016000001"),
+            &[
+                ("X-Road-Client", PORTAL),
+                ("X-Road-Id", id),
+                ("X-Road-Data-Subject", "131016000001"),
+                ("X-Road-Purpose", "clock test"),
+            ],
+            bytes::Bytes::new(),
+        )
+        .await
+        .unwrap()
+}
+
+fn error_of(r: &runtime::Response) -> String {
+    r.headers
+        .get("x-road-error")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default()
+}
+
+/// Records `server`'s log holds for `message_id`.
+async fn logged(f: &Federation, server: &str, message_id: &str) -> usize {
+    let s = f.server(server).unwrap();
+    let log = s.running().unwrap().log.clone();
+    let id = message_id.to_owned();
+    tokio::task::spawn_blocking(move || log.find_by_message_id(&id).unwrap().len())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_provider_whose_clock_is_an_hour_off_refuses_with_clock_skew_until_it_is_right() {
+    let (_dir, mut f) = start(Arc::new(certs::SystemClock)).await;
+    let r = exchange(&f, "skew-before").await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+
+    // Chiyoda's machine runs an hour fast: the requests it gets were created an hour "ago".
+    let chiyoda = ManualClock::new(SystemTime::now() + HOUR);
+    let restart = Restart {
+        clock: Some(Arc::new(chiyoda.clone())),
+        ..Restart::default()
+    };
+    f.restart_server_with(CHIYODA, restart).await.unwrap();
+    let r = exchange(&f, "skew-fast").await;
+    assert_eq!(
+        error_of(&r),
+        "Server.ServerProxy.ClockSkew",
+        "{}: {}",
+        r.status,
+        r.text()
+    );
+    assert_eq!(r.status.as_u16(), 500);
+    assert_eq!(
+        logged(&f, CHIYODA, "skew-fast").await,
+        0,
+        "a refused request is not logged as passed on"
+    );
+    assert_eq!(
+        logged(&f, MINISTRY, "skew-fast").await,
+        1,
+        "the client's server holds the request it sent and no answer"
+    );
+
+    // An hour slow: the requests come from its future.
+    chiyoda.set(SystemTime::now() - HOUR);
+    let r = exchange(&f, "skew-slow").await;
+    assert_eq!(
+        error_of(&r),
+        "Server.ServerProxy.ClockSkew",
+        "{}: {}",
+        r.status,
+        r.text()
+    );
+
+    // Put right (by NTP, say): exchanges work again without a restart.
+    chiyoda.set(SystemTime::now());
+    let r = exchange(&f, "skew-after").await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+    for server in [MINISTRY, CHIYODA] {
+        assert_eq!(logged(&f, server, "skew-after").await, 2, "{server}");
+    }
+    f.stop().await;
+}
+
+#[tokio::test]
+async fn every_clock_jumping_an_hour_forwards_and_back_keeps_exchanges_and_the_log_whole() {
+    let clock = ManualClock::new(SystemTime::now());
+    let (_dir, f) = start(Arc::new(clock.clone())).await;
+
+    let r = exchange(&f, "jump-0").await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+    clock.advance(HOUR);
+    let r = exchange(&f, "jump-forward").await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+    // Back by an hour: records are now written with times before those already in the log.
+    clock.set(SystemTime::now());
+    let r = exchange(&f, "jump-back").await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+
+    for server in [MINISTRY, CHIYODA] {
+        for id in ["jump-0", "jump-forward", "jump-back"] {
+            assert_eq!(logged(&f, server, id).await, 2, "{server} {id}");
+        }
+    }
+    // The log's chain and checkpoints hold across the jumps: evidence of the last exchange,
+    // sealed after both jumps, verifies offline.
+    let s = f.server(CHIYODA).unwrap();
+    let url = format!("http://{}/v1/evidence", s.running().unwrap().admin_addr);
+    let body = serde_json::json!({ "message_id": "jump-back" });
+    let http = runtime::HttpClient::plain();
+    let bundle = runtime::testing::within(runtime::testing::PATIENCE, || {
+        let (http, url, body, token) = (
+            http.clone(),
+            url.clone(),
+            body.clone(),
+            s.admin_token.clone(),
+        );
+        async move {
+            let r = http.post_json(&url, Some(&token), &body).await.ok()?;
+            r.is_success().then(|| r.body.to_vec())
+        }
+    })
+    .await
+    .expect("evidence of the exchange after the jumps");
+    let report = integration_tests::verify_offline(&f, &bundle);
+    assert!(report.passed(), "{report}");
+    f.stop().await;
+}
+
+const PASS: u8 = 0;
+const STALL: u8 = 1;
+const DROP: u8 = 2;
+
+/// A TCP proxy in front of `target` that passes traffic, holds it (`STALL`: bytes are read
+/// but not passed on), or cuts every connection and refuses new ones (`DROP`), as `mode` says.
+async fn flaky_link(listener: TcpListener, target: std::net::SocketAddr, mode: Arc<AtomicU8>) {
+    loop {
+        let Ok((inbound, _)) = listener.accept().await else {
+            return;
+        };
+        if mode.load(Ordering::SeqCst) == DROP {
+            continue;
+        }
+        let Ok(outbound) = TcpStream::connect(target).await else {
+            continue;
+        };
+        let (ri, wi) = inbound.into_split();
+        let (ro, wo) = outbound.into_split();
+        tokio::spawn(pipe(ri, wo, Arc::clone(&mode)));
+        tokio::spawn(pipe(ro, wi, Arc::clone(&mode)));
+    }
+}
+
+async fn pipe(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mode: Arc<AtomicU8>,
+) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        loop {
+            match mode.load(Ordering::SeqCst) {
+                PASS => break,
+                DROP => return,
+                _ => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_network_that_drops_or_stalls_between_servers_gives_clear_errors_in_time() {
+    let (_dir, mut f) = start(Arc::new(certs::SystemClock)).await;
+    // The ministry's clients wait at most 3 s for an answer.
+    f.server_mut(MINISTRY)
+        .unwrap()
+        .config
+        .exchange
+        .request_timeout_secs = 3;
+    f.restart_server(MINISTRY).await.unwrap();
+
+    // Chiyoda's server proxy moves behind a link on the address the configuration lists.
+    let listed = f
+        .server(CHIYODA)
+        .unwrap()
+        .running()
+        .unwrap()
+        .server_proxy_addr;
+    let inner = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let inner_addr = inner.local_addr().unwrap();
+    let restart = Restart {
+        server_proxy: Some(inner),
+        ..Restart::default()
+    };
+    f.restart_server_with(CHIYODA, restart).await.unwrap();
+    let mode = Arc::new(AtomicU8::new(PASS));
+    let link = TcpListener::bind(listed).await.unwrap();
+    tokio::spawn(flaky_link(link, inner_addr, Arc::clone(&mode)));
+
+    let r = exchange(&f, "link-up").await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+
+    // Stalled: no byte crosses. The client hears within the ministry's 3 s.
+    mode.store(STALL, Ordering::SeqCst);
+    let started = std::time::Instant::now();
+    let r = exchange(&f, "link-stalled").await;
+    assert_eq!(
+        error_of(&r),
+        "Server.ClientProxy.NetworkError",
+        "{}: {}",
+        r.status,
+        r.text()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    // Dropped: connections cut and refused.
+    mode.store(DROP, Ordering::SeqCst);
+    let r = exchange(&f, "link-dropped").await;
+    assert_eq!(
+        error_of(&r),
+        "Server.ClientProxy.NetworkError",
+        "{}: {}",
+        r.status,
+        r.text()
+    );
+
+    // Nothing crossed, so the provider logged nothing; the client's server holds at most the
+    // request it tried to send, and no answer.
+    for id in ["link-stalled", "link-dropped"] {
+        assert!(logged(&f, MINISTRY, id).await <= 1, "{id}");
+        assert_eq!(logged(&f, CHIYODA, id).await, 0, "{id}");
+    }
+
+    // The link heals: exchanges work again (on a new connection, once the old one is gone).
+    mode.store(PASS, Ordering::SeqCst);
+    let attempt = std::sync::atomic::AtomicUsize::new(0);
+    integration_tests::eventually("an exchange over the healed link", || async {
+        let n = attempt.fetch_add(1, Ordering::SeqCst);
+        exchange(&f, &format!("link-healed-{n}"))
+            .await
+            .is_success()
+            .then_some(())
+    })
+    .await;
+    f.stop().await;
+}
