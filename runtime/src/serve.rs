@@ -154,6 +154,11 @@ impl ConnectionLimits {
     }
 }
 
+/// The most a request's head (request line and headers) may take: more is refused with 431
+/// (HTTP/1) or a stream error (HTTP/2), so that 10,000 connections cannot hold hyper's default
+/// ~400 KB each. X-Road clients send a few hundred bytes.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+
 /// Serves `router` on `listener` until `shutdown` resolves, then stops accepting and lets
 /// in-flight requests finish (up to the drain timeout).
 pub async fn serve_http(
@@ -183,11 +188,13 @@ pub async fn serve_http_with(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(options.header_read_timeout);
+        .header_read_timeout(options.header_read_timeout)
+        .max_buf_size(MAX_HEAD_BYTES);
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(1024);
+        .max_concurrent_streams(1024)
+        .max_header_list_size(MAX_HEAD_BYTES as u32);
     let builder = Arc::new(builder);
     let mut backoff = Duration::from_millis(5);
     tokio::pin!(shutdown);
