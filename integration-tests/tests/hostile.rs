@@ -429,3 +429,65 @@ async fn the_admin_api_and_the_registry_answer_hostile_requests_exactly_and_keep
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
     f.stop().await;
 }
+
+#[tokio::test]
+async fn the_portal_answers_hostile_requests_exactly_and_keeps_serving() {
+    let (_dir, f) = start().await;
+    let portal: std::net::SocketAddr = f
+        .portal_url()
+        .unwrap()
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()
+        .unwrap();
+    let proxy = f
+        .server(MINISTRY)
+        .unwrap()
+        .running()
+        .unwrap()
+        .client_proxy_addr;
+    let form = "Content-Type: application/x-www-form-urlencoded";
+    let huge_cookie = format!("Cookie: session={}", "a".repeat(70_000));
+    let cases: Vec<(&str, Vec<u8>, u16)> = vec![
+        (
+            "the timeline without a session",
+            get("/api/timeline", &[]),
+            401,
+        ),
+        (
+            "the timeline with a forged session",
+            get("/api/timeline", &["Cookie: session=forged"]),
+            401,
+        ),
+        (
+            "evidence without a session",
+            get("/evidence?message_id=x", &[]),
+            401,
+        ),
+        (
+            "a development login of garbage",
+            request("POST", "/login/dev", &[form], b"%%%=&&&"),
+            400,
+        ),
+        (
+            "a development login for a resident with a control character",
+            request("POST", "/login/dev", &[form], b"resident=131016%01000001"),
+            400,
+        ),
+        ("a cookie over 64 KiB", get("/", &[&huge_cookie]), 431),
+        ("an unknown path", get("/admin", &[]), 404),
+        ("a logout with GET", get("/logout", &[]), 405),
+    ];
+    let mut wrong = Vec::new();
+    for (what, req, status) in cases {
+        let answer = send_raw(portal, &req).await;
+        if answer.status != status {
+            wrong.push(format!("{what}: got {answer:?}, expected {status}"));
+        }
+        let health = send_raw(portal, &get("/health", &[])).await;
+        assert_eq!(health.status, 200, "the portal's health after {what}");
+    }
+    assert_still_serves(proxy, "the portal cases").await;
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    f.stop().await;
+}
