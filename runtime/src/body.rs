@@ -75,14 +75,18 @@ impl<B> Paced<B> {
 impl BodyPace {
     /// When a wait that began at `since` must end, given what came before it.
     fn deadline(&self, since: Instant, waited: Duration, received: u64) -> Instant {
-        let gap = since + self.gap;
+        // Gaps come from checked configuration (at most a day); a far future stands in for
+        // one that would overflow all the same.
+        let gap = since
+            .checked_add(self.gap)
+            .unwrap_or_else(|| since + Duration::from_secs(86_400 * 365));
         if self.min_bytes_per_sec == 0 {
             return gap;
         }
         let earned_ms = u128::from(received) * 1000 / u128::from(self.min_bytes_per_sec);
         let earned = Duration::from_millis(u64::try_from(earned_ms).unwrap_or(u64::MAX));
         let allowed = self.gap.max(earned).saturating_sub(waited);
-        gap.min(since + allowed)
+        gap.min(since.checked_add(allowed).unwrap_or(gap))
     }
 }
 

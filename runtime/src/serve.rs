@@ -110,6 +110,10 @@ impl Default for ConnectionLimits {
     }
 }
 
+/// The longest any connection timeout may be set to: longer is a mistake, and far enough in
+/// the future would overflow the clock's arithmetic.
+const MAX_TIMEOUT_SECS: u64 = 86_400;
+
 impl ConnectionLimits {
     /// Why these limits cannot be used, naming the key; `table` is where they were read from
     /// (`client_proxy.connections`, say).
@@ -127,6 +131,17 @@ impl ConnectionLimits {
         ];
         if let Some((key, _)) = zero.iter().find(|(_, is_zero)| *is_zero) {
             return Err(format!("{table}.{key} must be at least 1"));
+        }
+        let long = [
+            ("handshake_timeout_secs", self.handshake_timeout_secs),
+            ("header_read_timeout_secs", self.header_read_timeout_secs),
+            ("idle_timeout_secs", self.idle_timeout_secs),
+            ("body_read_timeout_secs", self.body_read_timeout_secs),
+        ];
+        if let Some((key, _)) = long.iter().find(|(_, secs)| *secs > MAX_TIMEOUT_SECS) {
+            return Err(format!(
+                "{table}.{key} must be at most {MAX_TIMEOUT_SECS} (a day)"
+            ));
         }
         if self.max_per_source > self.max {
             return Err(format!(

@@ -391,6 +391,11 @@ mod tests {
             "unknown key"
         );
         assert!(with("[server_proxy.connections]\nmin_body_bytes_per_sec = 0").is_ok());
+        assert_eq!(
+            with("[server_proxy.connections]\nbody_read_timeout_secs = 18446744073709551615")
+                .unwrap_err(),
+            "configuration is invalid: server_proxy.connections.body_read_timeout_secs must be at most 86400 (a day)"
+        );
     }
 
     #[test]
