@@ -294,6 +294,39 @@ async fn the_client_proxy_answers_each_hostile_request_exactly_and_keeps_serving
             "",
         ),
         (
+            "a chunked body with a bad chunk size",
+            [
+                format!("POST {SERVICE} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n")
+                    .as_bytes(),
+                b"X-Road-Client: JP/GOV/digital-agency/portal\r\n",
+                b"Transfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+            ]
+            .concat(),
+            400,
+            "Client.BrokenBody",
+        ),
+        (
+            "a POST to a service that only reads",
+            request("POST", SERVICE, &[&portal], b""),
+            405,
+            "",
+        ),
+        // Transfer-Encoding wins over Content-Length (RFC 9112 §6.3), so this reaches the provider
+        // as a POST with an empty body, which its `residentRecord` refuses: the provider's own
+        // 405, not a smuggled second request.
+        (
+            "both Content-Length and Transfer-Encoding",
+            [
+                format!("POST {SERVICE} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n")
+                    .as_bytes(),
+                b"X-Road-Client: JP/GOV/digital-agency/portal\r\nContent-Length: 3\r\n",
+                b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            ]
+            .concat(),
+            405,
+            "",
+        ),
+        (
             "a header value that is not UTF-8",
             get(
                 SERVICE,
@@ -337,7 +370,8 @@ fn request(method: &str, path: &str, headers: &[&str], body: &[u8]) -> Vec<u8> {
 }
 
 #[tokio::test]
-async fn the_admin_api_and_the_registry_answer_hostile_requests_exactly_and_keep_serving() {
+async fn the_admin_api_server_proxy_and_registry_answer_hostile_requests_exactly_and_keep_serving()
+{
     let (_dir, f) = start().await;
     let server = f.server(MINISTRY).unwrap();
     let running = server.running().unwrap();
@@ -423,6 +457,110 @@ async fn the_admin_api_and_the_registry_answer_hostile_requests_exactly_and_keep
     let answer = send_raw(registry, &get("/v1/global-configuration", &[])).await;
     if answer.status != 0 {
         wrong.push(format!("plain HTTP to the registry: got {answer:?}"));
+    }
+    // The server proxy speaks only mutual TLS: plain HTTP gets no answer either.
+    let answer = send_raw(running.server_proxy_addr, &get("/", &[])).await;
+    if answer.status != 0 {
+        wrong.push(format!("plain HTTP to the server proxy: got {answer:?}"));
+    }
+    assert_still_serves(proxy, "plain HTTP to the server proxy").await;
+
+    // The registry over TLS, as a server or a harvester reaches it.
+    let anchor = globalconf::Anchor::load(&f.description().anchor).unwrap();
+    let tls = certs::client_config_trusting(&anchor.ca_certificates_der(), &[b"http/1.1"]).unwrap();
+    let https = runtime::HttpClient::https(tls).with_timeout(Duration::from_secs(20));
+    let base = f.registry_url();
+    let conf_url = format!("{base}/v1/global-configuration");
+    let etag = https
+        .request(http::Method::GET, &conf_url, &[], bytes::Bytes::new())
+        .await
+        .unwrap()
+        .headers
+        .get("etag")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let weak = format!("W/{etag}");
+    let oversized = vec![0u8; 64 * 1024 + 1];
+    let registry_cases: Vec<(&str, http::Method, String, Vec<(&str, &str)>, Vec<u8>, u16)> = vec![
+        (
+            "an enrolment of garbage",
+            http::Method::POST,
+            format!("{base}/v1/enrollments"),
+            vec![],
+            b"\x00\xffnot a request".to_vec(),
+            400,
+        ),
+        (
+            "an enrolment over 64 KiB",
+            http::Method::POST,
+            format!("{base}/v1/enrollments"),
+            vec![],
+            oversized,
+            413,
+        ),
+        (
+            "the status of a server of bad identifier",
+            http::Method::GET,
+            format!("{base}/v1/enrollments/JP/GOV/../ss1"),
+            vec![],
+            vec![],
+            400,
+        ),
+        (
+            "the status of no such server",
+            http::Method::GET,
+            format!("{base}/v1/enrollments/JP/GOV/nobody/ss9"),
+            vec![],
+            vec![],
+            404,
+        ),
+        (
+            "the configuration with If-None-Match: *",
+            http::Method::GET,
+            conf_url.clone(),
+            vec![("If-None-Match", "*")],
+            vec![],
+            304,
+        ),
+        (
+            "the configuration with its weak tag",
+            http::Method::GET,
+            conf_url.clone(),
+            vec![("If-None-Match", weak.as_str())],
+            vec![],
+            304,
+        ),
+        (
+            "an unknown path",
+            http::Method::GET,
+            format!("{base}/v1/nothing"),
+            vec![],
+            vec![],
+            404,
+        ),
+        (
+            "the anchor deleted",
+            http::Method::DELETE,
+            format!("{base}/v1/anchor"),
+            vec![],
+            vec![],
+            405,
+        ),
+    ];
+    for (what, method, url, headers, body, status) in registry_cases {
+        let r = https
+            .request(method, &url, &headers, body.into())
+            .await
+            .unwrap();
+        if r.status.as_u16() != status {
+            wrong.push(format!(
+                "{what}: got {} {}, expected {status}",
+                r.status,
+                r.text()
+            ));
+        }
     }
     let conf = Arc::clone(&running.conf);
     assert!(conf.refresh().await.is_ok(), "the registry still serves");
