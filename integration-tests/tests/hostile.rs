@@ -353,6 +353,16 @@ async fn the_client_proxy_answers_each_hostile_request_exactly_and_keeps_serving
     f.stop().await;
 }
 
+/// What a case sends to the registry (method, URL, headers, body) and the status it expects.
+type RegistryCase<'a> = (
+    &'a str,
+    http::Method,
+    String,
+    Vec<(&'a str, &'a str)>,
+    Vec<u8>,
+    u16,
+);
+
 /// A request with `method`, `path`, `headers` and `body`, closing the connection after it.
 fn request(method: &str, path: &str, headers: &[&str], body: &[u8]) -> Vec<u8> {
     let mut r = format!(
@@ -483,7 +493,7 @@ async fn the_admin_api_server_proxy_and_registry_answer_hostile_requests_exactly
         .to_owned();
     let weak = format!("W/{etag}");
     let oversized = vec![0u8; 64 * 1024 + 1];
-    let registry_cases: Vec<(&str, http::Method, String, Vec<(&str, &str)>, Vec<u8>, u16)> = vec![
+    let registry_cases: Vec<RegistryCase> = vec![
         (
             "an enrolment of garbage",
             http::Method::POST,
