@@ -6,6 +6,8 @@
 //! - [`start_federation`]: a sandbox federation on ephemeral loopback ports in a temporary
 //!   directory.
 //! - [`verify_offline`]: checks an evidence bundle against the federation's anchor.
+//! - [`export_evidence`]: exports a message's evidence bundle through a server's admin API.
+//! - [`x_road_error`]: the `X-Road-Error` header of an answer.
 //! - [`eventually`]: waits for a condition instead of sleeping (`runtime::testing`'s, re-exported).
 #![forbid(unsafe_code)]
 
@@ -44,4 +46,69 @@ pub fn verify_offline(federation: &Federation, bundle: &[u8]) -> msglog::Report 
         },
     )
     .expect("the bundle decodes")
+}
+
+/// Exports evidence for one X-Road-Id through `server`'s admin API, as the CLI does, waiting
+/// until the checkpoint that covers it carries at least `signature_lines` signatures (1: the
+/// log's own; 2 or more: a witness's cosignature too). Panics, naming what the server answered
+/// last, if none comes within [`runtime::testing::PATIENCE`].
+pub async fn export_evidence(
+    federation: &Federation,
+    server: &str,
+    message_id: &str,
+    signature_lines: usize,
+) -> Vec<u8> {
+    use prost::Message as _;
+
+    let s = federation
+        .server(server)
+        .expect("a server of the federation");
+    let url = format!(
+        "http://{}/v1/evidence",
+        s.running().expect("the server runs").admin_addr
+    );
+    let body = serde_json::json!({ "message_id": message_id });
+    let http = runtime::HttpClient::plain();
+    // What the server answered last, for the message if no such checkpoint comes.
+    let last = Arc::new(std::sync::Mutex::new(String::new()));
+    let bundle = runtime::testing::within(runtime::testing::PATIENCE, || {
+        let (http, url, body, token) = (
+            http.clone(),
+            url.clone(),
+            body.clone(),
+            s.admin_token.clone(),
+        );
+        let last = Arc::clone(&last);
+        async move {
+            let r = http.post_json(&url, Some(&token), &body).await.ok()?;
+            let mut last = last
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if !r.is_success() {
+                *last = format!("HTTP {}: {}", r.status, r.text());
+                return None;
+            }
+            let b = proto::v1::EvidenceBundle::decode(r.body.as_ref())
+                .expect("the server's bundle decodes");
+            *last = b.checkpoint.clone();
+            (b.checkpoint.matches("\n— ").count() >= signature_lines).then(|| r.body.to_vec())
+        }
+    })
+    .await;
+    bundle.unwrap_or_else(|| {
+        panic!(
+            "{server} exported evidence for {message_id} with {signature_lines} signatures; last: {}",
+            last.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        )
+    })
+}
+
+/// The `X-Road-Error` header of `response`, or "" when it has none.
+pub fn x_road_error(response: &runtime::Response) -> String {
+    response
+        .headers
+        .get("x-road-error")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
 }

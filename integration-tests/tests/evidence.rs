@@ -22,42 +22,9 @@ async fn start() -> (tempfile::TempDir, Federation) {
     integration_tests::start_federation(spec, Arc::new(certs::SystemClock)).await
 }
 
-/// Exports evidence for one X-Road-Id through a server's admin API, as the CLI does, waiting
-/// until a checkpoint with at least one cosignature covers it.
+/// Evidence for one X-Road-Id, once a checkpoint with at least one cosignature covers it.
 async fn export(f: &Federation, server: &str, message_id: &str) -> Vec<u8> {
-    let s = f.server(server).unwrap();
-    let url = format!("http://{}/v1/evidence", s.running().unwrap().admin_addr);
-    let body = serde_json::json!({ "message_id": message_id });
-    let http = runtime::HttpClient::plain();
-    // What the server answered last, for the message if no cosigned checkpoint comes.
-    let last = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let bundle = runtime::testing::within(runtime::testing::PATIENCE, || {
-        let (http, url, body, token) = (
-            http.clone(),
-            url.clone(),
-            body.clone(),
-            s.admin_token.clone(),
-        );
-        let last = Arc::clone(&last);
-        async move {
-            let r = http.post_json(&url, Some(&token), &body).await.ok()?;
-            if !r.is_success() {
-                *last.lock().unwrap() = format!("HTTP {}: {}", r.status, r.text()).into_bytes();
-                return None;
-            }
-            let b = pb::EvidenceBundle::decode(r.body.as_ref()).unwrap();
-            *last.lock().unwrap() = b.checkpoint.clone().into_bytes();
-            // Wait for a witness's cosignature (two signature lines or more).
-            (b.checkpoint.matches("\n— ").count() >= 2).then(|| r.body.to_vec())
-        }
-    })
-    .await;
-    bundle.unwrap_or_else(|| {
-        panic!(
-            "{server} exported cosigned evidence for {message_id}; last: {}",
-            String::from_utf8_lossy(&last.lock().unwrap())
-        )
-    })
+    integration_tests::export_evidence(f, server, message_id, 2).await
 }
 
 fn verify(

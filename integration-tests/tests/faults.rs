@@ -47,13 +47,6 @@ async fn exchange(f: &Federation, id: &str) -> runtime::Response {
         .unwrap()
 }
 
-fn error_of(r: &runtime::Response) -> String {
-    r.headers
-        .get("x-road-error")
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default()
-}
-
 /// Records `server`'s log holds for `message_id`.
 async fn logged(f: &Federation, server: &str, message_id: &str) -> usize {
     let s = f.server(server).unwrap();
@@ -79,7 +72,7 @@ async fn a_provider_whose_clock_is_an_hour_off_refuses_with_clock_skew_until_it_
     f.restart_server_with(CHIYODA, restart).await.unwrap();
     let r = exchange(&f, "skew-fast").await;
     assert_eq!(
-        error_of(&r),
+        integration_tests::x_road_error(&r),
         "Server.ServerProxy.ClockSkew",
         "{}: {}",
         r.status,
@@ -101,7 +94,7 @@ async fn a_provider_whose_clock_is_an_hour_off_refuses_with_clock_skew_until_it_
     chiyoda.set(SystemTime::now() - HOUR);
     let r = exchange(&f, "skew-slow").await;
     assert_eq!(
-        error_of(&r),
+        integration_tests::x_road_error(&r),
         "Server.ServerProxy.ClockSkew",
         "{}: {}",
         r.status,
@@ -140,24 +133,7 @@ async fn every_clock_jumping_an_hour_forwards_and_back_keeps_exchanges_and_the_l
     }
     // The log's chain and checkpoints hold across the jumps: evidence of the last exchange,
     // sealed after both jumps, verifies offline.
-    let s = f.server(CHIYODA).unwrap();
-    let url = format!("http://{}/v1/evidence", s.running().unwrap().admin_addr);
-    let body = serde_json::json!({ "message_id": "jump-back" });
-    let http = runtime::HttpClient::plain();
-    let bundle = runtime::testing::within(runtime::testing::PATIENCE, || {
-        let (http, url, body, token) = (
-            http.clone(),
-            url.clone(),
-            body.clone(),
-            s.admin_token.clone(),
-        );
-        async move {
-            let r = http.post_json(&url, Some(&token), &body).await.ok()?;
-            r.is_success().then(|| r.body.to_vec())
-        }
-    })
-    .await
-    .expect("evidence of the exchange after the jumps");
+    let bundle = integration_tests::export_evidence(&f, CHIYODA, "jump-back", 1).await;
     let report = integration_tests::verify_offline(&f, &bundle);
     assert!(report.passed(), "{report}");
     f.stop().await;
@@ -248,7 +224,7 @@ async fn a_network_that_drops_or_stalls_between_servers_gives_clear_errors_in_ti
     let started = std::time::Instant::now();
     let r = exchange(&f, "link-stalled").await;
     assert_eq!(
-        error_of(&r),
+        integration_tests::x_road_error(&r),
         "Server.ClientProxy.NetworkError",
         "{}: {}",
         r.status,
@@ -263,7 +239,7 @@ async fn a_network_that_drops_or_stalls_between_servers_gives_clear_errors_in_ti
     mode.store(DROP, Ordering::SeqCst);
     let r = exchange(&f, "link-dropped").await;
     assert_eq!(
-        error_of(&r),
+        integration_tests::x_road_error(&r),
         "Server.ClientProxy.NetworkError",
         "{}: {}",
         r.status,

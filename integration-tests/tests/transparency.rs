@@ -49,13 +49,6 @@ async fn ask(
         .unwrap()
 }
 
-fn error_type(r: &runtime::Response) -> String {
-    r.headers
-        .get("x-road-error")
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default()
-}
-
 async fn usage(f: &Federation, subject: &str) -> serde_json::Value {
     let r = ask(f, MINISTRY, PORTAL, FIND_USAGE, Some(subject)).await;
     assert_eq!(r.status.as_u16(), 200, "{}", r.text());
@@ -148,12 +141,18 @@ async fn find_usage_lists_one_residents_accesses_newest_first_to_the_granted_por
     // Without the grant: refused, and the refusal says so.
     let r = ask(&f, OSAKA, WELFARE, FIND_USAGE, Some("131016000001")).await;
     assert_eq!(r.status.as_u16(), 500);
-    assert_eq!(error_type(&r), "Server.ServerProxy.AccessDenied");
+    assert_eq!(
+        integration_tests::x_road_error(&r),
+        "Server.ServerProxy.AccessDenied"
+    );
     let r = ask(&f, MINISTRY, BENEFITS, FIND_USAGE, Some("131016000001")).await;
-    assert_eq!(error_type(&r), "Server.ServerProxy.AccessDenied");
+    assert_eq!(
+        integration_tests::x_road_error(&r),
+        "Server.ServerProxy.AccessDenied"
+    );
     // Without a data subject, or with a bad page number: the client's mistake.
     let r = ask(&f, MINISTRY, PORTAL, FIND_USAGE, None).await;
-    assert_eq!(error_type(&r), "Client.BadRequest");
+    assert_eq!(integration_tests::x_road_error(&r), "Client.BadRequest");
     let r = ask(
         &f,
         MINISTRY,
@@ -162,7 +161,7 @@ async fn find_usage_lists_one_residents_accesses_newest_first_to_the_granted_por
         Some("x"),
     )
     .await;
-    assert_eq!(error_type(&r), "Client.BadRequest");
+    assert_eq!(integration_tests::x_road_error(&r), "Client.BadRequest");
 
     // Each call was itself logged at the provider, under the resident's subject index.
     let log = f.server(CHIYODA).unwrap().running().unwrap().log.clone();
@@ -191,9 +190,15 @@ async fn usage_evidence_is_only_for_the_residents_own_records_and_verifies_offli
 
     // Another resident may not have it, whatever the id.
     let r = ask(&f, MINISTRY, PORTAL, &path, Some("131016000001")).await;
-    assert_eq!(error_type(&r), "Server.ServerProxy.UsageRecordNotFound");
+    assert_eq!(
+        integration_tests::x_road_error(&r),
+        "Server.ServerProxy.UsageRecordNotFound"
+    );
     let r = ask(&f, OSAKA, WELFARE, &path, Some("131016000003")).await;
-    assert_eq!(error_type(&r), "Server.ServerProxy.AccessDenied");
+    assert_eq!(
+        integration_tests::x_road_error(&r),
+        "Server.ServerProxy.AccessDenied"
+    );
 
     // Once a checkpoint covers it (1 s), the bundle verifies with the anchor alone.
     let bundle = eventually("a checkpoint covering the usage record", || async {
@@ -202,7 +207,7 @@ async fn usage_evidence_is_only_for_the_residents_own_records_and_verifies_offli
             return Some(r.body.to_vec());
         }
         assert_eq!(
-            error_type(&r),
+            integration_tests::x_road_error(&r),
             "Server.ServerProxy.NotYetCheckpointed",
             "{}",
             r.text()
@@ -262,7 +267,10 @@ async fn suppression_hides_and_after_the_delay_reveals_with_the_change_audited()
         Some("131016000003"),
     )
     .await;
-    assert_eq!(error_type(&r), "Server.ServerProxy.UsageRecordNotFound");
+    assert_eq!(
+        integration_tests::x_road_error(&r),
+        "Server.ServerProxy.UsageRecordNotFound"
+    );
     assert_eq!(clients(&usage(&f, "131016000002").await), [BENEFITS]);
 
     // A day later, the accesses are old enough to be shown.
