@@ -61,6 +61,8 @@ fn template(body: &[u8]) -> pb::LogRecord {
         body_stored: true,
         logged_at_ms: NOW * 1000,
         peer: PROVIDER_SERVER.into(),
+        error: String::new(),
+        sent: false,
     }
 }
 

@@ -142,7 +142,7 @@ codes! {
         InconsistentResponse => "the response answers another X-Road-Id, or was made by another server than the one the request went to",
         InvalidRequestHash => "the response's signed request hash is not the hash of the request that was sent",
         InvalidBody => "the response body's SHA-256 differs from the signed one",
-        LoggingFailed => "the message log cannot be written (or has failed earlier); nothing is passed on. A failed log refuses every record until the server is restarted on a working disk; its `/health` answers 503 meanwhile",
+        LoggingFailed => "the message log cannot be written (or has failed earlier); nothing is passed on. A failed log refuses every record until it has opened itself again (within seconds once the disk has space); its `/health` answers 503 meanwhile",
         InternalError => "an unexpected internal failure (for example no randomness for an X-Road-Id)",
     }
 }

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 use certs::ManualClock;
 use http::Method;
+use proto::v1 as pb;
 use sandbox::{Federation, FederationSpec, Restart};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -47,7 +48,22 @@ async fn exchange(f: &Federation, id: &str) -> runtime::Response {
         .unwrap()
 }
 
-/// Records `server`'s log holds for `message_id`.
+/// The records `server`'s log holds for `message_id`, in log order.
+async fn records(f: &Federation, server: &str, message_id: &str) -> Vec<pb::LogRecord> {
+    let log = f.server(server).unwrap().running().unwrap().log.clone();
+    let id = message_id.to_owned();
+    tokio::task::spawn_blocking(move || {
+        log.find_by_message_id(&id)
+            .unwrap()
+            .into_iter()
+            .map(|i| log.record(i).unwrap().unwrap().decode().unwrap())
+            .collect()
+    })
+    .await
+    .unwrap()
+}
+
+/// How many records `server`'s log holds for `message_id`.
 async fn logged(f: &Federation, server: &str, message_id: &str) -> usize {
     let s = f.server(server).unwrap();
     let log = s.running().unwrap().log.clone();
@@ -142,9 +158,12 @@ async fn every_clock_jumping_an_hour_forwards_and_back_keeps_exchanges_and_the_l
 const PASS: u8 = 0;
 const STALL: u8 = 1;
 const DROP: u8 = 2;
+/// Requests pass, answers are held: a partition in the middle of an exchange.
+const ANSWERS_LOST: u8 = 3;
 
 /// A TCP proxy in front of `target` that passes traffic, holds it (`STALL`: bytes are read
-/// but not passed on), or cuts every connection and refuses new ones (`DROP`), as `mode` says.
+/// but not passed on; `ANSWERS_LOST`: only those coming back), or cuts every connection and
+/// refuses new ones (`DROP`), as `mode` says.
 async fn flaky_link(listener: TcpListener, target: std::net::SocketAddr, mode: Arc<AtomicU8>) {
     loop {
         let Ok((inbound, _)) = listener.accept().await else {
@@ -158,8 +177,8 @@ async fn flaky_link(listener: TcpListener, target: std::net::SocketAddr, mode: A
         };
         let (ri, wi) = inbound.into_split();
         let (ro, wo) = outbound.into_split();
-        tokio::spawn(pipe(ri, wo, Arc::clone(&mode)));
-        tokio::spawn(pipe(ro, wi, Arc::clone(&mode)));
+        tokio::spawn(pipe(ri, wo, Arc::clone(&mode), ANSWERS_LOST));
+        tokio::spawn(pipe(ro, wi, Arc::clone(&mode), PASS));
     }
 }
 
@@ -167,6 +186,8 @@ async fn pipe(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     mode: Arc<AtomicU8>,
+    // The mode in which this direction passes traffic as in `PASS`.
+    passes_in: u8,
 ) {
     let mut buf = vec![0u8; 16 * 1024];
     loop {
@@ -177,6 +198,7 @@ async fn pipe(
         loop {
             match mode.load(Ordering::SeqCst) {
                 PASS => break,
+                m if m == passes_in => break,
                 DROP => return,
                 _ => tokio::time::sleep(Duration::from_millis(20)).await,
             }
@@ -246,12 +268,78 @@ async fn a_network_that_drops_or_stalls_between_servers_gives_clear_errors_in_ti
         r.text()
     );
 
-    // Nothing crossed, so the provider logged nothing; the client's server holds at most the
-    // request it tried to send, and no answer.
+    // Nothing crossed, so the provider logged nothing; the client's server holds no answer,
+    // and, if it logged the request, a failure record saying what the client got (synced with
+    // the next record, or within 20 ms).
     for id in ["link-stalled", "link-dropped"] {
-        assert!(logged(&f, MINISTRY, id).await <= 1, "{id}");
         assert_eq!(logged(&f, CHIYODA, id).await, 0, "{id}");
+        let ministry = integration_tests::eventually("the failure is logged", || async {
+            let records = records(&f, MINISTRY, id).await;
+            (records.len() != 1).then_some(records)
+        })
+        .await;
+        match ministry.as_slice() {
+            [] => {}
+            [request, failure] => {
+                assert_eq!(request.kind(), pb::LogKind::Request, "{id}");
+                assert_eq!(failure.kind(), pb::LogKind::Failure, "{id}");
+                assert!(
+                    failure
+                        .error
+                        .starts_with("Server.ClientProxy.NetworkError: "),
+                    "{id}: {}",
+                    failure.error
+                );
+            }
+            other => panic!("{id}: {other:?}"),
+        }
     }
+
+    // The partition falls in the middle of an exchange: the request reaches Chiyoda, which
+    // serves and logs it, and its answer is lost. The client hears `NetworkError` in time,
+    // and the ministry's log says so after the request, with `sent`: the one log holds the
+    // exchange as answered, the other as failed, and each says which.
+    mode.store(PASS, Ordering::SeqCst);
+    integration_tests::eventually("the link passes again", || async {
+        exchange(&f, "link-between")
+            .await
+            .is_success()
+            .then_some(())
+    })
+    .await;
+    mode.store(ANSWERS_LOST, Ordering::SeqCst);
+    let r = exchange(&f, "answer-lost").await;
+    assert_eq!(
+        integration_tests::x_road_error(&r),
+        "Server.ClientProxy.NetworkError",
+        "{}: {}",
+        r.status,
+        r.text()
+    );
+    let chiyoda = records(&f, CHIYODA, "answer-lost").await;
+    let kinds: Vec<_> = chiyoda.iter().map(pb::LogRecord::kind).collect();
+    assert_eq!(kinds, [pb::LogKind::Request, pb::LogKind::Response]);
+    let ministry = integration_tests::eventually("the failure is logged", || async {
+        let records = records(&f, MINISTRY, "answer-lost").await;
+        (records.len() > 1).then_some(records)
+    })
+    .await;
+    let kinds: Vec<_> = ministry.iter().map(pb::LogRecord::kind).collect();
+    assert_eq!(kinds, [pb::LogKind::Request, pb::LogKind::Failure]);
+    assert!(ministry[1].sent);
+    assert!(
+        ministry[1]
+            .error
+            .starts_with("Server.ClientProxy.NetworkError: "),
+        "{}",
+        ministry[1].error
+    );
+    // The failure record is evidence like any other: it verifies offline.
+    let bundle = integration_tests::export_evidence(&f, MINISTRY, "answer-lost", 1).await;
+    let report = integration_tests::verify_offline(&f, &bundle);
+    assert!(report.passed(), "{report}");
+    let failure = report.records.iter().find(|r| r.kind == "failure").unwrap();
+    assert_eq!(failure.sent, Some(true));
 
     // The link heals: exchanges work again (on a new connection, once the old one is gone).
     mode.store(PASS, Ordering::SeqCst);

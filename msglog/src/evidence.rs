@@ -476,12 +476,13 @@ fn check_record(
     };
     let kind = match pb::LogKind::try_from(record.kind) {
         Ok(k @ (pb::LogKind::Request | pb::LogKind::Response)) => k,
+        Ok(pb::LogKind::Failure) => return check_failure(er, record, subject, report),
         _ => {
             report.fail(
                 subject,
                 CheckKind::RecordDecode,
                 format!(
-                    "record kind {} is neither request nor response",
+                    "record kind {} is not a request, a response or a failure",
                     record.kind
                 ),
             );
@@ -510,11 +511,59 @@ fn check_record(
         created_at: None,
         status: None,
         body_included: er.has_body,
+        error: None,
+        sent: None,
     };
 
     check_signed_header(record, kind, confs, requests, &subject, &mut info, report);
     check_body(er, record, &subject, report);
     report.records.push(info);
+}
+
+/// A failure record: the client's server's own note, vouched for only by its place in the tree.
+fn check_failure(
+    er: &pb::EvidenceRecord,
+    record: &pb::LogRecord,
+    subject: Subject,
+    report: &mut Report,
+) {
+    let client_side = record.side == pb::LogSide::Client as i32;
+    let signs_nothing =
+        record.signed_header.is_empty() && record.signature.is_empty() && record.key_id.is_empty();
+    let bodiless = !record.body_stored && !er.has_body && er.body.is_empty();
+    let outcome = if !client_side {
+        Err("a failure record not logged by the client's side".to_owned())
+    } else if !signs_nothing || !bodiless {
+        Err("a failure record with a signed header or a body".to_owned())
+    } else if record.error.is_empty() {
+        Err("a failure record that names no error".to_owned())
+    } else {
+        Ok(format!(
+            "the client got {} ({})",
+            record.error,
+            if record.sent {
+                "after the request was sent: the provider's log may hold the exchange"
+            } else {
+                "before the request reached the provider's server"
+            }
+        ))
+    };
+    report.check(subject, CheckKind::FailureNote, outcome);
+    report.records.push(RecordInfo {
+        index: er.index,
+        kind: "failure".into(),
+        side: "client".into(),
+        message_id: record.message_id.clone(),
+        client: record.client.clone(),
+        service: record.service.clone(),
+        peer: record.peer.clone(),
+        logged_at_ms: record.logged_at_ms,
+        created_at: None,
+        status: None,
+        body_included: false,
+        error: Some(record.error.clone()),
+        sent: Some(record.sent),
+    });
 }
 
 /// The signed header: its signature, its signer, and what the record and other records say

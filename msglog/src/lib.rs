@@ -9,6 +9,7 @@
 //! - `writer` (private): the group-commit thread (many appends, one write-ahead frame, one
 //!   fsync) and the indexer thread that applies them to the database in large transactions.
 //! - `wal` (private): the write-ahead log's frames and segment files, and recovery at open.
+//! - `disk` (private): opening the database file; a simulated full disk for tests.
 //! - [`history`]: checkpoints and their cosignatures, witness state of other servers' logs, our
 //!   witnesses' progress, the history of signed global configurations.
 //! - [`archive_file`]: the archive file format; reading one file back, checked.
@@ -30,6 +31,7 @@
 pub mod archive;
 pub mod archive_file;
 mod crypto;
+mod disk;
 pub mod error;
 pub mod evidence;
 pub mod history;

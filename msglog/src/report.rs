@@ -71,6 +71,9 @@ pub enum CheckKind {
     Body,
     /// The response's request hash is SHA-512 of its request's signed header.
     RequestHash,
+    /// A failure record (the client's server's note that an exchange ended without an answer)
+    /// is well formed: logged by the client's side, signing nothing, with no body.
+    FailureNote,
 }
 
 impl CheckKind {
@@ -90,6 +93,7 @@ impl CheckKind {
             CheckKind::BodyHash => "body hash",
             CheckKind::Body => "body",
             CheckKind::RequestHash => "request hash",
+            CheckKind::FailureNote => "failure note",
         }
     }
 }
@@ -144,7 +148,7 @@ pub struct ConfigurationInfo {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RecordInfo {
     pub index: u64,
-    /// "request" or "response".
+    /// "request", "response" or "failure".
     pub kind: String,
     /// "client" or "server": which side logged it.
     pub side: String,
@@ -158,6 +162,10 @@ pub struct RecordInfo {
     /// The response status, for responses.
     pub status: Option<u32>,
     pub body_included: bool,
+    /// For failures: the X-Road error the client got, and whether the request had been sent
+    /// (the provider's server may then hold the exchange in its log, answered or not).
+    pub error: Option<String>,
+    pub sent: Option<bool>,
 }
 
 /// Everything a verification found.

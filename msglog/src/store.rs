@@ -12,7 +12,7 @@
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering as AtomicOrdering;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -26,6 +26,7 @@ use tokio::sync::oneshot;
 use crate::LogError;
 use crate::archive_file::LoadedArchive;
 use crate::crypto::{self, BodyCipher};
+use crate::disk::{self, Faults};
 use crate::tables::{
     ARCHIVES, BODIES, BY_MESSAGE_ID, BY_SUBJECT, BY_TIME, CHECKPOINTS, CONF_BY_TIME,
     CONFIGURATIONS, FORMAT_VERSION, FORMAT_VERSION_RECORDS_INLINE, META, META_BODY_KEY_CHECK,
@@ -33,7 +34,7 @@ use crate::tables::{
     WITNESS_STATE, WITNESSED, read_size, tree_error,
 };
 use crate::wal;
-use crate::writer::{self, Inbox, Indexer, Prepared, Queue, Shared, Wait, Writer};
+use crate::writer::{self, Counters, Inbox, Indexer, Prepared, Queue, Shared, Wait, Writer};
 
 /// How a message log is opened.
 #[derive(Clone)]
@@ -143,17 +144,55 @@ pub struct LogStats {
 
 /// A security server's message log in its own redb file. Cheap to clone; the writer thread
 /// stops, and the file is released, when the last clone is dropped.
+///
+/// A log whose disk fails (full, I/O errors) refuses every record from the failed group commit
+/// on, and its readers fail, rather than let a record become durable after an earlier one was
+/// lost. A recovery thread then opens it again, as a restart would, every few seconds (1 s,
+/// doubling up to [`REOPEN_MAX_DELAY`]); once that succeeds (space came back), the log takes
+/// records again after the last durable one. [`MessageLog::failure`] says why it refuses
+/// meanwhile.
 #[derive(Debug, Clone)]
 pub struct MessageLog {
     pub(crate) inner: Arc<Inner>,
 }
 
+/// The longest a failed log waits between two attempts to open it again.
+pub const REOPEN_MAX_DELAY: Duration = Duration::from_secs(10);
+const REOPEN_FIRST_DELAY: Duration = Duration::from_secs(1);
+
 pub(crate) struct Inner {
-    pub(crate) db: Arc<Database>,
+    pub(crate) core: Arc<Core>,
+    /// Opens the log again after a failure ([`supervise`]).
+    recovery: Option<JoinHandle<()>>,
+    /// Held by `archive_before`, so two runs never archive the same range.
+    pub(crate) archiving: Mutex<()>,
+    /// The archive file read last (verified against the archives table when loaded).
+    pub(crate) archive_cache: Mutex<Option<Arc<LoadedArchive>>>,
+}
+
+/// What the log is opened from, and the open log: shared with the recovery thread.
+pub(crate) struct Core {
     pub(crate) path: PathBuf,
-    pub(crate) cipher: Arc<BodyCipher>,
-    subject_key: [u8; 32],
     pub(crate) options: LogOptions,
+    faults: Faults,
+    /// Kept across reopens.
+    counters: Arc<Counters>,
+    state: RwLock<State>,
+    /// Set when the last `MessageLog` goes; the recovery thread ends.
+    stop: Mutex<bool>,
+    wake: Condvar,
+}
+
+enum State {
+    Open(Arc<Engine>),
+    /// Closed after a failure; opening it again failed with this so far.
+    Failed(Arc<LogError>),
+}
+
+/// One open of the log: the database, the writer and the indexer.
+pub(crate) struct Engine {
+    pub(crate) db: Arc<Database>,
+    pub(crate) cipher: Arc<BodyCipher>,
     /// Where appenders put their entries for the writer.
     queue: Arc<Queue>,
     writer: Option<JoinHandle<()>>,
@@ -163,22 +202,36 @@ pub(crate) struct Inner {
     indexer: Option<JoinHandle<()>>,
     /// Shared with the writer and the indexer.
     shared: Arc<Shared>,
-    /// Held by `archive_before`, so two runs never archive the same range.
-    pub(crate) archiving: Mutex<()>,
-    /// The archive file read last (verified against the archives table when loaded).
-    pub(crate) archive_cache: Mutex<Option<Arc<LoadedArchive>>>,
 }
 
 impl std::fmt::Debug for Inner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MessageLog")
-            .field("path", &self.path)
-            .field("options", &self.options)
+            .field("path", &self.core.path)
+            .field("options", &self.core.options)
             .finish_non_exhaustive()
     }
 }
 
 impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Ok(mut stop) = self.core.stop.lock() {
+            *stop = true;
+        }
+        self.core.wake.notify_all();
+        if let Some(recovery) = self.recovery.take()
+            && recovery.join().is_err()
+        {
+            tracing::error!("the message log recovery thread panicked");
+        }
+        // Closes the database before the last handle returns, so that it can be opened again.
+        if let Ok(mut state) = self.core.state.write() {
+            *state = State::Failed(Arc::new(LogError::Closed));
+        }
+    }
+}
+
+impl Drop for Engine {
     fn drop(&mut self) {
         // Closing the queue ends the writer's loop once it has answered what is queued; then
         // the indexer applies what the writer handed on and ends. Joining both releases their
@@ -198,11 +251,11 @@ impl Drop for Inner {
     }
 }
 
-impl MessageLog {
-    /// Opens the log at `path`, creating the file if there is none, and applies to it what its
-    /// write-ahead log (`<path>-wal/`) holds beyond it.
-    pub fn open(path: &Path, options: LogOptions) -> Result<MessageLog, LogError> {
-        let db = Arc::new(Database::builder().create(path)?);
+impl Engine {
+    /// Opens the log at `path` and applies to it what its write-ahead log holds beyond it.
+    fn open(core: &Core) -> Result<Engine, LogError> {
+        let (path, options) = (&core.path, &core.options);
+        let db = Arc::new(disk::open_database(path, &core.faults)?);
         let (salt, epoch) = initialise(&db, options.body_key.as_ref())?;
         let cipher = Arc::new(BodyCipher::new(options.body_key.as_ref(), &salt, epoch)?);
 
@@ -254,9 +307,12 @@ impl MessageLog {
             .as_slice(),
         )?;
         txn.commit()?;
-        let segment = wal::Segment::create(&wal_dir, size)?;
+        let segment = wal::Segment::create(&wal_dir, size)?.with_faults(core.faults.clone());
 
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared {
+            counters: Arc::clone(&core.counters),
+            ..Shared::default()
+        });
         shared.acked.store(size, AtomicOrdering::Release);
         shared.indexed.store(size, AtomicOrdering::Release);
         let inbox = Arc::new(Inbox::default());
@@ -284,30 +340,170 @@ impl MessageLog {
         let writer = std::thread::Builder::new()
             .name("msglog-writer".into())
             .spawn(move || writer.run())
+            .map_err(LogError::io(path));
+        let writer = match writer {
+            Ok(writer) => writer,
+            Err(e) => {
+                inbox.close();
+                return Err(e);
+            }
+        };
+        Ok(Engine {
+            db,
+            cipher,
+            queue,
+            writer: Some(writer),
+            inbox,
+            indexer: Some(indexer),
+            shared,
+        })
+    }
+
+    /// Why it stopped taking records, if it did.
+    fn failure(&self) -> Option<Arc<LogError>> {
+        self.shared.poisoned.get().cloned()
+    }
+}
+
+impl Core {
+    fn engine(&self) -> Result<Arc<Engine>, LogError> {
+        match &*self.state.read().map_err(|_| LogError::Closed)? {
+            State::Open(engine) => Ok(Arc::clone(engine)),
+            State::Failed(e) => Err(LogError::BatchFailed(Arc::clone(e))),
+        }
+    }
+
+    fn failure(&self) -> Option<Arc<LogError>> {
+        match &*self.state.read().ok()? {
+            State::Open(engine) => engine.failure(),
+            State::Failed(e) => Some(Arc::clone(e)),
+        }
+    }
+
+    /// Closes a failed engine and opens the log again (the recovery thread). Fails, leaving
+    /// the log closed, while the disk still fails.
+    fn reopen(&self) -> Result<(), Arc<LogError>> {
+        let Some(failure) = self.failure() else {
+            return Ok(());
+        };
+        let old = {
+            let mut state = self.state.write().map_err(|_| Arc::new(LogError::Closed))?;
+            std::mem::replace(&mut *state, State::Failed(Arc::clone(&failure)))
+        };
+        if let State::Open(mut engine) = old {
+            // Readers hold the engine for one read each; the database must be closed before
+            // it can be opened again.
+            loop {
+                match Arc::try_unwrap(engine) {
+                    Ok(engine) => break drop(engine),
+                    Err(held) => engine = held,
+                }
+                if self.stopping() {
+                    return Err(failure);
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        let engine = Engine::open(self).map_err(Arc::new)?;
+        let mut state = self.state.write().map_err(|_| Arc::new(LogError::Closed))?;
+        *state = State::Open(Arc::new(engine));
+        Ok(())
+    }
+
+    fn stopping(&self) -> bool {
+        self.stop.lock().map_or(true, |stop| *stop)
+    }
+}
+
+/// The recovery thread: while the log has failed, tries to open it again, waiting
+/// [`REOPEN_FIRST_DELAY`] after the failure is seen and twice as long after each failed
+/// attempt, up to [`REOPEN_MAX_DELAY`]. Looks once a second while the log works.
+fn supervise(core: Arc<Core>) {
+    let mut delay = REOPEN_FIRST_DELAY;
+    loop {
+        {
+            let Ok(stop) = core.stop.lock() else { return };
+            let Ok((stop, _)) = core.wake.wait_timeout_while(stop, delay, |stop| !*stop) else {
+                return;
+            };
+            if *stop {
+                return;
+            }
+        }
+        let Some(failure) = core.failure() else {
+            delay = REOPEN_FIRST_DELAY;
+            continue;
+        };
+        match core.reopen() {
+            Ok(()) => {
+                tracing::warn!(
+                    path = %core.path.display(),
+                    after = %failure,
+                    "the message log is open again and takes records"
+                );
+                delay = REOPEN_FIRST_DELAY;
+            }
+            Err(e) => {
+                tracing::error!(
+                    path = %core.path.display(),
+                    error = %e,
+                    retry_in_secs = delay.as_secs(),
+                    "the message log failed and cannot be opened again yet; it refuses records"
+                );
+                delay = (delay * 2).min(REOPEN_MAX_DELAY);
+            }
+        }
+    }
+}
+
+impl MessageLog {
+    /// Opens the log at `path`, creating the file if there is none, and applies to it what its
+    /// write-ahead log (`<path>-wal/`) holds beyond it.
+    pub fn open(path: &Path, options: LogOptions) -> Result<MessageLog, LogError> {
+        let mut core = Core {
+            path: path.to_owned(),
+            options,
+            faults: Faults::default(),
+            counters: Arc::default(),
+            state: RwLock::new(State::Failed(Arc::new(LogError::Closed))),
+            stop: Mutex::new(false),
+            wake: Condvar::new(),
+        };
+        let engine = Engine::open(&core)?;
+        core.state = RwLock::new(State::Open(Arc::new(engine)));
+        let core = Arc::new(core);
+        let supervised = Arc::clone(&core);
+        let recovery = std::thread::Builder::new()
+            .name("msglog-recovery".into())
+            .spawn(move || supervise(supervised))
             .map_err(LogError::io(path))?;
         Ok(MessageLog {
             inner: Arc::new(Inner {
-                db,
-                path: path.to_owned(),
-                cipher,
-                subject_key: options.subject_key,
-                options,
-                queue,
-                writer: Some(writer),
-                inbox,
-                indexer: Some(indexer),
-                shared,
+                core,
+                recovery: Some(recovery),
                 archiving: Mutex::new(()),
                 archive_cache: Mutex::new(None),
             }),
         })
     }
 
+    /// The open log (its database, writer and indexer); an error while it has failed and is
+    /// not yet open again.
+    pub(crate) fn engine(&self) -> Result<Arc<Engine>, LogError> {
+        self.inner.core.engine()
+    }
+
+    /// The database, for one read or write transaction.
+    pub(crate) fn db(&self) -> Result<Arc<Database>, LogError> {
+        Ok(Arc::clone(&self.engine()?.db))
+    }
+
     /// Waits until the database holds every record acknowledged so far (the indexer applies
     /// them in the background). Every read calls this first, so reads see every append that
     /// returned before them.
     pub(crate) fn sync(&self) -> Result<(), LogError> {
-        let shared = &self.inner.shared;
+        let engine = self.engine()?;
+        let shared = &engine.shared;
         if let Some(e) = shared.index_failed.get() {
             return Err(LogError::BatchFailed(Arc::clone(e)));
         }
@@ -315,7 +511,7 @@ impl MessageLog {
         if shared.indexed.load(AtomicOrdering::Acquire) >= acked {
             return Ok(());
         }
-        self.inner.inbox.sync()
+        engine.inbox.sync()
     }
 
     /// Appends one record; returns its leaf index once the record is durable.
@@ -343,12 +539,13 @@ impl MessageLog {
     }
 
     fn push_one(&self, entry: Entry, wait: Wait) -> Result<Pending, LogError> {
-        if let Some(e) = self.inner.shared.poisoned.get() {
-            return Err(LogError::BatchFailed(Arc::clone(e)));
+        let engine = self.engine()?;
+        if let Some(e) = engine.failure() {
+            return Err(LogError::BatchFailed(e));
         }
         let prepared = self.prepare(entry)?;
         let (reply, answer) = oneshot::channel();
-        self.inner
+        engine
             .queue
             .push(std::slice::from_ref(&prepared), reply, wait)?;
         Ok(Pending(answer))
@@ -371,12 +568,13 @@ impl MessageLog {
     }
 
     async fn submit(&self, entries: Vec<Prepared>) -> Result<u64, LogError> {
-        if let Some(e) = self.inner.shared.poisoned.get() {
-            return Err(LogError::BatchFailed(Arc::clone(e)));
+        let engine = self.engine()?;
+        if let Some(e) = engine.failure() {
+            return Err(LogError::BatchFailed(e));
         }
         let (reply, answer) = oneshot::channel();
-        self.inner.queue.push(&entries, reply, Wait::Yes)?;
-        drop(entries);
+        engine.queue.push(&entries, reply, Wait::Yes)?;
+        drop((entries, engine));
         answer.await.map_err(|_| LogError::Closed)?
     }
 
@@ -416,7 +614,7 @@ impl MessageLog {
 
     /// The writer's counters since this log was opened.
     pub fn stats(&self) -> LogStats {
-        let c = &self.inner.shared.counters;
+        let c = &self.inner.core.counters;
         LogStats {
             batches_committed: c.batches.load(AtomicOrdering::Relaxed),
             entries_committed: c.entries.load(AtomicOrdering::Relaxed),
@@ -429,38 +627,34 @@ impl MessageLog {
 
     /// The database file.
     pub fn path(&self) -> &Path {
-        &self.inner.path
+        &self.inner.core.path
     }
 
-    /// Why the log stopped taking records, if it did: a group commit or the database failed
-    /// (disk full, I/O error). It then refuses every record until it is opened again, that is
-    /// until the server is restarted on a working disk.
+    /// Why the log refuses records, if it does: a group commit or the database failed (disk
+    /// full, I/O error). It refuses every record, and its reads fail, until it is open again
+    /// (see [`MessageLog`]); then this is `None` again.
     pub fn failure(&self) -> Option<Arc<LogError>> {
-        self.inner.shared.poisoned.get().cloned()
+        self.inner.core.failure()
     }
 
-    /// Stops the log as a failed group commit does, with `reason` as the I/O error (for tests
-    /// of what a server does with a failed log; not in release builds of the servers).
-    #[cfg(feature = "fault-injection")]
-    pub fn inject_failure(&self, reason: &str) {
-        let e = LogError::Io {
-            path: wal::dir_of(&self.inner.path),
-            source: std::io::Error::other(reason.to_owned()),
-        };
-        let _ = self.inner.shared.poisoned.set(Arc::new(e));
+    /// Makes every write of the log's files fail as on a full disk (`true`) until called with
+    /// `false`: for tests of a server whose disk fills up; not in release builds of the servers.
+    #[cfg(any(test, feature = "fault-injection"))]
+    pub fn simulate_disk_full(&self, full: bool) {
+        self.inner.core.faults.set_full(full);
     }
 
     /// The number of records ever appended (archived ones included).
     pub fn size(&self) -> Result<u64, LogError> {
         self.sync()?;
-        let txn = self.inner.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         read_size(&txn.open_table(NODES)?)
     }
 
     /// The Merkle tree root of the first `size` records.
     pub fn root(&self, size: u64) -> Result<Hash, LogError> {
         self.sync()?;
-        let txn = self.inner.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let nodes = Nodes(txn.open_table(NODES)?);
         check_size(read_size(&nodes.0)?, "tree size", size)?;
         tlog::root(&nodes, size).map_err(tree_error)
@@ -469,7 +663,7 @@ impl MessageLog {
     /// The inclusion proof of record `index` in the tree of `size` records.
     pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, LogError> {
         self.sync()?;
-        let txn = self.inner.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let nodes = Nodes(txn.open_table(NODES)?);
         check_size(read_size(&nodes.0)?, "tree size", size)?;
         tlog::inclusion_proof(&nodes, index, size).map_err(tree_error)
@@ -478,7 +672,7 @@ impl MessageLog {
     /// The consistency proof from the tree of `old_size` records to the tree of `new_size`.
     pub fn consistency_proof(&self, old_size: u64, new_size: u64) -> Result<Vec<Hash>, LogError> {
         self.sync()?;
-        let txn = self.inner.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let nodes = Nodes(txn.open_table(NODES)?);
         check_size(read_size(&nodes.0)?, "tree size", new_size)?;
         tlog::consistency_proof(&nodes, old_size, new_size).map_err(tree_error)
@@ -501,7 +695,7 @@ impl MessageLog {
     }
 
     fn record_once(&self, index: u64) -> Result<Option<StoredRecord>, LogError> {
-        let txn = self.inner.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         if let Some(value) = txn.open_table(RECORDS)?.get(index)? {
             let bodies = txn.open_table(BODIES)?;
             let entry = self.stored_entry(index, value.value(), &bodies, &mut self.segments())?;
@@ -539,7 +733,7 @@ impl MessageLog {
 
     /// A reader of this log's write-ahead segments.
     pub(crate) fn segments(&self) -> wal::SegmentReader {
-        wal::SegmentReader::new(wal::dir_of(&self.inner.path))
+        wal::SegmentReader::new(wal::dir_of(&self.inner.core.path))
     }
 
     /// The record bytes and stored body of the `records` value of `index`: the entry it locates
@@ -574,7 +768,7 @@ impl MessageLog {
         let body = match stored_body {
             None => None,
             Some(stored) => {
-                let body = self.inner.cipher.open(index, &stored).map_err(|e| {
+                let body = self.engine()?.cipher.open(index, &stored).map_err(|e| {
                     LogError::BodyIntegrity {
                         index,
                         reason: e.reason(),
@@ -600,7 +794,7 @@ impl MessageLog {
     /// The records of one X-Road-Id (request and response, both sides), in index order.
     pub fn find_by_message_id(&self, message_id: &str) -> Result<Vec<u64>, LogError> {
         self.sync()?;
-        let txn = self.inner.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let table = txn.open_table(BY_MESSAGE_ID)?;
         let mut out = Vec::new();
         for row in table.range((message_id, 0u64)..=(message_id, u64::MAX))? {
@@ -615,7 +809,7 @@ impl MessageLog {
         if from_ms >= to_ms {
             return Ok(Vec::new());
         }
-        let txn = self.inner.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let table = txn.open_table(BY_TIME)?;
         let mut out = Vec::new();
         for row in table.range((from_ms, 0u64)..(to_ms, 0u64))? {
@@ -649,7 +843,7 @@ impl MessageLog {
     ) -> Result<Vec<u64>, LogError> {
         self.sync()?;
         let hash = self.subject_hash(subject);
-        let txn = self.inner.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let table = txn.open_table(BY_SUBJECT)?;
         let range = table.range((&hash, 0u64)..=(&hash, u64::MAX))?;
         let rows: Box<dyn Iterator<Item = _>> = if newest_first {
@@ -666,7 +860,7 @@ impl MessageLog {
 
     /// The subject index key of `subject`: HMAC-SHA256 under the subject key.
     pub fn subject_hash(&self, subject: &str) -> [u8; 32] {
-        crypto::subject_hash(&self.inner.subject_key, subject)
+        crypto::subject_hash(&self.inner.core.options.subject_key, subject)
     }
 }
 

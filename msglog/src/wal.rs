@@ -52,6 +52,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest as _, Sha256};
 
 use crate::LogError;
+use crate::disk::Faults;
 
 /// Frames with a CRC-32C, as this version writes them.
 const MAGIC: [u8; 4] = *b"XRW2";
@@ -387,6 +388,8 @@ pub(crate) struct Segment {
     allocated: u64,
     /// The segment is full at this many bytes of frames ([`SEGMENT_BYTES`] but in tests).
     limit: u64,
+    /// Injected failures, in tests of a full disk.
+    faults: Faults,
 }
 
 impl Segment {
@@ -413,7 +416,14 @@ impl Segment {
             len: 0,
             allocated: 0,
             limit: SEGMENT_BYTES,
+            faults: Faults::default(),
         }
+    }
+
+    /// The same, failing its writes whenever `faults` says the disk is full.
+    pub(crate) fn with_faults(mut self, faults: Faults) -> Segment {
+        self.faults = faults;
+        self
     }
 
     /// The same with another size limit, so that tests can fill segments.
@@ -434,8 +444,9 @@ impl Segment {
         if end + PREALLOCATE / 4 > self.allocated && self.allocated < self.limit {
             self.preallocate(end)?;
         }
-        self.file
-            .write_all_at(frame, self.len)
+        self.faults
+            .check()
+            .and_then(|()| self.file.write_all_at(frame, self.len))
             .and_then(|()| self.file.sync_data())
             .map_err(LogError::io(&self.path))?;
         self.len = end;
@@ -452,8 +463,9 @@ impl Segment {
         let mut at = self.allocated.max(end);
         while at < target {
             let n = (target - at).min(STEP as u64) as usize;
-            self.file
-                .write_all_at(&zeros[..n], at)
+            self.faults
+                .check()
+                .and_then(|()| self.file.write_all_at(&zeros[..n], at))
                 .map_err(LogError::io(&self.path))?;
             at += n as u64;
         }
@@ -478,7 +490,8 @@ impl Segment {
 
     /// Begins the next segment at index `first`; returns the path of the one closed.
     pub(crate) fn rotate(&mut self, first: u64) -> Result<PathBuf, LogError> {
-        let mut next = Segment::create(&self.dir, first)?;
+        self.faults.check().map_err(LogError::io(&self.dir))?;
+        let mut next = Segment::create(&self.dir, first)?.with_faults(self.faults.clone());
         next.limit = self.limit;
         let old = std::mem::replace(self, next);
         Ok(old.path)

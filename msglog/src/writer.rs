@@ -271,7 +271,7 @@ pub(crate) struct Shared {
     pub(crate) acked: AtomicU64,
     /// The log's size in the database.
     pub(crate) indexed: AtomicU64,
-    pub(crate) counters: Counters,
+    pub(crate) counters: Arc<Counters>,
 }
 
 pub(crate) struct Writer {

@@ -271,6 +271,12 @@ pub struct LogRecord {
     /// The other security server of the exchange.
     #[prost(string, tag = "12")]
     pub peer: ::prost::alloc::string::String,
+    /// LOG_KIND_FAILURE only: the X-Road error type and message the client got, and whether the
+    /// request had been sent.
+    #[prost(string, tag = "13")]
+    pub error: ::prost::alloc::string::String,
+    #[prost(bool, tag = "14")]
+    pub sent: bool,
 }
 /// A witness request (C2SP tlog-witness semantics over gRPC): cosign `checkpoint` (a signed
 /// note) after checking `consistency_proof` from `old_size`, the size the caller believes the
@@ -343,6 +349,11 @@ pub enum LogKind {
     Unspecified = 0,
     Request = 1,
     Response = 2,
+    /// The client's security server's own note that an exchange whose request it logged ended
+    /// without an answer for the client: `error` is what the client got, `sent` whether the request
+    /// may have reached the provider's server (whose log may then hold the exchange, answered or
+    /// not). Nobody signs it; the log's cosigned checkpoints vouch for it like for every record.
+    Failure = 3,
 }
 impl LogKind {
     /// String value of the enum field names used in the ProtoBuf definition.
@@ -354,6 +365,7 @@ impl LogKind {
             Self::Unspecified => "LOG_KIND_UNSPECIFIED",
             Self::Request => "LOG_KIND_REQUEST",
             Self::Response => "LOG_KIND_RESPONSE",
+            Self::Failure => "LOG_KIND_FAILURE",
         }
     }
     /// Creates an enum from field names used in the ProtoBuf definition.
@@ -362,6 +374,7 @@ impl LogKind {
             "LOG_KIND_UNSPECIFIED" => Some(Self::Unspecified),
             "LOG_KIND_REQUEST" => Some(Self::Request),
             "LOG_KIND_RESPONSE" => Some(Self::Response),
+            "LOG_KIND_FAILURE" => Some(Self::Failure),
             _ => None,
         }
     }

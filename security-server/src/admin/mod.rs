@@ -239,7 +239,8 @@ async fn health(State(admin): State<Admin>) -> Response {
                 "status": "unavailable",
                 "reason": format!(
                     "the message log has failed, so every exchange is refused (LoggingFailed) \
-                     until the server is restarted on a working disk: {e}"
+                     until it opens again, which it tries every few seconds (free disk space): \
+                     {e}"
                 ),
             })),
         )

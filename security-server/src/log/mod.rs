@@ -16,5 +16,5 @@ pub mod witness;
 
 pub use checkpointer::{Checkpointer, Round, choose_witnesses};
 pub use evidence::{EvidenceQuery, ExportError, export_evidence};
-pub use logger::{Durable, Logged, MessageLogger, open};
+pub use logger::{Durable, Failed, Logged, MessageLogger, Queued, open};
 pub use witness::witness;

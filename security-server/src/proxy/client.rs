@@ -31,7 +31,7 @@ use exchange::{ClientCode, ClientProxyCode, HashedBody, XRoadError};
 use crate::confclient::ConfClient;
 use crate::error::error_response;
 use crate::keys::MemberKeys;
-use crate::log::{Logged, MessageLogger};
+use crate::log::{Failed, Logged, MessageLogger, Queued};
 use crate::metrics::{self, Metrics};
 use crate::peer::{self, PeerPool};
 
@@ -327,7 +327,7 @@ impl Inner {
                 let signed = message::sign_request(&header, key);
                 let context = RequestContext::new(&id, &signed, &server_id);
                 // Logged before it is passed on; a failed write stops the exchange.
-                self.logger.enqueue(Logged {
+                let queued = self.logger.enqueue(Logged {
                     kind: pb::LogKind::Request,
                     side: pb::LogSide::Client,
                     message_id: &id,
@@ -342,38 +342,59 @@ impl Inner {
                     header: Some(signed),
                     body: body.bytes().to_vec(),
                 };
-                match peer::call_exchange(&mut client, outgoing).await {
+                let unfinished = Unfinished {
+                    logger: &self.logger,
+                    message_id: &id,
+                    request: &request,
+                    peer: &server_id,
+                    armed: true,
+                };
+                let result = match peer::call_exchange(&mut client, outgoing).await {
                     Ok(Some((answer, confirmation))) => {
                         self.health.succeeded(&server_id);
-                        return self
-                            .respond(verified_conf, &request, &context, answer, confirmation)
-                            .await;
+                        self.respond(
+                            verified_conf,
+                            &request,
+                            &context,
+                            (answer, confirmation),
+                            queued,
+                        )
+                        .await
                     }
-                    Ok(None) => {
-                        return Err(err(
-                            ClientProxyCode::InvalidResponse,
-                            format!("{server_id} ended the exchange without a response"),
-                        ));
-                    }
+                    Ok(None) => Err(err(
+                        ClientProxyCode::InvalidResponse,
+                        format!("{server_id} ended the exchange without a response"),
+                    )),
                     Err(status) if peer::is_connect_failure(&status) => {
                         self.peers.forget(server, address);
                         self.health.failed(&server_id);
-                        failures.push(format!("{server_id} at {address}: {}", status.message()));
+                        let failure = format!("{server_id} at {address}: {}", status.message());
+                        unfinished
+                            .failed(&err(ClientProxyCode::NetworkError, failure.clone()), false);
+                        failures.push(failure);
+                        continue;
                     }
-                    Err(status) => {
-                        if let Some(e) = peer::status_to_error(&status) {
-                            return Err(e);
+                    Err(status) => match peer::status_to_error(&status) {
+                        Some(e) => Err(e),
+                        None => {
+                            self.peers.forget(server, address);
+                            Err(err(
+                                ClientProxyCode::NetworkError,
+                                format!(
+                                    "the exchange with {server_id} broke off: {}",
+                                    status.message()
+                                ),
+                            ))
                         }
-                        self.peers.forget(server, address);
-                        return Err(err(
-                            ClientProxyCode::NetworkError,
-                            format!(
-                                "the exchange with {server_id} broke off: {}",
-                                status.message()
-                            ),
-                        ));
-                    }
+                    },
+                };
+                // The request was sent: the provider's server may have logged the exchange,
+                // answered or not, so the client's log says how it ended for the client.
+                match &result {
+                    Ok(_) => unfinished.done(),
+                    Err(e) => unfinished.failed(e, true),
                 }
+                return result;
             }
         }
         Err(err(
@@ -390,8 +411,8 @@ impl Inner {
         verified_conf: &VerifiedConf,
         request: &ClientRequest,
         context: &RequestContext,
-        answer: pb::ExchangeResponse,
-        confirmation: peer::Confirmation,
+        (answer, confirmation): (pb::ExchangeResponse, peer::Confirmation),
+        request_record: Queued,
     ) -> Result<Response, XRoadError> {
         let id = request.message_id.clone();
         let conf = verified_conf.conf();
@@ -413,17 +434,20 @@ impl Inner {
         )?;
         // Logged while the provider's server syncs its own record; answered only once both
         // are durable.
-        let logged = self.logger.write(Logged {
-            kind: pb::LogKind::Response,
-            side: pb::LogSide::Client,
-            message_id: &id,
-            client: &request.client,
-            service: &request.service,
-            signed: &header,
-            body: &body,
-            data_subject: None,
-            peer: verified.server(),
-        });
+        let logged = self.logger.write(
+            Logged {
+                kind: pb::LogKind::Response,
+                side: pb::LogSide::Client,
+                message_id: &id,
+                client: &request.client,
+                service: &request.service,
+                signed: &header,
+                body: &body,
+                data_subject: None,
+                peer: verified.server(),
+            },
+            request_record,
+        );
         let (logged, confirmed) = tokio::join!(logged, confirmation.confirmed());
         logged?;
         confirmed.map_err(|status| match peer::status_to_error(&status) {
@@ -512,4 +536,52 @@ fn list_clients(conf: &GlobalConf, instance: Option<&InstanceId>) -> Response {
         }
     }
     axum::Json(serde_json::json!({ "member": members })).into_response()
+}
+
+/// An exchange whose request record is logged and whose end is not yet: it ends with
+/// [`Unfinished::done`] (answered) or [`Unfinished::failed`], which notes in the log what the
+/// client got. Dropped before either (the client's request timed out, or the client hung up), it
+/// notes that the exchange was abandoned.
+struct Unfinished<'a> {
+    logger: &'a MessageLogger,
+    message_id: &'a str,
+    request: &'a ClientRequest,
+    peer: &'a SecurityServerId,
+    armed: bool,
+}
+
+impl Unfinished<'_> {
+    fn done(mut self) {
+        self.armed = false;
+    }
+
+    fn failed(mut self, error: &XRoadError, sent: bool) {
+        self.armed = false;
+        self.note(error, sent);
+    }
+
+    fn note(&self, error: &XRoadError, sent: bool) {
+        self.logger.note_failure(Failed {
+            message_id: self.message_id,
+            client: &self.request.client,
+            service: &self.request.service,
+            peer: self.peer,
+            error,
+            sent,
+        });
+    }
+}
+
+impl Drop for Unfinished<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.note(
+                &XRoadError::new(
+                    ClientProxyCode::NetworkError,
+                    "abandoned before an answer: the request timed out or the client hung up",
+                ),
+                true,
+            );
+        }
+    }
 }

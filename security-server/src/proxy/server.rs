@@ -165,7 +165,7 @@ impl ServerProxy {
                 Plan::Backend(entry, local.access.authorize(verified, conf)?)
             }
         };
-        self.logger.enqueue(Logged {
+        let request_record = self.logger.enqueue(Logged {
             kind: pb::LogKind::Request,
             side: pb::LogSide::Server,
             message_id: verified.message_id(),
@@ -218,17 +218,20 @@ impl ServerProxy {
         let signed = message::sign_response(&response_header, key);
         // Put in the log's commit order before it is passed on; the caller ends the call OK
         // only once it is durable, while the client's server checks and logs the answer.
-        let logged = self.logger.begin_write(Logged {
-            kind: pb::LogKind::Response,
-            side: pb::LogSide::Server,
-            message_id: verified.message_id(),
-            client: verified.client(),
-            service: verified.service(),
-            signed: &signed,
-            body: &response_body,
-            data_subject: None,
-            peer: verified.peer(),
-        })?;
+        let logged = self.logger.begin_write(
+            Logged {
+                kind: pb::LogKind::Response,
+                side: pb::LogSide::Server,
+                message_id: verified.message_id(),
+                client: verified.client(),
+                service: verified.service(),
+                signed: &signed,
+                body: &response_body,
+                data_subject: None,
+                peer: verified.peer(),
+            },
+            request_record,
+        )?;
         let answer = pb::ExchangeResponse {
             header: Some(signed),
             body: response_body.into_bytes().to_vec(),
