@@ -307,7 +307,7 @@ impl<'r> Authorized<'r> {
 
     /// The headers of the request the provider's server sends to the provider IS: the signed
     /// pass-through headers, then the X-Road headers from the verified header (`X-Road-Client`,
-    /// `X-Road-Service`, `X-Road-Id`, and `X-Road-UserId`, `X-Road-Issue`,
+    /// `X-Road-Service`, `X-Road-Id`, and `X-Road-Request-Id`, `X-Road-UserId`, `X-Road-Issue`,
     /// `X-Road-Represented-Party`, `X-Road-Data-Subject`, `X-Road-Purpose` when set), as X-Road
     /// shows them to a provider.
     pub fn provider_request_headers(&self, map: &mut HeaderMap) -> Result<(), InvalidHeader> {
@@ -323,6 +323,7 @@ impl<'r> Authorized<'r> {
         rest::set_header(map, header::SERVICE, &request.service().to_string())?;
         rest::set_header(map, header::ID, request.message_id())?;
         for (name, value) in [
+            (header::REQUEST_ID, &h.request_id),
             (header::USER_ID, &h.user_id),
             (header::ISSUE, &h.issue),
             (header::REPRESENTED_PARTY, &h.represented_party),

@@ -164,7 +164,7 @@ codes! {
         ClockSkew => "created-at is further from the provider's clock than the allowed skew, or older than the replay window",
         InvalidSecurityServer => "the request was addressed to another security server",
         InvalidBody => "the body's SHA-256 differs from the signed one (altered in transit)",
-        DuplicateMessage => "the X-Road-Id was already seen from this client within the replay window",
+        DuplicateMessage => "a replay: this request (its X-Road-Request-Id, which the client's security server makes unique per request) was already received from this client within the replay window. The client's own X-Road-Id may repeat",
         ReplayCacheFull => "the replay cache is full; try again later",
         UnknownService => "this server does not provide the service (or, for `getOpenAPI`, has no OpenAPI description of it)",
         AccessDenied => "the access rights do not allow the client this service, method and path",

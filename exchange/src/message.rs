@@ -16,7 +16,7 @@
 //! |---|---|---|
 //! | 1 | `UnknownSigningKey` | the envelope's key id is malformed or not in the configuration (never listed, or removed) |
 //! | 1 | `InvalidSignature` | the signature does not verify over the exact header bytes |
-//! | 1 | `InvalidMessage` | the bytes do not decode; the header's `signer_key_id` differs from the envelope's; a malformed X-Road-Id, client, service, method, path, header or target server |
+//! | 1 | `InvalidMessage` | the bytes do not decode; the header's `signer_key_id` differs from the envelope's; a malformed X-Road-Id, X-Road-Request-Id, client, service, method, path, header or target server |
 //! | 1 | `SignerNotClient` | the key belongs to another member than the client's |
 //! | 1 | `UnknownMember` | the client subsystem is not in the configuration |
 //! | 1 | `ClientNotHostedByPeer` | the TLS peer's certificate is not pinned in the configuration, or that server does not host the client subsystem |
@@ -24,13 +24,13 @@
 //! | 3 | `ClockSkew` | `created_at` is further than the allowed skew from our clock, either way |
 //! | 3 | `InvalidSecurityServer` | the header names a target server other than this one |
 //! | 3 | `InvalidBody` | the body's SHA-256 differs from the signed one |
-//! | 4 | `DuplicateMessage` | this client used this X-Road-Id within the replay window |
+//! | 4 | `DuplicateMessage` | this client's server sent a request with this X-Road-Request-Id within the replay window (a replay: the client's server makes one per request; the client's own X-Road-Id may repeat) |
 //! | 4 | `ClockSkew` | the message is older than the replay window (only when the window is shorter than the skew) |
 //! | 4 | `ReplayCacheFull` | the replay cache is full; the message cannot be checked now |
 //! | 5 | `UnknownService` | this server does not host the service's subsystem |
 //!
 //! Target server and body are checked before the replay cache so that a message refused for
-//! them does not use up its X-Road-Id. The service's existence in the provider's own service
+//! them does not use up its X-Road-Request-Id. The service's existence in the provider's own service
 //! list and the access rights are the caller's next steps.
 //!
 //! # Response checks and their errors (`Server.ClientProxy.*`, HTTP 500)
@@ -80,6 +80,7 @@ fn to_proto_headers(headers: &[(String, String)]) -> Vec<pb::Header> {
 /// failover to another server builds and signs a new header).
 pub fn build_request_header(
     req: &ClientRequest,
+    request_id: &str,
     body: &HashedBody,
     signer: &KeyId,
     created_at: i64,
@@ -87,6 +88,7 @@ pub fn build_request_header(
 ) -> pb::RequestHeader {
     pb::RequestHeader {
         message_id: req.message_id.clone(),
+        request_id: request_id.to_owned(),
         client: req.client.to_string(),
         service: req.service.to_string(),
         method: req.method.as_str().to_owned(),
@@ -146,9 +148,26 @@ pub struct VerifiedRequest {
     request_hash: [u8; 64],
 }
 
+/// What the replay window remembers of a request: its X-Road-Request-Id, made unique by the
+/// client's security server; for a server of an earlier version that sent none, its X-Road-Id
+/// (which its client then may not repeat within the window).
+pub fn replay_key(header: &pb::RequestHeader) -> &str {
+    if header.request_id.is_empty() {
+        &header.message_id
+    } else {
+        &header.request_id
+    }
+}
+
 impl VerifiedRequest {
     pub fn header(&self) -> &pb::RequestHeader {
         &self.header
+    }
+
+    /// The X-Road-Request-Id the client's server made for this request (empty from servers of
+    /// earlier versions).
+    pub fn request_id(&self) -> &str {
+        &self.header.request_id
     }
     pub fn client(&self) -> &SubsystemId {
         &self.client
@@ -271,6 +290,12 @@ pub fn verify_request(
     if !rest::is_valid_message_id(&header.message_id) {
         return Err(reject(c::InvalidMessage, "malformed X-Road-Id".into()));
     }
+    if !header.request_id.is_empty() && !rest::is_valid_message_id(&header.request_id) {
+        return Err(reject(
+            c::InvalidMessage,
+            "malformed X-Road-Request-Id".into(),
+        ));
+    }
     let id = header.message_id.clone();
     let reject = |code: ServerProxyCode, msg: String| reject(code, msg).with_id(id.clone());
     let malformed = |what: &str, e: &dyn std::fmt::Display| {
@@ -378,11 +403,15 @@ pub fn verify_request(
 
     // (4) Replay.
     replay
-        .check_and_insert(&client, &header.message_id, header.created_at, now_unix)
+        .check_and_insert(&client, replay_key(&header), header.created_at, now_unix)
         .map_err(|e| match e {
             ReplayError::Duplicate => reject(
                 c::DuplicateMessage,
-                format!("X-Road-Id already used by {client} within the replay window"),
+                format!(
+                    "this request of {client} (X-Road-Request-Id {}) was already received \
+                     within the replay window",
+                    replay_key(&header)
+                ),
             ),
             ReplayError::Expired => reject(
                 c::ClockSkew,

@@ -1,5 +1,6 @@
-//! The replay cache of a server proxy (DESIGN §5.2): which X-Road-Ids each client subsystem has
-//! used within the replay window. No I/O, no clock: every call is given `now`.
+//! The replay cache of a server proxy (DESIGN §5.2): which requests each client subsystem sent
+//! within the replay window, by their X-Road-Request-Id (the client's security server makes one
+//! per request; [`crate::message::replay_key`]). No I/O, no clock: every call is given `now`.
 //!
 //! The window is measured on the message's signed `created_at`: a message older than
 //! `now - window` is refused as [`ReplayError::Expired`] (it could no longer be checked), so an
@@ -17,7 +18,7 @@ use globalconf::SubsystemId;
 /// Why a message was not accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum ReplayError {
-    #[error("this X-Road-Id was already used by this client within the replay window")]
+    #[error("this request was already received from this client within the replay window")]
     Duplicate,
     #[error("the message was created before the replay window and cannot be checked")]
     Expired,
@@ -35,7 +36,7 @@ struct Inner {
     by_expiry: BTreeSet<(i64, Key)>,
 }
 
-/// Thread-safe set of `(client, X-Road-Id)` pairs seen within the window.
+/// Thread-safe set of `(client, request id)` pairs seen within the window.
 #[derive(Debug)]
 pub struct ReplayCache {
     window_secs: i64,
@@ -57,7 +58,7 @@ impl ReplayCache {
     pub fn check_and_insert(
         &self,
         client: &SubsystemId,
-        message_id: &str,
+        request_id: &str,
         created_at: i64,
         now: i64,
     ) -> Result<(), ReplayError> {
@@ -67,7 +68,7 @@ impl ReplayCache {
         if expiry < now {
             return Err(ReplayError::Expired);
         }
-        let key = (client.clone(), message_id.to_owned());
+        let key = (client.clone(), request_id.to_owned());
         if inner.seen.contains_key(&key) {
             return Err(ReplayError::Duplicate);
         }
@@ -79,7 +80,7 @@ impl ReplayCache {
         Ok(())
     }
 
-    /// How long a message id is remembered.
+    /// How long a request id is remembered.
     pub fn window(&self) -> Duration {
         Duration::from_secs(u64::try_from(self.window_secs).unwrap_or(0))
     }

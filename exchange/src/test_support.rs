@@ -100,8 +100,14 @@ pub fn verified(code: &str, method: http::Method, path: &str) -> crate::Verified
     };
     let body = crate::HashedBody::new(bytes::Bytes::new());
     let to = server(PROVIDER_SERVER);
-    let header =
-        crate::message::build_request_header(&request, &body, &client_key().key_id(), NOW, &to);
+    let header = crate::message::build_request_header(
+        &request,
+        "request-1",
+        &body,
+        &client_key().key_id(),
+        NOW,
+        &to,
+    );
     let signed = crate::message::sign_request(&header, &client_key());
     let replay = crate::replay::ReplayCache::new(Duration::from_secs(600), 10);
     let skew = Duration::from_secs(60);

@@ -238,7 +238,12 @@ async fn get_and_post_through_two_security_servers() {
     assert_eq!(rh["x-road-service"], "JP/MUN/131016/records/residentRecord");
     assert_eq!(rh["x-road-id"], "test-get-1");
     assert_eq!(rh["x-road-security-server"], CHIYODA);
+    // The provider's system sees the X-Road-Request-Id the client gets back.
     assert!(!rh["x-road-request-id"].is_empty());
+    assert_eq!(
+        h["x-road-request-id"],
+        rh["x-road-request-id"].to_str().unwrap()
+    );
     assert_eq!(rh["x-backend"], "records");
     assert_eq!(rh["cache-control"], "max-age=5");
     let hash = base64::engine::general_purpose::STANDARD
@@ -876,6 +881,7 @@ impl RawPeer {
             .as_secs() as i64;
         let header = pb::RequestHeader {
             message_id: id.into(),
+            request_id: format!("{id}-request"),
             client: PORTAL.into(),
             service: format!("{RECORDS}/raw"),
             method: "POST".into(),
@@ -920,6 +926,46 @@ impl RawPeer {
         confirmation.confirmed().await.map_err(x_road_error)?;
         Ok(answer)
     }
+}
+
+/// The X-Road-Id is the client's to choose: sent twice, as X-Road's own REST proxy test does,
+/// it gets two answers, each with its own X-Road-Request-Id and request hash (the replay window
+/// is keyed on the X-Road-Request-Id the client's server makes).
+#[tokio::test]
+async fn a_repeated_x_road_id_gets_two_answers() {
+    let s = setup(FederationSpec::sandbox(), &[CHIYODA]).await;
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        let r = call(
+            &s.f,
+            MINISTRY,
+            Method::GET,
+            "/r1/JP/MUN/131016/records/residentRecord/residents",
+            &[
+                ("X-Road-Client", PORTAL),
+                ("X-Road-Id", "reused-by-the-client"),
+            ],
+            vec![],
+        )
+        .await;
+        assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+        assert_eq!(r.headers["x-road-id"], "reused-by-the-client");
+        let echo: serde_json::Value = r.json().unwrap();
+        assert_eq!(
+            echo["headers"]["x-road-request-id"],
+            r.headers["x-road-request-id"].to_str().unwrap()
+        );
+        answers.push(r);
+    }
+    assert_ne!(
+        answers[0].headers["x-road-request-id"],
+        answers[1].headers["x-road-request-id"]
+    );
+    assert_ne!(
+        answers[0].headers["x-road-request-hash"],
+        answers[1].headers["x-road-request-hash"]
+    );
+    s.f.stop().await;
 }
 
 #[tokio::test]

@@ -30,6 +30,7 @@ fn client_request() -> ClientRequest {
 fn header() -> pb::RequestHeader {
     build_request_header(
         &client_request(),
+        "request-1",
         &hashed(BODY),
         &client_key().key_id(),
         NOW,
@@ -255,6 +256,47 @@ fn replay_is_refused() {
     let e = r.unwrap_err();
     assert_eq!(e.code, ServerProxyCode::DuplicateMessage);
     assert_eq!(e.message_id.as_deref(), Some("msg-1"));
+}
+
+/// The X-Road-Id is the client's to choose and may repeat (X-Road's own proxy tests send one
+/// twice): two requests with one X-Road-Id are two requests, each with its own
+/// X-Road-Request-Id from the client's server.
+#[test]
+fn a_repeated_x_road_id_is_not_a_replay() {
+    let replay = cache();
+    verify_with(&signed(), BODY, &conf(), &CLIENT_CERT, NOW, &replay).unwrap();
+    let mut h = header();
+    h.request_id = "request-2".into();
+    let again = resigned(&h, &client_key());
+    let v = verify_with(&again, BODY, &conf(), &CLIENT_CERT, NOW, &replay).unwrap();
+    assert_eq!(v.message_id(), "msg-1");
+    assert_eq!(v.request_id(), "request-2");
+    // The first one replayed is still refused.
+    let e = verify_with(&signed(), BODY, &conf(), &CLIENT_CERT, NOW, &replay).unwrap_err();
+    assert_eq!(e.code, ServerProxyCode::DuplicateMessage);
+}
+
+/// A server of an earlier version sends no X-Road-Request-Id: its requests are keyed on the
+/// X-Road-Id, as before.
+#[test]
+fn without_a_request_id_the_x_road_id_is_the_replay_key() {
+    let replay = cache();
+    let mut h = header();
+    h.request_id.clear();
+    let s = resigned(&h, &client_key());
+    verify_with(&s, BODY, &conf(), &CLIENT_CERT, NOW, &replay).unwrap();
+    let e = verify_with(&s, BODY, &conf(), &CLIENT_CERT, NOW, &replay).unwrap_err();
+    assert_eq!(e.code, ServerProxyCode::DuplicateMessage);
+}
+
+#[test]
+fn a_malformed_request_id_is_refused() {
+    for bad in ["a b", "x\u{7f}", &"r".repeat(300)] {
+        let mut h = header();
+        h.request_id = bad.to_owned();
+        let e = verify(&resigned(&h, &client_key())).unwrap_err();
+        assert_eq!(e.code, ServerProxyCode::InvalidMessage, "{bad:?}");
+    }
 }
 
 #[test]
@@ -536,6 +578,7 @@ fn provider_request_headers_come_from_the_verified_header() {
     assert_eq!(map["x-road-client"], CLIENT);
     assert_eq!(map["x-road-service"], format!("{PROVIDER}/residentRecord"));
     assert_eq!(map["x-road-id"], "msg-1");
+    assert_eq!(map["x-road-request-id"], "request-1");
     assert_eq!(map["x-road-userid"], "JP123");
     assert_eq!(map["x-road-data-subject"], "subject-1");
     assert!(map.get("x-road-issue").is_none());

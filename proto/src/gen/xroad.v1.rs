@@ -185,6 +185,11 @@ pub struct RequestHeader {
     /// The provider security server the client's server addressed.
     #[prost(string, tag = "16")]
     pub target_server: ::prost::alloc::string::String,
+    /// X-Road-Request-Id: made unique by the client's security server for each request (the
+    /// X-Road-Id is the client's to choose and may repeat). The provider's replay window is keyed
+    /// on it; empty from servers of earlier versions, whose requests are keyed on the X-Road-Id.
+    #[prost(string, tag = "17")]
+    pub request_id: ::prost::alloc::string::String,
 }
 /// Signed by the provider member's key; built by the provider's security server.
 #[derive(Clone, PartialEq, ::prost::Message)]

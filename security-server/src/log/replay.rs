@@ -43,7 +43,8 @@ pub fn rebuild(
         let Ok(client) = header.client.parse::<SubsystemId>() else {
             continue;
         };
-        match replay.check_and_insert(&client, &header.message_id, header.created_at, now) {
+        let key = exchange::message::replay_key(&header);
+        match replay.check_and_insert(&client, key, header.created_at, now) {
             Ok(()) => restored += 1,
             Err(ReplayError::Duplicate | ReplayError::Expired) => {}
             Err(ReplayError::Full) => {

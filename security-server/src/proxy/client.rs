@@ -250,6 +250,9 @@ impl Inner {
     ) -> Result<Response, XRoadError> {
         let conf = verified_conf.conf();
         let id = request.message_id.clone();
+        // X-Road-Request-Id: ours, unique per request (the client may repeat its X-Road-Id);
+        // signed into the header, the provider's replay window is keyed on it.
+        let request_id = rest::new_message_id();
         let err = |code: ClientProxyCode, msg: String| XRoadError::new(code, msg);
 
         let this = conf.server(&self.settings.this).ok_or_else(|| {
@@ -322,8 +325,14 @@ impl Inner {
                         continue;
                     }
                 };
-                let header =
-                    message::build_request_header(&request, &body, &key.key_id(), now, &server_id);
+                let header = message::build_request_header(
+                    &request,
+                    &request_id,
+                    &body,
+                    &key.key_id(),
+                    now,
+                    &server_id,
+                );
                 let signed = message::sign_request(&header, key);
                 let context = RequestContext::new(&id, &signed, &server_id);
                 // Logged before it is passed on; a failed write stops the exchange.
@@ -354,7 +363,7 @@ impl Inner {
                         self.health.succeeded(&server_id);
                         self.respond(
                             verified_conf,
-                            &request,
+                            (&request, &request_id),
                             &context,
                             (answer, confirmation),
                             queued,
@@ -409,7 +418,7 @@ impl Inner {
     async fn respond(
         &self,
         verified_conf: &VerifiedConf,
-        request: &ClientRequest,
+        (request, request_id): (&ClientRequest, &str),
         context: &RequestContext,
         (answer, confirmation): (pb::ExchangeResponse, peer::Confirmation),
         request_record: Queued,
@@ -472,7 +481,7 @@ impl Inner {
             headers,
             &ResponseMeta {
                 message_id: id.clone(),
-                request_id: Some(rest::new_message_id()),
+                request_id: Some(request_id.to_owned()),
                 client: request.client.clone(),
                 service: request.service.clone(),
                 request_hash_b64: verified.request_hash_b64(),
