@@ -345,6 +345,83 @@ impl XRoadError {
             "detail": self.message_id.clone().unwrap_or_default(),
         })
     }
+
+    /// The body in `format` and its `Content-Type`: the JSON body, or the same three fields as
+    /// `<error><type/><message/><detail/></error>`.
+    pub fn render(&self, format: ErrorFormat) -> (&'static str, Vec<u8>) {
+        match format {
+            ErrorFormat::Json => (
+                "application/json;charset=utf-8",
+                self.body().to_string().into_bytes(),
+            ),
+            ErrorFormat::ApplicationXml | ErrorFormat::TextXml => {
+                let mut xml = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<error>");
+                for (name, text) in [
+                    ("type", self.error_type().as_str()),
+                    ("message", self.message.as_str()),
+                    ("detail", self.message_id.as_deref().unwrap_or_default()),
+                ] {
+                    xml.push_str(&format!("<{name}>{}</{name}>", xml_text(text)));
+                }
+                xml.push_str("</error>\n");
+                let content_type = if format == ErrorFormat::TextXml {
+                    "text/xml;charset=utf-8"
+                } else {
+                    "application/xml;charset=utf-8"
+                };
+                (content_type, xml.into_bytes())
+            }
+        }
+    }
+}
+
+/// The form of an error body an information system asked for with `Accept` (PR-REST §4.6: the
+/// suggested type, JSON by default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorFormat {
+    Json,
+    ApplicationXml,
+    TextXml,
+}
+
+impl ErrorFormat {
+    /// As X-Road's security server chooses: the first of `application/xml`, `text/xml` and
+    /// `text/*` (taken as `text/xml`) the `Accept` values list, in their order and whatever their
+    /// quality; JSON when none is there.
+    pub fn from_accept<'a>(values: impl IntoIterator<Item = &'a str>) -> ErrorFormat {
+        values
+            .into_iter()
+            .flat_map(|v| v.split(','))
+            .map(|range| range.split(';').next().unwrap_or_default().trim())
+            .find_map(|media| {
+                if media.eq_ignore_ascii_case("application/xml") {
+                    Some(ErrorFormat::ApplicationXml)
+                } else if media.eq_ignore_ascii_case("text/xml")
+                    || media.eq_ignore_ascii_case("text/*")
+                {
+                    Some(ErrorFormat::TextXml)
+                } else {
+                    None
+                }
+            })
+            .unwrap_or(ErrorFormat::Json)
+    }
+}
+
+/// `text` as XML character data.
+fn xml_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            // Not allowed in XML 1.0 at all; messages are ours, but may quote input.
+            c if c.is_control() && !matches!(c, '\t' | '\n' | '\r') => out.push('\u{fffd}'),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// `docs/errors.md`'s table of the codes of one origin: a row per code, `| type | when |`.
@@ -373,6 +450,50 @@ pub fn markdown_table(origin: Origin) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// X-Road's `RestProxyTest.shouldRespectAcceptHeaderInErrorResponse`, case by case.
+    #[test]
+    fn the_error_format_follows_accept_as_x_road_chooses_it() {
+        use ErrorFormat::*;
+        for (accept, format) in [
+            (None, Json),
+            (Some("application/json;charset=utf-8"), Json),
+            (Some("foobarbaz"), Json),
+            (Some("application/xml"), ApplicationXml),
+            (Some("text/xml"), TextXml),
+            (Some("application/xml, text/xml"), ApplicationXml),
+            (Some("text/xml, application/xml"), TextXml),
+            (Some("text/xml-patch+xml"), Json),
+            (Some("application/xml; q=0.2"), ApplicationXml),
+            (Some("text/xml, application/xml, application/json"), TextXml),
+            (Some("text/*"), TextXml),
+            (Some("APPLICATION/XML"), ApplicationXml),
+        ] {
+            assert_eq!(ErrorFormat::from_accept(accept), format, "{accept:?}");
+        }
+        // Several Accept headers count in order.
+        assert_eq!(
+            ErrorFormat::from_accept(["application/json", "text/xml"]),
+            TextXml
+        );
+    }
+
+    #[test]
+    fn an_xml_error_carries_the_three_fields_escaped() {
+        let e = XRoadError::new(ClientCode::BadRequest, "a <b> & \u{1} c").with_id("id&1");
+        let (content_type, body) = e.render(ErrorFormat::ApplicationXml);
+        assert_eq!(content_type, "application/xml;charset=utf-8");
+        assert_eq!(
+            String::from_utf8(body).unwrap(),
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<error><type>Client.BadRequest</type>\
+             <message>a &lt;b&gt; &amp; \u{fffd} c</message><detail>id&amp;1</detail></error>\n"
+        );
+        assert_eq!(e.render(ErrorFormat::TextXml).0, "text/xml;charset=utf-8");
+        let (content_type, body) = e.render(ErrorFormat::Json);
+        assert_eq!(content_type, "application/json;charset=utf-8");
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json, e.body());
+    }
 
     #[test]
     fn types_and_statuses_follow_the_code() {

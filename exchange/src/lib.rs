@@ -31,6 +31,8 @@ mod test_support;
 
 pub use access::{AccessRights, Authorized, Grant};
 pub use body::HashedBody;
-pub use error::{ClientCode, ClientProxyCode, Code, Origin, ServerProxyCode, XRoadError};
+pub use error::{
+    ClientCode, ClientProxyCode, Code, ErrorFormat, Origin, ServerProxyCode, XRoadError,
+};
 pub use message::{VerifiedRequest, VerifiedResponse};
 pub use metaservice::MetaCall;

@@ -585,6 +585,59 @@ async fn each_error_class_has_its_x_road_type() {
     s.f.stop().await;
 }
 
+/// PR-REST §4.6: an error answers in the form `Accept` asks for (X-Road's
+/// `shouldRespectAcceptHeaderInErrorResponse`), JSON by default, with its `Content-Type`; from
+/// the client's server (a bad request) and from the provider's (access denied) alike.
+#[tokio::test]
+async fn errors_answer_in_the_form_accept_asks_for() {
+    let s = setup(FederationSpec::sandbox(), &[CHIYODA]).await;
+    let cases = [
+        (None, "application/json;charset=utf-8"),
+        (Some("foobarbaz"), "application/json;charset=utf-8"),
+        (Some("application/xml"), "application/xml;charset=utf-8"),
+        (
+            Some("text/xml, application/xml, application/json"),
+            "text/xml;charset=utf-8",
+        ),
+        (Some("text/*"), "text/xml;charset=utf-8"),
+    ];
+    for (path, client, expected) in [
+        (
+            "/r1/JP/MUN/131016/rec%20ords/residentRecord",
+            PORTAL,
+            "Client.InvalidServiceIdentifier",
+        ),
+        (
+            "/r1/JP/MUN/131016/records/residentRecord",
+            WELFARE,
+            "Server.ServerProxy.AccessDenied",
+        ),
+    ] {
+        let via = if client == WELFARE { OSAKA } else { MINISTRY };
+        for (accept, content_type) in cases {
+            let mut headers = vec![("X-Road-Client", client), ("X-Road-Id", "accept-1")];
+            headers.extend(accept.map(|a| ("Accept", a)));
+            let r = call(&s.f, via, Method::GET, path, &headers, vec![]).await;
+            assert_eq!(r.headers["x-road-error"], expected, "{accept:?}");
+            assert_eq!(r.headers["content-type"], content_type, "{accept:?}");
+            let text = r.text();
+            if content_type.starts_with("application/json") {
+                let body: serde_json::Value = r.json().unwrap();
+                assert_eq!(body["type"], expected);
+                assert_eq!(body["detail"], "accept-1");
+            } else {
+                assert!(
+                    text.starts_with("<?xml version=\"1.0\" encoding=\"UTF-8\"?>")
+                        && text.contains(&format!("<error><type>{expected}</type><message>"))
+                        && text.contains("<detail>accept-1</detail></error>"),
+                    "{text}"
+                );
+            }
+        }
+    }
+    s.f.stop().await;
+}
+
 #[tokio::test]
 async fn metaservices_list_clients_methods_and_openapi() {
     let s = setup(FederationSpec::sandbox(), &[CHIYODA]).await;

@@ -26,7 +26,7 @@ use tokio::sync::Semaphore;
 
 use exchange::message::{self, RequestContext};
 use exchange::rest::{self, ClientCall, ClientRequest, ResponseMeta};
-use exchange::{ClientCode, ClientProxyCode, HashedBody, XRoadError};
+use exchange::{ClientCode, ClientProxyCode, ErrorFormat, HashedBody, XRoadError};
 
 use crate::confclient::ConfClient;
 use crate::error::error_response;
@@ -146,6 +146,13 @@ async fn handle(State(proxy): State<ClientProxy>, request: Request) -> Response 
         .get(rest::header::ID)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    let format = ErrorFormat::from_accept(
+        request
+            .headers()
+            .get_all(axum::http::header::ACCEPT)
+            .iter()
+            .filter_map(|v| v.to_str().ok()),
+    );
     let (response, outcome) = match proxy.inner.call(request).await {
         Ok(r) => (r, "ok".to_owned()),
         Err(mut e) => {
@@ -154,7 +161,7 @@ async fn handle(State(proxy): State<ClientProxy>, request: Request) -> Response 
             }
             tracing::info!(error = %e, id = e.message_id.as_deref().unwrap_or(""), "client proxy refused a request");
             let outcome = e.error_type();
-            (error_response(&e), outcome)
+            (error_response(&e, format), outcome)
         }
     };
     proxy
