@@ -116,7 +116,7 @@ codes! {
         InvalidClientIdentifier => "`X-Road-Client` is missing or is not `INSTANCE/CLASS/MEMBER/SUBSYSTEM` of valid parts",
         InvalidSecurityServer => "`X-Road-Security-Server` is malformed",
         InvalidHeaderField => "`X-Road-Id` (1–255 visible ASCII), `X-Road-UserId`, `X-Road-Issue`, `X-Road-Represented-Party`, `X-Road-Data-Subject` or `X-Road-Purpose` (≤ 1024 bytes of UTF-8, no control characters) is malformed, or a header value is not UTF-8",
-        DuplicateHeaderField => "an X-Road request header appears more than once",
+        DuplicateHeaderField => "an X-Road request header appears more than once. PR-REST says a client MUST NOT send two `X-Road-Client` headers and lets a server take the last; we refuse instead, because a second header is what a proxy or a forged request adds in front of an information system, and on a server that hosts several members taking either one could let one member's system act as another's",
         BodyTooLarge => "the body is larger than `exchange.max_body_bytes` (default 10 MiB)",
         BrokenBody => "the body could not be read (ended early)",
     }

@@ -20,7 +20,7 @@
 //!
 //! Header names are case-insensitive. Every header below may appear at most once
 //! (`Client.DuplicateHeaderField`; the spec lets a server take the last `X-Road-Client`, we refuse
-//! the ambiguity). Leading and trailing spaces and tabs of a value are ignored.
+//! the ambiguity: docs/errors.md says why). Leading and trailing spaces and tabs of a value are ignored.
 //!
 //! | header | rule |
 //! |---|---|
