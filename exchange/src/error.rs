@@ -409,7 +409,7 @@ impl ErrorFormat {
 }
 
 /// `text` as XML character data.
-fn xml_text(text: &str) -> String {
+pub(crate) fn xml_text(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {

@@ -642,15 +642,50 @@ async fn errors_answer_in_the_form_accept_asks_for() {
 async fn metaservices_list_clients_methods_and_openapi() {
     let s = setup(FederationSpec::sandbox(), &[CHIYODA]).await;
     let f = &s.f;
+    // PR-META: the XML clientList unless JSON is asked for.
     let r = call(f, MINISTRY, Method::GET, "/listClients", &[], vec![]).await;
     assert_eq!(r.status.as_u16(), 200);
+    assert_eq!(r.headers["content-type"], "text/xml;charset=utf-8");
+    let xml = r.text();
+    assert!(
+        xml.starts_with("<?xml version=\"1.0\" encoding=\"UTF-8\" standalone=\"yes\"?>")
+            && xml.contains("<ns2:clientList xmlns:ns1=\"http://x-road.eu/xsd/identifiers\"")
+            && xml.contains(
+                "<ns2:member><ns2:id ns1:objectType=\"SUBSYSTEM\"><ns1:xRoadInstance>JP\
+                 </ns1:xRoadInstance><ns1:memberClass>MUN</ns1:memberClass><ns1:memberCode>\
+                 131016</ns1:memberCode><ns1:subsystemCode>records</ns1:subsystemCode></ns2:id>\
+                 <ns2:name>"
+            )
+            && !xml.contains("security_servers"),
+        "{xml}"
+    );
+    let r = call(
+        f,
+        MINISTRY,
+        Method::GET,
+        "/listClients",
+        &[("Accept", "application/json")],
+        vec![],
+    )
+    .await;
+    assert_eq!(r.headers["content-type"], "application/json;charset=utf-8");
     let v: serde_json::Value = r.json().unwrap();
+    let member_name = v["member"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"]["object_type"] == "MEMBER" && m["id"]["member_code"] == "131016")
+        .unwrap()["name"]
+        .clone();
     let records = v["member"]
         .as_array()
         .unwrap()
         .iter()
         .find(|m| m["id"]["subsystem_code"] == "records")
         .unwrap_or_else(|| panic!("records not in {v}"));
+    // A subsystem's `name` is its member's; its own is `subsystem_name`.
+    assert_eq!(records["name"], member_name);
+    assert!(records["subsystem_name"].is_string(), "{records}");
     // Our extension: the servers hosting the subsystem.
     assert_eq!(
         records["security_servers"],

@@ -148,8 +148,12 @@ struct ListClients {
 #[derive(Debug, Deserialize)]
 struct ClientEntry {
     id: ClientIdJson,
+    /// The member's name (for a subsystem too).
     #[serde(default, deserialize_with = "null_as_empty")]
     name: String,
+    /// A subsystem's own name.
+    #[serde(default, deserialize_with = "null_as_empty")]
+    subsystem_name: String,
     /// Our security server's extension: the servers hosting a subsystem.
     #[serde(default)]
     security_servers: Vec<ServerIdJson>,
@@ -216,7 +220,7 @@ impl Directory {
                         if !servers.is_empty() {
                             directory.servers.insert(subsystem.clone(), servers);
                         }
-                        directory.subsystems.push((subsystem, entry.name));
+                        directory.subsystems.push((subsystem, entry.subsystem_name));
                     }
                 }
                 _ => {}

@@ -76,8 +76,8 @@ fn parses_a_find_usage_page() {
 fn directory_names_members_and_lists_subsystems() {
     let body = r#"{"member":[
       {"id":{"object_type":"MEMBER","xroad_instance":"JP","member_class":"MUN","member_code":"131016"},"name":"Chiyoda City (千代田区)"},
-      {"id":{"object_type":"SUBSYSTEM","xroad_instance":"JP","member_class":"MUN","member_code":"131016","subsystem_code":"records"},"name":"Records"},
-      {"id":{"object_type":"SUBSYSTEM","xroad_instance":"JP","member_class":"MUN","member_code":"271004","subsystem_code":"welfare"},"name":""},
+      {"id":{"object_type":"SUBSYSTEM","xroad_instance":"JP","member_class":"MUN","member_code":"131016","subsystem_code":"records"},"name":"Chiyoda City (千代田区)","subsystem_name":"Records"},
+      {"id":{"object_type":"SUBSYSTEM","xroad_instance":"JP","member_class":"MUN","member_code":"271004","subsystem_code":"welfare"},"name":"Osaka City"},
       {"id":{"object_type":"SUBSYSTEM","xroad_instance":"JP","member_class":"MUN","member_code":"bad code","subsystem_code":"x"},"name":"skipped"},
       {"id":{"object_type":"SERVER","xroad_instance":"JP","member_class":"MUN","member_code":"1"},"name":"skipped"}]}"#;
     let d = Directory::parse(body.as_bytes()).unwrap();
@@ -102,8 +102,8 @@ fn directory_keeps_the_servers_hosting_each_subsystem() {
     };
     let body = format!(
         r#"{{"member":[
-          {{"id":{{"object_type":"SUBSYSTEM","xroad_instance":"JP","member_class":"MUN","member_code":"131016","subsystem_code":"records"}},"name":"Records","security_servers":[{},{},{}]}},
-          {{"id":{{"object_type":"SUBSYSTEM","xroad_instance":"JP","member_class":"MUN","member_code":"271004","subsystem_code":"welfare"}},"name":"Welfare"}}]}}"#,
+          {{"id":{{"object_type":"SUBSYSTEM","xroad_instance":"JP","member_class":"MUN","member_code":"131016","subsystem_code":"records"}},"name":"Chiyoda","subsystem_name":"Records","security_servers":[{},{},{}]}},
+          {{"id":{{"object_type":"SUBSYSTEM","xroad_instance":"JP","member_class":"MUN","member_code":"271004","subsystem_code":"welfare"}},"name":"Osaka","subsystem_name":"Welfare"}}]}}"#,
         server("ss1"),
         server("ss2"),
         server("bad code"),
@@ -238,7 +238,7 @@ fn merge_sorts_newest_first_and_dedups() {
     let mut t = t;
     let directory = Directory::parse(
         br#"{"member":[{"id":{"object_type":"MEMBER","xroad_instance":"JP","member_class":"MUN","member_code":"271004"},"name":"Osaka"},
-        {"id":{"object_type":"SUBSYSTEM","xroad_instance":"JP","member_class":"MUN","member_code":"271004","subsystem_code":"welfare"},"name":"Welfare"}]}"#,
+        {"id":{"object_type":"SUBSYSTEM","xroad_instance":"JP","member_class":"MUN","member_code":"271004","subsystem_code":"welfare"},"name":"Osaka","subsystem_name":"Welfare"}]}"#,
     )
     .unwrap();
     t.fill_names(&directory);

@@ -25,6 +25,7 @@ use proto::v1 as pb;
 use tokio::sync::Semaphore;
 
 use exchange::message::{self, RequestContext};
+use exchange::metaservice;
 use exchange::rest::{self, ClientCall, ClientRequest, ResponseMeta};
 use exchange::{ClientCode, ClientProxyCode, ErrorFormat, HashedBody, XRoadError};
 
@@ -186,7 +187,7 @@ impl Inner {
         let (parts, body) = request.into_parts();
         let request = match rest::parse_call(&parts)? {
             ClientCall::ListClients { instance } => {
-                return Ok(list_clients(conf.conf(), instance.as_ref()));
+                return Ok(list_clients(conf.conf(), instance.as_ref(), &parts));
             }
             ClientCall::Service(r) => *r,
         };
@@ -507,51 +508,21 @@ fn too_large(max_body: usize) -> XRoadError {
     )
 }
 
-/// `GET /listClients`: the members and subsystems of the instance, in X-Road's JSON shape. Each
-/// subsystem also names the security servers that host it (`security_servers`, an extension of
-/// ours, in the same identifier shape with `object_type` `SERVER`): each server logs only the
-/// exchanges it served, so a client that wants all of a subsystem's records (the resident
-/// portal's `findUsage`) asks each of them with `X-Road-Security-Server`.
-fn list_clients(conf: &GlobalConf, instance: Option<&InstanceId>) -> Response {
-    if instance.is_some_and(|i| i != conf.instance()) {
-        return axum::Json(serde_json::json!({ "member": [] })).into_response();
-    }
-    let mut members = Vec::new();
-    for m in conf.members() {
-        members.push(serde_json::json!({
-            "id": {
-                "object_type": "MEMBER",
-                "xroad_instance": m.id.instance(),
-                "member_class": m.id.class(),
-                "member_code": m.id.code(),
-            },
-            "name": m.name,
-        }));
-        for s in &m.subsystems {
-            members.push(serde_json::json!({
-                "id": {
-                    "object_type": "SUBSYSTEM",
-                    "xroad_instance": m.id.instance(),
-                    "member_class": m.id.class(),
-                    "member_code": m.id.code(),
-                    "subsystem_code": s.code(),
-                },
-                "name": conf.subsystem_name(s).unwrap_or_default(),
-                "security_servers": conf
-                    .servers_hosting(s)
-                    .iter()
-                    .map(|server| serde_json::json!({
-                        "object_type": "SERVER",
-                        "xroad_instance": server.owner().instance(),
-                        "member_class": server.owner().class(),
-                        "member_code": server.owner().code(),
-                        "server_code": server.code(),
-                    }))
-                    .collect::<Vec<_>>(),
-            }));
-        }
-    }
-    axum::Json(serde_json::json!({ "member": members })).into_response()
+/// `GET /listClients`: the members and subsystems of the instance, XML or JSON as `Accept`
+/// asks ([`metaservice::list_clients`]).
+fn list_clients(
+    conf: &GlobalConf,
+    instance: Option<&InstanceId>,
+    parts: &http::request::Parts,
+) -> Response {
+    let accept = parts
+        .headers
+        .get_all(axum::http::header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    let json = metaservice::list_clients_wants_json(accept);
+    let (content_type, body) = metaservice::list_clients(conf, instance, json);
+    ([(axum::http::header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
 /// An exchange whose request record is logged and whose end is not yet: it ends with
