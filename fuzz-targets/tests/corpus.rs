@@ -138,4 +138,59 @@ fn write_generated_seeds() {
         "signed-by-the-fuzz-key.bin",
         &envelope,
     );
+    write(
+        "signed_request_header",
+        "accepted.bin",
+        &fuzz_targets::request_header_seed(),
+    );
+    write(
+        "signed_response_header",
+        "accepted.bin",
+        &fuzz_targets::response_header_seed(),
+    );
+
+    // A real write-ahead segment (its preallocated zeros cut off) and a real archive file.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log.redb");
+    let log = msglog::MessageLog::open(&path, msglog::LogOptions::default()).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    for i in 0..3u8 {
+        let body = exchange::HashedBody::new(bytes::Bytes::from(vec![i; 40]));
+        let record = proto::v1::LogRecord {
+            kind: proto::v1::LogKind::Request as i32,
+            message_id: format!("seed-{i}"),
+            body_sha256: body.sha256().to_vec(),
+            body_stored: true,
+            logged_at_ms: 1_000 + i64::from(i),
+            ..Default::default()
+        };
+        let entry = msglog::Entry {
+            record,
+            body: Some(body),
+            data_subject: Some("131016000001".into()),
+        };
+        runtime.block_on(log.append(entry)).unwrap();
+    }
+    let archives = dir.path().join("archive");
+    log.archive_before(10_000, &archives, |_, _| {}).unwrap();
+    drop(log);
+    let segment = std::fs::read_dir(dir.path().join("log.redb-wal"))
+        .unwrap()
+        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+        .find(|bytes| bytes.iter().any(|&b| b != 0))
+        .unwrap();
+    let end = segment.iter().rposition(|&b| b != 0).unwrap() + 1;
+    write("wal_segment", "three-entries.bin", &segment[..end]);
+    let archive = std::fs::read_dir(&archives)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_none_or(|e| e != "tmp"))
+        .unwrap();
+    write(
+        "archive_file",
+        "three-entries.bin",
+        &std::fs::read(archive).unwrap(),
+    );
 }

@@ -141,9 +141,12 @@ impl ParsedArchive {
     }
 
     pub(crate) fn iter(&self) -> impl Iterator<Item = (u64, &[u8])> {
-        (self.header.first..)
-            .zip(&self.entries)
-            .map(|(i, (record, _))| (i, &self.bytes[record.clone()]))
+        // `first + i` stays within `first..=last`, as parsed: no overflow, even at u64::MAX
+        // (where a `first..` range would overflow past its last entry).
+        self.entries
+            .iter()
+            .enumerate()
+            .map(|(i, (record, _))| (self.header.first + i as u64, &self.bytes[record.clone()]))
     }
 }
 

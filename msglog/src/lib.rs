@@ -50,3 +50,39 @@ pub use report::Report;
 pub use store::{Entry, LogOptions, LogStats, MessageLog, Pending, StoredRecord};
 /// The tlog crate, whose types ([`tlog::WitnessState`], [`tlog::Hash`], notes) this API uses.
 pub use tlog;
+
+/// Entry points for the fuzz targets (`fuzz-targets`, feature `fuzzing`): the parsers of the
+/// files the log reads back from disk, which are otherwise private to it.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    /// A write-ahead segment as recovery reads it: its frames, their entries as the indexer
+    /// takes them, and, past a damaged frame, the search for an intact one.
+    pub fn wal_segment(bytes: &[u8]) {
+        let (frames, tail) = crate::wal::parse_frames(bytes);
+        for frame in frames {
+            let owned = crate::wal::OwnedFrame {
+                first: frame.first,
+                bytes: frame.bytes.to_vec(),
+                segment: 0,
+                offset: frame.offset as u64,
+            };
+            let entries = owned.entries().expect("a frame that parsed parses again");
+            assert_eq!(entries.len(), frame.entries.len());
+            assert_eq!(owned.count(), frame.entries.len() as u64);
+        }
+        if let crate::wal::Tail::Broken { offset, .. } = tail {
+            let _ = crate::wal::intact_frame_after(bytes, offset);
+        }
+    }
+
+    /// An archive file as it is read back: every entry it lists can be fetched.
+    pub fn archive_file(bytes: &[u8]) {
+        if let Ok(archive) = crate::archive_file::ParsedArchive::parse(bytes.to_vec()) {
+            let indexes: Vec<u64> = archive.iter().map(|(index, _)| index).collect();
+            for index in indexes {
+                assert!(archive.get(index).is_some(), "entry {index} is listed");
+            }
+        }
+    }
+}

@@ -609,7 +609,7 @@ pub(crate) fn recover(
 }
 
 /// The first index of an intact frame that starts after `offset`, if there is one.
-fn intact_frame_after(bytes: &[u8], offset: usize) -> Option<u64> {
+pub(crate) fn intact_frame_after(bytes: &[u8], offset: usize) -> Option<u64> {
     let mut at = offset + 1;
     while let Some(found) = bytes
         .get(at..)?
