@@ -22,6 +22,7 @@ pub mod body;
 pub mod error;
 pub mod message;
 pub mod metaservice;
+pub mod openapi;
 pub mod replay;
 pub mod rest;
 pub mod uri;

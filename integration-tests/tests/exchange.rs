@@ -96,6 +96,26 @@ async fn serve_on_loopback(router: Router) -> String {
     url
 }
 
+/// The OpenAPI description every test service is registered with: YAML, naming the provider's
+/// internal host, which `getOpenAPI` must not pass on.
+const OPENAPI: &str = "\
+openapi: 3.0.0
+info:
+  title: records
+  version: '1'
+servers:
+  - url: http://10.1.2.3:8080/records
+paths:
+  /residents/{id}:
+    get:
+      summary: one resident
+    delete:
+      summary: remove one
+  /residents:
+    get:
+      summary: search
+";
+
 fn register(f: &Federation, server: &str, service: &str, url: String, timeout_secs: u64) {
     let s = f.server(server).unwrap().running().unwrap();
     s.serverconf
@@ -103,7 +123,7 @@ fn register(f: &Federation, server: &str, service: &str, url: String, timeout_se
             id: service.parse().unwrap(),
             url,
             timeout_secs,
-            openapi: Some("{\"openapi\":\"3.0.0\"}".into()),
+            openapi: Some(OPENAPI.into()),
         })
         .unwrap();
 }
@@ -715,6 +735,22 @@ async fn metaservices_list_clients_methods_and_openapi() {
         codes.contains(&"residentRecord") && codes.contains(&"raw"),
         "{codes:?}"
     );
+    // A service with an OpenAPI description is OPENAPI and lists its operations.
+    let resident = v["service"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["service_code"] == "residentRecord")
+        .unwrap();
+    assert_eq!(resident["service_type"], "OPENAPI", "{resident}");
+    assert_eq!(
+        resident["endpoint_list"],
+        serde_json::json!([
+            {"method": "GET", "path": "/residents/*"},
+            {"method": "DELETE", "path": "/residents/*"},
+            {"method": "GET", "path": "/residents"},
+        ])
+    );
 
     // Welfare is not granted residentRecord: it is not among its allowed methods, and it gets
     // no OpenAPI document for it; the portal is granted it.
@@ -766,7 +802,14 @@ async fn metaservices_list_clients_methods_and_openapi() {
     )
     .await;
     assert_eq!(r.status.as_u16(), 200, "{}", r.text());
-    assert_eq!(r.text(), "{\"openapi\":\"3.0.0\"}");
+    // Served as it came (YAML), its server URL cut to the path: no internal host.
+    assert_eq!(r.headers["content-type"], "application/yaml");
+    let served = r.text();
+    assert!(
+        !served.contains("10.1.2.3") && served.contains("url: /records"),
+        "{served}"
+    );
+    assert!(served.contains("/residents/{id}"), "{served}");
     let r = call(
         f,
         OSAKA,
@@ -827,6 +870,28 @@ async fn grants_by_group_method_and_path_apply_without_restart() {
             .status
             .as_u16(),
         200
+    );
+    // allowedMethods lists the operations of the description the grant covers in full.
+    let r = call(
+        f,
+        OSAKA,
+        Method::GET,
+        "/r1/JP/MUN/131016/records/allowedMethods",
+        &welfare,
+        vec![],
+    )
+    .await;
+    let v: serde_json::Value = r.json().unwrap();
+    let resident = v["service"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["service_code"] == "residentRecord")
+        .unwrap_or_else(|| panic!("{v}"));
+    assert_eq!(
+        resident["endpoint_list"],
+        serde_json::json!([{"method": "GET", "path": "/residents/*"}]),
+        "{resident}"
     );
     let post = call(f, OSAKA, Method::POST, path, &welfare, b"x".to_vec()).await;
     assert_eq!(error_type(&post), "Server.ServerProxy.AccessDenied");
@@ -1201,7 +1266,9 @@ async fn a_malformed_metaservice_query_from_a_peer_is_the_providers_bad_request(
         .send(exchange::message::sign_request(&header, &peer.key), b"")
         .await
         .unwrap();
-    assert_eq!(answer.body, b"{\"openapi\":\"3.0.0\"}");
+    let served = String::from_utf8(answer.body).unwrap();
+    assert!(served.contains("openapi: 3.0.0"), "{served}");
+    assert!(!served.contains("10.1.2.3"), "{served}");
     s.f.stop().await;
 }
 

@@ -10,10 +10,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use certs::Clock;
 use globalconf::{GlobalConf, SecurityServerId};
-use http::StatusCode;
+use http::{Method, StatusCode};
 use proto::v1 as pb;
 
 use exchange::message::{self, VerifiedRequest};
+use exchange::openapi;
 use exchange::replay::ReplayCache;
 use exchange::{Authorized, HashedBody, MetaCall, ServerProxyCode, XRoadError};
 
@@ -369,7 +370,11 @@ fn json_answer(value: &serde_json::Value) -> Answer {
     )
 }
 
-fn service_json(id: &globalconf::ServiceId) -> serde_json::Value {
+fn service_json(
+    id: &globalconf::ServiceId,
+    openapi: Option<&openapi::Description<'_>>,
+    endpoints: &[(String, String)],
+) -> serde_json::Value {
     let sub = id.subsystem();
     serde_json::json!({
         "object_type": "SERVICE",
@@ -378,12 +383,31 @@ fn service_json(id: &globalconf::ServiceId) -> serde_json::Value {
         "member_code": sub.member().code(),
         "subsystem_code": sub.code(),
         "service_code": id.code(),
-        "service_type": "REST",
+        "service_type": if openapi.is_some() { "OPENAPI" } else { "REST" },
+        "endpoint_list": endpoints
+            .iter()
+            .map(|(method, path)| serde_json::json!({ "method": method, "path": path }))
+            .collect::<Vec<_>>(),
     })
 }
 
+/// A service's OpenAPI description, when it has one that reads as OpenAPI 3.
+fn description(entry: &crate::serverconf::ServiceEntry) -> Option<openapi::Description<'_>> {
+    let text = entry.openapi.as_deref()?;
+    match openapi::Description::parse(text) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            tracing::warn!(service = %entry.id, error = %e, "the service's OpenAPI description cannot be read");
+            None
+        }
+    }
+}
+
 /// `listMethods` (every service of the provider subsystem) or `allowedMethods` (those the
-/// client may call, with the allowed endpoints), in X-Road's JSON shape.
+/// client may call), in X-Road's JSON shape (PR-MREST Annex B). A service with an OpenAPI
+/// description is `OPENAPI` and lists its operations (`allowedMethods`: those the client's
+/// grants cover in full); one without is `REST` and lists `* **` (`allowedMethods`: the
+/// client's grants, `*` for any method, `**` for any path).
 fn list_methods(
     request: &VerifiedRequest,
     local: &LocalConf,
@@ -391,30 +415,50 @@ fn list_methods(
     only_allowed: bool,
 ) -> Answer {
     let provider = request.service().subsystem();
+    let pairs = |endpoints: Vec<openapi::Operation>| -> Vec<(String, String)> {
+        endpoints.into_iter().map(|o| (o.method, o.path)).collect()
+    };
     let services: Vec<serde_json::Value> = if only_allowed {
         local
             .access
             .allowed_methods(request.client(), provider, conf)
             .into_iter()
-            .filter(|(id, _)| local.service(id).is_some())
-            .map(|(id, endpoints)| {
-                let mut v = service_json(&id);
-                v["endpoints"] = endpoints
-                    .iter()
-                    .map(|e| {
-                        serde_json::json!({
-                            "method": e.method.clone().unwrap_or_else(|| "*".into()),
-                            "path": e.path.clone().unwrap_or_else(|| "**".into()),
-                        })
+            .filter_map(|(id, granted)| Some((local.service(&id)?, granted)))
+            .map(|(entry, granted)| {
+                let doc = description(entry);
+                let mut endpoints = pairs(doc.as_ref().map(|d| d.endpoints()).unwrap_or_default());
+                endpoints.retain(|(method, path)| {
+                    Method::from_bytes(method.as_bytes()).is_ok_and(|m| {
+                        local
+                            .access
+                            .allows(request.client(), &entry.id, &m, path, conf)
                     })
-                    .collect();
-                v
+                });
+                if endpoints.is_empty() {
+                    endpoints = granted
+                        .iter()
+                        .map(|e| {
+                            (
+                                e.method.clone().unwrap_or_else(|| "*".into()),
+                                e.path.clone().unwrap_or_else(|| "**".into()),
+                            )
+                        })
+                        .collect();
+                }
+                service_json(&entry.id, doc.as_ref(), &endpoints)
             })
             .collect()
     } else {
         local
             .services_of(provider)
-            .map(|s| service_json(&s.id))
+            .map(|entry| {
+                let doc = description(entry);
+                let endpoints = match &doc {
+                    Some(d) => pairs(d.endpoints()),
+                    None => vec![("*".into(), "**".into())],
+                };
+                service_json(&entry.id, doc.as_ref(), &endpoints)
+            })
             .collect()
     };
     json_answer(&serde_json::json!({ "service": services }))
@@ -445,15 +489,19 @@ fn open_api(
             format!("{} may not call {service}", request.client()),
         ));
     }
-    let doc = entry.openapi.clone().ok_or_else(unknown)?;
-    let content_type = if doc.trim_start().starts_with('{') {
-        "application/json"
-    } else {
-        "application/yaml"
-    };
+    let text = entry.openapi.as_deref().ok_or_else(unknown)?;
+    // Served with its server URLs cut to their paths (exchange::openapi): the provider's hosts
+    // stay private, and clients call through their security server.
+    let doc = openapi::Description::parse(text).map_err(|e| {
+        XRoadError::new(
+            ServerProxyCode::InternalError,
+            format!("the OpenAPI description of {service} cannot be read: {e}"),
+        )
+    })?;
+    let (content_type, served) = doc.served();
     Ok((
         StatusCode::OK,
         vec![("content-type".into(), content_type.into())],
-        Bytes::from(doc),
+        Bytes::from(served),
     ))
 }
