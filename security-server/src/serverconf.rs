@@ -46,8 +46,15 @@ pub struct ServiceEntry {
 
 impl ServiceEntry {
     /// Checks the URL (`http://` or `https://` with a host, and no query or fragment, because the
-    /// request's path and query are appended) and the timeout (1 s to [`MAX_TIMEOUT_SECS`]).
+    /// request's path and query are appended), the timeout (1 s to [`MAX_TIMEOUT_SECS`]) and that
+    /// an OpenAPI description reads as OpenAPI 3 (`getOpenAPI` serves it, `listMethods` lists its
+    /// operations).
     pub fn validate(&self) -> Result<(), ServerConfError> {
+        if let Some(text) = &self.openapi {
+            exchange::openapi::Description::parse(text).map_err(|e| {
+                ServerConfError::Invalid(format!("the OpenAPI description of {}: {e}", self.id))
+            })?;
+        }
         let invalid = |why: &str| {
             Err(ServerConfError::Invalid(format!(
                 "service URL {:?} {why}",
@@ -502,6 +509,26 @@ mod tests {
             delay_secs,
             reason: "investigation".into(),
         }
+    }
+
+    #[test]
+    fn a_service_whose_openapi_description_is_not_openapi_3_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = ServerConf::open(&dir.path().join("serverconf.redb")).unwrap();
+        let entry = |openapi: Option<&str>| ServiceEntry {
+            id: "JP/MUN/131016/records/residentRecord".parse().unwrap(),
+            url: "http://127.0.0.1:1/records".into(),
+            timeout_secs: 10,
+            openapi: openapi.map(str::to_owned),
+        };
+        for bad in ["swagger: '2.0'\n", "{\"openapi\": ", "just text"] {
+            let e = conf.add_service(entry(Some(bad))).unwrap_err();
+            assert!(e.to_string().contains("OpenAPI description"), "{e}");
+        }
+        assert!(conf.snapshot().services.is_empty());
+        assert!(conf.add_service(entry(Some("openapi: 3.0.3\n"))).unwrap());
+        assert!(!conf.add_service(entry(Some("openapi: 3.0.3\n"))).unwrap());
+        assert!(!conf.add_service(entry(None)).unwrap());
     }
 
     #[test]
