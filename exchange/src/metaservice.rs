@@ -213,6 +213,113 @@ impl MetaCall {
     }
 }
 
+/// Whether a `listClients` caller asked for JSON: PR-META says JSON when `Accept` is
+/// `application/json`, the XML `clientList` otherwise (any of the listed media types counts).
+pub fn list_clients_wants_json<'a>(accept: impl IntoIterator<Item = &'a str>) -> bool {
+    accept
+        .into_iter()
+        .flat_map(|v| v.split(','))
+        .map(|range| range.split(';').next().unwrap_or_default().trim())
+        .any(|media| media.eq_ignore_ascii_case("application/json"))
+}
+
+/// The `listClients` answer (PR-META §2, Annex C.1) and its `Content-Type`: every member and
+/// subsystem of the instance (none when `instance` names another), with the member's name as
+/// `name` and the subsystem's as `subsystem_name` / `subsystemName`.
+///
+/// In JSON each subsystem also names the security servers that host it (`security_servers`, an
+/// extension of ours in the identifier shape, `object_type` `SERVER`; parsers ignore fields they
+/// do not know): each server logs only the exchanges it served, so a client that wants all of a
+/// subsystem's records (the resident portal's `findUsage`) asks each of them with
+/// `X-Road-Security-Server`. The XML form follows the schema exactly and has no such extension.
+pub fn list_clients(
+    conf: &GlobalConf,
+    instance: Option<&InstanceId>,
+    json: bool,
+) -> (&'static str, Vec<u8>) {
+    let listed = instance.is_none_or(|i| i == conf.instance());
+    let members = conf.members().filter(|_| listed);
+    if json {
+        let mut out = Vec::new();
+        for m in members {
+            let id = |object_type: &str| {
+                serde_json::json!({
+                    "object_type": object_type,
+                    "xroad_instance": m.id.instance(),
+                    "member_class": m.id.class(),
+                    "member_code": m.id.code(),
+                })
+            };
+            out.push(serde_json::json!({ "id": id("MEMBER"), "name": m.name }));
+            for s in &m.subsystems {
+                let mut sid = id("SUBSYSTEM");
+                sid["subsystem_code"] = s.code().into();
+                let servers: Vec<_> = conf
+                    .servers_hosting(s)
+                    .iter()
+                    .map(|server| {
+                        serde_json::json!({
+                            "object_type": "SERVER",
+                            "xroad_instance": server.owner().instance(),
+                            "member_class": server.owner().class(),
+                            "member_code": server.owner().code(),
+                            "server_code": server.code(),
+                        })
+                    })
+                    .collect();
+                out.push(serde_json::json!({
+                    "id": sid,
+                    "name": m.name,
+                    "subsystem_name": conf.subsystem_name(s).unwrap_or_default(),
+                    "security_servers": servers,
+                }));
+            }
+        }
+        let body = serde_json::json!({ "member": out }).to_string();
+        return ("application/json;charset=utf-8", body.into_bytes());
+    }
+    let mut xml = String::from(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\" standalone=\"yes\"?>\n\
+         <ns2:clientList xmlns:ns1=\"http://x-road.eu/xsd/identifiers\" \
+         xmlns:ns2=\"http://x-road.eu/xsd/xroad.xsd\">",
+    );
+    let text = crate::error::xml_text;
+    for m in members {
+        let member_id = |object_type: &str| {
+            format!(
+                "<ns2:id ns1:objectType=\"{object_type}\"><ns1:xRoadInstance>{}</ns1:xRoadInstance>\
+                 <ns1:memberClass>{}</ns1:memberClass><ns1:memberCode>{}</ns1:memberCode>",
+                text(m.id.instance()),
+                text(m.id.class()),
+                text(m.id.code()),
+            )
+        };
+        xml.push_str(&format!(
+            "<ns2:member>{}</ns2:id><ns2:name>{}</ns2:name></ns2:member>",
+            member_id("MEMBER"),
+            text(&m.name)
+        ));
+        for s in &m.subsystems {
+            xml.push_str(&format!(
+                "<ns2:member>{}<ns1:subsystemCode>{}</ns1:subsystemCode></ns2:id>\
+                 <ns2:name>{}</ns2:name>",
+                member_id("SUBSYSTEM"),
+                text(s.code()),
+                text(&m.name)
+            ));
+            if let Some(name) = conf.subsystem_name(s).filter(|n| !n.is_empty()) {
+                xml.push_str(&format!(
+                    "<ns2:subsystemName>{}</ns2:subsystemName>",
+                    text(name)
+                ));
+            }
+            xml.push_str("</ns2:member>");
+        }
+    }
+    xml.push_str("</ns2:clientList>\n");
+    ("text/xml;charset=utf-8", xml.into_bytes())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -373,111 +480,4 @@ mod tests {
         };
         assert_eq!(e.to_client_error().error_type(), "Client.InvalidHttpMethod");
     }
-}
-
-/// Whether a `listClients` caller asked for JSON: PR-META says JSON when `Accept` is
-/// `application/json`, the XML `clientList` otherwise (any of the listed media types counts).
-pub fn list_clients_wants_json<'a>(accept: impl IntoIterator<Item = &'a str>) -> bool {
-    accept
-        .into_iter()
-        .flat_map(|v| v.split(','))
-        .map(|range| range.split(';').next().unwrap_or_default().trim())
-        .any(|media| media.eq_ignore_ascii_case("application/json"))
-}
-
-/// The `listClients` answer (PR-META §2, Annex C.1) and its `Content-Type`: every member and
-/// subsystem of the instance (none when `instance` names another), with the member's name as
-/// `name` and the subsystem's as `subsystem_name` / `subsystemName`.
-///
-/// In JSON each subsystem also names the security servers that host it (`security_servers`, an
-/// extension of ours in the identifier shape, `object_type` `SERVER`; parsers ignore fields they
-/// do not know): each server logs only the exchanges it served, so a client that wants all of a
-/// subsystem's records (the resident portal's `findUsage`) asks each of them with
-/// `X-Road-Security-Server`. The XML form follows the schema exactly and has no such extension.
-pub fn list_clients(
-    conf: &GlobalConf,
-    instance: Option<&InstanceId>,
-    json: bool,
-) -> (&'static str, Vec<u8>) {
-    let listed = instance.is_none_or(|i| i == conf.instance());
-    let members = conf.members().filter(|_| listed);
-    if json {
-        let mut out = Vec::new();
-        for m in members {
-            let id = |object_type: &str| {
-                serde_json::json!({
-                    "object_type": object_type,
-                    "xroad_instance": m.id.instance(),
-                    "member_class": m.id.class(),
-                    "member_code": m.id.code(),
-                })
-            };
-            out.push(serde_json::json!({ "id": id("MEMBER"), "name": m.name }));
-            for s in &m.subsystems {
-                let mut sid = id("SUBSYSTEM");
-                sid["subsystem_code"] = s.code().into();
-                let servers: Vec<_> = conf
-                    .servers_hosting(s)
-                    .iter()
-                    .map(|server| {
-                        serde_json::json!({
-                            "object_type": "SERVER",
-                            "xroad_instance": server.owner().instance(),
-                            "member_class": server.owner().class(),
-                            "member_code": server.owner().code(),
-                            "server_code": server.code(),
-                        })
-                    })
-                    .collect();
-                out.push(serde_json::json!({
-                    "id": sid,
-                    "name": m.name,
-                    "subsystem_name": conf.subsystem_name(s).unwrap_or_default(),
-                    "security_servers": servers,
-                }));
-            }
-        }
-        let body = serde_json::json!({ "member": out }).to_string();
-        return ("application/json;charset=utf-8", body.into_bytes());
-    }
-    let mut xml = String::from(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\" standalone=\"yes\"?>\n\
-         <ns2:clientList xmlns:ns1=\"http://x-road.eu/xsd/identifiers\" \
-         xmlns:ns2=\"http://x-road.eu/xsd/xroad.xsd\">",
-    );
-    let text = crate::error::xml_text;
-    for m in members {
-        let member_id = |object_type: &str| {
-            format!(
-                "<ns2:id ns1:objectType=\"{object_type}\"><ns1:xRoadInstance>{}</ns1:xRoadInstance>\
-                 <ns1:memberClass>{}</ns1:memberClass><ns1:memberCode>{}</ns1:memberCode>",
-                text(m.id.instance()),
-                text(m.id.class()),
-                text(m.id.code()),
-            )
-        };
-        xml.push_str(&format!(
-            "<ns2:member>{}</ns2:id><ns2:name>{}</ns2:name></ns2:member>",
-            member_id("MEMBER"),
-            text(&m.name)
-        ));
-        for s in &m.subsystems {
-            xml.push_str(&format!(
-                "<ns2:member>{}<ns1:subsystemCode>{}</ns1:subsystemCode></ns2:id>\
-                 <ns2:name>{}</ns2:name>",
-                member_id("SUBSYSTEM"),
-                text(s.code()),
-                text(&m.name)
-            ));
-            if let Some(name) = conf.subsystem_name(s).filter(|n| !n.is_empty()) {
-                xml.push_str(&format!(
-                    "<ns2:subsystemName>{}</ns2:subsystemName>",
-                    text(name)
-                ));
-            }
-            xml.push_str("</ns2:member>");
-        }
-    }
-    xml.push_str("</ns2:clientList>\n");
-    ("text/xml;charset=utf-8", xml.into_bytes())
 }
