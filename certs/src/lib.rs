@@ -33,8 +33,8 @@ pub use keyfile::{
 pub use pem::{cert_sha256, cert_to_pem, certs_from_pem};
 pub use signing::{Domain, KeyId, PublicKey, SigningKey};
 pub use tls::{
-    PinPolicy, PinSet, TlsIdentity, client_config_trusting, pinned_client_config,
-    pinned_server_config, server_config,
+    PinPolicy, PinSet, TlsIdentity, client_config_trusting, information_system_server_config,
+    pinned_client_config, pinned_server_config, server_config,
 };
 
 /// A buffer that is wiped when dropped; secret bytes leave this crate in one.

@@ -100,6 +100,41 @@ pub fn server_config(identity: &TlsIdentity, alpn: &[&[u8]]) -> Result<ServerCon
     Ok(config)
 }
 
+/// HTTPS server for information systems (the client proxy): TLS 1.2 or 1.3, and a client
+/// certificate requested but not required. Any certificate is accepted at the handshake (its
+/// key must sign the handshake, so the client holds it); whether its SHA-256 is registered for
+/// the subsystem a request names is checked per request. Sessions are not resumed, so every
+/// connection presents its certificate.
+pub fn information_system_server_config(
+    identity: &TlsIdentity,
+    alpn: &[&[u8]],
+) -> Result<ServerConfig, Error> {
+    let provider = provider();
+    let verifier = Arc::new(PinnedCertVerifier {
+        policy: Arc::new(AnyCertificate),
+        algorithms: provider.signature_verification_algorithms,
+        mandatory: false,
+    });
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(identity.rustls_chain(), identity.rustls_key()?)?;
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
+    config.alpn_protocols = alpn_list(alpn);
+    Ok(config)
+}
+
+/// Allows every certificate (checked later, per request).
+#[derive(Debug)]
+struct AnyCertificate;
+
+impl PinPolicy for AnyCertificate {
+    fn allows(&self, _cert_sha256: &[u8; 32]) -> bool {
+        true
+    }
+}
+
 /// HTTPS client that trusts only the given CA certificates (the instance CA from the
 /// anchor) and checks the server name as usual.
 pub fn client_config_trusting(ca_ders: &[Vec<u8>], alpn: &[&[u8]]) -> Result<ClientConfig, Error> {
@@ -130,6 +165,7 @@ pub fn pinned_server_config(
     let verifier = Arc::new(PinnedCertVerifier {
         policy,
         algorithms: provider.signature_verification_algorithms,
+        mandatory: true,
     });
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
@@ -154,6 +190,7 @@ pub fn pinned_client_config(
     let verifier = Arc::new(PinnedCertVerifier {
         policy,
         algorithms: provider.signature_verification_algorithms,
+        mandatory: true,
     });
     let mut config = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
@@ -179,6 +216,8 @@ fn alpn_list(alpn: &[&[u8]]) -> Vec<Vec<u8>> {
 struct PinnedCertVerifier {
     policy: Arc<dyn PinPolicy>,
     algorithms: WebPkiSupportedAlgorithms,
+    /// Whether a client must present a certificate (server side).
+    mandatory: bool,
 }
 
 impl PinnedCertVerifier {
@@ -232,6 +271,10 @@ impl ServerCertVerifier for PinnedCertVerifier {
 impl ClientCertVerifier for PinnedCertVerifier {
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
         &[]
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.mandatory
     }
 
     fn verify_client_cert(

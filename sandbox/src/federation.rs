@@ -142,9 +142,14 @@ impl SandboxServer {
     }
 
     pub fn client_proxy_url(&self) -> Option<String> {
+        let scheme = if self.config.client_proxy.tls {
+            "https"
+        } else {
+            "http"
+        };
         self.running
             .as_ref()
-            .map(|r| format!("http://{}", r.client_proxy_addr))
+            .map(|r| format!("{scheme}://{}", r.client_proxy_addr))
     }
 }
 

@@ -23,6 +23,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod client_auth;
 pub mod confclient;
 pub mod config;
 pub mod error;

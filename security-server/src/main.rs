@@ -11,9 +11,10 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use exchange::access::{Grant, Subject};
-use globalconf::{SecurityServerId, ServiceId};
+use globalconf::{SecurityServerId, ServiceId, SubsystemId};
 use security_server::Config;
 use security_server::admin::{AdminClient, AdminOp, Reply as _, ops};
+use security_server::client_auth::{ClientAuth, Connection};
 use security_server::config::LogFormat;
 use security_server::serverconf::ServiceEntry;
 use security_server::usage::{SuppressedClient, Suppression};
@@ -82,7 +83,11 @@ enum Command {
     /// (e.g. an investigating body); every change is in the audit log (admin API).
     #[command(subcommand)]
     Suppression(SuppressionCmd),
-    /// Recent changes of services, access rights and suppression rules (admin API).
+    /// How each hosted subsystem's information systems must connect to the client proxy:
+    /// plain HTTP, HTTPS, or HTTPS with a registered client certificate (admin API).
+    #[command(subcommand)]
+    ClientAuth(ClientAuthCmd),
+    /// Recent changes of services, access rights, suppression and client rules (admin API).
     Audit {
         #[arg(long, default_value_t = 50)]
         limit: usize,
@@ -185,6 +190,43 @@ enum SuppressionCmd {
         client: SuppressedClient,
     },
     List,
+}
+
+#[derive(Debug, Subcommand)]
+enum ClientAuthCmd {
+    /// Set how a hosted subsystem's information systems must connect; replaces its rule.
+    Set {
+        subsystem: SubsystemId,
+        /// `http` (plain or HTTPS, no certificate), `https`, or `https-cert` (HTTPS with a
+        /// certificate given with --cert).
+        #[arg(long)]
+        connection: Connection,
+        /// A PEM file of an information system's client certificate (for https-cert;
+        /// repeatable). Only its SHA-256 is kept.
+        #[arg(long = "cert")]
+        certs: Vec<PathBuf>,
+    },
+    /// Remove a subsystem's rule: it has the default again.
+    Remove {
+        subsystem: SubsystemId,
+    },
+    List,
+}
+
+/// The SHA-256 (hex) of the certificate in each PEM file, in order.
+fn cert_hashes(files: &[PathBuf]) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    for file in files {
+        let pem =
+            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        let certs = certs::certs_from_pem(&pem)
+            .with_context(|| format!("{} holds no PEM certificate", file.display()))?;
+        let leaf = certs
+            .first()
+            .with_context(|| format!("{} holds no certificate", file.display()))?;
+        out.push(hex::encode(certs::cert_sha256(leaf)));
+    }
+    Ok(out)
 }
 
 /// Plain seconds, or a duration like `90d`, `12h`, `30m`, `45s` or `1h 30m` (humantime's
@@ -320,6 +362,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         | Command::Service(_)
         | Command::Access(_)
         | Command::Suppression(_)
+        | Command::ClientAuth(_)
         | Command::Audit { .. }) => {
             let config = Config::load(&cli.config)?;
             let client = AdminClient::from_config(&config)?;
@@ -388,6 +431,19 @@ fn dispatch<W: WithOp>(command: Command, w: W) -> anyhow::Result<W::Output> {
             })),
             SuppressionCmd::Remove { client } => w.with(ops::RemoveSuppression { client }),
             SuppressionCmd::List => w.with(ops::ListSuppressions),
+        },
+        Command::ClientAuth(cmd) => match cmd {
+            ClientAuthCmd::Set {
+                subsystem,
+                connection,
+                certs,
+            } => w.with(ops::SetClientAuth(ClientAuth {
+                subsystem,
+                connection,
+                certs: cert_hashes(&certs)?,
+            })),
+            ClientAuthCmd::Remove { subsystem } => w.with(ops::RemoveClientAuth { subsystem }),
+            ClientAuthCmd::List => w.with(ops::ListClientAuth),
         },
         Command::Init { .. }
         | Command::Enroll { .. }
@@ -509,6 +565,15 @@ mod tests {
         &["suppression", "add", "JP/GOV/npa", "--reason", "x"],
         &["suppression", "remove", "JP/GOV/npa"],
         &["suppression", "list"],
+        &[
+            "client-auth",
+            "set",
+            "JP/MUN/131016/records",
+            "--connection",
+            "https",
+        ],
+        &["client-auth", "remove", "JP/MUN/131016/records"],
+        &["client-auth", "list"],
     ];
 
     /// `evidence export` sends `ops::ExportEvidence` itself (see `evidence_cli::export`).

@@ -161,8 +161,10 @@ pub async fn start(
         DEFAULT_REPLAY_WINDOW_SECS
     });
 
+    // Information systems may present a client certificate; whether it is registered for the
+    // subsystem a request names is checked per request (client_auth).
     let client_tls = if config.client_proxy.tls {
-        Some(Arc::new(certs::server_config(
+        Some(Arc::new(certs::information_system_server_config(
             &tls_identity,
             &[b"h2", b"http/1.1"],
         )?))
@@ -176,6 +178,8 @@ pub async fn start(
             body_memory_budget: exchange.body_memory_budget_bytes,
             request_timeout: Duration::from_secs(exchange.request_timeout_secs),
             skew_override,
+            tls: config.client_proxy.tls,
+            serverconf: Arc::clone(&serverconf),
         },
         Arc::clone(&conf),
         Arc::clone(&keys),

@@ -22,6 +22,7 @@ use globalconf::{ServiceId, SubsystemId};
 use redb::{Database, ReadableDatabase as _, ReadableTable as _, TableDefinition};
 use serde::{Deserialize, Serialize};
 
+use crate::client_auth::ClientAuth;
 use crate::usage::{SuppressedClient, Suppression};
 use exchange::access::{AccessRights, Grant};
 use exchange::metaservice;
@@ -93,6 +94,9 @@ pub struct LocalConf {
     /// Resident transparency: whose accesses residents do not see, or see late (one rule per
     /// client, in client order).
     pub suppressions: Vec<Suppression>,
+    /// How each hosted subsystem's information systems must connect (one rule per subsystem,
+    /// in subsystem order; the default for the others is [`crate::client_auth::default_connection`]).
+    pub client_auth: Vec<ClientAuth>,
 }
 
 impl LocalConf {
@@ -103,6 +107,11 @@ impl LocalConf {
             let unversioned = id.subsystem().service(id.code(), None).ok()?;
             self.services.get(&unversioned)
         })
+    }
+
+    /// The rule for `subsystem`'s information systems, if it has one.
+    pub fn client_auth_of(&self, subsystem: &SubsystemId) -> Option<&ClientAuth> {
+        self.client_auth.iter().find(|r| &r.subsystem == subsystem)
     }
 
     /// The services one hosted subsystem provides, in identifier order.
@@ -151,19 +160,21 @@ pub struct AuditEntry {
     pub seq: u64,
     /// Unix seconds.
     pub time: i64,
-    /// `service.add`, `service.remove`, `access.grant`, `access.revoke`, `suppression.add` or
-    /// `suppression.remove`.
+    /// `service.add`, `service.remove`, `access.grant`, `access.revoke`, `suppression.add`,
+    /// `suppression.remove`, `client_auth.set` or `client_auth.remove`.
     pub action: String,
     pub details: serde_json::Value,
 }
 
 type Table = TableDefinition<'static, &'static str, &'static [u8]>;
 
-/// Keys [`CONF_SERVICES`], [`CONF_GRANTS`] and [`CONF_SUPPRESSIONS`], each a JSON array.
+/// Keys [`CONF_SERVICES`], [`CONF_GRANTS`], [`CONF_SUPPRESSIONS`] and [`CONF_CLIENT_AUTH`],
+/// each a JSON array.
 const CONF: Table = TableDefinition::new("local_conf");
 const CONF_SERVICES: &str = "services";
 const CONF_GRANTS: &str = "grants";
 const CONF_SUPPRESSIONS: &str = "suppressions";
+const CONF_CLIENT_AUTH: &str = "client_auth";
 /// Sequence number → JSON [`AuditEntry`].
 const AUDIT: TableDefinition<'static, u64, &'static [u8]> = TableDefinition::new("audit");
 
@@ -217,6 +228,9 @@ impl Store {
         if let Some(v) = table.get(CONF_SUPPRESSIONS).map_err(storage)? {
             conf.suppressions = decode("suppression rules", v.value())?;
         }
+        if let Some(v) = table.get(CONF_CLIENT_AUTH).map_err(storage)? {
+            conf.client_auth = decode("information system rules", v.value())?;
+        }
         Ok((Store::Disk(db), conf))
     }
 
@@ -233,6 +247,7 @@ impl Store {
                 let services = encode(&services)?;
                 let grants = encode(&conf.access)?;
                 let suppressions = encode(&conf.suppressions)?;
+                let client_auth = encode(&conf.client_auth)?;
                 let txn = db.begin_write().map_err(storage)?;
                 {
                     let mut table = txn.open_table(CONF).map_err(storage)?;
@@ -244,6 +259,9 @@ impl Store {
                         .map_err(storage)?;
                     table
                         .insert(CONF_SUPPRESSIONS, suppressions.as_slice())
+                        .map_err(storage)?;
+                    table
+                        .insert(CONF_CLIENT_AUTH, client_auth.as_slice())
                         .map_err(storage)?;
                     let mut audit = txn.open_table(AUDIT).map_err(storage)?;
                     entry.seq = match audit.last().map_err(storage)? {
@@ -491,6 +509,53 @@ impl ServerConf {
             let removed = c.suppressions.remove(i);
             let record = Record {
                 action: "suppression.remove",
+                details: serde_json::json!({ "rule": removed }),
+            };
+            Ok((true, Some(record)))
+        })
+    }
+
+    /// Sets how `rule.subsystem`'s information systems must connect, replacing its rule;
+    /// returns whether it had none.
+    pub fn set_client_auth(&self, mut rule: ClientAuth) -> Result<bool, ServerConfError> {
+        rule.certs.sort();
+        rule.certs.dedup();
+        rule.validate().map_err(ServerConfError::Invalid)?;
+        self.update(|c| {
+            let old = c
+                .client_auth
+                .iter()
+                .position(|r| r.subsystem == rule.subsystem);
+            if old.is_some_and(|i| c.client_auth[i] == rule) {
+                return Ok((false, None));
+            }
+            let record = Record {
+                action: "client_auth.set",
+                details: serde_json::json!({
+                    "rule": &rule,
+                    "replaced": old.map(|i| c.client_auth[i].clone()),
+                }),
+            };
+            match old {
+                Some(i) => c.client_auth[i] = rule,
+                None => {
+                    c.client_auth.push(rule);
+                    c.client_auth.sort_by(|a, b| a.subsystem.cmp(&b.subsystem));
+                }
+            }
+            Ok((old.is_none(), Some(record)))
+        })
+    }
+
+    /// Removes `subsystem`'s rule (it gets the default again); returns whether there was one.
+    pub fn remove_client_auth(&self, subsystem: &SubsystemId) -> Result<bool, ServerConfError> {
+        self.update(|c| {
+            let Some(i) = c.client_auth.iter().position(|r| &r.subsystem == subsystem) else {
+                return Ok((false, None));
+            };
+            let removed = c.client_auth.remove(i);
+            let record = Record {
+                action: "client_auth.remove",
                 details: serde_json::json!({ "rule": removed }),
             };
             Ok((true, Some(record)))

@@ -246,6 +246,7 @@ fn pinned_certificate_without_its_key_is_rejected() {
         .with_custom_certificate_verifier(Arc::new(PinnedCertVerifier {
             policy: pins(&[&p.server]),
             algorithms: provider().signature_verification_algorithms,
+            mandatory: true,
         }))
         .with_client_cert_resolver(Arc::new(FixedClientCert(Arc::new(stolen))));
     let server = Arc::new(pinned_server_config(&p.server, pins(&[&p.client]), ALPN).unwrap());
@@ -328,4 +329,59 @@ fn debug_redacts_identity_key() {
     assert!(debug.contains(&hex::encode(p.client.leaf_sha256())));
     let pem = p.client.key.to_pkcs8_pem().unwrap();
     assert!(!debug.contains(pem.lines().nth(1).unwrap()));
+}
+
+/// The client proxy's HTTPS for information systems: a system may present no certificate or
+/// any certificate (which one is registered is checked per request), but never a certificate
+/// without its key.
+#[test]
+fn information_systems_present_any_certificate_or_none_but_never_one_without_its_key() {
+    let p = pair();
+    let server = Arc::new(information_system_server_config(&p.server, ALPN).unwrap());
+    // A certificate of its own (pinned_client_config pins the server by hash).
+    let with_cert = Arc::new(pinned_client_config(&p.client, pins(&[&p.server]), ALPN).unwrap());
+    match connect(&with_cert, &server, "x.invalid") {
+        Outcome::Connected { server_saw, .. } => {
+            assert_eq!(server_saw, Some(p.client.leaf_sha256()));
+        }
+        other => panic!("{other:?}"),
+    }
+    // No certificate.
+    let without = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(PinnedCertVerifier {
+            policy: pins(&[&p.server]),
+            algorithms: provider().signature_verification_algorithms,
+            mandatory: true,
+        }))
+        .with_no_client_auth();
+    match connect(&Arc::new(without), &server, "x.invalid") {
+        Outcome::Connected { server_saw, .. } => assert_eq!(server_saw, None),
+        other => panic!("{other:?}"),
+    }
+    // Someone's certificate, signed with another key.
+    let other_key = TlsIdentity::new(vec![], SigningKey::from_seed([9; 32]));
+    let signer = provider()
+        .key_provider
+        .load_private_key(other_key.rustls_key().unwrap())
+        .unwrap();
+    let stolen = rustls::sign::CertifiedKey::new(p.client.rustls_chain(), signer);
+    let thief = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(PinnedCertVerifier {
+            policy: pins(&[&p.server]),
+            algorithms: provider().signature_verification_algorithms,
+            mandatory: true,
+        }))
+        .with_client_cert_resolver(Arc::new(FixedClientCert(Arc::new(stolen))));
+    match connect(&Arc::new(thief), &server, "x.invalid") {
+        Outcome::ServerRejected(rustls::Error::InvalidCertificate(
+            CertificateError::BadSignature,
+        )) => {}
+        other => panic!("{other:?}"),
+    }
 }

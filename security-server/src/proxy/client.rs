@@ -19,7 +19,7 @@ use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use certs::Clock;
-use globalconf::{GlobalConf, InstanceId, SecurityServerId, VerifiedConf};
+use globalconf::{GlobalConf, InstanceId, SecurityServerId, SubsystemId, VerifiedConf};
 use http_body_util::{BodyExt, Limited};
 use proto::v1 as pb;
 use tokio::sync::Semaphore;
@@ -29,12 +29,14 @@ use exchange::metaservice;
 use exchange::rest::{self, ClientCall, ClientRequest, ResponseMeta};
 use exchange::{ClientCode, ClientProxyCode, ErrorFormat, HashedBody, XRoadError};
 
+use crate::client_auth;
 use crate::confclient::ConfClient;
 use crate::error::error_response;
 use crate::keys::MemberKeys;
 use crate::log::{Failed, Logged, MessageLogger, Queued};
 use crate::metrics::{self, Metrics};
 use crate::peer::{self, PeerPool};
+use crate::serverconf::ServerConf;
 
 /// How long a provider server that could not be reached is tried last.
 const UNHEALTHY_FOR: Duration = Duration::from_secs(30);
@@ -88,6 +90,10 @@ pub struct ClientProxySettings {
     pub request_timeout: Duration,
     /// `exchange.max_clock_skew_secs` when set; else the instance parameter.
     pub skew_override: Option<Duration>,
+    /// Whether the listener serves HTTPS (`client_proxy.tls`).
+    pub tls: bool,
+    /// How hosted subsystems' information systems must connect ([`client_auth`]).
+    pub serverconf: Arc<ServerConf>,
 }
 
 #[derive(Debug)]
@@ -193,9 +199,39 @@ impl Inner {
         };
         let id = request.message_id.clone();
         // From here on every error is about this message.
+        self.check_client(conf.conf(), &parts, &request.client)
+            .map_err(|e| e.with_id(id.clone()))?;
         self.exchange(&conf, &parts, body, request)
             .await
             .map_err(|e| e.or_id(&id))
+    }
+
+    /// Whether the connection meets what `client`'s information systems must use
+    /// ([`client_auth`]): before anything is read or signed.
+    fn check_client(
+        &self,
+        conf: &GlobalConf,
+        parts: &http::request::Parts,
+        client: &SubsystemId,
+    ) -> Result<(), XRoadError> {
+        let local = self.settings.serverconf.snapshot();
+        let members: std::collections::BTreeSet<_> = conf
+            .server(&self.settings.this)
+            .map(|s| s.hosted.iter().map(SubsystemId::member).collect())
+            .unwrap_or_default();
+        let transport = client_auth::Transport {
+            tls: self.settings.tls,
+            client_cert: parts
+                .extensions
+                .get::<runtime::PeerCertificate>()
+                .map(|c| c.0),
+        };
+        client_auth::check(
+            client,
+            local.client_auth_of(client),
+            members.len() > 1,
+            transport,
+        )
     }
 
     /// Reads the body within the memory budget and forwards the call, within the request

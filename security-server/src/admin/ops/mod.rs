@@ -10,11 +10,13 @@
 //! - `services`: [`ListServices`], [`AddService`], [`RemoveService`].
 //! - `access`: [`ListAccess`], [`GrantAccess`], [`RevokeAccess`].
 //! - `suppressions`: [`ListSuppressions`], [`AddSuppression`], [`RemoveSuppression`].
+//! - `client_auth`: [`ListClientAuth`], [`SetClientAuth`], [`RemoveClientAuth`].
 //!
 //! `/health` and `/metrics` are no operations: they need no token and answer monitors, not
 //! operators.
 
 mod access;
+mod client_auth;
 mod services;
 mod status;
 mod suppressions;
@@ -30,6 +32,7 @@ pub use runtime::admin::{
 };
 
 pub use access::{GrantAccess, ListAccess, RevokeAccess};
+pub use client_auth::{ListClientAuth, RemoveClientAuth, SetClientAuth};
 pub use services::{AddService, ListServices, RemoveService};
 pub use status::{
     Audit, ExportEvidence, GlobalconfStatus, Refresh, RefreshGlobalconf, ServerStatus, Status,
@@ -51,6 +54,9 @@ runtime::admin_ops! {
     ListSuppressions,
     AddSuppression,
     RemoveSuppression,
+    ListClientAuth,
+    SetClientAuth,
+    RemoveClientAuth,
     Audit,
     ExportEvidence,
 }
@@ -91,7 +97,7 @@ mod tests {
 
     use super::*;
 
-    runtime::admin_op_table_tests!(AdminOp, ops: 13, prefix: "/v1/", shapes: ops_without_input_take_a_unit_body_and_json_is_posted);
+    runtime::admin_op_table_tests!(AdminOp, ops: 16, prefix: "/v1/", shapes: ops_without_input_take_a_unit_body_and_json_is_posted);
 
     #[test]
     fn service_ids_in_the_path_name_what_failed() {

@@ -1,0 +1,201 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Information systems authenticated at the client proxy (X-Road's NOSSL / SSLNOAUTH /
+//! SSLAUTH): on a server that hosts subsystems of several members (共同利用方式), one member's
+//! system cannot name another member's subsystem as the client.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::Method;
+use sandbox::{Federation, FederationSpec};
+use security_server::client_auth::{ClientAuth, Connection};
+
+const PORTAL: &str = "JP/GOV/digital-agency/portal";
+const WELFARE: &str = "JP/MUN/271004/welfare";
+const MINISTRY: &str = "JP/GOV/digital-agency/ss1";
+const SERVICE: &str = "/r1/JP/MUN/131016/records/residentRecord/131016000001";
+
+/// An information system's TLS identity: a key and a certificate of its own CA.
+fn system(name: &str) -> certs::TlsIdentity {
+    let clock = certs::SystemClock;
+    let ca =
+        certs::CertificateAuthority::generate("IS", Duration::from_secs(86_400), &clock).unwrap();
+    let key = certs::SigningKey::generate().unwrap();
+    let cert = ca
+        .issue(
+            name,
+            &key.public_key().to_spki_der(),
+            &[],
+            Duration::from_secs(86_400),
+            &clock,
+        )
+        .unwrap();
+    certs::TlsIdentity::new(vec![cert], key)
+}
+
+/// An HTTPS client of the ministry's client proxy (pinned to its certificate), presenting
+/// `identity` when given.
+fn client(f: &Federation, identity: Option<&certs::TlsIdentity>) -> runtime::HttpClient {
+    let server = security_server::identity::Identity::load(&f.server(MINISTRY).unwrap().config)
+        .unwrap()
+        .tls;
+    let pins: Arc<dyn certs::PinPolicy> =
+        Arc::new(certs::PinSet([server.leaf_sha256()].into_iter().collect()));
+    let tls = match identity {
+        Some(id) => certs::pinned_client_config(id, pins, &[]).unwrap(),
+        None => {
+            // Without a certificate of its own: a pinned client that presents none.
+            let ca = certs::certs_from_pem(
+                &std::fs::read_to_string(f.dir().join("registry/data/ca.pem")).unwrap(),
+            )
+            .unwrap();
+            certs::client_config_trusting(&ca, &[]).unwrap()
+        }
+    };
+    runtime::HttpClient::https(tls)
+}
+
+async fn call(f: &Federation, http: &runtime::HttpClient, client: &str) -> runtime::Response {
+    let url = format!(
+        "{}{SERVICE}",
+        f.server(MINISTRY).unwrap().client_proxy_url().unwrap()
+    );
+    http.request(
+        Method::GET,
+        &url,
+        &[
+            ("X-Road-Client", client),
+            ("X-Road-Data-Subject", "131016000001"),
+            ("X-Road-Purpose", "client authentication test"),
+        ],
+        bytes::Bytes::new(),
+    )
+    .await
+    .unwrap()
+}
+
+fn refused(r: &runtime::Response, why: &str) {
+    assert_eq!(r.status.as_u16(), 400, "{why}: {}", r.text());
+    assert_eq!(
+        integration_tests::x_road_error(r),
+        "Client.ClientNotAuthenticated",
+        "{why}"
+    );
+}
+
+#[tokio::test]
+async fn on_a_shared_server_a_system_acts_only_as_a_subsystem_it_is_registered_for() {
+    // The ministry's server also hosts Osaka's welfare office: it serves two members.
+    let mut spec = FederationSpec::sandbox();
+    spec.samples.clear();
+    spec.servers
+        .iter_mut()
+        .find(|s| s.id.to_string() == MINISTRY)
+        .unwrap()
+        .hosts
+        .push(WELFARE.parse().unwrap());
+    let (_dir, mut f) =
+        integration_tests::start_federation(spec, Arc::new(certs::SystemClock)).await;
+    f.server_mut(MINISTRY).unwrap().config.client_proxy.tls = true;
+    f.restart_server(MINISTRY).await.unwrap();
+
+    let portal_system = system("portal-system");
+    let welfare_system = system("welfare-system");
+    let as_portal = client(&f, Some(&portal_system));
+    let as_welfare = client(&f, Some(&welfare_system));
+    let anonymous = client(&f, None);
+
+    // No rules yet: on a shared server every subsystem needs a registered certificate.
+    refused(
+        &call(&f, &as_portal, PORTAL).await,
+        "no certificate registered",
+    );
+    refused(
+        &call(&f, &anonymous, PORTAL).await,
+        "no certificate presented",
+    );
+
+    let serverconf = f
+        .server(MINISTRY)
+        .unwrap()
+        .running()
+        .unwrap()
+        .serverconf
+        .clone();
+    for (subsystem, identity) in [(PORTAL, &portal_system), (WELFARE, &welfare_system)] {
+        serverconf
+            .set_client_auth(ClientAuth {
+                subsystem: subsystem.parse().unwrap(),
+                connection: Connection::HttpsCert,
+                certs: vec![hex::encode(identity.leaf_sha256())],
+            })
+            .unwrap();
+    }
+    let r = call(&f, &as_portal, PORTAL).await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+    // The welfare office's system cannot act as the ministry's portal, nor the other way.
+    refused(
+        &call(&f, &as_welfare, PORTAL).await,
+        "welfare as the portal",
+    );
+    refused(
+        &call(&f, &as_portal, WELFARE).await,
+        "the portal as welfare",
+    );
+    refused(&call(&f, &anonymous, PORTAL).await, "no certificate");
+    let r = call(&f, &as_welfare, PORTAL).await;
+    assert!(
+        r.text().contains("is not registered for it"),
+        "{}",
+        r.text()
+    );
+
+    // HTTPS without a certificate, when that is the rule.
+    serverconf
+        .set_client_auth(ClientAuth {
+            subsystem: PORTAL.parse().unwrap(),
+            connection: Connection::Https,
+            certs: Vec::new(),
+        })
+        .unwrap();
+    let r = call(&f, &anonymous, PORTAL).await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+    // Every change is in the audit log.
+    let actions: Vec<String> = serverconf
+        .audit(10)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.action)
+        .filter(|a| a.starts_with("client_auth."))
+        .collect();
+    assert_eq!(actions.len(), 3, "{actions:?}");
+    f.stop().await;
+}
+
+/// A server of one member keeps serving plain HTTP by default, as before; a rule asking for
+/// HTTPS refuses it.
+#[tokio::test]
+async fn a_server_of_one_member_serves_plain_http_unless_a_rule_says_otherwise() {
+    let mut spec = FederationSpec::sandbox();
+    spec.samples.clear();
+    let (_dir, f) = integration_tests::start_federation(spec, Arc::new(certs::SystemClock)).await;
+    let plain = runtime::HttpClient::plain();
+    let r = call(&f, &plain, PORTAL).await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+    f.server(MINISTRY)
+        .unwrap()
+        .running()
+        .unwrap()
+        .serverconf
+        .set_client_auth(ClientAuth {
+            subsystem: PORTAL.parse().unwrap(),
+            connection: Connection::Https,
+            certs: Vec::new(),
+        })
+        .unwrap();
+    refused(
+        &call(&f, &plain, PORTAL).await,
+        "plain HTTP where HTTPS is the rule",
+    );
+    f.stop().await;
+}
