@@ -10,6 +10,7 @@
 //! - [`error`]: the X-Road error codes, one enum per origin, and [`XRoadError`].
 //! - [`body`]: [`HashedBody`], a body with its SHA-256, hashed once.
 //! - [`uri`]: the path and query after a service identifier: dot segments, escapes, parameters.
+//! - [`openapi`]: OpenAPI 3 descriptions: their operations, and as `getOpenAPI` serves them.
 //! - [`metaservice`]: the metaservices' codes and [`MetaCall::parse`], used by both proxies.
 //! - [`rest`]: the X-Road REST protocol of the client proxy: parsing calls, header rules.
 //! - [`replay`]: the replay window of message ids per client.

@@ -8,6 +8,8 @@
 //! why.
 //!
 //! Every case runs, and a failure lists every case that differs.
+//!
+//! One file, because the cases are one table read top to bottom against the specifications.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -489,31 +489,12 @@ fn check_record(
             return;
         }
     };
-    let mut info = RecordInfo {
-        index: er.index,
-        kind: if kind == pb::LogKind::Request {
-            "request"
-        } else {
-            "response"
-        }
-        .into(),
-        side: match pb::LogSide::try_from(record.side) {
-            Ok(pb::LogSide::Client) => "client",
-            Ok(pb::LogSide::Server) => "server",
-            _ => "unspecified",
-        }
-        .into(),
-        message_id: record.message_id.clone(),
-        client: record.client.clone(),
-        service: record.service.clone(),
-        peer: record.peer.clone(),
-        logged_at_ms: record.logged_at_ms,
-        created_at: None,
-        status: None,
-        body_included: er.has_body,
-        error: None,
-        sent: None,
+    let kind_name = if kind == pb::LogKind::Request {
+        "request"
+    } else {
+        "response"
     };
+    let mut info = record_info(er, record, kind_name);
 
     check_signed_header(record, kind, confs, requests, &subject, &mut info, report);
     check_body(er, record, &subject, report);
@@ -550,9 +531,23 @@ fn check_failure(
     };
     report.check(subject, CheckKind::FailureNote, outcome);
     report.records.push(RecordInfo {
+        error: Some(record.error.clone()),
+        sent: Some(record.sent),
+        ..record_info(er, record, "failure")
+    });
+}
+
+/// What the report says of a record before its header is looked at.
+fn record_info(er: &pb::EvidenceRecord, record: &pb::LogRecord, kind: &str) -> RecordInfo {
+    RecordInfo {
         index: er.index,
-        kind: "failure".into(),
-        side: "client".into(),
+        kind: kind.into(),
+        side: match pb::LogSide::try_from(record.side) {
+            Ok(pb::LogSide::Client) => "client",
+            Ok(pb::LogSide::Server) => "server",
+            _ => "unspecified",
+        }
+        .into(),
         message_id: record.message_id.clone(),
         client: record.client.clone(),
         service: record.service.clone(),
@@ -560,10 +555,10 @@ fn check_failure(
         logged_at_ms: record.logged_at_ms,
         created_at: None,
         status: None,
-        body_included: false,
-        error: Some(record.error.clone()),
-        sent: Some(record.sent),
-    });
+        body_included: er.has_body,
+        error: None,
+        sent: None,
+    }
 }
 
 /// The signed header: its signature, its signer, and what the record and other records say

@@ -10,6 +10,7 @@
 //! - [`keys`]: the member signing keys this server holds.
 //! - [`identity`]: keys and certificate on disk; `init` and enrolment with the registry.
 //! - [`error`]: how an X-Road error is rendered in HTTP.
+//! - [`client_auth`]: how each hosted subsystem's information systems must connect.
 //! - [`peer`]: connections to peer servers over pinned mutual TLS; one `Exchange` on the wire.
 //! - [`confclient`]: holds the verified global configuration; polls registries, then peers.
 //! - [`metrics`]: Prometheus metrics (prometheus-client).

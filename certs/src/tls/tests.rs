@@ -228,18 +228,9 @@ impl rustls::client::ResolvesClientCert for FixedClientCert {
     }
 }
 
-#[test]
-fn pinned_certificate_without_its_key_is_rejected() {
-    let p = pair();
-    // The client presents the pinned certificate but signs with another key.
-    // pinned_client_config would refuse the mismatch, so build the config by hand.
-    let other_key = TlsIdentity::new(vec![], SigningKey::from_seed([9; 32]));
-    let signer = provider()
-        .key_provider
-        .load_private_key(other_key.rustls_key().unwrap())
-        .unwrap();
-    let stolen = rustls::sign::CertifiedKey::new(p.client.rustls_chain(), signer);
-    let client = ClientConfig::builder_with_provider(provider())
+/// A TLS 1.3 client that trusts `p.server` by pin, its client certificate still to choose.
+fn pinned_client(p: &Pair) -> rustls::ConfigBuilder<ClientConfig, rustls::client::WantsClientCert> {
+    ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .unwrap()
         .dangerous()
@@ -248,9 +239,25 @@ fn pinned_certificate_without_its_key_is_rejected() {
             algorithms: provider().signature_verification_algorithms,
             mandatory: true,
         }))
-        .with_client_cert_resolver(Arc::new(FixedClientCert(Arc::new(stolen))));
+}
+
+/// [`pinned_client`] presenting `p.client`'s certificate but signing with another key
+/// (pinned_client_config would refuse the mismatch, so the config is built by hand).
+fn thief(p: &Pair) -> ClientConfig {
+    let other_key = TlsIdentity::new(vec![], SigningKey::from_seed([9; 32]));
+    let signer = provider()
+        .key_provider
+        .load_private_key(other_key.rustls_key().unwrap())
+        .unwrap();
+    let stolen = rustls::sign::CertifiedKey::new(p.client.rustls_chain(), signer);
+    pinned_client(p).with_client_cert_resolver(Arc::new(FixedClientCert(Arc::new(stolen))))
+}
+
+#[test]
+fn pinned_certificate_without_its_key_is_rejected() {
+    let p = pair();
     let server = Arc::new(pinned_server_config(&p.server, pins(&[&p.client]), ALPN).unwrap());
-    match connect(&Arc::new(client), &server, "x.invalid") {
+    match connect(&Arc::new(thief(&p)), &server, "x.invalid") {
         Outcome::ServerRejected(rustls::Error::InvalidCertificate(
             CertificateError::BadSignature,
         )) => {}
@@ -347,38 +354,13 @@ fn information_systems_present_any_certificate_or_none_but_never_one_without_its
         other => panic!("{other:?}"),
     }
     // No certificate.
-    let without = ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(PinnedCertVerifier {
-            policy: pins(&[&p.server]),
-            algorithms: provider().signature_verification_algorithms,
-            mandatory: true,
-        }))
-        .with_no_client_auth();
+    let without = pinned_client(&p).with_no_client_auth();
     match connect(&Arc::new(without), &server, "x.invalid") {
         Outcome::Connected { server_saw, .. } => assert_eq!(server_saw, None),
         other => panic!("{other:?}"),
     }
     // Someone's certificate, signed with another key.
-    let other_key = TlsIdentity::new(vec![], SigningKey::from_seed([9; 32]));
-    let signer = provider()
-        .key_provider
-        .load_private_key(other_key.rustls_key().unwrap())
-        .unwrap();
-    let stolen = rustls::sign::CertifiedKey::new(p.client.rustls_chain(), signer);
-    let thief = ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(PinnedCertVerifier {
-            policy: pins(&[&p.server]),
-            algorithms: provider().signature_verification_algorithms,
-            mandatory: true,
-        }))
-        .with_client_cert_resolver(Arc::new(FixedClientCert(Arc::new(stolen))));
-    match connect(&Arc::new(thief), &server, "x.invalid") {
+    match connect(&Arc::new(thief(&p)), &server, "x.invalid") {
         Outcome::ServerRejected(rustls::Error::InvalidCertificate(
             CertificateError::BadSignature,
         )) => {}
