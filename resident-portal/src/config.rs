@@ -86,6 +86,8 @@ pub struct Config {
     pub targets: Option<Vec<SubsystemId>>,
     /// Where residents get the federation's anchor file, shown beside the verification help.
     pub verify_hint: Option<String>,
+    /// The time zone access times are shown in (an IANA name; default `Asia/Tokyo`).
+    pub time_zone: String,
     /// `text` or `json` (one JSON object per line).
     pub log_format: String,
     pub login: LoginConfig,
@@ -107,13 +109,23 @@ impl Default for Config {
             secure_cookies: false,
             targets: None,
             verify_hint: None,
+            time_zone: DEFAULT_TIME_ZONE.to_owned(),
             log_format: "text".to_owned(),
             login: LoginConfig::default(),
         }
     }
 }
 
+/// Residents see access times in Japan time unless the configuration names another zone.
+pub const DEFAULT_TIME_ZONE: &str = "Asia/Tokyo";
+
 impl Config {
+    /// The time zone of [`Config::time_zone`] (from the time zone database built in, so that no
+    /// system files are needed).
+    pub fn zone(&self) -> Result<jiff::tz::TimeZone, jiff::Error> {
+        jiff::tz::TimeZone::get(&self.time_zone)
+    }
+
     /// Parses and validates a configuration.
     #[allow(clippy::should_implement_trait)] // returns our error type, like the other configs
     pub fn from_str(text: &str) -> Result<Self, ConfigError> {
@@ -145,6 +157,9 @@ impl Config {
         }
         if self.security_server.is_empty() {
             return invalid("security_server is required (e.g. \"http://127.0.0.1:8080\")".into());
+        }
+        if let Err(e) = self.zone() {
+            return invalid(format!("time_zone {:?}: {e}", self.time_zone));
         }
         if let Err(m) = check_base_url(&self.security_server) {
             return invalid(format!("security_server {:?}: {m}", self.security_server));
@@ -273,6 +288,8 @@ mod tests {
         assert_eq!(c.session_ttl_secs, 1800);
         assert!(!c.secure_cookies);
         assert_eq!(c.targets, None);
+        assert_eq!(c.time_zone, "Asia/Tokyo");
+        assert_eq!(c.zone().unwrap().iana_name(), Some("Asia/Tokyo"));
         assert_eq!(c.login.kind, Some(LoginKind::Development));
         assert_eq!(
             c.client.unwrap().to_string(),
@@ -306,6 +323,14 @@ mod tests {
         assert_eq!(c.base_url(), "http://ss.example.jp:8080");
         assert_eq!(c.login.kind, Some(LoginKind::TrustedHeader));
         assert_eq!(c.targets.unwrap()[0].to_string(), "JP/MUN/131016/records");
+    }
+
+    #[test]
+    fn the_time_zone_is_any_iana_zone() {
+        let utc = Config::from_str(&format!("time_zone = \"UTC\"\n{MINIMAL}")).unwrap();
+        assert_eq!(utc.zone().unwrap(), jiff::tz::TimeZone::UTC);
+        let err = Config::from_str(&format!("time_zone = \"Asia/Edo\"\n{MINIMAL}")).unwrap_err();
+        assert!(err.to_string().contains("time_zone \"Asia/Edo\""), "{err}");
     }
 
     #[test]

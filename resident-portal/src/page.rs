@@ -217,16 +217,17 @@ const EN: Texts = Texts {
     evidence_failed: "The evidence could not be retrieved.",
 };
 
-/// `YYYY-MM-DD HH:MM:SS UTC`.
-pub fn format_utc(ms: i64) -> String {
-    format_in(ms, &TimeZone::UTC)
-}
-
-/// `YYYY-MM-DD HH:MM:SS` in `zone`, then the zone's abbreviation (`UTC`, `JST`).
-fn format_in(ms: i64, zone: &TimeZone) -> String {
+/// A time as the page in `lang` shows it, in `zone`, with the zone's abbreviation so that no
+/// reader has to guess it: `2026-12-03 15:13:26 JST` in English, `2026年12月3日 15:13:26 JST`
+/// in Japanese.
+pub fn format_time(ms: i64, zone: &TimeZone, lang: Lang) -> String {
+    let format = match lang {
+        Lang::En => "%Y-%m-%d %H:%M:%S %Z",
+        Lang::Ja => "%Y年%-m月%-d日 %H:%M:%S %Z",
+    };
     runtime::time::timestamp(ms)
         .to_zoned(zone.clone())
-        .strftime("%Y-%m-%d %H:%M:%S %Z")
+        .strftime(format)
         .to_string()
 }
 
@@ -400,12 +401,12 @@ pub struct VerifyHelp<'a> {
     pub hint: Option<&'a str>,
 }
 
-/// The timeline page for a logged-in resident.
+/// The timeline page for a logged-in resident, its times in `zone`.
 pub fn timeline_page(
     lang: Lang,
     dev: bool,
     resident: &ResidentId,
-    timeline: &Timeline,
+    (timeline, zone): (&Timeline, &TimeZone),
     verify: &VerifyHelp<'_>,
 ) -> String {
     let t = lang.texts();
@@ -445,7 +446,7 @@ pub fn timeline_page(
                 }
                 tbody {
                     @for entry in &timeline.entries {
-                        (access_row(t, entry))
+                        (access_row(lang, zone, entry))
                     }
                 }
             }
@@ -471,7 +472,8 @@ pub fn timeline_page(
     document(lang, dev, t.title, body)
 }
 
-fn access_row(t: &Texts, entry: &AccessEntry) -> Markup {
+fn access_row(lang: Lang, zone: &TimeZone, entry: &AccessEntry) -> Markup {
+    let t = lang.texts();
     let r = &entry.record;
     let provider = entry.provider.to_string();
     let mut href = format!(
@@ -488,7 +490,9 @@ fn access_row(t: &Texts, entry: &AccessEntry) -> Markup {
         tr class="access" data-message-id=(r.message_id) data-provider=(provider)
             data-time-ms=(r.time_ms) {
             td class="when" {
-                time datetime=(runtime::time::rfc3339_millis(r.time_ms)) { (format_utc(r.time_ms)) }
+                time datetime=(runtime::time::rfc3339_millis(r.time_ms)) {
+                    (format_time(r.time_ms, zone, lang))
+                }
             }
             td class="who" {
                 span class="org" { (r.client_organisation()) }

@@ -52,6 +52,8 @@ struct Portal {
     gateway: Gateway,
     secure_cookies: bool,
     verify_hint: Option<Arc<str>>,
+    /// Access times are shown in it (`time_zone`).
+    zone: jiff::tz::TimeZone,
 }
 
 /// The portal's routes for `config` (validated here). Logs a warning when the development
@@ -63,6 +65,9 @@ pub fn router(config: Config) -> Result<Router, ConfigError> {
         gateway: Gateway::new(&config)?,
         secure_cookies: config.cookies_secure(),
         verify_hint: config.verify_hint.as_deref().map(Arc::from),
+        zone: config
+            .zone()
+            .map_err(|e| ConfigError::Invalid(format!("time_zone: {e}")))?,
     };
     Ok(Router::new()
         .route("/", get(home))
@@ -197,7 +202,7 @@ async fn home(
                     lang.lang,
                     portal.dev(),
                     &resident,
-                    &timeline,
+                    (&timeline, &portal.zone),
                     &VerifyHelp {
                         hint: portal.verify_hint.as_deref(),
                     },

@@ -507,7 +507,7 @@ async fn development_login_shows_the_residents_own_timeline_newest_first() {
     assert!(!html.contains("b-tax-1") && !html.contains("Bob's purpose"));
 
     let first = html.split("<tr class=\"access\"").nth(1).unwrap();
-    assert!(first.contains("<td class=\"when\"><time datetime=\"2026-11-22T09:00:00.123Z\">2026-11-22 09:00:00 UTC</time></td>"));
+    assert!(first.contains("<td class=\"when\"><time datetime=\"2026-11-22T09:00:00.123Z\">2026年11月22日 18:00:00 JST</time></td>"));
     assert!(first.contains("<td class=\"who\"><span class=\"org\">Osaka City (大阪市)</span>"));
     assert!(first.contains("Welfare office (福祉事務所)"));
     assert!(first.contains("<td class=\"what\"><span class=\"service\">taxCertificate</span>"));

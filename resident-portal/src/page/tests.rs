@@ -15,29 +15,43 @@ fn escapes_markup() {
 
 #[test]
 fn formats_utc_times() {
-    assert_eq!(format_utc(0), "1970-01-01 00:00:00 UTC");
-    assert_eq!(format_utc(1_795_338_000_123), "2026-11-22 09:00:00 UTC");
+    assert_eq!(
+        format_time(0, &TimeZone::UTC, Lang::En),
+        "1970-01-01 00:00:00 UTC"
+    );
+    assert_eq!(
+        format_time(1_795_338_000_123, &TimeZone::UTC, Lang::En),
+        "2026-11-22 09:00:00 UTC"
+    );
     assert_eq!(
         runtime::time::rfc3339_millis(1_795_338_000_123),
         "2026-11-22T09:00:00.123Z"
     );
-    assert_eq!(format_utc(951_782_400_000), "2000-02-29 00:00:00 UTC");
+    assert_eq!(
+        format_time(951_782_400_000, &TimeZone::UTC, Lang::En),
+        "2000-02-29 00:00:00 UTC"
+    );
     assert_eq!(
         runtime::time::rfc3339_millis(-1),
         "1969-12-31T23:59:59.999Z"
     );
     // Extreme values do not panic.
-    let _ = format_utc(i64::MAX);
-    let _ = format_utc(i64::MIN);
+    let _ = format_time(i64::MAX, &TimeZone::UTC, Lang::Ja);
+    let _ = format_time(i64::MIN, &TimeZone::UTC, Lang::Ja);
 }
 
 #[test]
 fn japan_time_needs_no_system_time_zone_files() {
     // The bundled database (jiff's `tzdb-bundle-always`) answers where tzdata is missing.
     let tokyo = TimeZone::get("Asia/Tokyo").unwrap();
-    assert_eq!(format_in(0, &tokyo), "1970-01-01 09:00:00 JST");
+    assert_eq!(format_time(0, &tokyo, Lang::En), "1970-01-01 09:00:00 JST");
+    // The Japanese page writes dates the Japanese way.
     assert_eq!(
-        format_in(1_795_338_000_123, &tokyo),
+        format_time(0, &tokyo, Lang::Ja),
+        "1970年1月1日 09:00:00 JST"
+    );
+    assert_eq!(
+        format_time(1_795_338_000_123, &tokyo, Lang::En),
         "2026-11-22 18:00:00 JST"
     );
 }
@@ -109,7 +123,7 @@ fn timeline_page_escapes_network_text() {
         Lang::En,
         true,
         &resident,
-        &timeline,
+        (&timeline, &TimeZone::get("Asia/Tokyo").unwrap()),
         &VerifyHelp { hint: Some("<a>") },
     );
     for bad in [
@@ -119,6 +133,8 @@ fn timeline_page_escapes_network_text() {
     }
     assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
     assert!(html.contains("id=\"dev-banner\""));
+    // Times in the configured zone, with its abbreviation.
+    assert!(html.contains("1970-01-01 09:00:00 JST"), "{html}");
     assert!(html.contains("<html lang=\"en\">"));
     assert!(html.contains("id=\"incomplete\""));
     assert!(html.contains("(answer 403)"));
