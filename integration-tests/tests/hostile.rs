@@ -311,9 +311,10 @@ async fn the_client_proxy_answers_each_hostile_request_exactly_and_keeps_serving
             405,
             "",
         ),
-        // Transfer-Encoding wins over Content-Length (RFC 9112 §6.3), so this reaches the provider
-        // as a POST with an empty body, which its `residentRecord` refuses: the provider's own
-        // 405, not a smuggled second request.
+        // The body's length given twice: hyper lets Transfer-Encoding win, drops Content-Length
+        // and closes the connection after the answer (RFC 9112 §6.1), so no second request can
+        // hide in the body; this one reaches the provider as a POST with an empty body, which
+        // its `residentRecord` refuses with its own 405.
         (
             "both Content-Length and Transfer-Encoding",
             [
@@ -364,6 +365,44 @@ type RegistryCase<'a> = (
 );
 
 /// A request with `method`, `path`, `headers` and `body`, closing the connection after it.
+/// A request smuggled behind one whose body length is given twice: with keep-alive, the first
+/// says `Content-Length: 52` and `Transfer-Encoding: chunked`, its chunked body ends at once,
+/// and the next 52 bytes are a second request. A server that took the `Content-Length` would
+/// read them as the body; one that took `Transfer-Encoding` and kept the connection would serve
+/// them as a request of their own. Ours answers the first and closes the connection.
+#[tokio::test]
+async fn a_request_hidden_behind_a_twice_given_body_length_is_never_served() {
+    let (_dir, f) = start().await;
+    let addr = f
+        .server(MINISTRY)
+        .unwrap()
+        .running()
+        .unwrap()
+        .client_proxy_addr;
+    let hidden = "GET /listClients HTTP/1.1\r\nHost: smuggled\r\n\r\n";
+    let first = format!(
+        "POST {SERVICE} HTTP/1.1\r\nHost: localhost\r\n{}\r\nContent-Length: {}\r\n\
+         Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        client(PORTAL),
+        hidden.len()
+    );
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(format!("{first}{hidden}").as_bytes())
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut got))
+        .await
+        .expect("the connection is closed after the first answer")
+        .unwrap();
+    let text = String::from_utf8_lossy(&got);
+    assert_eq!(text.matches("HTTP/1.1 ").count(), 1, "{text}");
+    assert!(!text.contains("clientList"), "{text}");
+    assert_still_serves(addr, "a smuggling attempt").await;
+    f.stop().await;
+}
+
 fn request(method: &str, path: &str, headers: &[&str], body: &[u8]) -> Vec<u8> {
     let mut r = format!(
         "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n",
