@@ -274,6 +274,31 @@ impl Browser {
         string(value, "page source")
     }
 
+    /// Sets the window's size in CSS pixels (headless, the viewport's): a phone is 390 × 844.
+    pub async fn set_window_size(&self, width: u32, height: u32) -> Result<(), WebDriverError> {
+        self.session
+            .command(
+                Method::POST,
+                "/window/rect",
+                Some(json!({ "width": width, "height": height })),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Runs `script` (a function body; `return` gives the answer) in the page and answers what
+    /// it returned. WebDriver's scripts are not the page's: its Content-Security-Policy does not
+    /// apply to them.
+    pub async fn execute(&self, script: &str) -> Result<Value, WebDriverError> {
+        self.session
+            .command(
+                Method::POST,
+                "/execute/sync",
+                Some(json!({ "script": script, "args": [] })),
+            )
+            .await
+    }
+
     /// The first element matching the CSS selector `css`; a `no such element`
     /// [`WebDriverError::Command`] when there is none.
     pub async fn find(&self, css: &str) -> Result<Element, WebDriverError> {

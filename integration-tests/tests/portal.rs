@@ -135,6 +135,44 @@ async fn a_resident_logs_in_with_a_real_browser_and_sees_who_accessed_their_data
         assert_eq!(what.lines().next(), en_what.lines().next());
     }
 
+    // On a phone (390 px wide), in both languages, nothing scrolls sideways, and the evidence
+    // link is one line, not a character a line.
+    browser.set_window_size(390, 844).await.unwrap();
+    for lang in ["ja", "en"] {
+        browser
+            .goto(&format!("{portal}/?lang={lang}"))
+            .await
+            .unwrap();
+        let layout = browser
+            .execute(
+                "const link = document.querySelector('#timeline a.evidence');
+                 const style = getComputedStyle(link);
+                 return {
+                   viewport: window.innerWidth,
+                   document: document.documentElement.scrollWidth,
+                   link_height: link.getBoundingClientRect().height,
+                   line_height: parseFloat(style.lineHeight) || parseFloat(style.fontSize) * 1.5,
+                 };",
+            )
+            .await
+            .unwrap();
+        let number = |k: &str| {
+            layout[k]
+                .as_f64()
+                .unwrap_or_else(|| panic!("{k}: {layout}"))
+        };
+        assert!(number("viewport") <= 400.0, "{lang}: {layout}");
+        assert!(
+            number("document") <= number("viewport"),
+            "{lang}: the page is wider than the phone: {layout}"
+        );
+        assert!(
+            number("link_height") < 1.8 * number("line_height"),
+            "{lang}: the evidence link wraps: {layout}"
+        );
+    }
+    browser.set_window_size(1280, 900).await.unwrap();
+
     // Logging out ends the session; another resident sees only theirs.
     browser
         .find("#logout")

@@ -241,7 +241,15 @@ table{border-collapse:collapse;width:100%}th,td{border-bottom:1px solid #ccc;pad
 .alert{border:2px solid #b00020;background:#fdecea;padding:.7rem;margin:1rem 0}\
 .source.unavailable{color:#b00020;font-weight:bold}.source.not-shared{color:#555}\
 code{background:#f3f3f3;padding:.1rem .3rem}\
-form.inline{display:inline}";
+pre{white-space:pre-wrap;overflow-wrap:anywhere}\
+form.inline{display:inline}\
+a.evidence{white-space:nowrap}\
+@media (max-width:40rem){body{padding:.6rem}\
+#timeline,#timeline tbody,#timeline tr,#timeline td{display:block}#timeline thead{display:none}\
+#timeline tr.access{border:1px solid #ccc;border-radius:.4rem;margin:0 0 .8rem;padding:.4rem .7rem}\
+#timeline td{border:0;padding:.15rem 0;overflow-wrap:anywhere}\
+#timeline td[data-label]::before{content:attr(data-label);display:block;font-size:.8rem;color:#555}\
+#sources li,#incomplete li{overflow-wrap:anywhere}}";
 
 /// What every page has around its body.
 fn document(lang: Lang, dev: bool, page_title: &str, body: Markup) -> String {
@@ -472,6 +480,7 @@ pub fn timeline_page(
     document(lang, dev, t.title, body)
 }
 
+/// One access: a table row, a card on a phone (each cell then shows its column's name).
 fn access_row(lang: Lang, zone: &TimeZone, entry: &AccessEntry) -> Markup {
     let t = lang.texts();
     let r = &entry.record;
@@ -489,17 +498,17 @@ fn access_row(lang: Lang, zone: &TimeZone, entry: &AccessEntry) -> Markup {
     html! {
         tr class="access" data-message-id=(r.message_id) data-provider=(provider)
             data-time-ms=(r.time_ms) {
-            td class="when" {
+            td class="when" data-label=(t.th_when) {
                 time datetime=(runtime::time::rfc3339_millis(r.time_ms)) {
                     (format_time(r.time_ms, zone, lang))
                 }
             }
-            td class="who" {
+            td class="who" data-label=(t.th_who) {
                 span class="org" { (r.client_organisation()) }
                 br;
                 span class="subsystem sub" { (r.client_subsystem()) }
             }
-            td class="what" {
+            td class="what" data-label=(t.th_what) {
                 span class="service" { (r.service_code) }
                 @if let Some(s) = failed_status {
                     " " span class="status sub" { "(" (t.answer_status) " " (s) ")" }
@@ -507,13 +516,13 @@ fn access_row(lang: Lang, zone: &TimeZone, entry: &AccessEntry) -> Markup {
                 br;
                 span class="provider sub" { (t.data_of) " " (entry.provider_member_name) }
             }
-            td class="why" {
+            td class="why" data-label=(t.th_why) {
                 @match r.stated_purpose() {
                     Some(p) => (p),
                     None => span class="not-stated" { (t.not_stated) },
                 }
             }
-            td class="proof" { a class="evidence" href=(href) { (t.download) } }
+            td class="proof" data-label=(t.th_proof) { a class="evidence" href=(href) { (t.download) } }
         }
     }
 }
