@@ -48,6 +48,45 @@ async fn rows(browser: &Browser) -> Vec<(String, String, String)> {
     out
 }
 
+/// The serious and critical accessibility problems axe-core finds on the page shown, one line
+/// each (rule, impact, help, how many elements).
+async fn accessibility_problems(browser: &Browser) -> Vec<String> {
+    let axe = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("js/node_modules/axe-core/axe.min.js"),
+    )
+    .expect("axe-core (scripts/install-browser installs it)");
+    let found = browser
+        .execute(&format!(
+            "{axe}\nreturn axe.run(document).then(r => ({{passes: r.passes.length, \
+             violations: r.violations.map(v => ({{id: v.id, impact: v.impact, help: v.help, \
+             nodes: v.nodes.map(n => n.target.join(' '))}}))}}));"
+        ))
+        .await
+        .unwrap();
+    // axe ran its rules: some passed.
+    assert!(found["passes"].as_u64().unwrap_or(0) > 0, "{found}");
+    found["violations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| matches!(v["impact"].as_str(), Some("serious" | "critical")))
+        .map(|v| {
+            format!(
+                "{} ({}): {} at {}",
+                v["id"], v["impact"], v["help"], v["nodes"]
+            )
+        })
+        .collect()
+}
+
+/// Opens `url` and fails with what axe-core found if anything is serious or critical.
+async fn assert_accessible(browser: &Browser, url: &str) {
+    browser.goto(url).await.unwrap();
+    let problems = accessibility_problems(browser).await;
+    assert!(problems.is_empty(), "{url}:\n{}", problems.join("\n"));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_resident_logs_in_with_a_real_browser_and_sees_who_accessed_their_data() {
     let (_dir, f) = start().await;
@@ -58,6 +97,11 @@ async fn a_resident_logs_in_with_a_real_browser_and_sees_who_accessed_their_data
     assert_eq!(description["portal"], portal.as_str());
 
     let browser = Browser::start().await.unwrap();
+    // The login page and an error page are accessible in both languages.
+    for lang in ["ja", "en"] {
+        assert_accessible(&browser, &format!("{portal}/?lang={lang}")).await;
+        assert_accessible(&browser, &format!("{portal}/no-such-page?lang={lang}")).await;
+    }
     browser.goto(&format!("{portal}/?lang=en")).await.unwrap();
     // The development login says what it is.
     let banner = browser
@@ -137,6 +181,10 @@ async fn a_resident_logs_in_with_a_real_browser_and_sees_who_accessed_their_data
 
     // On a phone (390 px wide), in both languages, nothing scrolls sideways, and the evidence
     // link is one line, not a character a line.
+    // The timeline is accessible in both languages.
+    for lang in ["ja", "en"] {
+        assert_accessible(&browser, &format!("{portal}/?lang={lang}")).await;
+    }
     browser.set_window_size(390, 844).await.unwrap();
     for lang in ["ja", "en"] {
         browser
