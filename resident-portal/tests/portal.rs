@@ -510,7 +510,9 @@ async fn development_login_shows_the_residents_own_timeline_newest_first() {
     assert!(first.contains("<td class=\"when\" data-label=\"日時\"><time datetime=\"2026-11-22T09:00:00.123Z\">2026年11月22日 18:00:00 JST</time></td>"));
     assert!(first.contains("<td class=\"who\" data-label=\"アクセスした機関\"><span class=\"org\">Osaka City (大阪市)</span>"));
     assert!(first.contains("Welfare office (福祉事務所)"));
-    assert!(first.contains("<td class=\"what\" data-label=\"情報\"><span class=\"service\">taxCertificate</span>"));
+    assert!(first.contains(
+        "<td class=\"what\" data-label=\"情報\"><span class=\"service\">taxCertificate</span>"
+    ));
     assert!(
         first.contains("Chiyoda City (千代田区)"),
         "provider organisation: {first}"
@@ -531,7 +533,9 @@ async fn development_login_shows_the_residents_own_timeline_newest_first() {
         second.contains("Osaka City (大阪市)"),
         "provider organisation: {second}"
     );
-    assert!(second.contains("<td class=\"why\" data-label=\"目的\"><span class=\"not-stated\">記載なし</span></td>"));
+    assert!(second.contains(
+        "<td class=\"why\" data-label=\"目的\"><span class=\"not-stated\">記載なし</span></td>"
+    ));
 
     assert!(html.contains("<ul id=\"sources\">"));
     assert!(source_item(&html, RECORDS).starts_with("<li class=\"source ok\""));
@@ -721,7 +725,9 @@ async fn text_from_the_network_is_escaped() {
     assert!(!html.contains("<img"));
     assert!(!html.contains("<i>svc"));
     // maud leaves ' as it is: its attributes are always double-quoted.
-    assert!(html.contains("<td class=\"why\" data-label=\"目的\">&lt;script&gt;alert('purpose')&lt;/script&gt;</td>"));
+    assert!(html.contains(
+        "<td class=\"why\" data-label=\"目的\">&lt;script&gt;alert('purpose')&lt;/script&gt;</td>"
+    ));
     assert!(html.contains("&lt;b&gt;Evil&lt;/b&gt; &amp; Co"));
     assert_eq!(rows(&html)[0].0, "evil-1");
 }
