@@ -14,7 +14,7 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError};
 
-use redb::{ReadableDatabase as _, ReadableTable as _};
+use redb::ReadableTable as _;
 use sha2::{Digest as _, Sha256};
 
 use crate::LogError;
@@ -123,7 +123,7 @@ impl MessageLog {
     /// `[start, end)`: from the oldest record still in the database to the first one logged at
     /// or after the cutoff (in index order).
     fn archivable_range(&self, cutoff_ms: i64) -> Result<Option<(u64, u64)>, LogError> {
-        let txn = self.db()?.begin_read()?;
+        let (_open, txn) = self.read_txn()?;
         let records = txn.open_table(RECORDS)?;
         let bodies = txn.open_table(BODIES)?;
         let mut segments = self.segments();
@@ -161,7 +161,7 @@ impl MessageLog {
             .ok_or_else(|| archive_error(&path, "the path is not UTF-8"))?
             .to_owned();
         let prev_sha256 = {
-            let txn = self.db()?.begin_read()?;
+            let (_open, txn) = self.read_txn()?;
             let archives = txn.open_table(ARCHIVES)?;
             let last_row = archives.last()?;
             match last_row {
@@ -194,7 +194,7 @@ impl MessageLog {
             };
             w.write_all(&header_bytes(&header))
                 .map_err(LogError::io(&tmp))?;
-            let txn = self.db()?.begin_read()?;
+            let (_open, txn) = self.read_txn()?;
             let records = txn.open_table(RECORDS)?;
             let bodies = txn.open_table(BODIES)?;
             let mut segments = self.segments();
@@ -233,7 +233,7 @@ impl MessageLog {
             .map_err(LogError::io(dir))?;
 
         // Only now that the file is durable: delete the records and register the file.
-        let txn = self.db()?.begin_write()?;
+        let (_open, txn) = self.write_txn()?;
         {
             txn.open_table(RECORDS)?
                 .retain_in(first..=last, |_, _| false)?;
@@ -247,7 +247,7 @@ impl MessageLog {
         // The bodies of archived records are in the archive file now: the write-ahead segments
         // that hold only archived entries can go.
         let keep_from = {
-            let txn = self.db()?.begin_read()?;
+            let (_open, txn) = self.read_txn()?;
             let first_kept = txn.open_table(RECORDS)?.first()?.map(|(k, _)| k.value());
             first_kept.unwrap_or(last + 1)
         };
@@ -272,7 +272,7 @@ impl MessageLog {
         mut progress: impl FnMut(u64, u64),
     ) -> Result<ArchiveVerification, LogError> {
         let chain = verify_archive_chain(dir, |_, _| {})?;
-        let txn = self.db()?.begin_read()?;
+        let (_open, txn) = self.read_txn()?;
         let archives = txn.open_table(ARCHIVES)?;
         let mut registered = Vec::new();
         for row in archives.iter()? {

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 
-use redb::{ReadableDatabase as _, ReadableTable as _};
+use redb::ReadableTable as _;
 use tlog::{Checkpoint, NoteSignature, WitnessState};
 
 use crate::LogError;
@@ -54,7 +54,7 @@ impl MessageLog {
             )));
         }
         self.sync()?;
-        let txn = self.db()?.begin_write()?;
+        let (_open, txn) = self.write_txn()?;
         {
             let nodes = Nodes(txn.open_table(NODES)?);
             let log_size = read_size(&nodes.0)?;
@@ -84,7 +84,7 @@ impl MessageLog {
         size: u64,
         cosignatures: &[NoteSignature],
     ) -> Result<String, LogError> {
-        let txn = self.db()?.begin_write()?;
+        let (_open, txn) = self.write_txn()?;
         let text = {
             let mut table = txn.open_table(CHECKPOINTS)?;
             let stored = table
@@ -118,7 +118,7 @@ impl MessageLog {
     /// Returns how many checkpoints were removed.
     pub fn thin_checkpoints(&self, thinning: Thinning) -> Result<u64, LogError> {
         let bucket = thinning.bucket_records.max(1);
-        let txn = self.db()?.begin_write()?;
+        let (_open, txn) = self.write_txn()?;
         let removed = {
             let mut table = txn.open_table(CHECKPOINTS)?;
             let Some(row) = table.iter()?.rev().nth(thinning.keep_recent) else {
@@ -169,7 +169,7 @@ impl MessageLog {
 
     /// The newest stored checkpoint: (size, note text).
     pub fn latest_checkpoint(&self) -> Result<Option<(u64, String)>, LogError> {
-        let txn = self.db()?.begin_read()?;
+        let (_open, txn) = self.read_txn()?;
         let table = txn.open_table(CHECKPOINTS)?;
         Ok(table
             .last()?
@@ -178,7 +178,7 @@ impl MessageLog {
 
     /// The stored checkpoint of exactly `size`, if any.
     pub fn checkpoint(&self, size: u64) -> Result<Option<String>, LogError> {
-        let txn = self.db()?.begin_read()?;
+        let (_open, txn) = self.read_txn()?;
         let table = txn.open_table(CHECKPOINTS)?;
         Ok(table.get(size)?.map(|v| v.value().to_owned()))
     }
@@ -190,7 +190,7 @@ impl MessageLog {
     /// the newer on a tie: the most witnessed checkpoint is the strongest evidence, and any
     /// covering size gives equally short proofs. `None` if no stored checkpoint is that large.
     pub fn checkpoint_covering(&self, n: u64) -> Result<Option<(u64, String)>, LogError> {
-        let txn = self.db()?.begin_read()?;
+        let (_open, txn) = self.read_txn()?;
         let table = txn.open_table(CHECKPOINTS)?;
         let mut candidates = Vec::new();
         for row in table.range(n..)?.take(COVERING_WINDOW) {
@@ -212,7 +212,7 @@ impl MessageLog {
 
     /// What this server last cosigned for the log `origin` (another server).
     pub fn witness_state(&self, origin: &str) -> Result<Option<WitnessState>, LogError> {
-        let txn = self.db()?.begin_read()?;
+        let (_open, txn) = self.read_txn()?;
         let table = txn.open_table(WITNESS_STATE)?;
         let value = table.get(origin)?.map(|v| v.value().to_vec());
         value.map(|v| decode_witness_state(origin, &v)).transpose()
@@ -233,7 +233,7 @@ impl MessageLog {
                 new.origin
             )));
         }
-        let txn = self.db()?.begin_write()?;
+        let (_open, txn) = self.write_txn()?;
         {
             let mut table = txn.open_table(WITNESS_STATE)?;
             let current = table.get(origin)?.map(|v| v.value().to_vec());
@@ -257,13 +257,13 @@ impl MessageLog {
     /// The size of our log that `witness` last cosigned (0 if never): the old size of the next
     /// request to it.
     pub fn witnessed_size(&self, witness: &str) -> Result<u64, LogError> {
-        let txn = self.db()?.begin_read()?;
+        let (_open, txn) = self.read_txn()?;
         let table = txn.open_table(WITNESSED)?;
         Ok(table.get(witness)?.map_or(0, |v| v.value()))
     }
 
     pub fn set_witnessed_size(&self, witness: &str, size: u64) -> Result<(), LogError> {
-        let txn = self.db()?.begin_write()?;
+        let (_open, txn) = self.write_txn()?;
         txn.open_table(WITNESSED)?.insert(witness, size)?;
         txn.commit()?;
         Ok(())
@@ -280,7 +280,7 @@ impl MessageLog {
         generated_at: i64,
         envelope: &[u8],
     ) -> Result<(), LogError> {
-        let txn = self.db()?.begin_write()?;
+        let (_open, txn) = self.write_txn()?;
         {
             let mut confs = txn.open_table(CONFIGURATIONS)?;
             let existing = confs.get(serial)?.map(|v| v.value().1 == envelope);
@@ -301,7 +301,7 @@ impl MessageLog {
     /// newest configuration generated at or before it (the one in force then), and the newest
     /// configuration overall; each once, in serial order.
     pub fn configurations_for(&self, times: &[i64]) -> Result<Vec<Vec<u8>>, LogError> {
-        let txn = self.db()?.begin_read()?;
+        let (_open, txn) = self.read_txn()?;
         let by_time = txn.open_table(CONF_BY_TIME)?;
         let confs = txn.open_table(CONFIGURATIONS)?;
         let mut serials = BTreeSet::new();

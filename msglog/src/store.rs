@@ -493,9 +493,19 @@ impl MessageLog {
         self.inner.core.engine()
     }
 
-    /// The database, for one read or write transaction.
-    pub(crate) fn db(&self) -> Result<Arc<Database>, LogError> {
-        Ok(Arc::clone(&self.engine()?.db))
+    /// A read transaction, with the open log it reads: held together, so that the recovery
+    /// thread waits for it before it closes the database and opens it again.
+    pub(crate) fn read_txn(&self) -> Result<(Arc<Engine>, redb::ReadTransaction), LogError> {
+        let engine = self.engine()?;
+        let txn = engine.db.begin_read()?;
+        Ok((engine, txn))
+    }
+
+    /// A write transaction, held with its open log as [`MessageLog::read_txn`] is.
+    pub(crate) fn write_txn(&self) -> Result<(Arc<Engine>, redb::WriteTransaction), LogError> {
+        let engine = self.engine()?;
+        let txn = engine.db.begin_write()?;
+        Ok((engine, txn))
     }
 
     /// Waits until the database holds every record acknowledged so far (the indexer applies
@@ -647,14 +657,14 @@ impl MessageLog {
     /// The number of records ever appended (archived ones included).
     pub fn size(&self) -> Result<u64, LogError> {
         self.sync()?;
-        let txn = self.db()?.begin_read()?;
+        let (_open, txn) = self.read_txn()?;
         read_size(&txn.open_table(NODES)?)
     }
 
     /// The Merkle tree root of the first `size` records.
     pub fn root(&self, size: u64) -> Result<Hash, LogError> {
         self.sync()?;
-        let txn = self.db()?.begin_read()?;
+        let (_open, txn) = self.read_txn()?;
         let nodes = Nodes(txn.open_table(NODES)?);
         check_size(read_size(&nodes.0)?, "tree size", size)?;
         tlog::root(&nodes, size).map_err(tree_error)
@@ -663,7 +673,7 @@ impl MessageLog {
     /// The inclusion proof of record `index` in the tree of `size` records.
     pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, LogError> {
         self.sync()?;
-        let txn = self.db()?.begin_read()?;
+        let (_open, txn) = self.read_txn()?;
         let nodes = Nodes(txn.open_table(NODES)?);
         check_size(read_size(&nodes.0)?, "tree size", size)?;
         tlog::inclusion_proof(&nodes, index, size).map_err(tree_error)
@@ -672,7 +682,7 @@ impl MessageLog {
     /// The consistency proof from the tree of `old_size` records to the tree of `new_size`.
     pub fn consistency_proof(&self, old_size: u64, new_size: u64) -> Result<Vec<Hash>, LogError> {
         self.sync()?;
-        let txn = self.db()?.begin_read()?;
+        let (_open, txn) = self.read_txn()?;
         let nodes = Nodes(txn.open_table(NODES)?);
         check_size(read_size(&nodes.0)?, "tree size", new_size)?;
         tlog::consistency_proof(&nodes, old_size, new_size).map_err(tree_error)
@@ -695,7 +705,7 @@ impl MessageLog {
     }
 
     fn record_once(&self, index: u64) -> Result<Option<StoredRecord>, LogError> {
-        let txn = self.db()?.begin_read()?;
+        let (_open, txn) = self.read_txn()?;
         if let Some(value) = txn.open_table(RECORDS)?.get(index)? {
             let bodies = txn.open_table(BODIES)?;
             let entry = self.stored_entry(index, value.value(), &bodies, &mut self.segments())?;
@@ -794,7 +804,7 @@ impl MessageLog {
     /// The records of one X-Road-Id (request and response, both sides), in index order.
     pub fn find_by_message_id(&self, message_id: &str) -> Result<Vec<u64>, LogError> {
         self.sync()?;
-        let txn = self.db()?.begin_read()?;
+        let (_open, txn) = self.read_txn()?;
         let table = txn.open_table(BY_MESSAGE_ID)?;
         let mut out = Vec::new();
         for row in table.range((message_id, 0u64)..=(message_id, u64::MAX))? {
@@ -809,7 +819,7 @@ impl MessageLog {
         if from_ms >= to_ms {
             return Ok(Vec::new());
         }
-        let txn = self.db()?.begin_read()?;
+        let (_open, txn) = self.read_txn()?;
         let table = txn.open_table(BY_TIME)?;
         let mut out = Vec::new();
         for row in table.range((from_ms, 0u64)..(to_ms, 0u64))? {
@@ -843,7 +853,7 @@ impl MessageLog {
     ) -> Result<Vec<u64>, LogError> {
         self.sync()?;
         let hash = self.subject_hash(subject);
-        let txn = self.db()?.begin_read()?;
+        let (_open, txn) = self.read_txn()?;
         let table = txn.open_table(BY_SUBJECT)?;
         let range = table.range((&hash, 0u64)..=(&hash, u64::MAX))?;
         let rows: Box<dyn Iterator<Item = _>> = if newest_first {
