@@ -5,6 +5,8 @@
 //! every case that differs. (Hostile connections, idle, half-sent or dripping, are in
 //! `runtime/tests/hostile_connections.rs`; forged, tampered and replayed exchanges in
 //! `exchange.rs`.)
+//!
+//! One file, because its tables are one catalogue of attacks, read together.
 
 use std::sync::Arc;
 use std::time::Duration;
