@@ -55,11 +55,15 @@ fn client(f: &Federation, identity: Option<&certs::TlsIdentity>) -> runtime::Htt
     runtime::HttpClient::https(tls)
 }
 
+/// Calls the ministry's client proxy as `client`: over HTTPS (its `tls_listen`) when the
+/// ministry has that listener and `http` is an HTTPS client, else over its plain listener.
 async fn call(f: &Federation, http: &runtime::HttpClient, client: &str) -> runtime::Response {
-    let url = format!(
-        "{}{SERVICE}",
-        f.server(MINISTRY).unwrap().client_proxy_url().unwrap()
-    );
+    let server = f.server(MINISTRY).unwrap();
+    let base = match (http.is_https(), server.client_proxy_tls_url()) {
+        (true, Some(tls)) => tls,
+        _ => server.client_proxy_url().unwrap(),
+    };
+    let url = format!("{base}{SERVICE}");
     http.request(
         Method::GET,
         &url,
@@ -96,7 +100,12 @@ async fn on_a_shared_server_a_system_acts_only_as_a_subsystem_it_is_registered_f
         .push(WELFARE.parse().unwrap());
     let (_dir, mut f) =
         integration_tests::start_federation(spec, Arc::new(certs::SystemClock)).await;
-    f.server_mut(MINISTRY).unwrap().config.client_proxy.tls = true;
+    // Beside its plain HTTP listener, its client proxy serves HTTPS (X-Road's 8443).
+    f.server_mut(MINISTRY)
+        .unwrap()
+        .config
+        .client_proxy
+        .tls_listen = Some("127.0.0.1:0".parse().unwrap());
     f.restart_server(MINISTRY).await.unwrap();
 
     let portal_system = system("portal-system");
@@ -160,6 +169,24 @@ async fn on_a_shared_server_a_system_acts_only_as_a_subsystem_it_is_registered_f
         .unwrap();
     let r = call(&f, &anonymous, PORTAL).await;
     assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+    let plain = runtime::HttpClient::plain();
+    refused(
+        &call(&f, &plain, PORTAL).await,
+        "plain HTTP where HTTPS is the rule",
+    );
+
+    // Plain HTTP on the other listener, for a subsystem whose rule allows it; the welfare
+    // office still needs its certificate.
+    serverconf
+        .set_client_auth(ClientAuth {
+            subsystem: PORTAL.parse().unwrap(),
+            connection: Connection::Http,
+            certs: Vec::new(),
+        })
+        .unwrap();
+    let r = call(&f, &plain, PORTAL).await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+    refused(&call(&f, &plain, WELFARE).await, "welfare over plain HTTP");
     // Every change is in the audit log.
     let actions: Vec<String> = serverconf
         .audit(10)
@@ -168,7 +195,7 @@ async fn on_a_shared_server_a_system_acts_only_as_a_subsystem_it_is_registered_f
         .map(|e| e.action)
         .filter(|a| a.starts_with("client_auth."))
         .collect();
-    assert_eq!(actions.len(), 3, "{actions:?}");
+    assert_eq!(actions.len(), 4, "{actions:?}");
     f.stop().await;
 }
 

@@ -1357,6 +1357,7 @@ async fn https_client_proxy_and_graceful_shutdown_finishes_in_flight_exchanges()
     s.f.stop_server(MINISTRY).await;
     let listeners = security_server::Listeners {
         client_proxy: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        client_proxy_tls: None,
         server_proxy: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
         admin: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
     };

@@ -146,6 +146,7 @@ async fn a_server_refuses_tampered_foreign_and_older_configurations_and_restarts
     f.stop_server(MINISTRY).await;
     let listeners = security_server::Listeners {
         client_proxy: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        client_proxy_tls: None,
         server_proxy: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
         admin: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
     };

@@ -96,6 +96,11 @@ impl HttpClient {
         }
     }
 
+    /// Whether it speaks HTTPS ([`HttpClient::https`]).
+    pub fn is_https(&self) -> bool {
+        matches!(self.inner, Inner::Tls(_))
+    }
+
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self

@@ -29,5 +29,7 @@ pub mod time;
 
 pub use client::{ClientError, HttpClient, Response, error_chain};
 pub use logging::init_tracing;
-pub use serve::{ConnectionLimits, PeerCertificate, ServeOptions, serve_http, serve_http_with};
+pub use serve::{
+    ConnectionLimits, PeerCertificate, ServeOptions, TlsConnection, serve_http, serve_http_with,
+};
 pub use shutdown::{Shutdown, ShutdownTrigger, signal};

@@ -10,9 +10,9 @@
 //! Each binary reads the limits of each of its listeners from its configuration file as a
 //! [`ConnectionLimits`] table (`docs/configuration.md`, "Connections").
 //!
-//! Over TLS, the SHA-256 of the peer's end-entity certificate (when it presented one) is put in
-//! each request's extensions as [`PeerCertificate`], so handlers can pin peers without knowing
-//! about TLS.
+//! Over TLS, each request's extensions hold [`TlsConnection`] and the SHA-256 of the peer's
+//! end-entity certificate (when it presented one) as [`PeerCertificate`], so handlers can pin
+//! peers without knowing about TLS.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -35,6 +35,10 @@ use crate::conns::{Conns, Counting, Tracked};
 /// SHA-256 of the DER of the TLS peer's end-entity certificate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PeerCertificate(pub [u8; 32]);
+
+/// In the extensions of every request that came over TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TlsConnection;
 
 /// Limits of one serving loop.
 #[derive(Debug, Clone)]
@@ -285,6 +289,7 @@ pub async fn serve_http_with(
                         .and_then(|chain| chain.first())
                         .map(|leaf| PeerCertificate(Sha256::digest(leaf.as_ref()).into()));
                     let router = router.map_request(move |mut req: http::Request<Incoming>| {
+                        req.extensions_mut().insert(TlsConnection);
                         if let Some(pc) = peer_cert {
                             req.extensions_mut().insert(pc);
                         }

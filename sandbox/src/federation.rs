@@ -151,6 +151,12 @@ impl SandboxServer {
             .as_ref()
             .map(|r| format!("{scheme}://{}", r.client_proxy_addr))
     }
+
+    /// The client proxy's HTTPS listener (`client_proxy.tls_listen`), when it has one.
+    pub fn client_proxy_tls_url(&self) -> Option<String> {
+        let addr = self.running.as_ref()?.client_proxy_tls_addr?;
+        Some(format!("https://{addr}"))
+    }
 }
 
 /// A started federation. Dropping it without [`Federation::stop`] aborts its tasks.
@@ -266,6 +272,7 @@ impl Federation {
             let i = u16::try_from(i).map_err(|_| setup("too many servers"))?;
             let listeners = Listeners {
                 client_proxy: ports.bind(80 + i).await?,
+                client_proxy_tls: None,
                 server_proxy: ports.bind(50 + i).await?,
                 admin: ports.bind(90 + i).await?,
             };
@@ -709,8 +716,13 @@ impl Federation {
             Some(listener) => listener,
             None => tokio::net::TcpListener::bind(server_proxy).await?,
         };
+        let client_proxy_tls = match s.config.client_proxy.tls_listen {
+            Some(addr) => Some(tokio::net::TcpListener::bind(addr).await?),
+            None => None,
+        };
         let listeners = security_server::Listeners {
             client_proxy: tokio::net::TcpListener::bind(client_proxy).await?,
+            client_proxy_tls,
             server_proxy,
             admin: tokio::net::TcpListener::bind(admin).await?,
         };

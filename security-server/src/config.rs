@@ -139,6 +139,9 @@ pub struct ClientProxyConfig {
     /// Serve HTTPS instead of HTTP, with this server's certificate from the instance CA (the
     /// information systems then trust the instance CA, `ca.pem` of the anchor).
     pub tls: bool,
+    /// Also serve HTTPS here, beside `listen` (X-Road's 8443 beside 8080): for information
+    /// systems that must connect over HTTPS or with a client certificate.
+    pub tls_listen: Option<SocketAddr>,
     /// How many connections it holds and how long they may wait (`[client_proxy.connections]`).
     pub connections: runtime::ConnectionLimits,
 }
@@ -195,6 +198,7 @@ impl Default for ClientProxyConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             tls: false,
+            tls_listen: None,
             connections: runtime::ConnectionLimits::default(),
         }
     }

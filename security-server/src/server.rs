@@ -51,18 +51,25 @@ pub enum StartError {
     Replay(String),
 }
 
-/// The three listeners of a server; tests bind them to port 0.
+/// The listeners of a server; tests bind them to port 0.
 #[derive(Debug)]
 pub struct Listeners {
     pub client_proxy: TcpListener,
+    /// `client_proxy.tls_listen`: the client proxy over HTTPS too.
+    pub client_proxy_tls: Option<TcpListener>,
     pub server_proxy: TcpListener,
     pub admin: TcpListener,
 }
 
 impl Listeners {
     pub async fn bind(config: &Config) -> std::io::Result<Self> {
+        let client_proxy_tls = match config.client_proxy.tls_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await?),
+            None => None,
+        };
         Ok(Self {
             client_proxy: TcpListener::bind(config.client_proxy.listen).await?,
+            client_proxy_tls,
             server_proxy: TcpListener::bind(config.server_proxy.listen).await?,
             admin: TcpListener::bind(config.admin.listen).await?,
         })
@@ -78,6 +85,8 @@ pub struct RunningServer {
     /// Services and access rights; changes apply to the next request.
     pub serverconf: Arc<ServerConf>,
     pub client_proxy_addr: SocketAddr,
+    /// The client proxy's HTTPS listener (`client_proxy.tls_listen`), if it has one.
+    pub client_proxy_tls_addr: Option<SocketAddr>,
     pub server_proxy_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     trigger: runtime::ShutdownTrigger,
@@ -135,6 +144,11 @@ pub async fn start(
     );
 
     let client_proxy_addr = listeners.client_proxy.local_addr()?;
+    let client_proxy_tls_addr = listeners
+        .client_proxy_tls
+        .as_ref()
+        .map(TcpListener::local_addr)
+        .transpose()?;
     let server_proxy_addr = listeners.server_proxy.local_addr()?;
     let admin_addr = listeners.admin.local_addr()?;
     let (trigger, shutdown) = runtime::Shutdown::new();
@@ -178,7 +192,6 @@ pub async fn start(
             body_memory_budget: exchange.body_memory_budget_bytes,
             request_timeout: Duration::from_secs(exchange.request_timeout_secs),
             skew_override,
-            tls: config.client_proxy.tls,
             serverconf: Arc::clone(&serverconf),
         },
         Arc::clone(&conf),
@@ -189,6 +202,20 @@ pub async fn start(
         logger.clone(),
     )
     .router();
+    if let Some(listener) = listeners.client_proxy_tls {
+        let tls = Arc::new(certs::information_system_server_config(
+            &tls_identity,
+            &[b"h2", b"http/1.1"],
+        )?);
+        tasks.spawn(serve(
+            "client proxy (HTTPS)",
+            listener,
+            Some(tls),
+            client_router.clone(),
+            config.client_proxy.connections.serve_options(),
+            shutdown.clone(),
+        ));
+    }
     tasks.spawn(serve(
         "client proxy",
         listeners.client_proxy,
@@ -306,6 +333,7 @@ pub async fn start(
         conf,
         serverconf,
         client_proxy_addr,
+        client_proxy_tls_addr,
         server_proxy_addr,
         admin_addr,
         trigger,

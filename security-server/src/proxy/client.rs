@@ -90,8 +90,6 @@ pub struct ClientProxySettings {
     pub request_timeout: Duration,
     /// `exchange.max_clock_skew_secs` when set; else the instance parameter.
     pub skew_override: Option<Duration>,
-    /// Whether the listener serves HTTPS (`client_proxy.tls`).
-    pub tls: bool,
     /// How hosted subsystems' information systems must connect ([`client_auth`]).
     pub serverconf: Arc<ServerConf>,
 }
@@ -220,7 +218,7 @@ impl Inner {
             .map(|s| s.hosted.iter().map(SubsystemId::member).collect())
             .unwrap_or_default();
         let transport = client_auth::Transport {
-            tls: self.settings.tls,
+            tls: parts.extensions.get::<runtime::TlsConnection>().is_some(),
             client_cert: parts
                 .extensions
                 .get::<runtime::PeerCertificate>()
