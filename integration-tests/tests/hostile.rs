@@ -368,8 +368,8 @@ type RegistryCase<'a> = (
 
 /// A request with `method`, `path`, `headers` and `body`, closing the connection after it.
 /// A request smuggled behind one whose body length is given twice: with keep-alive, the first
-/// says `Content-Length: 52` and `Transfer-Encoding: chunked`, its chunked body ends at once,
-/// and the next 52 bytes are a second request. A server that took the `Content-Length` would
+/// says `Transfer-Encoding: chunked` and a `Content-Length` as long as the second request that
+/// follows, and its chunked body ends at once. A server that took the `Content-Length` would
 /// read them as the body; one that took `Transfer-Encoding` and kept the connection would serve
 /// them as a request of their own. Ours answers the first and closes the connection.
 #[tokio::test]
