@@ -89,7 +89,7 @@ async fn assert_accessible(browser: &Browser, url: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_resident_logs_in_with_a_real_browser_and_sees_who_accessed_their_data() {
-    let (_dir, f) = start().await;
+    let (_dir, mut f) = start().await;
     let portal = f.portal_url().unwrap().to_owned();
     // federation.json names the portal (DESIGN §10).
     let description: serde_json::Value =
@@ -179,47 +179,12 @@ async fn a_resident_logs_in_with_a_real_browser_and_sees_who_accessed_their_data
         assert_eq!(what.lines().next(), en_what.lines().next());
     }
 
-    // On a phone (390 px wide), in both languages, nothing scrolls sideways, and the evidence
-    // link is one line, not a character a line.
-    // The timeline is accessible in both languages.
+    // The timeline is accessible and fits a phone, in both languages.
     for lang in ["ja", "en"] {
-        assert_accessible(&browser, &format!("{portal}/?lang={lang}")).await;
+        let url = format!("{portal}/?lang={lang}");
+        assert_accessible(&browser, &url).await;
+        assert_fits_a_phone(&browser, &url).await;
     }
-    browser.set_window_size(390, 844).await.unwrap();
-    for lang in ["ja", "en"] {
-        browser
-            .goto(&format!("{portal}/?lang={lang}"))
-            .await
-            .unwrap();
-        let layout = browser
-            .execute(
-                "const link = document.querySelector('#timeline a.evidence');
-                 const style = getComputedStyle(link);
-                 return {
-                   viewport: window.innerWidth,
-                   document: document.documentElement.scrollWidth,
-                   link_height: link.getBoundingClientRect().height,
-                   line_height: parseFloat(style.lineHeight) || parseFloat(style.fontSize) * 1.5,
-                 };",
-            )
-            .await
-            .unwrap();
-        let number = |k: &str| {
-            layout[k]
-                .as_f64()
-                .unwrap_or_else(|| panic!("{k}: {layout}"))
-        };
-        assert!(number("viewport") <= 400.0, "{lang}: {layout}");
-        assert!(
-            number("document") <= number("viewport"),
-            "{lang}: the page is wider than the phone: {layout}"
-        );
-        assert!(
-            number("link_height") < 1.8 * number("line_height"),
-            "{lang}: the evidence link wraps: {layout}"
-        );
-    }
-    browser.set_window_size(1280, 900).await.unwrap();
 
     // Logging out ends the session; another resident sees only theirs.
     browser
@@ -241,8 +206,72 @@ async fn a_resident_logs_in_with_a_real_browser_and_sees_who_accessed_their_data
         seen[0].2,
         "給付金の所得確認 (income check for a benefit payment)"
     );
+
+    // A resident nobody accessed, and then a provider that does not answer: both screens are
+    // accessible and fit a phone too.
+    browser
+        .find("#logout")
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .wait_for("#dev-login", Duration::from_secs(10))
+        .await
+        .unwrap();
+    log_in(&browser, "131016999999").await;
+    browser.find("#no-accesses").await.unwrap();
+    for lang in ["ja", "en"] {
+        let url = format!("{portal}/?lang={lang}");
+        assert_accessible(&browser, &url).await;
+        assert_fits_a_phone(&browser, &url).await;
+    }
+    f.stop_server("JP/MUN/131016/ss1").await;
+    for lang in ["ja", "en"] {
+        let url = format!("{portal}/?lang={lang}");
+        browser.goto(&url).await.unwrap();
+        browser.find("#incomplete").await.unwrap();
+        assert_accessible(&browser, &url).await;
+        assert_fits_a_phone(&browser, &url).await;
+    }
     browser.close().await.unwrap();
     f.stop().await;
+}
+
+/// Opens `url` 390 px wide (a phone) and checks that nothing scrolls sideways and that an
+/// evidence link, if there is one, is one line rather than a character a line.
+async fn assert_fits_a_phone(browser: &Browser, url: &str) {
+    browser.set_window_size(390, 844).await.unwrap();
+    browser.goto(url).await.unwrap();
+    let layout = browser
+        .execute(
+            "const link = document.querySelector('#timeline a.evidence');
+             const style = link && getComputedStyle(link);
+             return {
+               viewport: window.innerWidth,
+               document: document.documentElement.scrollWidth,
+               link_height: link ? link.getBoundingClientRect().height : 0,
+               line_height: link ? (parseFloat(style.lineHeight) || parseFloat(style.fontSize) * 1.5) : 1,
+             };",
+        )
+        .await
+        .unwrap();
+    browser.set_window_size(1280, 900).await.unwrap();
+    let number = |k: &str| {
+        layout[k]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{k}: {layout}"))
+    };
+    assert!(number("viewport") <= 400.0, "{url}: {layout}");
+    assert!(
+        number("document") <= number("viewport"),
+        "{url}: the page is wider than the phone: {layout}"
+    );
+    assert!(
+        number("link_height") < 1.8 * number("line_height"),
+        "{url}: the evidence link wraps: {layout}"
+    );
 }
 
 /// Logs in over plain HTTP with the development login; answers the session cookie.
