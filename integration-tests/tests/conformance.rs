@@ -126,6 +126,7 @@ async fn setup() -> (tempfile::TempDir, Federation, String) {
                     "openapi: 3.0.0\nservers:\n  - url: http://10.9.8.7/api\npaths:\n  /items/{id}:\n    get: {}\n"
                         .to_owned()
                 }),
+                names: Default::default(),
             })
             .unwrap();
         chiyoda

@@ -124,6 +124,7 @@ fn register(f: &Federation, server: &str, service: &str, url: String, timeout_se
             url,
             timeout_secs,
             openapi: Some(OPENAPI.into()),
+            names: Default::default(),
         })
         .unwrap();
 }

@@ -131,13 +131,14 @@ async fn a_resident_logs_in_with_a_real_browser_and_sees_who_accessed_their_data
     let (who, what, why) = &seen[0];
     assert!(who.contains("Osaka City (大阪市)"), "{who}");
     assert!(who.contains("Welfare office"), "{who}");
-    assert!(what.contains("taxCertificate"), "{what}");
+    // Services as their provider names them for residents.
+    assert!(what.contains("Tax certificate"), "{what}");
     assert!(what.contains("Chiyoda City"), "{what}");
     assert_eq!(why, "生活保護の要否判定 (public assistance assessment)");
     let (who, what, why) = &seen[1];
     assert!(who.contains("Digital Agency (デジタル庁)"), "{who}");
     assert!(who.contains("Public benefits system"), "{who}");
-    assert!(what.contains("residentRecord"), "{what}");
+    assert!(what.contains("Resident record"), "{what}");
     assert_eq!(why, "児童手当の認定 (child allowance eligibility)");
     // Each entry offers its evidence.
     let links = browser.find_all("#timeline a.evidence").await.unwrap();
@@ -176,7 +177,12 @@ async fn a_resident_logs_in_with_a_real_browser_and_sees_who_accessed_their_data
     for ((who, what, why), (en_who, en_what, en_why)) in japanese.iter().zip(&seen) {
         assert_eq!((who, why), (en_who, en_why));
         assert!(what.contains("保有機関"), "{what}");
-        assert_eq!(what.lines().next(), en_what.lines().next());
+        let japanese_name = match en_what.lines().next() {
+            Some("Tax certificate") => "課税証明書",
+            Some("Resident record") => "住民票",
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(what.lines().next(), Some(japanese_name));
     }
 
     // The timeline is accessible and fits a phone, in both languages.

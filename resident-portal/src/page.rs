@@ -509,7 +509,7 @@ fn access_row(lang: Lang, zone: &TimeZone, entry: &AccessEntry) -> Markup {
                 span class="subsystem sub" { (r.client_subsystem()) }
             }
             td class="what" data-label=(t.th_what) {
-                span class="service" { (r.service_code) }
+                span class="service" title=(r.service_code) { (r.service_name(lang.code())) }
                 @if let Some(s) = failed_status {
                     " " span class="status sub" { "(" (t.answer_status) " " (s) ")" }
                 }

@@ -54,6 +54,9 @@ pub struct UsageRecord {
     #[serde(default, deserialize_with = "null_as_empty")]
     pub service: String,
     pub service_code: String,
+    /// What the provider calls the service for residents, by language (`ja`, `en`).
+    #[serde(default)]
+    pub service_names: std::collections::BTreeMap<String, String>,
     #[serde(default, deserialize_with = "null_as_empty")]
     pub method: String,
     #[serde(default)]
@@ -72,6 +75,15 @@ pub struct UsageRecord {
 }
 
 impl UsageRecord {
+    /// The service as a resident reading `lang` (`ja`, `en`) sees it: its name in that
+    /// language, else in another, else its code.
+    pub fn service_name(&self, lang: &str) -> &str {
+        self.service_names
+            .get(lang)
+            .or_else(|| self.service_names.values().next())
+            .map_or(self.service_code.as_str(), String::as_str)
+    }
+
     /// The client's organisation: its name, or its member identifier when it has none.
     pub fn client_organisation(&self) -> &str {
         if !self.client_member_name.trim().is_empty() {

@@ -167,6 +167,12 @@ impl Fake {
                 "client_subsystem_name": subsystem_name,
                 "service": format!("{provider}/{service_code}"),
                 "service_code": service_code,
+                // The provider names its tax certificate service for residents.
+                "service_names": if service_code == "taxCertificate" {
+                    json!({"ja": "課税証明書", "en": "Tax certificate"})
+                } else {
+                    json!({})
+                },
                 "method": "GET",
                 "purpose": purpose,
                 "status": 200,
@@ -510,8 +516,9 @@ async fn development_login_shows_the_residents_own_timeline_newest_first() {
     assert!(first.contains("<td class=\"when\" data-label=\"日時\"><time datetime=\"2026-11-22T09:00:00.123Z\">2026年11月22日 18:00:00 JST</time></td>"));
     assert!(first.contains("<td class=\"who\" data-label=\"アクセスした機関\"><span class=\"org\">Osaka City (大阪市)</span>"));
     assert!(first.contains("Welfare office (福祉事務所)"));
+    // The service as its provider names it in the page's language, its code beside it.
     assert!(first.contains(
-        "<td class=\"what\" data-label=\"情報\"><span class=\"service\">taxCertificate</span>"
+        "<td class=\"what\" data-label=\"情報\"><span class=\"service\" title=\"taxCertificate\">課税証明書</span>"
     ));
     assert!(
         first.contains("Chiyoda City (千代田区)"),

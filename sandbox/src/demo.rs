@@ -76,6 +76,15 @@ pub enum DemoApi {
 }
 
 impl DemoApi {
+    /// What residents see the service as, in Japanese and English.
+    pub fn names(self) -> [(&'static str, &'static str); 2] {
+        match self {
+            DemoApi::ResidentRecord => [("ja", "住民票"), ("en", "Resident record")],
+            DemoApi::TaxCertificate => [("ja", "課税証明書"), ("en", "Tax certificate")],
+            DemoApi::Echo => [("ja", "エコー (試験用)"), ("en", "Echo (for testing)")],
+        }
+    }
+
     /// The path on the backend that the service's base URL points at.
     pub fn path(self) -> &'static str {
         match self {

@@ -587,6 +587,7 @@ impl Federation {
                 url: url.clone(),
                 timeout_secs: 30,
                 openapi: service.openapi.clone(),
+                names: service.names.clone(),
             })?;
             for subject in &service.allowed {
                 server.serverconf.grant(Grant {

@@ -56,6 +56,8 @@ pub struct ServiceSpec {
     pub allowed: Vec<Subject>,
     /// Served by the `getOpenAPI` metaservice.
     pub openapi: Option<String>,
+    /// What residents see it as, by language.
+    pub names: std::collections::BTreeMap<String, String>,
 }
 
 impl ServiceSpec {
@@ -63,6 +65,11 @@ impl ServiceSpec {
     pub fn demo(id: ServiceId, api: DemoApi, allowed: Vec<Subject>) -> Self {
         Self {
             openapi: Some(api.openapi(&id)),
+            names: api
+                .names()
+                .iter()
+                .map(|(lang, name)| ((*lang).to_owned(), (*name).to_owned()))
+                .collect(),
             id,
             backend: Backend::Demo,
             path: api.path().to_owned(),

@@ -2,6 +2,8 @@
 //! (`init`, `enroll`), runs it (`run`) until SIGINT/SIGTERM, or talks to a running one's admin API.
 //! Each admin command names one operation of `security_server::admin::ops` (`dispatch`), which
 //! is sent and printed the same way for all.
+//!
+//! One file, because the command line is one tree of commands, read together with its tests.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -162,6 +164,10 @@ enum ServiceCmd {
         /// The service's OpenAPI document, served by the `getOpenAPI` metaservice.
         #[arg(long)]
         openapi: Option<PathBuf>,
+        /// What residents see the service as in one language, `LANG=NAME`
+        /// (`--name ja=住民票 --name en="Resident record"`); repeatable.
+        #[arg(long = "name", value_parser = parse_name)]
+        names: Vec<(String, String)>,
     },
     List,
     /// Remove a service and every grant for it.
@@ -227,6 +233,14 @@ fn cert_hashes(files: &[PathBuf]) -> anyhow::Result<Vec<String>> {
         out.push(hex::encode(certs::cert_sha256(leaf)));
     }
     Ok(out)
+}
+
+/// `LANG=NAME`, as `service add --name` takes it.
+fn parse_name(s: &str) -> Result<(String, String), String> {
+    let (lang, name) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not LANG=NAME (ja=住民票)"))?;
+    Ok((lang.trim().to_owned(), name.trim().to_owned()))
 }
 
 /// Plain seconds, or a duration like `90d`, `12h`, `30m`, `45s` or `1h 30m` (humantime's
@@ -397,6 +411,7 @@ fn dispatch<W: WithOp>(command: Command, w: W) -> anyhow::Result<W::Output> {
                 url,
                 timeout_secs,
                 openapi,
+                names,
             } => {
                 let openapi = openapi
                     .map(|p| {
@@ -409,6 +424,7 @@ fn dispatch<W: WithOp>(command: Command, w: W) -> anyhow::Result<W::Output> {
                     url,
                     timeout_secs,
                     openapi,
+                    names: names.into_iter().collect(),
                 }))
             }
             ServiceCmd::List => w.with(ops::ListServices),
@@ -483,6 +499,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn service_names_are_lang_equals_name() {
+        assert_eq!(
+            parse_name("ja=住民票"),
+            Ok(("ja".to_owned(), "住民票".to_owned()))
+        );
+        assert_eq!(
+            parse_name("en = Resident record"),
+            Ok(("en".to_owned(), "Resident record".to_owned()))
+        );
+        assert!(parse_name("住民票").is_err());
+    }
+
+    #[test]
     fn suppression_delays_take_seconds_or_a_unit() {
         assert_eq!(parse_duration_secs("45"), Ok(45));
         assert_eq!(parse_duration_secs("45s"), Ok(45));
@@ -546,6 +575,10 @@ mod tests {
             "JP/MUN/131016/records/residentRecord",
             "--url",
             "http://127.0.0.1:9000",
+            "--name",
+            "ja=住民票",
+            "--name",
+            "en=Resident record",
         ],
         &["service", "list"],
         &["service", "remove", "JP/MUN/131016/records/residentRecord"],

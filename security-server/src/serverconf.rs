@@ -43,6 +43,10 @@ pub struct ServiceEntry {
     /// The service's OpenAPI document, served by the `getOpenAPI` metaservice.
     #[serde(default)]
     pub openapi: Option<String>,
+    /// What residents see the service as, by language (`ja`, `en`): `住民票` rather than
+    /// `residentRecord`. `findUsage` passes them on to the resident portal.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub names: BTreeMap<String, String>,
 }
 
 impl ServiceEntry {
@@ -51,6 +55,19 @@ impl ServiceEntry {
     /// an OpenAPI description reads as OpenAPI 3 (`getOpenAPI` serves it, `listMethods` lists its
     /// operations).
     pub fn validate(&self) -> Result<(), ServerConfError> {
+        for (lang, name) in &self.names {
+            let lang_ok = (2..=8).contains(&lang.len())
+                && lang.bytes().all(|b| b.is_ascii_lowercase() || b == b'-');
+            let name_ok = !name.trim().is_empty()
+                && name.chars().count() <= 200
+                && !name.chars().any(char::is_control);
+            if !lang_ok || !name_ok {
+                return Err(ServerConfError::Invalid(format!(
+                    "name {lang:?} = {name:?}: a language code (ja, en) and 1 to 200 characters \
+                     without control characters"
+                )));
+            }
+        }
         if let Some(text) = &self.openapi {
             exchange::openapi::Description::parse(text).map_err(|e| {
                 ServerConfError::Invalid(format!("the OpenAPI description of {}: {e}", self.id))

@@ -24,10 +24,12 @@
 //!
 //! Everything here but [`find_usage`] and [`usage_evidence`] is pure.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
 use certs::Clock;
+
 use globalconf::{GlobalConf, IdError, MemberId, SecurityServerId, ServiceId, SubsystemId};
 use msglog::{LogError, MessageLog};
 use prost::Message as _;
@@ -281,11 +283,10 @@ fn response_status(log: &MessageLog, access: &Access) -> Result<Option<u32>, Log
 /// The `findUsage` answer, in JSON (docs/transparency.md).
 pub fn page_json(
     page: &UsagePage,
-    server: &SecurityServerId,
-    provider: &SubsystemId,
-    offset: usize,
-    limit: usize,
+    (server, provider): (&SecurityServerId, &SubsystemId),
+    (offset, limit): (usize, usize),
     conf: &GlobalConf,
+    service_names: impl Fn(&ServiceId) -> BTreeMap<String, String>,
 ) -> serde_json::Value {
     let records: Vec<serde_json::Value> = page
         .accesses
@@ -303,6 +304,7 @@ pub fn page_json(
                 "client_subsystem_name": conf.subsystem_name(&a.client).unwrap_or_default(),
                 "service": a.service.to_string(),
                 "service_code": a.service.code(),
+                "service_names": service_names(&a.service),
                 "method": a.method,
                 "purpose": a.purpose,
                 "status": status,

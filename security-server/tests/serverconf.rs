@@ -20,6 +20,7 @@ fn service(id: &str) -> ServiceEntry {
         url: "http://127.0.0.1:9000/api".into(),
         timeout_secs: 30,
         openapi: Some("{\"openapi\": \"3.0.3\"}".into()),
+        names: Default::default(),
     }
 }
 

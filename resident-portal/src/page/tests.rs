@@ -103,6 +103,7 @@ fn timeline_page_escapes_network_text() {
         client_subsystem_name: "".into(),
         service: String::new(),
         service_code: "<i>svc</i>".into(),
+        service_names: Default::default(),
         method: "GET".into(),
         purpose: Some("<script>alert(1)</script>".into()),
         status: Some(403),

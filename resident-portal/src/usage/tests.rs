@@ -14,6 +14,7 @@ fn record(id: &str, time_ms: i64) -> UsageRecord {
         client_subsystem_name: String::new(),
         service: String::new(),
         service_code: "taxCertificate".into(),
+        service_names: Default::default(),
         method: "GET".into(),
         purpose: None,
         status: None,

@@ -288,7 +288,16 @@ impl ServerProxy {
         .map_err(|e| log_read_failed(request.message_id(), &e))?;
         let provider = request.service().subsystem();
         Ok(json_answer(&usage::page_json(
-            &page, &self.this, provider, offset, limit, conf,
+            &page,
+            (&self.this, provider),
+            (offset, limit),
+            conf,
+            |service| {
+                local
+                    .service(service)
+                    .map(|s| s.names.clone())
+                    .unwrap_or_default()
+            },
         )))
     }
 

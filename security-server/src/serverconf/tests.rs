@@ -18,6 +18,7 @@ fn a_service_whose_openapi_description_is_not_openapi_3_is_refused() {
         url: "http://127.0.0.1:1/records".into(),
         timeout_secs: 10,
         openapi: openapi.map(str::to_owned),
+        names: Default::default(),
     };
     for bad in ["swagger: '2.0'\n", "{\"openapi\": ", "just text"] {
         let e = conf.add_service(entry(Some(bad))).unwrap_err();
@@ -92,4 +93,28 @@ fn find_usage_is_granted_without_a_service_entry_but_other_codes_are_not() {
         conf.grant(grant("JP/MUN/131016/records/residentRecord")),
         Err(ServerConfError::UnknownService(_))
     ));
+}
+
+#[test]
+fn service_names_are_a_language_code_and_a_short_line() {
+    let conf = ServerConf::in_memory();
+    let entry = |lang: &str, name: &str| ServiceEntry {
+        id: "JP/MUN/131016/records/residentRecord".parse().unwrap(),
+        url: "http://127.0.0.1:1/records".into(),
+        timeout_secs: 10,
+        openapi: None,
+        names: [(lang.to_owned(), name.to_owned())].into_iter().collect(),
+    };
+    assert!(conf.add_service(entry("ja", "住民票")).unwrap());
+    assert_eq!(
+        conf.snapshot().services.values().next().unwrap().names["ja"],
+        "住民票"
+    );
+    for (lang, name) in [("JA", "x"), ("j", "x"), ("ja", " "), ("ja", "a\nb")] {
+        assert!(
+            conf.add_service(entry(lang, name)).is_err(),
+            "{lang} {name:?}"
+        );
+    }
+    assert!(conf.add_service(entry("en", &"x".repeat(201))).is_err());
 }
