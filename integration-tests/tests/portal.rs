@@ -35,6 +35,21 @@ async fn log_in(browser: &Browser, resident: &str) {
         .unwrap();
 }
 
+/// Logs out and waits for the login form.
+async fn log_out(browser: &Browser) {
+    browser
+        .find("#logout")
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .wait_for("#dev-login", Duration::from_secs(10))
+        .await
+        .unwrap();
+}
+
 /// (who, what, why) of each timeline row, top to bottom.
 async fn rows(browser: &Browser) -> Vec<(String, String, String)> {
     let mut out = Vec::new();
@@ -193,17 +208,7 @@ async fn a_resident_logs_in_with_a_real_browser_and_sees_who_accessed_their_data
     }
 
     // Logging out ends the session; another resident sees only theirs.
-    browser
-        .find("#logout")
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    browser
-        .wait_for("#dev-login", Duration::from_secs(10))
-        .await
-        .unwrap();
+    log_out(&browser).await;
     log_in(&browser, "131016000002").await;
     let seen = rows(&browser).await;
     assert_eq!(seen.len(), 1, "{seen:?}");
@@ -215,17 +220,7 @@ async fn a_resident_logs_in_with_a_real_browser_and_sees_who_accessed_their_data
 
     // A resident nobody accessed, and then a provider that does not answer: both screens are
     // accessible and fit a phone too.
-    browser
-        .find("#logout")
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    browser
-        .wait_for("#dev-login", Duration::from_secs(10))
-        .await
-        .unwrap();
+    log_out(&browser).await;
     log_in(&browser, "131016999999").await;
     browser.find("#no-accesses").await.unwrap();
     for lang in ["ja", "en"] {
