@@ -67,12 +67,6 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    if args.body_bytes > sandbox::demo::ECHO_MAX_BODY {
-        anyhow::bail!(
-            "--body-bytes is at most {} (the echo backend's limit)",
-            sandbox::demo::ECHO_MAX_BODY
-        );
-    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -37,7 +37,7 @@ use std::str::FromStr;
 use http::Method;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use globalconf::{GlobalConf, GlobalGroupId, IdError, ServiceId, SubsystemId};
+use globalconf::{ClientId, GlobalConf, GlobalGroupId, IdError, MemberId, ServiceId, SubsystemId};
 use http::HeaderMap;
 
 use crate::error::{ServerProxyCode, XRoadError};
@@ -53,16 +53,21 @@ use crate::uri::path_segments;
 pub enum Subject {
     /// `INSTANCE/CLASS/MEMBER/SUBSYSTEM`
     Subsystem(SubsystemId),
+    /// `INSTANCE/CLASS/MEMBER`: the member calling as itself, without a subsystem (not its
+    /// subsystems, which are clients of their own, as in X-Road).
+    Member(MemberId),
     /// `INSTANCE/GROUPCODE`: every subsystem the global configuration lists in the group.
     Group(GlobalGroupId),
 }
 
 impl Subject {
     /// Whether `client` is, or is in, this subject.
-    pub fn includes(&self, client: &SubsystemId, conf: &GlobalConf) -> bool {
-        match self {
-            Subject::Subsystem(s) => s == client,
-            Subject::Group(g) => conf.is_in_group(g, client),
+    pub fn includes(&self, client: &ClientId, conf: &GlobalConf) -> bool {
+        match (self, client) {
+            (Subject::Subsystem(s), ClientId::Subsystem(c)) => s == c,
+            (Subject::Member(m), ClientId::Member(c)) => m == c,
+            (Subject::Group(g), ClientId::Subsystem(c)) => conf.is_in_group(g, c),
+            _ => false,
         }
     }
 }
@@ -70,10 +75,10 @@ impl Subject {
 impl FromStr for Subject {
     type Err = IdError;
     fn from_str(s: &str) -> Result<Self, IdError> {
-        if s.split('/').count() == 2 {
-            s.parse().map(Subject::Group)
-        } else {
-            s.parse().map(Subject::Subsystem)
+        match s.split('/').count() {
+            2 => s.parse().map(Subject::Group),
+            3 => s.parse().map(Subject::Member),
+            _ => s.parse().map(Subject::Subsystem),
         }
     }
 }
@@ -82,6 +87,7 @@ impl fmt::Display for Subject {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Subject::Subsystem(s) => s.fmt(f),
+            Subject::Member(m) => m.fmt(f),
             Subject::Group(g) => g.fmt(f),
         }
     }
@@ -209,7 +215,7 @@ impl AccessRights {
     /// after the service code, still percent-encoded (`""` or starting with `/`).
     pub fn allows(
         &self,
-        client: &SubsystemId,
+        client: &ClientId,
         service: &ServiceId,
         method: &Method,
         path: &str,
@@ -262,7 +268,7 @@ impl AccessRights {
     /// with its endpoints, sorted and without repeats.
     pub fn allowed_methods(
         &self,
-        client: &SubsystemId,
+        client: &ClientId,
         provider: &SubsystemId,
         conf: &GlobalConf,
     ) -> Vec<(ServiceId, Vec<Endpoint>)> {

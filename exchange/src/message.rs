@@ -18,8 +18,8 @@
 //! | 1 | `InvalidSignature` | the signature does not verify over the exact header bytes |
 //! | 1 | `InvalidMessage` | the bytes do not decode; the header's `signer_key_id` differs from the envelope's; a malformed X-Road-Id, X-Road-Request-Id, client, service, method, path, header or target server |
 //! | 1 | `SignerNotClient` | the key belongs to another member than the client's |
-//! | 1 | `UnknownMember` | the client subsystem is not in the configuration |
-//! | 1 | `ClientNotHostedByPeer` | the TLS peer's certificate is not pinned in the configuration, or that server does not host the client subsystem |
+//! | 1 | `UnknownMember` | the client (subsystem, or member calling as itself) is not in the configuration |
+//! | 1 | `ClientNotHostedByPeer` | the TLS peer's certificate is not pinned in the configuration, or that server does not host the client subsystem (for a member calling as itself: is not the member's own server) |
 //! | 2 | `KeyNotValid` | the key was not valid at the header's `created_at` (not yet, or no longer) |
 //! | 3 | `ClockSkew` | `created_at` is further than the allowed skew from our clock, either way |
 //! | 3 | `InvalidSecurityServer` | the header names a target server other than this one |
@@ -48,10 +48,9 @@ use prost::Message as _;
 use sha2::{Digest as _, Sha512};
 
 use certs::{Domain, KeyId, SigningKey};
-use globalconf::{GlobalConf, MemberKey, SecurityServerId, ServiceId, SubsystemId};
+use globalconf::{ClientId, GlobalConf, MemberKey, SecurityServerId, ServiceId, SubsystemId};
 use proto::v1 as pb;
 
-use crate::body::HashedBody;
 use crate::error::{ClientProxyCode, ServerProxyCode, XRoadError};
 use crate::replay::{ReplayCache, ReplayError};
 use crate::rest::{self, ClientRequest};
@@ -81,7 +80,7 @@ fn to_proto_headers(headers: &[(String, String)]) -> Vec<pb::Header> {
 pub fn build_request_header(
     req: &ClientRequest,
     request_id: &str,
-    body: &HashedBody,
+    body_sha256: &[u8; 32],
     signer: &KeyId,
     created_at: i64,
     target: &SecurityServerId,
@@ -101,7 +100,7 @@ pub fn build_request_header(
         data_subject: req.data_subject.clone().unwrap_or_default(),
         purpose: req.purpose.clone().unwrap_or_default(),
         created_at,
-        body_sha256: body.sha256().to_vec(),
+        body_sha256: body_sha256.to_vec(),
         signer_key_id: signer.as_str().to_owned(),
         target_server: target.to_string(),
     }
@@ -138,7 +137,7 @@ fn sign_bytes(bytes: Vec<u8>, domain: Domain, key: &SigningKey, key_id: KeyId) -
 #[derive(Debug, Clone)]
 pub struct VerifiedRequest {
     header: pb::RequestHeader,
-    client: SubsystemId,
+    client: ClientId,
     service: ServiceId,
     method: Method,
     peer: SecurityServerId,
@@ -169,7 +168,7 @@ impl VerifiedRequest {
     pub fn request_id(&self) -> &str {
         &self.header.request_id
     }
-    pub fn client(&self) -> &SubsystemId {
+    pub fn client(&self) -> &ClientId {
         &self.client
     }
     pub fn service(&self) -> &ServiceId {
@@ -265,7 +264,7 @@ fn check_headers(headers: &[pb::Header]) -> Result<(), String> {
 #[allow(clippy::too_many_arguments)]
 pub fn verify_request(
     signed: &pb::SignedHeader,
-    body: &HashedBody,
+    body_sha256: &[u8; 32],
     conf: &GlobalConf,
     peer_cert_sha256: &[u8; 32],
     this_server: &SecurityServerId,
@@ -308,7 +307,7 @@ pub fn verify_request(
             "the header names another signing key than the envelope".into(),
         ));
     }
-    let client: SubsystemId = header.client.parse().map_err(|e| malformed("client", &e))?;
+    let client: ClientId = header.client.parse().map_err(|e| malformed("client", &e))?;
     let service: ServiceId = header
         .service
         .parse()
@@ -350,7 +349,7 @@ pub fn verify_request(
             ),
         ));
     }
-    if !conf.has_subsystem(&client) {
+    if !conf.has_client(&client) {
         return Err(reject(
             c::UnknownMember,
             format!("client {client} is not in the global configuration"),
@@ -362,7 +361,7 @@ pub fn verify_request(
             "the peer's TLS certificate is not in the global configuration".into(),
         )
     })?;
-    if !conf.servers_hosting(&client).contains(&peer.id) {
+    if !conf.hosts_client(&peer.id, &client) {
         return Err(reject(
             c::ClientNotHostedByPeer,
             format!("security server {} does not host {client}", peer.id),
@@ -394,7 +393,7 @@ pub fn verify_request(
             format!("the request is addressed to {target}, this is {this_server}"),
         ));
     }
-    if header.body_sha256.as_slice() != body.sha256().as_slice() {
+    if header.body_sha256.as_slice() != body_sha256.as_slice() {
         return Err(reject(
             c::InvalidBody,
             "the body does not match its signed SHA-256".into(),
@@ -456,7 +455,7 @@ pub fn build_response_header(
     request: &VerifiedRequest,
     status: StatusCode,
     headers: &[(String, String)],
-    body: &HashedBody,
+    body_sha256: &[u8; 32],
     signer: &KeyId,
     created_at: i64,
     server: &SecurityServerId,
@@ -466,7 +465,7 @@ pub fn build_response_header(
         status: u32::from(status.as_u16()),
         headers: to_proto_headers(headers),
         created_at,
-        body_sha256: body.sha256().to_vec(),
+        body_sha256: body_sha256.to_vec(),
         request_hash: request.request_hash().to_vec(),
         signer_key_id: signer.as_str().to_owned(),
         server: server.to_string(),
@@ -548,7 +547,7 @@ impl VerifiedResponse {
 /// The client's server's checks of a response (see the module table for codes).
 pub fn verify_response(
     signed: &pb::SignedHeader,
-    body: &HashedBody,
+    body_sha256: &[u8; 32],
     conf: &GlobalConf,
     expected_provider: &SubsystemId,
     request: &RequestContext,
@@ -620,7 +619,7 @@ pub fn verify_response(
             ),
         ));
     }
-    if header.body_sha256.as_slice() != body.sha256().as_slice() {
+    if header.body_sha256.as_slice() != body_sha256.as_slice() {
         return Err(reject(
             c::InvalidBody,
             "the body does not match its signed SHA-256".into(),

@@ -13,7 +13,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use globalconf::SubsystemId;
+use globalconf::ClientId;
 
 /// Why a message was not accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -26,7 +26,7 @@ pub enum ReplayError {
     Full,
 }
 
-type Key = (SubsystemId, String);
+type Key = (ClientId, String);
 
 #[derive(Debug, Default)]
 struct Inner {
@@ -57,7 +57,7 @@ impl ReplayCache {
     /// creation time of the message, `now` the receiver's clock (Unix seconds).
     pub fn check_and_insert(
         &self,
-        client: &SubsystemId,
+        client: &ClientId,
         request_id: &str,
         created_at: i64,
         now: i64,
@@ -121,7 +121,7 @@ mod tests {
 
     const NOW: i64 = 1_700_000_000;
 
-    fn client(code: &str) -> SubsystemId {
+    fn client(code: &str) -> ClientId {
         format!("JP/GOV/digital-agency/{code}").parse().unwrap()
     }
 

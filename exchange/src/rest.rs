@@ -54,7 +54,7 @@ use http::request::Parts;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
 use globalconf::id::{decode_part, validate_part};
-use globalconf::{InstanceId, MemberId, SecurityServerId, ServiceId, SubsystemId};
+use globalconf::{ClientId, InstanceId, MemberId, SecurityServerId, ServiceId};
 
 use crate::error::{ClientCode, XRoadError};
 use crate::metaservice::{self, MetaCall};
@@ -107,7 +107,8 @@ pub mod header {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientRequest {
     pub message_id: String,
-    pub client: SubsystemId,
+    /// A subsystem, or a member calling without one.
+    pub client: ClientId,
     pub service: ServiceId,
     pub method: Method,
     /// The remainder after the service code: `""` or starting with `/`, still percent-encoded as
@@ -156,7 +157,7 @@ pub struct ResponseMeta {
     pub message_id: String,
     /// The client's server's own id for this request, when it keeps one.
     pub request_id: Option<String>,
-    pub client: SubsystemId,
+    pub client: ClientId,
     pub service: ServiceId,
     /// Standard base64 of the request hash (see [`crate::message::request_hash_b64`]).
     pub request_hash_b64: String,
@@ -357,7 +358,7 @@ fn decode_id_parts(value: &str) -> Result<Vec<String>, String> {
     value.split('/').map(decode_id_part).collect()
 }
 
-fn parse_client_header(value: &str) -> Result<SubsystemId, XRoadError> {
+fn parse_client_header(value: &str) -> Result<ClientId, XRoadError> {
     let err = |m: String| {
         XRoadError::new(
             ClientCode::InvalidClientIdentifier,
@@ -368,12 +369,14 @@ fn parse_client_header(value: &str) -> Result<SubsystemId, XRoadError> {
     match parts.as_slice() {
         [i, c, m, s] => MemberId::new(i, c, m)
             .and_then(|m| m.subsystem(s))
+            .map(ClientId::Subsystem)
             .map_err(|e| err(e.to_string())),
-        [_, _, _] => Err(err(
-            "a member cannot call without a subsystem; use INSTANCE/CLASS/MEMBER/SUBSYSTEM".into(),
-        )),
+        // PR-REST: the subsystem is optional; a member may call as itself.
+        [i, c, m] => MemberId::new(i, c, m)
+            .map(ClientId::Member)
+            .map_err(|e| err(e.to_string())),
         _ => Err(err(format!(
-            "{} parts, expected INSTANCE/CLASS/MEMBER/SUBSYSTEM",
+            "{} parts, expected INSTANCE/CLASS/MEMBER[/SUBSYSTEM]",
             parts.len()
         ))),
     }

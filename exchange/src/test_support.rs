@@ -42,6 +42,11 @@ pub fn other_key() -> SigningKey {
 pub fn sub(s: &str) -> SubsystemId {
     s.parse().unwrap()
 }
+
+/// A client identifier (a subsystem, or a member when `id` has three parts).
+pub fn client_id(id: &str) -> globalconf::ClientId {
+    id.parse().unwrap()
+}
 pub fn server(s: &str) -> SecurityServerId {
     s.parse().unwrap()
 }
@@ -85,7 +90,7 @@ pub fn verified(code: &str, method: http::Method, path: &str) -> crate::Verified
 
     let request = crate::rest::ClientRequest {
         message_id: format!("id-{code}-{method}-{path}"),
-        client: sub(CLIENT),
+        client: client_id(CLIENT),
         service: format!("{PROVIDER}/{code}").parse().unwrap(),
         method,
         path: path.into(),
@@ -103,7 +108,7 @@ pub fn verified(code: &str, method: http::Method, path: &str) -> crate::Verified
     let header = crate::message::build_request_header(
         &request,
         "request-1",
-        &body,
+        body.sha256(),
         &client_key().key_id(),
         NOW,
         &to,
@@ -113,7 +118,7 @@ pub fn verified(code: &str, method: http::Method, path: &str) -> crate::Verified
     let skew = Duration::from_secs(60);
     crate::message::verify_request(
         &signed,
-        &body,
+        body.sha256(),
         &conf(),
         &CLIENT_CERT,
         &to,

@@ -129,7 +129,7 @@ pub fn signed_request_header(data: &[u8]) {
     let replay = exchange::replay::ReplayCache::new(Duration::from_secs(600), 64);
     let _ = exchange::message::verify_request(
         &signed,
-        &exchange::HashedBody::new(bytes::Bytes::new()),
+        exchange::HashedBody::new(bytes::Bytes::new()).sha256(),
         &x.conf,
         &CLIENT_SERVER_CERT,
         &x.provider_server,
@@ -146,7 +146,7 @@ pub fn signed_response_header(data: &[u8]) {
     let signed = sign(data, certs::Domain::ResponseHeader, &x.provider_key);
     let _ = exchange::message::verify_response(
         &signed,
-        &exchange::HashedBody::new(bytes::Bytes::new()),
+        exchange::HashedBody::new(bytes::Bytes::new()).sha256(),
         &x.conf,
         &x.provider,
         &x.request,
@@ -335,7 +335,7 @@ mod tests {
         let replay = exchange::replay::ReplayCache::new(Duration::from_secs(600), 64);
         exchange::message::verify_request(
             &request,
-            &empty,
+            empty.sha256(),
             &x.conf,
             &CLIENT_SERVER_CERT,
             &x.provider_server,
@@ -351,7 +351,7 @@ mod tests {
         );
         exchange::message::verify_response(
             &response,
-            &empty,
+            empty.sha256(),
             &x.conf,
             &x.provider,
             &x.request,

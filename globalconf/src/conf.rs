@@ -9,7 +9,9 @@ use std::time::Duration;
 use certs::{KeyId, PublicKey};
 use proto::v1 as pb;
 
-use crate::id::{GlobalGroupId, IdError, InstanceId, MemberId, SecurityServerId, SubsystemId};
+use crate::id::{
+    ClientId, GlobalGroupId, IdError, InstanceId, MemberId, SecurityServerId, SubsystemId,
+};
 
 /// Why a (correctly signed) configuration is still unusable.
 #[derive(Debug, thiserror::Error)]
@@ -313,6 +315,22 @@ impl GlobalConf {
     }
     pub fn has_subsystem(&self, id: &SubsystemId) -> bool {
         self.subsystems.contains_key(id)
+    }
+    /// Whether the configuration lists the client: its subsystem, or the member itself.
+    pub fn has_client(&self, id: &ClientId) -> bool {
+        match id {
+            ClientId::Member(m) => self.members.contains_key(m),
+            ClientId::Subsystem(s) => self.has_subsystem(s),
+        }
+    }
+    /// Whether `server` sends requests for `client`: it hosts the client's subsystem, or, for a
+    /// member calling without a subsystem, the member owns it (as in X-Road, where a server's
+    /// owner is always one of its clients).
+    pub fn hosts_client(&self, server: &SecurityServerId, client: &ClientId) -> bool {
+        match client {
+            ClientId::Member(m) => server.owner() == m && self.servers.contains_key(server),
+            ClientId::Subsystem(s) => self.servers_hosting(s).contains(server),
+        }
     }
     pub fn subsystems(&self) -> impl Iterator<Item = (&SubsystemId, &str)> {
         self.subsystems.iter().map(|(k, v)| (k, v.as_str()))

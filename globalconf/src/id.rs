@@ -251,6 +251,69 @@ impl fmt::Display for SubsystemId {
     }
 }
 
+/// Who calls a service: a subsystem, or a member itself (`INSTANCE/CLASS/MEMBERCODE`), which
+/// X-Road's REST protocol allows when the client has no subsystem.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ClientId {
+    Member(MemberId),
+    Subsystem(SubsystemId),
+}
+
+impl ClientId {
+    /// The member: the client itself, or the one its subsystem belongs to.
+    pub fn member(&self) -> &MemberId {
+        match self {
+            ClientId::Member(m) => m,
+            ClientId::Subsystem(s) => s.member(),
+        }
+    }
+
+    pub fn subsystem(&self) -> Option<&SubsystemId> {
+        match self {
+            ClientId::Member(_) => None,
+            ClientId::Subsystem(s) => Some(s),
+        }
+    }
+}
+
+impl From<SubsystemId> for ClientId {
+    fn from(s: SubsystemId) -> Self {
+        ClientId::Subsystem(s)
+    }
+}
+
+impl From<MemberId> for ClientId {
+    fn from(m: MemberId) -> Self {
+        ClientId::Member(m)
+    }
+}
+
+impl PartialEq<SubsystemId> for ClientId {
+    fn eq(&self, other: &SubsystemId) -> bool {
+        self.subsystem() == Some(other)
+    }
+}
+
+impl FromStr for ClientId {
+    type Err = IdError;
+    fn from_str(s: &str) -> Result<Self, IdError> {
+        if split_parts(s, &[3, 4], "3 or 4 (INSTANCE/CLASS/MEMBER[/SUBSYSTEM])")?.len() == 3 {
+            s.parse().map(ClientId::Member)
+        } else {
+            s.parse().map(ClientId::Subsystem)
+        }
+    }
+}
+
+impl fmt::Display for ClientId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientId::Member(m) => m.fmt(f),
+            ClientId::Subsystem(s) => s.fmt(f),
+        }
+    }
+}
+
 /// A service: `INSTANCE/CLASS/MEMBERCODE/SUBSYSTEM/SERVICECODE[/VERSION]`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ServiceId {
@@ -368,6 +431,7 @@ impl fmt::Display for GlobalGroupId {
 string_serde!(InstanceId);
 string_serde!(MemberId);
 string_serde!(SubsystemId);
+string_serde!(ClientId);
 string_serde!(ServiceId);
 string_serde!(SecurityServerId);
 string_serde!(GlobalGroupId);
@@ -386,6 +450,22 @@ mod tests {
         assert_eq!(ss.owner().to_string(), "JP/GOV/digital-agency");
         let g: GlobalGroupId = "JP/portals".parse().unwrap();
         assert_eq!(g.code(), "portals");
+    }
+
+    #[test]
+    fn a_client_is_a_subsystem_or_a_member_itself() {
+        let member: ClientId = "JP/GOV/digital-agency".parse().unwrap();
+        assert!(matches!(member, ClientId::Member(_)));
+        assert_eq!(member.subsystem(), None);
+        assert_eq!(member.to_string(), "JP/GOV/digital-agency");
+        let sub: ClientId = "JP/GOV/digital-agency/portal".parse().unwrap();
+        assert_eq!(sub.member(), member.member());
+        let portal: SubsystemId = "JP/GOV/digital-agency/portal".parse().unwrap();
+        assert_eq!(sub, portal);
+        assert_ne!(member, portal);
+        for bad in ["JP/GOV", "JP/GOV/a/b/c", "JP/GOV/a b", "JP/GOV/../x"] {
+            assert!(bad.parse::<ClientId>().is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub mod testing;
 pub use anchor::{Anchor, AnchorError};
 pub use conf::{GlobalConf, GroupInfo, MemberInfo, MemberKey, Parameters, ServerInfo};
 pub use id::{
-    GlobalGroupId, IdError, InstanceId, MemberId, SecurityServerId, ServiceId, SubsystemId,
+    ClientId, GlobalGroupId, IdError, InstanceId, MemberId, SecurityServerId, ServiceId,
+    SubsystemId,
 };
 pub use signed::{ConfError, Succession, VerifiedConf};

@@ -25,6 +25,8 @@ use security_server::serverconf::ServiceEntry;
 use serde_json::{Value, json};
 
 const PORTAL: &str = "JP/GOV/digital-agency/portal";
+/// The ministry's member, which owns the ministry's server.
+const MEMBER: &str = "JP/GOV/digital-agency";
 const MINISTRY: &str = "JP/GOV/digital-agency/ss1";
 const CHIYODA: &str = "JP/MUN/131016/ss1";
 const RECORDS: &str = "JP/MUN/131016/records";
@@ -139,6 +141,15 @@ async fn setup() -> (tempfile::TempDir, Federation, String) {
             })
             .unwrap();
     }
+    chiyoda
+        .serverconf
+        .grant(Grant {
+            service: format!("{RECORDS}/echo").parse().unwrap(),
+            subject: Subject::Member(MEMBER.parse().unwrap()),
+            method: None,
+            path: None,
+        })
+        .unwrap();
     (dir, f, backend.trim_start_matches("http://").to_owned())
 }
 
@@ -581,6 +592,36 @@ fn cases(backend_host: &str) -> Vec<Case> {
             .no_client()
             .header("X-Road-Client", "JP/GOV/digital-agency/portal/extra")
             .expect([Status(400), Error("Client.InvalidClientIdentifier")]),
+        // PR-REST 4.3: the subsystem part of X-Road-Client is optional. A member calls as
+        // itself through a security server it owns, under grants to the member.
+        case(
+            "a member calls without a subsystem",
+            "PR-REST 4.3",
+            svc("echo"),
+        )
+        .no_client()
+        .header("X-Road-Client", MEMBER)
+        .expect(ok())
+        .expect([
+            Header("x-road-client", MEMBER),
+            Echo("/headers/x-road-client", json!(MEMBER)),
+        ]),
+        case(
+            "a member's grant is not its subsystem's",
+            "PR-REST 4.3; PR-MREST access rights",
+            svc("getOnly"),
+        )
+        .no_client()
+        .header("X-Road-Client", MEMBER)
+        .expect([Status(500), Error("Server.ServerProxy.AccessDenied")]),
+        case(
+            "a member that does not own this server",
+            "PR-REST 4.3",
+            svc("echo"),
+        )
+        .no_client()
+        .header("X-Road-Client", "JP/MUN/131016")
+        .expect([Status(500), Error("Server.ClientProxy.ClientNotHosted")]),
         case("X-Road-Id with a space", "PR-REST 4.3", svc("echo"))
             .header("X-Road-Id", "has space")
             .expect([Status(400), Error("Client.InvalidHeaderField")]),

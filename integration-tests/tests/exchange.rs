@@ -914,9 +914,20 @@ async fn grants_by_group_method_and_path_apply_without_restart() {
     s.f.stop().await;
 }
 
+/// A body larger than the servers keep in memory goes through both servers' spools: it
+/// arrives unchanged both ways, the message logs keep its hash (which the signature covers) and
+/// not the body, the evidence still verifies, and one larger than `max_body_bytes` is refused.
 #[tokio::test]
-async fn a_ten_mib_body_round_trips_and_a_larger_one_is_refused() {
-    let s = setup(FederationSpec::sandbox(), &[CHIYODA]).await;
+async fn a_body_larger_than_memory_is_spooled_both_ways_logged_by_hash_and_a_too_large_one_refused()
+{
+    let mut s = setup(FederationSpec::sandbox(), &[CHIYODA]).await;
+    const MAX: u64 = 12 << 20;
+    for server in [MINISTRY, CHIYODA] {
+        let exchange = &mut s.f.server_mut(server).unwrap().config.exchange;
+        exchange.in_memory_body_bytes = 64 << 10;
+        exchange.max_body_bytes = MAX;
+        s.f.restart_server(server).await.unwrap();
+    }
     let body: Vec<u8> = (0..10 * 1024 * 1024u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
         .collect();
@@ -925,7 +936,7 @@ async fn a_ten_mib_body_round_trips_and_a_larger_one_is_refused() {
         MINISTRY,
         Method::POST,
         "/r1/JP/MUN/131016/records/raw",
-        &[("X-Road-Client", PORTAL)],
+        &[("X-Road-Client", PORTAL), ("X-Road-Id", "spooled-1")],
         body.clone(),
     )
     .await;
@@ -935,14 +946,39 @@ async fn a_ten_mib_body_round_trips_and_a_larger_one_is_refused() {
         "{}",
         String::from_utf8_lossy(&r.body[..r.body.len().min(300)])
     );
-    assert_eq!(r.body.len(), body.len());
+    assert_eq!(
+        r.headers.get("content-length").unwrap().to_str().unwrap(),
+        body.len().to_string(),
+        "a spooled answer is sent with its length"
+    );
     assert!(
         r.body.as_ref() == body.as_slice(),
         "the body came back unchanged"
     );
 
-    let mut larger = body;
-    larger.push(0);
+    let digest = Sha256::digest(&body).to_vec();
+    for server in [MINISTRY, CHIYODA] {
+        let bundle = integration_tests::export_evidence(&s.f, server, "spooled-1", 1).await;
+        let report = integration_tests::verify_offline(&s.f, &bundle);
+        assert!(report.passed(), "{server}: {report}");
+        let bundle = pb::EvidenceBundle::decode(bundle.as_slice()).unwrap();
+        let exchanged: Vec<_> = bundle
+            .records
+            .iter()
+            .map(|r| (r, pb::LogRecord::decode(r.record.as_slice()).unwrap()))
+            .filter(|(_, record)| record.kind != pb::LogKind::Failure as i32)
+            .collect();
+        assert_eq!(exchanged.len(), 2, "{server}: request and response");
+        for (evidence, record) in exchanged {
+            assert_eq!(record.body_sha256, digest, "{server}: the hash of the body");
+            assert!(
+                !record.body_stored && !evidence.has_body,
+                "{server}: no body kept"
+            );
+        }
+    }
+
+    let larger = vec![7u8; MAX as usize + 1];
     let r = call(
         &s.f,
         MINISTRY,
@@ -1068,10 +1104,10 @@ impl RawPeer {
                 .map(|e| e.error_type())
                 .unwrap_or_else(|| format!("no X-Road error: {status}"))
         };
-        let request = pb::ExchangeRequest {
-            header: Some(header),
-            body: body.to_vec(),
-        };
+        let body = security_server::spool::MessageBody::in_memory(exchange::HashedBody::new(
+            Bytes::copy_from_slice(body),
+        ));
+        let request = security_server::peer::outgoing(header, &body);
         let (answer, confirmation) = security_server::peer::call_exchange(&mut client, request)
             .await
             .map_err(x_road_error)?
@@ -1433,7 +1469,7 @@ impl pb::peer_server::Peer for EarlyAnswerProvider {
 
     async fn exchange(
         &self,
-        request: tonic::Request<pb::ExchangeRequest>,
+        request: tonic::Request<tonic::Streaming<pb::ExchangeRequest>>,
     ) -> Result<tonic::Response<Self::ExchangeStream>, tonic::Status> {
         use exchange::HashedBody;
         use exchange::message;
@@ -1442,14 +1478,15 @@ impl pb::peer_server::Peer for EarlyAnswerProvider {
             .get::<runtime::PeerCertificate>()
             .unwrap()
             .0;
-        let request = request.into_inner();
+        // The ministry's requests here are small: their bodies come whole with the header.
+        let request = request.into_inner().message().await.unwrap().unwrap();
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_secs() as i64;
         let verified = message::verify_request(
             &request.header.unwrap(),
-            &HashedBody::new(Bytes::from(request.body)),
+            HashedBody::new(Bytes::from(request.body)).sha256(),
             self.conf.conf(),
             &peer,
             &self.this,
@@ -1463,27 +1500,27 @@ impl pb::peer_server::Peer for EarlyAnswerProvider {
             &verified,
             http::StatusCode::OK,
             &[],
-            &body,
+            body.sha256(),
             &self.key.key_id(),
             now,
             &self.this,
         );
-        let answer = pb::ExchangeResponse {
-            header: Some(message::sign_response(&header, &self.key)),
-            body: body.bytes().to_vec(),
-        };
         let keep = self.keep.load(std::sync::atomic::Ordering::SeqCst);
         Ok(tonic::Response::new(
-            security_server::peer::AnswerThenConfirm::new(answer, async move {
-                if keep {
-                    Ok(())
-                } else {
-                    Err(exchange::XRoadError::new(
-                        exchange::ServerProxyCode::LoggingFailed,
-                        "the provider's disk failed",
-                    ))
-                }
-            }),
+            security_server::peer::AnswerThenConfirm::new(
+                message::sign_response(&header, &self.key),
+                security_server::spool::MessageBody::in_memory(body),
+                async move {
+                    if keep {
+                        Ok(())
+                    } else {
+                        Err(exchange::XRoadError::new(
+                            exchange::ServerProxyCode::LoggingFailed,
+                            "the provider's disk failed",
+                        ))
+                    }
+                },
+            ),
         ))
     }
 

@@ -119,10 +119,10 @@ async fn the_client_proxy_answers_each_hostile_request_exactly_and_keeps_serving
             "Client.InvalidClientIdentifier",
         ),
         (
-            "client of three parts",
-            get(SERVICE, &[&client("JP/GOV/digital-agency")]),
-            400,
-            "Client.InvalidClientIdentifier",
+            "a member (three parts) that does not own this server",
+            get(SERVICE, &[&client("JP/MUN/131016")]),
+            500,
+            "Server.ClientProxy.ClientNotHosted",
         ),
         (
             "client of five parts",

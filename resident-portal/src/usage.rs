@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use globalconf::{MemberId, SecurityServerId, SubsystemId};
+use globalconf::{ClientId, MemberId, SecurityServerId, SubsystemId};
 use serde::{Deserialize, Deserializer, Serialize};
 
 /// Longest `X-Road-Id` (visible ASCII), as the security server accepts it.
@@ -530,7 +530,8 @@ impl Timeline {
     pub fn fill_names(&mut self, directory: &Directory) {
         for entry in &mut self.entries {
             let r = &mut entry.record;
-            let Ok(client) = r.client.parse::<SubsystemId>() else {
+            // A subsystem, or a member that called as itself.
+            let Ok(client) = r.client.parse::<ClientId>() else {
                 continue;
             };
             if r.client_member_name.trim().is_empty()
@@ -539,7 +540,7 @@ impl Timeline {
                 r.client_member_name.clone_from(name);
             }
             if r.client_subsystem_name.trim().is_empty()
-                && let Some((_, name)) = directory.subsystems.iter().find(|(s, _)| *s == client)
+                && let Some((_, name)) = directory.subsystems.iter().find(|(s, _)| client == *s)
             {
                 r.client_subsystem_name.clone_from(name);
             }

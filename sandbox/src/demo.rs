@@ -21,8 +21,7 @@
 use std::future::Future;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query};
+use axum::extract::{Path, Query};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -30,9 +29,6 @@ use globalconf::ServiceId;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
-
-/// The largest body `POST /echo` takes.
-pub const ECHO_MAX_BODY: usize = 16 * 1024 * 1024;
 
 /// The X-Road headers echoed in `_meta`, under these exact names.
 pub const META_HEADERS: [&str; 4] = [
@@ -49,10 +45,7 @@ pub fn router() -> Router {
         .route("/residents/", get(search_residents))
         .route("/residents/{id}", get(resident_record))
         .route("/tax-certificates/{id}", get(tax_certificate))
-        .route(
-            "/echo",
-            post(echo).layer(DefaultBodyLimit::max(ECHO_MAX_BODY)),
-        )
+        .route("/echo", post(echo))
         .fallback(not_found)
 }
 
@@ -557,12 +550,18 @@ async fn tax_certificate(
     }
 }
 
-async fn echo(headers: HeaderMap, body: Bytes) -> Response {
-    let content_type = headers
+/// Streams the body back as it arrives, of any size, with its length and content type.
+async fn echo(request: axum::extract::Request) -> Response {
+    let content_type = request
+        .headers()
         .get(header::CONTENT_TYPE)
         .cloned()
         .unwrap_or(HeaderValue::from_static("application/octet-stream"));
-    ([(header::CONTENT_TYPE, content_type)], body).into_response()
+    let mut response = Response::new(request.into_body());
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, content_type);
+    response
 }
 
 async fn not_found(uri: axum::http::Uri, headers: HeaderMap) -> Response {

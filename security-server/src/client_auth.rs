@@ -9,7 +9,7 @@
 use std::fmt;
 
 use exchange::{ClientCode, XRoadError};
-use globalconf::SubsystemId;
+use globalconf::ClientId;
 use serde::{Deserialize, Serialize};
 
 /// How a subsystem's information systems must connect.
@@ -50,7 +50,8 @@ impl std::str::FromStr for Connection {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientAuth {
-    pub subsystem: SubsystemId,
+    /// The subsystem, or a member that calls as itself (`INSTANCE/CLASS/MEMBER`).
+    pub subsystem: ClientId,
     pub connection: Connection,
     /// SHA-256 of each client certificate registered for the subsystem (64 hex digits), for
     /// [`Connection::HttpsCert`].
@@ -103,7 +104,7 @@ pub fn default_connection(shared_server: bool) -> Connection {
 /// Whether a request over `transport` may name `subsystem` as its client, under `rule` (or the
 /// default when it has none); `Client.ClientNotAuthenticated` with the reason if not.
 pub fn check(
-    subsystem: &SubsystemId,
+    subsystem: &ClientId,
     rule: Option<&ClientAuth>,
     shared_server: bool,
     transport: Transport,
@@ -148,7 +149,7 @@ mod tests {
 
     const CERT: [u8; 32] = [0xab; 32];
 
-    fn sub() -> SubsystemId {
+    fn sub() -> ClientId {
         "JP/MUN/131016/records".parse().unwrap()
     }
 

@@ -90,8 +90,12 @@ impl Default for MessageLogConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct ExchangeConfig {
     /// Largest request or response body, in bytes.
-    pub max_body_bytes: usize,
-    /// Bytes of bodies held in memory at once across all exchanges; requests wait for room.
+    pub max_body_bytes: u64,
+    /// Bodies up to this size are held in memory (and stored in the message log); larger ones
+    /// are spooled to encrypted files in `data_dir/spool` as they arrive (and logged by hash).
+    pub in_memory_body_bytes: usize,
+    /// Bytes of bodies held in memory at once across all exchanges; a body waits for room
+    /// before it is read.
     pub body_memory_budget_bytes: usize,
     /// Largest accepted clock difference for signed headers; 0 takes the instance parameter.
     pub max_clock_skew_secs: u64,
@@ -103,15 +107,15 @@ pub struct ExchangeConfig {
     pub connect_timeout_ms: u64,
     /// How long one exchange may take end to end, as seen by the client proxy.
     pub request_timeout_secs: u64,
-    /// Exchanges the server proxy handles at once (further ones wait); with `max_body_bytes` it
-    /// bounds the memory that peers' request bodies can take.
+    /// Exchanges the server proxy handles at once (further ones wait).
     pub max_concurrent_exchanges: usize,
 }
 
 impl Default for ExchangeConfig {
     fn default() -> Self {
         Self {
-            max_body_bytes: 10 * 1024 * 1024,
+            max_body_bytes: 1024 * 1024 * 1024,
+            in_memory_body_bytes: 10 * 1024 * 1024,
             body_memory_budget_bytes: 256 * 1024 * 1024,
             max_clock_skew_secs: 0,
             replay_window_secs: 0,
@@ -271,9 +275,9 @@ impl Config {
             ));
         }
         let e = &self.exchange;
-        if e.max_body_bytes == 0 || e.body_memory_budget_bytes < e.max_body_bytes {
+        if e.max_body_bytes == 0 || e.body_memory_budget_bytes < e.in_memory_body_bytes {
             return Err(ConfigError::Invalid(
-                "exchange.max_body_bytes must be at least 1 and at most exchange.body_memory_budget_bytes".into(),
+                "exchange.max_body_bytes must be at least 1, and exchange.in_memory_body_bytes at most exchange.body_memory_budget_bytes".into(),
             ));
         }
         if e.replay_cache_entries == 0

@@ -8,6 +8,8 @@
 //! A module uses only those listed above it.
 //! - [`config`]: the TOML configuration file.
 //! - [`keys`]: the member signing keys this server holds.
+//! - [`spool`]: message bodies of any size in bounded memory: kept in memory when small, else in
+//!   encrypted, unnamed spool files.
 //! - [`identity`]: keys and certificate on disk; `init` and enrolment with the registry.
 //! - [`error`]: how an X-Road error is rendered in HTTP.
 //! - [`client_auth`]: how each hosted subsystem's information systems must connect.
@@ -36,6 +38,7 @@ pub mod peer;
 pub mod proxy;
 pub mod server;
 pub mod serverconf;
+pub mod spool;
 pub mod usage;
 
 pub use config::Config;

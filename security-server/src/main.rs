@@ -13,7 +13,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use exchange::access::{Grant, Subject};
-use globalconf::{SecurityServerId, ServiceId, SubsystemId};
+use globalconf::{ClientId, SecurityServerId, ServiceId};
 use security_server::Config;
 use security_server::admin::{AdminClient, AdminOp, Reply as _, ops};
 use security_server::client_auth::{ClientAuth, Connection};
@@ -200,9 +200,10 @@ enum SuppressionCmd {
 
 #[derive(Debug, Subcommand)]
 enum ClientAuthCmd {
-    /// Set how a hosted subsystem's information systems must connect; replaces its rule.
+    /// Set how a hosted subsystem's information systems (or those of this server's owner
+    /// member, calling as itself: INSTANCE/CLASS/MEMBER) must connect; replaces its rule.
     Set {
-        subsystem: SubsystemId,
+        subsystem: ClientId,
         /// `http` (plain or HTTPS, no certificate), `https`, or `https-cert` (HTTPS with a
         /// certificate given with --cert).
         #[arg(long)]
@@ -214,7 +215,7 @@ enum ClientAuthCmd {
     },
     /// Remove a subsystem's rule: it has the default again.
     Remove {
-        subsystem: SubsystemId,
+        subsystem: ClientId,
     },
     List,
 }
@@ -259,7 +260,8 @@ fn parse_duration_secs(s: &str) -> Result<u64, String> {
 
 #[derive(Debug, Subcommand)]
 enum AccessCmd {
-    /// Allow a subsystem or a global group to call a service (or one method + path pattern).
+    /// Allow a subsystem, a member calling as itself or a global group to call a service (or
+    /// one method + path pattern).
     Grant(GrantArgs),
     /// Remove a grant; give the same arguments it was granted with.
     Revoke(GrantArgs),
@@ -270,7 +272,8 @@ enum AccessCmd {
 struct GrantArgs {
     /// INSTANCE/CLASS/MEMBER/SUBSYSTEM/SERVICECODE
     service: ServiceId,
-    /// A subsystem (INSTANCE/CLASS/MEMBER/SUBSYSTEM) or a global group (INSTANCE/GROUPCODE).
+    /// A subsystem (INSTANCE/CLASS/MEMBER/SUBSYSTEM), a member calling as itself
+    /// (INSTANCE/CLASS/MEMBER) or a global group (INSTANCE/GROUPCODE).
     subject: Subject,
     /// Only this method (GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS, TRACE); default any.
     #[arg(long)]

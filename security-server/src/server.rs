@@ -24,6 +24,7 @@ use crate::proxy::backend::Backend;
 use crate::proxy::client::{ClientProxy, ClientProxySettings};
 use crate::proxy::server::ServerProxy;
 use crate::serverconf::ServerConf;
+use crate::spool::{self, Spool};
 use exchange::replay::ReplayCache;
 
 /// How long X-Road-Ids are remembered when `exchange.replay_window_secs` is 0: long enough for
@@ -49,6 +50,8 @@ pub enum StartError {
     ServerConf(crate::serverconf::ServerConfError),
     #[error("rebuilding the replay window from the message log: {0}")]
     Replay(String),
+    #[error("the body spool directory: {0}")]
+    Spool(std::io::Error),
 }
 
 /// The listeners of a server; tests bind them to port 0.
@@ -118,8 +121,9 @@ pub async fn start(
     let identity = Identity::load(config)?;
     let tls_identity = Arc::new(identity.tls);
     let exchange = &config.exchange;
-    // A body plus its signed header and framing.
-    let max_message = exchange.max_body_bytes + 256 * 1024;
+    // A part of a body plus its signed header and framing; a body in memory comes whole in one
+    // message from servers of earlier versions.
+    let max_message = exchange.in_memory_body_bytes.max(spool::CHUNK) + 256 * 1024;
     let peers = Arc::new(PeerPool::new(
         Arc::clone(&tls_identity),
         Duration::from_millis(exchange.connect_timeout_ms),
@@ -157,6 +161,13 @@ pub async fn start(
     tasks.spawn(Arc::clone(&conf).run(shutdown.clone()));
 
     let keys = Arc::new(MemberKeys::new(identity.signing_keys));
+    let spool = Spool::new(
+        &config.data_dir.join("spool"),
+        exchange.in_memory_body_bytes,
+        exchange.body_memory_budget_bytes,
+        exchange.max_body_bytes,
+    )
+    .map_err(StartError::Spool)?;
     let log_config = &config.messagelog;
     let log = crate::log::open(config)?;
     let logger = MessageLogger::new(
@@ -188,8 +199,7 @@ pub async fn start(
     let client_router = ClientProxy::new(
         ClientProxySettings {
             this: identity.server_id.clone(),
-            max_body: exchange.max_body_bytes,
-            body_memory_budget: exchange.body_memory_budget_bytes,
+            spool: spool.clone(),
             request_timeout: Duration::from_secs(exchange.request_timeout_secs),
             skew_override,
             serverconf: Arc::clone(&serverconf),
@@ -232,7 +242,8 @@ pub async fn start(
         serverconf: Arc::clone(&serverconf),
         keys: Arc::clone(&keys),
         replay: ReplayCache::new(replay_window, exchange.replay_cache_entries),
-        backend: Backend::new(exchange.max_body_bytes),
+        backend: Backend::new(spool.clone()),
+        spool,
         clock: Arc::clone(&clock),
         skew_override,
         metrics: Arc::clone(&metrics),

@@ -18,7 +18,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use certs::{Clock, SystemClock};
-use globalconf::{ServiceId, SubsystemId};
+use globalconf::{ClientId, ServiceId, SubsystemId};
 use redb::{Database, ReadableDatabase as _, ReadableTable as _, TableDefinition};
 use serde::{Deserialize, Serialize};
 
@@ -126,8 +126,9 @@ impl LocalConf {
         })
     }
 
-    /// The rule for `subsystem`'s information systems, if it has one.
-    pub fn client_auth_of(&self, subsystem: &SubsystemId) -> Option<&ClientAuth> {
+    /// The rule for `subsystem`'s information systems (or a member's calling as itself), if
+    /// it has one.
+    pub fn client_auth_of(&self, subsystem: &ClientId) -> Option<&ClientAuth> {
         self.client_auth.iter().find(|r| &r.subsystem == subsystem)
     }
 
@@ -565,7 +566,7 @@ impl ServerConf {
     }
 
     /// Removes `subsystem`'s rule (it gets the default again); returns whether there was one.
-    pub fn remove_client_auth(&self, subsystem: &SubsystemId) -> Result<bool, ServerConfError> {
+    pub fn remove_client_auth(&self, subsystem: &ClientId) -> Result<bool, ServerConfError> {
         self.update(|c| {
             let Some(i) = c.client_auth.iter().position(|r| &r.subsystem == subsystem) else {
                 return Ok((false, None));

@@ -30,7 +30,9 @@ use std::str::FromStr;
 
 use certs::Clock;
 
-use globalconf::{GlobalConf, IdError, MemberId, SecurityServerId, ServiceId, SubsystemId};
+use globalconf::{
+    ClientId, GlobalConf, IdError, MemberId, SecurityServerId, ServiceId, SubsystemId,
+};
 use msglog::{LogError, MessageLog};
 use prost::Message as _;
 use proto::v1 as pb;
@@ -54,10 +56,10 @@ pub enum SuppressedClient {
 }
 
 impl SuppressedClient {
-    pub fn covers(&self, client: &SubsystemId) -> bool {
+    pub fn covers(&self, client: &ClientId) -> bool {
         match self {
             SuppressedClient::Member(m) => client.member() == m,
-            SuppressedClient::Subsystem(s) => s == client,
+            SuppressedClient::Subsystem(s) => client == s,
         }
     }
 }
@@ -132,7 +134,7 @@ impl Suppression {
 
     /// Whether this rule keeps a record of `client`, logged at `logged_at_ms`, from residents
     /// at `now` (Unix seconds).
-    pub fn suppresses(&self, client: &SubsystemId, logged_at_ms: i64, now: i64) -> bool {
+    pub fn suppresses(&self, client: &ClientId, logged_at_ms: i64, now: i64) -> bool {
         if !self.client.covers(client) {
             return false;
         }
@@ -147,12 +149,7 @@ impl Suppression {
 }
 
 /// Whether any rule keeps the record from residents now.
-pub fn suppressed(
-    rules: &[Suppression],
-    client: &SubsystemId,
-    logged_at_ms: i64,
-    now: i64,
-) -> bool {
+pub fn suppressed(rules: &[Suppression], client: &ClientId, logged_at_ms: i64, now: i64) -> bool {
     rules
         .iter()
         .any(|r| r.suppresses(client, logged_at_ms, now))
@@ -169,7 +166,8 @@ pub struct Access {
     pub index: u64,
     pub logged_at_ms: i64,
     pub message_id: String,
-    pub client: SubsystemId,
+    /// A subsystem, or a member that called as itself.
+    pub client: ClientId,
     pub service: ServiceId,
     pub method: String,
     pub purpose: Option<String>,
@@ -187,7 +185,7 @@ pub fn access_of(index: u64, record: &pb::LogRecord, provider: &SubsystemId) -> 
     if service.subsystem() != provider || is_transparency_service(service.code()) {
         return None;
     }
-    let client: SubsystemId = record.client.parse().ok()?;
+    let client: ClientId = record.client.parse().ok()?;
     let header = pb::RequestHeader::decode(record.signed_header.as_slice()).ok()?;
     Some(Access {
         index,
@@ -301,7 +299,11 @@ pub fn page_json(
                     .member(a.client.member())
                     .map(|m| m.name.as_str())
                     .unwrap_or_default(),
-                "client_subsystem_name": conf.subsystem_name(&a.client).unwrap_or_default(),
+                "client_subsystem_name": a
+                    .client
+                    .subsystem()
+                    .and_then(|s| conf.subsystem_name(s))
+                    .unwrap_or_default(),
                 "service": a.service.to_string(),
                 "service_code": a.service.code(),
                 "service_names": service_names(&a.service),

@@ -1,5 +1,5 @@
 use super::*;
-use crate::test_support::{CLIENT, GROUP, OTHER, PROVIDER, conf, sub, verified};
+use crate::test_support::{CLIENT, GROUP, OTHER, PROVIDER, client_id, conf, sub, verified};
 
 fn service(code: &str) -> ServiceId {
     format!("{PROVIDER}/{code}").parse().unwrap()
@@ -15,7 +15,13 @@ fn grant(subject: &str, method: Option<Method>, path: Option<&str>) -> Grant {
 }
 
 fn allows(rights: &AccessRights, client: &str, method: Method, path: &str) -> bool {
-    rights.allows(&sub(client), &service("records"), &method, path, &conf())
+    rights.allows(
+        &client_id(client),
+        &service("records"),
+        &method,
+        path,
+        &conf(),
+    )
 }
 
 #[test]
@@ -33,7 +39,13 @@ fn subsystem_grant() {
     assert!(allows(&rights, CLIENT, Method::DELETE, "/anything/at/all"));
     assert!(!allows(&rights, OTHER, Method::GET, ""));
     // Another service of the same provider is not covered.
-    assert!(!rights.allows(&sub(CLIENT), &service("other"), &Method::GET, "", &conf()));
+    assert!(!rights.allows(
+        &client_id(CLIENT),
+        &service("other"),
+        &Method::GET,
+        "",
+        &conf()
+    ));
 }
 
 #[test]
@@ -141,15 +153,15 @@ fn versioned_grants() {
     let rights = AccessRights::new(vec![g]);
     let v2: ServiceId = format!("{PROVIDER}/records/v2").parse().unwrap();
     let v1: ServiceId = format!("{PROVIDER}/records/v1").parse().unwrap();
-    assert!(rights.allows(&sub(CLIENT), &v2, &Method::GET, "", &conf()));
-    assert!(!rights.allows(&sub(CLIENT), &v1, &Method::GET, "", &conf()));
+    assert!(rights.allows(&client_id(CLIENT), &v2, &Method::GET, "", &conf()));
+    assert!(!rights.allows(&client_id(CLIENT), &v1, &Method::GET, "", &conf()));
     assert!(
         !allows(&rights, CLIENT, Method::GET, ""),
         "unversioned call"
     );
     // An unversioned grant covers every version.
     let rights = AccessRights::new(vec![grant(CLIENT, None, None)]);
-    assert!(rights.allows(&sub(CLIENT), &v1, &Method::GET, "", &conf()));
+    assert!(rights.allows(&client_id(CLIENT), &v1, &Method::GET, "", &conf()));
 }
 
 #[test]
@@ -179,7 +191,7 @@ fn allowed_methods_lists_the_clients_services() {
         other_service,
         foreign,
     ]);
-    let list = rights.allowed_methods(&sub(CLIENT), &sub(PROVIDER), &conf());
+    let list = rights.allowed_methods(&client_id(CLIENT), &sub(PROVIDER), &conf());
     assert_eq!(
         list,
         vec![
@@ -207,7 +219,7 @@ fn allowed_methods_lists_the_clients_services() {
     );
     assert!(
         rights
-            .allowed_methods(&sub(OTHER), &sub(PROVIDER), &conf())
+            .allowed_methods(&client_id(OTHER), &sub(PROVIDER), &conf())
             .iter()
             .all(|(s, _)| s == &service("records"))
     );
@@ -242,7 +254,7 @@ fn serde_form() {
     assert!(!json.contains("path"), "{json}");
 
     for bad in [
-        serde_json::json!({"service": format!("{PROVIDER}/records"), "subject": "JP/GOV/x"}),
+        serde_json::json!({"service": format!("{PROVIDER}/records"), "subject": "JP/GOV/x/y/z"}),
         serde_json::json!({"service": format!("{PROVIDER}/records"), "subject": CLIENT, "method": "CONNECT"}),
         serde_json::json!({"service": format!("{PROVIDER}/records"), "subject": CLIENT, "extra": 1}),
     ] {
@@ -251,6 +263,32 @@ fn serde_form() {
             "{bad}"
         );
     }
+}
+
+#[test]
+fn a_grant_to_a_member_covers_the_member_calling_as_itself_and_not_its_subsystems() {
+    let member = sub(CLIENT).member().to_string();
+    let rights = AccessRights::new(vec![grant(&member, None, None)]);
+    let allows = |client: &str| {
+        rights.allows(
+            &client_id(client),
+            &service("records"),
+            &Method::GET,
+            "",
+            &conf(),
+        )
+    };
+    assert!(allows(&member));
+    assert!(!allows(CLIENT), "its subsystem is a client of its own");
+    // And a grant to the subsystem does not cover the member.
+    let rights = AccessRights::new(vec![grant(CLIENT, None, None)]);
+    assert!(!rights.allows(
+        &client_id(&member),
+        &service("records"),
+        &Method::GET,
+        "",
+        &conf()
+    ));
 }
 
 #[test]

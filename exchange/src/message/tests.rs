@@ -1,4 +1,5 @@
 use super::*;
+use crate::HashedBody;
 use crate::error::Code;
 use crate::test_support::*;
 
@@ -12,7 +13,7 @@ const BODY: &[u8] = b"{\"q\":1}";
 fn client_request() -> ClientRequest {
     ClientRequest {
         message_id: "msg-1".into(),
-        client: sub(CLIENT),
+        client: client_id(CLIENT),
         service: format!("{PROVIDER}/residentRecord").parse().unwrap(),
         method: Method::POST,
         path: "/persons/1".into(),
@@ -31,7 +32,7 @@ fn header() -> pb::RequestHeader {
     build_request_header(
         &client_request(),
         "request-1",
-        &hashed(BODY),
+        hashed(BODY).sha256(),
         &client_key().key_id(),
         NOW,
         &server(PROVIDER_SERVER),
@@ -56,7 +57,7 @@ fn verify_with(
 ) -> Result<VerifiedRequest, XRoadError> {
     verify_request(
         signed,
-        &hashed(body),
+        hashed(body).sha256(),
         conf,
         peer,
         &server(PROVIDER_SERVER),
@@ -322,6 +323,30 @@ fn altered_body() {
 }
 
 #[test]
+fn a_member_calling_as_itself_is_sent_only_by_a_server_it_owns() {
+    let mut h = header();
+    h.client = "JP/GOV/digital-agency".into();
+    let signed = sign_request(&h, &client_key());
+    let verified = verify_with(&signed, BODY, &conf(), &CLIENT_CERT, NOW, &cache()).unwrap();
+    assert_eq!(verified.client(), &client_id("JP/GOV/digital-agency"));
+    // The provider's server is not the member's, though it is a known peer.
+    let r = verify_with(&signed, BODY, &conf(), &PROVIDER_CERT, NOW, &cache());
+    assert_eq!(code(r), ServerProxyCode::ClientNotHostedByPeer);
+    // Another member, signed with this member's key.
+    let mut h = header();
+    h.client = "JP/GOV/unknown".into();
+    let r = verify_with(
+        &sign_request(&h, &client_key()),
+        BODY,
+        &conf(),
+        &CLIENT_CERT,
+        NOW,
+        &cache(),
+    );
+    assert_eq!(code(r), ServerProxyCode::SignerNotClient);
+}
+
+#[test]
 fn peer_not_hosting_the_client() {
     let r = verify_with(&signed(), BODY, &conf(), &OTHER_CERT, NOW, &cache());
     assert_eq!(code(r), ServerProxyCode::ClientNotHostedByPeer);
@@ -397,7 +422,7 @@ fn response_header(req: &VerifiedRequest) -> pb::ResponseHeader {
         req,
         StatusCode::OK,
         &[("content-type".into(), "application/json".into())],
-        &hashed(b"answer"),
+        hashed(b"answer").sha256(),
         &provider_key().key_id(),
         NOW + 1,
         &server(PROVIDER_SERVER),
@@ -415,7 +440,7 @@ fn verify_resp(
 ) -> Result<VerifiedResponse, XRoadError> {
     verify_response(
         signed,
-        &hashed(body),
+        hashed(body).sha256(),
         &conf(),
         &sub(PROVIDER),
         ctx,
@@ -528,7 +553,7 @@ fn response_other_failures() {
 
     let r = verify_response(
         &good,
-        &hashed(b"answer"),
+        hashed(b"answer").sha256(),
         &conf(),
         &sub(PROVIDER),
         &context(),
@@ -552,7 +577,7 @@ fn response_other_failures() {
     pb.members[1].signing_keys.clear();
     let r = verify_response(
         &good,
-        &hashed(b"answer"),
+        hashed(b"answer").sha256(),
         &conf_from(&pb),
         &sub(PROVIDER),
         &context(),

@@ -168,7 +168,7 @@ fn x_road_client_is_required_once_and_well_formed() {
     for bad in [
         &b"JP/GOV/../portal"[..],
         b"JP/GOV/digital-agency/.",
-        b"JP/GOV/digital-agency",
+        b"JP/GOV",
         b"JP/GOV/digital-agency/portal/extra",
         b"JP/GOV/digital agency/portal",
         b"JP/GOV//portal",
@@ -189,7 +189,17 @@ fn x_road_client_is_required_once_and_well_formed() {
         SERVICE_URL,
         &[("X-ROAD-CLIENT", b" JP/GOV/digital-agency/portal\t")],
     );
-    assert_eq!(r.client.code(), "portal");
+    assert_eq!(r.client.subsystem().unwrap().code(), "portal");
+    // PR-REST: the subsystem is optional; a member calls as itself.
+    let r = ok(
+        "GET",
+        SERVICE_URL,
+        &[("X-Road-Client", b"JP/GOV/digital-agency")],
+    );
+    assert_eq!(
+        r.client,
+        globalconf::ClientId::Member("JP/GOV/digital-agency".parse().unwrap())
+    );
 }
 
 #[test]
@@ -441,7 +451,7 @@ fn metaservices_are_recognised() {
         "/r1/JP/MUN/131016/records/getOpenAPI?serviceCode=resident%52ecord",
     ] {
         match call("GET", uri, &[CLIENT]).unwrap() {
-            ClientCall::Service(r) => assert_eq!(r.client.code(), "portal"),
+            ClientCall::Service(r) => assert_eq!(r.client.subsystem().unwrap().code(), "portal"),
             other => panic!("{other:?}"),
         }
     }

@@ -224,19 +224,28 @@ pub struct SignedHeader {
     #[prost(string, tag = "3")]
     pub key_id: ::prost::alloc::string::String,
 }
+/// One message of an `Exchange` call's request stream. The first carries the signed header, the
+/// body's length and the body's first part (a small body whole); each further one only a further
+/// part, in order, until the parts add up to `body_length`. A sender that sets no `body_length`
+/// (earlier versions) sends the whole body in the first message and no further one.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ExchangeRequest {
     #[prost(message, optional, tag = "1")]
     pub header: ::core::option::Option<SignedHeader>,
     #[prost(bytes = "vec", tag = "2")]
     pub body: ::prost::alloc::vec::Vec<u8>,
+    #[prost(uint64, optional, tag = "3")]
+    pub body_length: ::core::option::Option<u64>,
 }
+/// One message of an `Exchange` call's response stream, laid out as ExchangeRequest.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ExchangeResponse {
     #[prost(message, optional, tag = "1")]
     pub header: ::core::option::Option<SignedHeader>,
     #[prost(bytes = "vec", tag = "2")]
     pub body: ::prost::alloc::vec::Vec<u8>,
+    #[prost(uint64, optional, tag = "3")]
+    pub body_length: ::core::option::Option<u64>,
 }
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct GetConfigurationRequest {
@@ -497,17 +506,19 @@ pub mod peer_client {
             self.inner = self.inner.max_encoding_message_size(limit);
             self
         }
-        /// One X-Road message exchange. The provider's server sends exactly one ExchangeResponse as
-        /// soon as its response record is in its message log's commit order, and ends the call with
-        /// status OK only once that record (and the request's before it) is durable; an error status
-        /// after the response (Server.ServerProxy.LoggingFailed) means its log did not keep them, and
-        /// the client's server must then fail the exchange. So the two servers' fsyncs overlap. The
-        /// client's server answers its client only after the call ended OK; a refused exchange ends
-        /// with an error status and no response. On the wire this is a unary call whose trailers may
-        /// come later, so a caller that reads the whole call as unary sees the same contract.
+        /// One X-Road message exchange. The client's server streams the request: the signed header
+        /// with the body's first part, then the rest of the body (ExchangeRequest). The provider's
+        /// server sends its response the same way as soon as its response record is in its message
+        /// log's commit order, and ends the call with status OK only once that record (and the
+        /// request's before it) is durable; an error status after the response
+        /// (Server.ServerProxy.LoggingFailed) means its log did not keep them, and the client's server
+        /// must then fail the exchange. So the two servers' fsyncs overlap. The client's server
+        /// answers its client only after the call ended OK; a refused exchange ends with an error
+        /// status and no response. A body that fits in one message makes the call look unary on the
+        /// wire (one message each way, trailers perhaps later), as earlier versions sent it.
         pub async fn exchange(
             &mut self,
-            request: impl tonic::IntoRequest<super::ExchangeRequest>,
+            request: impl tonic::IntoStreamingRequest<Message = super::ExchangeRequest>,
         ) -> std::result::Result<
             tonic::Response<tonic::codec::Streaming<super::ExchangeResponse>>,
             tonic::Status,
@@ -522,9 +533,9 @@ pub mod peer_client {
                 })?;
             let codec = tonic_prost::ProstCodec::default();
             let path = http::uri::PathAndQuery::from_static("/xroad.v1.Peer/Exchange");
-            let mut req = request.into_request();
+            let mut req = request.into_streaming_request();
             req.extensions_mut().insert(GrpcMethod::new("xroad.v1.Peer", "Exchange"));
-            self.inner.server_streaming(req, path, codec).await
+            self.inner.streaming(req, path, codec).await
         }
         /// The newest signed global configuration this server holds (DESIGN §4 (b)).
         pub async fn get_configuration(
@@ -598,17 +609,19 @@ pub mod peer_server {
             >
             + std::marker::Send
             + 'static;
-        /// One X-Road message exchange. The provider's server sends exactly one ExchangeResponse as
-        /// soon as its response record is in its message log's commit order, and ends the call with
-        /// status OK only once that record (and the request's before it) is durable; an error status
-        /// after the response (Server.ServerProxy.LoggingFailed) means its log did not keep them, and
-        /// the client's server must then fail the exchange. So the two servers' fsyncs overlap. The
-        /// client's server answers its client only after the call ended OK; a refused exchange ends
-        /// with an error status and no response. On the wire this is a unary call whose trailers may
-        /// come later, so a caller that reads the whole call as unary sees the same contract.
+        /// One X-Road message exchange. The client's server streams the request: the signed header
+        /// with the body's first part, then the rest of the body (ExchangeRequest). The provider's
+        /// server sends its response the same way as soon as its response record is in its message
+        /// log's commit order, and ends the call with status OK only once that record (and the
+        /// request's before it) is durable; an error status after the response
+        /// (Server.ServerProxy.LoggingFailed) means its log did not keep them, and the client's server
+        /// must then fail the exchange. So the two servers' fsyncs overlap. The client's server
+        /// answers its client only after the call ended OK; a refused exchange ends with an error
+        /// status and no response. A body that fits in one message makes the call look unary on the
+        /// wire (one message each way, trailers perhaps later), as earlier versions sent it.
         async fn exchange(
             &self,
-            request: tonic::Request<super::ExchangeRequest>,
+            request: tonic::Request<tonic::Streaming<super::ExchangeRequest>>,
         ) -> std::result::Result<tonic::Response<Self::ExchangeStream>, tonic::Status>;
         /// The newest signed global configuration this server holds (DESIGN §4 (b)).
         async fn get_configuration(
@@ -707,9 +720,7 @@ pub mod peer_server {
                 "/xroad.v1.Peer/Exchange" => {
                     #[allow(non_camel_case_types)]
                     struct ExchangeSvc<T: Peer>(pub Arc<T>);
-                    impl<
-                        T: Peer,
-                    > tonic::server::ServerStreamingService<super::ExchangeRequest>
+                    impl<T: Peer> tonic::server::StreamingService<super::ExchangeRequest>
                     for ExchangeSvc<T> {
                         type Response = super::ExchangeResponse;
                         type ResponseStream = T::ExchangeStream;
@@ -719,7 +730,9 @@ pub mod peer_server {
                         >;
                         fn call(
                             &mut self,
-                            request: tonic::Request<super::ExchangeRequest>,
+                            request: tonic::Request<
+                                tonic::Streaming<super::ExchangeRequest>,
+                            >,
                         ) -> Self::Future {
                             let inner = Arc::clone(&self.0);
                             let fut = async move {
@@ -745,7 +758,7 @@ pub mod peer_server {
                                 max_decoding_message_size,
                                 max_encoding_message_size,
                             );
-                        let res = grpc.server_streaming(method, req).await;
+                        let res = grpc.streaming(method, req).await;
                         Ok(res)
                     };
                     Box::pin(fut)

@@ -1,5 +1,6 @@
 use super::*;
 use axum::body::Body;
+use axum::body::Bytes;
 use axum::http::Request;
 use tower::ServiceExt;
 

@@ -5,10 +5,12 @@
 use std::sync::Arc;
 
 use certs::Clock;
-use exchange::{Code, HashedBody, Origin, XRoadError};
-use globalconf::{SecurityServerId, ServiceId, SubsystemId};
+use exchange::{Code, Origin, XRoadError};
+use globalconf::{ClientId, SecurityServerId, ServiceId, SubsystemId};
 use msglog::{Entry, MessageLog};
 use proto::v1 as pb;
+
+use crate::spool::MessageBody;
 
 /// Opens this server's message log with its key files (made on first use, mode 0600): the one
 /// place that knows the file names, shared by the server and the offline CLI commands.
@@ -40,11 +42,13 @@ pub struct Logged<'a> {
     pub kind: pb::LogKind,
     pub side: pb::LogSide,
     pub message_id: &'a str,
-    pub client: &'a SubsystemId,
+    pub client: &'a ClientId,
     pub service: &'a ServiceId,
     pub signed: &'a pb::SignedHeader,
-    /// The body and its hash (which the signed header carries).
-    pub body: &'a HashedBody,
+    /// The body and its hash (which the signed header carries). A body in memory is stored
+    /// (unless body logging is off for the exchange); a spooled one, too large for memory, is
+    /// logged by its hash alone, which the signature covers.
+    pub body: &'a MessageBody,
     /// Only request records are indexed by data subject (one entry per exchange).
     pub data_subject: Option<&'a str>,
     pub peer: &'a SecurityServerId,
@@ -64,7 +68,7 @@ impl Logged<'_> {
 #[derive(Debug)]
 pub struct Failed<'a> {
     pub message_id: &'a str,
-    pub client: &'a SubsystemId,
+    pub client: &'a ClientId,
     pub service: &'a ServiceId,
     pub peer: &'a SecurityServerId,
     pub error: &'a XRoadError,
@@ -103,12 +107,12 @@ impl MessageLogger {
         &self.log
     }
 
-    fn stores_body(&self, client: &SubsystemId, service: &ServiceId) -> bool {
+    fn stores_body(&self, client: &ClientId, service: &ServiceId) -> bool {
         self.log_bodies
             && !self
                 .body_logging_off
                 .iter()
-                .any(|s| s == client || s == service.subsystem())
+                .any(|s| client == s || s == service.subsystem())
     }
 
     fn now_ms(&self) -> i64 {
@@ -121,7 +125,10 @@ impl MessageLogger {
 
     fn entry(&self, m: &Logged<'_>) -> Entry {
         let logged_at_ms = self.now_ms();
-        let store_body = self.stores_body(m.client, m.service);
+        let stored = self
+            .stores_body(m.client, m.service)
+            .then(|| m.body.memory())
+            .flatten();
         let record = pb::LogRecord {
             kind: m.kind as i32,
             side: m.side as i32,
@@ -132,7 +139,7 @@ impl MessageLogger {
             signature: m.signed.signature.clone(),
             key_id: m.signed.key_id.clone(),
             body_sha256: m.body.sha256().to_vec(),
-            body_stored: store_body,
+            body_stored: stored.is_some(),
             logged_at_ms,
             peer: m.peer.to_string(),
             error: String::new(),
@@ -140,7 +147,7 @@ impl MessageLogger {
         };
         Entry {
             record,
-            body: store_body.then(|| m.body.clone()),
+            body: stored.cloned(),
             data_subject: m.data_subject.filter(|s| !s.is_empty()).map(str::to_owned),
         }
     }
@@ -295,9 +302,9 @@ mod tests {
 
     fn logged<'a>(
         kind: pb::LogKind,
-        ids: &'a (SubsystemId, ServiceId, SecurityServerId),
+        ids: &'a (ClientId, ServiceId, SecurityServerId),
         signed: &'a pb::SignedHeader,
-        body: &'a HashedBody,
+        body: &'a MessageBody,
     ) -> Logged<'a> {
         Logged {
             kind,
@@ -332,7 +339,7 @@ mod tests {
             "JP/GOV/8000012/ss1".parse().unwrap(),
         );
         let signed = pb::SignedHeader::default();
-        let body = HashedBody::new(Bytes::from_static(b"body"));
+        let body = MessageBody::in_memory(exchange::HashedBody::new(Bytes::from_static(b"body")));
 
         log.simulate_disk_full(true);
         let queued = logger

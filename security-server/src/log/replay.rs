@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use exchange::replay::{ReplayCache, ReplayError};
-use globalconf::SubsystemId;
+use globalconf::ClientId;
 use msglog::{LogError, MessageLog};
 use prost::Message as _;
 use proto::v1 as pb;
@@ -40,7 +40,7 @@ pub fn rebuild(
         let Ok(header) = pb::RequestHeader::decode(record.signed_header.as_slice()) else {
             continue;
         };
-        let Ok(client) = header.client.parse::<SubsystemId>() else {
+        let Ok(client) = header.client.parse::<ClientId>() else {
             continue;
         };
         let key = exchange::message::replay_key(&header);

@@ -3,7 +3,8 @@
 //!
 //! - [`pool`]: the client side's connections, one HTTP/2 channel per peer address, and the
 //!   server side's TLS pinning.
-//! - [`wire`]: one `Exchange` call: errors in gRPC statuses, the answer-then-confirm contract.
+//! - [`wire`]: one `Exchange` call: bodies streamed in parts, errors in gRPC statuses, the
+//!   answer-then-confirm contract.
 //!
 //! The server side's gRPC service is the server proxy's ([`crate::proxy::peer_service`]).
 
@@ -11,4 +12,7 @@ pub mod pool;
 pub mod wire;
 
 pub use pool::{ConnectFailed, PeerError, PeerPool, is_connect_failure, server_tls};
-pub use wire::{AnswerThenConfirm, Confirmation, call_exchange, error_to_status, status_to_error};
+pub use wire::{
+    AnswerThenConfirm, Confirmation, Part, call_exchange, error_to_status, outgoing, read_body,
+    status_to_error,
+};

@@ -3,14 +3,18 @@
 //! answer at once and ends the call when its response record is durable; the client's server
 //! checks and logs the answer meanwhile, so the two servers' fsyncs overlap.
 
+use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use exchange::XRoadError;
+use futures_util::stream::{self, BoxStream, Stream, StreamExt as _, TryStreamExt as _};
 use proto::v1 as pb;
 use proto::v1::peer_client::PeerClient;
-use tonic::codegen::tokio_stream::Stream;
 use tonic::transport::Channel;
+
+use crate::spool::{self, MessageBody, ReadError, Spool};
 
 /// The gRPC metadata key that carries an X-Road error type between servers.
 pub const ERROR_METADATA: &str = "x-road-error";
@@ -30,12 +34,123 @@ pub fn status_to_error(status: &tonic::Status) -> Option<XRoadError> {
     Some(XRoadError::from_remote(error_type, status.message()))
 }
 
-/// What the provider's server sends on an `Exchange` call: the signed answer at once, then the
-/// end of the call once its response record is durable (status OK), or an error status if its
-/// log did not keep the record. The client's server checks and logs the answer meanwhile, so
-/// the two servers' fsyncs overlap instead of following each other.
+/// A message of an `Exchange` stream either way: `ExchangeRequest` or `ExchangeResponse`, which
+/// are laid out alike (the signed header, the body's length and first part in the first
+/// message; a further part in each one after).
+pub trait Part: Send + 'static {
+    fn new(header: Option<pb::SignedHeader>, body: Bytes, body_length: Option<u64>) -> Self;
+    fn into_parts(self) -> (Option<pb::SignedHeader>, Vec<u8>, Option<u64>);
+}
+
+impl Part for pb::ExchangeRequest {
+    fn new(header: Option<pb::SignedHeader>, body: Bytes, body_length: Option<u64>) -> Self {
+        pb::ExchangeRequest {
+            header,
+            body: body.into(),
+            body_length,
+        }
+    }
+
+    fn into_parts(self) -> (Option<pb::SignedHeader>, Vec<u8>, Option<u64>) {
+        (self.header, self.body, self.body_length)
+    }
+}
+
+impl Part for pb::ExchangeResponse {
+    fn new(header: Option<pb::SignedHeader>, body: Bytes, body_length: Option<u64>) -> Self {
+        pb::ExchangeResponse {
+            header,
+            body: body.into(),
+            body_length,
+        }
+    }
+
+    fn into_parts(self) -> (Option<pb::SignedHeader>, Vec<u8>, Option<u64>) {
+        (self.header, self.body, self.body_length)
+    }
+}
+
+/// A signed header and its body as the messages of an `Exchange` stream, in parts of at most
+/// [`spool::CHUNK`] bytes: the header with the first part of a body in memory (all of a small
+/// one: one message, as earlier versions sent it), then the other parts. A spooled part that
+/// cannot be read ends the stream with the error.
+pub fn outgoing<M: Part>(
+    header: pb::SignedHeader,
+    body: &MessageBody,
+) -> BoxStream<'static, io::Result<M>> {
+    let length = Some(body.len());
+    let Some(memory) = body.memory() else {
+        let first = M::new(Some(header), Bytes::new(), length);
+        return stream::once(async move { Ok(first) })
+            .chain(body.parts().map_ok(|part| M::new(None, part, None)))
+            .boxed();
+    };
+    let bytes = memory.bytes().clone();
+    let mut parts: Vec<Bytes> = (0..bytes.len())
+        .step_by(spool::CHUNK)
+        .map(|at| bytes.slice(at..bytes.len().min(at + spool::CHUNK)))
+        .collect();
+    let first = if parts.is_empty() {
+        Bytes::new()
+    } else {
+        parts.remove(0)
+    };
+    let first = M::new(Some(header), first, length);
+    stream::iter(
+        std::iter::once(first)
+            .chain(parts.into_iter().map(|part| M::new(None, part, None)))
+            .map(Ok),
+    )
+    .boxed()
+}
+
+/// Reads the body of a received `Exchange` stream into `spool`: `first` (the first message's
+/// part, with the announced length), then the parts of the messages after it until the body is
+/// whole. The stream is left just after the body (the response's end comes after it).
+pub async fn read_body<M: Part>(
+    spool: &Spool,
+    (first, length): (Vec<u8>, Option<u64>),
+    rest: &mut tonic::Streaming<M>,
+) -> Result<MessageBody, ReadError> {
+    // Without a length, an earlier version's message: the whole body is in the first one.
+    let mut body = spool.reader(length.or(Some(first.len() as u64))).await?;
+    body.push(&first).await?;
+    while length.is_some_and(|n| body.len() < n) {
+        let part = match rest.message().await {
+            Ok(Some(m)) => match m.into_parts() {
+                (None, part, None) => part,
+                _ => {
+                    return Err(ReadError::Broken(
+                        "a further message of the exchange carries a header".into(),
+                    ));
+                }
+            },
+            Ok(None) => {
+                return Err(ReadError::Broken(
+                    "the exchange ended before its body was whole".into(),
+                ));
+            }
+            Err(status) => {
+                return Err(ReadError::Broken(format!(
+                    "the exchange broke off: {}",
+                    status.message()
+                )));
+            }
+        };
+        body.push(&part).await?;
+    }
+    body.finish().await
+}
+
+/// What the provider's server sends on an `Exchange` call: the signed answer at once (its
+/// header, then its body), then the end of the call once its response record is durable
+/// (status OK), or an error status if its log did not keep the record. The client's server
+/// checks and logs the answer meanwhile, so the two servers' fsyncs overlap instead of
+/// following each other.
 pub struct AnswerThenConfirm {
-    answer: Option<pb::ExchangeResponse>,
+    answer: BoxStream<'static, io::Result<pb::ExchangeResponse>>,
+    /// Held until the body is sent (its room in the memory budget, its spool file).
+    body: Option<MessageBody>,
     confirm: Option<Confirming>,
 }
 
@@ -44,11 +159,13 @@ type Confirming = Pin<Box<dyn Future<Output = Result<(), XRoadError>> + Send>>;
 
 impl AnswerThenConfirm {
     pub fn new(
-        answer: pb::ExchangeResponse,
+        header: pb::SignedHeader,
+        body: MessageBody,
         confirm: impl Future<Output = Result<(), XRoadError>> + Send + 'static,
     ) -> Self {
         Self {
-            answer: Some(answer),
+            answer: outgoing(header, &body),
+            body: Some(body),
             confirm: Some(Box::pin(confirm)),
         }
     }
@@ -57,7 +174,7 @@ impl AnswerThenConfirm {
 impl std::fmt::Debug for AnswerThenConfirm {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AnswerThenConfirm")
-            .field("answer_sent", &self.answer.is_none())
+            .field("answer_sent", &self.body.is_none())
             .field("confirmed", &self.confirm.is_none())
             .finish()
     }
@@ -67,8 +184,19 @@ impl Stream for AnswerThenConfirm {
     type Item = Result<pb::ExchangeResponse, tonic::Status>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        if let Some(answer) = self.answer.take() {
-            return Poll::Ready(Some(Ok(answer)));
+        if self.body.is_some() {
+            match std::task::ready!(self.answer.poll_next_unpin(cx)) {
+                Some(Ok(message)) => return Poll::Ready(Some(Ok(message))),
+                Some(Err(e)) => {
+                    tracing::error!(error = %e, "a spooled response body could not be read");
+                    self.body = None;
+                    self.confirm = None;
+                    return Poll::Ready(Some(Err(tonic::Status::internal(
+                        "the response body could not be read back from the spool",
+                    ))));
+                }
+                None => self.body = None,
+            }
         }
         let Some(confirm) = self.confirm.as_mut() else {
             return Poll::Ready(None);
@@ -86,6 +214,11 @@ impl Stream for AnswerThenConfirm {
 pub struct Confirmation(tonic::Streaming<pb::ExchangeResponse>);
 
 impl Confirmation {
+    /// The stream the answer's body is read from first ([`read_body`]).
+    pub fn stream(&mut self) -> &mut tonic::Streaming<pb::ExchangeResponse> {
+        &mut self.0
+    }
+
     /// Waits for the end of the call: `Ok` once the provider's server confirmed its response
     /// record durable; its error status otherwise (or if the call broke off, or carried a
     /// second response).
@@ -99,17 +232,46 @@ impl Confirmation {
     }
 }
 
-/// Makes an `Exchange` call and waits for the answer: `Ok(None)` if the call ended OK without
-/// one (a provider breaking the contract); the call's status if it was refused or failed.
+/// Makes an `Exchange` call, streaming the request, and waits for the first message of the
+/// answer: `Ok(None)` if the call ended OK without one (a provider breaking the contract); the
+/// call's status if it was refused or failed.
 pub async fn call_exchange(
     client: &mut PeerClient<Channel>,
-    request: pb::ExchangeRequest,
+    request: BoxStream<'static, io::Result<pb::ExchangeRequest>>,
 ) -> Result<Option<(pb::ExchangeResponse, Confirmation)>, tonic::Status> {
+    // A part that cannot be read ends the request early (`outgoing`).
+    let request = UntilError(Some(request));
     let mut rest = client.exchange(request).await?.into_inner();
     Ok(rest
         .message()
         .await?
         .map(|answer| (answer, Confirmation(rest))))
+}
+
+/// A request stream that ends at the first part that cannot be read (the receiver then finds
+/// the body shorter than announced).
+struct UntilError(Option<BoxStream<'static, io::Result<pb::ExchangeRequest>>>);
+
+impl Stream for UntilError {
+    type Item = pb::ExchangeRequest;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let Some(parts) = self.0.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match std::task::ready!(parts.poll_next_unpin(cx)) {
+            Some(Ok(message)) => Poll::Ready(Some(message)),
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "a spooled request body could not be read");
+                self.0 = None;
+                Poll::Ready(None)
+            }
+            None => {
+                self.0 = None;
+                Poll::Ready(None)
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -128,9 +290,18 @@ mod tests {
 
     type Confirm = oneshot::Receiver<Result<(), XRoadError>>;
 
-    /// A provider's server that answers at once and ends the call when the test says so, or
-    /// refuses when it has nothing to confirm with.
-    struct FakeProvider(Mutex<Option<Confirm>>);
+    /// A provider's server that answers with the body it got at once and ends the call when
+    /// the test says so, or refuses when it has nothing to confirm with.
+    struct FakeProvider {
+        confirm: Mutex<Option<Confirm>>,
+        spool: Spool,
+        _dir: tempfile::TempDir,
+    }
+
+    /// Bodies up to 1 KiB stay in memory.
+    fn spool(dir: &std::path::Path) -> Spool {
+        Spool::new(dir, 1024, 1 << 20, 1 << 30).unwrap()
+    }
 
     #[tonic::async_trait]
     impl pb::peer_server::Peer for FakeProvider {
@@ -138,20 +309,22 @@ mod tests {
 
         async fn exchange(
             &self,
-            request: tonic::Request<pb::ExchangeRequest>,
+            request: tonic::Request<tonic::Streaming<pb::ExchangeRequest>>,
         ) -> Result<tonic::Response<AnswerThenConfirm>, tonic::Status> {
-            let Some(confirm) = self.0.lock().unwrap().take() else {
+            let Some(confirm) = self.confirm.lock().unwrap().take() else {
                 return Err(error_to_status(&XRoadError::new(
                     ServerProxyCode::AccessDenied,
                     "not you",
                 )));
             };
-            let answer = pb::ExchangeResponse {
-                header: None,
-                body: request.into_inner().body,
-            };
+            let mut stream = request.into_inner();
+            let (header, first, length) = stream.message().await?.unwrap().into_parts();
+            let body = read_body(&self.spool, (first, length), &mut stream)
+                .await
+                .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
             Ok(tonic::Response::new(AnswerThenConfirm::new(
-                answer,
+                header.unwrap(),
+                body,
                 async move { confirm.await.unwrap() },
             )))
         }
@@ -175,9 +348,12 @@ mod tests {
     async fn connect(confirm: Option<Confirm>) -> Channel {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
-        let router = tonic::service::Routes::new(pb::peer_server::PeerServer::new(FakeProvider(
-            Mutex::new(confirm),
-        )))
+        let dir = tempfile::tempdir().unwrap();
+        let router = tonic::service::Routes::new(pb::peer_server::PeerServer::new(FakeProvider {
+            confirm: Mutex::new(confirm),
+            spool: spool(dir.path()),
+            _dir: dir,
+        }))
         .into_axum_router();
         tokio::spawn(runtime::serve_http(
             listener,
@@ -192,11 +368,21 @@ mod tests {
             .unwrap()
     }
 
-    fn request(body: &[u8]) -> pb::ExchangeRequest {
-        pb::ExchangeRequest {
-            header: None,
-            body: body.to_vec(),
+    fn in_memory(body: &[u8]) -> MessageBody {
+        MessageBody::in_memory(exchange::HashedBody::new(Bytes::copy_from_slice(body)))
+    }
+
+    fn request(body: &[u8]) -> BoxStream<'static, io::Result<pb::ExchangeRequest>> {
+        outgoing(pb::SignedHeader::default(), &in_memory(body))
+    }
+
+    async fn bytes_of(body: &MessageBody) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut parts = body.parts();
+        while let Some(part) = parts.next().await {
+            out.extend_from_slice(&part.unwrap());
         }
+        out
     }
 
     /// An exchange the fake answered while its record is still being synced, and the sender
@@ -209,7 +395,63 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(answer.body, b"records");
+        assert_eq!(answer.body_length, Some(7));
         (confirm, confirmation)
+    }
+
+    #[tokio::test]
+    async fn a_body_larger_than_memory_goes_in_parts_both_ways_and_arrives_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = spool(dir.path());
+        let original: Vec<u8> = (0..3 * spool::CHUNK + 5).map(|i| (i % 253) as u8).collect();
+        let body = spool
+            .read(
+                None,
+                stream::iter(
+                    original
+                        .chunks(10_000)
+                        .map(|c| Ok::<_, String>(Bytes::copy_from_slice(c))),
+                ),
+            )
+            .await
+            .unwrap();
+        assert!(body.memory().is_none(), "spooled");
+
+        let (confirm, confirmed_by_provider) = oneshot::channel();
+        let mut client = PeerClient::new(connect(Some(confirmed_by_provider)).await);
+        let (answer, mut confirmation) =
+            call_exchange(&mut client, outgoing(pb::SignedHeader::default(), &body))
+                .await
+                .unwrap()
+                .unwrap();
+        let (header, first, length) = answer.into_parts();
+        assert!(header.is_some());
+        assert!(first.is_empty(), "a spooled body follows its header");
+        let echoed = read_body(&spool, (first, length), confirmation.stream())
+            .await
+            .unwrap();
+        assert_eq!(echoed.sha256(), body.sha256());
+        assert_eq!(bytes_of(&echoed).await, original);
+        confirm.send(Ok(())).unwrap();
+        confirmation.confirmed().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_body_that_ends_before_its_announced_length_is_refused() {
+        let (_confirm, confirmed_by_provider) = oneshot::channel();
+        let mut client = PeerClient::new(connect(Some(confirmed_by_provider)).await);
+        let short = pb::ExchangeRequest {
+            header: Some(pb::SignedHeader::default()),
+            body: b"only this".to_vec(),
+            body_length: Some(1000),
+        };
+        let status = call_exchange(&mut client, stream::iter([Ok(short)]).boxed())
+            .await
+            .unwrap_err();
+        assert!(
+            status.message().contains("ended before its body was whole"),
+            "{status:?}"
+        );
     }
 
     #[tokio::test]
@@ -250,8 +492,8 @@ mod tests {
         assert_eq!(e.error_type(), "Server.ServerProxy.AccessDenied");
     }
 
-    /// The call as a client's server that reads it as unary (as before the answer was sent
-    /// early) makes it: tonic's unary client, which waits for the status too.
+    /// The call as a client's server of an earlier version makes it: unary, the whole body in
+    /// one message (tonic's unary client, which waits for the status too).
     async fn unary_call(
         channel: Channel,
         request: pb::ExchangeRequest,
@@ -272,7 +514,13 @@ mod tests {
         for kept in [true, false] {
             let (confirm, confirmed_by_provider) = oneshot::channel();
             let channel = connect(Some(confirmed_by_provider)).await;
-            let whole_call = tokio::spawn(unary_call(channel, request(b"x")));
+            // As an earlier version sends it: the whole body, no length.
+            let earlier = pb::ExchangeRequest {
+                header: Some(pb::SignedHeader::default()),
+                body: b"x".to_vec(),
+                body_length: None,
+            };
+            let whole_call = tokio::spawn(unary_call(channel, earlier));
             confirm
                 .send(if kept {
                     Ok(())

@@ -1,12 +1,11 @@
 //! Calls from the provider's security server to the provider's information system: plain HTTP on
-//! the organisation's network, a per-service timeout, a bounded response body, and no redirects
-//! followed.
+//! the organisation's network, a per-service timeout, bodies streamed (the answer read into the
+//! [`Spool`], up to `exchange.max_body_bytes`), and no redirects followed.
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::{Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::BodyDataStream;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -15,6 +14,7 @@ use exchange::message::VerifiedRequest;
 use exchange::{Authorized, ServerProxyCode, XRoadError, rest};
 
 use crate::serverconf::ServiceEntry;
+use crate::spool::{MessageBody, ReadError, Spool};
 
 /// What the provider's information system answered.
 #[derive(Debug)]
@@ -22,25 +22,26 @@ pub struct BackendResponse {
     pub status: StatusCode,
     /// Pass-through headers (filtered as the protocol requires).
     pub headers: Vec<(String, String)>,
-    pub body: Bytes,
+    pub body: MessageBody,
 }
 
 /// A pooled HTTP client for provider information systems.
 #[derive(Debug, Clone)]
 pub struct Backend {
-    client: Client<HttpConnector, Full<Bytes>>,
-    max_body: usize,
+    client: Client<HttpConnector, axum::body::Body>,
+    spool: Spool,
 }
 
 impl Backend {
-    pub fn new(max_body: usize) -> Self {
+    /// Answers are read into `spool`.
+    pub fn new(spool: Spool) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .build(connector);
-        Self { client, max_body }
+        Self { client, spool }
     }
 
     /// The URL of one call: the service's base URL, then the request's path and query.
@@ -62,7 +63,7 @@ impl Backend {
         &self,
         entry: &ServiceEntry,
         authorized: Authorized<'_>,
-        body: Bytes,
+        body: MessageBody,
     ) -> Result<BackendResponse, XRoadError> {
         let request = authorized.request();
         let failed = |msg: String| XRoadError::new(ServerProxyCode::ServiceFailed, msg);
@@ -77,7 +78,7 @@ impl Backend {
             .provider_request_headers(headers)
             .map_err(|e| failed(format!("cannot pass header: {e}")))?;
         let outgoing = builder
-            .body(Full::new(body))
+            .body(body.into_http())
             .map_err(|e| failed(format!("invalid request to {url}: {e}")))?;
 
         let timeout = Duration::from_secs(entry.timeout_secs);
@@ -90,11 +91,25 @@ impl Backend {
                 ))
             })?;
             let (parts, incoming) = response.into_parts();
-            let body = Limited::new(incoming, self.max_body)
-                .collect()
+            // The length the body will have (not the header's: an answer to HEAD has none).
+            let declared = hyper::body::Body::size_hint(&incoming).exact();
+            let body = self
+                .spool
+                .read(declared, BodyDataStream::new(incoming))
                 .await
-                .map_err(|e| failed(format!("the provider's answer is too large or broken: {e}")))?
-                .to_bytes();
+                .map_err(|e| match e {
+                    ReadError::TooLarge(max) => {
+                        failed(format!("the provider's answer is larger than {max} bytes"))
+                    }
+                    ReadError::Broken(m) => failed(format!("the provider's answer broke off: {m}")),
+                    ReadError::Storage(e) => {
+                        tracing::error!(error = %e, "a response body could not be spooled");
+                        XRoadError::new(
+                            ServerProxyCode::InternalError,
+                            "the response body could not be spooled to disk",
+                        )
+                    }
+                })?;
             Ok::<_, XRoadError>((parts.status, parts.headers, body))
         };
         let (status, headers, body) =

@@ -17,17 +17,14 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 use certs::Clock;
-use globalconf::{GlobalConf, InstanceId, SecurityServerId, SubsystemId, VerifiedConf};
-use http_body_util::{BodyExt, Limited};
+use globalconf::{ClientId, GlobalConf, InstanceId, SecurityServerId, SubsystemId, VerifiedConf};
 use proto::v1 as pb;
-use tokio::sync::Semaphore;
 
 use exchange::message::{self, RequestContext};
 use exchange::metaservice;
 use exchange::rest::{self, ClientCall, ClientRequest, ResponseMeta};
-use exchange::{ClientCode, ClientProxyCode, ErrorFormat, HashedBody, XRoadError};
+use exchange::{ClientCode, ClientProxyCode, ErrorFormat, XRoadError};
 
 use crate::client_auth;
 use crate::confclient::ConfClient;
@@ -35,8 +32,9 @@ use crate::error::error_response;
 use crate::keys::MemberKeys;
 use crate::log::{Failed, Logged, MessageLogger, Queued};
 use crate::metrics::{self, Metrics};
-use crate::peer::{self, PeerPool};
+use crate::peer::{self, Part as _, PeerPool};
 use crate::serverconf::ServerConf;
+use crate::spool::{MessageBody, ReadError, Spool};
 
 /// How long a provider server that could not be reached is tried last.
 const UNHEALTHY_FOR: Duration = Duration::from_secs(30);
@@ -85,8 +83,8 @@ impl Health {
 #[derive(Debug)]
 pub struct ClientProxySettings {
     pub this: SecurityServerId,
-    pub max_body: usize,
-    pub body_memory_budget: usize,
+    /// Where request and response bodies are read into.
+    pub spool: Spool,
     pub request_timeout: Duration,
     /// `exchange.max_clock_skew_secs` when set; else the instance parameter.
     pub skew_override: Option<Duration>,
@@ -104,8 +102,6 @@ struct Inner {
     metrics: Arc<Metrics>,
     logger: MessageLogger,
     health: Health,
-    /// Bytes of bodies held at once, in KiB permits.
-    budget: Semaphore,
 }
 
 #[derive(Debug, Clone)]
@@ -123,7 +119,6 @@ impl ClientProxy {
         metrics: Arc<Metrics>,
         logger: MessageLogger,
     ) -> Self {
-        let permits = (settings.body_memory_budget / 1024).clamp(1, Semaphore::MAX_PERMITS);
         Self {
             inner: Arc::new(Inner {
                 settings,
@@ -134,7 +129,6 @@ impl ClientProxy {
                 metrics,
                 logger,
                 health: Health::default(),
-                budget: Semaphore::new(permits),
             }),
         }
     }
@@ -199,7 +193,7 @@ impl Inner {
         // From here on every error is about this message.
         self.check_client(conf.conf(), &parts, &request.client)
             .map_err(|e| e.with_id(id.clone()))?;
-        self.exchange(&conf, &parts, body, request)
+        self.exchange(&conf, body, request)
             .await
             .map_err(|e| e.or_id(&id))
     }
@@ -210,7 +204,7 @@ impl Inner {
         &self,
         conf: &GlobalConf,
         parts: &http::request::Parts,
-        client: &SubsystemId,
+        client: &ClientId,
     ) -> Result<(), XRoadError> {
         let local = self.settings.serverconf.snapshot();
         let members: std::collections::BTreeSet<_> = conf
@@ -232,48 +226,34 @@ impl Inner {
         )
     }
 
-    /// Reads the body within the memory budget and forwards the call, within the request
-    /// timeout.
+    /// Reads the body (within the memory budget, or into the spool) and forwards the call,
+    /// within the request timeout.
     async fn exchange(
         &self,
         conf: &VerifiedConf,
-        parts: &http::request::Parts,
         body: Body,
         request: ClientRequest,
     ) -> Result<Response, XRoadError> {
-        // Hold room for the body before reading it, so many large bodies cannot exhaust memory.
-        let declared = parts
-            .headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok());
-        let max_body = self.settings.max_body;
-        if declared.is_some_and(|n| n > max_body) {
-            return Err(too_large(max_body));
-        }
-        let reserve = declared.unwrap_or(max_body).max(1);
-        let permits = u32::try_from(reserve.div_ceil(1024)).unwrap_or(u32::MAX);
-        let _room = self
-            .budget
-            .acquire_many(permits)
+        // The length the connection will deliver (`Content-Length`), if known.
+        let declared = hyper::body::Body::size_hint(&body).exact();
+        let body = self
+            .settings
+            .spool
+            .read(declared, body.into_data_stream())
             .await
-            .map_err(|_| XRoadError::new(ClientProxyCode::InternalError, "shutting down"))?;
-        let body = Limited::new(body, max_body)
-            .collect()
-            .await
-            .map_err(|e| {
-                if e.is::<http_body_util::LengthLimitError>() {
-                    too_large(max_body)
-                } else {
-                    XRoadError::new(
-                        ClientCode::BrokenBody,
-                        format!("cannot read the request body: {e}"),
-                    )
-                }
-            })?
-            .to_bytes();
+            .map_err(|e| match e {
+                ReadError::TooLarge(max) => XRoadError::new(
+                    ClientCode::BodyTooLarge,
+                    format!("the request body is larger than {max} bytes"),
+                ),
+                ReadError::Broken(m) => XRoadError::new(
+                    ClientCode::BrokenBody,
+                    format!("cannot read the request body: {m}"),
+                ),
+                ReadError::Storage(e) => spool_failed("request", &e),
+            })?;
 
-        let exchange = self.forward(conf, request, HashedBody::new(body));
+        let exchange = self.forward(conf, request, body);
         tokio::time::timeout(self.settings.request_timeout, exchange)
             .await
             .map_err(|_| {
@@ -288,7 +268,7 @@ impl Inner {
         &self,
         verified_conf: &VerifiedConf,
         request: ClientRequest,
-        body: HashedBody,
+        body: MessageBody,
     ) -> Result<Response, XRoadError> {
         let conf = verified_conf.conf();
         let id = request.message_id.clone();
@@ -306,7 +286,7 @@ impl Inner {
                 ),
             )
         })?;
-        if !conf.has_subsystem(&request.client) {
+        if !conf.has_client(&request.client) {
             return Err(err(
                 ClientProxyCode::UnknownMember,
                 format!(
@@ -315,7 +295,7 @@ impl Inner {
                 ),
             ));
         }
-        if !this.hosted.contains(&request.client) {
+        if !conf.hosts_client(&this.id, &request.client) {
             return Err(err(
                 ClientProxyCode::ClientNotHosted,
                 format!(
@@ -370,7 +350,7 @@ impl Inner {
                 let header = message::build_request_header(
                     &request,
                     &request_id,
-                    &body,
+                    body.sha256(),
                     &key.key_id(),
                     now,
                     &server_id,
@@ -389,10 +369,7 @@ impl Inner {
                     data_subject: request.data_subject.as_deref(),
                     peer: &server_id,
                 })?;
-                let outgoing = pb::ExchangeRequest {
-                    header: Some(signed),
-                    body: body.bytes().to_vec(),
-                };
+                let outgoing = peer::outgoing(signed, &body);
                 let unfinished = Unfinished {
                     logger: &self.logger,
                     message_id: &id,
@@ -462,21 +439,34 @@ impl Inner {
         verified_conf: &VerifiedConf,
         (request, request_id): (&ClientRequest, &str),
         context: &RequestContext,
-        (answer, confirmation): (pb::ExchangeResponse, peer::Confirmation),
+        (answer, mut confirmation): (pb::ExchangeResponse, peer::Confirmation),
         request_record: Queued,
     ) -> Result<Response, XRoadError> {
         let id = request.message_id.clone();
         let conf = verified_conf.conf();
-        let header = answer.header.ok_or_else(|| {
+        let (header, first, length) = answer.into_parts();
+        let header = header.ok_or_else(|| {
             XRoadError::new(
                 ClientProxyCode::InvalidResponse,
                 "the response has no header",
             )
         })?;
-        let body = HashedBody::new(Bytes::from(answer.body));
+        let body = peer::read_body(&self.settings.spool, (first, length), confirmation.stream())
+            .await
+            .map_err(|e| match e {
+                ReadError::TooLarge(max) => XRoadError::new(
+                    ClientProxyCode::InvalidResponse,
+                    format!("the response body is larger than {max} bytes"),
+                ),
+                ReadError::Broken(m) => XRoadError::new(
+                    ClientProxyCode::NetworkError,
+                    format!("the response body did not arrive whole: {m}"),
+                ),
+                ReadError::Storage(e) => spool_failed("response", &e),
+            })?;
         let verified = message::verify_response(
             &header,
-            &body,
+            body.sha256(),
             conf,
             request.service.subsystem(),
             context,
@@ -515,7 +505,7 @@ impl Inner {
         let internal = |e: rest::InvalidHeader| {
             XRoadError::new(ClientProxyCode::InvalidResponse, e.to_string())
         };
-        let mut response = Response::new(Body::from(body.into_bytes()));
+        let mut response = Response::new(body.into_http());
         *response.status_mut() = verified.status();
         let headers = response.headers_mut();
         rest::apply_headers(headers, verified.headers()).map_err(internal)?;
@@ -535,10 +525,12 @@ impl Inner {
     }
 }
 
-fn too_large(max_body: usize) -> XRoadError {
+/// A body that could not be written to (or read back from) the spool: this server's fault.
+fn spool_failed(what: &str, e: &std::io::Error) -> XRoadError {
+    tracing::error!(error = %e, "the {what} body could not be spooled");
     XRoadError::new(
-        ClientCode::BodyTooLarge,
-        format!("the request body is larger than {max_body} bytes"),
+        ClientProxyCode::InternalError,
+        format!("the {what} body could not be spooled to disk"),
     )
 }
 

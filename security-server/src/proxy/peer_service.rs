@@ -40,16 +40,17 @@ impl pb::peer_server::Peer for PeerService {
 
     async fn exchange(
         &self,
-        request: tonic::Request<pb::ExchangeRequest>,
+        request: tonic::Request<tonic::Streaming<pb::ExchangeRequest>>,
     ) -> Result<tonic::Response<AnswerThenConfirm>, tonic::Status> {
         let peer = request
             .extensions()
             .get::<runtime::PeerCertificate>()
             .map(|p| p.0);
-        match self.proxy.exchange(peer, request.into_inner()).await {
-            Ok((answer, logged)) => {
-                Ok(tonic::Response::new(AnswerThenConfirm::new(answer, logged)))
-            }
+        let mut stream = request.into_inner();
+        match self.proxy.exchange(peer, &mut stream).await {
+            Ok(((header, body), logged)) => Ok(tonic::Response::new(AnswerThenConfirm::new(
+                header, body, logged,
+            ))),
             Err(e) => {
                 tracing::info!(error = %e, "exchange refused");
                 Err(error_to_status(&e))

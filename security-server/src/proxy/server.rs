@@ -22,8 +22,10 @@ use crate::confclient::ConfClient;
 use crate::keys::MemberKeys;
 use crate::log::{Durable, Logged, MessageLogger};
 use crate::metrics::{self, Metrics};
+use crate::peer::{self, Part as _};
 use crate::proxy::backend::Backend;
 use crate::serverconf::{LocalConf, ServerConf};
+use crate::spool::{MessageBody, ReadError, Spool};
 use crate::usage;
 
 /// Everything the server proxy needs, shared by all connections.
@@ -35,6 +37,8 @@ pub struct ServerProxy {
     pub keys: Arc<MemberKeys>,
     pub replay: ReplayCache,
     pub backend: Backend,
+    /// Where request bodies are read into (the backend's answers too, [`Backend`]).
+    pub spool: Spool,
     pub clock: Arc<dyn Clock>,
     /// `exchange.max_clock_skew_secs` when set; else the instance parameter.
     pub skew_override: Option<Duration>,
@@ -48,16 +52,17 @@ impl ServerProxy {
             .unwrap_or(conf.parameters().max_clock_skew)
     }
 
-    /// Handles one exchange: the signed answer, to be sent at once, and the wait until its
-    /// response record is durable, after which the call may end OK (the `Exchange` RPC's
-    /// contract). Records the outcome in the metrics once both are known.
+    /// Handles one exchange, read from its request stream: the signed answer (header and
+    /// body), to be sent at once, and the wait until its response record is durable, after which
+    /// the call may end OK (the `Exchange` RPC's contract). Records the outcome in the metrics
+    /// once both are known.
     pub async fn exchange(
         &self,
         peer_cert_sha256: Option<[u8; 32]>,
-        request: pb::ExchangeRequest,
+        request: &mut tonic::Streaming<pb::ExchangeRequest>,
     ) -> Result<
         (
-            pb::ExchangeResponse,
+            (pb::SignedHeader, MessageBody),
             impl Future<Output = Result<(), XRoadError>> + Send + 'static,
         ),
         XRoadError,
@@ -92,8 +97,8 @@ impl ServerProxy {
     async fn handle(
         &self,
         peer_cert_sha256: Option<[u8; 32]>,
-        request: pb::ExchangeRequest,
-    ) -> Result<(pb::ExchangeResponse, Durable), XRoadError> {
+        request: &mut tonic::Streaming<pb::ExchangeRequest>,
+    ) -> Result<((pb::SignedHeader, MessageBody), Durable), XRoadError> {
         let conf = self
             .conf
             .valid_now()
@@ -105,17 +110,37 @@ impl ServerProxy {
                 "no client certificate",
             )
         })?;
-        let header = request.header.ok_or_else(|| {
-            XRoadError::new(
-                ServerProxyCode::InvalidMessage,
-                "the exchange has no header",
-            )
-        })?;
-        let body = HashedBody::new(Bytes::from(request.body));
+        let invalid = |m: String| XRoadError::new(ServerProxyCode::InvalidMessage, m);
+        let first = request
+            .message()
+            .await
+            .map_err(|s| invalid(format!("the exchange broke off: {}", s.message())))?
+            .ok_or_else(|| invalid("the exchange has no header".into()))?;
+        let (header, first, length) = first.into_parts();
+        let header = header.ok_or_else(|| invalid("the exchange has no header".into()))?;
+        // Whole before it is checked: the signed header carries its hash.
+        let body = peer::read_body(&self.spool, (first, length), request)
+            .await
+            .map_err(|e| match e {
+                ReadError::TooLarge(max) => XRoadError::new(
+                    ServerProxyCode::BodyTooLarge,
+                    format!("the request body is larger than {max} bytes"),
+                ),
+                ReadError::Broken(m) => {
+                    invalid(format!("the request body did not arrive whole: {m}"))
+                }
+                ReadError::Storage(e) => {
+                    tracing::error!(error = %e, "a request body could not be spooled");
+                    XRoadError::new(
+                        ServerProxyCode::InternalError,
+                        "the request body could not be spooled to disk",
+                    )
+                }
+            })?;
         let now = self.clock.unix_now();
         let verified = message::verify_request(
             &header,
-            &body,
+            body.sha256(),
             conf,
             &peer,
             &self.this,
@@ -136,10 +161,10 @@ impl ServerProxy {
         &self,
         verified: &VerifiedRequest,
         header: &pb::SignedHeader,
-        body: HashedBody,
+        body: MessageBody,
         conf: &GlobalConf,
         now: i64,
-    ) -> Result<(pb::ExchangeResponse, Durable), XRoadError> {
+    ) -> Result<((pb::SignedHeader, MessageBody), Durable), XRoadError> {
         let local = self.serverconf.snapshot();
         let meta = MetaCall::parse(
             verified.service(),
@@ -191,15 +216,10 @@ impl ServerProxy {
                 self.usage_evidence(verified, &local, now, id).await?
             }
             Plan::Backend(entry, authorized) => {
-                let r = self
-                    .backend
-                    .call(entry, authorized, body.into_bytes())
-                    .await?;
+                let r = self.backend.call(entry, authorized, body).await?;
                 (r.status, r.headers, r.body)
             }
         };
-
-        let response_body = HashedBody::new(response_body);
         let provider = verified.service().subsystem().member();
         let key = self.keys.signer(provider, conf, now).ok_or_else(|| {
             XRoadError::new(
@@ -211,7 +231,7 @@ impl ServerProxy {
             verified,
             status,
             &headers,
-            &response_body,
+            response_body.sha256(),
             &key.key_id(),
             now,
             &self.this,
@@ -233,11 +253,7 @@ impl ServerProxy {
             },
             request_record,
         )?;
-        let answer = pb::ExchangeResponse {
-            header: Some(signed),
-            body: response_body.into_bytes().to_vec(),
-        };
-        Ok((answer, logged))
+        Ok(((signed, response_body), logged))
     }
 }
 
@@ -263,7 +279,7 @@ impl Drop for Outcome {
     }
 }
 
-type Answer = (StatusCode, Vec<(String, String)>, Bytes);
+type Answer = (StatusCode, Vec<(String, String)>, MessageBody);
 
 impl ServerProxy {
     /// `findUsage?offset=N&limit=M` (DESIGN §7, [`usage`]).
@@ -358,7 +374,7 @@ impl ServerProxy {
         Ok((
             StatusCode::OK,
             vec![("content-type".into(), "application/x-protobuf".into())],
-            Bytes::from(prost::Message::encode_to_vec(&bundle)),
+            made_here(prost::Message::encode_to_vec(&bundle)),
         ))
     }
 }
@@ -375,8 +391,13 @@ fn json_answer(value: &serde_json::Value) -> Answer {
     (
         StatusCode::OK,
         vec![("content-type".into(), "application/json".into())],
-        Bytes::from(value.to_string()),
+        made_here(value.to_string()),
     )
+}
+
+/// An answer this server made (a metaservice's), in memory.
+fn made_here(bytes: impl Into<Bytes>) -> MessageBody {
+    MessageBody::in_memory(HashedBody::new(bytes.into()))
 }
 
 fn service_json(
@@ -511,6 +532,6 @@ fn open_api(
     Ok((
         StatusCode::OK,
         vec![("content-type".into(), content_type.into())],
-        Bytes::from(served),
+        made_here(served),
     ))
 }

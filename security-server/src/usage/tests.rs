@@ -8,6 +8,10 @@ fn sub(s: &str) -> SubsystemId {
     s.parse().unwrap()
 }
 
+fn client(s: &str) -> globalconf::ClientId {
+    s.parse().unwrap()
+}
+
 fn rule(client: &str, delay_secs: Option<u64>) -> Suppression {
     Suppression {
         client: client.parse().unwrap(),
@@ -19,12 +23,12 @@ fn rule(client: &str, delay_secs: Option<u64>) -> Suppression {
 #[test]
 fn a_hiding_rule_covers_every_subsystem_of_the_organisation_and_nobody_else() {
     let r = rule("JP/MUN/271004", None);
-    assert!(r.suppresses(&sub(WELFARE), 0, 10));
-    assert!(r.suppresses(&sub("JP/MUN/271004/tax"), 0, i64::MAX));
-    assert!(!r.suppresses(&sub(PORTAL), 0, 10));
+    assert!(r.suppresses(&client(WELFARE), 0, 10));
+    assert!(r.suppresses(&client("JP/MUN/271004/tax"), 0, i64::MAX));
+    assert!(!r.suppresses(&client(PORTAL), 0, 10));
     let r = rule(WELFARE, None);
-    assert!(r.suppresses(&sub(WELFARE), 0, 10));
-    assert!(!r.suppresses(&sub("JP/MUN/271004/tax"), 0, 10));
+    assert!(r.suppresses(&client(WELFARE), 0, 10));
+    assert!(!r.suppresses(&client("JP/MUN/271004/tax"), 0, 10));
 }
 
 #[test]
@@ -32,18 +36,18 @@ fn a_delaying_rule_reveals_a_record_once_it_is_as_old_as_the_delay() {
     let r = rule("JP/MUN/271004", Some(3600));
     let logged_ms = 1_000_000_500;
     let logged = 1_000_000;
-    assert!(r.suppresses(&sub(WELFARE), logged_ms, logged));
-    assert!(r.suppresses(&sub(WELFARE), logged_ms, logged + 3599));
-    assert!(!r.suppresses(&sub(WELFARE), logged_ms, logged + 3600));
+    assert!(r.suppresses(&client(WELFARE), logged_ms, logged));
+    assert!(r.suppresses(&client(WELFARE), logged_ms, logged + 3599));
+    assert!(!r.suppresses(&client(WELFARE), logged_ms, logged + 3600));
     assert!(!suppressed(
         &[rule(PORTAL, None), r.clone()],
-        &sub(WELFARE),
+        &client(WELFARE),
         logged_ms,
         logged + 3600
     ));
     assert!(suppressed(
         &[r, rule(WELFARE, None)],
-        &sub(WELFARE),
+        &client(WELFARE),
         logged_ms,
         logged + 3600
     ));
@@ -128,7 +132,7 @@ fn only_served_requests_for_the_provider_count_as_accesses() {
     let tax = format!("{RECORDS}/taxCertificate");
     let served = request_record(pb::LogSide::Server, WELFARE, &tax, "a", "R1", 5);
     let a = access_of(7, &served, &sub(RECORDS)).unwrap();
-    assert_eq!(a.client, sub(WELFARE));
+    assert_eq!(a.client, client(WELFARE));
     assert_eq!(a.service.code(), "taxCertificate");
     assert_eq!(a.purpose.as_deref(), Some("purpose of a"));
     assert_eq!((a.index, a.logged_at_ms), (7, 5));
@@ -149,6 +153,11 @@ fn only_served_requests_for_the_provider_count_as_accesses() {
     assert_eq!(access_of(7, &asked, &sub(RECORDS)), None);
     let response = response_record(WELFARE, &tax, "a", 200);
     assert_eq!(access_of(8, &response, &sub(RECORDS)), None);
+    // A member that called as itself, without a subsystem, is shown to residents too.
+    let member = sub(WELFARE).member().to_string();
+    let by_member = request_record(pb::LogSide::Server, &member, &tax, "c", "R1", 5);
+    let a = access_of(9, &by_member, &sub(RECORDS)).unwrap();
+    assert_eq!(a.client, client(&member));
 }
 
 fn open_log(dir: &std::path::Path) -> MessageLog {

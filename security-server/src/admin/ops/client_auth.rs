@@ -1,7 +1,7 @@
 //! How each hosted subsystem's information systems must connect to the client proxy
 //! ([`crate::client_auth`]).
 
-use globalconf::SubsystemId;
+use globalconf::ClientId;
 use http::Method;
 use serde::{Deserialize, Serialize};
 
@@ -75,7 +75,7 @@ impl AdminOp for SetClientAuth {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RemoveClientAuth {
-    pub subsystem: SubsystemId,
+    pub subsystem: ClientId,
 }
 
 impl Endpoint for RemoveClientAuth {
