@@ -114,10 +114,16 @@ impl SigningKey {
         self.0.sign(text).to_bytes()
     }
 
+    /// PKCS#8 v1 PEM, the seed alone (RFC 8410): the form OpenSSL writes and reads, so key
+    /// files work with `openssl` and `curl --key`. [`SigningKey::from_pkcs8_pem`] reads it and
+    /// the v2 form (with the public key) that earlier versions wrote.
     pub fn to_pkcs8_pem(&self) -> Result<Zeroizing<String>, Error> {
-        self.0
-            .to_pkcs8_pem(LineEnding::LF)
-            .map_err(|e| Error::KeyFormat(format!("encoding PKCS#8: {e}")))
+        ed25519_dalek::pkcs8::KeypairBytes {
+            secret_key: self.0.to_bytes(),
+            public_key: None,
+        }
+        .to_pkcs8_pem(LineEnding::LF)
+        .map_err(|e| Error::KeyFormat(format!("encoding PKCS#8: {e}")))
     }
 
     pub fn from_pkcs8_pem(pem: &str) -> Result<Self, Error> {
@@ -313,6 +319,29 @@ mod tests {
 
     fn key(n: u8) -> SigningKey {
         SigningKey::from_seed([n; 32])
+    }
+
+    #[test]
+    fn key_files_are_pkcs8_v1_as_openssl_writes_and_earlier_v2_files_still_load() {
+        let k = key(7);
+        let pem = k.to_pkcs8_pem().unwrap();
+        // RFC 8410's v1 form: version 0, the Ed25519 OID, the seed; no public key.
+        let der_prefix = "MC4CAQAwBQYDK2VwBCIEI";
+        assert!(
+            pem.lines().nth(1).unwrap().starts_with(der_prefix),
+            "{}",
+            *pem
+        );
+        assert_eq!(
+            SigningKey::from_pkcs8_pem(&pem).unwrap().key_id(),
+            k.key_id()
+        );
+        let v2 = k.0.to_pkcs8_pem(LineEnding::LF).unwrap();
+        assert!(!v2.contains(der_prefix));
+        assert_eq!(
+            SigningKey::from_pkcs8_pem(&v2).unwrap().key_id(),
+            k.key_id()
+        );
     }
 
     #[test]

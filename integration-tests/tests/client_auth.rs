@@ -226,3 +226,82 @@ async fn a_server_of_one_member_serves_plain_http_unless_a_rule_says_otherwise()
     );
     f.stop().await;
 }
+
+/// The sandbox's shared server (共同利用方式: Tokyo's server for two villages): each village's
+/// system, with the certificate and key the sandbox wrote for it, is served as its own village
+/// and refused as the other; a system without a certificate is refused as either.
+#[tokio::test]
+async fn the_sandboxs_shared_server_refuses_one_villages_system_naming_the_others_subsystem() {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    let mut spec = FederationSpec::sandbox();
+    spec.samples.clear();
+    let (_dir, f) = integration_tests::start_federation(spec, Arc::new(certs::SystemClock)).await;
+    let shared = f
+        .description()
+        .security_servers
+        .iter()
+        .find(|s| !s.systems.is_empty())
+        .expect("the sandbox has a shared server")
+        .clone();
+    assert_eq!(shared.systems.len(), 2);
+    assert!(shared.client_proxy.starts_with("https://"));
+    let server_cert = security_server::identity::Identity::load(
+        &f.server(&shared.id.to_string()).unwrap().config,
+    )
+    .unwrap()
+    .tls
+    .leaf_sha256();
+    let pins: Arc<dyn certs::PinPolicy> = Arc::new(certs::PinSet([server_cert].into()));
+    let url = format!("{}{SERVICE}", shared.client_proxy);
+    let call = |http: runtime::HttpClient, client: String| {
+        let url = url.clone();
+        async move {
+            http.request(
+                Method::GET,
+                &url,
+                &[
+                    ("X-Road-Client", client.as_str()),
+                    ("X-Road-Data-Subject", "131016000001"),
+                    ("X-Road-Purpose", "転入 (moving in)"),
+                ],
+                bytes::Bytes::new(),
+            )
+            .await
+            .unwrap()
+        }
+    };
+    for system in &shared.systems {
+        let mode = std::fs::metadata(&system.key).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{}", system.key.display());
+        let identity = certs::TlsIdentity::new(
+            certs::certs_from_pem(&std::fs::read_to_string(&system.cert).unwrap()).unwrap(),
+            certs::load_secret_key(&system.key).unwrap(),
+        );
+        let http = runtime::HttpClient::https(
+            certs::pinned_client_config(&identity, Arc::clone(&pins), &[]).unwrap(),
+        );
+        for named in &shared.systems {
+            let r = call(http.clone(), named.subsystem.to_string()).await;
+            if named.subsystem == system.subsystem {
+                assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+            } else {
+                refused(
+                    &r,
+                    "a village's system naming the other village's subsystem",
+                );
+            }
+        }
+    }
+    // Over HTTPS, but without a certificate.
+    let ca = certs::certs_from_pem(
+        &std::fs::read_to_string(f.dir().join("registry/data/ca.pem")).unwrap(),
+    )
+    .unwrap();
+    let anonymous = runtime::HttpClient::https(certs::client_config_trusting(&ca, &[]).unwrap());
+    for named in &shared.systems {
+        let r = call(anonymous.clone(), named.subsystem.to_string()).await;
+        refused(&r, "a system without a certificate");
+    }
+    f.stop().await;
+}

@@ -997,6 +997,7 @@ fn two_chiyoda_servers() -> FederationSpec {
     spec.servers.push(ServerSpec {
         id: CHIYODA2.parse().unwrap(),
         hosts: vec![RECORDS.parse().unwrap()],
+        system_certificates: false,
     });
     spec
 }

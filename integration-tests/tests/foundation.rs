@@ -16,6 +16,8 @@ use security_server::identity::{self, EnrollmentStatus, IdentityError};
 const MINISTRY: &str = "JP/GOV/digital-agency/ss1";
 const CHIYODA: &str = "JP/MUN/131016/ss1";
 const OSAKA: &str = "JP/MUN/271004/ss1";
+/// Tokyo's shared server (共同利用方式).
+const SHARED: &str = "JP/MUN/130001/shared";
 
 async fn start(clock: Arc<dyn certs::Clock>) -> (tempfile::TempDir, Federation) {
     let mut spec = FederationSpec::sandbox();
@@ -167,6 +169,7 @@ async fn a_server_removed_from_the_configuration_is_cut_off_by_its_peers() {
         .unwrap();
     conf_of(&f, MINISTRY).refresh().await.unwrap();
     conf_of(&f, CHIYODA).refresh().await.unwrap();
+    conf_of(&f, SHARED).refresh().await.unwrap();
     f.stop_registry().await;
 
     // Osaka's server still holds the old configuration and knows its peers, but they no longer

@@ -391,6 +391,7 @@ async fn accesses_served_by_either_server_of_a_subsystem_all_show_with_their_evi
     spec.servers.push(sandbox::ServerSpec {
         id: CHIYODA2.parse().unwrap(),
         hosts: vec![RECORDS.parse().unwrap()],
+        system_certificates: false,
     });
     let (_dir, mut f) =
         integration_tests::start_federation(spec, Arc::new(certs::SystemClock)).await;

@@ -15,7 +15,7 @@ use std::time::Duration;
 use central_registry::{Registry, RegistryAdmin, RegistryConfig};
 use certs::Clock;
 use exchange::access::Grant;
-use globalconf::{Anchor, SecurityServerId, SubsystemId};
+use globalconf::{Anchor, MemberId, SecurityServerId, SubsystemId};
 use security_server::identity::{self, EnrollmentStatus};
 use security_server::serverconf::{ServerConfError, ServiceEntry};
 use security_server::{Config as ServerConfig, Listeners, RunningServer};
@@ -23,6 +23,7 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+use crate::shared::SystemIdentity;
 use crate::spec::{Backend, FederationSpec, ServiceSpec};
 
 /// Why the federation could not be set up.
@@ -115,6 +116,10 @@ pub struct ServerDescription {
     pub server_proxy: String,
     pub hosts: Vec<SubsystemId>,
     pub config: PathBuf,
+    /// On a server that hosts several members' subsystems (共同利用方式): each hosted system's
+    /// client certificate, registered for its subsystem alone ([`crate::shared`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub systems: Vec<SystemIdentity>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -287,6 +292,8 @@ impl Federation {
             config.server_proxy.listen = listeners.server_proxy.local_addr()?;
             config.admin.listen = listeners.admin.local_addr()?;
             config.globalconf.poll_interval_secs = spec.poll_interval_secs;
+            // Its systems connect over HTTPS with certificates of their own (crate::shared).
+            config.client_proxy.tls = s.system_certificates;
             config.messagelog.enabled = spec.messagelog_enabled;
             certs::write_file_atomic(&config_path, config.to_toml()?.as_bytes())?;
             let config = ServerConfig::load(&config_path)?;
@@ -308,6 +315,32 @@ impl Federation {
             for h in &s.hosts {
                 admin_handle
                     .add_hosted_subsystem(s.id.clone(), h.clone())
+                    .await?;
+            }
+            // A member hosted on another's server signs with a key of its own there, which the
+            // registry lists for it (as its owner's, made by `init`).
+            let mut guests: Vec<&MemberId> = s
+                .hosts
+                .iter()
+                .map(SubsystemId::member)
+                .filter(|m| *m != s.id.owner())
+                .collect();
+            guests.sort();
+            guests.dedup();
+            for member in guests {
+                let key = certs::SigningKey::generate().map_err(|e| setup(e.to_string()))?;
+                let paths = identity::Paths::new(&config.data_dir);
+                {
+                    use std::os::unix::fs::DirBuilderExt as _;
+                    std::fs::DirBuilder::new()
+                        .recursive(true)
+                        .mode(0o700)
+                        .create(paths.signing_dir(member))?;
+                }
+                certs::save_secret_key(&paths.signing_key(member, &key.key_id()), &key)
+                    .map_err(|e| setup(e.to_string()))?;
+                admin_handle
+                    .add_key(member.clone(), key.public_key(), None)
                     .await?;
             }
             prepared.push((s.clone(), config_path, config, listeners));
@@ -379,9 +412,7 @@ impl Federation {
                     let r = s.running.as_ref();
                     ServerDescription {
                         id: s.id.clone(),
-                        client_proxy: r
-                            .map(|r| format!("http://{}", r.client_proxy_addr))
-                            .unwrap_or_default(),
+                        client_proxy: s.client_proxy_url().unwrap_or_default(),
                         admin: r
                             .map(|r| format!("http://{}", r.admin_addr))
                             .unwrap_or_default(),
@@ -395,6 +426,7 @@ impl Federation {
                             .map(|x| x.hosts.clone())
                             .unwrap_or_default(),
                         config: s.config_path.clone(),
+                        systems: Vec::new(),
                     }
                 })
                 .collect(),
@@ -428,6 +460,7 @@ impl Federation {
             federation.register_service(service)?;
         }
         federation.grant_find_usage()?;
+        federation.set_up_shared_servers().await?;
         federation.make_samples().await?;
         federation.start_portal(ports, 200).await?;
         federation.write_description()?;
@@ -513,6 +546,46 @@ impl Federation {
                     method: None,
                     path: None,
                 })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives the systems of each server whose spec asks for it their certificates, and checks
+    /// that each is served as itself and refused as another's subsystem ([`crate::shared`]).
+    async fn set_up_shared_servers(&mut self) -> Result<(), SandboxError> {
+        let dir = self.dir.join("systems");
+        for spec in &self.spec.servers {
+            if !spec.system_certificates {
+                continue;
+            }
+            let Some(server) = self.servers.iter().find(|s| s.id == spec.id) else {
+                continue;
+            };
+            let (Some(running), Some(proxy)) = (server.running(), server.client_proxy_url()) else {
+                continue;
+            };
+            let shared = |e: String| setup(format!("shared server {}: {e}", spec.id));
+            let systems = crate::shared::issue_system_certificates(
+                &running.serverconf,
+                &spec.hosts,
+                &dir,
+                self.clock.as_ref(),
+            )
+            .map_err(shared)?;
+            let server_cert = identity::Identity::load(&server.config)?.tls.leaf_sha256();
+            // A metaservice every client may call: the check is of the connection alone.
+            let probe = format!("{proxy}/r1/{}/listMethods", spec.hosts[0]);
+            crate::shared::check_systems(&probe, server_cert, &systems)
+                .await
+                .map_err(shared)?;
+            if let Some(d) = self
+                .description
+                .security_servers
+                .iter_mut()
+                .find(|d| d.id == spec.id)
+            {
+                d.systems = systems;
             }
         }
         Ok(())
@@ -818,7 +891,9 @@ mod tests {
             allowed("JP/MUN/131016/records/residentRecord"),
             serde_json::json!([
                 "JP/GOV/digital-agency/portal",
-                "JP/GOV/digital-agency/benefits"
+                "JP/GOV/digital-agency/benefits",
+                "JP/MUN/133078/juki",
+                "JP/MUN/133086/juki"
             ])
         );
         assert_eq!(
@@ -842,8 +917,9 @@ mod tests {
         let entry = local.service(&record).unwrap();
         assert_eq!(entry.url, format!("{}/residents", f.demo_url()));
         assert!(entry.openapi.as_deref().unwrap().contains("住民票"));
-        // Five service grants, and findUsage for the portal.
-        assert_eq!(local.access.grants().len(), 6);
+        // Seven service grants (four of resident records, three of tax certificates), and
+        // findUsage for the portal.
+        assert_eq!(local.access.grants().len(), 8);
         let find_usage = local
             .access
             .grants()

@@ -3,7 +3,9 @@
 //!
 //! # Layout
 //! - [`spec`]: what the federation is made of (the default demo: a ministry, two municipalities,
-//!   the municipality's services and who may call them).
+//!   the municipality's services and who may call them, and a shared server for two villages).
+//! - [`shared`]: 共同利用方式: a server hosting several members' subsystems, each system with a
+//!   client certificate of its own, checked at start to be refused as another's.
 //! - [`federation`]: starting it through the real enrolment path, registering services and
 //!   grants, stopping it, `federation.json`.
 //! - [`demo`]: the demo provider information system (synthetic resident records and tax
@@ -12,6 +14,7 @@
 
 pub mod demo;
 pub mod federation;
+pub mod shared;
 pub mod spec;
 
 pub use demo::DemoApi;

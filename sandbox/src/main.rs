@@ -111,6 +111,39 @@ fn print_exchange_examples(d: &Description) {
     );
     println!("  # the demo backend directly, without the gateway");
     println!("  curl -s {}/residents/131016000001", d.demo_backend);
+    print_shared_examples(d);
+}
+
+/// 共同利用方式: each system on a shared server calls with its own certificate; naming another
+/// member's subsystem is refused.
+fn print_shared_examples(d: &Description) {
+    for s in &d.security_servers {
+        let [own, other, ..] = s.systems.as_slice() else {
+            continue;
+        };
+        let (cert, key) = (own.cert.display(), own.key.display());
+        println!(
+            "  # 共同利用: {} is shared; each system calls with its own certificate",
+            s.id
+        );
+        println!("  # (-k: the server's certificate names the server, not 127.0.0.1)");
+        println!(
+            "  curl -s -k --cert {cert} --key {key} {}/r1/{RECORDS}/residentRecord/131016000001 \\",
+            s.client_proxy
+        );
+        println!(
+            "    -H 'X-Road-Client: {}' -H 'X-Road-Data-Subject: 131016000001' -H 'X-Road-Purpose: 転入 (moving in)'",
+            own.subsystem
+        );
+        println!(
+            "  # refused: the same system naming {}'s subsystem (Client.ClientNotAuthenticated)",
+            other.subsystem.member()
+        );
+        println!(
+            "  curl -s -k -i --cert {cert} --key {key} {}/r1/{RECORDS}/listMethods -H 'X-Road-Client: {}'",
+            s.client_proxy, other.subsystem
+        );
+    }
 }
 
 fn print_summary(f: &Federation) {

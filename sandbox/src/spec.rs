@@ -1,7 +1,8 @@
 //! What a federation is made of: members with their subsystems, security servers with the
 //! subsystems they host, and the services the hosted subsystems provide with who may call them.
 //! [`FederationSpec::sandbox`] is the default demo: a national ministry and two municipalities,
-//! each with its own security server, and Chiyoda City's resident and tax services.
+//! each with its own security server, Chiyoda City's resident and tax services, and Tokyo's
+//! shared server (共同利用方式) for two villages' systems.
 
 use exchange::access::Subject;
 use globalconf::{MemberId, SecurityServerId, ServiceId, SubsystemId};
@@ -20,6 +21,10 @@ pub struct MemberSpec {
 pub struct ServerSpec {
     pub id: SecurityServerId,
     pub hosts: Vec<SubsystemId>,
+    /// 共同利用方式 as an operator sets it up ([`crate::shared`]): the client proxy serves
+    /// HTTPS, each hosted system gets a client certificate registered for its subsystem alone,
+    /// and the start checks that a system is refused when it names another's subsystem.
+    pub system_certificates: bool,
 }
 
 /// Where a service's provider information system is.
@@ -142,6 +147,22 @@ impl FederationSpec {
                     name: "Osaka City (大阪市)".into(),
                     subsystems: vec![("welfare".into(), "Welfare office (福祉事務所)".into())],
                 },
+                // 共同利用方式: Tokyo runs one security server for two small municipalities.
+                MemberSpec {
+                    id: id("JP/MUN/130001"),
+                    name: "Tokyo Metropolitan Government (東京都)".into(),
+                    subsystems: Vec::new(),
+                },
+                MemberSpec {
+                    id: id("JP/MUN/133078"),
+                    name: "Hinohara Village (檜原村)".into(),
+                    subsystems: vec![("juki".into(), "Resident registry (住民記録)".into())],
+                },
+                MemberSpec {
+                    id: id("JP/MUN/133086"),
+                    name: "Okutama Town (奥多摩町)".into(),
+                    subsystems: vec![("juki".into(), "Resident registry (住民記録)".into())],
+                },
             ],
             servers: vec![
                 ServerSpec {
@@ -150,26 +171,40 @@ impl FederationSpec {
                         id("JP/GOV/digital-agency/portal"),
                         id("JP/GOV/digital-agency/benefits"),
                     ],
+                    system_certificates: false,
                 },
                 ServerSpec {
                     id: id("JP/MUN/131016/ss1"),
                     hosts: vec![id("JP/MUN/131016/records")],
+                    system_certificates: false,
                 },
                 ServerSpec {
                     id: id("JP/MUN/271004/ss1"),
                     hosts: vec![id("JP/MUN/271004/welfare")],
+                    system_certificates: false,
+                },
+                // Shared: its systems connect over HTTPS with certificates registered for
+                // their own subsystems, so one village's system cannot act as the other's.
+                ServerSpec {
+                    id: id("JP/MUN/130001/shared"),
+                    hosts: vec![id("JP/MUN/133078/juki"), id("JP/MUN/133086/juki")],
+                    system_certificates: true,
                 },
             ],
             configuration_validity_secs: 7 * 24 * 3600,
             poll_interval_secs: 0,
             messagelog_enabled: true,
             services: vec![
+                // The villages' resident registries read a newcomer's record from Chiyoda
+                // (転入: moving in from Chiyoda City).
                 ServiceSpec::demo(
                     id("JP/MUN/131016/records/residentRecord"),
                     DemoApi::ResidentRecord,
                     vec![
                         id("JP/GOV/digital-agency/portal"),
                         id("JP/GOV/digital-agency/benefits"),
+                        id("JP/MUN/133078/juki"),
+                        id("JP/MUN/133086/juki"),
                     ],
                 ),
                 // The welfare office of another city may see tax certificates (e.g. for a
@@ -258,7 +293,9 @@ mod tests {
             allowed_of(&spec, "JP/MUN/131016/records/residentRecord"),
             [
                 "JP/GOV/digital-agency/portal",
-                "JP/GOV/digital-agency/benefits"
+                "JP/GOV/digital-agency/benefits",
+                "JP/MUN/133078/juki",
+                "JP/MUN/133086/juki"
             ]
         );
         assert_eq!(

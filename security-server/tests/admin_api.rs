@@ -302,7 +302,7 @@ async fn bad_input_is_refused_with_an_admin_error() {
     f.admin(Method::POST, "/v1/services", Some(records_service()))
         .await;
     let bad_grants = [
-        json!({"service": RECORDS, "subject": "JP/GOV/x"}),
+        json!({"service": RECORDS, "subject": "JP/GOV/x/y/z"}),
         json!({"service": RECORDS, "subject": PORTAL, "method": "CONNECT"}),
         json!({"service": RECORDS, "subject": PORTAL, "path": "/a/**/b"}),
         json!({"service": RECORDS, "subject": PORTAL, "path": "/../admin"}),
