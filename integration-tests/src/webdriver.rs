@@ -286,6 +286,30 @@ impl Browser {
         Ok(())
     }
 
+    /// The value of the cookie `name` that the page's site has set (HttpOnly ones too), if any.
+    pub async fn cookie(&self, name: &str) -> Result<Option<String>, WebDriverError> {
+        let all = self.session.command(Method::GET, "/cookie", None).await?;
+        Ok(all.as_array().and_then(|cookies| {
+            cookies
+                .iter()
+                .find(|c| c["name"] == name)
+                .and_then(|c| c["value"].as_str())
+                .map(str::to_owned)
+        }))
+    }
+
+    /// Sets the cookie `name` of the page's site to `value` (path `/`), as a resident could.
+    pub async fn set_cookie(&self, name: &str, value: &str) -> Result<(), WebDriverError> {
+        self.session
+            .command(
+                Method::POST,
+                "/cookie",
+                Some(json!({ "cookie": { "name": name, "value": value, "path": "/" } })),
+            )
+            .await?;
+        Ok(())
+    }
+
     /// Runs `script` (a function body; `return` gives the answer) in the page and answers what
     /// it returned. WebDriver's scripts are not the page's: its Content-Security-Policy does not
     /// apply to them.

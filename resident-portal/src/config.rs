@@ -3,7 +3,7 @@
 //! documented in `docs/portal.md`; this module owns parsing, defaults and validation.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use globalconf::SubsystemId;
@@ -37,10 +37,13 @@ pub enum ConfigError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum LoginKind {
-    /// A form that takes any resident id: no authentication at all. Demos and tests only.
+    /// A form that takes any resident id: no authentication at all. Demos and tests only, and
+    /// only with `danger_development_login = true`.
     Development,
     /// The resident id comes from a header set by an authenticating reverse proxy.
     TrustedHeader,
+    /// OpenID Connect: the authorization code flow with PKCE against `issuer`.
+    Oidc,
 }
 
 /// `[login]`.
@@ -52,6 +55,138 @@ pub struct LoginConfig {
     pub kind: Option<LoginKind>,
     /// For `trusted-header`: the header the proxy sets, e.g. `X-Authenticated-Resident`.
     pub header: Option<String>,
+    /// `kind = "development"` is refused unless this is `true`: it lets anyone read anyone's
+    /// access history.
+    pub danger_development_login: bool,
+    /// For `oidc`: the identity provider (its `/.well-known/openid-configuration` is read).
+    /// HTTPS, or plain HTTP on a loopback address (tests).
+    pub issuer: Option<String>,
+    /// For `oidc`: the portal's client id at the provider.
+    pub client_id: Option<String>,
+    /// For `oidc`: a file (0600) holding the client secret (`client_secret_basic`).
+    pub client_secret_file: Option<PathBuf>,
+    /// For `oidc`: where the provider sends residents back, the portal's public URL ending
+    /// `/login/callback`, as registered with the provider. Cookies are `Secure` when it is HTTPS.
+    pub redirect_url: Option<String>,
+    /// For `oidc`: the ID token claim that holds the resident's identifier (default `sub`).
+    pub resident_claim: Option<String>,
+    /// For `oidc`: scopes asked for besides `openid` (e.g. the one that releases
+    /// `resident_claim`).
+    pub scopes: Vec<String>,
+    /// For `oidc` with an HTTPS issuer: PEM file of the CA certificates to trust for it (the
+    /// system bundle, `/etc/ssl/certs/ca-certificates.crt`, trusts the public web PKI).
+    pub ca_file: Option<PathBuf>,
+}
+
+impl LoginConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        let oidc_keys = self.issuer.is_some()
+            || self.client_id.is_some()
+            || self.client_secret_file.is_some()
+            || self.redirect_url.is_some()
+            || self.resident_claim.is_some()
+            || !self.scopes.is_empty()
+            || self.ca_file.is_some();
+        if self.kind != Some(LoginKind::Oidc) && oidc_keys {
+            return invalid(
+                "[login] issuer, client_id, client_secret_file, redirect_url, resident_claim, \
+                 scopes and ca_file are only used with kind = \"oidc\""
+                    .into(),
+            );
+        }
+        if self.kind != Some(LoginKind::TrustedHeader) && self.header.is_some() {
+            return invalid("[login] header is only used with kind = \"trusted-header\"".into());
+        }
+        match self.kind {
+            None => invalid(
+                "[login] kind is required: \"oidc\", \"trusted-header\" behind an \
+                 authenticating proxy, or \"development\" (no authentication; demos only)"
+                    .into(),
+            ),
+            Some(LoginKind::Development) if !self.danger_development_login => invalid(
+                "[login] kind = \"development\" lets anyone read anyone's access history; it \
+                 needs danger_development_login = true, and never belongs in production"
+                    .into(),
+            ),
+            Some(LoginKind::Development) => Ok(()),
+            Some(LoginKind::TrustedHeader) => match &self.header {
+                None => invalid(
+                    "[login] kind = \"trusted-header\" needs header (e.g. \"X-Authenticated-Resident\")"
+                        .into(),
+                ),
+                Some(h) => match HeaderName::from_bytes(h.as_bytes()) {
+                    Ok(_) => Ok(()),
+                    Err(_) => invalid(format!("[login] header {h:?} is not a valid header name")),
+                },
+            },
+            Some(LoginKind::Oidc) => self.validate_oidc(),
+        }
+    }
+
+    fn validate_oidc(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        let (Some(issuer), Some(client_id), Some(_), Some(redirect)) = (
+            &self.issuer,
+            &self.client_id,
+            &self.client_secret_file,
+            &self.redirect_url,
+        ) else {
+            return invalid(
+                "[login] kind = \"oidc\" needs issuer, client_id, client_secret_file and \
+                 redirect_url"
+                    .into(),
+            );
+        };
+        if let Err(m) = check_oidc_url(issuer) {
+            return invalid(format!("[login] issuer {issuer:?}: {m}"));
+        }
+        if issuer.starts_with("https://") && self.ca_file.is_none() {
+            return invalid(
+                "[login] an https issuer needs ca_file, the CAs to trust for it (the system \
+                 bundle, /etc/ssl/certs/ca-certificates.crt, trusts the public web PKI)"
+                    .into(),
+            );
+        }
+        if client_id.is_empty() || client_id.chars().any(char::is_control) {
+            return invalid("[login] client_id must be printable text".into());
+        }
+        if let Err(m) = check_oidc_url(redirect) {
+            return invalid(format!("[login] redirect_url {redirect:?}: {m}"));
+        }
+        if !redirect.ends_with("/login/callback") {
+            return invalid("[login] redirect_url must end with /login/callback".into());
+        }
+        if self.resident_claim.as_deref().is_some_and(str::is_empty) {
+            return invalid("[login] resident_claim must not be empty".into());
+        }
+        for scope in &self.scopes {
+            if scope.is_empty()
+                || !scope
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+            {
+                return invalid(format!("[login] scope {scope:?} is not a valid scope"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An OpenID Connect URL: HTTPS, or plain HTTP on a loopback address (for tests and the
+/// sandbox); no query or fragment.
+fn check_oidc_url(url: &str) -> Result<(), String> {
+    let uri: http::Uri = url.parse().map_err(|e| format!("not a URL: {e}"))?;
+    let host = uri.host().unwrap_or_default();
+    match uri.scheme_str() {
+        Some("https") => {}
+        Some("http") if host == "127.0.0.1" || host == "localhost" || host == "[::1]" => {}
+        _ => return Err("must be https:// (or http:// on a loopback address)".into()),
+    }
+    if host.is_empty() || url.contains('?') || url.contains('#') {
+        return Err("needs a host, and no query or fragment".into());
+    }
+    Ok(())
 }
 
 /// The portal's configuration file.
@@ -90,6 +225,10 @@ pub struct Config {
     pub time_zone: String,
     /// `text` or `json` (one JSON object per line).
     pub log_format: String,
+    /// 32-byte key (file, 0600) that seals the session cookies of the OpenID Connect login;
+    /// made on first start when missing. Portal instances behind one load balancer share it,
+    /// and then serve each other's sessions. Without it, each start makes a key of its own.
+    pub session_key_file: Option<PathBuf>,
     pub login: LoginConfig,
 }
 
@@ -111,6 +250,7 @@ impl Default for Config {
             verify_hint: None,
             time_zone: DEFAULT_TIME_ZONE.to_owned(),
             log_format: "text".to_owned(),
+            session_key_file: None,
             login: LoginConfig::default(),
         }
     }
@@ -143,10 +283,20 @@ impl Config {
         Self::from_str(&text)
     }
 
-    /// Whether cookies carry `Secure`: always, unless the development login is on and
-    /// `secure_cookies` is not set (the sandbox serves the portal on plain HTTP on loopback).
+    /// Whether cookies carry `Secure`: when `secure_cookies` is set; with the OpenID Connect
+    /// login, when its `redirect_url` (the portal's public URL) is HTTPS; always with the
+    /// trusted-header login. The sandbox and tests serve the portal on plain HTTP on loopback.
     pub fn cookies_secure(&self) -> bool {
-        self.secure_cookies || self.login.kind != Some(LoginKind::Development)
+        self.secure_cookies
+            || match self.login.kind {
+                Some(LoginKind::Development) => false,
+                Some(LoginKind::Oidc) => self
+                    .login
+                    .redirect_url
+                    .as_deref()
+                    .is_none_or(|u| !u.starts_with("http://")),
+                _ => true,
+            }
     }
 
     /// Checks what serde cannot: required keys, ranges, and that the values make sense together.
@@ -201,25 +351,7 @@ impl Config {
                 self.log_format
             ));
         }
-        match (self.login.kind, &self.login.header) {
-            (None, _) => invalid(
-                "[login] kind is required: \"trusted-header\" behind an authenticating proxy, \
-                 or \"development\" (no authentication; demos only)"
-                    .into(),
-            ),
-            (Some(LoginKind::Development), Some(_)) => {
-                invalid("[login] header is only used with kind = \"trusted-header\"".into())
-            }
-            (Some(LoginKind::Development), None) => Ok(()),
-            (Some(LoginKind::TrustedHeader), None) => invalid(
-                "[login] kind = \"trusted-header\" needs header (e.g. \"X-Authenticated-Resident\")"
-                    .into(),
-            ),
-            (Some(LoginKind::TrustedHeader), Some(h)) => match HeaderName::from_bytes(h.as_bytes()) {
-                Ok(_) => Ok(()),
-                Err(_) => invalid(format!("[login] header {h:?} is not a valid header name")),
-            },
-        }
+        self.login.validate()
     }
 
     /// The security server's base URL without a trailing `/`.
@@ -274,6 +406,7 @@ mod tests {
         client = "JP/GOV/digital-agency/portal"
         [login]
         kind = "development"
+        danger_development_login = true
     "#;
 
     #[test]
@@ -344,6 +477,60 @@ mod tests {
             ..Config::default()
         };
         assert!(matches!(c.validate(), Err(ConfigError::Invalid(_))));
+    }
+
+    #[test]
+    fn the_development_login_needs_its_danger_flag() {
+        let text = MINIMAL.replace("danger_development_login = true", "");
+        let err = Config::from_str(&text).unwrap_err();
+        assert!(
+            err.to_string().contains("danger_development_login"),
+            "{err}"
+        );
+    }
+
+    const OIDC: &str = r#"
+        security_server = "http://127.0.0.1:41080"
+        client = "JP/GOV/digital-agency/portal"
+        [login]
+        kind = "oidc"
+        issuer = "https://id.example.jp"
+        client_id = "portal"
+        client_secret_file = "/etc/xroad-portal/client-secret"
+        redirect_url = "https://portal.example.jp/login/callback"
+        resident_claim = "resident_id"
+        scopes = ["resident"]
+        ca_file = "/etc/ssl/certs/ca-certificates.crt"
+    "#;
+
+    #[test]
+    fn an_openid_connect_login_is_checked_and_its_cookies_follow_the_portals_scheme() {
+        let c = Config::from_str(OIDC).unwrap();
+        assert_eq!(c.login.kind, Some(LoginKind::Oidc));
+        assert!(c.cookies_secure());
+        let loopback = OIDC
+            .replace("https://id.example.jp", "http://127.0.0.1:9000")
+            .replace("https://portal.example.jp", "http://127.0.0.1:8200");
+        assert!(!Config::from_str(&loopback).unwrap().cookies_secure());
+        for bad in [
+            OIDC.replace("https://id.example.jp", "http://id.example.jp"),
+            OIDC.replace("https://id.example.jp", "https://id.example.jp/?x"),
+            OIDC.replace("ca_file = \"/etc/ssl/certs/ca-certificates.crt\"", ""),
+            OIDC.replace("client_id = \"portal\"", ""),
+            OIDC.replace(
+                "client_secret_file = \"/etc/xroad-portal/client-secret\"",
+                "",
+            ),
+            OIDC.replace("/login/callback", "/callback"),
+            OIDC.replace("resident_claim = \"resident_id\"", "resident_claim = \"\""),
+            OIDC.replace("[\"resident\"]", "[\"two words\"]"),
+            OIDC.replace(
+                "kind = \"oidc\"",
+                "kind = \"trusted-header\"\nheader = \"X-R\"",
+            ),
+        ] {
+            assert!(Config::from_str(&bad).is_err(), "accepted:\n{bad}");
+        }
     }
 
     #[test]

@@ -452,7 +452,8 @@ mod tests {
             client: Some("JP/GOV/digital-agency/portal".parse().unwrap()),
             login: crate::config::LoginConfig {
                 kind: Some(crate::config::LoginKind::Development),
-                header: None,
+                danger_development_login: true,
+                ..crate::config::LoginConfig::default()
             },
             ..Config::default()
         };

@@ -7,6 +7,8 @@
 //! # Layout
 //! - [`config`]: the TOML configuration file; defaults and validation.
 //! - [`login`]: pluggable resident login (development form with sessions; trusted header).
+//! - [`seal`]: sealed cookies (ChaCha20-Poly1305 under the session key).
+//! - [`oidc`]: the OpenID Connect login (authorization code flow with PKCE, sealed sessions).
 //! - [`usage`]: access records, `listClients`/`findUsage` answers, X-Road errors, paging and the
 //!   merged timeline (no I/O).
 //! - [`gateway`]: the X-Road REST calls to the portal's security server (I/O).
@@ -17,7 +19,9 @@
 pub mod config;
 pub mod gateway;
 pub mod login;
+pub mod oidc;
 pub mod page;
+pub mod seal;
 pub mod usage;
 pub mod web;
 

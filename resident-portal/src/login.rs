@@ -122,6 +122,10 @@ pub fn from_config(config: &Config) -> Result<Arc<dyn Login>, ConfigError> {
             "[login] kind = \"trusted-header\" needs header".into(),
         )),
         (None, _) => Err(ConfigError::Invalid("[login] kind is required".into())),
+        // Needs its sealing key and an async runtime: `web::router` makes it.
+        (Some(LoginKind::Oidc), _) => Err(ConfigError::Invalid(
+            "the OpenID Connect login is made by oidc::OidcLogin::new".into(),
+        )),
     }
 }
 

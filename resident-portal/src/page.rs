@@ -82,6 +82,8 @@ struct Texts {
     login_button: &'static str,
     login_required: &'static str,
     login_required_text: &'static str,
+    oidc_intro: &'static str,
+    oidc_button: &'static str,
     logged_in_as: &'static str,
     logout: &'static str,
     intro: &'static str,
@@ -130,6 +132,8 @@ const JA: Texts = Texts {
     login_button: "ログイン",
     login_required: "ログインが必要です",
     login_required_text: "このページを見るには、ポータルの認証を通してログインしてください。",
+    oidc_intro: "本人確認のため、認証サービスでログインしてください。ログインすると、あなたの情報に誰がいつ、なぜアクセスしたかを表示します。",
+    oidc_button: "認証サービスでログイン",
     logged_in_as: "ログイン中:",
     logout: "ログアウト",
     intro: "行政機関があなたの情報にアクセスした記録です。各機関のセキュリティサーバーに問い合わせた結果を新しい順に表示しています。",
@@ -178,6 +182,8 @@ const EN: Texts = Texts {
     login_button: "Log in",
     login_required: "Login required",
     login_required_text: "Please log in through the portal's sign-in to see this page.",
+    oidc_intro: "Log in with the identity service to prove who you are. You then see who accessed your data, when, and why.",
+    oidc_button: "Log in with the identity service",
     logged_in_as: "Logged in as",
     logout: "Log out",
     intro: "These are the records of public bodies accessing your data, as each organisation's security server reports them, newest first.",
@@ -330,6 +336,20 @@ pub fn login_page(lang: Lang, error: Option<&str>) -> String {
         }
     };
     document(lang, true, t.login_heading, body)
+}
+
+/// The OpenID Connect login's page: one button to the identity provider (`GET /login`).
+pub fn oidc_login_page(lang: Lang) -> String {
+    let t = lang.texts();
+    let body = html! {
+        (page_header(lang))
+        main {
+            h2 { (t.login_heading) }
+            p { (t.oidc_intro) }
+            p { a id="login" class="button" href="/login" { (t.oidc_button) } }
+        }
+    };
+    document(lang, false, t.login_heading, body)
 }
 
 /// Shown (401) when a trusted-header login finds no resident.

@@ -6,6 +6,8 @@
 //! |---|---|
 //! | `GET /` | the login page (or 401 "login required"), else the resident's timeline |
 //! | `POST /login/dev` | development login: form field `resident`; 303 to `/` with a session cookie |
+//! | `GET /login` | OpenID Connect login: 303 to the identity provider ([`crate::oidc`]) |
+//! | `GET /login/callback` | where the identity provider sends the resident back; 303 to `/` with a session cookie |
 //! | `POST /logout` | ends the session; 303 to `/` |
 //! | `GET /evidence?provider=…&id=…[&server=…]` | the evidence bundle of one access, for the logged-in resident (of the provider's server that holds it, when it has several) |
 //! | `GET /api/timeline` | the timeline as JSON |
@@ -28,10 +30,12 @@ use globalconf::{SecurityServerId, SubsystemId};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, LoginKind};
 use crate::gateway::{EvidenceError, Gateway};
 use crate::login::{self, Login, LoginError, ResidentId, portal_cookie};
+use crate::oidc::{Callback, OidcError, OidcLogin};
 use crate::page::{self, Lang, Problem, VerifyHelp};
+use crate::seal::Sealer;
 use crate::usage::{Timeline, is_message_id};
 
 /// The language cookie.
@@ -49,6 +53,8 @@ const MAX_FILENAME_CHARS: usize = 100;
 #[derive(Debug, Clone)]
 struct Portal {
     login: Arc<dyn Login>,
+    /// The OpenID Connect login, when it is the login.
+    oidc: Option<Arc<OidcLogin>>,
     gateway: Gateway,
     secure_cookies: bool,
     verify_hint: Option<Arc<str>>,
@@ -60,8 +66,20 @@ struct Portal {
 /// login is on.
 pub fn router(config: Config) -> Result<Router, ConfigError> {
     config.validate()?;
+    let (login, oidc): (Arc<dyn Login>, _) = if config.login.kind == Some(LoginKind::Oidc) {
+        let sealer = match &config.session_key_file {
+            Some(path) => Sealer::from_file(path),
+            None => Sealer::ephemeral(),
+        }
+        .map_err(|e| ConfigError::Invalid(format!("session_key_file: {e}")))?;
+        let oidc = Arc::new(OidcLogin::new(&config, sealer)?);
+        (Arc::clone(&oidc) as Arc<dyn Login>, Some(oidc))
+    } else {
+        (login::from_config(&config)?, None)
+    };
     let portal = Portal {
-        login: login::from_config(&config)?,
+        login,
+        oidc,
         gateway: Gateway::new(&config)?,
         secure_cookies: config.cookies_secure(),
         verify_hint: config.verify_hint.as_deref().map(Arc::from),
@@ -72,6 +90,8 @@ pub fn router(config: Config) -> Result<Router, ConfigError> {
     Ok(Router::new()
         .route("/", get(home))
         .route("/login/dev", post(dev_login))
+        .route("/login", get(oidc_login))
+        .route("/login/callback", get(oidc_callback))
         .route("/logout", post(logout))
         .route("/evidence", get(evidence))
         .route("/api/timeline", get(api_timeline))
@@ -126,9 +146,12 @@ impl Portal {
         html(status, page::problem_page(lang, self.dev(), problem))
     }
 
-    /// What a request without a resident gets: the login form, or 401 "login required".
+    /// What a request without a resident gets: the login form or button, or 401 "login
+    /// required".
     fn login_wall(&self, lang: Lang, status_for_form: StatusCode) -> Response {
-        if self.login.has_form() {
+        if self.oidc.is_some() {
+            html(status_for_form, page::oidc_login_page(lang))
+        } else if self.login.has_form() {
             html(status_for_form, page::login_page(lang, None))
         } else {
             html(StatusCode::UNAUTHORIZED, page::login_required_page(lang))
@@ -259,6 +282,62 @@ async fn dev_login(
         Err(e) => {
             tracing::error!(error = %e, "cannot start a session");
             portal.problem(lang, StatusCode::INTERNAL_SERVER_ERROR, &Problem::Internal)
+        }
+    }
+}
+
+/// `GET /login`: to the identity provider, remembering the login in a sealed cookie.
+async fn oidc_login(
+    State(portal): State<Portal>,
+    uri: Uri,
+    jar: CookieJar,
+    headers: HeaderMap,
+) -> Response {
+    let lang = portal.page_lang(&uri, &jar, &headers).lang;
+    let Some(oidc) = &portal.oidc else {
+        return Redirect::to("/").into_response();
+    };
+    match oidc.begin().await {
+        Ok((url, cookie)) => (jar.add(cookie), Redirect::to(&url)).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot start an OpenID Connect login");
+            portal.problem(
+                lang,
+                StatusCode::BAD_GATEWAY,
+                &Problem::BadLogin(e.to_string()),
+            )
+        }
+    }
+}
+
+/// `GET /login/callback`: the provider's answer; a session, or why not.
+async fn oidc_callback(
+    State(portal): State<Portal>,
+    uri: Uri,
+    jar: CookieJar,
+    headers: HeaderMap,
+    query: Result<Query<Callback>, QueryRejection>,
+) -> Response {
+    let lang = portal.page_lang(&uri, &jar, &headers).lang;
+    let Some(oidc) = &portal.oidc else {
+        return portal.problem(lang, StatusCode::NOT_FOUND, &Problem::NotFound);
+    };
+    let callback = query.map(|Query(q)| q).unwrap_or_default();
+    match oidc.finish(callback, &headers).await {
+        Ok((resident, [session, done])) => {
+            tracing::info!(
+                resident_chars = resident.as_str().chars().count(),
+                "a resident logged in"
+            );
+            (jar.add(session).add(done), Redirect::to("/")).into_response()
+        }
+        Err(e) => {
+            tracing::info!(error = %e, "an OpenID Connect login failed");
+            let status = match e {
+                OidcError::Provider(_) => StatusCode::BAD_GATEWAY,
+                _ => StatusCode::BAD_REQUEST,
+            };
+            portal.problem(lang, status, &Problem::BadLogin(e.to_string()))
         }
     }
 }

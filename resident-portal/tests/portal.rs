@@ -336,6 +336,8 @@ fn config(security_server: &str, kind: LoginKind) -> Config {
         login: LoginConfig {
             kind: Some(kind),
             header: (kind == LoginKind::TrustedHeader).then(|| "X-Authenticated-Resident".into()),
+            danger_development_login: kind == LoginKind::Development,
+            ..LoginConfig::default()
         },
         ..Config::default()
     }

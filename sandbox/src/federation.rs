@@ -484,7 +484,8 @@ impl Federation {
             client: Some(portal),
             login: resident_portal::LoginConfig {
                 kind: Some(resident_portal::LoginKind::Development),
-                header: None,
+                danger_development_login: true,
+                ..resident_portal::LoginConfig::default()
             },
             verify_hint: Some(format!(
                 "the sandbox's anchor file: {}",
