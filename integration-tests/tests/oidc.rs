@@ -2,7 +2,10 @@
 //! npm registry (installed by `scripts/install-browser`), run with Debian's Node.js, and a real
 //! headless Chromium going through its login and consent screens. Two portal instances share
 //! one session key, as behind a load balancer: a resident who logged in on one reads the
-//! timeline on the other. A session cookie changed by one character is no session.
+//! timeline on the other. A session cookie changed by one character is no session. One resident,
+//! many identifiers: the portal knows the resident by the provider's `resident_id` claim
+//! (`jp-131016000001`), and asks Chiyoda City, whose records know residents by another
+//! identifier, by the login's `sub` (`131016000001`), as its `[[identifiers]]` rule says.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::os::unix::fs::PermissionsExt as _;
@@ -12,12 +15,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use integration_tests::webdriver::Browser;
-use resident_portal::{Config, LoginConfig, LoginKind};
+use resident_portal::{Config, IdentifierRule, LoginConfig, LoginKind};
 use sandbox::FederationSpec;
 use tokio::io::AsyncBufReadExt as _;
 
 const PORTAL: &str = "JP/GOV/digital-agency/portal";
+/// The login name at the provider: its `sub`, and Chiyoda City's identifier of the resident.
 const RESIDENT: &str = "131016000001";
+/// The provider's `resident_id` claim for that login: the portal's identifier of the resident.
+const RESIDENT_ID: &str = "jp-131016000001";
 const WAIT: Duration = Duration::from_secs(30);
 
 /// `oidc-provider` on a free loopback port, until dropped.
@@ -67,12 +73,18 @@ fn portal_config(
         security_server,
         client: Some(PORTAL.parse().unwrap()),
         session_key_file: Some(dir.join("session.key")),
+        identifiers: vec![IdentifierRule {
+            members: vec!["JP/MUN/131016".parse().unwrap()],
+            claim: "sub".into(),
+        }],
         login: LoginConfig {
             kind: Some(LoginKind::Oidc),
             issuer: Some(issuer.to_owned()),
             client_id: Some("portal".into()),
             client_secret_file: Some(dir.join("client-secret")),
             redirect_url: Some(redirect_url.to_owned()),
+            resident_claim: Some("resident_id".into()),
+            scopes: vec!["resident".into()],
             ..LoginConfig::default()
         },
         ..Config::default()
@@ -189,20 +201,47 @@ async fn a_resident_logs_in_through_a_real_openid_provider_and_another_instance_
     .await;
     assert!(consented.is_some(), "back at the portal with a timeline");
     assert!(browser.current_url().await.unwrap().starts_with(&first_url));
-    let source = browser.page_source().await.unwrap();
+    let shown = browser
+        .find("#resident-id")
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(shown, RESIDENT_ID, "the resident the provider vouched for");
     assert!(
-        source.contains(RESIDENT),
-        "the resident the provider vouched for"
+        !browser
+            .page_source()
+            .await
+            .unwrap()
+            .contains("DEVELOPMENT LOGIN")
     );
-    assert!(!source.contains("DEVELOPMENT LOGIN"));
+    // Chiyoda's sample accesses, asked by `sub`: nobody recorded any for `jp-…`.
     let rows = browser.find_all("#timeline tr.access").await.unwrap();
-    assert!(!rows.is_empty(), "the sample accesses of {RESIDENT}");
+    assert!(
+        !rows.is_empty(),
+        "the sample accesses of {RESIDENT} at Chiyoda City"
+    );
 
     // The other instance serves the same session: the cookie is the browser's, sealed with
     // the shared key, and nothing of it is held by the first instance.
     browser.goto(&second_url).await.unwrap();
     browser.wait_for("#timeline", WAIT).await.unwrap();
-    assert!(browser.page_source().await.unwrap().contains(RESIDENT));
+    let shown = browser
+        .find("#resident-id")
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(shown, RESIDENT_ID);
+    assert!(
+        !browser
+            .find_all("#timeline tr.access")
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     // A session cookie changed by one character is no session, on either instance.
     let cookie = browser.cookie("portal_session").await.unwrap().unwrap();

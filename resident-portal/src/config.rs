@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use globalconf::SubsystemId;
+use globalconf::{MemberId, SubsystemId};
 use http::HeaderName;
 use serde::{Deserialize, Serialize};
 
@@ -189,6 +189,15 @@ fn check_oidc_url(url: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// `[[identifiers]]`: the members in `members` are asked about the resident by the login's
+/// claim `claim` (with the OpenID Connect login), not by its `resident_claim`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentifierRule {
+    pub members: Vec<MemberId>,
+    pub claim: String,
+}
+
 /// The portal's configuration file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -225,6 +234,9 @@ pub struct Config {
     pub time_zone: String,
     /// `text` or `json` (one JSON object per line).
     pub log_format: String,
+    /// One resident, many identifiers: members that know residents by another claim of the
+    /// OpenID Connect login than `[login] resident_claim` (`[[identifiers]]`).
+    pub identifiers: Vec<IdentifierRule>,
     /// 32-byte key (file, 0600) that seals the session cookies of the OpenID Connect login;
     /// made on first start when missing. Portal instances behind one load balancer share it,
     /// and then serve each other's sessions. Without it, each start makes a key of its own.
@@ -251,6 +263,7 @@ impl Default for Config {
             time_zone: DEFAULT_TIME_ZONE.to_owned(),
             log_format: "text".to_owned(),
             session_key_file: None,
+            identifiers: Vec::new(),
             login: LoginConfig::default(),
         }
     }
@@ -351,7 +364,49 @@ impl Config {
                 self.log_format
             ));
         }
-        self.login.validate()
+        self.login.validate()?;
+        self.validate_identifiers()
+    }
+
+    fn validate_identifiers(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        if self.identifiers.is_empty() {
+            return Ok(());
+        }
+        if self.login.kind != Some(LoginKind::Oidc) {
+            return invalid(
+                "[[identifiers]] rules take claims of the OpenID Connect login: kind = \"oidc\""
+                    .into(),
+            );
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for rule in &self.identifiers {
+            if rule.claim.is_empty() || rule.claim.chars().any(char::is_control) {
+                return invalid("[[identifiers]] claim must be a claim name".into());
+            }
+            if rule.members.is_empty() {
+                return invalid(format!(
+                    "[[identifiers]] rule for claim {:?} names no members",
+                    rule.claim
+                ));
+            }
+            for member in &rule.members {
+                if !seen.insert(member) {
+                    return invalid(format!(
+                        "[[identifiers]] names member {member} twice: one identifier per member"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The claim a member knows residents by: its `[[identifiers]]` rule's, if it has one.
+    pub fn claim_for(&self, member: &MemberId) -> Option<&str> {
+        self.identifiers
+            .iter()
+            .find(|r| r.members.contains(member))
+            .map(|r| r.claim.as_str())
     }
 
     /// The security server's base URL without a trailing `/`.
@@ -527,6 +582,31 @@ mod tests {
             OIDC.replace(
                 "kind = \"oidc\"",
                 "kind = \"trusted-header\"\nheader = \"X-R\"",
+            ),
+        ] {
+            assert!(Config::from_str(&bad).is_err(), "accepted:\n{bad}");
+        }
+    }
+
+    #[test]
+    fn identifier_rules_name_each_member_once_and_need_the_openid_connect_login() {
+        let rule = |members: &str| {
+            format!("{OIDC}\n[[identifiers]]\nmembers = [{members}]\nclaim = \"juki\"\n")
+        };
+        let c = Config::from_str(&rule("\"JP/MUN/131016\"")).unwrap();
+        assert_eq!(c.claim_for(&"JP/MUN/131016".parse().unwrap()), Some("juki"));
+        assert_eq!(c.claim_for(&"JP/MUN/271004".parse().unwrap()), None);
+        for bad in [
+            rule(""),
+            rule("\"JP/MUN\""),
+            format!(
+                "{}{}",
+                rule("\"JP/MUN/131016\""),
+                "[[identifiers]]\nmembers = [\"JP/MUN/131016\"]\nclaim = \"x\"\n"
+            ),
+            rule("\"JP/MUN/131016\"").replace("claim = \"juki\"", "claim = \"\""),
+            format!(
+                "{MINIMAL}\n[[identifiers]]\nmembers = [\"JP/MUN/131016\"]\nclaim = \"juki\"\n"
             ),
         ] {
             assert!(Config::from_str(&bad).is_err(), "accepted:\n{bad}");

@@ -14,7 +14,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::config::{Config, ConfigError};
-use crate::login::ResidentId;
+use crate::login::{Resident, ResidentId};
 use crate::usage::{
     Directory, Provider, ProviderPaging, ProviderResult, SourceState, SourceStatus, Timeline,
     UsagePage, UsageRecord, XRoadFailure,
@@ -59,6 +59,8 @@ struct Inner {
     max_records: usize,
     max_parallel: usize,
     targets: Option<Vec<SubsystemId>>,
+    /// `[[identifiers]]`: member → the login claim it knows residents by.
+    identifiers: Vec<crate::config::IdentifierRule>,
 }
 
 impl Gateway {
@@ -80,6 +82,7 @@ impl Gateway {
                 max_records: config.max_records_per_provider,
                 max_parallel: config.max_parallel,
                 targets: config.targets.clone(),
+                identifiers: config.identifiers.clone(),
             }),
         })
     }
@@ -114,9 +117,32 @@ impl Gateway {
         Directory::parse(&answer.body).map_err(|e| GatewayError::Discovery(e.to_string()))
     }
 
-    /// Asks every provider for the resident's access records and merges the answers. Fails only
-    /// when there is nobody to ask: the provider list could not be discovered.
-    pub async fn timeline(&self, resident: &ResidentId) -> Result<Timeline, GatewayError> {
+    /// The identifier `provider`'s member knows the resident by: the login's claim its
+    /// `[[identifiers]]` rule names, else the login's own identifier; `Err` with the claim when
+    /// the login did not carry it.
+    pub fn subject_at<'r>(
+        &self,
+        resident: &'r Resident,
+        provider: &SubsystemId,
+    ) -> Result<&'r ResidentId, String> {
+        let rule = self
+            .inner
+            .identifiers
+            .iter()
+            .find(|r| r.members.contains(provider.member()));
+        match rule {
+            None => Ok(&resident.id),
+            Some(rule) => resident
+                .claims
+                .get(&rule.claim)
+                .ok_or_else(|| rule.claim.clone()),
+        }
+    }
+
+    /// Asks every provider for the resident's access records, each by the identifier it knows
+    /// the resident by ([`Gateway::subject_at`]), and merges the answers. Fails only when there
+    /// is nobody to ask: the provider list could not be discovered.
+    pub async fn timeline(&self, resident: &Resident) -> Result<Timeline, GatewayError> {
         let directory = match (&self.inner.targets, self.directory().await) {
             (_, Ok(directory)) => directory,
             (None, Err(e)) => return Err(e),
@@ -138,16 +164,34 @@ impl Gateway {
         let mut tasks = JoinSet::new();
         for (index, (provider, servers)) in providers.iter().enumerate() {
             let gateway = self.clone();
-            let resident = resident.clone();
+            let subject = self.subject_at(resident, &provider.id).cloned();
             let provider = provider.clone();
             let servers = servers.clone();
             let limit = Arc::clone(&limit);
             tasks.spawn(async move {
+                let subject = match subject {
+                    Ok(s) => s,
+                    Err(claim) => {
+                        let reason = format!(
+                            "the login did not give this resident's identifier at this \
+                             organisation (claim {claim:?})"
+                        );
+                        let source = SourceStatus {
+                            provider,
+                            state: SourceState::Unavailable {
+                                reason,
+                                partial_records: 0,
+                            },
+                        };
+                        let records = Vec::new();
+                        return (index, ProviderResult { source, records });
+                    }
+                };
                 // The semaphore is never closed; without a permit we would only run unbounded.
                 let _permit = limit.acquire_owned().await.ok();
                 (
                     index,
-                    gateway.provider_usage(&resident, provider, &servers).await,
+                    gateway.provider_usage(&subject, provider, &servers).await,
                 )
             });
         }
@@ -326,11 +370,14 @@ impl Gateway {
     /// Asked of `server` when given: the one that answered with the record.
     pub async fn evidence(
         &self,
-        resident: &ResidentId,
+        resident: &Resident,
         provider: &SubsystemId,
         server: Option<&SecurityServerId>,
         message_id: &str,
     ) -> Result<Bytes, EvidenceError> {
+        let resident = self
+            .subject_at(resident, provider)
+            .map_err(|claim| EvidenceError::Failed(format!("no identifier (claim {claim:?})")))?;
         let url = format!(
             "{}/usageEvidence?id={}",
             self.service_base(provider),

@@ -29,7 +29,7 @@ use std::future::Future;
 
 use tokio::net::TcpListener;
 
-pub use config::{Config, ConfigError, LoginConfig, LoginKind};
+pub use config::{Config, ConfigError, IdentifierRule, LoginConfig, LoginKind};
 pub use gateway::Gateway;
 pub use login::{Login, ResidentId};
 pub use usage::{SourceState, SourceStatus, Timeline};

@@ -6,7 +6,7 @@
 //!   resident id in a header on every request; the portal takes it as given. The proxy must
 //!   remove that header from what residents send.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -70,10 +70,29 @@ impl fmt::Display for ResidentId {
     }
 }
 
+/// The resident a login vouches for: the identifier it names them by, and (from an OpenID
+/// Connect login) the other identifiers `[[identifiers]]` rules ask members for, by the claim
+/// they came in. One resident, many identifiers; all of them from the login, none from the
+/// resident.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resident {
+    pub id: ResidentId,
+    pub claims: BTreeMap<String, ResidentId>,
+}
+
+impl From<ResidentId> for Resident {
+    fn from(id: ResidentId) -> Self {
+        Resident {
+            id,
+            claims: BTreeMap::new(),
+        }
+    }
+}
+
 /// A way of telling who the resident is.
 pub trait Login: Send + Sync + fmt::Debug {
     /// The resident a request comes from; `Ok(None)` when it carries no login.
-    fn resident(&self, headers: &HeaderMap) -> Result<Option<ResidentId>, LoginError>;
+    fn resident(&self, headers: &HeaderMap) -> Result<Option<Resident>, LoginError>;
 
     /// Whether this login authenticates nobody (pages then show the development banner).
     fn is_development(&self) -> bool {
@@ -213,8 +232,10 @@ impl DevelopmentLogin {
 }
 
 impl Login for DevelopmentLogin {
-    fn resident(&self, headers: &HeaderMap) -> Result<Option<ResidentId>, LoginError> {
-        Ok(self.resident_at(headers, Instant::now()))
+    fn resident(&self, headers: &HeaderMap) -> Result<Option<Resident>, LoginError> {
+        Ok(self
+            .resident_at(headers, Instant::now())
+            .map(Resident::from))
     }
 
     fn is_development(&self) -> bool {
@@ -251,7 +272,7 @@ impl TrustedHeaderLogin {
 }
 
 impl Login for TrustedHeaderLogin {
-    fn resident(&self, headers: &HeaderMap) -> Result<Option<ResidentId>, LoginError> {
+    fn resident(&self, headers: &HeaderMap) -> Result<Option<Resident>, LoginError> {
         let mut values = headers.get_all(&self.header).iter();
         let Some(value) = values.next() else {
             return Ok(None);
@@ -266,7 +287,7 @@ impl Login for TrustedHeaderLogin {
         if text.is_empty() {
             return Ok(None);
         }
-        ResidentId::parse(text).map(Some)
+        ResidentId::parse(text).map(|id| Some(id.into()))
     }
 }
 
@@ -394,7 +415,7 @@ mod tests {
             "x-authenticated-resident",
             HeaderValue::from_bytes("住民1".as_bytes()).unwrap(),
         );
-        assert_eq!(login.resident(&h).unwrap().unwrap().as_str(), "住民1");
+        assert_eq!(login.resident(&h).unwrap().unwrap().id.as_str(), "住民1");
         h.append("x-authenticated-resident", HeaderValue::from_static("b"));
         assert!(matches!(
             login.resident(&h),

@@ -18,6 +18,7 @@
 //! not at start, so the portal starts while the provider is down; its `issuer` must be the
 //! configured one exactly.
 
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -32,7 +33,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::config::{Config, ConfigError};
-use crate::login::{Login, LoginError, ResidentId, SESSION_COOKIE, portal_cookie};
+use crate::login::{Login, LoginError, Resident, ResidentId, SESSION_COOKIE, portal_cookie};
 use crate::seal::Sealer;
 
 /// The cookie of a login in progress.
@@ -92,6 +93,9 @@ struct Pending {
 struct Session {
     resident: String,
     exp: u64,
+    /// The claims `[[identifiers]]` rules name, as the ID token had them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    ids: BTreeMap<String, String>,
 }
 
 /// The query of `GET /login/callback`.
@@ -118,6 +122,8 @@ pub struct OidcLogin {
     client_secret: String,
     redirect_url: String,
     resident_claim: String,
+    /// The claims `[[identifiers]]` rules name, kept in the session.
+    identifier_claims: Vec<String>,
     scope: String,
     http: runtime::HttpClient,
     sealer: Sealer,
@@ -189,6 +195,7 @@ impl OidcLogin {
             client_secret,
             redirect_url: l.redirect_url.clone().ok_or_else(missing)?,
             resident_claim: l.resident_claim.clone().unwrap_or_else(|| "sub".into()),
+            identifier_claims: config.identifiers.iter().map(|r| r.claim.clone()).collect(),
             scope: scope.join(" "),
             http,
             sealer,
@@ -286,7 +293,7 @@ impl OidcLogin {
         &self,
         callback: Callback,
         headers: &HeaderMap,
-    ) -> Result<(ResidentId, [Cookie<'static>; 2]), OidcError> {
+    ) -> Result<(Resident, [Cookie<'static>; 2]), OidcError> {
         let pending: Pending = self.opened(headers, LOGIN_COOKIE).ok_or(OidcError::State)?;
         if pending.exp < now_secs() || callback.state.as_deref() != Some(pending.state.as_str()) {
             return Err(OidcError::State);
@@ -318,10 +325,20 @@ impl OidcLogin {
                 OidcError::Token(format!("it has no {:?} claim", self.resident_claim))
             })?;
         let resident = ResidentId::parse(resident)?;
+        let mut ids = BTreeMap::new();
+        for claim in &self.identifier_claims {
+            // A claim the token lacks leaves that member unasked (shown as unavailable).
+            if let Some(value) = claims.get(claim).and_then(|v| v.as_str()) {
+                ResidentId::parse(value)?;
+                ids.insert(claim.clone(), value.to_owned());
+            }
+        }
         let session = Session {
             resident: resident.as_str().to_owned(),
             exp: now_secs() + self.session_ttl.as_secs(),
+            ids,
         };
+        let resident = session.resident()?;
         let cookie = portal_cookie(
             SESSION_COOKIE,
             self.seal(SESSION_COOKIE, &session)?,
@@ -463,12 +480,12 @@ impl OidcLogin {
     }
 
     /// The resident of a request's session cookie, while it lasts.
-    fn session(&self, headers: &HeaderMap) -> Option<ResidentId> {
+    fn session(&self, headers: &HeaderMap) -> Option<Resident> {
         let session: Session = self.opened(headers, SESSION_COOKIE)?;
         if session.exp <= now_secs() {
             return None;
         }
-        ResidentId::parse(&session.resident).ok()
+        session.resident().ok()
     }
 }
 
@@ -497,8 +514,21 @@ fn read_secret(path: &std::path::Path) -> Result<String, ConfigError> {
     Ok(text)
 }
 
+impl Session {
+    fn resident(&self) -> Result<Resident, LoginError> {
+        let mut claims = BTreeMap::new();
+        for (claim, value) in &self.ids {
+            claims.insert(claim.clone(), ResidentId::parse(value)?);
+        }
+        Ok(Resident {
+            id: ResidentId::parse(&self.resident)?,
+            claims,
+        })
+    }
+}
+
 impl Login for OidcLogin {
-    fn resident(&self, headers: &HeaderMap) -> Result<Option<ResidentId>, LoginError> {
+    fn resident(&self, headers: &HeaderMap) -> Result<Option<Resident>, LoginError> {
         Ok(self.session(headers))
     }
 

@@ -224,7 +224,7 @@ async fn home(
                 page::timeline_page(
                     lang.lang,
                     portal.dev(),
-                    &resident,
+                    &resident.id,
                     (&timeline, &portal.zone),
                     &VerifyHelp {
                         hint: portal.verify_hint.as_deref(),
@@ -326,7 +326,7 @@ async fn oidc_callback(
     match oidc.finish(callback, &headers).await {
         Ok((resident, [session, done])) => {
             tracing::info!(
-                resident_chars = resident.as_str().chars().count(),
+                resident_chars = resident.id.as_str().chars().count(),
                 "a resident logged in"
             );
             (jar.add(session).add(done), Redirect::to("/")).into_response()
@@ -481,7 +481,7 @@ async fn api_timeline(State(portal): State<Portal>, headers: HeaderMap) -> Respo
     };
     match portal.gateway.timeline(&resident).await {
         Ok(timeline) => axum::Json(ApiTimeline {
-            resident: &resident,
+            resident: &resident.id,
             timeline: &timeline,
         })
         .into_response(),

@@ -142,15 +142,16 @@ fn a_session_cookie_holds_until_it_expires_and_only_as_a_session() {
     let live = Session {
         resident: "131016000001".into(),
         exp: now_secs() + 60,
+        ids: BTreeMap::from([("juki".to_owned(), "J-77".to_owned())]),
     };
     let sealed = login.seal(SESSION_COOKIE, &live).unwrap();
-    assert_eq!(
-        login.session(&cookie(sealed)).unwrap().as_str(),
-        "131016000001"
-    );
+    let resident = login.session(&cookie(sealed)).unwrap();
+    assert_eq!(resident.id.as_str(), "131016000001");
+    assert_eq!(resident.claims["juki"].as_str(), "J-77");
     let expired = Session {
         resident: "131016000001".into(),
         exp: now_secs() - 1,
+        ids: BTreeMap::new(),
     };
     assert!(
         login
