@@ -33,12 +33,19 @@ fn national_state() -> RegistryState {
             ("GOV", format!("National body {m:04}"))
         };
         let id: MemberId = format!("JP/{class}/{:06}", 100_000 + m).parse().unwrap();
-        state.members.insert(id.clone(), MemberRecord { name });
+        state.members.insert(
+            id.clone(),
+            MemberRecord {
+                name,
+                ..MemberRecord::default()
+            },
+        );
         for s in 0..SUBSYSTEMS_PER_MEMBER {
             state.subsystems.insert(
                 id.subsystem(&format!("system{s}")).unwrap(),
                 SubsystemRecord {
                     name: format!("Information system {s}"),
+                    ..SubsystemRecord::default()
                 },
             );
         }

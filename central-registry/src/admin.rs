@@ -88,6 +88,24 @@ impl RegistryAdmin {
         self.run(ops::AddMember { id, name }).await
     }
 
+    /// Sets a subsystem's name per language, as residents read it.
+    pub async fn set_subsystem_profile(
+        &self,
+        id: SubsystemId,
+        profile: ops::SubsystemProfile,
+    ) -> Result<SubsystemView, RegistryError> {
+        self.run(ops::SetSubsystemProfile { id, profile }).await
+    }
+
+    /// Sets what residents read about a member: names per language, privacy contact.
+    pub async fn set_member_profile(
+        &self,
+        id: MemberId,
+        profile: ops::Profile,
+    ) -> Result<MemberView, RegistryError> {
+        self.run(ops::SetMemberProfile { id, profile }).await
+    }
+
     /// Removes a member together with its subsystems, signing keys and security servers.
     pub async fn remove_member(&self, id: MemberId) -> Result<(), RegistryError> {
         self.run(ops::RemoveMember { id }).await

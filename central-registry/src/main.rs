@@ -119,6 +119,17 @@ enum MemberCmd {
         name: String,
     },
     List,
+    /// Sets what residents read about the member: its name per language and where to ask
+    /// about its use of their data. Replaces the earlier profile.
+    Profile {
+        id: MemberId,
+        /// `LANG=NAME`, e.g. `ja=千代田区` (repeatable).
+        #[arg(long = "name")]
+        names: Vec<String>,
+        /// `https://…` or `mailto:…`.
+        #[arg(long)]
+        privacy_contact: Option<String>,
+    },
     /// Removes the member with its subsystems, keys and servers.
     Remove {
         id: MemberId,
@@ -133,6 +144,13 @@ enum SubsystemCmd {
         name: String,
     },
     List,
+    /// Sets the subsystem's name per language, as residents read it. Replaces the earlier names.
+    Profile {
+        id: SubsystemId,
+        /// `LANG=NAME`, e.g. `ja=福祉事務所` (repeatable).
+        #[arg(long = "name")]
+        names: Vec<String>,
+    },
     Remove {
         id: SubsystemId,
     },
@@ -382,11 +400,28 @@ fn dispatch<W: WithOp>(command: Command, w: W) -> Result<W::Output> {
         Command::Member(cmd) => match cmd {
             MemberCmd::Add { id, name } => w.with(ops::AddMember { id, name }),
             MemberCmd::List => w.with(ops::ListMembers),
+            MemberCmd::Profile {
+                id,
+                names,
+                privacy_contact,
+            } => w.with(ops::SetMemberProfile {
+                id,
+                profile: ops::Profile {
+                    names: language_names(names)?,
+                    privacy_contact,
+                },
+            }),
             MemberCmd::Remove { id } => w.with(ops::RemoveMember { id }),
         },
         Command::Subsystem(cmd) => match cmd {
             SubsystemCmd::Add { id, name } => w.with(ops::AddSubsystem { id, name }),
             SubsystemCmd::List => w.with(ops::ListSubsystems),
+            SubsystemCmd::Profile { id, names } => w.with(ops::SetSubsystemProfile {
+                id,
+                profile: ops::SubsystemProfile {
+                    names: language_names(names)?,
+                },
+            }),
             SubsystemCmd::Remove { id } => w.with(ops::RemoveSubsystem { id }),
         },
         Command::Group(cmd) => match cmd {
@@ -474,6 +509,20 @@ impl<'a> WithOp for Call<'a> {
     }
 }
 
+/// `--name LANG=NAME` arguments as a map.
+fn language_names(
+    names: Vec<String>,
+) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+    let mut by_lang = std::collections::BTreeMap::new();
+    for n in names {
+        let (lang, name) = n
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--name {n:?} is not LANG=NAME"))?;
+        by_lang.insert(lang.to_owned(), name.to_owned());
+    }
+    Ok(by_lang)
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
@@ -489,9 +538,19 @@ mod tests {
         &["audit"],
         &["member", "add", "JP/GOV/a", "--name", "A"],
         &["member", "list"],
+        &[
+            "member",
+            "profile",
+            "JP/GOV/a",
+            "--name",
+            "ja=甲",
+            "--privacy-contact",
+            "https://a.example.jp/privacy",
+        ],
         &["member", "remove", "JP/GOV/a"],
         &["subsystem", "add", "JP/GOV/a/s"],
         &["subsystem", "list"],
+        &["subsystem", "profile", "JP/GOV/a/s", "--name", "ja=甲"],
         &["subsystem", "remove", "JP/GOV/a/s"],
         &["group", "add", "JP/g"],
         &["group", "list"],

@@ -12,14 +12,23 @@ use serde::{Deserialize, Serialize};
 
 use crate::util::b64;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberRecord {
     pub name: String,
+    /// The name per language, for residents (`ja` → `千代田区`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub names: BTreeMap<String, String>,
+    /// Where residents ask about the member's use of their data (`https:` or `mailto:`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub privacy_contact: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SubsystemRecord {
     pub name: String,
+    /// The name per language, for residents.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub names: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -171,6 +180,7 @@ pub fn build_configuration(
             subs.push(pb::Subsystem {
                 id: sid.to_string(),
                 name: s.name.clone(),
+                names: s.names.clone(),
             });
         }
         let signing_keys = state
@@ -192,6 +202,8 @@ pub fn build_configuration(
             name: record.name.clone(),
             subsystems: subs,
             signing_keys,
+            names: record.names.clone(),
+            privacy_contact: record.privacy_contact.clone().unwrap_or_default(),
         });
     }
 
@@ -254,8 +266,13 @@ mod tests {
         let da: MemberId = "JP/GOV/digital-agency".parse().unwrap();
         let mun: MemberId = "JP/MUN/131016".parse().unwrap();
         for (m, name) in [(&mun, "Chiyoda"), (&da, "Digital Agency")] {
-            s.members
-                .insert(m.clone(), MemberRecord { name: name.into() });
+            s.members.insert(
+                m.clone(),
+                MemberRecord {
+                    name: name.into(),
+                    ..MemberRecord::default()
+                },
+            );
         }
         let portal = da.subsystem("portal").unwrap();
         let records = mun.subsystem("records").unwrap();
@@ -265,6 +282,7 @@ mod tests {
                 sid.clone(),
                 SubsystemRecord {
                     name: sid.code().into(),
+                    ..SubsystemRecord::default()
                 },
             );
         }

@@ -417,7 +417,13 @@ mod tests {
         store
             .commit(
                 &[
-                    Change::PutMember(m.clone(), MemberRecord { name: "DA".into() }),
+                    Change::PutMember(
+                        m.clone(),
+                        MemberRecord {
+                            name: "DA".into(),
+                            ..MemberRecord::default()
+                        },
+                    ),
                     Change::PutKey(
                         m.clone(),
                         key.key_id(),

@@ -81,10 +81,74 @@ async fn every_change_gets_a_higher_serial_and_removals_take_effect() {
     expect_higher("add member").await;
     admin.add_member(mun.clone(), "Chiyoda").await.unwrap();
     expect_higher("add second member").await;
+    // What residents read about the member: its names and its privacy contact, published.
+    let profile = |names: &[(&str, &str)], contact: Option<&str>| central_registry::ops::Profile {
+        names: names
+            .iter()
+            .map(|(l, n)| ((*l).to_owned(), (*n).to_owned()))
+            .collect(),
+        privacy_contact: contact.map(str::to_owned),
+    };
+    admin
+        .set_member_profile(
+            mun.clone(),
+            profile(
+                &[("ja", "千代田区"), ("en", "Chiyoda City")],
+                Some("mailto:kojinjoho@city.chiyoda.example.jp"),
+            ),
+        )
+        .await
+        .unwrap();
+    expect_higher("member profile").await;
+    let (_, conf) = registry.fetch().await;
+    let chiyoda = conf.conf().member(&mun).unwrap();
+    assert_eq!(chiyoda.name_in("ja"), "千代田区");
+    assert_eq!(chiyoda.name_in("fr"), "Chiyoda");
+    assert_eq!(
+        chiyoda.privacy_contact.as_deref(),
+        Some("mailto:kojinjoho@city.chiyoda.example.jp")
+    );
+    for (names, contact) in [
+        (&[("japanese", "x")][..], None),
+        (&[("ja", " ")][..], None),
+        (&[][..], Some("javascript:alert(1)")),
+        (&[][..], Some("http://plain.example.jp")),
+    ] {
+        assert!(
+            admin
+                .set_member_profile(mun.clone(), profile(names, contact))
+                .await
+                .is_err(),
+            "{names:?} {contact:?}"
+        );
+    }
     admin.add_subsystem(portal.clone(), "Portal").await.unwrap();
     expect_higher("add subsystem").await;
     admin.add_subsystem(records.clone(), "").await.unwrap();
     expect_higher("add another subsystem").await;
+    admin
+        .set_subsystem_profile(
+            records.clone(),
+            central_registry::ops::SubsystemProfile {
+                names: [("ja".to_owned(), "住民・税務".to_owned())].into(),
+            },
+        )
+        .await
+        .unwrap();
+    expect_higher("subsystem profile").await;
+    let (_, conf) = registry.fetch().await;
+    assert_eq!(conf.conf().subsystem_names(&records)["ja"], "住民・税務");
+    assert!(
+        admin
+            .set_subsystem_profile(
+                records.clone(),
+                central_registry::ops::SubsystemProfile {
+                    names: [("JA".to_owned(), "x".to_owned())].into(),
+                },
+            )
+            .await
+            .is_err()
+    );
     admin.add_group(group.clone(), "Portals").await.unwrap();
     expect_higher("add group").await;
     admin
@@ -185,6 +249,8 @@ async fn every_change_gets_a_higher_serial_and_removals_take_effect() {
     let actions: Vec<&str> = audit.iter().map(|a| a.action.as_str()).collect();
     for action in [
         "member.add",
+        "member.profile",
+        "subsystem.profile",
         "subsystem.add",
         "group.add-member",
         "token.issue",

@@ -46,8 +46,37 @@ impl MemberKey {
 pub struct MemberInfo {
     pub id: MemberId,
     pub name: String,
+    /// The name per language (`ja`, `en`, …), for residents; `name` stands in for others.
+    pub names: BTreeMap<String, String>,
+    /// Where residents ask about the member's use of their data (`https:` or `mailto:`).
+    pub privacy_contact: Option<String>,
     pub subsystems: Vec<SubsystemId>,
     pub signing_keys: Vec<MemberKey>,
+}
+
+impl MemberInfo {
+    /// The name for readers of `lang`: its own, else `name`.
+    pub fn name_in(&self, lang: &str) -> &str {
+        self.names
+            .get(lang)
+            .map_or(self.name.as_str(), String::as_str)
+    }
+}
+
+/// Whether `url` may be published as a privacy contact: `https://…` or `mailto:…`, printable,
+/// at most 512 bytes.
+pub fn is_contact_url(url: &str) -> bool {
+    (url.starts_with("https://") || url.starts_with("mailto:"))
+        && url.len() <= 512
+        && url.len() > "mailto:".len()
+        && !url
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace() || c == '"' || c == '<' || c == '>')
+}
+
+/// Whether `tag` is a language tag the configuration uses for names: 2 or 3 lower-case letters.
+pub fn is_language(tag: &str) -> bool {
+    (2..=3).contains(&tag.len()) && tag.bytes().all(|b| b.is_ascii_lowercase())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,6 +143,8 @@ pub struct GlobalConf {
     expires_at: i64,
     members: BTreeMap<MemberId, MemberInfo>,
     subsystems: BTreeMap<SubsystemId, String>,
+    /// Subsystem names per language (only of subsystems that published some).
+    subsystem_names: BTreeMap<SubsystemId, BTreeMap<String, String>>,
     servers: BTreeMap<SecurityServerId, ServerInfo>,
     hosting: HashMap<SubsystemId, Vec<SecurityServerId>>,
     by_cert: HashMap<[u8; 32], SecurityServerId>,
@@ -149,6 +180,7 @@ impl GlobalConf {
 
         let mut members = BTreeMap::new();
         let mut subsystems = BTreeMap::new();
+        let mut subsystem_names = BTreeMap::new();
         for m in &c.members {
             let id: MemberId = m.id.parse()?;
             own(&m.id, id.instance())?;
@@ -162,6 +194,17 @@ impl GlobalConf {
                 }
                 if subsystems.insert(sid.clone(), s.name.clone()).is_some() {
                     return Err(inconsistent(format!("subsystem {sid} listed twice")));
+                }
+                if !s.names.is_empty() {
+                    if s.names
+                        .iter()
+                        .any(|(lang, name)| !is_language(lang) || name.trim().is_empty())
+                    {
+                        return Err(inconsistent(format!(
+                            "subsystem {sid} has a name that is not of a language or is empty"
+                        )));
+                    }
+                    subsystem_names.insert(sid.clone(), s.names.clone());
                 }
                 subs.push(sid);
             }
@@ -183,9 +226,27 @@ impl GlobalConf {
                     valid_until: (k.valid_until != 0).then_some(k.valid_until),
                 });
             }
+            for (lang, name) in &m.names {
+                if !is_language(lang) || name.trim().is_empty() {
+                    return Err(inconsistent(format!(
+                        "member {id} has a name for {lang:?} that is not a language or is empty"
+                    )));
+                }
+            }
+            if !m.privacy_contact.is_empty() && !is_contact_url(&m.privacy_contact) {
+                return Err(inconsistent(format!(
+                    "member {id}'s privacy contact is not an https: or mailto: URL"
+                )));
+            }
             let info = MemberInfo {
                 id: id.clone(),
                 name: m.name.clone(),
+                names: m
+                    .names
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+                privacy_contact: (!m.privacy_contact.is_empty()).then(|| m.privacy_contact.clone()),
                 subsystems: subs,
                 signing_keys: keys,
             };
@@ -271,6 +332,7 @@ impl GlobalConf {
             expires_at: c.expires_at,
             members,
             subsystems,
+            subsystem_names,
             servers,
             hosting,
             by_cert,
@@ -312,6 +374,10 @@ impl GlobalConf {
     /// The subsystem's name, if the configuration lists it.
     pub fn subsystem_name(&self, id: &SubsystemId) -> Option<&str> {
         self.subsystems.get(id).map(String::as_str)
+    }
+    /// The subsystem's names per language, as it published them (empty when none).
+    pub fn subsystem_names(&self, id: &SubsystemId) -> BTreeMap<String, String> {
+        self.subsystem_names.get(id).cloned().unwrap_or_default()
     }
     pub fn has_subsystem(&self, id: &SubsystemId) -> bool {
         self.subsystems.contains_key(id)

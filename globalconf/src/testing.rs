@@ -84,6 +84,7 @@ impl ConfBuilder {
             member.subsystems.push(pb::Subsystem {
                 id: id.into(),
                 name: code,
+                ..pb::Subsystem::default()
             });
         }
         self
@@ -164,6 +165,7 @@ impl ConfBuilder {
                     name: id.rsplit('/').next().unwrap_or(id).into(),
                     subsystems: Vec::new(),
                     signing_keys: Vec::new(),
+                    ..pb::Member::default()
                 });
                 self.pb.members.len() - 1
             }

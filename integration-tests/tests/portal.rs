@@ -57,7 +57,12 @@ async fn rows(browser: &Browser) -> Vec<(String, String, String)> {
         out.push((
             row.find("td.who").await.unwrap().text().await.unwrap(),
             row.find("td.what").await.unwrap().text().await.unwrap(),
-            row.find("td.why").await.unwrap().text().await.unwrap(),
+            row.find("td.why .purpose")
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap(),
         ));
     }
     out
@@ -144,17 +149,49 @@ async fn a_resident_logs_in_with_a_real_browser_and_sees_who_accessed_their_data
     let seen = rows(&browser).await;
     assert_eq!(seen.len(), 2, "{seen:?}");
     let (who, what, why) = &seen[0];
-    assert!(who.contains("Osaka City (大阪市)"), "{who}");
-    assert!(who.contains("Welfare office"), "{who}");
+    // Organisations as they name themselves in the page's language.
+    assert!(
+        who.contains("Osaka City") && !who.contains("大阪市"),
+        "{who}"
+    );
+    assert!(
+        who.contains("Welfare office") && !who.contains("福祉事務所"),
+        "{who}"
+    );
     // Services as their provider names them for residents.
     assert!(what.contains("Tax certificate"), "{what}");
-    assert!(what.contains("Chiyoda City"), "{what}");
+    assert!(
+        what.contains("Chiyoda City") && !what.contains("千代田区"),
+        "{what}"
+    );
     assert_eq!(why, "生活保護の要否判定 (public assistance assessment)");
     let (who, what, why) = &seen[1];
-    assert!(who.contains("Digital Agency (デジタル庁)"), "{who}");
-    assert!(who.contains("Public benefits system"), "{who}");
+    assert!(
+        who.contains("Digital Agency") && !who.contains("デジタル庁"),
+        "{who}"
+    );
+    assert!(
+        who.contains("Public benefits system") && !who.contains("給付"),
+        "{who}"
+    );
     assert!(what.contains("Resident record"), "{what}");
     assert_eq!(why, "児童手当の認定 (child allowance eligibility)");
+    // Each entry says whom to ask about it (the contact the member published in the global
+    // configuration) and what purpose and legal basis mean.
+    let contacts = browser.find_all("#timeline a.contact").await.unwrap();
+    assert_eq!(contacts.len(), 2);
+    assert_eq!(
+        contacts[0].attribute("href").await.unwrap().as_deref(),
+        Some("https://www.city.osaka.example.jp/privacy")
+    );
+    assert_eq!(
+        contacts[1].attribute("href").await.unwrap().as_deref(),
+        Some("https://www.digital.example.jp/privacy")
+    );
+    assert_eq!(
+        browser.find_all("#timeline a.explain").await.unwrap().len(),
+        2
+    );
     // Each entry offers its evidence.
     let links = browser.find_all("#timeline a.evidence").await.unwrap();
     assert_eq!(links.len(), 2);
@@ -190,8 +227,25 @@ async fn a_resident_logs_in_with_a_real_browser_and_sees_who_accessed_their_data
     let japanese = rows(&browser).await;
     assert_eq!(japanese.len(), seen.len());
     for ((who, what, why), (en_who, en_what, en_why)) in japanese.iter().zip(&seen) {
-        assert_eq!((who, why), (en_who, en_why));
-        assert!(what.contains("保有機関"), "{what}");
+        assert_eq!(why, en_why);
+        assert_ne!(who, en_who);
+        assert!(
+            ["大阪市", "デジタル庁"].iter().any(|n| who.contains(n))
+                && !who.contains("Osaka")
+                && !who.contains("Digital Agency"),
+            "{who}"
+        );
+        assert!(
+            what.contains("保有機関: 千代田区") && !what.contains("Chiyoda"),
+            "{what}"
+        );
+        // Who accessed what, on the Japanese page: no English.
+        for cell in [who, what] {
+            assert!(
+                !cell.chars().any(|c| c.is_ascii_alphabetic()),
+                "English on the Japanese page: {cell}"
+            );
+        }
         let japanese_name = match en_what.lines().next() {
             Some("Tax certificate") => "課税証明書",
             Some("Resident record") => "住民票",
@@ -200,14 +254,20 @@ async fn a_resident_logs_in_with_a_real_browser_and_sees_who_accessed_their_data
         assert_eq!(what.lines().next(), Some(japanese_name));
     }
 
-    // The timeline is accessible and fits a phone, in both languages.
+    // The timeline is accessible and fits a phone, in both languages; so is the explanation
+    // of purpose and legal basis.
     for lang in ["ja", "en"] {
         let url = format!("{portal}/?lang={lang}");
         assert_accessible(&browser, &url).await;
         assert_fits_a_phone(&browser, &url).await;
+        let about = format!("{portal}/about?lang={lang}");
+        assert_accessible(&browser, &about).await;
+        assert_fits_a_phone(&browser, &about).await;
+        browser.find("#about").await.unwrap();
     }
 
     // Logging out ends the session; another resident sees only theirs.
+    browser.goto(&portal).await.unwrap();
     log_out(&browser).await;
     log_in(&browser, "131016000002").await;
     let seen = rows(&browser).await;

@@ -83,6 +83,13 @@ struct Texts {
     login_required: &'static str,
     login_required_text: &'static str,
     oidc_intro: &'static str,
+    question_access: &'static str,
+    purpose_explained: &'static str,
+    about_heading: &'static str,
+    about_purpose: &'static str,
+    about_basis: &'static str,
+    about_question: &'static str,
+    about_back: &'static str,
     oidc_button: &'static str,
     logged_in_as: &'static str,
     logout: &'static str,
@@ -133,6 +140,13 @@ const JA: Texts = Texts {
     login_required: "ログインが必要です",
     login_required_text: "このページを見るには、ポータルの認証を通してログインしてください。",
     oidc_intro: "本人確認のため、認証サービスでログインしてください。ログインすると、あなたの情報に誰がいつ、なぜアクセスしたかを表示します。",
+    question_access: "この利用について問い合わせる",
+    purpose_explained: "「目的」と「根拠」とは",
+    about_heading: "利用の目的と根拠について",
+    about_purpose: "「目的」は、その機関があなたの情報を使った理由です。問い合わせのたびに、照会した機関が記録し、提供した機関のセキュリティサーバーが署名付きの記録に残します。",
+    about_basis: "行政機関は、法律や条例が定める事務(法令上の根拠)のためにだけ、他の機関が持つあなたの情報を照会できます。目的には、その事務の名前や根拠となる法令が書かれます。",
+    about_question: "記録された利用に心当たりがない場合や、目的に疑問がある場合は、各行の「この利用について問い合わせる」から、その機関の個人情報の窓口に問い合わせてください。記録の証拠(ダウンロードできるファイル)を添えると、機関は同じ記録を確認できます。",
+    about_back: "利用履歴に戻る",
     oidc_button: "認証サービスでログイン",
     logged_in_as: "ログイン中:",
     logout: "ログアウト",
@@ -183,6 +197,13 @@ const EN: Texts = Texts {
     login_required: "Login required",
     login_required_text: "Please log in through the portal's sign-in to see this page.",
     oidc_intro: "Log in with the identity service to prove who you are. You then see who accessed your data, when, and why.",
+    question_access: "Ask about this access",
+    purpose_explained: "What purpose and legal basis mean",
+    about_heading: "About the purpose and legal basis of an access",
+    about_purpose: "The purpose is why the organisation used your data. The organisation that asked states it with every request, and the providing organisation's security server keeps it in a signed record.",
+    about_basis: "A public body may ask another for your data only for a task that a law or ordinance gives it (its legal basis). The purpose names that task or the law it rests on.",
+    about_question: "If you do not recognise an access, or doubt its purpose, use \"Ask about this access\" on its row to reach that organisation's personal data contact. Attach the evidence file of the access: the organisation can check the same record.",
+    about_back: "Back to the access history",
     oidc_button: "Log in with the identity service",
     logged_in_as: "Logged in as",
     logout: "Log out",
@@ -350,6 +371,23 @@ pub fn oidc_login_page(lang: Lang) -> String {
         }
     };
     document(lang, false, t.login_heading, body)
+}
+
+/// `GET /about`: what the purpose and the legal basis of an access mean, and how to question
+/// one.
+pub fn about_page(lang: Lang) -> String {
+    let t = lang.texts();
+    let body = html! {
+        (page_header(lang))
+        main {
+            h2 id="about" { (t.about_heading) }
+            p { (t.about_purpose) }
+            p { (t.about_basis) }
+            p { (t.about_question) }
+            p { a href="/" { (t.about_back) } }
+        }
+    };
+    document(lang, false, t.about_heading, body)
 }
 
 /// Shown (401) when a trusted-header login finds no resident.
@@ -524,9 +562,9 @@ fn access_row(lang: Lang, zone: &TimeZone, entry: &AccessEntry) -> Markup {
                 }
             }
             td class="who" data-label=(t.th_who) {
-                span class="org" { (r.client_organisation()) }
+                span class="org" { (r.client_organisation_in(lang.code())) }
                 br;
-                span class="subsystem sub" { (r.client_subsystem()) }
+                span class="subsystem sub" { (r.client_subsystem_in(lang.code())) }
             }
             td class="what" data-label=(t.th_what) {
                 span class="service" title=(r.service_code) { (r.service_name(lang.code())) }
@@ -534,12 +572,22 @@ fn access_row(lang: Lang, zone: &TimeZone, entry: &AccessEntry) -> Markup {
                     " " span class="status sub" { "(" (t.answer_status) " " (s) ")" }
                 }
                 br;
-                span class="provider sub" { (t.data_of) " " (entry.provider_member_name) }
+                span class="provider sub" { (t.data_of) " " (entry.provider_name_in(lang.code())) }
             }
             td class="why" data-label=(t.th_why) {
-                @match r.stated_purpose() {
-                    Some(p) => (p),
-                    None => span class="not-stated" { (t.not_stated) },
+                span class="purpose" {
+                    @match r.stated_purpose() {
+                        Some(p) => (p),
+                        None => span class="not-stated" { (t.not_stated) },
+                    }
+                }
+                br;
+                span class="question sub" {
+                    @if let Some(contact) = r.privacy_contact() {
+                        a class="contact" href=(contact) { (t.question_access) }
+                        " · "
+                    }
+                    a class="explain" href={ "/about?lang=" (lang.code()) } { (t.purpose_explained) }
                 }
             }
             td class="proof" data-label=(t.th_proof) { a class="evidence" href=(href) { (t.download) } }

@@ -49,8 +49,21 @@ pub struct UsageRecord {
     pub client: String,
     #[serde(default, deserialize_with = "null_as_empty")]
     pub client_member_name: String,
+    /// The client's member's names per language, from the global configuration.
+    #[serde(default)]
+    pub client_member_names: std::collections::BTreeMap<String, String>,
+    /// Where residents ask the client's member about its use of their data, as the member
+    /// published it; shown only when it is an `https:` or `mailto:` URL.
+    #[serde(default)]
+    pub client_privacy_contact: Option<String>,
+    /// The provider's member's names per language.
+    #[serde(default)]
+    pub provider_member_names: std::collections::BTreeMap<String, String>,
     #[serde(default, deserialize_with = "null_as_empty")]
     pub client_subsystem_name: String,
+    /// The client subsystem's names per language, from the global configuration.
+    #[serde(default)]
+    pub client_subsystem_names: std::collections::BTreeMap<String, String>,
     #[serde(default, deserialize_with = "null_as_empty")]
     pub service: String,
     pub service_code: String,
@@ -84,6 +97,24 @@ impl UsageRecord {
             .map_or(self.service_code.as_str(), String::as_str)
     }
 
+    /// The client's organisation for a reader of `lang`: its name in that language, else its
+    /// name, else its member identifier.
+    pub fn client_organisation_in(&self, lang: &str) -> &str {
+        match self.client_member_names.get(lang) {
+            Some(name) if !name.trim().is_empty() => name,
+            _ => self.client_organisation(),
+        }
+    }
+
+    /// Where to ask the client's organisation about this access: its published contact, when
+    /// it is a URL a page may link to (`https:` or `mailto:`; anything else, such as a
+    /// `javascript:` URL from a provider's server, is not shown).
+    pub fn privacy_contact(&self) -> Option<&str> {
+        self.client_privacy_contact
+            .as_deref()
+            .filter(|c| globalconf::conf::is_contact_url(c))
+    }
+
     /// The client's organisation: its name, or its member identifier when it has none.
     pub fn client_organisation(&self) -> &str {
         if !self.client_member_name.trim().is_empty() {
@@ -93,6 +124,15 @@ impl UsageRecord {
         match self.client.rsplit_once('/') {
             Some((member, _)) if member.matches('/').count() == 2 => member,
             _ => &self.client,
+        }
+    }
+
+    /// The client subsystem for a reader of `lang`: its name in that language, else its name,
+    /// else its identifier.
+    pub fn client_subsystem_in(&self, lang: &str) -> &str {
+        match self.client_subsystem_names.get(lang) {
+            Some(name) if !name.trim().is_empty() => name,
+            _ => self.client_subsystem(),
         }
     }
 
@@ -485,6 +525,17 @@ pub struct AccessEntry {
     pub provider_subsystem_name: String,
     #[serde(flatten)]
     pub record: UsageRecord,
+}
+
+impl AccessEntry {
+    /// The provider's organisation for a reader of `lang`: its name in that language, else its
+    /// name.
+    pub fn provider_name_in(&self, lang: &str) -> &str {
+        match self.record.provider_member_names.get(lang) {
+            Some(name) if !name.trim().is_empty() => name,
+            _ => &self.provider_member_name,
+        }
+    }
 }
 
 /// Every provider's records as one list, newest first, and how each provider answered.

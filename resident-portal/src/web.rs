@@ -11,6 +11,7 @@
 //! | `POST /logout` | ends the session; 303 to `/` |
 //! | `GET /evidence?provider=…&id=…[&server=…]` | the evidence bundle of one access, for the logged-in resident (of the provider's server that holds it, when it has several) |
 //! | `GET /api/timeline` | the timeline as JSON |
+//! | `GET /about` | what the purpose and legal basis of an access mean, how to question one |
 //! | `GET /health` | `{"status":"ok"}` |
 //!
 //! Any page takes `?lang=ja|en`, remembered in the `portal_lang` cookie; without it the
@@ -94,6 +95,7 @@ pub fn router(config: Config) -> Result<Router, ConfigError> {
         .route("/login/callback", get(oidc_callback))
         .route("/logout", post(logout))
         .route("/evidence", get(evidence))
+        .route("/about", get(about))
         .route("/api/timeline", get(api_timeline))
         .route("/health", get(health))
         .fallback(not_found)
@@ -487,6 +489,18 @@ async fn api_timeline(State(portal): State<Portal>, headers: HeaderMap) -> Respo
         .into_response(),
         Err(e) => json_error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     }
+}
+
+/// `GET /about`: what purpose and legal basis mean (no login needed).
+async fn about(
+    State(portal): State<Portal>,
+    uri: Uri,
+    jar: CookieJar,
+    headers: HeaderMap,
+) -> Response {
+    let lang = portal.page_lang(&uri, &jar, &headers);
+    let response = html(StatusCode::OK, page::about_page(lang.lang));
+    with_lang_cookie(jar, response, lang)
 }
 
 async fn health() -> Response {

@@ -527,7 +527,7 @@ async fn development_login_shows_the_residents_own_timeline_newest_first() {
         "provider organisation: {first}"
     );
     assert!(
-        first.contains("<td class=\"why\" data-label=\"目的\">生活保護の要否判定 (public assistance assessment)</td>")
+        first.contains("<td class=\"why\" data-label=\"目的\"><span class=\"purpose\">生活保護の要否判定 (public assistance assessment)</span>")
     );
     assert!(first.contains(
         "<a class=\"evidence\" href=\"/evidence?provider=JP%2FMUN%2F131016%2Frecords&amp;id=a-tax-1\""
@@ -543,7 +543,7 @@ async fn development_login_shows_the_residents_own_timeline_newest_first() {
         "provider organisation: {second}"
     );
     assert!(second.contains(
-        "<td class=\"why\" data-label=\"目的\"><span class=\"not-stated\">記載なし</span></td>"
+        "<td class=\"why\" data-label=\"目的\"><span class=\"purpose\"><span class=\"not-stated\">記載なし</span></span>"
     ));
 
     assert!(html.contains("<ul id=\"sources\">"));
@@ -735,7 +735,7 @@ async fn text_from_the_network_is_escaped() {
     assert!(!html.contains("<i>svc"));
     // maud leaves ' as it is: its attributes are always double-quoted.
     assert!(html.contains(
-        "<td class=\"why\" data-label=\"目的\">&lt;script&gt;alert('purpose')&lt;/script&gt;</td>"
+        "<td class=\"why\" data-label=\"目的\"><span class=\"purpose\">&lt;script&gt;alert('purpose')&lt;/script&gt;</span>"
     ));
     assert!(html.contains("&lt;b&gt;Evil&lt;/b&gt; &amp; Co"));
     assert_eq!(rows(&html)[0].0, "evil-1");

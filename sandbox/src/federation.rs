@@ -265,9 +265,30 @@ impl Federation {
             admin_handle
                 .add_member(m.id.clone(), m.name.clone())
                 .await?;
+            if !m.names.is_empty() || m.privacy_contact.is_some() {
+                let profile = central_registry::ops::Profile {
+                    names: m.names.iter().cloned().collect(),
+                    privacy_contact: m.privacy_contact.clone(),
+                };
+                admin_handle
+                    .set_member_profile(m.id.clone(), profile)
+                    .await?;
+            }
             for (code, name) in &m.subsystems {
                 let sub = m.id.subsystem(code).map_err(|e| setup(e.to_string()))?;
-                admin_handle.add_subsystem(sub, name.clone()).await?;
+                let names: std::collections::BTreeMap<String, String> = m
+                    .subsystem_names
+                    .iter()
+                    .filter(|(c, _, _)| c == code)
+                    .map(|(_, lang, name)| (lang.clone(), name.clone()))
+                    .collect();
+                admin_handle
+                    .add_subsystem(sub.clone(), name.clone())
+                    .await?;
+                if !names.is_empty() {
+                    let profile = central_registry::ops::SubsystemProfile { names };
+                    admin_handle.set_subsystem_profile(sub, profile).await?;
+                }
             }
         }
 
@@ -487,10 +508,9 @@ impl Federation {
                 danger_development_login: true,
                 ..resident_portal::LoginConfig::default()
             },
-            verify_hint: Some(format!(
-                "the sandbox's anchor file: {}",
-                self.description.anchor.display()
-            )),
+            // Shown after the page's own "where to get the anchor file:": the path alone, so the
+            // Japanese page has no English in it.
+            verify_hint: Some(self.description.anchor.display().to_string()),
             ..resident_portal::Config::default()
         };
         // Checked here, so a bad configuration fails the start instead of the task.

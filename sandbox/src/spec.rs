@@ -15,6 +15,12 @@ pub struct MemberSpec {
     pub name: String,
     /// (subsystem code, name)
     pub subsystems: Vec<(String, String)>,
+    /// (language, name), as residents read it.
+    pub names: Vec<(String, String)>,
+    /// (subsystem code, language, name), as residents read them.
+    pub subsystem_names: Vec<(String, String, String)>,
+    /// Where residents ask about the member's use of their data.
+    pub privacy_contact: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -133,6 +139,21 @@ impl FederationSpec {
                             "Public benefits system (給付事務システム)".into(),
                         ),
                     ],
+                    names: vec![
+                        ("ja".into(), "デジタル庁".into()),
+                        ("en".into(), "Digital Agency".into()),
+                    ],
+                    privacy_contact: Some("https://www.digital.example.jp/privacy".into()),
+                    subsystem_names: vec![
+                        ("portal".into(), "ja".into(), "住民向けポータル".into()),
+                        ("portal".into(), "en".into(), "Resident portal".into()),
+                        ("benefits".into(), "ja".into(), "給付事務システム".into()),
+                        (
+                            "benefits".into(),
+                            "en".into(),
+                            "Public benefits system".into(),
+                        ),
+                    ],
                 },
                 MemberSpec {
                     id: id("JP/MUN/131016"),
@@ -141,27 +162,73 @@ impl FederationSpec {
                         "records".into(),
                         "Resident and tax records (住民・税務)".into(),
                     )],
+                    names: vec![
+                        ("ja".into(), "千代田区".into()),
+                        ("en".into(), "Chiyoda City".into()),
+                    ],
+                    privacy_contact: Some("mailto:kojinjoho@city.chiyoda.example.jp".into()),
+                    subsystem_names: vec![
+                        ("records".into(), "ja".into(), "住民・税務".into()),
+                        (
+                            "records".into(),
+                            "en".into(),
+                            "Resident and tax records".into(),
+                        ),
+                    ],
                 },
                 MemberSpec {
                     id: id("JP/MUN/271004"),
                     name: "Osaka City (大阪市)".into(),
                     subsystems: vec![("welfare".into(), "Welfare office (福祉事務所)".into())],
+                    names: vec![
+                        ("ja".into(), "大阪市".into()),
+                        ("en".into(), "Osaka City".into()),
+                    ],
+                    privacy_contact: Some("https://www.city.osaka.example.jp/privacy".into()),
+                    subsystem_names: vec![
+                        ("welfare".into(), "ja".into(), "福祉事務所".into()),
+                        ("welfare".into(), "en".into(), "Welfare office".into()),
+                    ],
                 },
                 // 共同利用方式: Tokyo runs one security server for two small municipalities.
                 MemberSpec {
                     id: id("JP/MUN/130001"),
                     name: "Tokyo Metropolitan Government (東京都)".into(),
                     subsystems: Vec::new(),
+                    names: vec![
+                        ("ja".into(), "東京都".into()),
+                        ("en".into(), "Tokyo Metropolitan Government".into()),
+                    ],
+                    privacy_contact: Some("https://www.metro.tokyo.example.jp/privacy".into()),
+                    subsystem_names: vec![],
                 },
                 MemberSpec {
                     id: id("JP/MUN/133078"),
                     name: "Hinohara Village (檜原村)".into(),
                     subsystems: vec![("juki".into(), "Resident registry (住民記録)".into())],
+                    names: vec![
+                        ("ja".into(), "檜原村".into()),
+                        ("en".into(), "Hinohara Village".into()),
+                    ],
+                    privacy_contact: Some("https://www.vill.hinohara.example.jp/privacy".into()),
+                    subsystem_names: vec![
+                        ("juki".into(), "ja".into(), "住民記録".into()),
+                        ("juki".into(), "en".into(), "Resident registry".into()),
+                    ],
                 },
                 MemberSpec {
                     id: id("JP/MUN/133086"),
                     name: "Okutama Town (奥多摩町)".into(),
                     subsystems: vec![("juki".into(), "Resident registry (住民記録)".into())],
+                    names: vec![
+                        ("ja".into(), "奥多摩町".into()),
+                        ("en".into(), "Okutama Town".into()),
+                    ],
+                    privacy_contact: Some("https://www.town.okutama.example.jp/privacy".into()),
+                    subsystem_names: vec![
+                        ("juki".into(), "ja".into(), "住民記録".into()),
+                        ("juki".into(), "en".into(), "Resident registry".into()),
+                    ],
                 },
             ],
             servers: vec![

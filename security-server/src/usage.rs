@@ -286,23 +286,35 @@ pub fn page_json(
     conf: &GlobalConf,
     service_names: impl Fn(&ServiceId) -> BTreeMap<String, String>,
 ) -> serde_json::Value {
+    let provider_names = conf
+        .member(provider.member())
+        .map(|m| m.names.clone())
+        .unwrap_or_default();
     let records: Vec<serde_json::Value> = page
         .accesses
         .iter()
         .map(|(a, status)| {
+            let member = conf.member(a.client.member());
             serde_json::json!({
                 "time": runtime::time::rfc3339_millis(a.logged_at_ms),
                 "time_ms": a.logged_at_ms,
                 "message_id": a.message_id,
                 "client": a.client.to_string(),
-                "client_member_name": conf
-                    .member(a.client.member())
-                    .map(|m| m.name.as_str())
-                    .unwrap_or_default(),
+                "client_member_name": member.map(|m| m.name.as_str()).unwrap_or_default(),
+                // The member's own names per language and its privacy contact, from the
+                // global configuration: what residents read and where they ask.
+                "client_member_names": member.map(|m| m.names.clone()).unwrap_or_default(),
+                "client_privacy_contact": member.and_then(|m| m.privacy_contact.as_deref()),
+                "provider_member_names": provider_names,
                 "client_subsystem_name": a
                     .client
                     .subsystem()
                     .and_then(|s| conf.subsystem_name(s))
+                    .unwrap_or_default(),
+                "client_subsystem_names": a
+                    .client
+                    .subsystem()
+                    .map(|s| conf.subsystem_names(s))
                     .unwrap_or_default(),
                 "service": a.service.to_string(),
                 "service_code": a.service.code(),

@@ -83,7 +83,10 @@ impl AdminOp for AddMember {
                 "member {id} already exists"
             )));
         }
-        let record = MemberRecord { name: name.clone() };
+        let record = MemberRecord {
+            name: name.clone(),
+            ..MemberRecord::default()
+        };
         core.execute(
             vec![Change::PutMember(id.clone(), record.clone())],
             audit("member.add", json!({"id": id, "name": name})),
@@ -91,6 +94,97 @@ impl AdminOp for AddMember {
             now,
         )?;
         Ok(core.member_view(&id, &record, Vec::new()))
+    }
+    fn text(&self, member: &MemberView) -> String {
+        member_text(member)
+    }
+}
+
+/// `POST /admin/v1/members/{id}/profile` with a [`Profile`]: what residents read about the
+/// member: its name per language and where to ask about its use of their data. Replaces the
+/// earlier profile; published with the next configuration.
+#[derive(Debug, Clone)]
+pub struct SetMemberProfile {
+    pub id: MemberId,
+    pub profile: Profile,
+}
+
+/// The body of [`SetMemberProfile`].
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    /// Language (`ja`, `en`: 2–3 lower-case letters) → name.
+    #[serde(default)]
+    pub names: std::collections::BTreeMap<String, String>,
+    /// `https://…` or `mailto:…`.
+    #[serde(default)]
+    pub privacy_contact: Option<String>,
+}
+
+impl Endpoint for SetMemberProfile {
+    const METHOD: Method = Method::POST;
+    const PATH: &'static str = "/members/{id}/profile";
+    const INPUT: Input = Input::Json;
+    type Path = MemberId;
+    type Body = Profile;
+    type Response = MemberView;
+
+    fn from_wire(id: MemberId, profile: Profile) -> Self {
+        Self { id, profile }
+    }
+    fn to_wire(&self) -> (MemberId, Profile) {
+        (self.id.clone(), self.profile.clone())
+    }
+}
+
+impl AdminOp for SetMemberProfile {
+    fn apply(self, core: &mut Core, now: i64) -> Result<MemberView, RegistryError> {
+        let id = self.id;
+        let mut record = core
+            .state
+            .members
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| not_found(format!("member {id}")))?;
+        let mut names = std::collections::BTreeMap::new();
+        for (lang, name) in self.profile.names {
+            let name = name.trim().to_owned();
+            if !globalconf::conf::is_language(&lang) || name.is_empty() {
+                return Err(RegistryError::BadRequest(format!(
+                    "a name needs a language of 2–3 lower-case letters and text, not {lang:?} = {name:?}"
+                )));
+            }
+            names.insert(lang, name);
+        }
+        if let Some(c) = &self.profile.privacy_contact
+            && !globalconf::conf::is_contact_url(c)
+        {
+            return Err(RegistryError::BadRequest(format!(
+                "privacy contact {c:?} is not an https: or mailto: URL"
+            )));
+        }
+        record.names = names;
+        record.privacy_contact = self.profile.privacy_contact;
+        core.execute(
+            vec![Change::PutMember(id.clone(), record.clone())],
+            audit(
+                "member.profile",
+                json!({"id": id, "names": record.names, "privacy_contact": record.privacy_contact}),
+            ),
+            false,
+            now,
+        )?;
+        let subsystems = core
+            .state
+            .subsystems
+            .iter()
+            .filter(|(sid, _)| sid.member() == &id)
+            .map(|(sid, s)| SubsystemView {
+                id: sid.clone(),
+                name: s.name.clone(),
+            })
+            .collect();
+        Ok(core.member_view(&id, &record, subsystems))
     }
     fn text(&self, member: &MemberView) -> String {
         member_text(member)
@@ -183,6 +277,8 @@ impl Core {
         MemberView {
             id: id.clone(),
             name: record.name.clone(),
+            names: record.names.clone(),
+            privacy_contact: record.privacy_contact.clone(),
             subsystems,
             signing_keys: self.key_views(id),
             servers: self
@@ -198,6 +294,12 @@ impl Core {
 
 fn member_text(m: &MemberView) -> String {
     let mut s = format!("{}  {:?}\n", m.id, m.name);
+    for (lang, name) in &m.names {
+        s += &format!("  name:{lang}   {name:?}\n");
+    }
+    if let Some(contact) = &m.privacy_contact {
+        s += &format!("  privacy contact  {contact}\n");
+    }
     for sub in &m.subsystems {
         s += &format!("  subsystem {}  {:?}\n", sub.id, sub.name);
     }

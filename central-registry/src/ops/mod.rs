@@ -10,7 +10,8 @@
 //!
 //! - `machine`: [`Core`], the state and its database; `execute` commits one operation's changes.
 //! - `status`: the served configuration: [`Status`], [`Publish`], [`Audit`].
-//! - `members`: [`ListMembers`], [`AddMember`], [`RemoveMember`] (with all the member owns).
+//! - `members`: [`ListMembers`], [`AddMember`], [`SetMemberProfile`] (names per language and
+//!   privacy contact, for residents), [`RemoveMember`] (with all the member owns).
 //! - `subsystems`: [`ListSubsystems`], [`AddSubsystem`], [`RemoveSubsystem`].
 //! - `groups`: global groups and their members.
 //! - `servers`: approved security servers and the subsystems they host.
@@ -43,10 +44,12 @@ pub use groups::{AddGroup, AddGroupMember, ListGroups, RemoveGroup, RemoveGroupM
 pub use keys::{AddKey, ListKeys, NewKey, RemoveKey, RetireKey, Retirement};
 pub use machine::Core;
 pub(crate) use machine::{audit, not_found};
-pub use members::{AddMember, ListMembers, RemoveMember};
+pub use members::{AddMember, ListMembers, Profile, RemoveMember, SetMemberProfile};
 pub use servers::{AddHostedSubsystem, ListServers, RemoveHostedSubsystem, RemoveServer};
 pub use status::{Audit, Publish, Status};
-pub use subsystems::{AddSubsystem, ListSubsystems, RemoveSubsystem};
+pub use subsystems::{
+    AddSubsystem, ListSubsystems, RemoveSubsystem, SetSubsystemProfile, SubsystemProfile,
+};
 
 runtime::admin_ops! {
     /// Calls `visitor` once for every admin operation. This list is the admin API: its routes are
@@ -57,6 +60,7 @@ runtime::admin_ops! {
     Audit,
     ListMembers,
     AddMember,
+    SetMemberProfile,
     RemoveMember,
     ListKeys,
     AddKey,
@@ -64,6 +68,7 @@ runtime::admin_ops! {
     RemoveKey,
     ListSubsystems,
     AddSubsystem,
+    SetSubsystemProfile,
     RemoveSubsystem,
     ListGroups,
     AddGroup,
@@ -111,7 +116,7 @@ mod tests {
 
     use super::*;
 
-    runtime::admin_op_table_tests!(AdminOp, ops: 27, prefix: "/", shapes: ops_without_input_take_a_unit_body_and_204_has_no_answer);
+    runtime::admin_op_table_tests!(AdminOp, ops: 29, prefix: "/", shapes: ops_without_input_take_a_unit_body_and_204_has_no_answer);
 
     #[test]
     fn path_identifiers_name_what_failed_to_parse() {

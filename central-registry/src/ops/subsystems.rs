@@ -13,6 +13,78 @@ use crate::ops::views::SubsystemView;
 use crate::state::SubsystemRecord;
 use crate::store::Change;
 
+/// `POST /admin/v1/subsystems/{id}/profile` `{"names": {LANG: NAME}}`: the subsystem's name per
+/// language, as residents read it (the portal names the accessing system by it). Replaces the
+/// earlier names; published with the next configuration.
+#[derive(Debug, Clone)]
+pub struct SetSubsystemProfile {
+    pub id: SubsystemId,
+    pub profile: SubsystemProfile,
+}
+
+/// The body of [`SetSubsystemProfile`].
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubsystemProfile {
+    #[serde(default)]
+    pub names: std::collections::BTreeMap<String, String>,
+}
+
+impl Endpoint for SetSubsystemProfile {
+    const METHOD: Method = Method::POST;
+    const PATH: &'static str = "/subsystems/{id}/profile";
+    const INPUT: Input = Input::Json;
+    type Path = SubsystemId;
+    type Body = SubsystemProfile;
+    type Response = SubsystemView;
+
+    fn from_wire(id: SubsystemId, profile: SubsystemProfile) -> Self {
+        Self { id, profile }
+    }
+    fn to_wire(&self) -> (SubsystemId, SubsystemProfile) {
+        (self.id.clone(), self.profile.clone())
+    }
+}
+
+impl AdminOp for SetSubsystemProfile {
+    fn apply(self, core: &mut Core, now: i64) -> Result<SubsystemView, RegistryError> {
+        let id = self.id;
+        let mut record = core
+            .state
+            .subsystems
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| not_found(format!("subsystem {id}")))?;
+        let mut names = std::collections::BTreeMap::new();
+        for (lang, name) in self.profile.names {
+            let name = name.trim().to_owned();
+            if !globalconf::conf::is_language(&lang) || name.is_empty() {
+                return Err(RegistryError::BadRequest(format!(
+                    "a name needs a language of 2–3 lower-case letters and text, not {lang:?} = {name:?}"
+                )));
+            }
+            names.insert(lang, name);
+        }
+        record.names = names;
+        core.execute(
+            vec![Change::PutSubsystem(id.clone(), record.clone())],
+            audit(
+                "subsystem.profile",
+                json!({"id": id, "names": record.names}),
+            ),
+            false,
+            now,
+        )?;
+        Ok(SubsystemView {
+            id,
+            name: record.name,
+        })
+    }
+    fn text(&self, s: &SubsystemView) -> String {
+        format!("subsystem {}  {:?}: names set\n", s.id, s.name)
+    }
+}
+
 /// `GET /admin/v1/subsystems`
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct ListSubsystems;
@@ -88,7 +160,10 @@ impl AdminOp for AddSubsystem {
         core.execute(
             vec![Change::PutSubsystem(
                 id.clone(),
-                SubsystemRecord { name: name.clone() },
+                SubsystemRecord {
+                    name: name.clone(),
+                    ..SubsystemRecord::default()
+                },
             )],
             audit("subsystem.add", json!({"id": id, "name": name})),
             false,

@@ -23,6 +23,12 @@ pub struct StatusView {
 pub struct MemberView {
     pub id: MemberId,
     pub name: String,
+    /// The name per language, for residents.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub names: std::collections::BTreeMap<String, String>,
+    /// Where residents ask about the member's use of their data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub privacy_contact: Option<String>,
     pub subsystems: Vec<SubsystemView>,
     pub signing_keys: Vec<KeyView>,
     /// Security servers the member owns.

@@ -37,14 +37,30 @@ pub struct Member {
     /// The member's message-signing keys, certified by the registry's signature over this message.
     #[prost(message, repeated, tag = "4")]
     pub signing_keys: ::prost::alloc::vec::Vec<MemberSigningKey>,
+    /// The member's name per language, as residents read it ("ja" → "千代田区", "en" → "Chiyoda
+    /// City"); `name` stands in for a language without one.
+    #[prost(btree_map = "string, string", tag = "5")]
+    pub names: ::prost::alloc::collections::BTreeMap<
+        ::prost::alloc::string::String,
+        ::prost::alloc::string::String,
+    >,
+    /// Where residents ask about the member's use of their personal data: an https: or mailto: URL.
+    #[prost(string, tag = "6")]
+    pub privacy_contact: ::prost::alloc::string::String,
 }
-#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+#[derive(Clone, PartialEq, ::prost::Message)]
 pub struct Subsystem {
     /// "INSTANCE/CLASS/CODE/SUBSYSTEM"
     #[prost(string, tag = "1")]
     pub id: ::prost::alloc::string::String,
     #[prost(string, tag = "2")]
     pub name: ::prost::alloc::string::String,
+    /// The name per language, as residents read it; `name` stands in for others.
+    #[prost(btree_map = "string, string", tag = "3")]
+    pub names: ::prost::alloc::collections::BTreeMap<
+        ::prost::alloc::string::String,
+        ::prost::alloc::string::String,
+    >,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct MemberSigningKey {

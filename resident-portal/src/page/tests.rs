@@ -100,6 +100,10 @@ fn timeline_page_escapes_network_text() {
         message_id: "id\"><script>".into(),
         client: "JP/MUN/271004/welfare".into(),
         client_member_name: "<img src=x>".into(),
+        client_member_names: [("en".to_owned(), "<u>Welfare</u>".to_owned())].into(),
+        client_privacy_contact: Some("javascript:alert(2)".into()),
+        provider_member_names: Default::default(),
+        client_subsystem_names: Default::default(),
         client_subsystem_name: "".into(),
         service: String::new(),
         service_code: "<i>svc</i>".into(),
@@ -128,7 +132,16 @@ fn timeline_page_escapes_network_text() {
         &VerifyHelp { hint: Some("<a>") },
     );
     for bad in [
-        "<script>", "<img", "<b>", "<i>", "<x>", "<me>", "<a>", "r\"e",
+        "<script>",
+        "<img",
+        "<b>",
+        "<i>",
+        "<x>",
+        "<me>",
+        "<a>",
+        "r\"e",
+        "<u>",
+        "javascript:",
     ] {
         assert!(!html.contains(bad), "{bad} not escaped in:\n{html}");
     }

@@ -11,6 +11,10 @@ fn record(id: &str, time_ms: i64) -> UsageRecord {
         message_id: id.into(),
         client: "JP/MUN/271004/welfare".into(),
         client_member_name: String::new(),
+        client_member_names: Default::default(),
+        client_privacy_contact: None,
+        provider_member_names: Default::default(),
+        client_subsystem_names: Default::default(),
         client_subsystem_name: String::new(),
         service: String::new(),
         service_code: "taxCertificate".into(),
@@ -249,4 +253,28 @@ fn merge_sorts_newest_first_and_dedups() {
     assert_eq!(json["sources"][0]["state"], "unavailable");
     assert_eq!(json["sources"][0]["id"], "JP/GOV/x/y");
     assert_eq!(json["entries"][0]["message_id"], "m1");
+}
+
+#[test]
+fn organisations_are_named_in_the_readers_language_and_only_safe_contacts_are_linked() {
+    let mut r = record("a", 1);
+    r.client_member_name = "Osaka City (大阪市)".into();
+    r.client_member_names = [("ja".to_owned(), "大阪市".to_owned())].into();
+    assert_eq!(r.client_organisation_in("ja"), "大阪市");
+    r.client_subsystem_name = "Welfare office (福祉事務所)".into();
+    r.client_subsystem_names = [("ja".to_owned(), "福祉事務所".to_owned())].into();
+    assert_eq!(r.client_subsystem_in("ja"), "福祉事務所");
+    assert_eq!(r.client_subsystem_in("en"), "Welfare office (福祉事務所)");
+    // No English name: the one name the member registered.
+    assert_eq!(r.client_organisation_in("en"), "Osaka City (大阪市)");
+    for (contact, shown) in [
+        ("https://www.city.osaka.example.jp/privacy", true),
+        ("mailto:kojinjoho@city.osaka.example.jp", true),
+        ("javascript:alert(1)", false),
+        ("http://plain.example.jp", false),
+        ("https://x.example.jp/\"onclick=", false),
+    ] {
+        r.client_privacy_contact = Some(contact.into());
+        assert_eq!(r.privacy_contact().is_some(), shown, "{contact}");
+    }
 }
