@@ -286,6 +286,19 @@ impl Browser {
         Ok(())
     }
 
+    /// A PNG of what the window shows now.
+    pub async fn screenshot(&self) -> Result<Vec<u8>, WebDriverError> {
+        use base64::Engine as _;
+        let value = self
+            .session
+            .command(Method::GET, "/screenshot", None)
+            .await?;
+        let encoded = string(value, "screenshot")?;
+        base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .map_err(|e| WebDriverError::Protocol(format!("screenshot: {e}")))
+    }
+
     /// The value of the cookie `name` that the page's site has set (HttpOnly ones too), if any.
     pub async fn cookie(&self, name: &str) -> Result<Option<String>, WebDriverError> {
         let all = self.session.command(Method::GET, "/cookie", None).await?;

@@ -120,6 +120,7 @@ async fn a_resident_logs_in_with_a_real_browser_and_sees_who_accessed_their_data
     // The login page and an error page are accessible in both languages.
     for lang in ["ja", "en"] {
         assert_accessible(&browser, &format!("{portal}/?lang={lang}")).await;
+        assert_fits_a_phone(&browser, &format!("{portal}/?lang={lang}"), "login").await;
         assert_accessible(&browser, &format!("{portal}/no-such-page?lang={lang}")).await;
     }
     browser.goto(&format!("{portal}/?lang=en")).await.unwrap();
@@ -259,10 +260,10 @@ async fn a_resident_logs_in_with_a_real_browser_and_sees_who_accessed_their_data
     for lang in ["ja", "en"] {
         let url = format!("{portal}/?lang={lang}");
         assert_accessible(&browser, &url).await;
-        assert_fits_a_phone(&browser, &url).await;
+        assert_fits_a_phone(&browser, &url, "timeline").await;
         let about = format!("{portal}/about?lang={lang}");
         assert_accessible(&browser, &about).await;
-        assert_fits_a_phone(&browser, &about).await;
+        assert_fits_a_phone(&browser, &about, "about").await;
         browser.find("#about").await.unwrap();
     }
 
@@ -286,7 +287,7 @@ async fn a_resident_logs_in_with_a_real_browser_and_sees_who_accessed_their_data
     for lang in ["ja", "en"] {
         let url = format!("{portal}/?lang={lang}");
         assert_accessible(&browser, &url).await;
-        assert_fits_a_phone(&browser, &url).await;
+        assert_fits_a_phone(&browser, &url, "no-accesses").await;
     }
     f.stop_server("JP/MUN/131016/ss1").await;
     for lang in ["ja", "en"] {
@@ -294,7 +295,7 @@ async fn a_resident_logs_in_with_a_real_browser_and_sees_who_accessed_their_data
         browser.goto(&url).await.unwrap();
         browser.find("#incomplete").await.unwrap();
         assert_accessible(&browser, &url).await;
-        assert_fits_a_phone(&browser, &url).await;
+        assert_fits_a_phone(&browser, &url, "provider-down").await;
     }
     browser.close().await.unwrap();
     f.stop().await;
@@ -302,9 +303,32 @@ async fn a_resident_logs_in_with_a_real_browser_and_sees_who_accessed_their_data
 
 /// Opens `url` 390 px wide (a phone) and checks that nothing scrolls sideways and that an
 /// evidence link, if there is one, is one line rather than a character a line.
-async fn assert_fits_a_phone(browser: &Browser, url: &str) {
+/// Where the browser tests leave screenshots for reviewers: `target/tmp/screenshots/`.
+fn screenshot_dir() -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Saves what the browser shows as `NAME.png` for reviewers, and checks it is a PNG.
+async fn screenshot(browser: &Browser, name: &str) {
+    let png = browser.screenshot().await.unwrap();
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "{name}: not a PNG");
+    std::fs::write(screenshot_dir().join(format!("{name}.png")), png).unwrap();
+}
+
+/// Checks that `url` fits a 390 px phone; leaves screenshots of it, desktop and phone, named
+/// `portal-SCREEN-LANG-…` after `screen` and the URL's `lang`.
+async fn assert_fits_a_phone(browser: &Browser, url: &str, screen: &str) {
+    browser.set_window_size(1280, 900).await.unwrap();
+    browser.goto(url).await.unwrap();
+    let lang = url.rsplit("lang=").next().unwrap_or("default");
+    let name = format!("portal-{screen}-{lang}");
+    // Screens for reviewers, desktop then phone; a page shown twice keeps its last state.
+    screenshot(browser, &format!("{name}-desktop")).await;
     browser.set_window_size(390, 844).await.unwrap();
     browser.goto(url).await.unwrap();
+    screenshot(browser, &format!("{name}-phone")).await;
     let layout = browser
         .execute(
             "const link = document.querySelector('#timeline a.evidence');
