@@ -91,6 +91,17 @@ fn portal_config(
     }
 }
 
+/// The resident the page says is logged in.
+async fn shown_resident(browser: &Browser) -> String {
+    browser
+        .find("#resident-id")
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_resident_logs_in_through_a_real_openid_provider_and_another_instance_serves_the_session()
 {
@@ -201,13 +212,7 @@ async fn a_resident_logs_in_through_a_real_openid_provider_and_another_instance_
     .await;
     assert!(consented.is_some(), "back at the portal with a timeline");
     assert!(browser.current_url().await.unwrap().starts_with(&first_url));
-    let shown = browser
-        .find("#resident-id")
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let shown = shown_resident(&browser).await;
     assert_eq!(shown, RESIDENT_ID, "the resident the provider vouched for");
     assert!(
         !browser
@@ -227,13 +232,7 @@ async fn a_resident_logs_in_through_a_real_openid_provider_and_another_instance_
     // the shared key, and nothing of it is held by the first instance.
     browser.goto(&second_url).await.unwrap();
     browser.wait_for("#timeline", WAIT).await.unwrap();
-    let shown = browser
-        .find("#resident-id")
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let shown = shown_resident(&browser).await;
     assert_eq!(shown, RESIDENT_ID);
     assert!(
         !browser

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::keys::key_text;
-use super::{AdminOp, Core, Endpoint, Input, PlainEndpoint, audit, not_found};
+use super::{AdminOp, Core, Endpoint, Input, PlainEndpoint, audit, checked_names, not_found};
 use crate::error::RegistryError;
 use crate::ops::views::{MemberView, SubsystemView};
 use crate::state::MemberRecord;
@@ -146,16 +146,7 @@ impl AdminOp for SetMemberProfile {
             .get(&id)
             .cloned()
             .ok_or_else(|| not_found(format!("member {id}")))?;
-        let mut names = std::collections::BTreeMap::new();
-        for (lang, name) in self.profile.names {
-            let name = name.trim().to_owned();
-            if !globalconf::conf::is_language(&lang) || name.is_empty() {
-                return Err(RegistryError::BadRequest(format!(
-                    "a name needs a language of 2–3 lower-case letters and text, not {lang:?} = {name:?}"
-                )));
-            }
-            names.insert(lang, name);
-        }
+        let names = checked_names(self.profile.names)?;
         if let Some(c) = &self.profile.privacy_contact
             && !globalconf::conf::is_contact_url(c)
         {

@@ -86,6 +86,24 @@ runtime::admin_ops! {
     RemoveHostedSubsystem,
 }
 
+/// Names per language for residents (of a member or a subsystem), trimmed: each under a
+/// language of 2–3 lower-case letters, none empty.
+pub(crate) fn checked_names(
+    names: std::collections::BTreeMap<String, String>,
+) -> Result<std::collections::BTreeMap<String, String>, RegistryError> {
+    let mut checked = std::collections::BTreeMap::new();
+    for (lang, name) in names {
+        let name = name.trim().to_owned();
+        if !globalconf::conf::is_language(&lang) || name.is_empty() {
+            return Err(RegistryError::BadRequest(format!(
+                "a name needs a language of 2–3 lower-case letters and text, not {lang:?} = {name:?}"
+            )));
+        }
+        checked.insert(lang, name);
+    }
+    Ok(checked)
+}
+
 /// One admin operation: its request (`Self`) and where it lives in the admin API (its
 /// [`Endpoint`]: method, path below `/admin/v1`, success status, input, answer), what it does,
 /// and how its answer reads as text.

@@ -7,7 +7,7 @@ use http::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{AdminOp, Core, Endpoint, Input, PlainEndpoint, audit, not_found};
+use super::{AdminOp, Core, Endpoint, Input, PlainEndpoint, audit, checked_names, not_found};
 use crate::error::RegistryError;
 use crate::ops::views::SubsystemView;
 use crate::state::SubsystemRecord;
@@ -55,16 +55,7 @@ impl AdminOp for SetSubsystemProfile {
             .get(&id)
             .cloned()
             .ok_or_else(|| not_found(format!("subsystem {id}")))?;
-        let mut names = std::collections::BTreeMap::new();
-        for (lang, name) in self.profile.names {
-            let name = name.trim().to_owned();
-            if !globalconf::conf::is_language(&lang) || name.is_empty() {
-                return Err(RegistryError::BadRequest(format!(
-                    "a name needs a language of 2–3 lower-case letters and text, not {lang:?} = {name:?}"
-                )));
-            }
-            names.insert(lang, name);
-        }
+        let names = checked_names(self.profile.names)?;
         record.names = names;
         core.execute(
             vec![Change::PutSubsystem(id.clone(), record.clone())],
