@@ -48,6 +48,17 @@ pub enum ReadError {
     Storage(#[from] io::Error),
 }
 
+/// Whether reading a body may wait for room in the memory budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Room {
+    /// Wait for room: a request as it arrives (backpressure on whoever sends it).
+    Wait,
+    /// Never wait: without room at once, go to the spool. For an answer, read while its
+    /// exchange holds the room of its request: if answers waited, exchanges holding all the
+    /// room would wait for each other.
+    OrSpool,
+}
+
 /// Where bodies are read into: memory within the budget, or spool files.
 #[derive(Debug, Clone)]
 pub struct Spool {
@@ -97,14 +108,14 @@ impl Spool {
     /// longer or shorter than announced is broken.
     pub async fn read<S, E>(
         &self,
-        declared: Option<u64>,
+        (declared, room): (Option<u64>, Room),
         parts: S,
     ) -> Result<MessageBody, ReadError>
     where
         S: Stream<Item = Result<Bytes, E>>,
         E: std::fmt::Display,
     {
-        let mut reader = self.reader(declared).await?;
+        let mut reader = self.reader(declared, room).await?;
         let mut parts = std::pin::pin!(parts);
         while let Some(part) = parts.next().await {
             reader
@@ -115,8 +126,8 @@ impl Spool {
     }
 
     /// A body to be read part by part ([`BodyReader::push`]), as [`Spool::read`] does; for
-    /// sources that are not a stream. Waits for room in the memory budget.
-    pub async fn reader(&self, declared: Option<u64>) -> Result<BodyReader, ReadError> {
+    /// sources that are not a stream. Waits for room in the memory budget, or not ([`Room`]).
+    pub async fn reader(&self, declared: Option<u64>, room: Room) -> Result<BodyReader, ReadError> {
         let settings = &self.inner;
         if declared.is_some_and(|n| n > settings.max_body) {
             return Err(ReadError::TooLarge(settings.max_body));
@@ -127,15 +138,28 @@ impl Spool {
             .and_then(|n| usize::try_from(n).ok())
             .map_or(settings.in_memory, |n| n.min(settings.in_memory));
         let permits = u32::try_from(room_bytes.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
-        let room = Arc::clone(&settings.budget)
-            .acquire_many_owned(permits)
-            .await
-            .map_err(|_| io::Error::other("the server is shutting down"))?;
+        let budget = Arc::clone(&settings.budget);
+        let (room, room_bytes) = match room {
+            Room::Wait => (
+                Some(
+                    budget
+                        .acquire_many_owned(permits)
+                        .await
+                        .map_err(|_| io::Error::other("the server is shutting down"))?,
+                ),
+                room_bytes,
+            ),
+            Room::OrSpool => match budget.try_acquire_many_owned(permits) {
+                Ok(permit) => (Some(permit), room_bytes),
+                // No room: every byte goes to the spool.
+                Err(_) => (None, 0),
+            },
+        };
         Ok(BodyReader {
             settings: Arc::clone(settings),
             declared,
             room_bytes,
-            room: Some(room),
+            room,
             memory: BytesMut::new(),
             spooling: None,
             len: 0,
@@ -500,12 +524,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let spool = spool(dir.path(), 1000);
         let small = pattern(1000);
-        let body = spool.read(None, parts_of(&small, 300)).await.unwrap();
+        let body = spool
+            .read((None, Room::Wait), parts_of(&small, 300))
+            .await
+            .unwrap();
         assert!(body.memory().is_some());
         assert_eq!(read_back(&body).await, small);
 
         let large = pattern(3 * CHUNK + 123);
-        let body = spool.read(None, parts_of(&large, 7000)).await.unwrap();
+        let body = spool
+            .read((None, Room::Wait), parts_of(&large, 7000))
+            .await
+            .unwrap();
         assert!(body.memory().is_none());
         assert_eq!(body.len(), large.len() as u64);
         assert_eq!(
@@ -525,7 +555,10 @@ mod tests {
         let spool = spool(dir.path(), 10);
         let secret = b"resident 123 tax record ".repeat(20_000);
         let body = spool
-            .read(Some(secret.len() as u64), parts_of(&secret, 4096))
+            .read(
+                (Some(secret.len() as u64), Room::Wait),
+                parts_of(&secret, 4096),
+            )
             .await
             .unwrap();
         let Content::Spooled(file) = &body.content else {
@@ -553,26 +586,26 @@ mod tests {
         // Announced too large: refused before reading.
         let never = stream::iter([Err::<Bytes, _>("must not be read")]);
         assert!(matches!(
-            spool.read(Some(6000), never).await,
+            spool.read((Some(6000), Room::Wait), never).await,
             Err(ReadError::TooLarge(5000))
         ));
         // Not announced, found too large while reading.
         assert!(matches!(
-            spool.read(None, parts_of(&body, 1000)).await,
+            spool.read((None, Room::Wait), parts_of(&body, 1000)).await,
             Err(ReadError::TooLarge(5000))
         ));
         // Longer or shorter than announced.
         for announced in [1000, 4000] {
             assert!(matches!(
                 spool
-                    .read(Some(announced), parts_of(&body[..2000], 500))
+                    .read((Some(announced), Room::Wait), parts_of(&body[..2000], 500))
                     .await,
                 Err(ReadError::Broken(_))
             ));
         }
         let broken = stream::iter([Ok(Bytes::from_static(b"abc")), Err("reset".to_owned())]);
         assert!(matches!(
-            spool.read(None, broken).await,
+            spool.read((None, Room::Wait), broken).await,
             Err(ReadError::Broken(m)) if m.contains("reset")
         ));
     }
@@ -583,11 +616,11 @@ mod tests {
         // Room for one in-memory body of 64 KiB at a time.
         let spool = Spool::new(dir.path(), 64 * 1024, 64 * 1024, 1 << 30).unwrap();
         let first = spool
-            .read(None, parts_of(&pattern(1000), 1000))
+            .read((None, Room::Wait), parts_of(&pattern(1000), 1000))
             .await
             .unwrap();
         let small = pattern(1000);
-        let second = spool.read(None, parts_of(&small, 1000));
+        let second = spool.read((None, Room::Wait), parts_of(&small, 1000));
         let mut second = std::pin::pin!(second);
         assert!(
             tokio::time::timeout(std::time::Duration::from_millis(50), &mut second)
@@ -595,18 +628,28 @@ mod tests {
                 .is_err(),
             "waits while the first body holds the budget"
         );
+        // An answer does not wait: without room it goes to the spool, whole and intact.
+        let answer = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            spool.read((None, Room::OrSpool), parts_of(&small, 100)),
+        )
+        .await
+        .expect("an answer never waits for room")
+        .unwrap();
+        assert!(answer.memory().is_none(), "spooled for want of room");
+        assert_eq!(read_back(&answer).await, small);
         drop(first);
         let second = second.await.unwrap();
         drop(second);
         // A body that is spooled gives its room back as soon as it goes to disk.
         let large = spool
-            .read(None, parts_of(&pattern(CHUNK * 2), 10_000))
+            .read((None, Room::Wait), parts_of(&pattern(CHUNK * 2), 10_000))
             .await
             .unwrap();
         assert!(large.memory().is_none());
         let small = tokio::time::timeout(
             std::time::Duration::from_secs(10),
-            spool.read(None, parts_of(&pattern(10), 10)),
+            spool.read((None, Room::Wait), parts_of(&pattern(10), 10)),
         )
         .await
         .expect("room while a spooled body is held")

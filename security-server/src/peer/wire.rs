@@ -14,7 +14,7 @@ use proto::v1 as pb;
 use proto::v1::peer_client::PeerClient;
 use tonic::transport::Channel;
 
-use crate::spool::{self, MessageBody, ReadError, Spool};
+use crate::spool::{self, MessageBody, ReadError, Room, Spool};
 
 /// The gRPC metadata key that carries an X-Road error type between servers.
 pub const ERROR_METADATA: &str = "x-road-error";
@@ -108,12 +108,14 @@ pub fn outgoing<M: Part>(
 /// part, with the announced length), then the parts of the messages after it until the body is
 /// whole. The stream is left just after the body (the response's end comes after it).
 pub async fn read_body<M: Part>(
-    spool: &Spool,
+    (spool, room): (&Spool, Room),
     (first, length): (Vec<u8>, Option<u64>),
     rest: &mut tonic::Streaming<M>,
 ) -> Result<MessageBody, ReadError> {
     // Without a length, an earlier version's message: the whole body is in the first one.
-    let mut body = spool.reader(length.or(Some(first.len() as u64))).await?;
+    let mut body = spool
+        .reader(length.or(Some(first.len() as u64)), room)
+        .await?;
     body.push(&first).await?;
     while length.is_some_and(|n| body.len() < n) {
         let part = match rest.message().await {
@@ -319,7 +321,7 @@ mod tests {
             };
             let mut stream = request.into_inner();
             let (header, first, length) = stream.message().await?.unwrap().into_parts();
-            let body = read_body(&self.spool, (first, length), &mut stream)
+            let body = read_body((&self.spool, Room::Wait), (first, length), &mut stream)
                 .await
                 .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
             Ok(tonic::Response::new(AnswerThenConfirm::new(
@@ -406,7 +408,7 @@ mod tests {
         let original: Vec<u8> = (0..3 * spool::CHUNK + 5).map(|i| (i % 253) as u8).collect();
         let body = spool
             .read(
-                None,
+                (None, Room::Wait),
                 stream::iter(
                     original
                         .chunks(10_000)
@@ -427,9 +429,13 @@ mod tests {
         let (header, first, length) = answer.into_parts();
         assert!(header.is_some());
         assert!(first.is_empty(), "a spooled body follows its header");
-        let echoed = read_body(&spool, (first, length), confirmation.stream())
-            .await
-            .unwrap();
+        let echoed = read_body(
+            (&spool, Room::OrSpool),
+            (first, length),
+            confirmation.stream(),
+        )
+        .await
+        .unwrap();
         assert_eq!(echoed.sha256(), body.sha256());
         assert_eq!(bytes_of(&echoed).await, original);
         confirm.send(Ok(())).unwrap();

@@ -14,7 +14,7 @@ use exchange::message::VerifiedRequest;
 use exchange::{Authorized, ServerProxyCode, XRoadError, rest};
 
 use crate::serverconf::ServiceEntry;
-use crate::spool::{MessageBody, ReadError, Spool};
+use crate::spool::{MessageBody, ReadError, Room, Spool};
 
 /// What the provider's information system answered.
 #[derive(Debug)]
@@ -95,7 +95,8 @@ impl Backend {
             let declared = hyper::body::Body::size_hint(&incoming).exact();
             let body = self
                 .spool
-                .read(declared, BodyDataStream::new(incoming))
+                // The request's body may hold room in the budget: never wait for more.
+                .read((declared, Room::OrSpool), BodyDataStream::new(incoming))
                 .await
                 .map_err(|e| match e {
                     ReadError::TooLarge(max) => {

@@ -34,7 +34,7 @@ use crate::log::{Failed, Logged, MessageLogger, Queued};
 use crate::metrics::{self, Metrics};
 use crate::peer::{self, Part as _, PeerPool};
 use crate::serverconf::ServerConf;
-use crate::spool::{MessageBody, ReadError, Spool};
+use crate::spool::{MessageBody, ReadError, Room, Spool};
 
 /// How long a provider server that could not be reached is tried last.
 const UNHEALTHY_FOR: Duration = Duration::from_secs(30);
@@ -239,7 +239,7 @@ impl Inner {
         let body = self
             .settings
             .spool
-            .read(declared, body.into_data_stream())
+            .read((declared, Room::Wait), body.into_data_stream())
             .await
             .map_err(|e| match e {
                 ReadError::TooLarge(max) => XRoadError::new(
@@ -451,19 +451,24 @@ impl Inner {
                 "the response has no header",
             )
         })?;
-        let body = peer::read_body(&self.settings.spool, (first, length), confirmation.stream())
-            .await
-            .map_err(|e| match e {
-                ReadError::TooLarge(max) => XRoadError::new(
-                    ClientProxyCode::InvalidResponse,
-                    format!("the response body is larger than {max} bytes"),
-                ),
-                ReadError::Broken(m) => XRoadError::new(
-                    ClientProxyCode::NetworkError,
-                    format!("the response body did not arrive whole: {m}"),
-                ),
-                ReadError::Storage(e) => spool_failed("response", &e),
-            })?;
+        // The request's body may hold room in the budget: the answer never waits for more.
+        let body = peer::read_body(
+            (&self.settings.spool, Room::OrSpool),
+            (first, length),
+            confirmation.stream(),
+        )
+        .await
+        .map_err(|e| match e {
+            ReadError::TooLarge(max) => XRoadError::new(
+                ClientProxyCode::InvalidResponse,
+                format!("the response body is larger than {max} bytes"),
+            ),
+            ReadError::Broken(m) => XRoadError::new(
+                ClientProxyCode::NetworkError,
+                format!("the response body did not arrive whole: {m}"),
+            ),
+            ReadError::Storage(e) => spool_failed("response", &e),
+        })?;
         let verified = message::verify_response(
             &header,
             body.sha256(),

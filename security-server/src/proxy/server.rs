@@ -25,7 +25,7 @@ use crate::metrics::{self, Metrics};
 use crate::peer::{self, Part as _};
 use crate::proxy::backend::Backend;
 use crate::serverconf::{LocalConf, ServerConf};
-use crate::spool::{MessageBody, ReadError, Spool};
+use crate::spool::{MessageBody, ReadError, Room, Spool};
 use crate::usage;
 
 /// Everything the server proxy needs, shared by all connections.
@@ -119,7 +119,7 @@ impl ServerProxy {
         let (header, first, length) = first.into_parts();
         let header = header.ok_or_else(|| invalid("the exchange has no header".into()))?;
         // Whole before it is checked: the signed header carries its hash.
-        let body = peer::read_body(&self.spool, (first, length), request)
+        let body = peer::read_body((&self.spool, Room::Wait), (first, length), request)
             .await
             .map_err(|e| match e {
                 ReadError::TooLarge(max) => XRoadError::new(
