@@ -260,7 +260,8 @@ pub fn format_time(ms: i64, zone: &TimeZone, lang: Lang) -> String {
 
 // The banner spans the page's padding: 1rem, and .6rem on a phone (STYLE).
 const DEV_STYLE: &str = "#dev-banner{background:#b00020;color:#fff;font-weight:bold;font-size:1.3rem;padding:1rem;margin:-1rem -1rem 1rem;text-align:center;border-bottom:6px solid #ffd400}\
-@media (max-width:40rem){#dev-banner{margin:-.6rem -.6rem 1rem;font-size:1.1rem}}";
+@media (max-width:40rem){#dev-banner{margin:-.6rem -.6rem 1rem;font-size:1.1rem}}\
+#dev-login{display:flex;flex-wrap:wrap;align-items:center;gap:.5rem}#dev-login input{flex:1 1 10rem;min-width:0}";
 
 const STYLE: &str = "body{font-family:system-ui,'Hiragino Sans','Noto Sans JP',sans-serif;margin:0 auto;max-width:70rem;padding:1rem;line-height:1.5;color:#1a1a1a}\
 header{display:flex;flex-wrap:wrap;justify-content:space-between;align-items:center;gap:1rem}\
@@ -273,7 +274,6 @@ code{background:#f3f3f3;padding:.1rem .3rem}\
 pre{white-space:pre-wrap;overflow-wrap:anywhere}\
 form.inline{display:inline}\
 a.evidence{white-space:nowrap}\
-#dev-login{display:flex;flex-wrap:wrap;align-items:center;gap:.5rem}#dev-login input{flex:1 1 10rem;min-width:0}\
 a.button{display:inline-block;padding:.6rem 1.2rem;border-radius:.4rem;background:#0b5394;color:#fff;text-decoration:none}\
 @media (max-width:40rem){body{padding:.6rem}\
 #timeline,#timeline tbody,#timeline tr,#timeline td{display:block}#timeline thead{display:none}\
