@@ -254,6 +254,23 @@ async fn a_resident_logs_in_with_a_real_browser_and_sees_who_accessed_their_data
         };
         assert_eq!(what.lines().next(), Some(japanese_name));
     }
+    // The organisations asked, by their Japanese names too.
+    for source in browser.find_all("#sources li.source").await.unwrap() {
+        let name = source.find(".org").await.unwrap().text().await.unwrap();
+        let system = source
+            .find(".subsystem")
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        for text in [&name, &system] {
+            assert!(
+                !text.chars().any(|c| c.is_ascii_alphabetic()),
+                "English on the Japanese page: {text}"
+            );
+        }
+    }
 
     // The timeline is accessible and fits a phone, in both languages; so is the explanation
     // of purpose and legal basis.

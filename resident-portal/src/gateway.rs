@@ -3,6 +3,7 @@
 //! carries `X-Road-Client`, and the resident as `X-Road-Data-Subject` with the configured
 //! `X-Road-Purpose`. What the answers mean is decided in [`crate::usage`].
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -234,11 +235,14 @@ impl Gateway {
     async fn provider_usage(
         &self,
         resident: &ResidentId,
-        provider: Provider,
+        mut provider: Provider,
         servers: &[SecurityServerId],
     ) -> ProviderResult {
         if servers.len() < 2 {
             let answer = self.server_usage(resident, &provider.id, None).await;
+            if let Some((member, subsystem)) = answer.names {
+                (provider.member_names, provider.subsystem_names) = (member, subsystem);
+            }
             let state = answer.failure.unwrap_or(SourceState::Ok {
                 records: answer.records.len(),
                 truncated: answer.truncated,
@@ -255,6 +259,9 @@ impl Gateway {
             let answer = self
                 .server_usage(resident, &provider.id, Some(server))
                 .await;
+            if let Some((member, subsystem)) = answer.names {
+                (provider.member_names, provider.subsystem_names) = (member, subsystem);
+            }
             records.extend(answer.records);
             truncated |= answer.truncated;
             if let Some(failure) = answer.failure {
@@ -311,6 +318,7 @@ impl Gateway {
     ) -> ServerAnswer {
         let mut paging = ProviderPaging::new(self.inner.page_size, self.inner.max_records);
         let mut failure: Option<SourceState> = None;
+        let mut names = None;
         while let Some((offset, limit)) = paging.next_request() {
             let url = format!(
                 "{}/findUsage?offset={offset}&limit={limit}",
@@ -339,7 +347,13 @@ impl Gateway {
                 break;
             }
             match UsagePage::parse(&answer.body, provider) {
-                Ok(page) => paging.accept(page),
+                Ok(page) => {
+                    names = Some((
+                        page.provider_member_names.clone(),
+                        page.provider_subsystem_names.clone(),
+                    ));
+                    paging.accept(page);
+                }
                 Err(e) => {
                     tracing::info!(%provider, error = %e, "invalid findUsage answer");
                     failure = Some(SourceState::Unavailable {
@@ -363,6 +377,7 @@ impl Gateway {
             records,
             truncated,
             failure,
+            names,
         }
     }
 
@@ -444,6 +459,8 @@ struct ServerAnswer {
     records: Vec<UsageRecord>,
     truncated: bool,
     failure: Option<SourceState>,
+    /// The provider's names per language (member, subsystem), from its answer.
+    names: Option<(BTreeMap<String, String>, BTreeMap<String, String>)>,
 }
 
 /// A provider and the servers `listClients` says host it.

@@ -526,7 +526,7 @@ pub fn timeline_page(
             h2 { (t.sources) }
             ul id="sources" {
                 @for s in &timeline.sources {
-                    (source_item(t, s))
+                    (source_item(lang, s))
                 }
             }
             section id="verify" {
@@ -599,7 +599,8 @@ fn access_row(lang: Lang, zone: &TimeZone, entry: &AccessEntry) -> Markup {
     }
 }
 
-fn source_item(t: &Texts, s: &SourceStatus) -> Markup {
+fn source_item(lang: Lang, s: &SourceStatus) -> Markup {
+    let t = lang.texts();
     let class = match &s.state {
         SourceState::Ok { .. } => "ok",
         SourceState::NotShared { .. } => "not-shared",
@@ -607,8 +608,8 @@ fn source_item(t: &Texts, s: &SourceStatus) -> Markup {
     };
     html! {
         li class={ "source " (class) } data-provider=(s.provider.id) {
-            span class="org" { (s.provider.member_name) } " — "
-            span class="subsystem" { (s.provider.subsystem_name) } ": "
+            span class="org" { (s.provider.member_name_in(lang.code())) } " — "
+            span class="subsystem" { (s.provider.subsystem_name_in(lang.code())) } ": "
             @match &s.state {
                 SourceState::Ok { records, truncated } => {
                     (records) " " (t.source_ok)

@@ -164,6 +164,11 @@ pub struct UsagePage {
     pub limit: u64,
     pub more: bool,
     pub records: Vec<UsageRecord>,
+    /// The provider's member and subsystem names per language, as published.
+    #[serde(default)]
+    pub provider_member_names: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub provider_subsystem_names: std::collections::BTreeMap<String, String>,
 }
 
 impl UsagePage {
@@ -311,6 +316,8 @@ impl Directory {
             id: id.clone(),
             member_name,
             subsystem_name,
+            member_names: Default::default(),
+            subsystem_names: Default::default(),
         }
     }
 }
@@ -321,6 +328,27 @@ pub struct Provider {
     pub id: SubsystemId,
     pub member_name: String,
     pub subsystem_name: String,
+    /// Names per language, from the provider's own `findUsage` answer (empty until it answers).
+    pub member_names: std::collections::BTreeMap<String, String>,
+    pub subsystem_names: std::collections::BTreeMap<String, String>,
+}
+
+impl Provider {
+    /// The provider's organisation for a reader of `lang`.
+    pub fn member_name_in(&self, lang: &str) -> &str {
+        self.member_names
+            .get(lang)
+            .filter(|n| !n.trim().is_empty())
+            .map_or(self.member_name.as_str(), String::as_str)
+    }
+
+    /// The provider's subsystem for a reader of `lang`.
+    pub fn subsystem_name_in(&self, lang: &str) -> &str {
+        self.subsystem_names
+            .get(lang)
+            .filter(|n| !n.trim().is_empty())
+            .map_or(self.subsystem_name.as_str(), String::as_str)
+    }
 }
 
 /// An X-Road error answer (or any non-2xx answer) from the security server.

@@ -328,6 +328,9 @@ pub fn page_json(
     serde_json::json!({
         "server": server.to_string(),
         "provider": provider.to_string(),
+        // The provider's names per language, as published: residents see it by them.
+        "provider_member_names": provider_names,
+        "provider_subsystem_names": conf.subsystem_names(provider),
         "offset": offset,
         "limit": limit,
         "more": page.more,

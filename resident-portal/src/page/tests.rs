@@ -93,6 +93,8 @@ fn timeline_page_escapes_network_text() {
         id: "JP/MUN/131016/records".parse().unwrap(),
         member_name: "<b>Chiyoda</b>".into(),
         subsystem_name: "r\"ecords".into(),
+        member_names: Default::default(),
+        subsystem_names: Default::default(),
     };
     let record = UsageRecord {
         time: String::new(),

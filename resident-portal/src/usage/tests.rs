@@ -31,6 +31,8 @@ fn provider(id: &str) -> Provider {
         id: sub(id),
         member_name: id.into(),
         subsystem_name: id.into(),
+        member_names: Default::default(),
+        subsystem_names: Default::default(),
     }
 }
 
@@ -172,6 +174,8 @@ fn page(n: usize, more: bool) -> UsagePage {
         limit: 0,
         more,
         records: (0..n).map(|i| record(&format!("m{i}"), 0)).collect(),
+        provider_member_names: Default::default(),
+        provider_subsystem_names: Default::default(),
     }
 }
 
