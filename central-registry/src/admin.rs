@@ -180,6 +180,12 @@ impl RegistryAdmin {
             .await
     }
 
+    /// What `POST /v1/renewals` (the public endpoint) does with a `SignedRenewalRequest`'s bytes.
+    pub async fn submit_renewal(&self, body: Vec<u8>) -> Result<ops::RenewalView, RegistryError> {
+        self.call(move |core, now| core.submit_renewal(&body, now))
+            .await
+    }
+
     pub async fn approve_enrollment(
         &self,
         id: SecurityServerId,

@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use certs::{CertificateAuthority, Clock, KeyId, SigningKey};
-use globalconf::Anchor;
+use certs::{CertificateAuthority, Clock, KeyId, SigningKey, TlsIdentity};
+use globalconf::{Anchor, InstanceId};
 
 use crate::config::RegistryConfig;
 use crate::error::RegistryError;
@@ -16,6 +16,8 @@ use crate::util;
 pub const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 /// Validity of TLS certificates the CA issues (registry, replicas, security servers).
 pub const TLS_VALIDITY: Duration = Duration::from_secs(2 * 365 * 24 * 3600);
+/// The registry renews its own TLS certificate when it has less than this left (seconds).
+pub const RENEW_BEFORE_SECS: i64 = 30 * 24 * 3600;
 
 /// The files of a registry data directory.
 #[derive(Debug, Clone)]
@@ -142,6 +144,41 @@ pub fn init_data_dir(
         admin_token_path: dir.admin_token(),
         signing_key_id: signing_key.key_id(),
     })
+}
+
+/// The registry's own TLS certificate renewed, for the same key, when less than
+/// [`RENEW_BEFORE_SECS`] of it is left at the clock's time: issued by the CA the registry holds
+/// for `hosts` (those of `public_urls`) and stored as `tls.pem`. `None` while it has time.
+pub fn renew_own_certificate(
+    dir: &DataDir,
+    instance: &InstanceId,
+    ca: &CertificateAuthority,
+    hosts: &[String],
+    current: &TlsIdentity,
+    clock: &dyn Clock,
+) -> Result<Option<TlsIdentity>, RegistryError> {
+    let leaf = current
+        .cert_chain
+        .first()
+        .ok_or_else(|| RegistryError::Internal("the registry's tls.pem is empty".into()))?;
+    let info = certs::certificate_info(leaf)?;
+    if info.not_after.saturating_sub(clock.unix_now()) > RENEW_BEFORE_SECS {
+        return Ok(None);
+    }
+    let key = current.key().clone();
+    let cert = ca.issue(
+        &format!("xroad-rs {instance} central registry"),
+        &key.public_key().to_spki_der(),
+        hosts,
+        TLS_VALIDITY,
+        clock,
+    )?;
+    certs::write_file_atomic(&dir.tls_pem(), certs::cert_to_pem(&cert).as_bytes())?;
+    tracing::info!(
+        expired_at = info.not_after,
+        "the registry's TLS certificate was renewed"
+    );
+    Ok(Some(TlsIdentity::new(vec![cert], key)))
 }
 
 /// A TLS identity for a registry replica on `host`, issued by the instance CA: writes

@@ -62,15 +62,7 @@ impl VerifiedEnrollment {
 
     /// The hosts of its addresses: the subject alternative names of its TLS certificate.
     pub fn hosts(&self) -> Vec<String> {
-        let mut hosts: Vec<String> = Vec::new();
-        for a in &self.addresses {
-            if let Ok((host, _)) = split_address(a)
-                && !hosts.iter().any(|h| h == host)
-            {
-                hosts.push(host.to_owned());
-            }
-        }
-        hosts
+        hosts_of(&self.addresses)
     }
 
     /// Refuses a request created more than a day before or after `now` (a replayed old request).
@@ -133,10 +125,7 @@ pub fn verify_enrollment(
         split_address(a).map_err(bad)?;
     }
     // One key type everywhere: the server's TLS key is Ed25519 too.
-    let tls_key_ok = request.tls_public_key_der.len() == 44
-        && PublicKey::from_bytes(&request.tls_public_key_der[12..])
-            .is_ok_and(|k| k.to_spki_der() == request.tls_public_key_der);
-    if !tls_key_ok {
+    if ed25519_spki(&request.tls_public_key_der).is_none() {
         return Err(bad(
             "tls_public_key_der is not the SubjectPublicKeyInfo of an Ed25519 key".into(),
         ));
@@ -158,6 +147,28 @@ pub fn verify_enrollment(
         },
         signed.token,
     ))
+}
+
+/// The Ed25519 key whose SubjectPublicKeyInfo DER `der` is, exactly.
+pub fn ed25519_spki(der: &[u8]) -> Option<PublicKey> {
+    let raw = der.get(12..).filter(|_| der.len() == 44)?;
+    PublicKey::from_bytes(raw)
+        .ok()
+        .filter(|k| k.to_spki_der() == der)
+}
+
+/// The hosts of `host:port` addresses, each once, in order: a TLS certificate's subject
+/// alternative names.
+pub fn hosts_of(addresses: &[String]) -> Vec<String> {
+    let mut hosts: Vec<String> = Vec::new();
+    for a in addresses {
+        if let Ok((host, _)) = split_address(a)
+            && !hosts.iter().any(|h| h == host)
+        {
+            hosts.push(host.to_owned());
+        }
+    }
+    hosts
 }
 
 /// Splits `host:port` (`[v6]:port` for IPv6) into the host (without brackets) and the port.

@@ -20,6 +20,11 @@ pub enum RegistryError {
     /// An enrolment request whose signature does not verify under the key it carries.
     #[error("the enrolment request signature does not verify under its member signing key")]
     InvalidSignature,
+    /// A renewal request not signed by both the server's current TLS key and the new one.
+    #[error(
+        "the renewal request is not signed by both the key of the server's listed certificate and the new key"
+    )]
+    RenewalSignature,
     /// A wrong, used, expired or misdirected enrolment token.
     #[error("{0}")]
     InvalidToken(String),
@@ -97,7 +102,9 @@ impl RegistryError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             RegistryError::BadRequest(_) => ErrorKind::BadRequest,
-            RegistryError::InvalidSignature => ErrorKind::InvalidSignature,
+            RegistryError::InvalidSignature | RegistryError::RenewalSignature => {
+                ErrorKind::InvalidSignature
+            }
             RegistryError::InvalidToken(_) => ErrorKind::InvalidToken,
             RegistryError::Unauthorized => ErrorKind::Unauthorized,
             RegistryError::NotFound(_) => ErrorKind::NotFound,

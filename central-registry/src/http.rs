@@ -1,5 +1,5 @@
 //! The public HTTPS endpoints of the registry (and the pieces a replica shares): the signed
-//! global configuration, the anchor, the CA certificate, enrolment, health.
+//! global configuration, the anchor, the CA certificate, enrolment, certificate renewal, health.
 
 use std::sync::Arc;
 
@@ -34,6 +34,10 @@ pub(crate) fn public_router(shared: Arc<Shared>) -> Router {
             post(submit_enrollment).layer(DefaultBodyLimit::max(MAX_ENROLLMENT_BODY)),
         )
         .route("/v1/enrollments/{*server_id}", get(enrollment_status))
+        .route(
+            "/v1/renewals",
+            post(submit_renewal).layer(DefaultBodyLimit::max(MAX_ENROLLMENT_BODY)),
+        )
         .route("/health", get(health))
         .fallback(not_found)
         .with_state(shared)
@@ -111,17 +115,22 @@ async fn ca_pem(State(shared): State<Arc<Shared>>) -> Response {
     ca_pem_response(shared.ca_pem.clone())
 }
 
-async fn submit_enrollment(
-    State(shared): State<Arc<Shared>>,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, RegistryError> {
-    let body = body.map_err(|r| {
+/// A request body within [`MAX_ENROLLMENT_BODY`].
+fn request_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, RegistryError> {
+    body.map_err(|r| {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
             RegistryError::TooLarge(MAX_ENROLLMENT_BODY)
         } else {
             RegistryError::BadRequest(r.body_text())
         }
-    })?;
+    })
+}
+
+async fn submit_enrollment(
+    State(shared): State<Arc<Shared>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, RegistryError> {
+    let body = request_body(body)?;
     let view = RegistryAdmin::new(shared)
         .submit_enrollment(body.to_vec())
         .await?;
@@ -130,6 +139,17 @@ async fn submit_enrollment(
         _ => StatusCode::ACCEPTED,
     };
     Ok((status, Json(view)).into_response())
+}
+
+async fn submit_renewal(
+    State(shared): State<Arc<Shared>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, RegistryError> {
+    let body = request_body(body)?;
+    let view = RegistryAdmin::new(shared)
+        .submit_renewal(body.to_vec())
+        .await?;
+    Ok(Json(view).into_response())
 }
 
 async fn enrollment_status(

@@ -13,7 +13,7 @@ use tokio::sync::watch;
 
 use crate::admin::RegistryAdmin;
 use crate::config::{ConfigError, RegistryConfig};
-use crate::datadir::DataDir;
+use crate::datadir::{self, DataDir};
 use crate::error::RegistryError;
 use crate::ops::Core;
 use crate::shared::Shared;
@@ -70,11 +70,18 @@ impl Registry {
                 path: dir.tls_pem(),
                 source,
             })?;
-        let identity = TlsIdentity::new(
+        let mut identity = TlsIdentity::new(
             certs::certs_from_pem(&tls_pem)?,
             certs::load_secret_key(&dir.tls_key())?,
         );
-        let tls = Arc::new(certs::server_config(&identity, ALPN)?);
+        let hosts = config.public_hosts()?;
+        if let Some(renewed) =
+            datadir::renew_own_certificate(&dir, &instance, &ca, &hosts, &identity, &*clock)?
+        {
+            identity = renewed;
+        }
+        let tls_identity = certs::LiveIdentity::new(identity, Arc::clone(&clock))?;
+        let tls = Arc::new(tls_identity.server_config(ALPN)?);
         let admin_token = certs::Zeroizing::new(dir.read_admin_token()?);
         if admin_token.len() < 32 {
             return Err(RegistryError::Internal(
@@ -124,6 +131,7 @@ impl Registry {
                 ca_pem,
                 admin_token,
                 tls,
+                tls_identity,
                 publication,
                 core: Mutex::new(core),
             }),
@@ -230,7 +238,8 @@ async fn republish_loop(shared: Arc<Shared>, stop: runtime::Shutdown) {
             _ = tick.tick() => {
                 let s = Arc::clone(&shared);
                 let result = tokio::task::spawn_blocking(move || {
-                    s.with_core(|core, now| core.republish_if_due(now))
+                    s.with_core(|core, now| core.republish_if_due(now))?;
+                    s.renew_own_certificate()
                 })
                 .await;
                 match result {

@@ -22,6 +22,8 @@ pub(crate) struct Shared {
     pub(crate) ca_pem: String,
     pub(crate) admin_token: certs::Zeroizing<String>,
     pub(crate) tls: Arc<rustls::ServerConfig>,
+    /// What `tls` presents; replaced when the registry renews its certificate.
+    pub(crate) tls_identity: certs::LiveIdentity,
     pub(crate) publication: watch::Sender<Arc<Publication>>,
     pub(crate) core: Mutex<Core>,
 }
@@ -50,6 +52,30 @@ impl Shared {
                 guard
             }
         }
+    }
+
+    /// Renews the registry's own TLS certificate when it is due
+    /// ([`crate::datadir::renew_own_certificate`]); the public endpoint presents the new one from
+    /// the next handshake.
+    pub(crate) fn renew_own_certificate(&self) -> Result<(), RegistryError> {
+        let dir = crate::datadir::DataDir::new(&self.config.data_dir);
+        let hosts = self.config.public_hosts()?;
+        let current = self.tls_identity.current();
+        let renewed = {
+            let core = self.lock();
+            crate::datadir::renew_own_certificate(
+                &dir,
+                &self.instance,
+                &core.ca,
+                &hosts,
+                &current,
+                &*self.clock,
+            )?
+        };
+        if let Some(identity) = renewed {
+            self.tls_identity.replace(identity)?;
+        }
+        Ok(())
     }
 
     /// Runs one operation under the lock at the clock's current time, and announces a new

@@ -10,7 +10,7 @@ use globalconf::{GlobalGroupId, InstanceId, MemberId, SecurityServerId, Subsyste
 use proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 
-use crate::util::b64;
+use crate::util::{b64, b64_opt};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberRecord {
@@ -37,7 +37,7 @@ pub struct GroupRecord {
     pub members: BTreeSet<SubsystemId>,
 }
 
-/// An approved security server. The certificate hash is computed once, when the record is made.
+/// An approved security server. The certificate hashes are computed once, when the record is made.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(from = "StoredServer", into = "StoredServer")]
 pub struct ServerRecord {
@@ -47,6 +47,8 @@ pub struct ServerRecord {
     pub hosted: BTreeSet<SubsystemId>,
     tls_certificate_der: Vec<u8>,
     tls_cert_sha256: [u8; 32],
+    /// A certificate issued to renew the one above, until the server says it uses it.
+    renewal: Option<(Vec<u8>, [u8; 32])>,
 }
 
 impl ServerRecord {
@@ -61,6 +63,7 @@ impl ServerRecord {
             hosted,
             tls_certificate_der,
             tls_cert_sha256,
+            renewal: None,
         }
     }
 
@@ -73,6 +76,32 @@ impl ServerRecord {
     pub fn tls_cert_sha256(&self) -> &[u8; 32] {
         &self.tls_cert_sha256
     }
+
+    /// DER of the certificate issued to renew the current one, while the server moves to it.
+    pub fn renewal_certificate_der(&self) -> Option<&[u8]> {
+        self.renewal.as_ref().map(|(der, _)| der.as_slice())
+    }
+
+    /// The pin of the renewal certificate, which peers accept too.
+    pub fn renewal_cert_sha256(&self) -> Option<&[u8; 32]> {
+        self.renewal.as_ref().map(|(_, sha)| sha)
+    }
+
+    /// The record with `der` as the renewal certificate (replacing any earlier one).
+    pub fn with_renewal(mut self, der: Vec<u8>) -> Self {
+        let sha = certs::cert_sha256(&der);
+        self.renewal = Some((der, sha));
+        self
+    }
+
+    /// The record once the server uses its renewal certificate: it is the only one listed.
+    pub fn renewed(mut self) -> Self {
+        if let Some((der, sha)) = self.renewal.take() {
+            self.tls_certificate_der = der;
+            self.tls_cert_sha256 = sha;
+        }
+        self
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -81,11 +110,17 @@ struct StoredServer {
     hosted: BTreeSet<SubsystemId>,
     #[serde(with = "b64")]
     tls_certificate_der: Vec<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "b64_opt")]
+    renewal_certificate_der: Option<Vec<u8>>,
 }
 
 impl From<StoredServer> for ServerRecord {
     fn from(s: StoredServer) -> Self {
-        ServerRecord::new(s.addresses, s.tls_certificate_der, s.hosted)
+        let record = ServerRecord::new(s.addresses, s.tls_certificate_der, s.hosted);
+        match s.renewal_certificate_der {
+            Some(der) => record.with_renewal(der),
+            None => record,
+        }
     }
 }
 
@@ -95,6 +130,7 @@ impl From<ServerRecord> for StoredServer {
             addresses: s.addresses,
             hosted: s.hosted,
             tls_certificate_der: s.tls_certificate_der,
+            renewal_certificate_der: s.renewal.map(|(der, _)| der),
         }
     }
 }
@@ -219,6 +255,10 @@ pub fn build_configuration(
             id: id.to_string(),
             addresses: s.addresses.clone(),
             tls_cert_sha256: s.tls_cert_sha256().to_vec(),
+            renewal_tls_cert_sha256: s
+                .renewal_cert_sha256()
+                .map(|sha| sha.to_vec())
+                .unwrap_or_default(),
             hosted_subsystems: s
                 .hosted
                 .iter()

@@ -30,11 +30,12 @@ pub use error::Error;
 pub use keyfile::{
     load_secret_key, read_secret_file, save_secret_key, write_file_atomic, write_secret_file,
 };
-pub use pem::{cert_sha256, cert_to_pem, certs_from_pem};
+pub use pem::{CertificateInfo, cert_sha256, cert_to_pem, certificate_info, certs_from_pem};
 pub use signing::{Domain, KeyId, PublicKey, SigningKey};
 pub use tls::{
-    PinPolicy, PinSet, TlsIdentity, client_config_trusting, information_system_server_config,
-    pinned_client_config, pinned_server_config, server_config,
+    LiveIdentity, PinPolicy, PinSet, TlsIdentity, client_config_trusting,
+    client_config_trusting_at, information_system_server_config, pinned_client_config,
+    pinned_server_config, server_config,
 };
 
 /// A buffer that is wiped when dropped; secret bytes leave this crate in one.

@@ -43,6 +43,41 @@ pub fn certs_from_pem(pem: &str) -> Result<Vec<Vec<u8>>, Error> {
     Ok(certs)
 }
 
+/// What a peer checks in a certificate besides its pin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateInfo {
+    /// Unix seconds.
+    pub not_before: i64,
+    /// Unix seconds; the certificate is valid through this second.
+    pub not_after: i64,
+    /// SubjectPublicKeyInfo DER of the certified key.
+    pub spki_der: Vec<u8>,
+}
+
+impl CertificateInfo {
+    /// Whether the certificate is valid at `now` (Unix seconds).
+    pub fn valid_at(&self, now: i64) -> bool {
+        self.not_before <= now && now <= self.not_after
+    }
+}
+
+/// The validity window and key of an X.509 certificate (DER).
+pub fn certificate_info(der: &[u8]) -> Result<CertificateInfo, Error> {
+    let (rest, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| Error::Certificate(format!("cannot parse: {e}")))?;
+    if !rest.is_empty() {
+        return Err(Error::Certificate(
+            "trailing bytes after the certificate".into(),
+        ));
+    }
+    let validity = cert.validity();
+    Ok(CertificateInfo {
+        not_before: validity.not_before.timestamp(),
+        not_after: validity.not_after.timestamp(),
+        spki_der: cert.public_key().raw.to_vec(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,6 +22,8 @@ const SIGNATURE_PREFIX: &[u8] = b"xroad-rs/v1/";
 pub enum Domain {
     GlobalConfiguration,
     EnrollmentRequest,
+    /// A security server's request for a renewed TLS certificate.
+    RenewalRequest,
     RequestHeader,
     ResponseHeader,
     Checkpoint,
@@ -36,6 +38,7 @@ impl Domain {
         match self {
             Domain::GlobalConfiguration => "global-configuration",
             Domain::EnrollmentRequest => "enrollment-request",
+            Domain::RenewalRequest => "renewal-request",
             Domain::RequestHeader => "request-header",
             Domain::ResponseHeader => "response-header",
             Domain::Checkpoint => "checkpoint",
@@ -361,6 +364,7 @@ mod tests {
             Domain::ResponseHeader,
             Domain::GlobalConfiguration,
             Domain::EnrollmentRequest,
+            Domain::RenewalRequest,
             Domain::Checkpoint,
             Domain::Other("request-header-x"),
         ] {

@@ -21,7 +21,10 @@ use rustls::{
     ServerConfig, SignatureScheme,
 };
 
-use crate::{Error, SigningKey, cert_sha256};
+use crate::{Error, SigningKey, SystemClock, cert_sha256};
+
+mod live;
+pub use live::LiveIdentity;
 
 /// A certificate chain (leaf first, DER) and the Ed25519 key of the leaf. `Debug` shows
 /// the leaf fingerprint and key id only.
@@ -34,6 +37,11 @@ pub struct TlsIdentity {
 impl TlsIdentity {
     pub fn new(cert_chain: Vec<Vec<u8>>, key: SigningKey) -> Self {
         TlsIdentity { cert_chain, key }
+    }
+
+    /// The key the leaf certificate certifies.
+    pub fn key(&self) -> &SigningKey {
+        &self.key
     }
 
     /// The pin of this identity: SHA-256 of the leaf certificate's DER.
@@ -109,20 +117,8 @@ pub fn information_system_server_config(
     identity: &TlsIdentity,
     alpn: &[&[u8]],
 ) -> Result<ServerConfig, Error> {
-    let provider = provider();
-    let verifier = Arc::new(PinnedCertVerifier {
-        policy: Arc::new(AnyCertificate),
-        algorithms: provider.signature_verification_algorithms,
-        mandatory: false,
-    });
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(identity.rustls_chain(), identity.rustls_key()?)?;
-    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
-    config.send_tls13_tickets = 0;
-    config.alpn_protocols = alpn_list(alpn);
-    Ok(config)
+    LiveIdentity::new(identity.clone(), Arc::new(SystemClock))?
+        .information_system_server_config(alpn)
 }
 
 /// Allows every certificate (checked later, per request).
@@ -138,6 +134,15 @@ impl PinPolicy for AnyCertificate {
 /// HTTPS client that trusts only the given CA certificates (the instance CA from the
 /// anchor) and checks the server name as usual.
 pub fn client_config_trusting(ca_ders: &[Vec<u8>], alpn: &[&[u8]]) -> Result<ClientConfig, Error> {
+    client_config_trusting_at(ca_ders, alpn, Arc::new(SystemClock))
+}
+
+/// [`client_config_trusting`], checking certificates' validity at `clock`'s time.
+pub fn client_config_trusting_at(
+    ca_ders: &[Vec<u8>],
+    alpn: &[&[u8]],
+    clock: Arc<dyn crate::Clock>,
+) -> Result<ClientConfig, Error> {
     let mut roots = RootCertStore::empty();
     for der in ca_ders {
         roots.add(CertificateDer::from(der.as_slice()))?;
@@ -145,7 +150,7 @@ pub fn client_config_trusting(ca_ders: &[Vec<u8>], alpn: &[&[u8]]) -> Result<Cli
     let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
         .build()
         .map_err(|e| Error::Certificate(format!("trust anchors: {e}")))?;
-    let mut config = ClientConfig::builder_with_provider(provider())
+    let mut config = ClientConfig::builder_with_details(provider(), live::clock_time(clock))
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_webpki_verifier(verifier)
         .with_no_client_auth();
@@ -154,53 +159,109 @@ pub fn client_config_trusting(ca_ders: &[Vec<u8>], alpn: &[&[u8]]) -> Result<Cli
 }
 
 /// Server side of pinned mutual TLS: requires a client certificate and accepts it iff
-/// `policy` allows its SHA-256. Handshake signatures are still verified, so the peer
-/// must hold the pinned certificate's key.
+/// `policy` allows its SHA-256 and it is valid now. Handshake signatures are still verified, so
+/// the peer must hold the pinned certificate's key.
 pub fn pinned_server_config(
     identity: &TlsIdentity,
     policy: Arc<dyn PinPolicy>,
     alpn: &[&[u8]],
 ) -> Result<ServerConfig, Error> {
-    let provider = provider();
-    let verifier = Arc::new(PinnedCertVerifier {
-        policy,
-        algorithms: provider.signature_verification_algorithms,
-        mandatory: true,
-    });
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(identity.rustls_chain(), identity.rustls_key()?)?;
-    // A resumed session skips certificate verification, so a peer whose pin was
-    // removed could keep resuming. Every connection does a full handshake instead.
-    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
-    config.send_tls13_tickets = 0;
-    config.alpn_protocols = alpn_list(alpn);
-    Ok(config)
+    LiveIdentity::new(identity.clone(), Arc::new(SystemClock))?.pinned_server_config(policy, alpn)
 }
 
 /// Client side of pinned mutual TLS: presents `identity` and accepts the server iff
-/// `policy` allows its certificate's SHA-256. The server name is not checked.
+/// `policy` allows its certificate's SHA-256 and it is valid now. The server name is not checked.
 pub fn pinned_client_config(
     identity: &TlsIdentity,
     policy: Arc<dyn PinPolicy>,
     alpn: &[&[u8]],
 ) -> Result<ClientConfig, Error> {
-    let provider = provider();
-    let verifier = Arc::new(PinnedCertVerifier {
-        policy,
-        algorithms: provider.signature_verification_algorithms,
-        mandatory: true,
-    });
-    let mut config = ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_client_auth_cert(identity.rustls_chain(), identity.rustls_key()?)?;
-    // See pinned_server_config: resumption would bypass the pin check.
-    config.resumption = rustls::client::Resumption::disabled();
-    config.alpn_protocols = alpn_list(alpn);
-    Ok(config)
+    LiveIdentity::new(identity.clone(), Arc::new(SystemClock))?.pinned_client_config(policy, alpn)
+}
+
+impl LiveIdentity {
+    /// [`server_config`], presenting whatever this identity holds at each handshake.
+    pub fn server_config(&self, alpn: &[&[u8]]) -> Result<ServerConfig, Error> {
+        let mut config = ServerConfig::builder_with_details(provider(), self.time())
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_no_client_auth()
+            .with_cert_resolver(self.resolver());
+        config.alpn_protocols = alpn_list(alpn);
+        Ok(config)
+    }
+
+    /// [`pinned_server_config`], presenting whatever this identity holds at each handshake and
+    /// checking validity against this identity's clock.
+    pub fn pinned_server_config(
+        &self,
+        policy: Arc<dyn PinPolicy>,
+        alpn: &[&[u8]],
+    ) -> Result<ServerConfig, Error> {
+        let provider = provider();
+        let verifier = Arc::new(PinnedCertVerifier {
+            policy,
+            algorithms: provider.signature_verification_algorithms,
+            mandatory: true,
+            check_validity: true,
+        });
+        let mut config = ServerConfig::builder_with_details(provider, self.time())
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_client_cert_verifier(verifier)
+            .with_cert_resolver(self.resolver());
+        // A resumed session skips certificate verification, so a peer whose pin was
+        // removed could keep resuming. Every connection does a full handshake instead.
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        config.send_tls13_tickets = 0;
+        config.alpn_protocols = alpn_list(alpn);
+        Ok(config)
+    }
+
+    /// [`pinned_client_config`], presenting whatever this identity holds at each handshake and
+    /// checking validity against this identity's clock.
+    pub fn pinned_client_config(
+        &self,
+        policy: Arc<dyn PinPolicy>,
+        alpn: &[&[u8]],
+    ) -> Result<ClientConfig, Error> {
+        let provider = provider();
+        let verifier = Arc::new(PinnedCertVerifier {
+            policy,
+            algorithms: provider.signature_verification_algorithms,
+            mandatory: true,
+            check_validity: true,
+        });
+        let mut config = ClientConfig::builder_with_details(provider, self.time())
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_client_cert_resolver(self.resolver());
+        // See pinned_server_config: resumption would bypass the pin check.
+        config.resumption = rustls::client::Resumption::disabled();
+        config.alpn_protocols = alpn_list(alpn);
+        Ok(config)
+    }
+
+    /// [`information_system_server_config`], presenting whatever this identity holds at each
+    /// handshake.
+    pub fn information_system_server_config(&self, alpn: &[&[u8]]) -> Result<ServerConfig, Error> {
+        let provider = provider();
+        let verifier = Arc::new(PinnedCertVerifier {
+            policy: Arc::new(AnyCertificate),
+            algorithms: provider.signature_verification_algorithms,
+            mandatory: false,
+            // Registered per subsystem and checked per request; an information system's own
+            // certificate is its operator's business.
+            check_validity: false,
+        });
+        let mut config = ServerConfig::builder_with_details(provider, self.time())
+            .with_safe_default_protocol_versions()?
+            .with_client_cert_verifier(verifier)
+            .with_cert_resolver(self.resolver());
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        config.send_tls13_tickets = 0;
+        config.alpn_protocols = alpn_list(alpn);
+        Ok(config)
+    }
 }
 
 fn provider() -> Arc<CryptoProvider> {
@@ -218,17 +279,31 @@ struct PinnedCertVerifier {
     algorithms: WebPkiSupportedAlgorithms,
     /// Whether a client must present a certificate (server side).
     mandatory: bool,
+    /// Whether the certificate must be valid at the handshake's time.
+    check_validity: bool,
 }
 
 impl PinnedCertVerifier {
-    fn check_pin(&self, end_entity: &CertificateDer<'_>) -> Result<(), rustls::Error> {
-        if self.policy.allows(&cert_sha256(end_entity)) {
-            Ok(())
-        } else {
-            Err(rustls::Error::InvalidCertificate(
+    fn check(&self, end_entity: &CertificateDer<'_>, now: UnixTime) -> Result<(), rustls::Error> {
+        if !self.policy.allows(&cert_sha256(end_entity)) {
+            return Err(rustls::Error::InvalidCertificate(
                 CertificateError::ApplicationVerificationFailure,
-            ))
+            ));
         }
+        if self.check_validity {
+            let info = crate::certificate_info(end_entity)
+                .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
+            let now = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+            if now > info.not_after {
+                return Err(rustls::Error::InvalidCertificate(CertificateError::Expired));
+            }
+            if now < info.not_before {
+                return Err(rustls::Error::InvalidCertificate(
+                    CertificateError::NotValidYet,
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -239,9 +314,9 @@ impl ServerCertVerifier for PinnedCertVerifier {
         _intermediates: &[CertificateDer<'_>],
         _server_name: &ServerName<'_>,
         _ocsp_response: &[u8],
-        _now: UnixTime,
+        now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        self.check_pin(end_entity)?;
+        self.check(end_entity, now)?;
         Ok(ServerCertVerified::assertion())
     }
 
@@ -281,9 +356,9 @@ impl ClientCertVerifier for PinnedCertVerifier {
         &self,
         end_entity: &CertificateDer<'_>,
         _intermediates: &[CertificateDer<'_>],
-        _now: UnixTime,
+        now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        self.check_pin(end_entity)?;
+        self.check(end_entity, now)?;
         Ok(ClientCertVerified::assertion())
     }
 

@@ -84,7 +84,16 @@ pub struct ServerInfo {
     pub id: SecurityServerId,
     pub addresses: Vec<String>,
     pub tls_cert_sha256: [u8; 32],
+    /// A certificate issued to renew the one above, while the server moves to it.
+    pub renewal_tls_cert_sha256: Option<[u8; 32]>,
     pub hosted: Vec<SubsystemId>,
+}
+
+impl ServerInfo {
+    /// Every certificate (SHA-256) the server may present: peers accept any of them.
+    pub fn pins(&self) -> impl Iterator<Item = [u8; 32]> + '_ {
+        std::iter::once(self.tls_cert_sha256).chain(self.renewal_tls_cert_sha256)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -279,10 +288,25 @@ impl GlobalConf {
                 s.tls_cert_sha256.as_slice().try_into().map_err(|_| {
                     inconsistent(format!("server {id}: certificate hash is not 32 bytes"))
                 })?;
-            if by_cert.insert(tls_cert_sha256, id.clone()).is_some() {
-                return Err(inconsistent(format!(
-                    "server {id} reuses another server's certificate"
-                )));
+            let renewal_tls_cert_sha256: Option<[u8; 32]> = match s.renewal_tls_cert_sha256.len() {
+                0 => None,
+                _ => Some(
+                    s.renewal_tls_cert_sha256
+                        .as_slice()
+                        .try_into()
+                        .map_err(|_| {
+                            inconsistent(format!(
+                                "server {id}: renewal certificate hash is not 32 bytes"
+                            ))
+                        })?,
+                ),
+            };
+            for pin in std::iter::once(tls_cert_sha256).chain(renewal_tls_cert_sha256) {
+                if by_cert.insert(pin, id.clone()).is_some() {
+                    return Err(inconsistent(format!(
+                        "server {id} reuses a certificate listed before"
+                    )));
+                }
             }
             let mut hosted = Vec::with_capacity(s.hosted_subsystems.len());
             for h in &s.hosted_subsystems {
@@ -299,6 +323,7 @@ impl GlobalConf {
                 id: id.clone(),
                 addresses: s.addresses.clone(),
                 tls_cert_sha256,
+                renewal_tls_cert_sha256,
                 hosted,
             };
             if servers.insert(id.clone(), info).is_some() {

@@ -39,6 +39,11 @@ impl ConfBuilder {
         }
     }
 
+    /// Goes on from a configuration built before.
+    pub fn from_proto(pb: pb::GlobalConfiguration) -> Self {
+        Self { pb }
+    }
+
     pub fn serial(mut self, serial: u64) -> Self {
         self.pb.serial = serial;
         self
@@ -129,7 +134,18 @@ impl ConfBuilder {
             addresses: addresses.iter().map(|a| (*a).to_owned()).collect(),
             tls_cert_sha256: cert_sha256.to_vec(),
             hosted_subsystems: hosts.iter().map(|h| (*h).to_owned()).collect(),
+            renewal_tls_cert_sha256: Vec::new(),
         });
+        self
+    }
+
+    /// Lists `cert_sha256` as the renewal certificate of the server `id` (added before).
+    pub fn renewing(mut self, id: &str, cert_sha256: [u8; 32]) -> Self {
+        for s in &mut self.pb.security_servers {
+            if s.id == id {
+                s.renewal_tls_cert_sha256 = cert_sha256.to_vec();
+            }
+        }
         self
     }
 

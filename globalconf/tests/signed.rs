@@ -156,6 +156,36 @@ fn member_keys_are_valid_only_in_their_window() {
 }
 
 #[test]
+fn a_renewal_certificate_identifies_its_server_too() {
+    let key = SigningKey::from_seed([1; 32]);
+    let anchor = anchor_for(&[&key]);
+    let server = "JP/MUN/131016/ss1";
+    let renewing = ConfBuilder::from_proto(configuration(5))
+        .renewing(server, [2; 32])
+        .proto();
+    let v = signed::verify(&signed::sign(&renewing, &key), &anchor).unwrap();
+    for pin in [[1; 32], [2; 32]] {
+        assert_eq!(
+            v.conf().server_by_cert(&pin).map(|s| s.id.to_string()),
+            Some(server.to_owned())
+        );
+    }
+    let info = v.conf().server_by_cert(&[2; 32]).unwrap();
+    assert_eq!(info.pins().collect::<Vec<_>>(), vec![[1; 32], [2; 32]]);
+    assert!(v.conf().server_by_cert(&[3; 32]).is_none());
+
+    // A renewal certificate may not be another server's, nor a malformed hash.
+    let stolen = ConfBuilder::from_proto(configuration(6))
+        .server_at("JP/MUN/131016/ss2", &["127.0.0.1:5501"], [3; 32], &[])
+        .renewing("JP/MUN/131016/ss2", [1; 32])
+        .proto();
+    assert!(signed::verify(&signed::sign(&stolen, &key), &anchor).is_err());
+    let mut short = renewing.clone();
+    short.security_servers[0].renewal_tls_cert_sha256 = vec![2; 31];
+    assert!(signed::verify(&signed::sign(&short, &key), &anchor).is_err());
+}
+
+#[test]
 fn anchor_round_trips_through_its_file_form() {
     let key = SigningKey::from_seed([1; 32]);
     let anchor = anchor_for(&[&key]);

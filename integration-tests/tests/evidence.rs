@@ -172,7 +172,7 @@ async fn a_witness_refuses_a_forked_or_rolled_back_checkpoint() {
         .unwrap()
         .expect("Osaka witnessed Chiyoda");
     let pool = security_server::peer::PeerPool::new(
-        Arc::new(identity.tls),
+        certs::LiveIdentity::new(identity.tls, Arc::new(certs::SystemClock)).unwrap(),
         Duration::from_secs(2),
         1 << 20,
     );

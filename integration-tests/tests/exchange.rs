@@ -1057,7 +1057,7 @@ impl RawPeer {
         let identity = security_server::identity::Identity::load(&ministry.config).unwrap();
         let key = identity.signing_keys.into_iter().next().unwrap().1;
         let pool = security_server::peer::PeerPool::new(
-            Arc::new(identity.tls),
+            certs::LiveIdentity::new(identity.tls, Arc::new(certs::SystemClock)).unwrap(),
             Duration::from_secs(2),
             32 << 20,
         );
@@ -1221,7 +1221,11 @@ async fn tampered_forged_replayed_and_unlisted_exchanges_are_rejected() {
         .unwrap();
     let rogue = RawPeer {
         pool: security_server::peer::PeerPool::new(
-            Arc::new(certs::TlsIdentity::new(vec![rogue_cert], rogue_key)),
+            certs::LiveIdentity::new(
+                certs::TlsIdentity::new(vec![rogue_cert], rogue_key),
+                Arc::new(certs::SystemClock),
+            )
+            .unwrap(),
             Duration::from_secs(2),
             1 << 20,
         ),
@@ -1564,9 +1568,11 @@ async fn an_answer_the_provider_did_not_log_is_not_returned_to_the_client() {
         replay: exchange::replay::ReplayCache::new(Duration::from_secs(600), 1000),
         keep: std::sync::atomic::AtomicBool::new(true),
     });
-    let tls =
-        security_server::peer::server_tls(&identity.tls, tokio::sync::watch::channel(Some(conf)).1)
-            .unwrap();
+    let tls = security_server::peer::server_tls(
+        &certs::LiveIdentity::new(identity.tls, Arc::new(certs::SystemClock)).unwrap(),
+        tokio::sync::watch::channel(Some(conf)).1,
+    )
+    .unwrap();
     let router =
         tonic::service::Routes::new(pb::peer_server::PeerServer::from_arc(Arc::clone(&fake)))
             .into_axum_router();

@@ -316,6 +316,7 @@ impl Federation {
             // Its systems connect over HTTPS with certificates of their own (crate::shared).
             config.client_proxy.tls = s.system_certificates;
             config.messagelog.enabled = spec.messagelog_enabled;
+            config.tls = spec.tls.clone();
             certs::write_file_atomic(&config_path, config.to_toml()?.as_bytes())?;
             let config = ServerConfig::load(&config_path)?;
             anchor

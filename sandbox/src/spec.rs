@@ -100,6 +100,8 @@ pub struct FederationSpec {
     pub poll_interval_secs: u64,
     /// Whether the servers log exchanges (always, but for benchmarks comparing the cost).
     pub messagelog_enabled: bool,
+    /// The servers' `[tls]` settings (renewal of their TLS certificates).
+    pub tls: security_server::config::TlsConfig,
     /// Registered on every server hosting the service's subsystem, once the servers run.
     pub services: Vec<ServiceSpec>,
     /// The subsystem the resident portal (DESIGN §7) calls as: granted `findUsage` on every
@@ -261,6 +263,7 @@ impl FederationSpec {
             configuration_validity_secs: 7 * 24 * 3600,
             poll_interval_secs: 0,
             messagelog_enabled: true,
+            tls: security_server::config::TlsConfig::default(),
             services: vec![
                 // The villages' resident registries read a newcomer's record from Chiyoda
                 // (転入: moving in from Chiyoda City).

@@ -79,8 +79,11 @@ impl ConfClient {
             },
             Err(_) => None,
         };
-        let tls =
-            certs::client_config_trusting(&anchor.ca_certificates_der(), &[b"h2", b"http/1.1"])?;
+        let tls = certs::client_config_trusting_at(
+            &anchor.ca_certificates_der(),
+            &[b"h2", b"http/1.1"],
+            Arc::clone(&clock),
+        )?;
         let registries = runtime::HttpClient::https(tls)
             .with_timeout(fetch_timeout)
             .with_max_body(256 * 1024 * 1024);

@@ -40,6 +40,30 @@ pub struct Config {
     pub globalconf: GlobalConfConfig,
     pub exchange: ExchangeConfig,
     pub messagelog: MessageLogConfig,
+    pub tls: TlsConfig,
+}
+
+/// Renewal of the server's TLS certificate (`[tls]`; docs/keys.md).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Ask the registry for a renewed certificate this many days before the current one expires.
+    pub renew_before_days: u64,
+    /// Seconds between checks of the certificate's expiry and of a renewal under way.
+    pub check_interval_secs: u64,
+    /// Seconds a renewed certificate must have been listed in the configuration before this
+    /// server presents it, so that peers hold that configuration too; 0: twice the poll interval.
+    pub install_delay_secs: u64,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            renew_before_days: 30,
+            check_interval_secs: 3600,
+            install_delay_secs: 0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -193,6 +217,7 @@ impl Default for Config {
             globalconf: GlobalConfConfig::default(),
             exchange: ExchangeConfig::default(),
             messagelog: MessageLogConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -287,6 +312,12 @@ impl Config {
         {
             return Err(ConfigError::Invalid(
                 "exchange.replay_cache_entries, connect_timeout_ms, request_timeout_secs and max_concurrent_exchanges must be at least 1".into(),
+            ));
+        }
+        if self.tls.check_interval_secs == 0 || self.tls.renew_before_days > 365 {
+            return Err(ConfigError::Invalid(
+                "tls.check_interval_secs must be at least 1 and tls.renew_before_days at most 365"
+                    .into(),
             ));
         }
         if self.messagelog.group_commit_interval_ms > 1000 {

@@ -3,6 +3,8 @@
 //!
 //! `data_dir` layout (secret files 0600):
 //! - `tls.key`, `tls.pem`: the TLS key (Ed25519) and the certificate the instance CA issued for it;
+//! - `tls-next.key`, `tls-next.pem`: during a renewal, the new key and its certificate, until they
+//!   replace the two above (see [`crate::renewal`]);
 //! - `signing/<member>/<key-id>.key`: message-signing keys, one directory per member this server
 //!   signs for (its owner, and later the members it hosts); `<member>` has `/` replaced by `_`,
 //!   which identifiers never contain;
@@ -10,9 +12,10 @@
 //! - `enrollment-request.bin`: the signed enrolment request `init` made.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::Bytes;
-use certs::{Clock, Domain, KeyId, SigningKey, TlsIdentity};
+use certs::{Clock, Domain, KeyId, SigningKey, SystemClock, TlsIdentity};
 use globalconf::{Anchor, MemberId, SecurityServerId};
 use prost::Message;
 use proto::v1 as pb;
@@ -75,6 +78,12 @@ impl Paths {
     }
     pub fn tls_cert(&self) -> PathBuf {
         self.data_dir.join("tls.pem")
+    }
+    pub fn tls_next_key(&self) -> PathBuf {
+        self.data_dir.join("tls-next.key")
+    }
+    pub fn tls_next_cert(&self) -> PathBuf {
+        self.data_dir.join("tls-next.pem")
     }
     pub fn admin_token(&self) -> PathBuf {
         self.data_dir.join("admin-token")
@@ -198,8 +207,15 @@ struct ErrorBody {
 
 pub use runtime::admin::path_segment;
 
-fn registry_client(anchor: &Anchor) -> Result<runtime::HttpClient, IdentityError> {
-    let tls = certs::client_config_trusting(&anchor.ca_certificates_der(), &[b"h2", b"http/1.1"])?;
+fn registry_client(
+    anchor: &Anchor,
+    clock: Arc<dyn Clock>,
+) -> Result<runtime::HttpClient, IdentityError> {
+    let tls = certs::client_config_trusting_at(
+        &anchor.ca_certificates_der(),
+        &[b"h2", b"http/1.1"],
+        clock,
+    )?;
     Ok(runtime::HttpClient::https(tls))
 }
 
@@ -216,20 +232,38 @@ pub async fn submit_enrollment(
     let mut signed = pb::SignedEnrollmentRequest::decode(bytes.as_slice())
         .map_err(|_| IdentityError::NotInitialised)?;
     signed.token = token.unwrap_or_default().to_owned();
-    let body = Bytes::from(signed.encode_to_vec());
-    let client = registry_client(anchor)?;
+    let status: StatusBody = post_to_registry(
+        anchor,
+        "/v1/enrollments",
+        signed.encode_to_vec(),
+        Arc::new(SystemClock),
+    )
+    .await?;
+    Ok(status.status)
+}
+
+/// POSTs a protobuf `body` to `path` at the first registry that answers (replicas answer 503:
+/// the next URL is tried) and reads its JSON answer. The registry's certificate is checked at
+/// `clock`'s time.
+pub(crate) async fn post_to_registry<T: serde::de::DeserializeOwned>(
+    anchor: &Anchor,
+    path: &str,
+    body: Vec<u8>,
+    clock: Arc<dyn Clock>,
+) -> Result<T, IdentityError> {
+    let body = Bytes::from(body);
+    let client = registry_client(anchor, clock)?;
     let mut failures = Vec::new();
     for base in anchor.registry_urls() {
-        let url = format!("{}/v1/enrollments", base.trim_end_matches('/'));
+        let url = format!("{}{path}", base.trim_end_matches('/'));
         match client
             .post(&url, None, "application/x-protobuf", body.clone())
             .await
         {
             Ok(r) if r.is_success() => {
-                let status: StatusBody = r
+                return r
                     .json()
-                    .map_err(|e| IdentityError::Refused(format!("unreadable answer: {e}")))?;
-                return Ok(status.status);
+                    .map_err(|e| IdentityError::Refused(format!("unreadable answer: {e}")));
             }
             Ok(r) if r.status.as_u16() == 503 => failures.push(format!("{url}: read-only")),
             Ok(r) => {
@@ -256,7 +290,7 @@ pub async fn fetch_certificate(
         .map_err(|_| IdentityError::NotInitialised)?;
     let paths = Paths::new(&config.data_dir);
     let tls_key = certs::load_secret_key(&paths.tls_key())?;
-    let client = registry_client(anchor)?;
+    let client = registry_client(anchor, Arc::new(SystemClock))?;
     let mut failures = Vec::new();
     for base in anchor.registry_urls() {
         let url = format!(
@@ -282,12 +316,7 @@ pub async fn fetch_certificate(
             let pem = status
                 .certificate_pem
                 .ok_or_else(|| IdentityError::Refused("approved without a certificate".into()))?;
-            let chain = certs::certs_from_pem(&pem)?;
-            let leaf = chain.first().ok_or(IdentityError::CertificateMismatch)?;
-            // The SubjectPublicKeyInfo is embedded verbatim in the certificate, so a certificate
-            // for another key cannot contain ours.
-            let spki = tls_key.public_key().to_spki_der();
-            if !leaf.windows(spki.len()).any(|w| w == spki.as_slice()) {
+            if !certifies(&certs::certs_from_pem(&pem)?, &tls_key) {
                 return Err(IdentityError::CertificateMismatch);
             }
             certs::write_file_atomic(&paths.tls_cert(), pem.as_bytes())?;
@@ -295,6 +324,13 @@ pub async fn fetch_certificate(
         return Ok(status.status);
     }
     Err(IdentityError::RegistryUnreachable(failures.join("; ")))
+}
+
+/// Whether the leaf of `chain` certifies `key`.
+pub(crate) fn certifies(chain: &[Vec<u8>], key: &SigningKey) -> bool {
+    chain.first().is_some_and(|leaf| {
+        certs::certificate_info(leaf).is_ok_and(|i| i.spki_der == key.public_key().to_spki_der())
+    })
 }
 
 /// The loaded identity a running server needs.
@@ -323,7 +359,18 @@ impl Identity {
             return Err(IdentityError::NotEnrolled);
         }
         let pem = std::fs::read_to_string(&cert_path).map_err(io_err(&cert_path))?;
-        let chain = certs::certs_from_pem(&pem)?;
+        let mut chain = certs::certs_from_pem(&pem)?;
+        if !certifies(&chain, &tls_key) {
+            // A renewal stopped between moving the new key and its certificate into place.
+            let next = paths.tls_next_cert();
+            let next_chain = std::fs::read_to_string(&next)
+                .ok()
+                .and_then(|pem| certs::certs_from_pem(&pem).ok())
+                .filter(|c| certifies(c, &tls_key))
+                .ok_or(IdentityError::CertificateMismatch)?;
+            std::fs::rename(&next, &cert_path).map_err(io_err(&cert_path))?;
+            chain = next_chain;
+        }
         let admin_token = String::from_utf8_lossy(&certs::read_secret_file(&paths.admin_token())?)
             .trim()
             .to_owned();

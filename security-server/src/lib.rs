@@ -15,6 +15,7 @@
 //! - [`client_auth`]: how each hosted subsystem's information systems must connect.
 //! - [`peer`]: connections to peer servers over pinned mutual TLS; one `Exchange` on the wire.
 //! - [`confclient`]: holds the verified global configuration; polls registries, then peers.
+//! - [`renewal`]: renews the TLS certificate before it expires, without a restart.
 //! - [`metrics`]: Prometheus metrics (prometheus-client).
 //! - [`log`]: the message log's records, checkpoints, witnessing and evidence export.
 //! - [`usage`]: resident transparency: `findUsage`, `usageEvidence`, suppression rules.
@@ -36,6 +37,7 @@ pub mod log;
 pub mod metrics;
 pub mod peer;
 pub mod proxy;
+pub mod renewal;
 pub mod server;
 pub mod serverconf;
 pub mod spool;

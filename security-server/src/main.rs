@@ -75,6 +75,9 @@ enum Command {
     Status,
     /// Ask the running server to refresh its global configuration now (admin API).
     RefreshGlobalconf,
+    /// Ask the registry for a renewed TLS certificate now; the running server presents it once
+    /// the configuration lists it (admin API; it also renews by itself before expiry).
+    Renew,
     /// Services this server provides for its hosted subsystems (admin API).
     #[command(subcommand)]
     Service(ServiceCmd),
@@ -376,6 +379,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         command @ (Command::Status
         | Command::RefreshGlobalconf
+        | Command::Renew
         | Command::Service(_)
         | Command::Access(_)
         | Command::Suppression(_)
@@ -407,6 +411,7 @@ fn dispatch<W: WithOp>(command: Command, w: W) -> anyhow::Result<W::Output> {
     Ok(match command {
         Command::Status => w.with(ops::Status),
         Command::RefreshGlobalconf => w.with(ops::RefreshGlobalconf),
+        Command::Renew => w.with(ops::RenewTls),
         Command::Audit { limit } => w.with(ops::Audit { limit: Some(limit) }),
         Command::Service(cmd) => match cmd {
             ServiceCmd::Add {
@@ -571,6 +576,7 @@ mod tests {
     const ADMIN_COMMANDS: &[&[&str]] = &[
         &["status"],
         &["refresh-globalconf"],
+        &["renew"],
         &["audit"],
         &[
             "service",

@@ -78,6 +78,7 @@ struct ConfGauges {
     age_seconds: Gauge,
     expires_in_seconds: Gauge,
     messagelog_failed: Gauge,
+    tls_expires_in_seconds: Gauge,
 }
 
 /// The message log's last checkpoint round (DESIGN §8: log size, checkpoint age).
@@ -116,6 +117,8 @@ pub struct Scrape {
     /// `(serial, generated_at, expires_at)` of the global configuration held.
     pub globalconf: Option<(u64, i64, i64)>,
     pub messagelog_failed: bool,
+    /// When the TLS certificate presented now expires (Unix seconds).
+    pub tls_not_after: Option<i64>,
 }
 
 impl Default for Metrics {
@@ -158,6 +161,11 @@ impl Metrics {
             "xroad_globalconf_expires_in_seconds",
             "Seconds until the held global configuration expires (negative: expired).",
             globalconf.expires_in_seconds.clone(),
+        );
+        registry.register(
+            "xroad_tls_certificate_expires_in_seconds",
+            "Seconds until the TLS certificate this server presents expires (negative: expired).",
+            globalconf.tls_expires_in_seconds.clone(),
         );
         registry.register(
             "xroad_messagelog_failed",
@@ -223,6 +231,11 @@ impl Metrics {
             }
         }
         g.messagelog_failed.set(i64::from(scrape.messagelog_failed));
+        g.tls_expires_in_seconds.set(
+            scrape
+                .tls_not_after
+                .map_or(0, |t| t.saturating_sub(scrape.now)),
+        );
         self.log.set_age(scrape.now);
         let mut out = String::new();
         if let Err(e) = encode(&mut out, &self.registry) {
@@ -239,6 +252,7 @@ pub fn router(
     conf: Arc<crate::confclient::ConfClient>,
     clock: Arc<dyn certs::Clock>,
     log: msglog::MessageLog,
+    tls: certs::LiveIdentity,
 ) -> axum::Router {
     axum::Router::new().route(
         "/metrics",
@@ -250,6 +264,12 @@ pub fn router(
                     .current()
                     .map(|c| (c.serial(), c.conf().generated_at(), c.conf().expires_at())),
                 messagelog_failed: log.failure().is_some(),
+                tls_not_after: tls
+                    .current()
+                    .cert_chain
+                    .first()
+                    .and_then(|leaf| certs::certificate_info(leaf).ok())
+                    .map(|info| info.not_after),
             };
             async move {
                 (
@@ -295,7 +315,12 @@ mod tests {
             now: 100,
             globalconf: Some((7, 40, 160)),
             messagelog_failed: false,
+            tls_not_after: Some(90),
         });
+        assert!(
+            text.contains("xroad_tls_certificate_expires_in_seconds -10\n"),
+            "{text}"
+        );
         assert!(text.contains("xroad_exchanges_total{proxy=\"client_proxy\",outcome=\"ok\"} 1"));
         assert!(text.contains("outcome=\"Server.ServerProxy.AccessDenied\"} 1"));
         let bucket = |le: &str| {

@@ -23,6 +23,7 @@ use crate::proxy::PeerService;
 use crate::proxy::backend::Backend;
 use crate::proxy::client::{ClientProxy, ClientProxySettings};
 use crate::proxy::server::ServerProxy;
+use crate::renewal::Renewal;
 use crate::serverconf::ServerConf;
 use crate::spool::{self, Spool};
 use exchange::replay::ReplayCache;
@@ -119,20 +120,21 @@ pub async fn start(
     config.validate()?;
     let anchor = Anchor::load(&config.anchor)?;
     let identity = Identity::load(config)?;
-    let tls_identity = Arc::new(identity.tls);
+    // Shared by every listener and the peer pool: a renewed certificate replaces it in place.
+    let tls_identity = certs::LiveIdentity::new(identity.tls, Arc::clone(&clock))?;
     let exchange = &config.exchange;
     // A part of a body plus its signed header and framing; a body in memory comes whole in one
     // message from servers of earlier versions.
     let max_message = exchange.in_memory_body_bytes.max(spool::CHUNK) + 256 * 1024;
     let peers = Arc::new(PeerPool::new(
-        Arc::clone(&tls_identity),
+        tls_identity.clone(),
         Duration::from_millis(exchange.connect_timeout_ms),
         max_message,
     ));
     let poll_override = (config.globalconf.poll_interval_secs > 0)
         .then(|| Duration::from_secs(config.globalconf.poll_interval_secs));
     let conf = Arc::new(ConfClient::open(
-        anchor,
+        anchor.clone(),
         Paths::new(&config.data_dir).stored_globalconf(),
         identity.server_id.clone(),
         Arc::clone(&peers),
@@ -159,6 +161,16 @@ pub async fn start(
     let mut tasks = JoinSet::new();
 
     tasks.spawn(Arc::clone(&conf).run(shutdown.clone()));
+    let renewal = Arc::new(Renewal::new(
+        tls_identity.clone(),
+        Paths::new(&config.data_dir),
+        identity.server_id.clone(),
+        anchor,
+        Arc::clone(&conf),
+        Arc::clone(&clock),
+        &config.tls,
+    ));
+    tasks.spawn(Arc::clone(&renewal).run(shutdown.clone()));
 
     let keys = Arc::new(MemberKeys::new(identity.signing_keys));
     let spool = Spool::new(
@@ -189,10 +201,9 @@ pub async fn start(
     // Information systems may present a client certificate; whether it is registered for the
     // subsystem a request names is checked per request (client_auth).
     let client_tls = if config.client_proxy.tls {
-        Some(Arc::new(certs::information_system_server_config(
-            &tls_identity,
-            &[b"h2", b"http/1.1"],
-        )?))
+        Some(Arc::new(
+            tls_identity.information_system_server_config(&[b"h2", b"http/1.1"])?,
+        ))
     } else {
         None
     };
@@ -213,10 +224,7 @@ pub async fn start(
     )
     .router();
     if let Some(listener) = listeners.client_proxy_tls {
-        let tls = Arc::new(certs::information_system_server_config(
-            &tls_identity,
-            &[b"h2", b"http/1.1"],
-        )?);
+        let tls = Arc::new(tls_identity.information_system_server_config(&[b"h2", b"http/1.1"])?);
         tasks.spawn(serve(
             "client proxy (HTTPS)",
             listener,
@@ -288,12 +296,14 @@ pub async fn start(
         server_id: identity.server_id.clone(),
         clock: Arc::clone(&clock),
     })
+    .with_renewal(Arc::clone(&renewal))
     .router()
     .merge(crate::metrics::router(
         Arc::clone(&metrics),
         Arc::clone(&conf),
         Arc::clone(&clock),
         log.clone(),
+        tls_identity.clone(),
     ));
     tasks.spawn(serve(
         "admin",

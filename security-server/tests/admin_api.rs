@@ -41,7 +41,11 @@ fn fixture() -> Fixture {
     )
     .unwrap();
     let peers = Arc::new(PeerPool::new(
-        Arc::new(TlsIdentity::new(vec![], SigningKey::generate().unwrap())),
+        certs::LiveIdentity::new(
+            TlsIdentity::new(vec![], SigningKey::generate().unwrap()),
+            Arc::new(clock.clone()),
+        )
+        .unwrap(),
         Duration::from_secs(1),
         1 << 20,
     ));

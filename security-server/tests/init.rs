@@ -82,3 +82,56 @@ fn init_refuses_to_run_twice_and_run_needs_a_certificate() {
         Err(IdentityError::NotEnrolled)
     ));
 }
+
+/// A certificate from a test CA for `key`.
+fn certificate(ca: &certs::CertificateAuthority, key: &certs::SigningKey) -> String {
+    let der = ca
+        .issue(
+            "JP/MUN/131016/ss1",
+            &key.public_key().to_spki_der(),
+            &["127.0.0.1".into()],
+            std::time::Duration::from_secs(86_400),
+            &certs::SystemClock,
+        )
+        .unwrap();
+    certs::cert_to_pem(&der)
+}
+
+#[test]
+fn a_renewal_cut_off_between_moving_the_key_and_its_certificate_is_finished_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path());
+    identity::init(&config, &ManualClock::at_unix(1_800_000_000)).unwrap();
+    let paths = Paths::new(&config.data_dir);
+    let ca = certs::CertificateAuthority::generate(
+        "JP",
+        std::time::Duration::from_secs(86_400),
+        &certs::SystemClock,
+    )
+    .unwrap();
+    let old_key = certs::load_secret_key(&paths.tls_key()).unwrap();
+    std::fs::write(paths.tls_cert(), certificate(&ca, &old_key)).unwrap();
+    assert!(identity::Identity::load(&config).is_ok());
+
+    // The new key is in place, its certificate still in tls-next.pem: finished at start.
+    let new_key = certs::SigningKey::generate().unwrap();
+    let new_pem = certificate(&ca, &new_key);
+    std::fs::remove_file(paths.tls_key()).unwrap();
+    certs::save_secret_key(&paths.tls_key(), &new_key).unwrap();
+    std::fs::write(paths.tls_next_cert(), &new_pem).unwrap();
+    let loaded = identity::Identity::load(&config).unwrap();
+    assert_eq!(
+        loaded.tls.key().public_key().as_bytes(),
+        new_key.public_key().as_bytes()
+    );
+    assert_eq!(std::fs::read_to_string(paths.tls_cert()).unwrap(), new_pem);
+    assert!(!paths.tls_next_cert().exists());
+
+    // A key whose certificate is nowhere is refused rather than served with the wrong one.
+    std::fs::remove_file(paths.tls_key()).unwrap();
+    certs::save_secret_key(&paths.tls_key(), &certs::SigningKey::generate().unwrap()).unwrap();
+    assert!(matches!(
+        identity::Identity::load(&config),
+        Err(IdentityError::CertificateMismatch)
+    ));
+}

@@ -17,6 +17,7 @@
 //! - `servers`: approved security servers and the subsystems they host.
 //! - `keys`: member signing keys: list, add, retire, remove.
 //! - `enrollment`: enrolment requests (submitted on the public endpoint), decisions, tokens.
+//! - `renewal`: renewed TLS certificates for enrolled servers (public endpoint, no operator).
 //! - [`views`]: the JSON views the operations answer with.
 
 mod enrollment;
@@ -24,6 +25,7 @@ mod groups;
 mod keys;
 mod machine;
 mod members;
+mod renewal;
 mod servers;
 mod status;
 mod subsystems;
@@ -45,6 +47,7 @@ pub use keys::{AddKey, ListKeys, NewKey, RemoveKey, RetireKey, Retirement};
 pub use machine::Core;
 pub(crate) use machine::{audit, not_found};
 pub use members::{AddMember, ListMembers, Profile, RemoveMember, SetMemberProfile};
+pub use renewal::{RenewalStatus, RenewalView};
 pub use servers::{AddHostedSubsystem, ListServers, RemoveHostedSubsystem, RemoveServer};
 pub use status::{Audit, Publish, Status};
 pub use subsystems::{

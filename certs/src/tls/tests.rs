@@ -210,6 +210,113 @@ fn removing_a_pin_cuts_off_the_next_connection() {
     }
 }
 
+#[test]
+fn a_pinned_certificate_outside_its_validity_is_refused_both_ways() {
+    let issued = ManualClock::at_unix(1_800_000_000);
+    let ca = CertificateAuthority::generate("TEST", 10 * DAY, &issued).unwrap();
+    let client_id = identity(&ca, 1, "TEST/GOV/a/ss1", &issued);
+    let server_id = identity(&ca, 2, "TEST/GOV/b/ss2", &issued);
+    // The server's clock moves below; the client's stays at the time of issue.
+    let now = ManualClock::at_unix(1_800_000_000);
+    let client_live = LiveIdentity::new(client_id.clone(), Arc::new(issued.clone())).unwrap();
+    let server_live = LiveIdentity::new(server_id.clone(), Arc::new(now.clone())).unwrap();
+    let client = Arc::new(
+        client_live
+            .pinned_client_config(pins(&[&server_id]), ALPN)
+            .unwrap(),
+    );
+    let server = Arc::new(
+        server_live
+            .pinned_server_config(pins(&[&client_id]), ALPN)
+            .unwrap(),
+    );
+    assert!(matches!(
+        connect(&client, &server, "x.invalid"),
+        Outcome::Connected { .. }
+    ));
+
+    // The client's clock is past both certificates (issued for one day): it refuses the server.
+    let late = ManualClock::at_unix(1_800_000_000 + 2 * 86_400);
+    let late_client = Arc::new(
+        LiveIdentity::new(client_id.clone(), Arc::new(late.clone()))
+            .unwrap()
+            .pinned_client_config(pins(&[&server_id]), ALPN)
+            .unwrap(),
+    );
+    match connect(&late_client, &server, "x.invalid") {
+        Outcome::ClientRejected(rustls::Error::InvalidCertificate(CertificateError::Expired)) => {}
+        other => panic!("{other:?}"),
+    }
+    // The server's clock is past them: it refuses the client.
+    now.set(late.now());
+    match connect(&client, &server, "x.invalid") {
+        Outcome::ServerRejected(rustls::Error::InvalidCertificate(CertificateError::Expired)) => {}
+        other => panic!("{other:?}"),
+    }
+    // Before a certificate's start (less the hour it is backdated) it is refused too.
+    now.set(std::time::UNIX_EPOCH + Duration::from_secs(1_800_000_000 - 2 * 3600));
+    match connect(&client, &server, "x.invalid") {
+        Outcome::ServerRejected(rustls::Error::InvalidCertificate(
+            CertificateError::NotValidYet,
+        )) => {}
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_replaced_live_identity_is_presented_from_the_next_handshake() {
+    let p = pair();
+    let ca = CertificateAuthority::generate("TEST", DAY, &SystemClock).unwrap();
+    let renewed = identity(&ca, 3, "TEST/GOV/b/ss2", &SystemClock);
+    let server_live = LiveIdentity::new(p.server.clone(), Arc::new(SystemClock)).unwrap();
+    let server = Arc::new(
+        server_live
+            .pinned_server_config(pins(&[&p.client]), ALPN)
+            .unwrap(),
+    );
+    let client_live = LiveIdentity::new(p.client.clone(), Arc::new(SystemClock)).unwrap();
+    // The client accepts the old and the renewed server certificate, as during a renewal.
+    let client = Arc::new(
+        client_live
+            .pinned_client_config(pins(&[&p.server, &renewed]), ALPN)
+            .unwrap(),
+    );
+    assert!(matches!(
+        connect(&client, &server, "x.invalid"),
+        Outcome::Connected { .. }
+    ));
+    server_live.replace(renewed.clone()).unwrap();
+    assert_eq!(server_live.leaf_sha256(), renewed.leaf_sha256());
+    assert!(matches!(
+        connect(&client, &server, "x.invalid"),
+        Outcome::Connected { .. }
+    ));
+    // A client that pins only the old certificate now refuses the server.
+    let old_only = Arc::new(
+        client_live
+            .pinned_client_config(pins(&[&p.server]), ALPN)
+            .unwrap(),
+    );
+    match connect(&old_only, &server, "x.invalid") {
+        Outcome::ClientRejected(e) => assert!(is_pin_failure(&e), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    // And the client side presents its replacement too.
+    let client_renewed = identity(&ca, 4, "TEST/GOV/a/ss1", &SystemClock);
+    client_live.replace(client_renewed.clone()).unwrap();
+    let server2 = Arc::new(
+        server_live
+            .pinned_server_config(pins(&[&client_renewed]), ALPN)
+            .unwrap(),
+    );
+    match connect(&client, &server2, "x.invalid") {
+        Outcome::Connected { server_saw, .. } => {
+            assert_eq!(server_saw, Some(client_renewed.leaf_sha256()));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
 /// Always presents one certificate and key, matching or not.
 #[derive(Debug)]
 struct FixedClientCert(Arc<rustls::sign::CertifiedKey>);
@@ -238,6 +345,7 @@ fn pinned_client(p: &Pair) -> rustls::ConfigBuilder<ClientConfig, rustls::client
             policy: pins(&[&p.server]),
             algorithms: provider().signature_verification_algorithms,
             mandatory: true,
+            check_validity: true,
         }))
 }
 

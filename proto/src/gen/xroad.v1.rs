@@ -90,6 +90,10 @@ pub struct SecurityServer {
     /// Subsystems whose messages this server sends and receives ("INSTANCE/CLASS/CODE/SUBSYSTEM").
     #[prost(string, repeated, tag = "4")]
     pub hosted_subsystems: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// SHA-256 of a certificate issued to renew the one above, while the server moves to it: peers
+    /// accept either. Empty when no renewal is under way.
+    #[prost(bytes = "vec", tag = "5")]
+    pub renewal_tls_cert_sha256: ::prost::alloc::vec::Vec<u8>,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct GlobalGroup {
@@ -156,6 +160,35 @@ pub struct SignedEnrollmentRequest {
     /// Optional one-time enrolment token issued by the registry operator; approves at once.
     #[prost(string, tag = "3")]
     pub token: ::prost::alloc::string::String,
+}
+/// A security server asks for a certificate for a new TLS key before its current one expires
+/// (DESIGN §3, lifecycle), or says it now uses the renewed one. No token: the signature by the key
+/// of the certificate the configuration lists for it is the authority.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RenewalRequest {
+    /// "INSTANCE/CLASS/CODE/SERVERCODE"
+    #[prost(string, tag = "1")]
+    pub server_id: ::prost::alloc::string::String,
+    /// SubjectPublicKeyInfo DER of the new TLS key.
+    #[prost(bytes = "vec", tag = "2")]
+    pub new_tls_public_key_der: ::prost::alloc::vec::Vec<u8>,
+    #[prost(int64, tag = "3")]
+    pub created_at: i64,
+    /// Set once the server presents the renewed certificate: the registry then stops listing the
+    /// old one.
+    #[prost(bool, tag = "4")]
+    pub in_use: bool,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct SignedRenewalRequest {
+    #[prost(bytes = "vec", tag = "1")]
+    pub request: ::prost::alloc::vec::Vec<u8>,
+    /// By the key of the certificate the configuration lists for the server.
+    #[prost(bytes = "vec", tag = "2")]
+    pub current_key_signature: ::prost::alloc::vec::Vec<u8>,
+    /// By the new key (proof of possession).
+    #[prost(bytes = "vec", tag = "3")]
+    pub new_key_signature: ::prost::alloc::vec::Vec<u8>,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct Header {

@@ -35,6 +35,7 @@ pub struct Admin {
     serverconf: Arc<ServerConf>,
     token_sha256: [u8; 32],
     evidence: Option<EvidenceSource>,
+    renewal: Option<Arc<crate::renewal::Renewal>>,
 }
 
 /// What went wrong with an admin request, and what the caller is told.
@@ -61,6 +62,9 @@ pub enum AdminError {
     /// 503 `Admin.NotYetCheckpointed`: the records are not under a signed checkpoint yet; retry.
     #[error("{0}")]
     NotYetCheckpointed(String),
+    /// 502 `Admin.RenewalFailed`: the registry could not be reached or refused the renewal.
+    #[error("{0}")]
+    RenewalFailed(String),
 }
 
 impl AdminError {
@@ -72,6 +76,7 @@ impl AdminError {
             AdminError::UnknownService(_) => (StatusCode::CONFLICT, "Admin.UnknownService"),
             AdminError::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "Admin.Storage"),
             AdminError::RefreshFailed(_) => (StatusCode::BAD_GATEWAY, "Admin.RefreshFailed"),
+            AdminError::RenewalFailed(_) => (StatusCode::BAD_GATEWAY, "Admin.RenewalFailed"),
             AdminError::NotYetCheckpointed(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "Admin.NotYetCheckpointed")
             }
@@ -156,12 +161,19 @@ impl Admin {
             serverconf,
             token_sha256: Sha256::digest(token.as_bytes()).into(),
             evidence: None,
+            renewal: None,
         }
     }
 
     /// Enables `POST /v1/evidence`.
     pub fn with_evidence(mut self, source: EvidenceSource) -> Self {
         self.evidence = Some(source);
+        self
+    }
+
+    /// Serves the TLS certificate's status and the `renew` operation.
+    pub fn with_renewal(mut self, renewal: Arc<crate::renewal::Renewal>) -> Self {
+        self.renewal = Some(renewal);
         self
     }
 
@@ -247,11 +259,16 @@ async fn health(State(admin): State<Admin>) -> Response {
             .into_response();
     }
     match admin.conf.valid_now() {
-        Ok(c) => (
-            StatusCode::OK,
-            Json(serde_json::json!({"status": "ok", "globalconf_serial": c.serial()})),
-        )
-            .into_response(),
+        Ok(c) => {
+            // Still serving, but the operator must act before the certificate expires.
+            let body = match admin.renewal.as_ref().and_then(|r| r.attention()) {
+                Some(reason) => serde_json::json!({
+                    "status": "warning", "globalconf_serial": c.serial(), "reason": reason,
+                }),
+                None => serde_json::json!({"status": "ok", "globalconf_serial": c.serial()}),
+            };
+            (StatusCode::OK, Json(body)).into_response()
+        }
         Err(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(serde_json::json!({"status": "unavailable", "reason": reason})),
@@ -284,7 +301,11 @@ mod tests {
         )
         .unwrap();
         let peers = Arc::new(PeerPool::new(
-            Arc::new(TlsIdentity::new(vec![], SigningKey::generate().unwrap())),
+            certs::LiveIdentity::new(
+                TlsIdentity::new(vec![], SigningKey::generate().unwrap()),
+                Arc::new(clock.clone()),
+            )
+            .unwrap(),
             Duration::from_secs(1),
             1 << 20,
         ));

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use certs::{PinPolicy, PinSet, TlsIdentity};
+use certs::{LiveIdentity, PinPolicy, PinSet};
 use globalconf::{SecurityServerId, ServerInfo, VerifiedConf};
 use hyper_util::rt::TokioIo;
 use proto::v1::peer_client::PeerClient;
@@ -32,10 +32,10 @@ impl PinPolicy for ConfPins {
 
 /// The rustls configuration of the server proxy's listener.
 pub fn server_tls(
-    identity: &TlsIdentity,
+    identity: &LiveIdentity,
     conf: watch::Receiver<Option<VerifiedConf>>,
 ) -> Result<Arc<rustls::ServerConfig>, certs::Error> {
-    let config = certs::pinned_server_config(identity, Arc::new(ConfPins(conf)), &[ALPN_H2])?;
+    let config = identity.pinned_server_config(Arc::new(ConfPins(conf)), &[ALPN_H2])?;
     Ok(Arc::new(config))
 }
 
@@ -50,13 +50,15 @@ pub enum PeerError {
     Connect(String),
 }
 
-/// A channel is for one server, at one address, pinned to one certificate.
-type ChannelKey = (SecurityServerId, String, [u8; 32]);
+/// A channel is for one server, at one address, pinned to the certificates the configuration
+/// lists for it, and made with this server's own certificate of the time: after a renewal, new
+/// connections present the new one.
+type ChannelKey = (SecurityServerId, String, Vec<[u8; 32]>, [u8; 32]);
 
 /// One long-lived HTTP/2 channel per peer address, reconnecting lazily.
 #[derive(Debug)]
 pub struct PeerPool {
-    identity: Arc<TlsIdentity>,
+    identity: LiveIdentity,
     connect_timeout: Duration,
     max_message: usize,
     channels: Mutex<HashMap<ChannelKey, Channel>>,
@@ -82,7 +84,7 @@ pub fn is_connect_failure(status: &tonic::Status) -> bool {
 
 impl PeerPool {
     /// `max_message`: the largest gRPC message either way (a body plus its signed header).
-    pub fn new(identity: Arc<TlsIdentity>, connect_timeout: Duration, max_message: usize) -> Self {
+    pub fn new(identity: LiveIdentity, connect_timeout: Duration, max_message: usize) -> Self {
         Self {
             identity,
             connect_timeout,
@@ -104,15 +106,11 @@ impl PeerPool {
         server: &ServerInfo,
         address: &str,
     ) -> Result<PeerClient<Channel>, PeerError> {
-        let key = (
-            server.id.clone(),
-            address.to_owned(),
-            server.tls_cert_sha256,
-        );
+        let key = self.key(server, address);
         if let Some(channel) = self.lock().get(&key) {
             return Ok(self.wrap(channel.clone()));
         }
-        let (endpoint, connector) = self.endpoint(server.tls_cert_sha256, address)?;
+        let (endpoint, connector) = self.endpoint(key.2.clone(), address)?;
         let channel = endpoint
             .connect_with_connector(connector)
             .await
@@ -123,12 +121,17 @@ impl PeerPool {
 
     /// Drops the pooled channel to `server` at `address` (after it failed).
     pub fn forget(&self, server: &ServerInfo, address: &str) {
-        let key = (
+        let key = self.key(server, address);
+        self.lock().remove(&key);
+    }
+
+    fn key(&self, server: &ServerInfo, address: &str) -> ChannelKey {
+        (
             server.id.clone(),
             address.to_owned(),
-            server.tls_cert_sha256,
-        );
-        self.lock().remove(&key);
+            server.pins().collect(),
+            self.identity.leaf_sha256(),
+        )
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ChannelKey, Channel>> {
@@ -142,32 +145,34 @@ impl PeerPool {
         server: &ServerInfo,
         address: &str,
     ) -> Result<PeerClient<Channel>, PeerError> {
-        let key = (
-            server.id.clone(),
-            address.to_owned(),
-            server.tls_cert_sha256,
-        );
+        let key = self.key(server, address);
         let mut channels = self.lock();
         if let Some(channel) = channels.get(&key) {
             return Ok(self.wrap(channel.clone()));
         }
-        let (endpoint, connector) = self.endpoint(server.tls_cert_sha256, address)?;
+        let (endpoint, connector) = self.endpoint(key.2.clone(), address)?;
         let channel = endpoint.connect_with_connector_lazy(connector);
         channels.insert(key, channel.clone());
         drop(channels);
         Ok(self.wrap(channel))
     }
 
-    /// Forgets channels to servers or certificates the configuration no longer lists.
+    /// Forgets channels to servers or certificates the configuration no longer lists, and those
+    /// made with a certificate this server no longer presents.
     pub fn retain(&self, conf: &globalconf::GlobalConf) {
-        self.lock()
-            .retain(|(id, _, pin), _| conf.server(id).is_some_and(|s| &s.tls_cert_sha256 == pin));
+        let own = self.identity.leaf_sha256();
+        self.lock().retain(|(id, _, pins, with), _| {
+            *with == own
+                && conf
+                    .server(id)
+                    .is_some_and(|s| s.pins().eq(pins.iter().copied()))
+        });
     }
 
     #[allow(clippy::type_complexity)]
     fn endpoint(
         &self,
-        pin: [u8; 32],
+        pins: Vec<[u8; 32]>,
         address: &str,
     ) -> Result<
         (
@@ -189,12 +194,8 @@ impl PeerPool {
         if uri.port_u16().is_none() {
             return Err(PeerError::Address(address.to_owned()));
         }
-        let policy = Arc::new(PinSet([pin].into_iter().collect()));
-        let tls = Arc::new(certs::pinned_client_config(
-            &self.identity,
-            policy,
-            &[ALPN_H2],
-        )?);
+        let policy = Arc::new(PinSet(pins.into_iter().collect()));
+        let tls = Arc::new(self.identity.pinned_client_config(policy, &[ALPN_H2])?);
         let connect_timeout = self.connect_timeout;
         let connector = tower::service_fn(move |uri: Uri| {
             let tls = Arc::clone(&tls);

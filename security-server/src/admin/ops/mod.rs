@@ -6,7 +6,7 @@
 //! the route and handler ([`Admin::router`]), [`super::AdminClient::call`] and the CLI's
 //! printing. [`for_each_op`] lists them all.
 //!
-//! - `status`: [`Status`], [`RefreshGlobalconf`], [`Audit`], [`ExportEvidence`].
+//! - `status`: [`Status`], [`RefreshGlobalconf`], [`RenewTls`], [`Audit`], [`ExportEvidence`].
 //! - `services`: [`ListServices`], [`AddService`], [`RemoveService`].
 //! - `access`: [`ListAccess`], [`GrantAccess`], [`RevokeAccess`].
 //! - `suppressions`: [`ListSuppressions`], [`AddSuppression`], [`RemoveSuppression`].
@@ -35,7 +35,8 @@ pub use access::{GrantAccess, ListAccess, RevokeAccess};
 pub use client_auth::{ListClientAuth, RemoveClientAuth, SetClientAuth};
 pub use services::{AddService, ListServices, RemoveService};
 pub use status::{
-    Audit, ExportEvidence, GlobalconfStatus, Refresh, RefreshGlobalconf, ServerStatus, Status,
+    Audit, ExportEvidence, GlobalconfStatus, Refresh, RefreshGlobalconf, RenewTls, ServerStatus,
+    Status,
 };
 pub use suppressions::{AddSuppression, ListSuppressions, RemoveSuppression};
 
@@ -45,6 +46,7 @@ runtime::admin_ops! {
     AdminOp:
     Status,
     RefreshGlobalconf,
+    RenewTls,
     ListServices,
     AddService,
     RemoveService,
@@ -82,6 +84,7 @@ impl From<PathError> for AdminError {
 
 impl JsonReply for ServerStatus {}
 impl JsonReply for Refresh {}
+impl JsonReply for crate::renewal::TlsStatus {}
 
 /// A JSON answer as the CLI prints it whatever `--json` says (`status`, `refresh-globalconf`).
 fn pretty<T: Serialize>(value: &T) -> String {
@@ -97,7 +100,7 @@ mod tests {
 
     use super::*;
 
-    runtime::admin_op_table_tests!(AdminOp, ops: 16, prefix: "/v1/", shapes: ops_without_input_take_a_unit_body_and_json_is_posted);
+    runtime::admin_op_table_tests!(AdminOp, ops: 17, prefix: "/v1/", shapes: ops_without_input_take_a_unit_body_and_json_is_posted);
 
     #[test]
     fn service_ids_in_the_path_name_what_failed() {

@@ -1,4 +1,5 @@
-//! The server itself: status, a refresh of the global configuration, the audit log, evidence.
+//! The server itself: status, a refresh of the global configuration, renewal of the TLS
+//! certificate, the audit log, evidence.
 
 use http::Method;
 use serde::{Deserialize, Serialize};
@@ -6,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::{AdminOp, Endpoint, Input, PlainEndpoint, pretty};
 use crate::admin::{Admin, AdminError, on_serverconf};
 use crate::log::EvidenceQuery;
+use crate::renewal::TlsStatus;
 use crate::serverconf::AuditEntry;
 
 /// How many audit records `GET /v1/audit` returns without `limit`, and at most.
@@ -23,6 +25,9 @@ pub struct ServerStatus {
     pub globalconf: Option<GlobalconfStatus>,
     pub grants: usize,
     pub services: usize,
+    /// The TLS certificate presented now and its renewal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsStatus>,
 }
 
 /// The global configuration a server holds.
@@ -56,6 +61,7 @@ impl AdminOp for Status {
             }),
             grants: local.access.grants().len(),
             services: local.services.len(),
+            tls: admin.renewal.as_ref().and_then(|r| r.status().ok()),
         })
     }
     fn text(&self, status: &ServerStatus) -> String {
@@ -98,6 +104,32 @@ impl AdminOp for RefreshGlobalconf {
     }
     fn text(&self, refresh: &Refresh) -> String {
         pretty(refresh)
+    }
+}
+
+/// `POST /v1/tls/renew`: asks the registry for a renewed TLS certificate now, whatever the
+/// current one's expiry; the server presents it once the configuration lists it (docs/keys.md).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct RenewTls;
+
+impl PlainEndpoint for RenewTls {
+    const METHOD: Method = Method::POST;
+    const PATH: &'static str = "/v1/tls/renew";
+    type Response = TlsStatus;
+}
+
+impl AdminOp for RenewTls {
+    async fn apply(self, admin: &Admin) -> Result<TlsStatus, AdminError> {
+        let renewal = admin.renewal.as_ref().ok_or_else(|| {
+            AdminError::NotFound("this server does not renew certificates".into())
+        })?;
+        renewal
+            .renew_now()
+            .await
+            .map_err(|e| AdminError::RenewalFailed(e.to_string()))
+    }
+    fn text(&self, status: &TlsStatus) -> String {
+        pretty(status)
     }
 }
 
