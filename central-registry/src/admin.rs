@@ -186,6 +186,15 @@ impl RegistryAdmin {
             .await
     }
 
+    /// What `POST /v1/key-requests` (the public endpoint) does with a `SignedKeyRequest`'s bytes.
+    pub async fn submit_key_request(
+        &self,
+        body: Vec<u8>,
+    ) -> Result<ops::KeyRequestAnswer, RegistryError> {
+        self.call(move |core, now| core.submit_key_request(&body, now))
+            .await
+    }
+
     pub async fn approve_enrollment(
         &self,
         id: SecurityServerId,

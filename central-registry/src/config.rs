@@ -77,6 +77,9 @@ pub struct RegistryConfig {
     pub configuration_validity_secs: u64,
     pub republish_interval_secs: u64,
     pub enrollment_token_validity_secs: u64,
+    /// Seconds between the approval of a key a server asked for (key rotation) and the moment it
+    /// becomes valid, so that every server holds the configuration listing it before it is used.
+    pub key_activation_delay_secs: u64,
     /// `text` or `json` (one JSON object per line) for `serve`'s logs.
     pub log_format: String,
     pub parameters: ParametersConfig,
@@ -95,6 +98,7 @@ impl Default for RegistryConfig {
             configuration_validity_secs: 7 * 24 * 3600,
             republish_interval_secs: 3600,
             enrollment_token_validity_secs: 7 * 24 * 3600,
+            key_activation_delay_secs: 600,
             log_format: "text".into(),
             parameters: ParametersConfig::default(),
         }

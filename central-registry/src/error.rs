@@ -25,6 +25,11 @@ pub enum RegistryError {
         "the renewal request is not signed by both the key of the server's listed certificate and the new key"
     )]
     RenewalSignature,
+    /// A key request not signed by both a valid key of the member and the new key.
+    #[error(
+        "the key request is not signed by both a key the configuration lists as valid for the member and the new key"
+    )]
+    KeyRequestSignature,
     /// A wrong, used, expired or misdirected enrolment token.
     #[error("{0}")]
     InvalidToken(String),
@@ -102,9 +107,9 @@ impl RegistryError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             RegistryError::BadRequest(_) => ErrorKind::BadRequest,
-            RegistryError::InvalidSignature | RegistryError::RenewalSignature => {
-                ErrorKind::InvalidSignature
-            }
+            RegistryError::InvalidSignature
+            | RegistryError::RenewalSignature
+            | RegistryError::KeyRequestSignature => ErrorKind::InvalidSignature,
             RegistryError::InvalidToken(_) => ErrorKind::InvalidToken,
             RegistryError::Unauthorized => ErrorKind::Unauthorized,
             RegistryError::NotFound(_) => ErrorKind::NotFound,

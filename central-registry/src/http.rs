@@ -1,5 +1,6 @@
 //! The public HTTPS endpoints of the registry (and the pieces a replica shares): the signed
-//! global configuration, the anchor, the CA certificate, enrolment, certificate renewal, health.
+//! global configuration, the anchor, the CA certificate, enrolment, certificate renewal, key
+//! requests, health.
 
 use std::sync::Arc;
 
@@ -37,6 +38,10 @@ pub(crate) fn public_router(shared: Arc<Shared>) -> Router {
         .route(
             "/v1/renewals",
             post(submit_renewal).layer(DefaultBodyLimit::max(MAX_ENROLLMENT_BODY)),
+        )
+        .route(
+            "/v1/key-requests",
+            post(submit_key_request).layer(DefaultBodyLimit::max(MAX_ENROLLMENT_BODY)),
         )
         .route("/health", get(health))
         .fallback(not_found)
@@ -150,6 +155,21 @@ async fn submit_renewal(
         .submit_renewal(body.to_vec())
         .await?;
     Ok(Json(view).into_response())
+}
+
+async fn submit_key_request(
+    State(shared): State<Arc<Shared>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, RegistryError> {
+    let body = request_body(body)?;
+    let answer = RegistryAdmin::new(shared)
+        .submit_key_request(body.to_vec())
+        .await?;
+    let status = match answer.status {
+        crate::ops::KeyRequestStatus::Listed => StatusCode::OK,
+        crate::ops::KeyRequestStatus::Pending => StatusCode::ACCEPTED,
+    };
+    Ok((status, Json(answer)).into_response())
 }
 
 async fn enrollment_status(

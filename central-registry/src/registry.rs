@@ -108,6 +108,9 @@ impl Registry {
             state: loaded.state,
             enrollments: loaded.enrollments,
             tokens: loaded.tokens,
+            key_requests: loaded.key_requests,
+            key_activation_delay: i64::try_from(config.key_activation_delay_secs)
+                .unwrap_or(i64::MAX),
             publication: loaded.publication.map(Arc::new),
         };
         core.republish_if_due(clock.unix_now())?;

@@ -175,6 +175,7 @@ impl Replica {
             .route("/v1/enrollments", axum::routing::any(read_only))
             .route("/v1/enrollments/{*rest}", axum::routing::any(read_only))
             .route("/v1/renewals", axum::routing::any(read_only))
+            .route("/v1/key-requests", axum::routing::any(read_only))
             .route("/health", get(health))
             .fallback(crate::http::not_found)
             .with_state(Arc::clone(&self.shared));

@@ -144,6 +144,20 @@ pub struct KeyRecord {
     pub valid_until: Option<i64>,
 }
 
+/// A security server's request to list a new signing key of a member (key rotation), waiting for
+/// the operator. Stored under the member and the new key's id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRequestRecord {
+    pub public_key: PublicKey,
+    /// The server that holds the key and asked.
+    pub server_id: SecurityServerId,
+    pub submitted_at: i64,
+    /// The member's key that signed the request.
+    pub current_key_id: KeyId,
+    /// How long after the new key becomes valid the signing key stops being valid (0: never).
+    pub retire_current_after_secs: u64,
+}
+
 /// Everything that goes into the global configuration, keyed and sorted by identifier.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegistryState {

@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::enrollment::{EnrollmentRecord, TokenRecord};
 use crate::state::{
-    GroupRecord, KeyRecord, MemberRecord, RegistryState, ServerRecord, SubsystemRecord,
+    GroupRecord, KeyRecord, KeyRequestRecord, MemberRecord, RegistryState, ServerRecord,
+    SubsystemRecord,
 };
 use crate::util::b64;
 
@@ -27,6 +28,8 @@ const SERVERS: Table = TableDefinition::new("security_servers");
 /// Key: `"MEMBER_ID KEY_ID"` (identifiers never contain a space).
 const KEYS: Table = TableDefinition::new("member_signing_keys");
 const ENROLLMENTS: Table = TableDefinition::new("enrollments");
+/// Key: `"MEMBER_ID KEY_ID"`; made by the first request in databases created before it existed.
+const KEY_REQUESTS: Table = TableDefinition::new("key_requests");
 /// Key: hex SHA-256 of the token.
 const TOKENS: Table = TableDefinition::new("enrollment_tokens");
 const META: Table = TableDefinition::new("meta");
@@ -142,6 +145,8 @@ pub(crate) enum Change {
     PutEnrollment(EnrollmentRecord),
     DeleteEnrollment(SecurityServerId),
     PutToken(String, TokenRecord),
+    PutKeyRequest(MemberId, KeyId, KeyRequestRecord),
+    DeleteKeyRequest(MemberId, KeyId),
 }
 
 impl Change {
@@ -149,7 +154,11 @@ impl Change {
     pub(crate) fn affects_configuration(&self) -> bool {
         !matches!(
             self,
-            Change::PutEnrollment(_) | Change::DeleteEnrollment(_) | Change::PutToken(..)
+            Change::PutEnrollment(_)
+                | Change::DeleteEnrollment(_)
+                | Change::PutToken(..)
+                | Change::PutKeyRequest(..)
+                | Change::DeleteKeyRequest(..)
         )
     }
 }
@@ -160,6 +169,7 @@ pub(crate) struct Loaded {
     pub state: RegistryState,
     pub enrollments: BTreeMap<SecurityServerId, EnrollmentRecord>,
     pub tokens: HashMap<String, TokenRecord>,
+    pub key_requests: BTreeMap<(MemberId, KeyId), KeyRequestRecord>,
     pub publication: Option<Publication>,
 }
 
@@ -170,6 +180,16 @@ pub(crate) struct Store {
 
 fn key_key(member: &MemberId, key_id: &KeyId) -> String {
     format!("{member} {key_id}")
+}
+
+fn parse_key_key(table: &str, key: &str) -> Result<(MemberId, KeyId), StoreError> {
+    let (member, key_id) = key
+        .split_once(' ')
+        .ok_or_else(|| StoreError::Corrupt(table.into(), "key".into()))?;
+    let member: MemberId = parse(table, member)?;
+    let key_id =
+        KeyId::parse(key_id).map_err(|e| StoreError::Corrupt(table.into(), e.to_string()))?;
+    Ok((member, key_id))
 }
 
 fn encode<T: Serialize>(what: &str, value: &T) -> Result<Vec<u8>, StoreError> {
@@ -201,6 +221,7 @@ impl Store {
             KEYS,
             ENROLLMENTS,
             TOKENS,
+            KEY_REQUESTS,
             META,
         ] {
             txn.open_table(t)?;
@@ -247,13 +268,7 @@ impl Store {
         }
         for row in txn.open_table(KEYS)?.iter()? {
             let (k, v) = row?;
-            let (member, key_id) = k
-                .value()
-                .split_once(' ')
-                .ok_or_else(|| StoreError::Corrupt("member_signing_keys".into(), "key".into()))?;
-            let member: MemberId = parse("member_signing_keys", member)?;
-            let key_id = KeyId::parse(key_id)
-                .map_err(|e| StoreError::Corrupt("member_signing_keys".into(), e.to_string()))?;
+            let (member, key_id) = parse_key_key("member_signing_keys", k.value())?;
             let record: KeyRecord = decode("member_signing_keys", v.value())?;
             state
                 .signing_keys
@@ -275,6 +290,20 @@ impl Store {
                 decode("enrollment_tokens", v.value())?,
             );
         }
+        let mut key_requests = BTreeMap::new();
+        match txn.open_table(KEY_REQUESTS) {
+            Ok(table) => {
+                for row in table.iter()? {
+                    let (k, v) = row?;
+                    key_requests.insert(
+                        parse_key_key("key_requests", k.value())?,
+                        decode("key_requests", v.value())?,
+                    );
+                }
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
         let publication = match txn.open_table(META)?.get(META_PUBLICATION)? {
             Some(v) => Some(decode("meta.publication", v.value())?),
             None => None,
@@ -283,6 +312,7 @@ impl Store {
             state,
             enrollments,
             tokens,
+            key_requests,
             publication,
         })
     }
@@ -303,6 +333,7 @@ impl Store {
             let mut keys = txn.open_table(KEYS)?;
             let mut enrollments = txn.open_table(ENROLLMENTS)?;
             let mut tokens = txn.open_table(TOKENS)?;
+            let mut key_requests = txn.open_table(KEY_REQUESTS)?;
             for change in changes {
                 match change {
                     Change::PutMember(id, r) => {
@@ -350,6 +381,15 @@ impl Store {
                     }
                     Change::PutToken(hash, r) => {
                         tokens.insert(hash.as_str(), encode("token", r)?.as_slice())?;
+                    }
+                    Change::PutKeyRequest(member, key_id, r) => {
+                        key_requests.insert(
+                            key_key(member, key_id).as_str(),
+                            encode("key request", r)?.as_slice(),
+                        )?;
+                    }
+                    Change::DeleteKeyRequest(member, key_id) => {
+                        key_requests.remove(key_key(member, key_id).as_str())?;
                     }
                 }
             }

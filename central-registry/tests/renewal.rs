@@ -7,27 +7,13 @@
 mod common;
 
 use certs::{Clock as _, Domain, SigningKey};
-use common::{Enrollee, TestRegistry, error_type};
+use common::{TestRegistry, enrolled, error_type};
 use prost::Message as _;
 use proto::v1 as pb;
 
 const MEMBER: &str = "JP/GOV/digital-agency";
 const SS1: &str = "JP/GOV/digital-agency/ss1";
 const SS2: &str = "JP/GOV/digital-agency/ss2";
-
-/// An enrolled server (approved with a token) and its certificate's pin.
-async fn enrolled(registry: &TestRegistry, id: &str) -> (Enrollee, [u8; 32]) {
-    let server = Enrollee::new(id);
-    let token = registry.admin.issue_token(server.id.clone()).await.unwrap();
-    let now = registry.clock.unix_now();
-    let r = registry
-        .post_enrollment(server.signed(now, &token.token))
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    let (_, conf) = registry.fetch().await;
-    let pin = conf.conf().server(&server.id).unwrap().tls_cert_sha256;
-    (server, pin)
-}
 
 /// A `SignedRenewalRequest` for `new_key`, signed by `current` and `new_signer`.
 fn renewal(

@@ -24,6 +24,8 @@ pub enum Domain {
     EnrollmentRequest,
     /// A security server's request for a renewed TLS certificate.
     RenewalRequest,
+    /// A security server's request to list a new member signing key.
+    KeyRequest,
     RequestHeader,
     ResponseHeader,
     Checkpoint,
@@ -39,6 +41,7 @@ impl Domain {
             Domain::GlobalConfiguration => "global-configuration",
             Domain::EnrollmentRequest => "enrollment-request",
             Domain::RenewalRequest => "renewal-request",
+            Domain::KeyRequest => "key-request",
             Domain::RequestHeader => "request-header",
             Domain::ResponseHeader => "response-header",
             Domain::Checkpoint => "checkpoint",
@@ -365,6 +368,7 @@ mod tests {
             Domain::GlobalConfiguration,
             Domain::EnrollmentRequest,
             Domain::RenewalRequest,
+            Domain::KeyRequest,
             Domain::Checkpoint,
             Domain::Other("request-header-x"),
         ] {

@@ -8,6 +8,8 @@
 //! - [`verify_offline`]: checks an evidence bundle against the federation's anchor.
 //! - [`export_evidence`]: exports a message's evidence bundle through a server's admin API.
 //! - [`x_road_error`]: the `X-Road-Error` header of an answer.
+//! - [`raw_peer`]: hand-made exchanges sent to a provider's server proxy, as a peer would.
+//! - [`load`]: exchanges one after another while a test changes something underneath.
 //! - [`eventually`]: waits for a condition instead of sleeping (`runtime::testing`'s, re-exported).
 #![forbid(unsafe_code)]
 
@@ -15,7 +17,11 @@ use std::sync::Arc;
 
 use sandbox::{Federation, FederationSpec, Ports};
 
+pub mod load;
+pub mod raw_peer;
 pub mod webdriver;
+
+pub use raw_peer::RawPeer;
 
 pub use runtime::testing::eventually;
 

@@ -15,7 +15,7 @@ use axum::routing::{any, get};
 use base64::Engine as _;
 use exchange::access::{Grant, Subject};
 use http::Method;
-use integration_tests::eventually;
+use integration_tests::{RawPeer, eventually};
 use prost::Message as _;
 use proto::v1 as pb;
 use sandbox::{Federation, FederationSpec, ServerSpec};
@@ -1042,81 +1042,6 @@ async fn fails_over_when_one_of_two_provider_servers_is_down() {
     .await;
     assert_eq!(error_type(&r), "Server.ClientProxy.NetworkError");
     s.f.stop().await;
-}
-
-/// Sends hand-made exchanges to Chiyoda's server proxy as the ministry's server would.
-struct RawPeer {
-    pool: security_server::peer::PeerPool,
-    key: certs::SigningKey,
-    conf: globalconf::VerifiedConf,
-}
-
-impl RawPeer {
-    fn new(f: &Federation) -> Self {
-        let ministry = f.server(MINISTRY).unwrap();
-        let identity = security_server::identity::Identity::load(&ministry.config).unwrap();
-        let key = identity.signing_keys.into_iter().next().unwrap().1;
-        let pool = security_server::peer::PeerPool::new(
-            certs::LiveIdentity::new(identity.tls, Arc::new(certs::SystemClock)).unwrap(),
-            Duration::from_secs(2),
-            32 << 20,
-        );
-        let conf = ministry.running().unwrap().conf.current().unwrap();
-        Self { pool, key, conf }
-    }
-
-    fn signed(&self, id: &str, body: &[u8]) -> pb::SignedHeader {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as i64;
-        let header = pb::RequestHeader {
-            message_id: id.into(),
-            request_id: format!("{id}-request"),
-            client: PORTAL.into(),
-            service: format!("{RECORDS}/raw"),
-            method: "POST".into(),
-            created_at: now,
-            body_sha256: Sha256::digest(body).to_vec(),
-            target_server: CHIYODA.into(),
-            ..Default::default()
-        };
-        exchange::message::sign_request(&header, &self.key)
-    }
-
-    async fn send(
-        &self,
-        header: pb::SignedHeader,
-        body: &[u8],
-    ) -> Result<pb::ExchangeResponse, String> {
-        let server = self
-            .conf
-            .conf()
-            .server(&CHIYODA.parse().unwrap())
-            .unwrap()
-            .clone();
-        let mut client = self
-            .pool
-            .connect(&server, &server.addresses[0])
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
-        let x_road_error = |status: tonic::Status| {
-            security_server::peer::status_to_error(&status)
-                .map(|e| e.error_type())
-                .unwrap_or_else(|| format!("no X-Road error: {status}"))
-        };
-        let body = security_server::spool::MessageBody::in_memory(exchange::HashedBody::new(
-            Bytes::copy_from_slice(body),
-        ));
-        let request = security_server::peer::outgoing(header, &body);
-        let (answer, confirmation) = security_server::peer::call_exchange(&mut client, request)
-            .await
-            .map_err(x_road_error)?
-            .ok_or("the call ended without a response")?;
-        // The provider's server ends the call OK once its log holds the response.
-        confirmation.confirmed().await.map_err(x_road_error)?;
-        Ok(answer)
-    }
 }
 
 /// The X-Road-Id is the client's to choose: sent twice, as X-Road's own REST proxy test does,

@@ -4,17 +4,15 @@
 //! certificates under load and no exchange fails (docs/keys.md).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use certs::ManualClock;
-use http::Method;
+use integration_tests::load::Load;
 use sandbox::{Federation, FederationSpec};
 use security_server::config::TlsConfig;
 
 const MINISTRY: &str = "JP/GOV/digital-agency/ss1";
 const CHIYODA: &str = "JP/MUN/131016/ss1";
-const PORTAL: &str = "JP/GOV/digital-agency/portal";
 const DAY: u64 = 86_400;
 /// How long the registry's certificates are valid (central_registry::datadir::TLS_VALIDITY).
 const TLS_VALIDITY_DAYS: u64 = 2 * 365;
@@ -32,78 +30,6 @@ async fn start(clock: Arc<dyn certs::Clock>) -> (tempfile::TempDir, Federation) 
     };
     spec.samples.clear();
     integration_tests::start_federation(spec, clock).await
-}
-
-/// The portal asks Chiyoda's `residentRecord` through the ministry's server.
-async fn exchange(proxy: &str, n: usize) -> Result<(), String> {
-    let answer = runtime::HttpClient::plain()
-        .with_timeout(Duration::from_secs(30))
-        .request(
-            Method::GET,
-            &format!("{proxy}/r1/JP/MUN/131016/records/residentRecord/131016000001"),
-            &[
-                ("X-Road-Client", PORTAL),
-                ("X-Road-Id", &format!("renewal-{n}")),
-                ("X-Road-Data-Subject", "131016000001"),
-                ("X-Road-Purpose", "renewal test"),
-            ],
-            bytes::Bytes::new(),
-        )
-        .await
-        .map_err(|e| format!("#{n}: {e}"))?;
-    if answer.status.is_success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "#{n}: {} {}",
-            answer.status,
-            integration_tests::x_road_error(&answer)
-        ))
-    }
-}
-
-/// Exchanges one after another until stopped, counting what succeeded and keeping what failed.
-#[derive(Debug, Default)]
-struct Load {
-    stop: AtomicBool,
-    ok: AtomicUsize,
-    failures: std::sync::Mutex<Vec<String>>,
-    /// Held during each exchange: the clock jumps between exchanges, never during one (a jump
-    /// of days in the middle of an exchange is a clock skew, refused as it should be).
-    turn: tokio::sync::Mutex<()>,
-}
-
-impl Load {
-    async fn run(self: Arc<Self>, proxy: String) {
-        let mut n = 0;
-        while !self.stop.load(Ordering::Relaxed) {
-            n += 1;
-            let turn = self.turn.lock().await;
-            match exchange(&proxy, n).await {
-                Ok(()) => {
-                    self.ok.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(e) => self.failures.lock().unwrap().push(e),
-            }
-            drop(turn);
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    /// Moves `clock` forward between two exchanges.
-    async fn jump(&self, clock: &ManualClock, by: Duration) {
-        let _turn = self.turn.lock().await;
-        clock.advance(by);
-    }
-
-    /// Waits until `more` further exchanges have succeeded.
-    async fn go_on(&self, more: usize) {
-        let target = self.ok.load(Ordering::Relaxed) + more;
-        integration_tests::eventually("more exchanges to succeed", || async {
-            (self.ok.load(Ordering::Relaxed) >= target).then_some(())
-        })
-        .await;
-    }
 }
 
 /// `(listed, renewal)` pins of `server` in the configuration `holder` holds.
@@ -147,14 +73,14 @@ async fn servers_renew_their_certificates_before_expiry_under_load_and_no_exchan
     let expires_in = metric(&f, MINISTRY, "xroad_tls_certificate_expires_in_seconds").await;
     assert!(expires_in > 700 * 86_400, "{expires_in}");
 
-    let load = Arc::new(Load::default());
-    let proxy = f.server(MINISTRY).unwrap().client_proxy_url().unwrap();
-    let running = tokio::spawn(Arc::clone(&load).run(proxy));
+    let (load, running) = Load::start(f.server(MINISTRY).unwrap().client_proxy_url().unwrap());
     load.go_on(10).await;
 
     // 29 days before the certificates expire: within the 30 days of `renew_before_days`.
-    load.jump(&clock, Duration::from_secs((TLS_VALIDITY_DAYS - 29) * DAY))
-        .await;
+    {
+        let _between = load.between().await;
+        clock.advance(Duration::from_secs((TLS_VALIDITY_DAYS - 29) * DAY));
+    }
     for (server, old) in servers.iter().zip(&before) {
         // Each server is listed with a new certificate only, in what every server holds.
         for holder in servers {
@@ -175,18 +101,17 @@ async fn servers_renew_their_certificates_before_expiry_under_load_and_no_exchan
     load.go_on(10).await;
 
     // Past the old certificates' expiry: every connection uses the new ones.
-    load.jump(&clock, Duration::from_secs(30 * DAY)).await;
+    {
+        let _between = load.between().await;
+        clock.advance(Duration::from_secs(30 * DAY));
+    }
     load.go_on(20).await;
-    load.stop.store(true, Ordering::Relaxed);
-    running.await.unwrap();
-
-    let failures = load.failures.lock().unwrap().clone();
-    eprintln!("{} exchanges succeeded", load.ok.load(Ordering::Relaxed));
+    let (ok, failures) = load.stop(running).await;
     assert!(
         failures.is_empty(),
         "{} of {} exchanges failed: {failures:?}",
         failures.len(),
-        failures.len() + load.ok.load(Ordering::Relaxed)
+        failures.len() + ok
     );
     let health = runtime::HttpClient::plain()
         .get(

@@ -242,6 +242,7 @@ impl Federation {
             admin_listen: admin.local_addr()?,
             public_urls: vec![registry_url.clone()],
             configuration_validity_secs: spec.configuration_validity_secs,
+            key_activation_delay_secs: spec.key_activation_delay_secs,
             ..RegistryConfig::default()
         };
         let registry_config_path = registry_dir.join("registry.toml");
@@ -317,6 +318,7 @@ impl Federation {
             config.client_proxy.tls = s.system_certificates;
             config.messagelog.enabled = spec.messagelog_enabled;
             config.tls = spec.tls.clone();
+            config.keys = spec.keys.clone();
             certs::write_file_atomic(&config_path, config.to_toml()?.as_bytes())?;
             let config = ServerConfig::load(&config_path)?;
             anchor

@@ -102,6 +102,10 @@ pub struct FederationSpec {
     pub messagelog_enabled: bool,
     /// The servers' `[tls]` settings (renewal of their TLS certificates).
     pub tls: security_server::config::TlsConfig,
+    /// The servers' `[keys]` settings (rotation of member signing keys).
+    pub keys: security_server::config::KeysConfig,
+    /// The registry's delay between approving a requested key and its becoming valid.
+    pub key_activation_delay_secs: u64,
     /// Registered on every server hosting the service's subsystem, once the servers run.
     pub services: Vec<ServiceSpec>,
     /// The subsystem the resident portal (DESIGN §7) calls as: granted `findUsage` on every
@@ -264,6 +268,9 @@ impl FederationSpec {
             poll_interval_secs: 0,
             messagelog_enabled: true,
             tls: security_server::config::TlsConfig::default(),
+            keys: security_server::config::KeysConfig::default(),
+            // Twice the servers' default poll interval: every server holds the key first.
+            key_activation_delay_secs: 120,
             services: vec![
                 // The villages' resident registries read a newcomer's record from Chiyoda
                 // (転入: moving in from Chiyoda City).

@@ -41,6 +41,24 @@ pub struct Config {
     pub exchange: ExchangeConfig,
     pub messagelog: MessageLogConfig,
     pub tls: TlsConfig,
+    pub keys: KeysConfig,
+}
+
+/// Rotation of member signing keys (`[keys]`; docs/keys.md).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KeysConfig {
+    /// How long the key in use stays valid for new signatures once the key that replaces it
+    /// (`keys rotate`) is; it stays listed, so what it signed still verifies. 0: until removed.
+    pub retire_previous_after_secs: u64,
+}
+
+impl Default for KeysConfig {
+    fn default() -> Self {
+        Self {
+            retire_previous_after_secs: 7 * 24 * 3600,
+        }
+    }
 }
 
 /// Renewal of the server's TLS certificate (`[tls]`; docs/keys.md).
@@ -218,6 +236,7 @@ impl Default for Config {
             exchange: ExchangeConfig::default(),
             messagelog: MessageLogConfig::default(),
             tls: TlsConfig::default(),
+            keys: KeysConfig::default(),
         }
     }
 }

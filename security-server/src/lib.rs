@@ -16,6 +16,7 @@
 //! - [`peer`]: connections to peer servers over pinned mutual TLS; one `Exchange` on the wire.
 //! - [`confclient`]: holds the verified global configuration; polls registries, then peers.
 //! - [`renewal`]: renews the TLS certificate before it expires, without a restart.
+//! - [`rotation`]: makes a new member signing key and asks the registry to list it.
 //! - [`metrics`]: Prometheus metrics (prometheus-client).
 //! - [`log`]: the message log's records, checkpoints, witnessing and evidence export.
 //! - [`usage`]: resident transparency: `findUsage`, `usageEvidence`, suppression rules.
@@ -38,6 +39,7 @@ pub mod metrics;
 pub mod peer;
 pub mod proxy;
 pub mod renewal;
+pub mod rotation;
 pub mod server;
 pub mod serverconf;
 pub mod spool;

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use exchange::access::{Grant, Subject};
-use globalconf::{ClientId, SecurityServerId, ServiceId};
+use globalconf::{ClientId, MemberId, SecurityServerId, ServiceId};
 use security_server::Config;
 use security_server::admin::{AdminClient, AdminOp, Reply as _, ops};
 use security_server::client_auth::{ClientAuth, Connection};
@@ -78,6 +78,9 @@ enum Command {
     /// Ask the registry for a renewed TLS certificate now; the running server presents it once
     /// the configuration lists it (admin API; it also renews by itself before expiry).
     Renew,
+    /// Member signing keys this server holds; rotation (admin API).
+    #[command(subcommand)]
+    Keys(KeysCmd),
     /// Services this server provides for its hosted subsystems (admin API).
     #[command(subcommand)]
     Service(ServiceCmd),
@@ -199,6 +202,19 @@ enum SuppressionCmd {
         client: SuppressedClient,
     },
     List,
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCmd {
+    /// The keys, and whether the configuration lists them and which one is in use.
+    List,
+    /// Make a new signing key and ask the registry to list it; once the operator approves it,
+    /// the server signs with it and the old one is retired after `keys.retire_previous_after_secs`.
+    Rotate {
+        /// The member whose key it is; default this server's owner.
+        #[arg(long)]
+        member: Option<MemberId>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -380,6 +396,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         command @ (Command::Status
         | Command::RefreshGlobalconf
         | Command::Renew
+        | Command::Keys(_)
         | Command::Service(_)
         | Command::Access(_)
         | Command::Suppression(_)
@@ -412,6 +429,8 @@ fn dispatch<W: WithOp>(command: Command, w: W) -> anyhow::Result<W::Output> {
         Command::Status => w.with(ops::Status),
         Command::RefreshGlobalconf => w.with(ops::RefreshGlobalconf),
         Command::Renew => w.with(ops::RenewTls),
+        Command::Keys(KeysCmd::List) => w.with(ops::ListKeys),
+        Command::Keys(KeysCmd::Rotate { member }) => w.with(ops::RotateKey { member }),
         Command::Audit { limit } => w.with(ops::Audit { limit: Some(limit) }),
         Command::Service(cmd) => match cmd {
             ServiceCmd::Add {
@@ -577,6 +596,8 @@ mod tests {
         &["status"],
         &["refresh-globalconf"],
         &["renew"],
+        &["keys", "list"],
+        &["keys", "rotate", "--member", "JP/MUN/131016"],
         &["audit"],
         &[
             "service",

@@ -24,6 +24,7 @@ use crate::proxy::backend::Backend;
 use crate::proxy::client::{ClientProxy, ClientProxySettings};
 use crate::proxy::server::ServerProxy;
 use crate::renewal::Renewal;
+use crate::rotation::KeyRotation;
 use crate::serverconf::ServerConf;
 use crate::spool::{self, Spool};
 use exchange::replay::ReplayCache;
@@ -297,6 +298,15 @@ pub async fn start(
         clock: Arc::clone(&clock),
     })
     .with_renewal(Arc::clone(&renewal))
+    .with_rotation(Arc::new(KeyRotation {
+        keys: Arc::clone(&keys),
+        paths: Paths::new(&config.data_dir),
+        server_id: identity.server_id.clone(),
+        anchor: conf.anchor().clone(),
+        conf: Arc::clone(&conf),
+        clock: Arc::clone(&clock),
+        retire_previous_after_secs: config.keys.retire_previous_after_secs,
+    }))
     .router()
     .merge(crate::metrics::router(
         Arc::clone(&metrics),

@@ -10,14 +10,14 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use certs::{CertificateAuthority, Clock, SigningKey};
-use globalconf::{InstanceId, SecurityServerId};
+use certs::{CertificateAuthority, Clock, KeyId, SigningKey};
+use globalconf::{InstanceId, MemberId, SecurityServerId};
 use prost::Message as _;
 use proto::v1 as pb;
 
 use crate::enrollment::{EnrollmentRecord, TokenRecord};
 use crate::error::RegistryError;
-use crate::state::{PublicationSettings, RegistryState, build_configuration};
+use crate::state::{KeyRequestRecord, PublicationSettings, RegistryState, build_configuration};
 use crate::store::{AuditEntry, Change, Publication, Store};
 
 /// The registry's state under its lock: what the admin operations ([`super::AdminOp::apply`])
@@ -35,6 +35,10 @@ pub struct Core {
     pub(crate) state: RegistryState,
     pub(crate) enrollments: BTreeMap<SecurityServerId, EnrollmentRecord>,
     pub(crate) tokens: HashMap<String, TokenRecord>,
+    /// Keys servers asked to list, waiting for the operator (by member and key id).
+    pub(crate) key_requests: BTreeMap<(MemberId, KeyId), KeyRequestRecord>,
+    /// Seconds from the approval of a requested key to its `valid_from`.
+    pub(crate) key_activation_delay: i64,
     pub(crate) publication: Option<Arc<Publication>>,
 }
 
@@ -146,6 +150,12 @@ impl Core {
             Change::PutToken(hash, r) => {
                 self.tokens.insert(hash, r);
             }
+            Change::PutKeyRequest(member, key_id, r) => {
+                self.key_requests.insert((member, key_id), r);
+            }
+            Change::DeleteKeyRequest(member, key_id) => {
+                self.key_requests.remove(&(member, key_id));
+            }
         }
     }
 
@@ -155,6 +165,7 @@ impl Core {
         self.state = loaded.state;
         self.enrollments = loaded.enrollments;
         self.tokens = loaded.tokens;
+        self.key_requests = loaded.key_requests;
         self.publication = loaded.publication.map(Arc::new);
         Ok(())
     }

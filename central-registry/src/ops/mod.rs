@@ -16,12 +16,14 @@
 //! - `groups`: global groups and their members.
 //! - `servers`: approved security servers and the subsystems they host.
 //! - `keys`: member signing keys: list, add, retire, remove.
+//! - `key_requests`: keys servers ask to list (rotation; public endpoint), approval, rejection.
 //! - `enrollment`: enrolment requests (submitted on the public endpoint), decisions, tokens.
 //! - `renewal`: renewed TLS certificates for enrolled servers (public endpoint, no operator).
 //! - [`views`]: the JSON views the operations answer with.
 
 mod enrollment;
 mod groups;
+mod key_requests;
 mod keys;
 mod machine;
 mod members;
@@ -43,6 +45,10 @@ pub use enrollment::{
     ApproveEnrollment, GetEnrollment, IssueToken, ListEnrollments, RejectEnrollment,
 };
 pub use groups::{AddGroup, AddGroupMember, ListGroups, RemoveGroup, RemoveGroupMember};
+pub use key_requests::{
+    ApproveKeyRequest, KeyRequestAnswer, KeyRequestStatus, KeyRequestView, ListKeyRequests,
+    RejectKeyRequest,
+};
 pub use keys::{AddKey, ListKeys, NewKey, RemoveKey, RetireKey, Retirement};
 pub use machine::Core;
 pub(crate) use machine::{audit, not_found};
@@ -69,6 +75,9 @@ runtime::admin_ops! {
     AddKey,
     RetireKey,
     RemoveKey,
+    ListKeyRequests,
+    ApproveKeyRequest,
+    RejectKeyRequest,
     ListSubsystems,
     AddSubsystem,
     SetSubsystemProfile,
@@ -137,7 +146,7 @@ mod tests {
 
     use super::*;
 
-    runtime::admin_op_table_tests!(AdminOp, ops: 29, prefix: "/", shapes: ops_without_input_take_a_unit_body_and_204_has_no_answer);
+    runtime::admin_op_table_tests!(AdminOp, ops: 32, prefix: "/", shapes: ops_without_input_take_a_unit_body_and_204_has_no_answer);
 
     #[test]
     fn path_identifiers_name_what_failed_to_parse() {

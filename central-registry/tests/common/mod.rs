@@ -8,7 +8,7 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use central_registry::{Registry, RegistryAdmin, RegistryConfig, RegistryError, init_data_dir};
-use certs::{Domain, ManualClock, SigningKey};
+use certs::{Clock as _, Domain, ManualClock, SigningKey};
 use globalconf::signed::VerifiedConf;
 use globalconf::{Anchor, SecurityServerId};
 use prost::Message as _;
@@ -217,6 +217,20 @@ impl Enrollee {
         }
         .encode_to_vec()
     }
+}
+
+/// An enrolled server (approved with a token) and its certificate's pin.
+pub async fn enrolled(registry: &TestRegistry, id: &str) -> (Enrollee, [u8; 32]) {
+    let server = Enrollee::new(id);
+    let token = registry.admin.issue_token(server.id.clone()).await.unwrap();
+    let now = registry.clock.unix_now();
+    let r = registry
+        .post_enrollment(server.signed(now, &token.token))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let (_, conf) = registry.fetch().await;
+    let pin = conf.conf().server(&server.id).unwrap().tls_cert_sha256;
+    (server, pin)
 }
 
 pub fn error_type(r: &runtime::Response) -> String {

@@ -190,6 +190,39 @@ pub struct SignedRenewalRequest {
     #[prost(bytes = "vec", tag = "3")]
     pub new_key_signature: ::prost::alloc::vec::Vec<u8>,
 }
+/// A security server asks the registry to list a new signing key of a member it signs for (key
+/// rotation, DESIGN §3). It waits for the registry operator's approval, as any new key does.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct KeyRequest {
+    /// "INSTANCE/CLASS/CODE"
+    #[prost(string, tag = "1")]
+    pub member_id: ::prost::alloc::string::String,
+    /// Raw 32-byte Ed25519 public key.
+    #[prost(bytes = "vec", tag = "2")]
+    pub new_public_key: ::prost::alloc::vec::Vec<u8>,
+    /// The server that holds the key ("INSTANCE/CLASS/CODE/SERVERCODE").
+    #[prost(string, tag = "3")]
+    pub server_id: ::prost::alloc::string::String,
+    #[prost(int64, tag = "4")]
+    pub created_at: i64,
+    /// How long after the new key becomes valid the key that signed this request stops being valid
+    /// for new signatures; 0 leaves it valid.
+    #[prost(uint64, tag = "5")]
+    pub retire_current_after_secs: u64,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct SignedKeyRequest {
+    #[prost(bytes = "vec", tag = "1")]
+    pub request: ::prost::alloc::vec::Vec<u8>,
+    /// A key of the member that the configuration lists as valid now.
+    #[prost(string, tag = "2")]
+    pub current_key_id: ::prost::alloc::string::String,
+    #[prost(bytes = "vec", tag = "3")]
+    pub current_key_signature: ::prost::alloc::vec::Vec<u8>,
+    /// By the new key (proof of possession).
+    #[prost(bytes = "vec", tag = "4")]
+    pub new_key_signature: ::prost::alloc::vec::Vec<u8>,
+}
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct Header {
     #[prost(string, tag = "1")]

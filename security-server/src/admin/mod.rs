@@ -36,6 +36,7 @@ pub struct Admin {
     token_sha256: [u8; 32],
     evidence: Option<EvidenceSource>,
     renewal: Option<Arc<crate::renewal::Renewal>>,
+    rotation: Option<Arc<crate::rotation::KeyRotation>>,
 }
 
 /// What went wrong with an admin request, and what the caller is told.
@@ -62,9 +63,10 @@ pub enum AdminError {
     /// 503 `Admin.NotYetCheckpointed`: the records are not under a signed checkpoint yet; retry.
     #[error("{0}")]
     NotYetCheckpointed(String),
-    /// 502 `Admin.RenewalFailed`: the registry could not be reached or refused the renewal.
+    /// 502 `Admin.RegistryFailed`: the registry could not be reached, or refused a certificate
+    /// renewal or a new key.
     #[error("{0}")]
-    RenewalFailed(String),
+    RegistryFailed(String),
 }
 
 impl AdminError {
@@ -76,7 +78,7 @@ impl AdminError {
             AdminError::UnknownService(_) => (StatusCode::CONFLICT, "Admin.UnknownService"),
             AdminError::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "Admin.Storage"),
             AdminError::RefreshFailed(_) => (StatusCode::BAD_GATEWAY, "Admin.RefreshFailed"),
-            AdminError::RenewalFailed(_) => (StatusCode::BAD_GATEWAY, "Admin.RenewalFailed"),
+            AdminError::RegistryFailed(_) => (StatusCode::BAD_GATEWAY, "Admin.RegistryFailed"),
             AdminError::NotYetCheckpointed(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "Admin.NotYetCheckpointed")
             }
@@ -162,12 +164,19 @@ impl Admin {
             token_sha256: Sha256::digest(token.as_bytes()).into(),
             evidence: None,
             renewal: None,
+            rotation: None,
         }
     }
 
     /// Enables `POST /v1/evidence`.
     pub fn with_evidence(mut self, source: EvidenceSource) -> Self {
         self.evidence = Some(source);
+        self
+    }
+
+    /// Serves the member signing keys held and their rotation.
+    pub fn with_rotation(mut self, rotation: Arc<crate::rotation::KeyRotation>) -> Self {
+        self.rotation = Some(rotation);
         self
     }
 

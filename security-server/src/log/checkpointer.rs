@@ -138,9 +138,11 @@ impl Checkpointer {
                 let root = blocking(move || log.root(size)).await?;
                 let cp = Checkpoint::new(self.this.to_string(), size, root)
                     .map_err(|e| e.to_string())?;
-                let signer =
-                    NoteSigner::new(tlog::log_key_name(&self.this.to_string()), key.clone())
-                        .map_err(|e| e.to_string())?;
+                let signer = NoteSigner::new(
+                    tlog::log_key_name(&self.this.to_string()),
+                    certs::SigningKey::clone(&key),
+                )
+                .map_err(|e| e.to_string())?;
                 tlog::sign_checkpoint(&cp, &signer)
             }
         };

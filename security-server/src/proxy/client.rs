@@ -355,7 +355,7 @@ impl Inner {
                     now,
                     &server_id,
                 );
-                let signed = message::sign_request(&header, key);
+                let signed = message::sign_request(&header, &key);
                 let context = RequestContext::new(&id, &signed, &server_id);
                 // Logged before it is passed on; a failed write stops the exchange.
                 let queued = self.logger.enqueue(Logged {

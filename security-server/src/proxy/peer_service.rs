@@ -86,8 +86,11 @@ impl pb::peer_server::Peer for PeerService {
                     format!("no valid key of {owner}"),
                 )
             })?;
-            let signer = tlog::CosignatureSigner::new(proxy.this.to_string(), key.clone())
-                .map_err(|e| XRoadError::new(ServerProxyCode::InternalError, e.to_string()))?;
+            let signer = tlog::CosignatureSigner::new(
+                proxy.this.to_string(),
+                certs::SigningKey::clone(&key),
+            )
+            .map_err(|e| XRoadError::new(ServerProxyCode::InternalError, e.to_string()))?;
             witness(
                 proxy.logger.log(),
                 conf,

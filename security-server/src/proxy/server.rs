@@ -236,7 +236,7 @@ impl ServerProxy {
             now,
             &self.this,
         );
-        let signed = message::sign_response(&response_header, key);
+        let signed = message::sign_response(&response_header, &key);
         // Put in the log's commit order before it is passed on; the caller ends the call OK
         // only once it is durable, while the client's server checks and logs the answer.
         let logged = self.logger.begin_write(

@@ -11,12 +11,14 @@
 //! - `access`: [`ListAccess`], [`GrantAccess`], [`RevokeAccess`].
 //! - `suppressions`: [`ListSuppressions`], [`AddSuppression`], [`RemoveSuppression`].
 //! - `client_auth`: [`ListClientAuth`], [`SetClientAuth`], [`RemoveClientAuth`].
+//! - `keys`: [`ListKeys`], [`RotateKey`].
 //!
 //! `/health` and `/metrics` are no operations: they need no token and answer monitors, not
 //! operators.
 
 mod access;
 mod client_auth;
+mod keys;
 mod services;
 mod status;
 mod suppressions;
@@ -33,6 +35,7 @@ pub use runtime::admin::{
 
 pub use access::{GrantAccess, ListAccess, RevokeAccess};
 pub use client_auth::{ListClientAuth, RemoveClientAuth, SetClientAuth};
+pub use keys::{ListKeys, RotateKey};
 pub use services::{AddService, ListServices, RemoveService};
 pub use status::{
     Audit, ExportEvidence, GlobalconfStatus, Refresh, RefreshGlobalconf, RenewTls, ServerStatus,
@@ -59,6 +62,8 @@ runtime::admin_ops! {
     ListClientAuth,
     SetClientAuth,
     RemoveClientAuth,
+    ListKeys,
+    RotateKey,
     Audit,
     ExportEvidence,
 }
@@ -85,6 +90,7 @@ impl From<PathError> for AdminError {
 impl JsonReply for ServerStatus {}
 impl JsonReply for Refresh {}
 impl JsonReply for crate::renewal::TlsStatus {}
+impl JsonReply for crate::rotation::Rotation {}
 
 /// A JSON answer as the CLI prints it whatever `--json` says (`status`, `refresh-globalconf`).
 fn pretty<T: Serialize>(value: &T) -> String {
@@ -100,7 +106,7 @@ mod tests {
 
     use super::*;
 
-    runtime::admin_op_table_tests!(AdminOp, ops: 17, prefix: "/v1/", shapes: ops_without_input_take_a_unit_body_and_json_is_posted);
+    runtime::admin_op_table_tests!(AdminOp, ops: 19, prefix: "/v1/", shapes: ops_without_input_take_a_unit_body_and_json_is_posted);
 
     #[test]
     fn service_ids_in_the_path_name_what_failed() {

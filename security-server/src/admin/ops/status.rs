@@ -126,7 +126,7 @@ impl AdminOp for RenewTls {
         renewal
             .renew_now()
             .await
-            .map_err(|e| AdminError::RenewalFailed(e.to_string()))
+            .map_err(|e| AdminError::RegistryFailed(e.to_string()))
     }
     fn text(&self, status: &TlsStatus) -> String {
         pretty(status)
