@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use certs::{CertificateAuthority, Clock, KeyId, SigningKey, TlsIdentity};
+use certs::{CertificateAuthority, Clock, KeyId, PublicKey, SigningKey, TlsIdentity};
 use globalconf::{Anchor, InstanceId};
 
 use crate::config::RegistryConfig;
@@ -35,6 +35,15 @@ impl DataDir {
     /// Ed25519 key that signs the global configuration (0600).
     pub fn signing_key(&self) -> PathBuf {
         self.root.join("configuration-signing.key")
+    }
+    /// A new configuration-signing key during a rollover, until it replaces the one above.
+    pub fn next_signing_key(&self) -> PathBuf {
+        self.root.join("configuration-signing-next.key")
+    }
+    /// A configuration-signing key after a rollover retired it (kept, never used again).
+    pub fn retired_signing_key(&self, key_id: &KeyId) -> PathBuf {
+        self.root
+            .join(format!("configuration-signing-{key_id}.retired.key"))
     }
     pub fn ca_pem(&self) -> PathBuf {
         self.root.join("ca.pem")
@@ -144,6 +153,47 @@ pub fn init_data_dir(
         admin_token_path: dir.admin_token(),
         signing_key_id: signing_key.key_id(),
     })
+}
+
+/// The configuration-signing key to use: `configuration-signing.key` when it is in `current` (the
+/// newest key set), else a rollover stopped after its commit and before moving the files, which
+/// is finished here.
+pub fn signing_key_for(dir: &DataDir, current: &[PublicKey]) -> Result<SigningKey, RegistryError> {
+    let key = certs::load_secret_key(&dir.signing_key())?;
+    if current.contains(&key.public_key()) {
+        return Ok(key);
+    }
+    let next_path = dir.next_signing_key();
+    let next = next_path
+        .exists()
+        .then(|| certs::load_secret_key(&next_path))
+        .transpose()?
+        .filter(|k| current.contains(&k.public_key()))
+        .ok_or_else(|| {
+            RegistryError::Internal(
+                "the configuration-signing key is not in the newest key set the anchor leads to"
+                    .into(),
+            )
+        })?;
+    finish_rollover(dir, &key)?;
+    Ok(next)
+}
+
+/// Moves the retired signing key aside and the next one into its place.
+pub(crate) fn finish_rollover(dir: &DataDir, retired: &SigningKey) -> Result<(), RegistryError> {
+    let io = |path: PathBuf| {
+        move |source| certs::Error::Io {
+            path: path.clone(),
+            source,
+        }
+    };
+    let retired_path = dir.retired_signing_key(&retired.key_id());
+    std::fs::rename(dir.signing_key(), &retired_path).map_err(io(retired_path.clone()))?;
+    std::fs::rename(dir.next_signing_key(), dir.signing_key()).map_err(io(dir.signing_key()))?;
+    std::fs::File::open(dir.root())
+        .and_then(|d| d.sync_all())
+        .map_err(io(dir.root().to_owned()))?;
+    Ok(())
 }
 
 /// The registry's own TLS certificate renewed, for the same key, when less than

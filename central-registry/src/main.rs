@@ -100,6 +100,9 @@ enum Command {
     /// Member signing keys.
     #[command(subcommand)]
     Key(KeyCmd),
+    /// The configuration-signing key: show it, or roll it over without a new anchor.
+    #[command(subcommand)]
+    SigningKey(SigningKeyCmd),
     /// Sign and publish a new configuration serial now.
     Publish,
     /// Serial and validity of the served configuration, and counts.
@@ -205,6 +208,15 @@ enum ServerCmd {
         server: SecurityServerId,
         subsystem: SubsystemId,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum SigningKeyCmd {
+    /// The key that signs configurations now and how many rollovers since the anchor.
+    Show,
+    /// Make a new signing key, announce it signed by the current one, and sign with it from now
+    /// on; servers follow by themselves (docs/keys.md).
+    Rotate,
 }
 
 #[derive(Debug, Subcommand)]
@@ -408,6 +420,8 @@ fn dispatch<W: WithOp>(command: Command, w: W) -> Result<W::Output> {
     Ok(match command {
         Command::Status => w.with(ops::Status),
         Command::Publish => w.with(ops::Publish),
+        Command::SigningKey(SigningKeyCmd::Show) => w.with(ops::ShowSigningKey),
+        Command::SigningKey(SigningKeyCmd::Rotate) => w.with(ops::RotateSigningKey),
         Command::Audit { limit } => w.with(ops::Audit { limit: Some(limit) }),
         Command::Member(cmd) => match cmd {
             MemberCmd::Add { id, name } => w.with(ops::AddMember { id, name }),

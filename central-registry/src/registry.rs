@@ -48,7 +48,6 @@ impl Registry {
             ))
             .into());
         }
-        let signing_key = certs::load_secret_key(&dir.signing_key())?;
         let anchor = Anchor::load(&dir.anchor())?;
         if anchor.instance() != &instance {
             return Err(ConfigError::Invalid(format!(
@@ -56,11 +55,6 @@ impl Registry {
                 anchor.instance()
             ))
             .into());
-        }
-        if anchor.signing_key(&signing_key.key_id()).is_none() {
-            return Err(RegistryError::Internal(
-                "the anchor does not list the configuration-signing key".into(),
-            ));
         }
         let anchor_toml = anchor.to_toml()?;
         let ca = CertificateAuthority::load(&dir.ca_pem(), &dir.ca_key())?;
@@ -91,6 +85,10 @@ impl Registry {
 
         let store = Store::open(&dir.database())?;
         let loaded = store.load(&instance)?;
+        // The key that signs: the anchor's, or the newest after rollovers.
+        let current = globalconf::signed::current_signing_keys(&loaded.key_history, &anchor)
+            .map_err(|e| RegistryError::Internal(format!("the stored signing key history: {e}")))?;
+        let signing_key = datadir::signing_key_for(&dir, &current)?;
         let mut core = Core {
             store,
             instance: instance.clone(),
@@ -109,6 +107,8 @@ impl Registry {
             enrollments: loaded.enrollments,
             tokens: loaded.tokens,
             key_requests: loaded.key_requests,
+            key_history: loaded.key_history,
+            data_dir: dir.clone(),
             key_activation_delay: i64::try_from(config.key_activation_delay_secs)
                 .unwrap_or(i64::MAX),
             publication: loaded.publication.map(Arc::new),

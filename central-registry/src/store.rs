@@ -9,6 +9,7 @@ use std::path::Path;
 use bytes::Bytes;
 use certs::KeyId;
 use globalconf::{GlobalGroupId, InstanceId, MemberId, SecurityServerId, SubsystemId};
+use proto::v1 as pb;
 use redb::{Database, ReadableDatabase as _, ReadableTable as _, TableDefinition};
 use serde::{Deserialize, Serialize};
 
@@ -36,6 +37,8 @@ const META: Table = TableDefinition::new("meta");
 const AUDIT: TableDefinition<'static, u64, &'static [u8]> = TableDefinition::new("audit");
 
 const META_PUBLICATION: &str = "publication";
+/// The configuration-signing key history (`KeyAnnouncement`s, oldest first, base64 in JSON).
+const META_KEY_HISTORY: &str = "signing_key_history";
 
 /// Why the database could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -147,6 +150,8 @@ pub(crate) enum Change {
     PutToken(String, TokenRecord),
     PutKeyRequest(MemberId, KeyId, KeyRequestRecord),
     DeleteKeyRequest(MemberId, KeyId),
+    /// The whole configuration-signing key history after a rollover.
+    PutKeyHistory(Vec<pb::KeyAnnouncement>),
 }
 
 impl Change {
@@ -170,6 +175,8 @@ pub(crate) struct Loaded {
     pub enrollments: BTreeMap<SecurityServerId, EnrollmentRecord>,
     pub tokens: HashMap<String, TokenRecord>,
     pub key_requests: BTreeMap<(MemberId, KeyId), KeyRequestRecord>,
+    /// The configuration-signing key history, oldest first.
+    pub key_history: Vec<pb::KeyAnnouncement>,
     pub publication: Option<Publication>,
 }
 
@@ -181,6 +188,10 @@ pub(crate) struct Store {
 fn key_key(member: &MemberId, key_id: &KeyId) -> String {
     format!("{member} {key_id}")
 }
+
+/// Bytes stored as base64 in JSON.
+#[derive(Serialize, Deserialize)]
+struct B64(#[serde(with = "b64")] Vec<u8>);
 
 fn parse_key_key(table: &str, key: &str) -> Result<(MemberId, KeyId), StoreError> {
     let (member, key_id) = key
@@ -304,6 +315,17 @@ impl Store {
             Err(redb::TableError::TableDoesNotExist(_)) => {}
             Err(e) => return Err(e.into()),
         }
+        let key_history = match txn.open_table(META)?.get(META_KEY_HISTORY)? {
+            Some(v) => decode::<Vec<B64>>("meta.signing_key_history", v.value())?
+                .into_iter()
+                .map(|b| {
+                    <pb::KeyAnnouncement as prost::Message>::decode(b.0.as_slice()).map_err(|e| {
+                        StoreError::Corrupt("meta.signing_key_history".into(), e.to_string())
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+            None => Vec::new(),
+        };
         let publication = match txn.open_table(META)?.get(META_PUBLICATION)? {
             Some(v) => Some(decode("meta.publication", v.value())?),
             None => None,
@@ -313,6 +335,7 @@ impl Store {
             enrollments,
             tokens,
             key_requests,
+            key_history,
             publication,
         })
     }
@@ -334,6 +357,7 @@ impl Store {
             let mut enrollments = txn.open_table(ENROLLMENTS)?;
             let mut tokens = txn.open_table(TOKENS)?;
             let mut key_requests = txn.open_table(KEY_REQUESTS)?;
+            let mut meta = txn.open_table(META)?;
             for change in changes {
                 match change {
                     Change::PutMember(id, r) => {
@@ -391,6 +415,16 @@ impl Store {
                     Change::DeleteKeyRequest(member, key_id) => {
                         key_requests.remove(key_key(member, key_id).as_str())?;
                     }
+                    Change::PutKeyHistory(history) => {
+                        let history: Vec<B64> = history
+                            .iter()
+                            .map(|a| B64(prost::Message::encode_to_vec(a)))
+                            .collect();
+                        meta.insert(
+                            META_KEY_HISTORY,
+                            encode("signing key history", &history)?.as_slice(),
+                        )?;
+                    }
                 }
             }
             if let Some(entry) = audit {
@@ -406,8 +440,7 @@ impl Store {
                 table.insert(seq, encode("audit", &entry)?.as_slice())?;
             }
             if let Some(p) = publication {
-                txn.open_table(META)?
-                    .insert(META_PUBLICATION, encode("publication", p)?.as_slice())?;
+                meta.insert(META_PUBLICATION, encode("publication", p)?.as_slice())?;
             }
         }
         txn.commit()?;

@@ -26,6 +26,8 @@ pub enum Domain {
     RenewalRequest,
     /// A security server's request to list a new member signing key.
     KeyRequest,
+    /// The registry's announcement of its next configuration-signing keys.
+    SigningKeySet,
     RequestHeader,
     ResponseHeader,
     Checkpoint,
@@ -42,6 +44,7 @@ impl Domain {
             Domain::EnrollmentRequest => "enrollment-request",
             Domain::RenewalRequest => "renewal-request",
             Domain::KeyRequest => "key-request",
+            Domain::SigningKeySet => "signing-key-set",
             Domain::RequestHeader => "request-header",
             Domain::ResponseHeader => "response-header",
             Domain::Checkpoint => "checkpoint",
@@ -369,6 +372,7 @@ mod tests {
             Domain::EnrollmentRequest,
             Domain::RenewalRequest,
             Domain::KeyRequest,
+            Domain::SigningKeySet,
             Domain::Checkpoint,
             Domain::Other("request-header-x"),
         ] {

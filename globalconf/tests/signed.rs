@@ -194,3 +194,92 @@ fn anchor_round_trips_through_its_file_form() {
     let tampered = anchor.to_toml().unwrap().replace("https://", "http://");
     assert!(Anchor::parse(&tampered).is_err());
 }
+
+#[test]
+fn servers_follow_a_signing_key_rollover_and_refuse_the_retired_key() {
+    let k0 = SigningKey::from_seed([1; 32]);
+    let k1 = SigningKey::from_seed([2; 32]);
+    let k2 = SigningKey::from_seed([3; 32]);
+    let anchor = anchor_for(&[&k0]);
+    let gen1 = signed::announce("JP", 1, &[k1.public_key()], &k0);
+    let gen2 = signed::announce("JP", 2, &[k2.public_key()], &k1);
+
+    let held = signed::verify(&signed::sign(&configuration(5), &k0), &anchor).unwrap();
+    assert_eq!(held.key_generation(), 0);
+    // Signed by the next key, carrying its announcement: followed from the anchor alone.
+    let rolled = signed::verify(
+        &signed::sign_with_history(&configuration(6), &k1, std::slice::from_ref(&gen1)),
+        &anchor,
+    )
+    .unwrap();
+    assert_eq!(rolled.key_generation(), 1);
+    assert_eq!(rolled.signing_keys(), &[k1.public_key()]);
+    assert_eq!(held.check_successor(&rolled).unwrap(), Succession::Newer);
+    // A server offline through two rollovers follows both.
+    let twice = signed::verify(
+        &signed::sign_with_history(&configuration(9), &k2, &[gen1.clone(), gen2.clone()]),
+        &anchor,
+    )
+    .unwrap();
+    assert_eq!(held.check_successor(&twice).unwrap(), Succession::Newer);
+    assert_eq!(rolled.check_successor(&twice).unwrap(), Succession::Newer);
+
+    // The retired key: without the history it verifies against the anchor alone, but a server
+    // that followed the rollover refuses it; with the history it is not a signer at all.
+    let by_retired = signed::verify(&signed::sign(&configuration(10), &k0), &anchor).unwrap();
+    assert!(matches!(
+        rolled.check_successor(&by_retired),
+        Err(ConfError::KeyHistory(_))
+    ));
+    assert!(matches!(
+        signed::verify(
+            &signed::sign_with_history(&configuration(10), &k0, std::slice::from_ref(&gen1)),
+            &anchor
+        ),
+        Err(ConfError::UnknownSigner(_))
+    ));
+    // A history forged with the retired key does not extend the one followed.
+    let evil = SigningKey::from_seed([9; 32]);
+    let forged = signed::announce("JP", 1, &[evil.public_key()], &k0);
+    let forked = signed::verify(
+        &signed::sign_with_history(&configuration(11), &evil, &[forged]),
+        &anchor,
+    )
+    .unwrap();
+    assert!(matches!(
+        rolled.check_successor(&forked),
+        Err(ConfError::KeyHistory(_))
+    ));
+
+    // Announcements that break the chain are refused: signed by a key not in the set before,
+    // for another instance, or out of order.
+    for (what, history, signer) in [
+        ("skips a generation", vec![gen2.clone()], &k2),
+        (
+            "signed by a key outside the set",
+            vec![signed::announce("JP", 1, &[k1.public_key()], &evil)],
+            &k1,
+        ),
+        (
+            "another instance",
+            vec![signed::announce("FI", 1, &[k1.public_key()], &k0)],
+            &k1,
+        ),
+        (
+            "a wrong generation",
+            vec![signed::announce("JP", 2, &[k1.public_key()], &k0)],
+            &k1,
+        ),
+        (
+            "an empty set",
+            vec![signed::announce("JP", 1, &[], &k0)],
+            &k1,
+        ),
+    ] {
+        let r = signed::verify(
+            &signed::sign_with_history(&configuration(12), signer, &history),
+            &anchor,
+        );
+        assert!(matches!(r, Err(ConfError::KeyHistory(_))), "{what}: {r:?}");
+    }
+}

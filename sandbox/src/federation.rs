@@ -784,8 +784,8 @@ impl Federation {
         }
     }
 
-    /// Stops one security server and starts it again on the same addresses and data directory,
-    /// as an operator's restart (or a crash and a restart) would.
+    /// Stops one security server (if it runs) and starts it again on the same addresses and data
+    /// directory, as an operator's restart (or a crash and a restart) would.
     pub async fn restart_server(&mut self, id: &str) -> Result<(), SandboxError> {
         self.restart_server_with(id, Restart::default()).await
     }
@@ -803,13 +803,19 @@ impl Federation {
             .iter_mut()
             .find(|s| s.id.to_string() == id)
             .ok_or_else(|| SandboxError::Setup(format!("no server {id}")))?;
-        let r = s
-            .running
-            .take()
-            .ok_or_else(|| SandboxError::Setup(format!("{id} is not running")))?;
-        let (client_proxy, server_proxy, admin) =
-            (r.client_proxy_addr, r.server_proxy_addr, r.admin_addr);
-        r.shutdown().await;
+        // A stopped server starts again on the addresses its configuration holds.
+        let (client_proxy, server_proxy, admin) = match s.running.take() {
+            Some(r) => {
+                let addrs = (r.client_proxy_addr, r.server_proxy_addr, r.admin_addr);
+                r.shutdown().await;
+                addrs
+            }
+            None => (
+                s.config.client_proxy.listen,
+                s.config.server_proxy.listen,
+                s.config.admin.listen,
+            ),
+        };
         let server_proxy = match restart.server_proxy {
             Some(listener) => listener,
             None => tokio::net::TcpListener::bind(server_proxy).await?,

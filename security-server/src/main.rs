@@ -106,6 +106,16 @@ enum Command {
     /// Maintenance of the message log.
     #[command(subcommand)]
     Messagelog(MessagelogCmd),
+    /// The instance anchor this server trusts.
+    #[command(subcommand)]
+    Anchor(AnchorCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum AnchorCmd {
+    /// The anchor's instance, registries and key fingerprints, and the keys that sign the
+    /// configuration now (after rollovers), to compare with what the registry operator publishes.
+    Show,
 }
 
 #[derive(Debug, Subcommand)]
@@ -360,6 +370,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             evidence_cli::export(&cli.config, query, &out, offline).await
         }
         Command::Evidence(EvidenceCmd::Verify { .. }) => Ok(()),
+        Command::Anchor(AnchorCmd::Show) => setup_cli::show_anchor(&cli.config),
         Command::Messagelog(MessagelogCmd::Archive { older_than_days }) => {
             evidence_cli::archive(&cli.config, older_than_days)
         }
@@ -492,7 +503,8 @@ fn dispatch<W: WithOp>(command: Command, w: W) -> anyhow::Result<W::Output> {
         | Command::Enroll { .. }
         | Command::Run
         | Command::Evidence(_)
-        | Command::Messagelog(_) => bail!("not an admin command"),
+        | Command::Messagelog(_)
+        | Command::Anchor(_) => bail!("not an admin command"),
     })
 }
 
@@ -691,6 +703,7 @@ mod tests {
             &["run"],
             &["evidence", "verify"],
             &["messagelog", "archive"],
+            &["anchor", "show"],
         ];
         for args in ADMIN_COMMANDS
             .iter()

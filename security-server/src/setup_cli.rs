@@ -72,6 +72,37 @@ pub fn init(
     Ok(())
 }
 
+/// `anchor show`: what an operator compares with the registry operator's fingerprints.
+pub fn show_anchor(config_path: &Path) -> anyhow::Result<()> {
+    let config = Config::load(config_path)?;
+    let anchor = Anchor::load(&config.anchor).context("reading the anchor")?;
+    println!("anchor:     {}", config.anchor.display());
+    println!("instance:   {}", anchor.instance());
+    for url in anchor.registry_urls() {
+        println!("registry:   {url}");
+    }
+    for key in anchor.signing_keys() {
+        println!("anchor key: {}", key.key_id());
+    }
+    let stored = Paths::new(&config.data_dir).stored_globalconf();
+    match std::fs::read(&stored) {
+        Ok(bytes) => {
+            let held = globalconf::signed::verify(&bytes, &anchor)
+                .context("the stored configuration does not verify under the anchor")?;
+            println!(
+                "signing now (after {} rollover(s), configuration serial {}):",
+                held.key_generation(),
+                held.serial()
+            );
+            for key in held.signing_keys() {
+                println!("  key:      {}", key.key_id());
+            }
+        }
+        Err(_) => println!("no configuration held yet"),
+    }
+    Ok(())
+}
+
 pub async fn enroll(config_path: &Path, token: Option<&str>, wait: u64) -> anyhow::Result<()> {
     let config = Config::load(config_path)?;
     let anchor = Anchor::load(&config.anchor)?;

@@ -8,6 +8,8 @@ use super::*;
 const ADMIN_COMMANDS: &[&[&str]] = &[
     &["status"],
     &["publish"],
+    &["signing-key", "show"],
+    &["signing-key", "rotate"],
     &["audit"],
     &["member", "add", "JP/GOV/a", "--name", "A"],
     &["member", "list"],

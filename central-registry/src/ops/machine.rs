@@ -39,6 +39,10 @@ pub struct Core {
     pub(crate) key_requests: BTreeMap<(MemberId, KeyId), KeyRequestRecord>,
     /// Seconds from the approval of a requested key to its `valid_from`.
     pub(crate) key_activation_delay: i64,
+    /// How the configuration-signing keys changed since the anchor; every envelope carries it.
+    pub(crate) key_history: Vec<pb::KeyAnnouncement>,
+    /// Where the signing key files are (a rollover writes them).
+    pub(crate) data_dir: crate::datadir::DataDir,
     pub(crate) publication: Option<Arc<Publication>>,
 }
 
@@ -156,6 +160,9 @@ impl Core {
             Change::DeleteKeyRequest(member, key_id) => {
                 self.key_requests.remove(&(member, key_id));
             }
+            Change::PutKeyHistory(history) => {
+                self.key_history = history;
+            }
         }
     }
 
@@ -166,6 +173,7 @@ impl Core {
         self.enrollments = loaded.enrollments;
         self.tokens = loaded.tokens;
         self.key_requests = loaded.key_requests;
+        self.key_history = loaded.key_history;
         self.publication = loaded.publication.map(Arc::new);
         Ok(())
     }
@@ -173,7 +181,8 @@ impl Core {
     fn sign_next(&self, now: i64) -> Publication {
         let serial = self.publication.as_ref().map_or(1, |p| p.serial + 1);
         let conf = build_configuration(&self.state, serial, now, &self.settings);
-        let envelope = globalconf::signed::sign(&conf, &self.signing_key);
+        let envelope =
+            globalconf::signed::sign_with_history(&conf, &self.signing_key, &self.key_history);
         Publication {
             serial,
             generated_at: now,

@@ -10,6 +10,7 @@
 //!
 //! - `machine`: [`Core`], the state and its database; `execute` commits one operation's changes.
 //! - `status`: the served configuration: [`Status`], [`Publish`], [`Audit`].
+//! - `signing_key`: the configuration-signing key and its rollover without a new anchor.
 //! - `members`: [`ListMembers`], [`AddMember`], [`SetMemberProfile`] (names per language and
 //!   privacy contact, for residents), [`RemoveMember`] (with all the member owns).
 //! - `subsystems`: [`ListSubsystems`], [`AddSubsystem`], [`RemoveSubsystem`].
@@ -29,6 +30,7 @@ mod machine;
 mod members;
 mod renewal;
 mod servers;
+mod signing_key;
 mod status;
 mod subsystems;
 pub mod views;
@@ -55,6 +57,7 @@ pub(crate) use machine::{audit, not_found};
 pub use members::{AddMember, ListMembers, Profile, RemoveMember, SetMemberProfile};
 pub use renewal::{RenewalStatus, RenewalView};
 pub use servers::{AddHostedSubsystem, ListServers, RemoveHostedSubsystem, RemoveServer};
+pub use signing_key::{RotateSigningKey, ShowSigningKey, SigningKeyView};
 pub use status::{Audit, Publish, Status};
 pub use subsystems::{
     AddSubsystem, ListSubsystems, RemoveSubsystem, SetSubsystemProfile, SubsystemProfile,
@@ -67,6 +70,8 @@ runtime::admin_ops! {
     Status,
     Publish,
     Audit,
+    ShowSigningKey,
+    RotateSigningKey,
     ListMembers,
     AddMember,
     SetMemberProfile,
@@ -146,7 +151,7 @@ mod tests {
 
     use super::*;
 
-    runtime::admin_op_table_tests!(AdminOp, ops: 32, prefix: "/", shapes: ops_without_input_take_a_unit_body_and_204_has_no_answer);
+    runtime::admin_op_table_tests!(AdminOp, ops: 34, prefix: "/", shapes: ops_without_input_take_a_unit_body_and_204_has_no_answer);
 
     #[test]
     fn path_identifiers_name_what_failed_to_parse() {

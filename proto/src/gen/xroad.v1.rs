@@ -123,15 +123,43 @@ pub struct InstanceParameters {
 }
 /// What the registry serves and what security servers store and pass on: the exact encoded
 /// GlobalConfiguration and the registry's Ed25519 signature over it (domain-separated).
-#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+#[derive(Clone, PartialEq, ::prost::Message)]
 pub struct SignedConfiguration {
     #[prost(bytes = "vec", tag = "1")]
     pub configuration: ::prost::alloc::vec::Vec<u8>,
-    /// Identifies the anchor key that signed.
+    /// Identifies the key that signed: one of the anchor's, or of the newest key set below.
     #[prost(string, tag = "2")]
     pub key_id: ::prost::alloc::string::String,
     #[prost(bytes = "vec", tag = "3")]
     pub signature: ::prost::alloc::vec::Vec<u8>,
+    /// How the registry's configuration-signing keys changed since the anchor, oldest first (key
+    /// continuity, DESIGN §3): each set is signed by a key of the set before it, the first by an
+    /// anchor key. Empty while the anchor's keys sign.
+    #[prost(message, repeated, tag = "4")]
+    pub key_history: ::prost::alloc::vec::Vec<KeyAnnouncement>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct KeyAnnouncement {
+    /// An encoded SigningKeySet.
+    #[prost(bytes = "vec", tag = "1")]
+    pub announcement: ::prost::alloc::vec::Vec<u8>,
+    /// The key of the previous set that signed it.
+    #[prost(string, tag = "2")]
+    pub key_id: ::prost::alloc::string::String,
+    #[prost(bytes = "vec", tag = "3")]
+    pub signature: ::prost::alloc::vec::Vec<u8>,
+}
+/// The keys that sign the instance's configurations from this generation on, replacing the
+/// previous set (generation 0 is the anchor's keys).
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct SigningKeySet {
+    #[prost(string, tag = "1")]
+    pub instance: ::prost::alloc::string::String,
+    #[prost(uint32, tag = "2")]
+    pub generation: u32,
+    /// Raw 32-byte Ed25519 public keys.
+    #[prost(bytes = "vec", repeated, tag = "3")]
+    pub keys: ::prost::alloc::vec::Vec<::prost::alloc::vec::Vec<u8>>,
 }
 /// What `security-server init` writes and `security-server enroll` submits.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
