@@ -7,6 +7,7 @@
 //! - [`error`]: `RegistryError`, its kinds, and the HTTP status and JSON body each kind maps to.
 //! - [`state`]: the pure in-memory `RegistryState` and `build_configuration` (no I/O).
 //! - [`enrollment`]: recognising and verifying enrolment requests; request and token records (no I/O).
+//! - [`requests`]: recognising certificate renewals and key requests of enrolled servers (no I/O).
 //! - [`store`]: the redb database; every change, its audit entry and the new publication in one transaction.
 //! - [`datadir`]: the files of the data directory; `init` and replica identities.
 //! - [`ops`]: every admin operation once ([`ops::AdminOp`]), by domain, over [`ops::Core`] (no async),
@@ -46,6 +47,7 @@ mod http;
 pub mod ops;
 mod registry;
 pub mod replica;
+pub mod requests;
 mod shared;
 pub mod state;
 pub mod store;

@@ -28,6 +28,8 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("configuration_envelope", configuration_envelope),
     ("evidence_bundle", evidence_bundle),
     ("enrollment_request", enrollment_request),
+    ("renewal_request", renewal_request),
+    ("key_request", key_request),
     ("signed_request_header", signed_request_header),
     ("signed_response_header", signed_response_header),
     ("wal_segment", wal_segment),
@@ -117,6 +119,18 @@ pub fn enrollment_request(data: &[u8]) {
     static INSTANCE: OnceLock<InstanceId> = OnceLock::new();
     let instance = INSTANCE.get_or_init(|| InstanceId::from_str("JP").expect("JP is an instance"));
     let _ = central_registry::enrollment::verify_enrollment(data, instance);
+}
+
+/// A TLS certificate renewal request, as the registry's public endpoint receives it.
+pub fn renewal_request(data: &[u8]) {
+    static INSTANCE: OnceLock<InstanceId> = OnceLock::new();
+    let instance = INSTANCE.get_or_init(|| InstanceId::from_str("JP").expect("JP is an instance"));
+    let _ = central_registry::requests::verify_renewal(data, instance, 1_790_000_000);
+}
+
+/// A request to list a new member signing key, as the registry's public endpoint receives it.
+pub fn key_request(data: &[u8]) {
+    let _ = central_registry::requests::parse_key_request(data, 1_790_000_000);
 }
 
 /// A request header as the provider's server receives it in an `Exchange` call. The input is
@@ -216,6 +230,52 @@ fn fixture() -> &'static Fixture {
             request,
         }
     })
+}
+
+/// A renewal request [`renewal_request`] gets through: signed by the new key it names.
+pub fn renewal_request_seed() -> Vec<u8> {
+    use prost::Message as _;
+    let new_key = certs::SigningKey::from_seed([5; 32]);
+    let request = proto::v1::RenewalRequest {
+        server_id: "JP/GOV/digital-agency/ss1".into(),
+        new_tls_public_key_der: new_key.public_key().to_spki_der(),
+        created_at: 1_790_000_000,
+        in_use: false,
+    }
+    .encode_to_vec();
+    proto::v1::SignedRenewalRequest {
+        current_key_signature: fuzz_signing_key()
+            .sign(certs::Domain::RenewalRequest, &request)
+            .to_vec(),
+        new_key_signature: new_key
+            .sign(certs::Domain::RenewalRequest, &request)
+            .to_vec(),
+        request,
+    }
+    .encode_to_vec()
+}
+
+/// A key request [`key_request`] gets through: signed by the new key it names.
+pub fn key_request_seed() -> Vec<u8> {
+    use prost::Message as _;
+    let new_key = certs::SigningKey::from_seed([6; 32]);
+    let request = proto::v1::KeyRequest {
+        member_id: "JP/GOV/digital-agency".into(),
+        new_public_key: new_key.public_key().as_bytes().to_vec(),
+        server_id: "JP/GOV/digital-agency/ss1".into(),
+        created_at: 1_790_000_000,
+        retire_current_after_secs: 604_800,
+    }
+    .encode_to_vec();
+    proto::v1::SignedKeyRequest {
+        current_key_id: fuzz_signing_key().key_id().to_string(),
+        current_key_signature: fuzz_signing_key()
+            .sign(certs::Domain::KeyRequest, &request)
+            .to_vec(),
+        new_key_signature: new_key.sign(certs::Domain::KeyRequest, &request).to_vec(),
+        request,
+    }
+    .encode_to_vec()
 }
 
 /// A request header the provider's server accepts (a seed of [`signed_request_header`]).

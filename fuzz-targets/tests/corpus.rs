@@ -138,6 +138,28 @@ fn write_generated_seeds() {
         "signed-by-the-fuzz-key.bin",
         &envelope,
     );
+    let next = certs::SigningKey::from_seed([7; 32]);
+    let history = [globalconf::signed::announce(
+        "JP",
+        1,
+        &[next.public_key()],
+        &fuzz_targets::fuzz_signing_key(),
+    )];
+    write(
+        "configuration_envelope",
+        "signed-after-a-rollover.bin",
+        &globalconf::signed::sign_with_history(&conf, &next, &history),
+    );
+    write(
+        "renewal_request",
+        "signed-by-the-new-key.bin",
+        &fuzz_targets::renewal_request_seed(),
+    );
+    write(
+        "key_request",
+        "signed-by-the-new-key.bin",
+        &fuzz_targets::key_request_seed(),
+    );
     write(
         "signed_request_header",
         "accepted.bin",
@@ -193,4 +215,24 @@ fn write_generated_seeds() {
         "three-entries.bin",
         &std::fs::read(archive).unwrap(),
     );
+}
+
+#[test]
+fn the_request_seeds_get_past_their_signature_checks() {
+    let instance = "JP".parse().unwrap();
+    let renewal = fuzz_targets::renewal_request_seed();
+    let verified =
+        central_registry::requests::verify_renewal(&renewal, &instance, 1_790_000_000).unwrap();
+    assert_eq!(verified.server_id.to_string(), "JP/GOV/digital-agency/ss1");
+    let key = fuzz_targets::key_request_seed();
+    let parsed = central_registry::requests::parse_key_request(&key, 1_790_000_000).unwrap();
+    assert_eq!(parsed.member.to_string(), "JP/GOV/digital-agency");
+    // One byte more and they are refused, not misread.
+    for mut bytes in [renewal, key] {
+        bytes.push(0);
+        assert!(
+            central_registry::requests::verify_renewal(&bytes, &instance, 1_790_000_000).is_err()
+        );
+        assert!(central_registry::requests::parse_key_request(&bytes, 1_790_000_000).is_err());
+    }
 }

@@ -8,15 +8,13 @@
 use certs::{Domain, KeyId, PublicKey};
 use globalconf::{MemberId, SecurityServerId};
 use http::Method;
-use prost::Message as _;
-use proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{AdminOp, Core, Endpoint, PlainEndpoint, audit, not_found};
-use crate::enrollment::MAX_REQUEST_AGE_SECS;
 use crate::error::RegistryError;
 use crate::ops::views::KeyView;
+use crate::requests::{ParsedKeyRequest, parse_key_request};
 use crate::state::{KeyRecord, KeyRequestRecord};
 use crate::store::Change;
 
@@ -70,39 +68,19 @@ impl Core {
         body: &[u8],
         now: i64,
     ) -> Result<KeyRequestAnswer, RegistryError> {
-        let bad = |m: String| RegistryError::BadRequest(m);
-        let signed = pb::SignedKeyRequest::decode(body)
-            .map_err(|e| bad(format!("body is not a SignedKeyRequest: {e}")))?;
-        if signed.encoded_len() != body.len() {
-            return Err(bad("SignedKeyRequest has unknown or trailing data".into()));
-        }
-        let request = pb::KeyRequest::decode(signed.request.as_slice())
-            .map_err(|e| bad(format!("request is not a KeyRequest: {e}")))?;
-        if request.encoded_len() != signed.request.len() {
-            return Err(bad("KeyRequest has unknown or trailing data".into()));
-        }
-        let member: MemberId = request
-            .member_id
-            .parse()
-            .map_err(|e| bad(format!("member_id: {e}")))?;
-        let server_id: SecurityServerId = request
-            .server_id
-            .parse()
-            .map_err(|e| bad(format!("server_id: {e}")))?;
-        let new_key = PublicKey::from_bytes(&request.new_public_key)
-            .map_err(|e| bad(format!("new_public_key: {e}")))?;
-        if request.created_at.abs_diff(now) > MAX_REQUEST_AGE_SECS.unsigned_abs() {
-            return Err(bad(format!(
-                "key request was created at {}, more than a day from the registry's time {now}",
-                request.created_at
-            )));
-        }
+        let ParsedKeyRequest {
+            member,
+            server_id,
+            new_key,
+            retire_current_after_secs,
+            signed,
+        } = parse_key_request(body, now)?;
         if !self.state.members.contains_key(&member) {
             return Err(not_found(format!("member {member}")));
         }
         // Signed by a key of the member that is valid now, and by the new key.
         let current_key_id = KeyId::parse(&signed.current_key_id)
-            .map_err(|e| bad(format!("current_key_id: {e}")))?;
+            .map_err(|e| RegistryError::BadRequest(format!("current_key_id: {e}")))?;
         let current = self
             .state
             .signing_keys
@@ -110,12 +88,14 @@ impl Core {
             .and_then(|keys| keys.get(&current_key_id))
             .filter(|k| k.valid_from <= now && k.valid_until.is_none_or(|u| now < u))
             .ok_or(RegistryError::KeyRequestSignature)?;
-        let signed_by = |key: &PublicKey, signature: &[u8]| {
-            key.verify(Domain::KeyRequest, &signed.request, signature)
-                .is_ok()
-        };
-        if !signed_by(&current.public_key, &signed.current_key_signature)
-            || !signed_by(&new_key, &signed.new_key_signature)
+        if current
+            .public_key
+            .verify(
+                Domain::KeyRequest,
+                &signed.request,
+                &signed.current_key_signature,
+            )
+            .is_err()
         {
             tracing::warn!(%member, "key request with a bad signature");
             return Err(RegistryError::KeyRequestSignature);
@@ -147,7 +127,7 @@ impl Core {
             server_id: server_id.clone(),
             submitted_at: now,
             current_key_id,
-            retire_current_after_secs: request.retire_current_after_secs,
+            retire_current_after_secs,
         };
         self.execute(
             vec![Change::PutKeyRequest(

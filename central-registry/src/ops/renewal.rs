@@ -8,16 +8,15 @@
 //! for. Requests are idempotent, so a server that lost an answer simply asks again.
 
 use certs::{Domain, PublicKey};
-use globalconf::{InstanceId, SecurityServerId};
-use prost::Message as _;
-use proto::v1 as pb;
+use globalconf::SecurityServerId;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{Core, audit, not_found};
 use crate::datadir::TLS_VALIDITY;
-use crate::enrollment::{MAX_REQUEST_AGE_SECS, ed25519_spki, hosts_of};
+use crate::enrollment::{ed25519_spki, hosts_of};
 use crate::error::RegistryError;
+use crate::requests::verify_renewal;
 use crate::store::Change;
 
 /// Where a renewal stands, as the server is told.
@@ -39,65 +38,6 @@ pub struct RenewalView {
     pub certificate_pem: String,
 }
 
-/// A renewal request whose structure was recognised in full and whose new key signed it.
-#[derive(Debug)]
-struct Verified {
-    server_id: SecurityServerId,
-    new_key_der: Vec<u8>,
-    in_use: bool,
-    request: Vec<u8>,
-    current_key_signature: Vec<u8>,
-}
-
-fn verify(body: &[u8], instance: &InstanceId, now: i64) -> Result<Verified, RegistryError> {
-    let bad = |m: String| RegistryError::BadRequest(m);
-    let signed = pb::SignedRenewalRequest::decode(body)
-        .map_err(|e| bad(format!("body is not a SignedRenewalRequest: {e}")))?;
-    // prost skips unknown fields: refuse anything we would not produce byte for byte.
-    if signed.encoded_len() != body.len() {
-        return Err(bad(
-            "SignedRenewalRequest has unknown or trailing data".into()
-        ));
-    }
-    let request = pb::RenewalRequest::decode(signed.request.as_slice())
-        .map_err(|e| bad(format!("request is not a RenewalRequest: {e}")))?;
-    if request.encoded_len() != signed.request.len() {
-        return Err(bad("RenewalRequest has unknown or trailing data".into()));
-    }
-    let new_key = ed25519_spki(&request.new_tls_public_key_der).ok_or_else(|| {
-        bad("new_tls_public_key_der is not the SubjectPublicKeyInfo of an Ed25519 key".into())
-    })?;
-    new_key
-        .verify(
-            Domain::RenewalRequest,
-            &signed.request,
-            &signed.new_key_signature,
-        )
-        .map_err(|_| RegistryError::RenewalSignature)?;
-    let server_id: SecurityServerId = request
-        .server_id
-        .parse()
-        .map_err(|e| bad(format!("server_id: {e}")))?;
-    if server_id.owner().instance() != instance.as_str() {
-        return Err(bad(format!(
-            "server {server_id} does not belong to instance {instance}"
-        )));
-    }
-    if request.created_at.abs_diff(now) > MAX_REQUEST_AGE_SECS.unsigned_abs() {
-        return Err(bad(format!(
-            "renewal request was created at {}, more than a day from the registry's time {now}",
-            request.created_at
-        )));
-    }
-    Ok(Verified {
-        server_id,
-        new_key_der: request.new_tls_public_key_der,
-        in_use: request.in_use,
-        request: signed.request,
-        current_key_signature: signed.current_key_signature,
-    })
-}
-
 /// The key a certificate (DER) certifies.
 fn certified_key(der: &[u8]) -> Result<PublicKey, RegistryError> {
     let info = certs::certificate_info(der)?;
@@ -112,7 +52,7 @@ impl Core {
         body: &[u8],
         now: i64,
     ) -> Result<RenewalView, RegistryError> {
-        let request = verify(body, &self.instance, now)?;
+        let request = verify_renewal(body, &self.instance, now)?;
         let id = request.server_id.clone();
         let record = self
             .state

@@ -1,0 +1,137 @@
+//! The requests enrolled security servers sign and send to the registry's public endpoint,
+//! recognised in full before anything else looks at them: certificate renewals and new member
+//! signing keys (DESIGN §3, lifecycle). Pure: what needs the registry's state (which certificate
+//! or key is listed) is checked by the operations that call these (`ops::renewal`,
+//! `ops::key_requests`).
+
+use certs::{Domain, PublicKey};
+use globalconf::{InstanceId, MemberId, SecurityServerId};
+use prost::Message as _;
+use proto::v1 as pb;
+
+use crate::enrollment::{MAX_REQUEST_AGE_SECS, ed25519_spki};
+use crate::error::RegistryError;
+
+/// A renewal request whose structure was recognised in full and whose new key signed it.
+#[derive(Debug)]
+pub struct VerifiedRenewal {
+    pub server_id: SecurityServerId,
+    /// SubjectPublicKeyInfo DER of the new TLS key.
+    pub new_key_der: Vec<u8>,
+    pub in_use: bool,
+    /// The signed request bytes, which the current key's signature must cover too.
+    pub request: Vec<u8>,
+    pub current_key_signature: Vec<u8>,
+}
+
+/// Recognises a `SignedRenewalRequest` in full and checks the new key's signature and the
+/// request's age; whether the current key signed it needs the registry's state.
+pub fn verify_renewal(
+    body: &[u8],
+    instance: &InstanceId,
+    now: i64,
+) -> Result<VerifiedRenewal, RegistryError> {
+    let bad = |m: String| RegistryError::BadRequest(m);
+    let signed = pb::SignedRenewalRequest::decode(body)
+        .map_err(|e| bad(format!("body is not a SignedRenewalRequest: {e}")))?;
+    // prost skips unknown fields: refuse anything we would not produce byte for byte.
+    if signed.encoded_len() != body.len() {
+        return Err(bad(
+            "SignedRenewalRequest has unknown or trailing data".into()
+        ));
+    }
+    let request = pb::RenewalRequest::decode(signed.request.as_slice())
+        .map_err(|e| bad(format!("request is not a RenewalRequest: {e}")))?;
+    if request.encoded_len() != signed.request.len() {
+        return Err(bad("RenewalRequest has unknown or trailing data".into()));
+    }
+    let new_key = ed25519_spki(&request.new_tls_public_key_der).ok_or_else(|| {
+        bad("new_tls_public_key_der is not the SubjectPublicKeyInfo of an Ed25519 key".into())
+    })?;
+    new_key
+        .verify(
+            Domain::RenewalRequest,
+            &signed.request,
+            &signed.new_key_signature,
+        )
+        .map_err(|_| RegistryError::RenewalSignature)?;
+    let server_id: SecurityServerId = request
+        .server_id
+        .parse()
+        .map_err(|e| bad(format!("server_id: {e}")))?;
+    if server_id.owner().instance() != instance.as_str() {
+        return Err(bad(format!(
+            "server {server_id} does not belong to instance {instance}"
+        )));
+    }
+    if request.created_at.abs_diff(now) > MAX_REQUEST_AGE_SECS.unsigned_abs() {
+        return Err(bad(format!(
+            "renewal request was created at {}, more than a day from the registry's time {now}",
+            request.created_at
+        )));
+    }
+    Ok(VerifiedRenewal {
+        server_id,
+        new_key_der: request.new_tls_public_key_der,
+        in_use: request.in_use,
+        request: signed.request,
+        current_key_signature: signed.current_key_signature,
+    })
+}
+
+/// A key request recognised in full, signed by the new key it names, at most a day old.
+#[derive(Debug)]
+pub struct ParsedKeyRequest {
+    pub member: MemberId,
+    pub server_id: SecurityServerId,
+    pub new_key: PublicKey,
+    pub retire_current_after_secs: u64,
+    /// The envelope: the request bytes and the current key's id and signature, still to check.
+    pub signed: pb::SignedKeyRequest,
+}
+
+/// Recognises a `SignedKeyRequest` in full and checks the new key's signature and the request's
+/// age; whether a valid key of the member signed it needs the registry's state.
+pub fn parse_key_request(body: &[u8], now: i64) -> Result<ParsedKeyRequest, RegistryError> {
+    let bad = |m: String| RegistryError::BadRequest(m);
+    let signed = pb::SignedKeyRequest::decode(body)
+        .map_err(|e| bad(format!("body is not a SignedKeyRequest: {e}")))?;
+    if signed.encoded_len() != body.len() {
+        return Err(bad("SignedKeyRequest has unknown or trailing data".into()));
+    }
+    let request = pb::KeyRequest::decode(signed.request.as_slice())
+        .map_err(|e| bad(format!("request is not a KeyRequest: {e}")))?;
+    if request.encoded_len() != signed.request.len() {
+        return Err(bad("KeyRequest has unknown or trailing data".into()));
+    }
+    let member: MemberId = request
+        .member_id
+        .parse()
+        .map_err(|e| bad(format!("member_id: {e}")))?;
+    let server_id: SecurityServerId = request
+        .server_id
+        .parse()
+        .map_err(|e| bad(format!("server_id: {e}")))?;
+    let new_key = PublicKey::from_bytes(&request.new_public_key)
+        .map_err(|e| bad(format!("new_public_key: {e}")))?;
+    if request.created_at.abs_diff(now) > MAX_REQUEST_AGE_SECS.unsigned_abs() {
+        return Err(bad(format!(
+            "key request was created at {}, more than a day from the registry's time {now}",
+            request.created_at
+        )));
+    }
+    new_key
+        .verify(
+            Domain::KeyRequest,
+            &signed.request,
+            &signed.new_key_signature,
+        )
+        .map_err(|_| RegistryError::KeyRequestSignature)?;
+    Ok(ParsedKeyRequest {
+        member,
+        server_id,
+        new_key,
+        retire_current_after_secs: request.retire_current_after_secs,
+        signed,
+    })
+}
