@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use central_registry::ops::{ApproveKeyRequest, ListKeyRequests};
+use central_registry::ops::{ApproveKeyRequest, ListKeyRequests, RemoveKey};
 use integration_tests::RawPeer;
 use integration_tests::load::{Load, resident_record};
 use sandbox::{Federation, FederationSpec};
@@ -143,5 +143,28 @@ async fn a_member_key_rotated_under_load_fails_no_exchange_and_all_evidence_veri
         verified_evidence(&f, MINISTRY, id).await;
         verified_evidence(&f, CHIYODA, id).await;
     }
+
+    // A key the registry removed (say it leaked) is never sent again: the next rotation makes a
+    // new key, although the removed one is still on disk and unlisted.
+    f.registry()
+        .run(RemoveKey {
+            member: OWNER.parse().unwrap(),
+            key_id: old.clone(),
+        })
+        .await
+        .unwrap();
+    integration_tests::eventually("the removed key gone from the configuration", || async {
+        let keys = admin(&f, MINISTRY).call(&ListKeys).await.unwrap();
+        keys.iter()
+            .any(|k| k.key_id == old && !k.listed)
+            .then_some(())
+    })
+    .await;
+    let next = admin(&f, MINISTRY)
+        .call(&RotateKey { member: None })
+        .await
+        .unwrap();
+    assert_ne!(next.key_id, old);
+    assert_ne!(next.key_id, rotated.key_id);
     f.stop().await;
 }

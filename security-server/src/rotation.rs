@@ -7,7 +7,9 @@
 //! records and evidence signed with it still verify; it stops being valid for new signatures
 //! `keys.retire_previous_after_secs` after the new one starts.
 //!
-//! Asking again is safe: a key made before and not yet listed is sent again instead of a new one.
+//! Asking again is safe: the key asked for before (`signing/<member>/pending-key-id`), while not
+//! yet listed, is sent again instead of a new one. No other unlisted key is ever sent: one the
+//! registry removed (a leaked key) stays out.
 
 use std::sync::Arc;
 
@@ -20,6 +22,10 @@ use serde::{Deserialize, Serialize};
 use crate::confclient::ConfClient;
 use crate::identity::{IdentityError, Paths, post_to_registry};
 use crate::keys::MemberKeys;
+
+/// In a member's key directory: the id of the key last asked for, so that asking again sends
+/// it again instead of making another.
+const PENDING: &str = "pending-key-id";
 
 /// What `keys rotate` answers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -121,13 +127,21 @@ impl KeyRotation {
                 "{member} valid now (the request must be signed by the member's key in use)"
             ))
         })?;
-        let unlisted = self
-            .keys
-            .all()
-            .into_iter()
-            .find(|(m, k)| m == member && listed_key(conf.conf(), m, &k.key_id()).is_none())
-            .map(|(_, k)| k);
-        let new_key = match unlisted {
+        // The key asked for before and not listed yet, if any: never any other unlisted key,
+        // which may be one the registry removed because it leaked.
+        let marker = self.paths.signing_dir(member).join(PENDING);
+        let pending = std::fs::read_to_string(&marker)
+            .ok()
+            .and_then(|id| KeyId::parse(id.trim()).ok())
+            .filter(|id| listed_key(conf.conf(), member, id).is_none())
+            .and_then(|id| {
+                self.keys
+                    .all()
+                    .into_iter()
+                    .find(|(m, k)| m == member && k.key_id() == id)
+                    .map(|(_, k)| k)
+            });
+        let new_key = match pending {
             Some(key) => key,
             None => {
                 let key = SigningKey::generate()?;
@@ -137,6 +151,7 @@ impl KeyRotation {
                     source,
                 })?;
                 certs::save_secret_key(&self.paths.signing_key(member, &key.key_id()), &key)?;
+                certs::write_file_atomic(&marker, key.key_id().to_string().as_bytes())?;
                 self.keys.add(member.clone(), key.clone());
                 Arc::new(key)
             }
