@@ -7,7 +7,7 @@
 
 use certs::{Domain, KeyId, PublicKey};
 use globalconf::{InstanceId, SecurityServerId};
-use prost::Message as _;
+use prost::Message;
 use proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
@@ -84,19 +84,10 @@ pub fn verify_enrollment(
     instance: &InstanceId,
 ) -> Result<(VerifiedEnrollment, String), EnrollmentError> {
     let bad = |m: String| EnrollmentError::BadRequest(m);
-    let signed = pb::SignedEnrollmentRequest::decode(body)
-        .map_err(|e| bad(format!("body is not a SignedEnrollmentRequest: {e}")))?;
-    // prost skips unknown fields: refuse anything we would not produce byte for byte.
-    if signed.encoded_len() != body.len() {
-        return Err(bad(
-            "SignedEnrollmentRequest has unknown or trailing data".into()
-        ));
-    }
-    let request = pb::EnrollmentRequest::decode(signed.request.as_slice())
-        .map_err(|e| bad(format!("request is not an EnrollmentRequest: {e}")))?;
-    if request.encoded_len() != signed.request.len() {
-        return Err(bad("EnrollmentRequest has unknown or trailing data".into()));
-    }
+    let signed: pb::SignedEnrollmentRequest =
+        decode_exact(body, "SignedEnrollmentRequest").map_err(bad)?;
+    let request: pb::EnrollmentRequest =
+        decode_exact(&signed.request, "EnrollmentRequest").map_err(bad)?;
     let member_key = PublicKey::from_bytes(&request.member_signing_public_key)
         .map_err(|e| bad(format!("member_signing_public_key: {e}")))?;
     member_key
@@ -147,6 +138,16 @@ pub fn verify_enrollment(
         },
         signed.token,
     ))
+}
+
+/// Decodes `bytes` as a `what` message. prost skips unknown fields, so anything we would not
+/// produce byte for byte (unknown fields, trailing data) is refused too.
+pub fn decode_exact<M: Message + Default>(bytes: &[u8], what: &str) -> Result<M, String> {
+    let message = M::decode(bytes).map_err(|e| format!("not a {what}: {e}"))?;
+    if message.encoded_len() != bytes.len() {
+        return Err(format!("{what} has unknown or trailing data"));
+    }
+    Ok(message)
 }
 
 /// The Ed25519 key whose SubjectPublicKeyInfo DER `der` is, exactly.

@@ -6,10 +6,9 @@
 
 use certs::{Domain, PublicKey};
 use globalconf::{InstanceId, MemberId, SecurityServerId};
-use prost::Message as _;
 use proto::v1 as pb;
 
-use crate::enrollment::{MAX_REQUEST_AGE_SECS, ed25519_spki};
+use crate::enrollment::{MAX_REQUEST_AGE_SECS, decode_exact, ed25519_spki};
 use crate::error::RegistryError;
 
 /// A renewal request whose structure was recognised in full and whose new key signed it.
@@ -32,19 +31,10 @@ pub fn verify_renewal(
     now: i64,
 ) -> Result<VerifiedRenewal, RegistryError> {
     let bad = |m: String| RegistryError::BadRequest(m);
-    let signed = pb::SignedRenewalRequest::decode(body)
-        .map_err(|e| bad(format!("body is not a SignedRenewalRequest: {e}")))?;
-    // prost skips unknown fields: refuse anything we would not produce byte for byte.
-    if signed.encoded_len() != body.len() {
-        return Err(bad(
-            "SignedRenewalRequest has unknown or trailing data".into()
-        ));
-    }
-    let request = pb::RenewalRequest::decode(signed.request.as_slice())
-        .map_err(|e| bad(format!("request is not a RenewalRequest: {e}")))?;
-    if request.encoded_len() != signed.request.len() {
-        return Err(bad("RenewalRequest has unknown or trailing data".into()));
-    }
+    let signed: pb::SignedRenewalRequest =
+        decode_exact(body, "SignedRenewalRequest").map_err(bad)?;
+    let request: pb::RenewalRequest =
+        decode_exact(&signed.request, "RenewalRequest").map_err(bad)?;
     let new_key = ed25519_spki(&request.new_tls_public_key_der).ok_or_else(|| {
         bad("new_tls_public_key_der is not the SubjectPublicKeyInfo of an Ed25519 key".into())
     })?;
@@ -94,16 +84,8 @@ pub struct ParsedKeyRequest {
 /// age; whether a valid key of the member signed it needs the registry's state.
 pub fn parse_key_request(body: &[u8], now: i64) -> Result<ParsedKeyRequest, RegistryError> {
     let bad = |m: String| RegistryError::BadRequest(m);
-    let signed = pb::SignedKeyRequest::decode(body)
-        .map_err(|e| bad(format!("body is not a SignedKeyRequest: {e}")))?;
-    if signed.encoded_len() != body.len() {
-        return Err(bad("SignedKeyRequest has unknown or trailing data".into()));
-    }
-    let request = pb::KeyRequest::decode(signed.request.as_slice())
-        .map_err(|e| bad(format!("request is not a KeyRequest: {e}")))?;
-    if request.encoded_len() != signed.request.len() {
-        return Err(bad("KeyRequest has unknown or trailing data".into()));
-    }
+    let signed: pb::SignedKeyRequest = decode_exact(body, "SignedKeyRequest").map_err(bad)?;
+    let request: pb::KeyRequest = decode_exact(&signed.request, "KeyRequest").map_err(bad)?;
     let member: MemberId = request
         .member_id
         .parse()

@@ -42,19 +42,6 @@ fn key_request(
     .encode_to_vec()
 }
 
-async fn post(registry: &TestRegistry, body: Vec<u8>) -> runtime::Response {
-    registry
-        .https
-        .post(
-            &format!("{}/v1/key-requests", registry.public_url),
-            None,
-            "application/x-protobuf",
-            body.into(),
-        )
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_requested_key_is_listed_when_approved_and_retires_the_key_that_asked() {
     let mut registry = TestRegistry::start_with(|c| c.key_activation_delay_secs = 60).await;
@@ -105,7 +92,7 @@ async fn a_requested_key_is_listed_when_approved_and_retires_the_key_that_asked(
         ),
         ("not protobuf", b"\x01".to_vec(), 400, "Registry.BadRequest"),
     ] {
-        let r = post(&registry, body).await;
+        let r = registry.post("/v1/key-requests", body).await;
         assert_eq!(r.status, status, "{what}: {}", r.text());
         assert_eq!(error_type(&r), kind, "{what}");
     }
@@ -120,7 +107,12 @@ async fn a_requested_key_is_listed_when_approved_and_retires_the_key_that_asked(
 
     // Pending until approved; asking again changes nothing; nothing is published meanwhile.
     for _ in 0..2 {
-        let r = post(&registry, key_request(MEMBER, current, &new, &new, now)).await;
+        let r = registry
+            .post(
+                "/v1/key-requests",
+                key_request(MEMBER, current, &new, &new, now),
+            )
+            .await;
         assert_eq!(r.status, 202, "{}", r.text());
         let body: serde_json::Value = r.json().unwrap();
         assert_eq!(body["status"], "pending");
@@ -160,13 +152,23 @@ async fn a_requested_key_is_listed_when_approved_and_retires_the_key_that_asked(
             .unwrap()
             .is_empty()
     );
-    let r = post(&registry, key_request(MEMBER, current, &new, &new, now)).await;
+    let r = registry
+        .post(
+            "/v1/key-requests",
+            key_request(MEMBER, current, &new, &new, now),
+        )
+        .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json::<serde_json::Value>().unwrap()["status"], "listed");
 
     // A rejected request is dropped and approving it is then not possible.
     let third = SigningKey::generate().unwrap();
-    let r = post(&registry, key_request(MEMBER, current, &third, &third, now)).await;
+    let r = registry
+        .post(
+            "/v1/key-requests",
+            key_request(MEMBER, current, &third, &third, now),
+        )
+        .await;
     assert_eq!(r.status, 202, "{}", r.text());
     registry
         .admin

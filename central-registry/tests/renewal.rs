@@ -39,19 +39,6 @@ fn renewal(
     .encode_to_vec()
 }
 
-async fn post(registry: &TestRegistry, body: Vec<u8>) -> runtime::Response {
-    registry
-        .https
-        .post(
-            &format!("{}/v1/renewals", registry.public_url),
-            None,
-            "application/x-protobuf",
-            body.into(),
-        )
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_renewed_certificate_is_listed_beside_the_old_one_until_the_server_uses_it() {
     let mut registry = TestRegistry::start().await;
@@ -120,18 +107,19 @@ async fn a_renewed_certificate_is_listed_beside_the_old_one_until_the_server_use
             "Registry.BadRequest",
         ),
     ] {
-        let r = post(&registry, body).await;
+        let r = registry.post("/v1/renewals", body).await;
         assert_eq!(r.status, status, "{what}: {}", r.text());
         assert_eq!(error_type(&r), kind, "{what}");
     }
     assert_eq!(registry.serial().await, serial);
 
     // Issued at once, for the new key, and listed beside the old certificate.
-    let r = post(
-        &registry,
-        renewal(SS1, &ss1.tls_key, &next, &next, now, false),
-    )
-    .await;
+    let r = registry
+        .post(
+            "/v1/renewals",
+            renewal(SS1, &ss1.tls_key, &next, &next, now, false),
+        )
+        .await;
     assert_eq!(r.status, 200, "{}", r.text());
     let body: serde_json::Value = r.json().unwrap();
     assert_eq!(body["status"], "issued");
@@ -150,17 +138,20 @@ async fn a_renewed_certificate_is_listed_beside_the_old_one_until_the_server_use
 
     // Asking again (a lost answer) gives the same certificate and changes nothing.
     let serial = registry.serial().await;
-    let r = post(
-        &registry,
-        renewal(SS1, &ss1.tls_key, &next, &next, now, false),
-    )
-    .await;
+    let r = registry
+        .post(
+            "/v1/renewals",
+            renewal(SS1, &ss1.tls_key, &next, &next, now, false),
+        )
+        .await;
     let again: serde_json::Value = r.json().unwrap();
     assert_eq!(again["certificate_pem"], body["certificate_pem"]);
     assert_eq!(registry.serial().await, serial);
 
     // In use (signed by the new key, the one the server holds now): the old one is dropped.
-    let r = post(&registry, renewal(SS1, &next, &next, &next, now, true)).await;
+    let r = registry
+        .post("/v1/renewals", renewal(SS1, &next, &next, &next, now, true))
+        .await;
     assert_eq!(r.status, 200, "{}", r.text());
     let done: serde_json::Value = r.json().unwrap();
     assert_eq!(done["status"], "complete");
@@ -172,11 +163,12 @@ async fn a_renewed_certificate_is_listed_beside_the_old_one_until_the_server_use
 
     // The old key no longer speaks for the server.
     let later = SigningKey::generate().unwrap();
-    let r = post(
-        &registry,
-        renewal(SS1, &ss1.tls_key, &later, &later, now, false),
-    )
-    .await;
+    let r = registry
+        .post(
+            "/v1/renewals",
+            renewal(SS1, &ss1.tls_key, &later, &later, now, false),
+        )
+        .await;
     assert_eq!(r.status, 400, "{}", r.text());
     assert_eq!(error_type(&r), "Registry.InvalidSignature");
     let audit = registry.admin.audit(20).await.unwrap();

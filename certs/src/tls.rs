@@ -198,12 +198,7 @@ impl LiveIdentity {
         alpn: &[&[u8]],
     ) -> Result<ServerConfig, Error> {
         let provider = provider();
-        let verifier = Arc::new(PinnedCertVerifier {
-            policy,
-            algorithms: provider.signature_verification_algorithms,
-            mandatory: true,
-            check_validity: true,
-        });
+        let verifier = PinnedCertVerifier::pinned(policy, &provider);
         let mut config = ServerConfig::builder_with_details(provider, self.time())
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_client_cert_verifier(verifier)
@@ -224,12 +219,7 @@ impl LiveIdentity {
         alpn: &[&[u8]],
     ) -> Result<ClientConfig, Error> {
         let provider = provider();
-        let verifier = Arc::new(PinnedCertVerifier {
-            policy,
-            algorithms: provider.signature_verification_algorithms,
-            mandatory: true,
-            check_validity: true,
-        });
+        let verifier = PinnedCertVerifier::pinned(policy, &provider);
         let mut config = ClientConfig::builder_with_details(provider, self.time())
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .dangerous()
@@ -284,6 +274,16 @@ struct PinnedCertVerifier {
 }
 
 impl PinnedCertVerifier {
+    /// Both sides of pinned mutual TLS: a certificate is required, pinned and within its validity.
+    fn pinned(policy: Arc<dyn PinPolicy>, provider: &CryptoProvider) -> Arc<Self> {
+        Arc::new(Self {
+            policy,
+            algorithms: provider.signature_verification_algorithms,
+            mandatory: true,
+            check_validity: true,
+        })
+    }
+
     fn check(&self, end_entity: &CertificateDer<'_>, now: UnixTime) -> Result<(), rustls::Error> {
         if !self.policy.allows(&cert_sha256(end_entity)) {
             return Err(rustls::Error::InvalidCertificate(

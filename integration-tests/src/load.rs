@@ -89,8 +89,9 @@ impl Load {
         .await;
     }
 
-    /// Stops after the exchange under way; returns how many succeeded and what failed.
-    pub async fn stop(&self, task: tokio::task::JoinHandle<()>) -> (usize, Vec<String>) {
+    /// Stops after the exchange under way; panics naming every failure if any exchange failed.
+    /// Returns how many succeeded.
+    pub async fn stop_with_none_failed(&self, task: tokio::task::JoinHandle<()>) -> usize {
         self.stop.store(true, Ordering::Relaxed);
         let _ = task.await;
         let failures = self
@@ -98,6 +99,13 @@ impl Load {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
-        (self.ok.load(Ordering::Relaxed), failures)
+        let ok = self.ok.load(Ordering::Relaxed);
+        assert!(
+            failures.is_empty(),
+            "{} of {} exchanges failed: {failures:?}",
+            failures.len(),
+            failures.len() + ok
+        );
+        ok
     }
 }

@@ -119,9 +119,14 @@ impl TestRegistry {
     }
 
     pub async fn post_enrollment(&self, body: Vec<u8>) -> runtime::Response {
+        self.post("/v1/enrollments", body).await
+    }
+
+    /// POSTs protobuf bytes to a public endpoint, as a security server does.
+    pub async fn post(&self, path: &str, body: Vec<u8>) -> runtime::Response {
         self.https
             .post(
-                &format!("{}/v1/enrollments", self.public_url),
+                &format!("{}{path}", self.public_url),
                 None,
                 "application/x-protobuf",
                 body.into(),
