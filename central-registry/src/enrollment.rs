@@ -67,13 +67,7 @@ impl VerifiedEnrollment {
 
     /// Refuses a request created more than a day before or after `now` (a replayed old request).
     pub fn check_fresh(&self, now: i64) -> Result<(), EnrollmentError> {
-        if self.created_at.abs_diff(now) > MAX_REQUEST_AGE_SECS.unsigned_abs() {
-            return Err(EnrollmentError::BadRequest(format!(
-                "enrolment request was created at {}, more than a day from the registry's time {now}",
-                self.created_at
-            )));
-        }
-        Ok(())
+        check_age("enrolment request", self.created_at, now).map_err(EnrollmentError::BadRequest)
     }
 }
 
@@ -138,6 +132,16 @@ pub fn verify_enrollment(
         },
         signed.token,
     ))
+}
+
+/// Refuses a `what` created more than a day before or after `now` (a replayed old request).
+pub fn check_age(what: &str, created_at: i64, now: i64) -> Result<(), String> {
+    if created_at.abs_diff(now) > MAX_REQUEST_AGE_SECS.unsigned_abs() {
+        return Err(format!(
+            "{what} was created at {created_at}, more than a day from the registry's time {now}"
+        ));
+    }
+    Ok(())
 }
 
 /// Decodes `bytes` as a `what` message. prost skips unknown fields, so anything we would not

@@ -8,7 +8,7 @@ use certs::{Domain, PublicKey};
 use globalconf::{InstanceId, MemberId, SecurityServerId};
 use proto::v1 as pb;
 
-use crate::enrollment::{MAX_REQUEST_AGE_SECS, decode_exact, ed25519_spki};
+use crate::enrollment::{check_age, decode_exact, ed25519_spki};
 use crate::error::RegistryError;
 
 /// A renewal request whose structure was recognised in full and whose new key signed it.
@@ -54,12 +54,7 @@ pub fn verify_renewal(
             "server {server_id} does not belong to instance {instance}"
         )));
     }
-    if request.created_at.abs_diff(now) > MAX_REQUEST_AGE_SECS.unsigned_abs() {
-        return Err(bad(format!(
-            "renewal request was created at {}, more than a day from the registry's time {now}",
-            request.created_at
-        )));
-    }
+    check_age("renewal request", request.created_at, now).map_err(bad)?;
     Ok(VerifiedRenewal {
         server_id,
         new_key_der: request.new_tls_public_key_der,
@@ -96,12 +91,7 @@ pub fn parse_key_request(body: &[u8], now: i64) -> Result<ParsedKeyRequest, Regi
         .map_err(|e| bad(format!("server_id: {e}")))?;
     let new_key = PublicKey::from_bytes(&request.new_public_key)
         .map_err(|e| bad(format!("new_public_key: {e}")))?;
-    if request.created_at.abs_diff(now) > MAX_REQUEST_AGE_SECS.unsigned_abs() {
-        return Err(bad(format!(
-            "key request was created at {}, more than a day from the registry's time {now}",
-            request.created_at
-        )));
-    }
+    check_age("key request", request.created_at, now).map_err(bad)?;
     new_key
         .verify(
             Domain::KeyRequest,

@@ -24,6 +24,8 @@ pub struct LiveIdentity {
 struct Current {
     identity: TlsIdentity,
     certified: Arc<CertifiedKey>,
+    /// The leaf's SHA-256, computed once: the peer pool asks for it on every call.
+    pin: [u8; 32],
 }
 
 impl Current {
@@ -32,6 +34,7 @@ impl Current {
         let key = any_eddsa_type(&PrivatePkcs8KeyDer::from(der.as_slice()))?;
         let certified = Arc::new(CertifiedKey::new(identity.rustls_chain(), key));
         Ok(Self {
+            pin: identity.leaf_sha256(),
             identity,
             certified,
         })
@@ -61,7 +64,7 @@ impl LiveIdentity {
 
     /// The pin of the identity presented now.
     pub fn leaf_sha256(&self) -> [u8; 32] {
-        self.read(|c| c.identity.leaf_sha256())
+        self.read(|c| c.pin)
     }
 
     fn read<T>(&self, f: impl FnOnce(&Current) -> T) -> T {
