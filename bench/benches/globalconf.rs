@@ -100,6 +100,7 @@ fn main() {
         validity: Duration::from_secs(7 * 86_400),
         parameters: pb::InstanceParameters::default(),
         registry_urls: vec!["https://registry.example.jp:41001".into()],
+        ca_certificates: Vec::new(),
     };
     let ca = certs::CertificateAuthority::generate(
         "JP",

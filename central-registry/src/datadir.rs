@@ -45,11 +45,33 @@ impl DataDir {
         self.root
             .join(format!("configuration-signing-{key_id}.retired.key"))
     }
+    /// The instance CA that issues certificates: its certificate and key (0600).
     pub fn ca_pem(&self) -> PathBuf {
         self.root.join("ca.pem")
     }
     pub fn ca_key(&self) -> PathBuf {
         self.root.join("ca.key")
+    }
+    /// During a CA rollover, the CA the one above took over from (certificate only: its key is
+    /// destroyed when the rollover starts).
+    pub fn previous_ca_pem(&self) -> PathBuf {
+        self.root.join("ca-previous.pem")
+    }
+    /// During a CA rollover, the issuing CA's certificate signed by the previous CA.
+    pub fn cross_ca_pem(&self) -> PathBuf {
+        self.root.join("ca-cross.pem")
+    }
+    /// A new CA while a rollover writes it, until it replaces `ca.pem` and `ca.key`.
+    pub fn next_ca_pem(&self) -> PathBuf {
+        self.root.join("ca-next.pem")
+    }
+    pub fn next_ca_key(&self) -> PathBuf {
+        self.root.join("ca-next.key")
+    }
+    /// A withdrawn CA's certificate, kept for whoever checks old certificates.
+    pub fn withdrawn_ca_pem(&self, cert_der: &[u8]) -> PathBuf {
+        let sha = hex::encode(certs::cert_sha256(cert_der));
+        self.root.join(format!("ca-{}.withdrawn.pem", &sha[..16]))
     }
     pub fn tls_pem(&self) -> PathBuf {
         self.root.join("tls.pem")
@@ -196,13 +218,131 @@ pub(crate) fn finish_rollover(dir: &DataDir, retired: &SigningKey) -> Result<(),
     Ok(())
 }
 
-/// The registry's own TLS certificate renewed, for the same key, when less than
-/// [`RENEW_BEFORE_SECS`] of it is left at the clock's time: issued by the CA the registry holds
-/// for `hosts` (those of `public_urls`) and stored as `tls.pem`. `None` while it has time.
+/// The instance CAs: the one that issues, and during a rollover the one it took over from.
+#[derive(Debug)]
+pub struct InstanceCas {
+    pub issuing: CertificateAuthority,
+    pub previous: Option<PreviousCa>,
+}
+
+/// The CA a rollover took over from, published until it is withdrawn.
+#[derive(Debug, Clone)]
+pub struct PreviousCa {
+    pub cert_der: Vec<u8>,
+    /// The issuing CA's certificate signed by this one: sent after the registry's own
+    /// certificate, so that clients which still trust only this CA accept it.
+    pub cross_der: Vec<u8>,
+}
+
+impl InstanceCas {
+    /// The certificates to publish, the issuing CA's first.
+    pub fn published(&self) -> Vec<Vec<u8>> {
+        std::iter::once(self.issuing.certificate_der().to_vec())
+            .chain(self.previous.iter().map(|p| p.cert_der.clone()))
+            .collect()
+    }
+
+    /// The same, as PEM (the anchor's `ca_certificates`, `/v1/ca.pem`).
+    pub fn published_pem(&self) -> String {
+        self.published()
+            .iter()
+            .map(|der| certs::cert_to_pem(der))
+            .collect()
+    }
+}
+
+/// Finishes or undoes a CA rollover or withdrawal that stopped half-way (see [`rotate_ca`] and
+/// [`withdraw_ca`] for the order of their steps). Only the registry calls this, when it opens
+/// its data directory: nothing else may move these files.
+pub fn recover_cas(dir: &DataDir) -> Result<(), RegistryError> {
+    let (next_key, next_pem) = (dir.next_ca_key(), dir.next_ca_pem());
+    if dir.previous_ca_pem().exists() {
+        // Committed: move the new CA into place if that did not happen.
+        if next_key.exists() {
+            rename(&next_key, &dir.ca_key())?;
+        }
+        if next_pem.exists() {
+            rename(&next_pem, &dir.ca_pem())?;
+        }
+    } else {
+        // Not committed, or withdrawn: what a rollover left besides `ca.*` goes.
+        for path in [next_key, next_pem, dir.cross_ca_pem()] {
+            remove_if_exists(&path)?;
+        }
+    }
+    sync_dir(dir)
+}
+
+/// Loads the instance CAs.
+pub fn load_cas(dir: &DataDir) -> Result<InstanceCas, RegistryError> {
+    let issuing = CertificateAuthority::load(&dir.ca_pem(), &dir.ca_key())?;
+    let previous = if dir.previous_ca_pem().exists() {
+        Some(PreviousCa {
+            cert_der: read_one_cert(&dir.previous_ca_pem())?,
+            cross_der: read_one_cert(&dir.cross_ca_pem())?,
+        })
+    } else {
+        None
+    };
+    Ok(InstanceCas { issuing, previous })
+}
+
+/// Starts a CA rollover: a successor of the issuing CA, cross-signed by it, becomes the issuing
+/// CA; the old one's certificate stays published as the previous CA and its key is destroyed.
+/// Steps: write `ca-next.key`, `ca-next.pem`, `ca-cross.pem`; move `ca.pem` to `ca-previous.pem`
+/// (the commit); move the new key and certificate into `ca.key` and `ca.pem`.
+pub fn rotate_ca(
+    dir: &DataDir,
+    instance: &InstanceId,
+    cas: &InstanceCas,
+    clock: &dyn Clock,
+) -> Result<InstanceCas, RegistryError> {
+    if cas.previous.is_some() {
+        return Err(RegistryError::Conflict(
+            "a CA rollover is under way: withdraw the previous CA before starting another".into(),
+        ));
+    }
+    let (next, cross) = cas
+        .issuing
+        .successor(instance.as_str(), CA_VALIDITY, clock)?;
+    for path in [dir.next_ca_key(), dir.next_ca_pem()] {
+        remove_if_exists(&path)?;
+    }
+    next.save(&dir.next_ca_pem(), &dir.next_ca_key())?;
+    certs::write_file_atomic(&dir.cross_ca_pem(), certs::cert_to_pem(&cross).as_bytes())?;
+    sync_dir(dir)?;
+    rename(&dir.ca_pem(), &dir.previous_ca_pem())?;
+    rename(&dir.next_ca_key(), &dir.ca_key())?;
+    rename(&dir.next_ca_pem(), &dir.ca_pem())?;
+    sync_dir(dir)?;
+    Ok(InstanceCas {
+        issuing: next,
+        previous: Some(PreviousCa {
+            cert_der: cas.issuing.certificate_der().to_vec(),
+            cross_der: cross,
+        }),
+    })
+}
+
+/// Ends a CA rollover: the previous CA's certificate moves to `ca-<sha>.withdrawn.pem` (no longer
+/// published), then the cross-certificate is removed.
+pub fn withdraw_ca(dir: &DataDir, previous: &PreviousCa) -> Result<(), RegistryError> {
+    rename(
+        &dir.previous_ca_pem(),
+        &dir.withdrawn_ca_pem(&previous.cert_der),
+    )?;
+    remove_if_exists(&dir.cross_ca_pem())?;
+    sync_dir(dir)
+}
+
+/// The registry's own certificate chain as it should be: the leaf renewed, for the same key,
+/// when less than [`RENEW_BEFORE_SECS`] of it is left at the clock's time or when the issuing CA
+/// did not issue it; followed, during a CA rollover, by the cross-certificate. Stored as
+/// `tls.pem` when it changed; `None` when it did not.
 pub fn renew_own_certificate(
     dir: &DataDir,
     instance: &InstanceId,
-    ca: &CertificateAuthority,
+    cas: &InstanceCas,
     hosts: &[String],
     current: &TlsIdentity,
     clock: &dyn Clock,
@@ -212,23 +352,82 @@ pub fn renew_own_certificate(
         .first()
         .ok_or_else(|| RegistryError::Internal("the registry's tls.pem is empty".into()))?;
     let info = certs::certificate_info(leaf)?;
-    if info.not_after.saturating_sub(clock.unix_now()) > RENEW_BEFORE_SECS {
+    let due = info.not_after.saturating_sub(clock.unix_now()) <= RENEW_BEFORE_SECS;
+    let key = current.key().clone();
+    let leaf = if due || !cas.issuing.issued(leaf) {
+        cas.issuing.issue(
+            &format!("xroad-rs {instance} central registry"),
+            &key.public_key().to_spki_der(),
+            hosts,
+            TLS_VALIDITY,
+            clock,
+        )?
+    } else {
+        leaf.clone()
+    };
+    let chain: Vec<Vec<u8>> = std::iter::once(leaf)
+        .chain(cas.previous.iter().map(|p| p.cross_der.clone()))
+        .collect();
+    if chain == current.cert_chain {
         return Ok(None);
     }
-    let key = current.key().clone();
-    let cert = ca.issue(
-        &format!("xroad-rs {instance} central registry"),
-        &key.public_key().to_spki_der(),
-        hosts,
-        TLS_VALIDITY,
-        clock,
-    )?;
-    certs::write_file_atomic(&dir.tls_pem(), certs::cert_to_pem(&cert).as_bytes())?;
+    let pem: String = chain.iter().map(|der| certs::cert_to_pem(der)).collect();
+    certs::write_file_atomic(&dir.tls_pem(), pem.as_bytes())?;
     tracing::info!(
         expired_at = info.not_after,
+        chain_len = chain.len(),
         "the registry's TLS certificate was renewed"
     );
-    Ok(Some(TlsIdentity::new(vec![cert], key)))
+    Ok(Some(TlsIdentity::new(chain, key)))
+}
+
+fn read_one_cert(path: &Path) -> Result<Vec<u8>, RegistryError> {
+    let pem = std::fs::read_to_string(path).map_err(|source| certs::Error::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let mut ders = certs::certs_from_pem(&pem)?;
+    if ders.len() != 1 {
+        return Err(RegistryError::Internal(format!(
+            "{} should hold one certificate, it holds {}",
+            path.display(),
+            ders.len()
+        )));
+    }
+    Ok(ders.remove(0))
+}
+
+fn rename(from: &Path, to: &Path) -> Result<(), RegistryError> {
+    std::fs::rename(from, to).map_err(|source| {
+        certs::Error::Io {
+            path: to.to_owned(),
+            source,
+        }
+        .into()
+    })
+}
+
+fn remove_if_exists(path: &Path) -> Result<(), RegistryError> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(certs::Error::Io {
+            path: path.to_owned(),
+            source: e,
+        }
+        .into()),
+        _ => Ok(()),
+    }
+}
+
+fn sync_dir(dir: &DataDir) -> Result<(), RegistryError> {
+    std::fs::File::open(dir.root())
+        .and_then(|d| d.sync_all())
+        .map_err(|source| {
+            certs::Error::Io {
+                path: dir.root().to_owned(),
+                source,
+            }
+            .into()
+        })
 }
 
 /// A TLS identity for a registry replica on `host`, issued by the instance CA: writes
@@ -243,7 +442,7 @@ pub fn issue_replica_identity(
     if host.is_empty() {
         return Err(RegistryError::BadRequest("host is empty".into()));
     }
-    let ca = CertificateAuthority::load(&dir.ca_pem(), &dir.ca_key())?;
+    let cas = load_cas(&dir)?;
     let anchor = Anchor::load(&dir.anchor())?;
     create_private_dir(out_dir)?;
     let files = ReplicaIdentityFiles {
@@ -258,15 +457,20 @@ pub fn issue_replica_identity(
         )));
     }
     let key = SigningKey::generate()?;
-    let cert = ca.issue(
+    let cert = cas.issuing.issue(
         &format!("xroad-rs {} registry replica {host}", anchor.instance()),
         &key.public_key().to_spki_der(),
         &[host.to_owned()],
         TLS_VALIDITY,
         clock,
     )?;
+    // During a CA rollover the cross-certificate follows, as for the registry's own.
+    let chain: String = std::iter::once(&cert)
+        .chain(cas.previous.iter().map(|p| &p.cross_der))
+        .map(|der| certs::cert_to_pem(der))
+        .collect();
     certs::save_secret_key(&files.tls_key, &key)?;
-    certs::write_file_atomic(&files.tls_cert, certs::cert_to_pem(&cert).as_bytes())?;
+    certs::write_file_atomic(&files.tls_cert, chain.as_bytes())?;
     anchor.save(&files.anchor)?;
     Ok(files)
 }

@@ -113,11 +113,11 @@ async fn global_configuration(
 }
 
 async fn anchor(State(shared): State<Arc<Shared>>) -> Response {
-    anchor_response(shared.anchor_toml.clone())
+    anchor_response(shared.served().anchor_toml)
 }
 
 async fn ca_pem(State(shared): State<Arc<Shared>>) -> Response {
-    ca_pem_response(shared.ca_pem.clone())
+    ca_pem_response(shared.served().ca_pem)
 }
 
 /// A request body within [`MAX_ENROLLMENT_BODY`].

@@ -103,6 +103,9 @@ enum Command {
     /// The configuration-signing key: show it, or roll it over without a new anchor.
     #[command(subcommand)]
     SigningKey(SigningKeyCmd),
+    /// The instance CA: show it, roll it over, withdraw the previous one (docs/keys.md).
+    #[command(subcommand)]
+    Ca(CaCmd),
     /// Sign and publish a new configuration serial now.
     Publish,
     /// Serial and validity of the served configuration, and counts.
@@ -217,6 +220,17 @@ enum SigningKeyCmd {
     /// Make a new signing key, announce it signed by the current one, and sign with it from now
     /// on; servers follow by themselves (docs/keys.md).
     Rotate,
+}
+
+#[derive(Debug, Subcommand)]
+enum CaCmd {
+    /// The issuing CA, the previous one during a rollover, and the servers it waits for.
+    Show,
+    /// Make a successor CA, cross-signed by the current one, and publish it beside it; servers
+    /// renew their certificates under it by themselves.
+    Rotate,
+    /// End the rollover: stop publishing the previous CA (refused while a server depends on it).
+    Withdraw,
 }
 
 #[derive(Debug, Subcommand)]
@@ -422,6 +436,9 @@ fn dispatch<W: WithOp>(command: Command, w: W) -> Result<W::Output> {
         Command::Publish => w.with(ops::Publish),
         Command::SigningKey(SigningKeyCmd::Show) => w.with(ops::ShowSigningKey),
         Command::SigningKey(SigningKeyCmd::Rotate) => w.with(ops::RotateSigningKey),
+        Command::Ca(CaCmd::Show) => w.with(ops::ShowCa),
+        Command::Ca(CaCmd::Rotate) => w.with(ops::RotateCa),
+        Command::Ca(CaCmd::Withdraw) => w.with(ops::WithdrawCa),
         Command::Audit { limit } => w.with(ops::Audit { limit: Some(limit) }),
         Command::Member(cmd) => match cmd {
             MemberCmd::Add { id, name } => w.with(ops::AddMember { id, name }),

@@ -3,10 +3,10 @@
 //! admin HTTP). What the operations do to the state is in [`crate::ops`].
 
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use certs::{CertificateAuthority, Clock, TlsIdentity};
+use certs::{Clock, TlsIdentity};
 use globalconf::Anchor;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -15,7 +15,7 @@ use crate::admin::RegistryAdmin;
 use crate::config::{ConfigError, RegistryConfig};
 use crate::datadir::{self, DataDir};
 use crate::error::RegistryError;
-use crate::ops::Core;
+use crate::ops::{Core, Served};
 use crate::shared::Shared;
 use crate::state::PublicationSettings;
 use crate::store::{Publication, Store};
@@ -56,24 +56,17 @@ impl Registry {
             ))
             .into());
         }
-        let anchor_toml = anchor.to_toml()?;
-        let ca = CertificateAuthority::load(&dir.ca_pem(), &dir.ca_key())?;
-        let ca_pem = ca.certificate_pem();
+        datadir::recover_cas(&dir)?;
+        let cas = datadir::load_cas(&dir)?;
         let tls_pem =
             std::fs::read_to_string(dir.tls_pem()).map_err(|source| certs::Error::Io {
                 path: dir.tls_pem(),
                 source,
             })?;
-        let mut identity = TlsIdentity::new(
+        let identity = TlsIdentity::new(
             certs::certs_from_pem(&tls_pem)?,
             certs::load_secret_key(&dir.tls_key())?,
         );
-        let hosts = config.public_hosts()?;
-        if let Some(renewed) =
-            datadir::renew_own_certificate(&dir, &instance, &ca, &hosts, &identity, &*clock)?
-        {
-            identity = renewed;
-        }
         let tls_identity = certs::LiveIdentity::new(identity, Arc::clone(&clock))?;
         let tls = Arc::new(tls_identity.server_config(ALPN)?);
         let admin_token = certs::Zeroizing::new(dir.read_admin_token()?);
@@ -83,6 +76,7 @@ impl Registry {
             ));
         }
 
+        let served = Arc::new(RwLock::new(Served::default()));
         let store = Store::open(&dir.database())?;
         let loaded = store.load(&instance)?;
         // The key that signs: the anchor's, or the newest after rollovers.
@@ -94,11 +88,16 @@ impl Registry {
             instance: instance.clone(),
             clock: Arc::clone(&clock),
             signing_key,
-            ca,
+            anchor: anchor.clone(),
+            cas,
+            tls_identity: tls_identity.clone(),
+            own_hosts: config.public_hosts()?,
+            served: Arc::clone(&served),
             settings: PublicationSettings {
                 validity: config.configuration_validity(),
                 parameters: config.parameters.to_proto(),
                 registry_urls: config.public_urls.clone(),
+                ca_certificates: Vec::new(),
             },
             republish_interval: config.republish_interval(),
             token_validity: i64::try_from(config.enrollment_token_validity_secs)
@@ -113,6 +112,7 @@ impl Registry {
                 .unwrap_or(i64::MAX),
             publication: loaded.publication.map(Arc::new),
         };
+        core.apply_cas()?;
         core.republish_if_due(clock.unix_now())?;
         let publication = core
             .publication
@@ -130,11 +130,9 @@ impl Registry {
                 instance,
                 clock,
                 anchor,
-                anchor_toml,
-                ca_pem,
+                served,
                 admin_token,
                 tls,
-                tls_identity,
                 publication,
                 core: Mutex::new(core),
             }),

@@ -72,6 +72,8 @@ struct ReplicaShared {
     stored: PathBuf,
     clock: Arc<dyn Clock>,
     client: runtime::HttpClient,
+    /// The CAs `client` trusts: the held configuration's.
+    roots: Arc<certs::CaRoots>,
     tls: Arc<rustls::ServerConfig>,
     current: Mutex<Option<VerifiedConf>>,
     refusals: AtomicU64,
@@ -105,7 +107,6 @@ impl Replica {
         );
         let tls = Arc::new(certs::server_config(&identity, ALPN)?);
         // hyper-rustls sets ALPN itself; it refuses a config that already has some.
-        let client_tls = certs::client_config_trusting(&anchor.ca_certificates_der(), &[])?;
         std::fs::create_dir_all(&config.state_dir).map_err(|source| certs::Error::Io {
             path: config.state_dir.clone(),
             source,
@@ -134,8 +135,16 @@ impl Replica {
                 .into());
             }
         };
+        // HTTPS to the upstream trusts the CAs the configuration lists, as a security server does.
+        let roots = certs::CaRoots::new(&match &current {
+            Some(conf) => conf.conf().trusted_cas(&anchor),
+            None => anchor.ca_certificates_der(),
+        })?;
+        // hyper-rustls sets ALPN itself; it refuses a config that already has some.
+        let client_tls = roots.client_config(&[], Arc::new(certs::SystemClock))?;
         Ok(Replica {
             shared: Arc::new(ReplicaShared {
+                roots,
                 anchor,
                 anchor_toml,
                 upstreams: config
@@ -278,6 +287,13 @@ impl ReplicaHandle {
         if succession == Succession::Newer {
             certs::write_file_atomic(&self.shared.stored, envelope)?;
             tracing::info!(serial = next.serial(), "replica took a new configuration");
+            if let Err(e) = self
+                .shared
+                .roots
+                .replace(&next.conf().trusted_cas(&self.shared.anchor))
+            {
+                tracing::error!(error = %e, "the configuration's CA certificates are unusable");
+            }
             *current = Some(next);
         }
         Ok(succession)
@@ -345,12 +361,32 @@ async fn configuration(
     }
 }
 
+/// The anchor, with the CAs the held configuration lists (as the primary serves it).
 async fn anchor(State(shared): State<Arc<ReplicaShared>>) -> Response {
-    anchor_response(shared.anchor_toml.clone())
+    let anchor = Anchor::new(
+        shared.anchor.instance().clone(),
+        shared.anchor.registry_urls().to_vec(),
+        trusted_pem(&shared),
+        shared.anchor.signing_keys().to_vec(),
+    )
+    .and_then(|a| a.to_toml());
+    match anchor {
+        Ok(toml) => anchor_response(toml),
+        Err(_) => anchor_response(shared.anchor_toml.clone()),
+    }
 }
 
 async fn ca_pem(State(shared): State<Arc<ReplicaShared>>) -> Response {
-    ca_pem_response(shared.anchor.ca_certificates_pem().to_owned())
+    ca_pem_response(trusted_pem(&shared))
+}
+
+fn trusted_pem(shared: &ReplicaShared) -> String {
+    shared
+        .roots
+        .ders()
+        .iter()
+        .map(|d| certs::cert_to_pem(d))
+        .collect()
 }
 
 async fn read_only() -> RegistryError {

@@ -2,7 +2,7 @@
 //! signs with, the current publication, and the state machine ([`Core`]) behind one lock.
 
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use certs::Clock;
 use globalconf::{Anchor, InstanceId};
@@ -10,7 +10,7 @@ use tokio::sync::watch;
 
 use crate::config::RegistryConfig;
 use crate::error::RegistryError;
-use crate::ops::Core;
+use crate::ops::{Core, Served};
 use crate::store::Publication;
 
 pub(crate) struct Shared {
@@ -18,12 +18,10 @@ pub(crate) struct Shared {
     pub(crate) instance: InstanceId,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) anchor: Anchor,
-    pub(crate) anchor_toml: String,
-    pub(crate) ca_pem: String,
+    /// The anchor and CA certificates served (they change with a CA rollover).
+    pub(crate) served: Arc<RwLock<Served>>,
     pub(crate) admin_token: certs::Zeroizing<String>,
     pub(crate) tls: Arc<rustls::ServerConfig>,
-    /// What `tls` presents; replaced when the registry renews its certificate.
-    pub(crate) tls_identity: certs::LiveIdentity,
     pub(crate) publication: watch::Sender<Arc<Publication>>,
     pub(crate) core: Mutex<Core>,
 }
@@ -54,28 +52,17 @@ impl Shared {
         }
     }
 
-    /// Renews the registry's own TLS certificate when it is due
-    /// ([`crate::datadir::renew_own_certificate`]); the public endpoint presents the new one from
-    /// the next handshake.
+    /// Renews the registry's own TLS certificate when it is due ([`Core::renew_own_certificate`]).
     pub(crate) fn renew_own_certificate(&self) -> Result<(), RegistryError> {
-        let dir = crate::datadir::DataDir::new(&self.config.data_dir);
-        let hosts = self.config.public_hosts()?;
-        let current = self.tls_identity.current();
-        let renewed = {
-            let core = self.lock();
-            crate::datadir::renew_own_certificate(
-                &dir,
-                &self.instance,
-                &core.ca,
-                &hosts,
-                &current,
-                &*self.clock,
-            )?
-        };
-        if let Some(identity) = renewed {
-            self.tls_identity.replace(identity)?;
-        }
-        Ok(())
+        self.lock().renew_own_certificate()
+    }
+
+    /// What the public endpoint serves besides the configuration.
+    pub(crate) fn served(&self) -> Served {
+        self.served
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Runs one operation under the lock at the clock's current time, and announces a new

@@ -206,6 +206,8 @@ pub struct PublicationSettings {
     pub validity: Duration,
     pub parameters: pb::InstanceParameters,
     pub registry_urls: Vec<String>,
+    /// The instance CA certificates (DER), the issuing one first.
+    pub ca_certificates: Vec<Vec<u8>>,
 }
 
 /// Builds the global configuration for `serial`, deterministically: members, subsystems, keys,
@@ -306,6 +308,7 @@ pub fn build_configuration(
         security_servers,
         global_groups,
         registry_urls: settings.registry_urls.clone(),
+        ca_certificates: settings.ca_certificates.clone(),
         parameters: Some(settings.parameters),
     }
 }
@@ -376,6 +379,7 @@ mod tests {
             validity: Duration::from_secs(600),
             parameters: crate::config::ParametersConfig::default().to_proto(),
             registry_urls: vec!["https://127.0.0.1:41001".into()],
+            ca_certificates: Vec::new(),
         }
     }
 

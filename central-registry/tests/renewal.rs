@@ -6,38 +6,12 @@
 
 mod common;
 
-use certs::{Clock as _, Domain, SigningKey};
-use common::{TestRegistry, enrolled, error_type};
-use prost::Message as _;
-use proto::v1 as pb;
+use certs::{Clock as _, SigningKey};
+use common::{TestRegistry, enrolled, error_type, renewal};
 
 const MEMBER: &str = "JP/GOV/digital-agency";
 const SS1: &str = "JP/GOV/digital-agency/ss1";
 const SS2: &str = "JP/GOV/digital-agency/ss2";
-
-/// A `SignedRenewalRequest` for `new_key`, signed by `current` and `new_signer`.
-fn renewal(
-    id: &str,
-    current: &SigningKey,
-    new_key: &SigningKey,
-    new_signer: &SigningKey,
-    created_at: i64,
-    in_use: bool,
-) -> Vec<u8> {
-    let request = pb::RenewalRequest {
-        server_id: id.into(),
-        new_tls_public_key_der: new_key.public_key().to_spki_der(),
-        created_at,
-        in_use,
-    }
-    .encode_to_vec();
-    pb::SignedRenewalRequest {
-        current_key_signature: current.sign(Domain::RenewalRequest, &request).to_vec(),
-        new_key_signature: new_signer.sign(Domain::RenewalRequest, &request).to_vec(),
-        request,
-    }
-    .encode_to_vec()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_renewed_certificate_is_listed_beside_the_old_one_until_the_server_uses_it() {

@@ -36,26 +36,48 @@ impl CertificateAuthority {
     /// A new self-signed CA "xroad-rs `instance` CA" with a fresh Ed25519 key,
     /// valid for `validity` from one hour before `clock.now()`.
     pub fn generate(instance: &str, validity: Duration, clock: &dyn Clock) -> Result<Self, Error> {
-        if instance.is_empty() {
-            return Err(Error::Certificate("instance name is empty".into()));
-        }
         let key = SigningKey::generate()?;
+        let params = ca_params(instance, None, validity, clock)?;
+        Self::self_signed(key, params)
+    }
+
+    /// The CA that takes over from this one in a rollover, and the certificate this CA issues
+    /// for it (a cross-certificate), so that a client trusting only this CA still accepts what
+    /// the successor issues when the server sends the cross-certificate after its own.
+    ///
+    /// The successor is named "xroad-rs `instance` CA <key id>", so that no two CAs a client
+    /// may trust at once share a name. The cross-certificate ends when the earlier of the two does.
+    pub fn successor(
+        &self,
+        instance: &str,
+        validity: Duration,
+        clock: &dyn Clock,
+    ) -> Result<(Self, Vec<u8>), Error> {
+        let key = SigningKey::generate()?;
+        let params = ca_params(instance, Some(&key), validity, clock)?;
+        let mut cross_params = params.clone();
+        let own_end = crate::certificate_info(&self.cert_der)?.not_after;
+        if let Ok(end) = u64::try_from(own_end)
+            && UNIX_EPOCH + Duration::from_secs(end) < clock.now() + validity
+        {
+            cross_params.not_after = (UNIX_EPOCH + Duration::from_secs(end)).into();
+        }
+        cross_params.serial_number = Some(random_serial()?);
+        cross_params.use_authority_key_identifier_extension = true;
+        let cross = cross_params
+            .signed_by(&rcgen_key_pair(&key)?, &self.issuer)?
+            .der()
+            .to_vec();
+        Ok((Self::self_signed(key, params)?, cross))
+    }
+
+    /// Whether this CA signed `cert_der` (any certificate; its validity is not checked).
+    pub fn issued(&self, cert_der: &[u8]) -> bool {
+        issued_by(cert_der, &self.cert_der)
+    }
+
+    fn self_signed(key: SigningKey, params: CertificateParams) -> Result<Self, Error> {
         let key_pair = rcgen_key_pair(&key)?;
-
-        let mut params = CertificateParams::default();
-        params.distinguished_name = DistinguishedName::new();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, format!("xroad-rs {instance} CA"));
-        params
-            .distinguished_name
-            .push(DnType::OrganizationName, instance);
-        // The CA signs security-server certificates only, never another CA.
-        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        set_validity(&mut params, validity, clock)?;
-        params.serial_number = Some(random_serial()?);
-
         let cert = params.self_signed(&key_pair)?;
         Ok(CertificateAuthority {
             key,
@@ -173,6 +195,52 @@ impl fmt::Debug for CertificateAuthority {
     }
 }
 
+/// A CA certificate's parameters: "xroad-rs `instance` CA", followed by the first characters
+/// of `key_id_of`'s key id for a successor.
+fn ca_params(
+    instance: &str,
+    key_id_of: Option<&SigningKey>,
+    validity: Duration,
+    clock: &dyn Clock,
+) -> Result<CertificateParams, Error> {
+    if instance.is_empty() {
+        return Err(Error::Certificate("instance name is empty".into()));
+    }
+    let name = match key_id_of {
+        None => format!("xroad-rs {instance} CA"),
+        Some(key) => format!("xroad-rs {instance} CA {}", &key.key_id().as_str()[..8]),
+    };
+    let mut params = CertificateParams::default();
+    params.distinguished_name = DistinguishedName::new();
+    params.distinguished_name.push(DnType::CommonName, name);
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, instance);
+    // The CA signs security-server certificates only, and at a rollover the cross-certificate
+    // of its successor. Path length 0 says no CA may sign below it; a trust anchor's own
+    // constraint binds no verifier we use (RFC 5280 §6.1.1 leaves it to them), and the
+    // cross-certificate is only sent until the rollover ends.
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    set_validity(&mut params, validity, clock)?;
+    params.serial_number = Some(random_serial()?);
+    Ok(params)
+}
+
+/// Whether the certificate `ca_der` certifies the key that signed `cert_der`: the issuer's name
+/// matches the CA's subject and the signature verifies with the CA's key. False for anything
+/// that does not parse.
+pub fn issued_by(cert_der: &[u8], ca_der: &[u8]) -> bool {
+    let (Ok((_, cert)), Ok((_, ca))) = (
+        x509_parser::parse_x509_certificate(cert_der),
+        x509_parser::parse_x509_certificate(ca_der),
+    ) else {
+        return false;
+    };
+    cert.issuer().as_raw() == ca.subject().as_raw()
+        && cert.verify_signature(Some(ca.public_key())).is_ok()
+}
+
 /// The CA key in the form rcgen signs with.
 fn rcgen_key_pair(key: &SigningKey) -> Result<KeyPair, Error> {
     let der = key.to_pkcs8_der()?;
@@ -224,7 +292,7 @@ mod tests {
     use rustls::pki_types::{ServerName, UnixTime};
 
     use super::*;
-    use crate::{ManualClock, SystemClock};
+    use crate::{ManualClock, SystemClock, certificate_info};
 
     const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 
@@ -235,8 +303,25 @@ mod tests {
         host: &str,
         at: SystemTime,
     ) -> Result<(), rustls::Error> {
+        verify_with(&[ca_der], leaf, &[], host, at)
+    }
+
+    /// Verifies `leaf` (sent with `intermediates`) for `host` against the roots `cas`, at `at`.
+    fn verify_with(
+        cas: &[&[u8]],
+        leaf: &[u8],
+        intermediates: &[&[u8]],
+        host: &str,
+        at: SystemTime,
+    ) -> Result<(), rustls::Error> {
         let mut roots = rustls::RootCertStore::empty();
-        roots.add(CertificateDer::from(ca_der.to_vec())).unwrap();
+        for ca_der in cas {
+            roots.add(CertificateDer::from(ca_der.to_vec())).unwrap();
+        }
+        let intermediates: Vec<_> = intermediates
+            .iter()
+            .map(|d| CertificateDer::from(d.to_vec()))
+            .collect();
         let verifier = WebPkiServerVerifier::builder_with_provider(
             Arc::new(roots),
             Arc::new(rustls::crypto::ring::default_provider()),
@@ -246,7 +331,7 @@ mod tests {
         verifier
             .verify_server_cert(
                 &CertificateDer::from(leaf),
-                &[],
+                &intermediates,
                 &ServerName::try_from(host.to_owned()).unwrap(),
                 &[],
                 UnixTime::since_unix_epoch(at.duration_since(UNIX_EPOCH).unwrap()),
@@ -296,6 +381,48 @@ mod tests {
         assert!(verify_chain(ca.certificate_der(), &leaf, "127.0.0.1", too_early).is_err());
         let expired = clock.now() + 30 * DAY + Duration::from_secs(1);
         assert!(verify_chain(ca.certificate_der(), &leaf, "127.0.0.1", expired).is_err());
+    }
+
+    #[test]
+    fn a_successor_is_trusted_through_its_cross_certificate_until_clients_trust_it() {
+        let clock = ManualClock::at_unix(1_800_000_000);
+        let old = CertificateAuthority::generate("JP-TEST", 365 * DAY, &clock).unwrap();
+        let (new, cross) = old.successor("JP-TEST", 3650 * DAY, &clock).unwrap();
+        let spki = SigningKey::from_seed([5; 32]).public_key().to_spki_der();
+        let hosts = ["registry.test".to_owned()];
+        let leaf = new
+            .issue("registry", &spki, &hosts, 30 * DAY, &clock)
+            .unwrap();
+        let now = clock.now();
+        let (o, n) = (old.certificate_der(), new.certificate_der());
+
+        // A client that trusts only the old CA needs the cross-certificate.
+        verify_with(&[o], &leaf, &[&cross], "registry.test", now).unwrap();
+        assert!(verify_with(&[o], &leaf, &[], "registry.test", now).is_err());
+        // Clients that trust the new CA, alone or beside the old, accept either chain.
+        for roots in [&[n][..], &[n, o], &[o, n]] {
+            verify_with(roots, &leaf, &[&cross], "registry.test", now).unwrap();
+            verify_with(roots, &leaf, &[], "registry.test", now).unwrap();
+        }
+        // What the old CA issues is not accepted by a client that trusts only the new one.
+        let old_leaf = old
+            .issue("registry", &spki, &hosts, 30 * DAY, &clock)
+            .unwrap();
+        assert!(verify_with(&[n], &old_leaf, &[&cross], "registry.test", now).is_err());
+
+        assert_ne!(
+            certificate_info(n).unwrap().spki_der,
+            certificate_info(o).unwrap().spki_der
+        );
+        // The cross-certificate ends with the old CA, not after it.
+        assert_eq!(
+            certificate_info(&cross).unwrap().not_after,
+            certificate_info(o).unwrap().not_after
+        );
+        assert!(new.issued(&leaf) && !old.issued(&leaf));
+        assert!(old.issued(&cross) && !new.issued(&cross));
+        assert!(old.issued(o) && new.issued(n) && !new.issued(o));
+        assert!(!old.issued(b"not a certificate"));
     }
 
     #[test]

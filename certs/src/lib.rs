@@ -25,6 +25,7 @@ pub mod signing;
 pub mod tls;
 
 pub use ca::CertificateAuthority;
+pub use ca::issued_by;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::Error;
 pub use keyfile::{
@@ -33,7 +34,7 @@ pub use keyfile::{
 pub use pem::{CertificateInfo, cert_sha256, cert_to_pem, certificate_info, certs_from_pem};
 pub use signing::{Domain, KeyId, PublicKey, SigningKey};
 pub use tls::{
-    LiveIdentity, PinPolicy, PinSet, TlsIdentity, client_config_trusting,
+    CaRoots, LiveIdentity, PinPolicy, PinSet, TlsIdentity, client_config_trusting,
     client_config_trusting_at, information_system_server_config, pinned_client_config,
     pinned_server_config, server_config,
 };

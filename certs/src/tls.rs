@@ -9,7 +9,7 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -143,19 +143,126 @@ pub fn client_config_trusting_at(
     alpn: &[&[u8]],
     clock: Arc<dyn crate::Clock>,
 ) -> Result<ClientConfig, Error> {
-    let mut roots = RootCertStore::empty();
-    for der in ca_ders {
-        roots.add(CertificateDer::from(der.as_slice()))?;
+    CaRoots::new(ca_ders)?.client_config(alpn, clock)
+}
+
+/// The CA certificates an HTTPS client trusts, replaceable while clients made from them run:
+/// a security server trusts the instance CAs its newest configuration lists, which change at a
+/// CA rollover (DESIGN §3). Each handshake uses the set held at its start.
+#[derive(Debug)]
+pub struct CaRoots {
+    current: RwLock<Roots>,
+}
+
+#[derive(Debug)]
+struct Roots {
+    ders: Vec<Vec<u8>>,
+    verifier: Arc<WebPkiServerVerifier>,
+}
+
+impl Roots {
+    fn new(ca_ders: &[Vec<u8>]) -> Result<Self, Error> {
+        let mut roots = RootCertStore::empty();
+        for der in ca_ders {
+            roots.add(CertificateDer::from(der.as_slice()))?;
+        }
+        let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+            .build()
+            .map_err(|e| Error::Certificate(format!("trust anchors: {e}")))?;
+        Ok(Self {
+            ders: ca_ders.to_vec(),
+            verifier,
+        })
     }
-    let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
-        .build()
-        .map_err(|e| Error::Certificate(format!("trust anchors: {e}")))?;
-    let mut config = ClientConfig::builder_with_details(provider(), live::clock_time(clock))
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_webpki_verifier(verifier)
-        .with_no_client_auth();
-    config.alpn_protocols = alpn_list(alpn);
-    Ok(config)
+}
+
+impl CaRoots {
+    /// Trusts `ca_ders` (DER certificates; at least one).
+    pub fn new(ca_ders: &[Vec<u8>]) -> Result<Arc<Self>, Error> {
+        Ok(Arc::new(Self {
+            current: RwLock::new(Roots::new(ca_ders)?),
+        }))
+    }
+
+    /// Trusts `ca_ders` instead from the next handshake on. Returns whether the set changed.
+    pub fn replace(&self, ca_ders: &[Vec<u8>]) -> Result<bool, Error> {
+        if self.ders() == ca_ders {
+            return Ok(false);
+        }
+        let next = Roots::new(ca_ders)?;
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = next;
+        Ok(true)
+    }
+
+    /// The certificates trusted now.
+    pub fn ders(&self) -> Vec<Vec<u8>> {
+        self.roots().ders.clone()
+    }
+
+    fn roots(&self) -> std::sync::RwLockReadGuard<'_, Roots> {
+        self.current.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn verifier(&self) -> Arc<WebPkiServerVerifier> {
+        Arc::clone(&self.roots().verifier)
+    }
+
+    /// An HTTPS client configuration (TLS 1.3, no client certificate) that trusts these roots,
+    /// as they are at each handshake, and checks validity at `clock`'s time.
+    pub fn client_config(
+        self: &Arc<Self>,
+        alpn: &[&[u8]],
+        clock: Arc<dyn crate::Clock>,
+    ) -> Result<ClientConfig, Error> {
+        let mut config = ClientConfig::builder_with_details(provider(), live::clock_time(clock))
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::clone(self) as Arc<dyn ServerCertVerifier>)
+            .with_no_client_auth();
+        config.alpn_protocols = alpn_list(alpn);
+        Ok(config)
+    }
+}
+
+impl ServerCertVerifier for CaRoots {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.verifier().verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.verifier().verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.verifier().verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.verifier().supported_verify_schemes()
+    }
 }
 
 /// Server side of pinned mutual TLS: requires a client certificate and accepts it iff

@@ -160,6 +160,8 @@ pub struct GlobalConf {
     key_owner: HashMap<KeyId, MemberId>,
     groups: BTreeMap<GlobalGroupId, GroupInfo>,
     registry_urls: Vec<String>,
+    /// The instance CAs, the issuing one first (empty: the anchor's are in force).
+    ca_certificates: Vec<Vec<u8>>,
     parameters: Parameters,
 }
 
@@ -349,6 +351,10 @@ impl GlobalConf {
                 return Err(inconsistent(format!("group {id} listed twice")));
             }
         }
+        for der in &c.ca_certificates {
+            certs::certificate_info(der)
+                .map_err(|e| inconsistent(format!("instance CA certificate: {e}")))?;
+        }
 
         Ok(Self {
             instance: conf_instance,
@@ -364,6 +370,7 @@ impl GlobalConf {
             key_owner,
             groups,
             registry_urls: c.registry_urls.clone(),
+            ca_certificates: c.ca_certificates.clone(),
             parameters: Parameters::from_proto(c.parameters.as_ref()),
         })
     }
@@ -389,6 +396,22 @@ impl GlobalConf {
     }
     pub fn registry_urls(&self) -> &[String] {
         &self.registry_urls
+    }
+
+    /// The instance CA certificates (DER) this configuration lists, the one that issues new
+    /// certificates first. Empty in configurations from before CA rollover.
+    pub fn ca_certificates(&self) -> &[Vec<u8>] {
+        &self.ca_certificates
+    }
+
+    /// The CAs to trust for HTTPS to the registry: this configuration's, or `anchor`'s when it
+    /// lists none.
+    pub fn trusted_cas(&self, anchor: &crate::Anchor) -> Vec<Vec<u8>> {
+        if self.ca_certificates.is_empty() {
+            anchor.ca_certificates_der()
+        } else {
+            self.ca_certificates.clone()
+        }
     }
     pub fn members(&self) -> impl Iterator<Item = &MemberInfo> {
         self.members.values()

@@ -34,6 +34,7 @@ impl ConfBuilder {
                 security_servers: Vec::new(),
                 global_groups: Vec::new(),
                 registry_urls: vec!["https://127.0.0.1:1".into()],
+                ca_certificates: Vec::new(),
                 parameters: None,
             },
         }

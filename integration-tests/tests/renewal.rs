@@ -1,11 +1,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-//! Security servers renew their TLS certificates before they expire, by themselves, while
-//! exchanges go on: with an injected clock, a federation runs across the expiry of its servers'
-//! certificates under load and no exchange fails (docs/keys.md).
+//! Security servers renew their TLS certificates before they expire, and under a new instance CA
+//! when the registry rolls its CA over, by themselves, while exchanges go on: with an injected
+//! clock, a federation runs across the expiry of its servers' certificates and across a CA
+//! rollover under load, and no exchange fails (docs/keys.md).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use central_registry::ops::{RotateCa, ShowCa, WithdrawCa};
 use certs::ManualClock;
 use integration_tests::load::Load;
 use sandbox::{Federation, FederationSpec};
@@ -65,7 +67,7 @@ async fn metric(f: &Federation, server: &str, name: &str) -> i64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn servers_renew_their_certificates_before_expiry_under_load_and_no_exchange_fails() {
+async fn servers_renew_before_expiry_and_across_a_ca_rollover_under_load_and_no_exchange_fails() {
     let clock = ManualClock::new(SystemTime::now());
     let (_dir, f) = start(Arc::new(clock.clone())).await;
     let servers = [MINISTRY, CHIYODA];
@@ -104,6 +106,60 @@ async fn servers_renew_their_certificates_before_expiry_under_load_and_no_exchan
     {
         let _between = load.between().await;
         clock.advance(Duration::from_secs(30 * DAY));
+    }
+    load.go_on(20).await;
+
+    // A CA rollover: the new CA is published before the old one, every server renews under it
+    // by itself (peers accept both certificates meanwhile), then the old CA is withdrawn.
+    let rotated = f.registry().run(RotateCa).await.unwrap();
+    assert_eq!(rotated.waiting_for.len(), f.servers().len());
+    integration_tests::eventually("every server to renew under the new CA", || async {
+        let shown = f.registry().run(ShowCa).await.unwrap();
+        shown.waiting_for.is_empty().then_some(())
+    })
+    .await;
+    for server in servers {
+        let s = f.server(server).unwrap();
+        let conf = s.running().unwrap().conf.current().unwrap();
+        let issuing = &conf.conf().ca_certificates()[0];
+        let pem = std::fs::read_to_string(s.config.data_dir.join("tls.pem")).unwrap();
+        let leaf = &certs::certs_from_pem(&pem).unwrap()[0];
+        assert!(certs::issued_by(leaf, issuing), "{server}");
+        assert_eq!(
+            conf.conf()
+                .server_by_cert(&certs::cert_sha256(leaf))
+                .map(|i| i.id.to_string()),
+            Some(server.to_owned())
+        );
+    }
+    load.go_on(10).await;
+    f.registry().run(WithdrawCa).await.unwrap();
+    // Every server now trusts only the new CA for HTTPS to the registry, and still reaches it.
+    let serial = f.registry().publish().await.unwrap().serial;
+    for server in f.servers() {
+        let server = server.id.to_string();
+        integration_tests::eventually(&format!("{server} to fetch serial {serial}"), || {
+            let conf = f.server(&server).unwrap().running().unwrap().conf.current();
+            async move {
+                let conf = conf?;
+                (conf.serial() >= serial && conf.conf().ca_certificates().len() == 1).then_some(())
+            }
+        })
+        .await;
+    }
+    // A renewal after the withdrawal opens a new connection to the registry: it must trust the
+    // new CA (the old one no longer leads to the registry's certificate).
+    for server in servers {
+        let s = f.server(server).unwrap();
+        let r = runtime::HttpClient::plain()
+            .post_json(
+                &format!("http://{}/v1/tls/renew", s.running().unwrap().admin_addr),
+                Some(&s.admin_token),
+                &serde_json::Value::Null,
+            )
+            .await
+            .unwrap();
+        assert!(r.is_success(), "{server}: HTTP {} {}", r.status, r.text());
     }
     load.go_on(20).await;
     load.stop_with_none_failed(running).await;

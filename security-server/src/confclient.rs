@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use certs::Clock;
+use certs::{CaRoots, Clock};
 use globalconf::{Anchor, ConfError, SecurityServerId, Succession, VerifiedConf};
 use proto::v1 as pb;
 use tokio::sync::{Mutex, watch};
@@ -51,6 +51,8 @@ pub struct ConfClient {
     peers: Arc<PeerPool>,
     // Serialises offers, so that check-then-store cannot interleave.
     offer_lock: Mutex<()>,
+    /// The CAs HTTPS to the registry trusts: the held configuration's.
+    roots: Arc<CaRoots>,
     poll_override: Option<Duration>,
     /// How long one download from a registry or a peer may take.
     fetch_timeout: Duration,
@@ -79,11 +81,13 @@ impl ConfClient {
             },
             Err(_) => None,
         };
-        let tls = certs::client_config_trusting_at(
-            &anchor.ca_certificates_der(),
-            &[b"h2", b"http/1.1"],
-            Arc::clone(&clock),
-        )?;
+        // HTTPS to the registry trusts the CAs the configuration lists (they change at a CA
+        // rollover), or the anchor's before there is one that lists them.
+        let roots = CaRoots::new(&match &stored {
+            Some(conf) => conf.conf().trusted_cas(&anchor),
+            None => anchor.ca_certificates_der(),
+        })?;
+        let tls = roots.client_config(&[b"h2", b"http/1.1"], Arc::clone(&clock))?;
         let registries = runtime::HttpClient::https(tls)
             .with_timeout(fetch_timeout)
             .with_max_body(256 * 1024 * 1024);
@@ -96,6 +100,7 @@ impl ConfClient {
             registries,
             peers,
             offer_lock: Mutex::new(()),
+            roots,
             poll_override,
             fetch_timeout,
             clock,
@@ -112,6 +117,11 @@ impl ConfClient {
 
     pub fn anchor(&self) -> &Anchor {
         &self.anchor
+    }
+
+    /// The CAs HTTPS to the registry trusts now.
+    pub fn registry_roots(&self) -> &Arc<CaRoots> {
+        &self.roots
     }
 
     /// The configuration if it is usable for exchanges now: present and not expired.
@@ -140,6 +150,19 @@ impl ConfClient {
         if succession == Succession::Newer {
             certs::write_file_atomic(&self.store_path, candidate.envelope())?;
             self.peers.retain(candidate.conf());
+            match self
+                .roots
+                .replace(&candidate.conf().trusted_cas(&self.anchor))
+            {
+                Ok(true) => tracing::info!(
+                    serial = candidate.serial(),
+                    "the instance CAs changed: HTTPS to the registry trusts the new list"
+                ),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "the configuration's CA certificates are unusable")
+                }
+            }
             tracing::info!(
                 serial = candidate.serial(),
                 expires_at = candidate.conf().expires_at(),

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use certs::{Clock, Domain, KeyId, SigningKey, SystemClock, TlsIdentity};
+use certs::{CaRoots, Clock, Domain, KeyId, SigningKey, SystemClock, TlsIdentity};
 use globalconf::{Anchor, MemberId, SecurityServerId};
 use prost::Message;
 use proto::v1 as pb;
@@ -208,15 +208,16 @@ struct ErrorBody {
 pub use runtime::admin::path_segment;
 
 fn registry_client(
-    anchor: &Anchor,
+    roots: &Arc<CaRoots>,
     clock: Arc<dyn Clock>,
 ) -> Result<runtime::HttpClient, IdentityError> {
-    let tls = certs::client_config_trusting_at(
-        &anchor.ca_certificates_der(),
-        &[b"h2", b"http/1.1"],
-        clock,
-    )?;
+    let tls = roots.client_config(&[b"h2", b"http/1.1"], clock)?;
     Ok(runtime::HttpClient::https(tls))
+}
+
+/// The CAs an enrolling server trusts for HTTPS to the registry: its anchor's.
+fn anchor_roots(anchor: &Anchor) -> Result<Arc<CaRoots>, IdentityError> {
+    Ok(CaRoots::new(&anchor.ca_certificates_der())?)
 }
 
 /// Sends the enrolment request (with the one-time token, if the operator issued one) to the
@@ -234,6 +235,7 @@ pub async fn submit_enrollment(
     signed.token = token.unwrap_or_default().to_owned();
     let status: StatusBody = post_to_registry(
         anchor,
+        &anchor_roots(anchor)?,
         "/v1/enrollments",
         signed.encode_to_vec(),
         Arc::new(SystemClock),
@@ -247,12 +249,13 @@ pub async fn submit_enrollment(
 /// `clock`'s time.
 pub(crate) async fn post_to_registry<T: serde::de::DeserializeOwned>(
     anchor: &Anchor,
+    roots: &Arc<CaRoots>,
     path: &str,
     body: Vec<u8>,
     clock: Arc<dyn Clock>,
 ) -> Result<T, IdentityError> {
     let body = Bytes::from(body);
-    let client = registry_client(anchor, clock)?;
+    let client = registry_client(roots, clock)?;
     let mut failures = Vec::new();
     for base in anchor.registry_urls() {
         let url = format!("{}{path}", base.trim_end_matches('/'));
@@ -290,7 +293,7 @@ pub async fn fetch_certificate(
         .map_err(|_| IdentityError::NotInitialised)?;
     let paths = Paths::new(&config.data_dir);
     let tls_key = certs::load_secret_key(&paths.tls_key())?;
-    let client = registry_client(anchor, Arc::new(SystemClock))?;
+    let client = registry_client(&anchor_roots(anchor)?, Arc::new(SystemClock))?;
     let mut failures = Vec::new();
     for base in anchor.registry_urls() {
         let url = format!(

@@ -1,8 +1,8 @@
 //! Renewal of this server's TLS certificate before it expires (DESIGN §3, lifecycle), without a
 //! restart and without an exchange failing.
 //!
-//! 1. When the certificate has `tls.renew_before_days` left (or the operator runs `renew`), the
-//!    server makes a new key (`tls-next.key`) and sends the registry a renewal request signed with
+//! 1. When the certificate has `tls.renew_before_days` left, when the configuration names another
+//!    issuing CA (a CA rollover), or when the operator runs `renew`, the server makes a new key (`tls-next.key`) and sends the registry a renewal request signed with
 //!    the current key and the new one. The registry issues a certificate for the new key at once
 //!    (`tls-next.pem`) and lists it beside the current one, so peers accept both.
 //! 2. Once the configuration lists the new certificate, and has for `tls.install_delay_secs`
@@ -192,10 +192,15 @@ impl Renewal {
         } else {
             "none"
         };
+        let renew_at = if self.issuer_superseded(&current) {
+            self.clock.unix_now()
+        } else {
+            info.not_after.saturating_sub(self.renew_before)
+        };
         Ok(TlsStatus {
             cert_sha256: hex::encode(pin),
             not_after: info.not_after,
-            renew_at: info.not_after.saturating_sub(self.renew_before),
+            renew_at,
             renewal: renewal.to_owned(),
             last_error: self.state().last_error.clone(),
         })
@@ -275,13 +280,31 @@ impl Renewal {
         }
         let info = leaf_info(&current)?;
         let forced = std::mem::take(&mut self.state().forced);
-        if !forced && self.clock.unix_now() < info.not_after.saturating_sub(self.renew_before) {
+        if !forced
+            && self.clock.unix_now() < info.not_after.saturating_sub(self.renew_before)
+            && !self.issuer_superseded(&current)
+        {
             return Ok(Step::Idle);
         }
         let next_key = SigningKey::generate()?;
         certs::save_secret_key(&next_key_path, &next_key)?;
         self.ask(&current, &next_key, false).await?;
         Ok(Step::Issued)
+    }
+
+    /// Whether the configuration names an issuing CA that did not issue `identity`'s certificate:
+    /// a CA rollover is under way, and this server renews under the new CA now.
+    fn issuer_superseded(&self, identity: &TlsIdentity) -> bool {
+        let Some(conf) = self.conf.current() else {
+            return false;
+        };
+        match (
+            conf.conf().ca_certificates().first(),
+            identity.cert_chain.first(),
+        ) {
+            (Some(issuing), Some(leaf)) => !certs::issued_by(leaf, issuing),
+            _ => false,
+        }
     }
 
     fn install_delay(&self) -> Duration {
@@ -314,6 +337,7 @@ impl Renewal {
         };
         let answer: RenewalAnswer = post_to_registry(
             &self.anchor,
+            self.conf.registry_roots(),
             "/v1/renewals",
             signed.encode_to_vec(),
             Arc::clone(&self.clock),

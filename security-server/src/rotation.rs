@@ -172,6 +172,7 @@ impl KeyRotation {
         };
         let answer: Answer = post_to_registry(
             &self.anchor,
+            self.conf.registry_roots(),
             "/v1/key-requests",
             signed.encode_to_vec(),
             Arc::clone(&self.clock),

@@ -353,7 +353,8 @@ impl Core {
             )),
         }
         let certificate = self
-            .ca
+            .cas
+            .issuing
             .issue(
                 &id.to_string(),
                 request.tls_public_key_der(),

@@ -7,14 +7,15 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
-use certs::{CertificateAuthority, Clock, KeyId, SigningKey};
-use globalconf::{InstanceId, MemberId, SecurityServerId};
+use certs::{Clock, KeyId, LiveIdentity, SigningKey};
+use globalconf::{Anchor, InstanceId, MemberId, SecurityServerId};
 use prost::Message as _;
 use proto::v1 as pb;
 
+use crate::datadir::InstanceCas;
 use crate::enrollment::{EnrollmentRecord, TokenRecord};
 use crate::error::RegistryError;
 use crate::state::{KeyRequestRecord, PublicationSettings, RegistryState, build_configuration};
@@ -27,7 +28,15 @@ pub struct Core {
     pub(crate) instance: InstanceId,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) signing_key: SigningKey,
-    pub(crate) ca: CertificateAuthority,
+    /// The anchor as `init` wrote it: its signing keys start the key history.
+    pub(crate) anchor: Anchor,
+    /// The instance CAs: the issuing one and, during a rollover, the previous one.
+    pub(crate) cas: InstanceCas,
+    /// The registry's own HTTPS identity, and the names it is issued for.
+    pub(crate) tls_identity: LiveIdentity,
+    pub(crate) own_hosts: Vec<String>,
+    /// The anchor and CA certificates the public endpoint serves (they change with the CAs).
+    pub(crate) served: Arc<RwLock<Served>>,
     pub(crate) settings: PublicationSettings,
     pub(crate) republish_interval: Duration,
     /// Seconds an enrolment token stays valid.
@@ -44,6 +53,13 @@ pub struct Core {
     /// Where the signing key files are (a rollover writes them).
     pub(crate) data_dir: crate::datadir::DataDir,
     pub(crate) publication: Option<Arc<Publication>>,
+}
+
+/// What the public endpoint serves besides the configuration.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Served {
+    pub(crate) anchor_toml: String,
+    pub(crate) ca_pem: String,
 }
 
 impl fmt::Debug for Core {
@@ -210,8 +226,55 @@ impl Core {
         let validity = i64::try_from(self.settings.validity.as_secs()).unwrap_or(i64::MAX);
         signed.key_id != self.signing_key.key_id().as_str()
             || conf.registry_urls != self.settings.registry_urls
+            || conf.ca_certificates != self.settings.ca_certificates
             || conf.parameters.as_ref() != Some(&self.settings.parameters)
             || conf.expires_at.saturating_sub(conf.generated_at) != validity
+    }
+
+    /// Puts what the instance CAs are into everything that shows them: the next configuration's
+    /// CA list, `anchor.toml` and the public endpoint's anchor and `ca.pem`, and the registry's
+    /// own certificate chain (reissued under the issuing CA, with the cross-certificate during a
+    /// rollover). Called at start and after a CA change; each part is left alone when it is
+    /// already right.
+    pub(crate) fn apply_cas(&mut self) -> Result<(), RegistryError> {
+        self.settings.ca_certificates = self.cas.published();
+        let anchor = Anchor::new(
+            self.instance.clone(),
+            self.anchor.registry_urls().to_vec(),
+            self.cas.published_pem(),
+            self.anchor.signing_keys().to_vec(),
+        )?;
+        let anchor_toml = anchor.to_toml()?;
+        if std::fs::read_to_string(self.data_dir.anchor())
+            .ok()
+            .as_deref()
+            != Some(&anchor_toml)
+        {
+            certs::write_file_atomic(&self.data_dir.anchor(), anchor_toml.as_bytes())?;
+        }
+        *self.served.write().unwrap_or_else(PoisonError::into_inner) = Served {
+            anchor_toml,
+            ca_pem: self.cas.published_pem(),
+        };
+        self.renew_own_certificate()
+    }
+
+    /// Renews the registry's own TLS certificate when due or issued by another CA than the
+    /// issuing one ([`crate::datadir::renew_own_certificate`]); the public endpoint presents the
+    /// new one from the next handshake.
+    pub(crate) fn renew_own_certificate(&self) -> Result<(), RegistryError> {
+        let renewed = crate::datadir::renew_own_certificate(
+            &self.data_dir,
+            &self.instance,
+            &self.cas,
+            &self.own_hosts,
+            &self.tls_identity.current(),
+            &*self.clock,
+        )?;
+        if let Some(identity) = renewed {
+            self.tls_identity.replace(identity)?;
+        }
+        Ok(())
     }
 
     /// Re-signs the configuration if [`Core::publication_due`], without an audit entry.

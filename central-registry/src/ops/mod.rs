@@ -11,6 +11,7 @@
 //! - `machine`: [`Core`], the state and its database; `execute` commits one operation's changes.
 //! - `status`: the served configuration: [`Status`], [`Publish`], [`Audit`].
 //! - `signing_key`: the configuration-signing key and its rollover without a new anchor.
+//! - `ca`: the instance CA and its rollover: show, rotate, withdraw.
 //! - `members`: [`ListMembers`], [`AddMember`], [`SetMemberProfile`] (names per language and
 //!   privacy contact, for residents), [`RemoveMember`] (with all the member owns).
 //! - `subsystems`: [`ListSubsystems`], [`AddSubsystem`], [`RemoveSubsystem`].
@@ -22,6 +23,7 @@
 //! - `renewal`: renewed TLS certificates for enrolled servers (public endpoint, no operator).
 //! - [`views`]: the JSON views the operations answer with.
 
+mod ca;
 mod enrollment;
 mod groups;
 mod key_requests;
@@ -43,6 +45,7 @@ pub use runtime::admin::{
     Endpoint, Input, JsonReply, OpInfo, PathError, PathParams, PathSegment, PlainEndpoint,
 };
 
+pub use ca::{CaCertificate, CaView, RotateCa, ShowCa, WithdrawCa};
 pub use enrollment::{
     ApproveEnrollment, GetEnrollment, IssueToken, ListEnrollments, RejectEnrollment,
 };
@@ -53,6 +56,7 @@ pub use key_requests::{
 };
 pub use keys::{AddKey, ListKeys, NewKey, RemoveKey, RetireKey, Retirement};
 pub use machine::Core;
+pub(crate) use machine::Served;
 pub(crate) use machine::{audit, not_found};
 pub use members::{AddMember, ListMembers, Profile, RemoveMember, SetMemberProfile};
 pub use renewal::{RenewalStatus, RenewalView};
@@ -72,6 +76,9 @@ runtime::admin_ops! {
     Audit,
     ShowSigningKey,
     RotateSigningKey,
+    ShowCa,
+    RotateCa,
+    WithdrawCa,
     ListMembers,
     AddMember,
     SetMemberProfile,
@@ -151,7 +158,7 @@ mod tests {
 
     use super::*;
 
-    runtime::admin_op_table_tests!(AdminOp, ops: 34, prefix: "/", shapes: ops_without_input_take_a_unit_body_and_204_has_no_answer);
+    runtime::admin_op_table_tests!(AdminOp, ops: 37, prefix: "/", shapes: ops_without_input_take_a_unit_body_and_204_has_no_answer);
 
     #[test]
     fn path_identifiers_name_what_failed_to_parse() {

@@ -34,7 +34,8 @@ pub enum RenewalStatus {
 pub struct RenewalView {
     pub server_id: SecurityServerId,
     pub status: RenewalStatus,
-    /// The certificate for the new key.
+    /// The certificate for the new key, followed during a CA rollover by the new CA's
+    /// certificate signed by the previous CA.
     pub certificate_pem: String,
 }
 
@@ -80,10 +81,23 @@ impl Core {
             tracing::warn!(server_id = %id, "renewal request not signed by a listed certificate's key");
             return Err(RegistryError::RenewalSignature);
         }
+        // During a CA rollover a certificate of the new CA is followed by the cross-certificate,
+        // so that clients of the server's client proxy that still trust only the old CA accept it.
+        let cross = self.cas.previous.as_ref().map(|p| {
+            (
+                p.cross_der.clone(),
+                self.cas.issuing.certificate_der().to_vec(),
+            )
+        });
         let view = |status, der: &[u8]| RenewalView {
             server_id: id.clone(),
             status,
-            certificate_pem: certs::cert_to_pem(der),
+            certificate_pem: match &cross {
+                Some((cross, issuing)) if certs::issued_by(der, issuing) => {
+                    certs::cert_to_pem(der) + &certs::cert_to_pem(cross)
+                }
+                _ => certs::cert_to_pem(der),
+            },
         };
         let certifies_new_key = |der: &[u8]| {
             certs::certificate_info(der).is_ok_and(|info| info.spki_der == request.new_key_der)
@@ -116,7 +130,8 @@ impl Core {
             ))),
             (None, false) => {
                 let der = self
-                    .ca
+                    .cas
+                    .issuing
                     .issue(
                         &id.to_string(),
                         &request.new_key_der,

@@ -242,3 +242,27 @@ pub fn error_type(r: &runtime::Response) -> String {
     let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
     v["type"].as_str().unwrap_or_default().to_owned()
 }
+
+/// A `SignedRenewalRequest` for `new_key`, signed by `current` and `new_signer`.
+pub fn renewal(
+    id: &str,
+    current: &SigningKey,
+    new_key: &SigningKey,
+    new_signer: &SigningKey,
+    created_at: i64,
+    in_use: bool,
+) -> Vec<u8> {
+    let request = pb::RenewalRequest {
+        server_id: id.into(),
+        new_tls_public_key_der: new_key.public_key().to_spki_der(),
+        created_at,
+        in_use,
+    }
+    .encode_to_vec();
+    pb::SignedRenewalRequest {
+        current_key_signature: current.sign(Domain::RenewalRequest, &request).to_vec(),
+        new_key_signature: new_signer.sign(Domain::RenewalRequest, &request).to_vec(),
+        request,
+    }
+    .encode_to_vec()
+}

@@ -475,3 +475,46 @@ fn information_systems_present_any_certificate_or_none_but_never_one_without_its
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn replaced_ca_roots_apply_to_the_next_handshake_of_the_same_client() {
+    let clock = ManualClock::at_unix(1_800_000_000);
+    let old = CertificateAuthority::generate("TEST", 365 * DAY, &clock).unwrap();
+    let (new, cross) = old.successor("TEST", 365 * DAY, &clock).unwrap();
+    let old_ca = old.certificate_der().to_vec();
+    let new_ca = new.certificate_der().to_vec();
+    let registry = identity(&new, 3, "registry", &clock);
+    let with_cross = TlsIdentity::new(
+        vec![registry.cert_chain[0].clone(), cross],
+        registry.key().clone(),
+    );
+    let serve = |id: &TlsIdentity| Arc::new(server_config(id, ALPN).unwrap());
+
+    let roots = CaRoots::new(std::slice::from_ref(&old_ca)).unwrap();
+    let client = Arc::new(roots.client_config(ALPN, Arc::new(clock.clone())).unwrap());
+    // Trusting the old CA only: the new CA's certificate passes with the cross-certificate.
+    assert!(matches!(
+        connect(&client, &serve(&with_cross), "127.0.0.1"),
+        Outcome::Connected { .. }
+    ));
+    assert!(matches!(
+        connect(&client, &serve(&registry), "127.0.0.1"),
+        Outcome::ClientRejected(_)
+    ));
+
+    // The old CA withdrawn: the same client now needs the new one, and refuses the old.
+    assert!(roots.replace(std::slice::from_ref(&new_ca)).unwrap());
+    assert!(!roots.replace(std::slice::from_ref(&new_ca)).unwrap());
+    assert_eq!(roots.ders(), [new_ca]);
+    assert!(matches!(
+        connect(&client, &serve(&registry), "127.0.0.1"),
+        Outcome::Connected { .. }
+    ));
+    let old_registry = identity(&old, 4, "registry", &clock);
+    assert!(matches!(
+        connect(&client, &serve(&old_registry), "127.0.0.1"),
+        Outcome::ClientRejected(_)
+    ));
+    assert!(CaRoots::new(&[]).is_err());
+    assert!(roots.replace(&[b"garbage".to_vec()]).is_err());
+}

@@ -24,6 +24,12 @@ pub struct GlobalConfiguration {
     pub registry_urls: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
     #[prost(message, optional, tag = "9")]
     pub parameters: ::core::option::Option<InstanceParameters>,
+    /// The instance CA certificates (DER) the registry's HTTPS certificates chain to, the one that
+    /// issues new certificates first. During a CA rollover the previous CA follows it until it is
+    /// withdrawn. Servers trust these for HTTPS to the registry instead of their anchor's; empty in
+    /// configurations from before CA rollover, when the anchor's stay in force.
+    #[prost(bytes = "vec", repeated, tag = "10")]
+    pub ca_certificates: ::prost::alloc::vec::Vec<::prost::alloc::vec::Vec<u8>>,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct Member {
