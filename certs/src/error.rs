@@ -38,6 +38,10 @@ pub enum Error {
     #[error("tls configuration: {0}")]
     Tls(#[from] rustls::Error),
 
+    /// A hardware security module refused or failed (PKCS#11).
+    #[error("hardware security module: {0}")]
+    Module(String),
+
     /// The operating system's random number generator failed.
     #[error("random number generator: {0}")]
     Random(getrandom::Error),

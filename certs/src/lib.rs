@@ -9,6 +9,7 @@
 //! - [`signing`]: Ed25519 keys, key ids and domain-separated signatures.
 //! - [`keyfile`]: atomic file writes; secret files with mode 0600 and a permission check on read.
 //! - [`pem`]: certificate PEM encoding and SHA-256 fingerprints.
+//! - [`pkcs11`]: keys inside a hardware security module ([`pkcs11::Token`]).
 //! - [`ca`]: the instance certificate authority that issues security-server TLS certificates.
 //! - [`tls`]: rustls configurations: CA-trusting HTTPS and mutual TLS with certificate pinning.
 
@@ -21,6 +22,7 @@ pub mod clock;
 pub mod error;
 pub mod keyfile;
 pub mod pem;
+pub mod pkcs11;
 pub mod signing;
 pub mod tls;
 

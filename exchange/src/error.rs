@@ -144,7 +144,7 @@ codes! {
         InvalidRequestHash => "the response's signed request hash is not the hash of the request that was sent",
         InvalidBody => "the response body's SHA-256 differs from the signed one",
         LoggingFailed => "the message log cannot be written (or has failed earlier); nothing is passed on. A failed log refuses every record until it has opened itself again (within seconds once the disk has space); its `/health` answers 503 meanwhile",
-        InternalError => "an unexpected internal failure (for example no randomness for an X-Road-Id)",
+        InternalError => "an unexpected internal failure (for example no randomness for an X-Road-Id, or a signing key in a hardware security module that failed to sign)",
     }
 }
 
@@ -179,7 +179,7 @@ codes! {
         NotYetCheckpointed => "(`usageEvidence`) the record is not under a signed checkpoint yet; try again in a few seconds",
         LogReadFailed => "(`findUsage`, `usageEvidence`) the message log could not be read",
         CheckpointRefused => "(witness RPC, not an exchange) a peer's checkpoint is malformed, not signed by its owner, forked, rolled back or inconsistent with what this witness cosigned before",
-        InternalError => "an unexpected internal failure of the provider's server",
+        InternalError => "an unexpected internal failure of the provider's server (for example a signing key in a hardware security module that failed to sign)",
     }
 }
 

@@ -47,7 +47,7 @@ use http::{HeaderName, HeaderValue, Method, StatusCode};
 use prost::Message as _;
 use sha2::{Digest as _, Sha512};
 
-use certs::{Domain, KeyId, SigningKey};
+use certs::{Domain, KeyId};
 use globalconf::{ClientId, GlobalConf, MemberKey, SecurityServerId, ServiceId, SubsystemId};
 use proto::v1 as pb;
 
@@ -103,32 +103,6 @@ pub fn build_request_header(
         body_sha256: body_sha256.to_vec(),
         signer_key_id: signer.as_str().to_owned(),
         target_server: target.to_string(),
-    }
-}
-
-/// Encodes the header once and signs those bytes. The header's `signer_key_id` is set to the
-/// key's id, whatever it held, so that the signed bytes always name the key that signed them.
-pub fn sign_request(header: &pb::RequestHeader, key: &SigningKey) -> pb::SignedHeader {
-    let key_id = key.key_id();
-    let mut header = header.clone();
-    header.signer_key_id = key_id.as_str().to_owned();
-    sign_bytes(header.encode_to_vec(), Domain::RequestHeader, key, key_id)
-}
-
-/// Encodes the header once and signs those bytes; `signer_key_id` is set as in [`sign_request`].
-pub fn sign_response(header: &pb::ResponseHeader, key: &SigningKey) -> pb::SignedHeader {
-    let key_id = key.key_id();
-    let mut header = header.clone();
-    header.signer_key_id = key_id.as_str().to_owned();
-    sign_bytes(header.encode_to_vec(), Domain::ResponseHeader, key, key_id)
-}
-
-fn sign_bytes(bytes: Vec<u8>, domain: Domain, key: &SigningKey, key_id: KeyId) -> pb::SignedHeader {
-    let signature = key.sign(domain, &bytes).to_vec();
-    pb::SignedHeader {
-        header: bytes,
-        signature,
-        key_id: key_id.into(),
     }
 }
 
@@ -640,6 +614,9 @@ pub fn verify_response(
         header,
     })
 }
+
+mod sign;
+pub use sign::{sign_request, sign_response, try_sign_request, try_sign_response};
 
 #[cfg(test)]
 mod tests;

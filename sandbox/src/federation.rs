@@ -319,6 +319,11 @@ impl Federation {
             config.messagelog.enabled = spec.messagelog_enabled;
             config.tls = spec.tls.clone();
             config.keys = spec.keys.clone();
+            config.hsm = spec
+                .hsm
+                .iter()
+                .find(|(id, _)| id == &s.id)
+                .map(|(_, hsm)| hsm.clone());
             certs::write_file_atomic(&config_path, config.to_toml()?.as_bytes())?;
             let config = ServerConfig::load(&config_path)?;
             anchor

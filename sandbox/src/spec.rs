@@ -113,6 +113,9 @@ pub struct FederationSpec {
     pub portal: Option<SubsystemId>,
     /// Made once the services are registered, in order; each must succeed.
     pub samples: Vec<SampleExchange>,
+    /// Servers whose keys live in a hardware security module, with their `[hsm]` settings
+    /// (`init` makes the keys there). The others keep their keys in files.
+    pub hsm: Vec<(SecurityServerId, security_server::config::HsmConfig)>,
 }
 
 fn id<T: std::str::FromStr>(s: &str) -> T
@@ -271,6 +274,7 @@ impl FederationSpec {
             keys: security_server::config::KeysConfig::default(),
             // Twice the servers' default poll interval: every server holds the key first.
             key_activation_delay_secs: 120,
+            hsm: Vec::new(),
             services: vec![
                 // The villages' resident registries read a newcomer's record from Chiyoda
                 // (転入: moving in from Chiyoda City).

@@ -42,6 +42,100 @@ pub struct Config {
     pub messagelog: MessageLogConfig,
     pub tls: TlsConfig,
     pub keys: KeysConfig,
+    /// Keys in a hardware security module; absent, every key is a file in `data_dir`.
+    pub hsm: Option<HsmConfig>,
+}
+
+/// Keys in a hardware security module through its PKCS#11 library (`[hsm]`; docs/keys.md). The
+/// keys named here live in the token and sign there; the others stay files.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HsmConfig {
+    /// The module's PKCS#11 library, e.g. `/usr/lib/softhsm/libsofthsm2.so`.
+    pub module: PathBuf,
+    /// The label of the token that holds the keys.
+    pub token_label: String,
+    /// A file (mode 0600) holding the token's user PIN. Exactly one of this and `pin_env`.
+    #[serde(default)]
+    pub pin_file: Option<PathBuf>,
+    /// The environment variable holding the token's user PIN.
+    #[serde(default)]
+    pub pin_env: Option<String>,
+    /// The label of this server's TLS key in the token (made there by `init` when missing);
+    /// absent, the TLS key is `data_dir/tls.key`.
+    #[serde(default)]
+    pub tls_key_label: Option<String>,
+    /// Member signing keys in the token (made there by `init` for the owner when missing). Keys
+    /// `keys rotate` makes are labelled `KEY_LABEL/…` and are found under the same entry.
+    #[serde(default)]
+    pub signing_keys: Vec<HsmSigningKey>,
+}
+
+/// One member signing key in the token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HsmSigningKey {
+    pub member: globalconf::MemberId,
+    pub key_label: String,
+}
+
+impl HsmConfig {
+    /// The label of `member`'s signing key in the token, if it has one there.
+    pub fn signing_key_label(&self, member: &globalconf::MemberId) -> Option<&str> {
+        self.signing_keys
+            .iter()
+            .find(|k| &k.member == member)
+            .map(|k| k.key_label.as_str())
+    }
+
+    /// Reads the PIN and opens the token. The PIN is never logged or shown.
+    pub fn open(&self) -> Result<certs::pkcs11::Token, certs::Error> {
+        let pin = match (&self.pin_file, &self.pin_env) {
+            (Some(path), None) => {
+                let bytes = certs::read_secret_file(path)?;
+                certs::Zeroizing::new(String::from_utf8_lossy(&bytes).trim().to_owned())
+            }
+            (None, Some(var)) => certs::Zeroizing::new(std::env::var(var).map_err(|_| {
+                certs::Error::Module(format!("the environment variable {var} holds no PIN"))
+            })?),
+            _ => {
+                return Err(certs::Error::Module(
+                    "hsm needs exactly one of pin_file and pin_env".into(),
+                ));
+            }
+        };
+        certs::pkcs11::Token::open(&self.module, &self.token_label, &pin)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.pin_file.is_some() == self.pin_env.is_some() {
+            return Err(ConfigError::Invalid(
+                "hsm needs exactly one of pin_file and pin_env".into(),
+            ));
+        }
+        let labels = self
+            .tls_key_label
+            .iter()
+            .chain(self.signing_keys.iter().map(|k| &k.key_label));
+        let mut seen = std::collections::HashSet::new();
+        for label in labels {
+            // `.next` is where a renewal makes the TLS key that takes over, `LABEL/…` where
+            // `keys rotate` makes a member's next key.
+            if label.is_empty()
+                || label.ends_with(".next")
+                || label.contains('/')
+                || !seen.insert(label)
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "hsm key label {label:?} is empty, ends in .next, has a / or is used twice"
+                )));
+            }
+        }
+        if self.token_label.is_empty() {
+            return Err(ConfigError::Invalid("hsm.token_label is empty".into()));
+        }
+        Ok(())
+    }
 }
 
 /// Rotation of member signing keys (`[keys]`; docs/keys.md).
@@ -237,6 +331,7 @@ impl Default for Config {
             messagelog: MessageLogConfig::default(),
             tls: TlsConfig::default(),
             keys: KeysConfig::default(),
+            hsm: None,
         }
     }
 }
@@ -290,6 +385,10 @@ impl Config {
         config.anchor = base_dir.join(&config.anchor);
         config.data_dir = base_dir.join(&config.data_dir);
         config.messagelog.archive_dir = base_dir.join(&config.messagelog.archive_dir);
+        if let Some(hsm) = &mut config.hsm {
+            hsm.module = base_dir.join(&hsm.module);
+            hsm.pin_file = hsm.pin_file.as_ref().map(|p| base_dir.join(p));
+        }
         config.validate()?;
         Ok(config)
     }
@@ -351,6 +450,9 @@ impl Config {
         ] {
             limits.check(table).map_err(ConfigError::Invalid)?;
         }
+        if let Some(hsm) = &self.hsm {
+            hsm.validate()?;
+        }
         for a in &self.server_proxy.advertise {
             if a.rsplit_once(':')
                 .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
@@ -390,91 +492,4 @@ impl Config {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn defaults_fill_missing_keys_and_paths_are_relative_to_the_file() {
-        let c = Config::from_str(
-            "server_id = \"JP/GOV/digital-agency/ss1\"\n",
-            Path::new("/etc/xroad"),
-        )
-        .unwrap();
-        assert_eq!(c.anchor, Path::new("/etc/xroad/anchor.toml"));
-        assert_eq!(c.data_dir, Path::new("/etc/xroad/data"));
-        assert_eq!(c.client_proxy.listen.port(), 8080);
-        assert_eq!(c.advertised_addresses(), vec!["0.0.0.0:5500".to_string()]);
-    }
-
-    #[test]
-    fn the_production_template_parses_and_encrypts_logged_bodies() {
-        let text = include_str!("../templates/production.toml");
-        let c = Config::from_str(text, Path::new("/etc/xroad")).unwrap();
-        assert!(c.messagelog.enabled);
-        assert!(c.messagelog.encrypt_bodies);
-        assert!(c.client_proxy.tls);
-        assert_eq!(c.messagelog.retention_days, 30);
-        assert_eq!(c.messagelog.group_commit_interval_ms, 2);
-        assert_eq!(c.log_format, LogFormat::Json);
-        assert_eq!(c.server_proxy.connections.max_per_source, 100);
-        assert_eq!(
-            c.server_proxy.connections.serve_options().idle_timeout,
-            Duration::from_secs(300)
-        );
-        assert_eq!(
-            c.server_proxy.connections.header_read_timeout_secs, 10,
-            "keys left out keep their defaults"
-        );
-        assert_eq!(c.admin.connections, runtime::ConnectionLimits::default());
-    }
-
-    #[test]
-    fn connection_limits_are_checked_per_listener() {
-        let base = Path::new(".");
-        let with = |table: &str| {
-            Config::from_str(&format!("server_id = \"JP/GOV/x/ss1\"\n{table}\n"), base)
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        };
-        assert_eq!(
-            with("[admin.connections]\nidle_timeout_secs = 0").unwrap_err(),
-            "configuration is invalid: admin.connections.idle_timeout_secs must be at least 1"
-        );
-        assert_eq!(
-            with("[client_proxy.connections]\nmax = 10\nmax_per_source = 11").unwrap_err(),
-            "configuration is invalid: client_proxy.connections.max_per_source (11) is more than client_proxy.connections.max (10)"
-        );
-        assert!(
-            with("[server_proxy.connections]\nidle = 5").is_err(),
-            "unknown key"
-        );
-        assert!(with("[server_proxy.connections]\nmin_body_bytes_per_sec = 0").is_ok());
-        assert_eq!(
-            with("[server_proxy.connections]\nbody_read_timeout_secs = 18446744073709551615")
-                .unwrap_err(),
-            "configuration is invalid: server_proxy.connections.body_read_timeout_secs must be at most 86400 (a day)"
-        );
-    }
-
-    #[test]
-    fn unknown_keys_bad_ids_and_missing_id_are_refused() {
-        let base = Path::new(".");
-        assert!(Config::from_str("server_id = \"JP/GOV/x/ss1\"\nlisten = 1\n", base).is_err());
-        assert!(Config::from_str("server_id = \"JP/GOV/x\"\n", base).is_err());
-        assert!(Config::from_str("", base).is_err());
-        assert!(
-            Config::from_str(
-                "server_id = \"JP/GOV/x/ss1\"\n[server_proxy]\nadvertise = [\"nohost\"]\n",
-                base
-            )
-            .is_err()
-        );
-        assert!(
-            Config::from_str(
-                "server_id = \"JP/GOV/x/ss1\"\n[messagelog]\ngroup_commit_interval_ms = 5000\n",
-                base
-            )
-            .is_err()
-        );
-    }
-}
+mod tests;

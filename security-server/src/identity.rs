@@ -21,7 +21,7 @@ use prost::Message;
 use proto::v1 as pb;
 use serde::Deserialize;
 
-use crate::config::Config;
+use crate::config::{Config, HsmConfig};
 
 /// Why the server's identity could not be made, loaded or enrolled.
 #[derive(Debug, thiserror::Error)]
@@ -130,22 +130,44 @@ pub fn init(config: &Config, clock: &dyn Clock) -> Result<InitReport, IdentityEr
         .map_err(|_| IdentityError::NotInitialised)?
         .clone();
     let paths = Paths::new(&config.data_dir);
-    if paths.tls_key().exists() {
+    if let Some(made) = [paths.tls_key(), paths.enrollment_request()]
+        .into_iter()
+        .find(|p| p.exists())
+    {
         return Err(IdentityError::AlreadyInitialised(
-            paths.tls_key().display().to_string(),
+            made.display().to_string(),
         ));
     }
     create_private_dir(paths.data_dir())?;
     let owner = server_id.owner().clone();
     create_private_dir(&paths.signing_dir(&owner))?;
 
-    let tls_key = SigningKey::generate()?;
-    let signing_key = SigningKey::generate()?;
-    certs::save_secret_key(
-        &paths.signing_key(&owner, &signing_key.key_id()),
-        &signing_key,
-    )?;
-    certs::save_secret_key(&paths.tls_key(), &tls_key)?;
+    // Keys the configuration puts in a hardware security module are found or made there; the
+    // others are files.
+    let token = config.hsm.as_ref().map(HsmConfig::open).transpose()?;
+    let in_token = |label: Option<&str>| -> Result<Option<SigningKey>, IdentityError> {
+        match (&token, label) {
+            (Some(token), Some(label)) => Ok(Some(token.key_or_generate(label)?.0)),
+            _ => Ok(None),
+        }
+    };
+    let hsm = config.hsm.as_ref();
+    let signing_key = match in_token(hsm.and_then(|h| h.signing_key_label(&owner)))? {
+        Some(key) => key,
+        None => {
+            let key = SigningKey::generate()?;
+            certs::save_secret_key(&paths.signing_key(&owner, &key.key_id()), &key)?;
+            key
+        }
+    };
+    let tls_key = match in_token(hsm.and_then(|h| h.tls_key_label.as_deref()))? {
+        Some(key) => key,
+        None => {
+            let key = SigningKey::generate()?;
+            certs::save_secret_key(&paths.tls_key(), &key)?;
+            key
+        }
+    };
     let token = random_hex(32)?;
     certs::write_secret_file(&paths.admin_token(), token.as_bytes())?;
 
@@ -292,7 +314,8 @@ pub async fn fetch_certificate(
         .server_id()
         .map_err(|_| IdentityError::NotInitialised)?;
     let paths = Paths::new(&config.data_dir);
-    let tls_key = certs::load_secret_key(&paths.tls_key())?;
+    let token = config.hsm.as_ref().map(HsmConfig::open).transpose()?;
+    let tls_key = TlsKeys::of(config, token.as_ref()).current()?;
     let client = registry_client(&anchor_roots(anchor)?, Arc::new(SystemClock))?;
     let mut failures = Vec::new();
     for base in anchor.registry_urls() {
@@ -341,8 +364,12 @@ pub(crate) fn certifies(chain: &[Vec<u8>], key: &SigningKey) -> bool {
 pub struct Identity {
     pub server_id: SecurityServerId,
     pub tls: TlsIdentity,
-    /// Every message-signing key on disk, by member.
+    /// Where the TLS key lives (renewals make the next one there).
+    pub tls_keys: TlsKeys,
+    /// Every message-signing key (on disk or in the token), by member.
     pub signing_keys: Vec<(MemberId, SigningKey)>,
+    /// The hardware security module's token (`[hsm]`), logged in.
+    pub token: Option<certs::pkcs11::Token>,
     pub admin_token: String,
 }
 
@@ -353,10 +380,9 @@ impl Identity {
             .map_err(|_| IdentityError::NotInitialised)?
             .clone();
         let paths = Paths::new(&config.data_dir);
-        if !paths.tls_key().exists() {
-            return Err(IdentityError::NotInitialised);
-        }
-        let tls_key = certs::load_secret_key(&paths.tls_key())?;
+        let token = config.hsm.as_ref().map(HsmConfig::open).transpose()?;
+        let tls_keys = TlsKeys::of(config, token.as_ref());
+        let tls_key = tls_keys.current()?;
         let cert_path = paths.tls_cert();
         if !cert_path.exists() {
             return Err(IdentityError::NotEnrolled);
@@ -396,14 +422,123 @@ impl Identity {
                 }
             }
         }
+        if let (Some(token), Some(hsm)) = (&token, &config.hsm) {
+            for key in &hsm.signing_keys {
+                let found = token.keys_under(&key.key_label)?;
+                if found.is_empty() {
+                    return Err(certs::Error::Module(format!(
+                        "no key labelled {:?} (or {:?}/…) in token {:?}",
+                        key.key_label,
+                        key.key_label,
+                        token.label()
+                    ))
+                    .into());
+                }
+                signing_keys.extend(found.into_iter().map(|(_, k)| (key.member.clone(), k)));
+            }
+        }
         if !signing_keys.iter().any(|(m, _)| m == server_id.owner()) {
             return Err(IdentityError::NoSigningKey(server_id.owner().to_string()));
         }
         Ok(Self {
             server_id,
             tls: TlsIdentity::new(chain, tls_key),
+            tls_keys,
             signing_keys,
+            token,
             admin_token,
         })
+    }
+}
+
+/// Where the server's TLS key lives, and where a renewal makes the key that takes over: files
+/// (`tls.key`, `tls-next.key`) or a token (`LABEL`, `LABEL.next`).
+#[derive(Debug, Clone)]
+pub enum TlsKeys {
+    Files(Paths),
+    Module {
+        token: certs::pkcs11::Token,
+        label: String,
+    },
+}
+
+impl TlsKeys {
+    /// Where `config` keeps the TLS key; `token` is the configured one, open.
+    pub fn of(config: &Config, token: Option<&certs::pkcs11::Token>) -> Self {
+        let label = config.hsm.as_ref().and_then(|h| h.tls_key_label.clone());
+        match (token, label) {
+            (Some(token), Some(label)) => TlsKeys::Module {
+                token: token.clone(),
+                label,
+            },
+            _ => TlsKeys::Files(Paths::new(&config.data_dir)),
+        }
+    }
+
+    fn next_label(label: &str) -> String {
+        format!("{label}.next")
+    }
+
+    /// The key in use. For a token, a renewal stopped between its relabelling steps is finished.
+    pub fn current(&self) -> Result<SigningKey, IdentityError> {
+        match self {
+            TlsKeys::Files(paths) => {
+                if !paths.tls_key().exists() {
+                    return Err(IdentityError::NotInitialised);
+                }
+                Ok(certs::load_secret_key(&paths.tls_key())?)
+            }
+            TlsKeys::Module { token, label } => {
+                if let Some(key) = token.find(label)? {
+                    return Ok(key);
+                }
+                let next = Self::next_label(label);
+                if token.find(&next)?.is_some() {
+                    token.relabel(&next, label)?;
+                }
+                Ok(token.key(label)?)
+            }
+        }
+    }
+
+    /// The key a renewal made, if one is waiting.
+    pub fn next(&self) -> Result<Option<SigningKey>, IdentityError> {
+        match self {
+            TlsKeys::Files(paths) => {
+                let path = paths.tls_next_key();
+                Ok(path
+                    .exists()
+                    .then(|| certs::load_secret_key(&path))
+                    .transpose()?)
+            }
+            TlsKeys::Module { token, label } => Ok(token.find(&Self::next_label(label))?),
+        }
+    }
+
+    /// Makes the key a renewal asks a certificate for.
+    pub fn make_next(&self) -> Result<SigningKey, IdentityError> {
+        match self {
+            TlsKeys::Files(paths) => {
+                let key = SigningKey::generate()?;
+                certs::save_secret_key(&paths.tls_next_key(), &key)?;
+                Ok(key)
+            }
+            TlsKeys::Module { token, label } => Ok(token.generate(&Self::next_label(label))?),
+        }
+    }
+
+    /// Puts the waiting key in the place of the one in use (which is gone afterwards).
+    pub fn install_next(&self) -> Result<(), IdentityError> {
+        match self {
+            TlsKeys::Files(paths) => std::fs::rename(paths.tls_next_key(), paths.tls_key())
+                .map_err(io_err(&paths.tls_key())),
+            TlsKeys::Module { token, label } => {
+                // Destroyed first: a token refuses two keys with one label, and until the
+                // relabelling the next key is found by `current` (which finishes the job).
+                token.destroy(label)?;
+                token.relabel(&Self::next_label(label), label)?;
+                Ok(())
+            }
+        }
     }
 }

@@ -26,7 +26,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::confclient::ConfClient;
-use crate::identity::{IdentityError, Paths, certifies, post_to_registry};
+use crate::identity::{IdentityError, Paths, TlsKeys, certifies, post_to_registry};
 
 /// Where the renewal of the TLS certificate stands, for `status`, `/health` and `/metrics`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,6 +67,8 @@ struct RenewalAnswer {
 pub struct Renewal {
     live: LiveIdentity,
     paths: Paths,
+    /// Where the TLS key is, and where the next one is made.
+    keys: TlsKeys,
     server_id: SecurityServerId,
     anchor: Anchor,
     conf: Arc<ConfClient>,
@@ -108,6 +110,7 @@ impl Renewal {
     pub fn new(
         live: LiveIdentity,
         paths: Paths,
+        keys: TlsKeys,
         server_id: SecurityServerId,
         anchor: Anchor,
         conf: Arc<ConfClient>,
@@ -117,6 +120,7 @@ impl Renewal {
         Self {
             live,
             paths,
+            keys,
             server_id,
             anchor,
             conf,
@@ -252,9 +256,7 @@ impl Renewal {
             self.ask(&current, current.key(), true).await?;
             return Ok(Step::Completed);
         }
-        let next_key_path = self.paths.tls_next_key();
-        if next_key_path.exists() {
-            let next_key = certs::load_secret_key(&next_key_path)?;
+        if let Some(next_key) = self.keys.next()? {
             match read_chain(&self.paths.tls_next_cert()) {
                 // 2. Issued: install once listed long enough.
                 Some(chain) if certifies(&chain, &next_key) => {
@@ -286,8 +288,7 @@ impl Renewal {
         {
             return Ok(Step::Idle);
         }
-        let next_key = SigningKey::generate()?;
-        certs::save_secret_key(&next_key_path, &next_key)?;
+        let next_key = self.keys.make_next()?;
         self.ask(&current, &next_key, false).await?;
         Ok(Step::Issued)
     }
@@ -357,13 +358,14 @@ impl Renewal {
         Ok(())
     }
 
-    /// Moves the new key and certificate into place (the key first: a crash in between is
-    /// finished by [`crate::identity::Identity::load`]) and presents them from now on.
+    /// Presents the new key and certificate from now on, then moves them into place (the key
+    /// first: a crash in between is finished by [`crate::identity::Identity::load`]; a crash
+    /// before either leaves the renewal to be installed again after the restart).
     fn install(&self, chain: Vec<Vec<u8>>, key: SigningKey) -> Result<(), IdentityError> {
-        rename(&self.paths.tls_next_key(), &self.paths.tls_key())?;
+        self.live.replace(TlsIdentity::new(chain, key))?;
+        self.keys.install_next()?;
         rename(&self.paths.tls_next_cert(), &self.paths.tls_cert())?;
         sync_dir(self.paths.data_dir())?;
-        self.live.replace(TlsIdentity::new(chain, key))?;
         Ok(())
     }
 }

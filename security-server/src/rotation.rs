@@ -50,6 +50,11 @@ pub struct HeldKey {
     pub valid_until: Option<i64>,
     /// Whether this server signs for the member with it now.
     pub in_use: bool,
+    /// The raw public key (base64), as `central-registry key add` takes it.
+    pub public_key: certs::PublicKey,
+    /// Whether the key is in the hardware security module (`[hsm]`) rather than a file.
+    #[serde(default)]
+    pub in_module: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -79,6 +84,8 @@ pub struct KeyRotation {
     pub clock: Arc<dyn Clock>,
     /// Sent with the request: how long the key in use stays valid once the new one is.
     pub retire_previous_after_secs: u64,
+    /// The token and `[hsm]` settings: members whose keys are there get new keys there.
+    pub hsm: Option<(certs::pkcs11::Token, crate::config::HsmConfig)>,
 }
 
 impl KeyRotation {
@@ -101,6 +108,8 @@ impl KeyRotation {
                         .is_some_and(|k| k.key_id() == key_id)
                 });
                 HeldKey {
+                    public_key: key.public_key(),
+                    in_module: key.in_module(),
                     listed: listed.is_some(),
                     valid_from: listed.as_ref().map(|k| k.valid_from),
                     valid_until: listed.and_then(|k| k.valid_until),
@@ -144,13 +153,27 @@ impl KeyRotation {
         let new_key = match pending {
             Some(key) => key,
             None => {
-                let key = SigningKey::generate()?;
                 let dir = self.paths.signing_dir(member);
                 std::fs::create_dir_all(&dir).map_err(|source| IdentityError::Io {
                     path: dir.display().to_string(),
                     source,
                 })?;
-                certs::save_secret_key(&self.paths.signing_key(member, &key.key_id()), &key)?;
+                // In the token when the member's keys are there (`LABEL/<time>`), else a file.
+                let in_token = self
+                    .hsm
+                    .as_ref()
+                    .and_then(|(token, hsm)| Some((token, hsm.signing_key_label(member)?)));
+                let key = match in_token {
+                    Some((token, label)) => token.generate(&format!("{label}/{now}"))?,
+                    None => {
+                        let key = SigningKey::generate()?;
+                        certs::save_secret_key(
+                            &self.paths.signing_key(member, &key.key_id()),
+                            &key,
+                        )?;
+                        key
+                    }
+                };
                 certs::write_file_atomic(&marker, key.key_id().to_string().as_bytes())?;
                 self.keys.add(member.clone(), key.clone());
                 Arc::new(key)

@@ -165,6 +165,7 @@ pub async fn start(
     let renewal = Arc::new(Renewal::new(
         tls_identity.clone(),
         Paths::new(&config.data_dir),
+        identity.tls_keys.clone(),
         identity.server_id.clone(),
         anchor,
         Arc::clone(&conf),
@@ -173,6 +174,7 @@ pub async fn start(
     ));
     tasks.spawn(Arc::clone(&renewal).run(shutdown.clone()));
 
+    let token = identity.token.clone();
     let keys = Arc::new(MemberKeys::new(identity.signing_keys));
     let spool = Spool::new(
         &config.data_dir.join("spool"),
@@ -306,6 +308,7 @@ pub async fn start(
         conf: Arc::clone(&conf),
         clock: Arc::clone(&clock),
         retire_previous_after_secs: config.keys.retire_previous_after_secs,
+        hsm: token.zip(config.hsm.clone()),
     }))
     .router()
     .merge(crate::metrics::router(

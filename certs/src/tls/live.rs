@@ -11,7 +11,7 @@ use rustls::time_provider::TimeProvider;
 use rustls::{SignatureScheme, crypto::ring::sign::any_eddsa_type};
 
 use super::TlsIdentity;
-use crate::{Clock, Error};
+use crate::{Clock, Error, SigningKey};
 
 /// The identity presented now, shared by every configuration made from it. Clones share it.
 #[derive(Debug, Clone)]
@@ -30,8 +30,12 @@ struct Current {
 
 impl Current {
     fn new(identity: TlsIdentity) -> Result<Self, Error> {
-        let der = identity.key.to_pkcs8_der()?;
-        let key = any_eddsa_type(&PrivatePkcs8KeyDer::from(der.as_slice()))?;
+        let key: Arc<dyn rustls::sign::SigningKey> = if identity.key.in_module() {
+            Arc::new(ModuleTlsKey(identity.key.clone()))
+        } else {
+            let der = identity.key.to_pkcs8_der()?;
+            any_eddsa_type(&PrivatePkcs8KeyDer::from(der.as_slice()))?
+        };
         let certified = Arc::new(CertifiedKey::new(identity.rustls_chain(), key));
         Ok(Self {
             pin: identity.leaf_sha256(),
@@ -115,6 +119,38 @@ impl ResolvesClientCert for Resolver {
 
     fn has_certs(&self) -> bool {
         true
+    }
+}
+
+/// A TLS key inside a hardware security module: the handshake's signature is made there.
+#[derive(Debug)]
+struct ModuleTlsKey(SigningKey);
+
+impl rustls::sign::SigningKey for ModuleTlsKey {
+    fn choose_scheme(&self, offered: &[SignatureScheme]) -> Option<Box<dyn rustls::sign::Signer>> {
+        offered
+            .contains(&SignatureScheme::ED25519)
+            .then(|| Box::new(ModuleTlsSigner(self.0.clone())) as Box<dyn rustls::sign::Signer>)
+    }
+
+    fn algorithm(&self) -> rustls::SignatureAlgorithm {
+        rustls::SignatureAlgorithm::ED25519
+    }
+}
+
+#[derive(Debug)]
+struct ModuleTlsSigner(SigningKey);
+
+impl rustls::sign::Signer for ModuleTlsSigner {
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, rustls::Error> {
+        self.0
+            .sign_raw(message)
+            .map(|s| s.to_vec())
+            .map_err(|e| rustls::Error::General(e.to_string()))
+    }
+
+    fn scheme(&self) -> SignatureScheme {
+        SignatureScheme::ED25519
     }
 }
 

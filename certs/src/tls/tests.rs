@@ -518,3 +518,92 @@ fn replaced_ca_roots_apply_to_the_next_handshake_of_the_same_client() {
     assert!(CaRoots::new(&[]).is_err());
     assert!(roots.replace(&[b"garbage".to_vec()]).is_err());
 }
+
+#[test]
+fn keys_inside_softhsm_sign_messages_and_both_sides_of_a_pinned_handshake() {
+    use crate::pkcs11::{Token, init_token, testing};
+    use crate::{Domain, Error};
+    let Some(module) = testing::in_own_softhsm(
+        "tls::tests::keys_inside_softhsm_sign_messages_and_both_sides_of_a_pinned_handshake",
+    ) else {
+        return;
+    };
+    init_token(&module, "xroad-test", "so-secret-1", "user-secret-1").unwrap();
+    let wrong = Token::open(&module, "xroad-test", "not-the-pin").unwrap_err();
+    assert!(!wrong.to_string().contains("not-the-pin"), "{wrong}");
+    assert!(Token::open(&module, "no-such-token", "user-secret-1").is_err());
+    let token = Token::open(&module, "xroad-test", "user-secret-1").unwrap();
+
+    // A key made inside the token signs there; it cannot be exported.
+    let member = token.generate("member").unwrap();
+    assert!(member.in_module());
+    let signature = member.try_sign(Domain::RequestHeader, b"header").unwrap();
+    member
+        .public_key()
+        .verify(Domain::RequestHeader, b"header", &signature)
+        .unwrap();
+    assert!(matches!(member.to_pkcs8_der(), Err(Error::KeyFormat(_))));
+    assert!(format!("{member:?}").contains("xroad-test"));
+    let (again, made) = token.key_or_generate("member").unwrap();
+    assert!(!made);
+    assert_eq!(again.key_id(), member.key_id());
+    assert!(token.generate("member").is_err());
+    // Relabelled, it is the same key, and what was handed out before still signs.
+    token.relabel("member", "member-retired").unwrap();
+    assert!(token.key("member").is_err());
+    assert_eq!(
+        token.key("member-retired").unwrap().key_id(),
+        member.key_id()
+    );
+    // Keys under a label: that label and `label/…`, not another label that starts alike.
+    token.generate("member-retired/2").unwrap();
+    token.generate("member-retiredx").unwrap();
+    let under: Vec<String> = token
+        .keys_under("member-retired")
+        .unwrap()
+        .into_iter()
+        .map(|(label, _)| label)
+        .collect();
+    assert_eq!(under, ["member-retired", "member-retired/2"]);
+    assert!(token.keys_under("member").unwrap().is_empty());
+    let signature = member.sign(Domain::RequestHeader, b"later");
+    member
+        .public_key()
+        .verify(Domain::RequestHeader, b"later", &signature)
+        .unwrap();
+
+    // Both TLS keys in the token: a pinned handshake each way.
+    let ca = CertificateAuthority::generate("TEST", DAY, &SystemClock).unwrap();
+    let in_token = |label: &str, name: &str| {
+        let key = token.generate(label).unwrap();
+        let cert = ca
+            .issue(
+                name,
+                &key.public_key().to_spki_der(),
+                &["127.0.0.1".to_owned()],
+                DAY,
+                &SystemClock,
+            )
+            .unwrap();
+        TlsIdentity::new(vec![cert], key)
+    };
+    let client_id = in_token("tls-client", "TEST/GOV/a/ss1");
+    let server_id = in_token("tls-server", "TEST/GOV/b/ss2");
+    let live = |id: &TlsIdentity| LiveIdentity::new(id.clone(), Arc::new(SystemClock)).unwrap();
+    let client = Arc::new(
+        live(&client_id)
+            .pinned_client_config(pins(&[&server_id]), ALPN)
+            .unwrap(),
+    );
+    let server = Arc::new(
+        live(&server_id)
+            .pinned_server_config(pins(&[&client_id]), ALPN)
+            .unwrap(),
+    );
+    match connect(&client, &server, "x.invalid") {
+        Outcome::Connected { server_saw, .. } => {
+            assert_eq!(server_saw, Some(client_id.leaf_sha256()));
+        }
+        other => panic!("{other:?}"),
+    }
+}

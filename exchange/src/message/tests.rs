@@ -2,6 +2,7 @@ use super::*;
 use crate::HashedBody;
 use crate::error::Code;
 use crate::test_support::*;
+use certs::SigningKey;
 
 fn hashed(body: &[u8]) -> HashedBody {
     HashedBody::new(bytes::Bytes::copy_from_slice(body))

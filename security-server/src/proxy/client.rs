@@ -355,7 +355,12 @@ impl Inner {
                     now,
                     &server_id,
                 );
-                let signed = message::sign_request(&header, &key);
+                let signed = message::try_sign_request(&header, &key).map_err(|e| {
+                    XRoadError::new(
+                        ClientProxyCode::InternalError,
+                        format!("the signing key could not sign: {e}"),
+                    )
+                })?;
                 let context = RequestContext::new(&id, &signed, &server_id);
                 // Logged before it is passed on; a failed write stops the exchange.
                 let queued = self.logger.enqueue(Logged {

@@ -236,7 +236,12 @@ impl ServerProxy {
             now,
             &self.this,
         );
-        let signed = message::sign_response(&response_header, &key);
+        let signed = message::try_sign_response(&response_header, &key).map_err(|e| {
+            XRoadError::new(
+                ServerProxyCode::InternalError,
+                format!("the signing key could not sign: {e}"),
+            )
+        })?;
         // Put in the log's commit order before it is passed on; the caller ends the call OK
         // only once it is durable, while the client's server checks and logs the answer.
         let logged = self.logger.begin_write(

@@ -44,7 +44,13 @@ impl AdminOp for ListKeys {
                             .unwrap_or_default()
                     ),
                 };
-                format!("{}  {}  {state}\n", k.member, k.key_id)
+                let place = if k.in_module { "  (in the module)" } else { "" };
+                format!(
+                    "{}  {}  {state}{place}\n    public key {}\n",
+                    k.member,
+                    k.key_id,
+                    k.public_key.to_base64()
+                )
             })
             .collect()
     }
