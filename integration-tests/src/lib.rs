@@ -25,6 +25,21 @@ pub use raw_peer::RawPeer;
 
 pub use runtime::testing::eventually;
 
+/// A client of `server`'s admin API, as the `security-server` CLI uses it. Panics if the
+/// federation has no such running server.
+pub fn admin(federation: &Federation, server: &str) -> security_server::admin::AdminClient {
+    let s = federation
+        .server(server)
+        .expect("a server of the federation");
+    security_server::admin::AdminClient::new(
+        format!(
+            "http://{}",
+            s.running().expect("the server runs").admin_addr
+        ),
+        s.admin_token.clone(),
+    )
+}
+
 /// Starts `spec` on port 0 everywhere, in a new temporary directory that lives as long as the
 /// returned guard. Panics if the federation does not start: this is test set-up.
 pub async fn start_federation(

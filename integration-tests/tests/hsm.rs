@@ -11,8 +11,7 @@ use central_registry::ops::ApproveKeyRequest;
 use certs::pkcs11::{Token, init_token, testing};
 use integration_tests::load::{Load, resident_record};
 use sandbox::FederationSpec;
-use security_server::admin::AdminClient;
-use security_server::admin::ops::{ListKeys, RotateKey};
+use security_server::admin::ops::{ListKeys, RenewTls, RotateKey};
 use security_server::config::{HsmConfig, HsmSigningKey, TlsConfig};
 
 const MINISTRY: &str = "JP/GOV/digital-agency/ss1";
@@ -124,15 +123,8 @@ async fn an_exchange_signs_and_handshakes_with_keys_inside_a_hardware_security_m
     let (tls_label, _) = labels(MINISTRY);
     let old_key = token.key(&tls_label).unwrap().key_id();
     let s = f.server(MINISTRY).unwrap();
-    let r = runtime::HttpClient::plain()
-        .post_json(
-            &format!("http://{}/v1/tls/renew", s.running().unwrap().admin_addr),
-            Some(&s.admin_token),
-            &serde_json::Value::Null,
-        )
-        .await
-        .unwrap();
-    assert!(r.is_success(), "HTTP {} {}", r.status, r.text());
+    let admin = integration_tests::admin(&f, MINISTRY);
+    admin.call(&RenewTls).await.unwrap();
     let (load, running) = Load::start(s.client_proxy_url().unwrap());
     integration_tests::eventually("the renewed TLS key in place in the token", || {
         let token = token.clone();
@@ -160,10 +152,6 @@ async fn an_exchange_signs_and_handshakes_with_keys_inside_a_hardware_security_m
     );
 
     // `keys rotate` makes the member's next key in the token, under the configured label.
-    let admin = AdminClient::new(
-        format!("http://{}", s.running().unwrap().admin_addr),
-        s.admin_token.clone(),
-    );
     let rotated = admin.call(&RotateKey { member: None }).await.unwrap();
     let (_, signing_label) = labels(MINISTRY);
     let in_token: Vec<_> = token

@@ -11,6 +11,7 @@ use central_registry::ops::{RotateCa, ShowCa, WithdrawCa};
 use certs::ManualClock;
 use integration_tests::load::Load;
 use sandbox::{Federation, FederationSpec};
+use security_server::admin::ops::RenewTls;
 use security_server::config::TlsConfig;
 
 const MINISTRY: &str = "JP/GOV/digital-agency/ss1";
@@ -150,16 +151,8 @@ async fn servers_renew_before_expiry_and_across_a_ca_rollover_under_load_and_no_
     // A renewal after the withdrawal opens a new connection to the registry: it must trust the
     // new CA (the old one no longer leads to the registry's certificate).
     for server in servers {
-        let s = f.server(server).unwrap();
-        let r = runtime::HttpClient::plain()
-            .post_json(
-                &format!("http://{}/v1/tls/renew", s.running().unwrap().admin_addr),
-                Some(&s.admin_token),
-                &serde_json::Value::Null,
-            )
-            .await
-            .unwrap();
-        assert!(r.is_success(), "{server}: HTTP {} {}", r.status, r.text());
+        let renewed = integration_tests::admin(&f, server).call(&RenewTls).await;
+        assert!(renewed.is_ok(), "{server}: {renewed:?}");
     }
     load.go_on(20).await;
     load.stop_with_none_failed(running).await;

@@ -7,10 +7,9 @@
 use std::sync::Arc;
 
 use central_registry::ops::{ApproveKeyRequest, ListKeyRequests, RemoveKey};
-use integration_tests::RawPeer;
 use integration_tests::load::{Load, resident_record};
+use integration_tests::{RawPeer, admin};
 use sandbox::{Federation, FederationSpec};
-use security_server::admin::AdminClient;
 use security_server::admin::ops::{ListKeys, RotateKey};
 use security_server::config::KeysConfig;
 
@@ -27,14 +26,6 @@ async fn start() -> (tempfile::TempDir, Federation) {
     };
     spec.samples.clear();
     integration_tests::start_federation(spec, Arc::new(certs::SystemClock)).await
-}
-
-fn admin(f: &Federation, server: &str) -> AdminClient {
-    let s = f.server(server).unwrap();
-    AdminClient::new(
-        format!("http://{}", s.running().unwrap().admin_addr),
-        s.admin_token.clone(),
-    )
 }
 
 /// The key the ministry's server signs with now.
