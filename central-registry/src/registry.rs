@@ -56,8 +56,6 @@ impl Registry {
             ))
             .into());
         }
-        datadir::recover_cas(&dir)?;
-        let cas = datadir::load_cas(&dir)?;
         let tls_pem =
             std::fs::read_to_string(dir.tls_pem()).map_err(|source| certs::Error::Io {
                 path: dir.tls_pem(),
@@ -77,7 +75,11 @@ impl Registry {
         }
 
         let served = Arc::new(RwLock::new(Served::default()));
+        // The database is this process's lock on the data directory: open it before the CA
+        // files may be moved.
         let store = Store::open(&dir.database())?;
+        datadir::recover_cas(&dir)?;
+        let cas = datadir::load_cas(&dir)?;
         let loaded = store.load(&instance)?;
         // The key that signs: the anchor's, or the newest after rollovers.
         let current = globalconf::signed::current_signing_keys(&loaded.key_history, &anchor)
