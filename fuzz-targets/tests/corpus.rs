@@ -138,6 +138,22 @@ fn write_generated_seeds() {
         "signed-by-the-fuzz-key.bin",
         &envelope,
     );
+    // With the instance CAs listed (a CA rollover under way: two certificates).
+    let mut with_cas = conf.clone();
+    for _ in 0..2 {
+        let ca = certs::CertificateAuthority::generate(
+            "JP",
+            std::time::Duration::from_secs(86_400),
+            &certs::SystemClock,
+        )
+        .unwrap();
+        with_cas.ca_certificates.push(ca.certificate_der().to_vec());
+    }
+    write(
+        "configuration_envelope",
+        "with-instance-cas.bin",
+        &globalconf::signed::sign(&with_cas, &fuzz_targets::fuzz_signing_key()),
+    );
     let next = certs::SigningKey::from_seed([7; 32]);
     let history = [globalconf::signed::announce(
         "JP",
