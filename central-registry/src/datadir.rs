@@ -53,7 +53,7 @@ impl DataDir {
         self.root.join("ca.key")
     }
     /// During a CA rollover, the CA the one above took over from (certificate only: its key is
-    /// destroyed when the rollover starts).
+    /// deleted when the rollover starts).
     pub fn previous_ca_pem(&self) -> PathBuf {
         self.root.join("ca-previous.pem")
     }
@@ -288,7 +288,8 @@ pub fn load_cas(dir: &DataDir) -> Result<InstanceCas, RegistryError> {
 }
 
 /// Starts a CA rollover: a successor of the issuing CA, cross-signed by it, becomes the issuing
-/// CA; the old one's certificate stays published as the previous CA and its key is destroyed.
+/// CA; the old one's certificate stays published as the previous CA and its key file is deleted
+/// (the new key takes its place).
 /// Steps: write `ca-next.key`, `ca-next.pem`, `ca-cross.pem`; move `ca.pem` to `ca-previous.pem`
 /// (the commit); move the new key and certificate into `ca.key` and `ca.pem`.
 pub fn rotate_ca(

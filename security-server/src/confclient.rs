@@ -83,10 +83,15 @@ impl ConfClient {
         };
         // HTTPS to the registry trusts the CAs the configuration lists (they change at a CA
         // rollover), or the anchor's before there is one that lists them.
-        let roots = CaRoots::new(&match &stored {
-            Some(conf) => conf.conf().trusted_cas(&anchor),
-            None => anchor.ca_certificates_der(),
-        })?;
+        let listed = stored.as_ref().map(|conf| conf.conf().trusted_cas(&anchor));
+        let roots = match listed.map(|cas| CaRoots::new(&cas)) {
+            Some(Ok(roots)) => roots,
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "the stored configuration's CA certificates are unusable; trusting the anchor's");
+                CaRoots::new(&anchor.ca_certificates_der())?
+            }
+            None => CaRoots::new(&anchor.ca_certificates_der())?,
+        };
         let tls = roots.client_config(&[b"h2", b"http/1.1"], Arc::clone(&clock))?;
         let registries = runtime::HttpClient::https(tls)
             .with_timeout(fetch_timeout)

@@ -2,9 +2,10 @@
 //! restart and without an exchange failing.
 //!
 //! 1. When the certificate has `tls.renew_before_days` left, when the configuration names another
-//!    issuing CA (a CA rollover), or when the operator runs `renew`, the server makes a new key (`tls-next.key`) and sends the registry a renewal request signed with
-//!    the current key and the new one. The registry issues a certificate for the new key at once
-//!    (`tls-next.pem`) and lists it beside the current one, so peers accept both.
+//!    issuing CA (a CA rollover), or when the operator runs `renew`, the server makes a new key
+//!    (`tls-next.key`, or `LABEL.next` in a token) and sends the registry a renewal request
+//!    signed with the current key and the new one. The registry issues a certificate for the new
+//!    key at once (`tls-next.pem`) and lists it beside the current one, so peers accept both.
 //! 2. Once the configuration lists the new certificate, and has for `tls.install_delay_secs`
 //!    (default twice the poll interval, so peers hold that configuration too), the server moves
 //!    the new key and certificate into place and presents them from the next handshake.
