@@ -28,6 +28,7 @@ const ECHO_SERVICE: &str = "JP/MUN/131016/records/echo";
 #[derive(Debug, Parser)]
 #[command(
     name = "bench",
+    version,
     about = "Closed-loop load through the xroad-rs gateway and directly against the backend (loopback only)"
 )]
 struct Args {

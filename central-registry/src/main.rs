@@ -52,6 +52,10 @@ enum Command {
         /// Public registry URL (primary first, then replicas); repeat for several.
         #[arg(long = "url")]
         urls: Vec<String>,
+        /// Where keys, the CA, the database and the anchor go (written into a new
+        /// configuration file; default `registry-data` beside it).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
     },
     /// Issue a TLS key and certificate for a replica host (writes tls.pem, tls.key, anchor.toml).
     IssueReplicaIdentity {
@@ -115,6 +119,8 @@ enum Command {
         #[arg(long, default_value_t = 50)]
         limit: usize,
     },
+    #[command(flatten)]
+    Generated(runtime::cli::Generated),
 }
 
 #[derive(Debug, Subcommand)]
@@ -274,6 +280,15 @@ enum KeyCmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Generated(generated) = cli.command {
+        return match generated.run(<Cli as clap::CommandFactory>::command()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -296,7 +311,11 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<()> {
     let json = cli.json;
     match cli.command {
-        Command::Init { instance, urls } => init(&cli.config, &instance, urls),
+        Command::Init {
+            instance,
+            urls,
+            data_dir,
+        } => init(&cli.config, &instance, urls, data_dir),
         Command::IssueReplicaIdentity { host, out_dir } => {
             let config = load(&cli.config)?;
             let files = issue_replica_identity(&config, &host, &out_dir, &SystemClock)?;
@@ -347,9 +366,21 @@ fn load(path: &Path) -> Result<RegistryConfig> {
     RegistryConfig::load(path).with_context(|| format!("configuration {}", path.display()))
 }
 
-fn init(path: &Path, instance: &str, urls: Vec<String>) -> Result<()> {
+fn init(path: &Path, instance: &str, urls: Vec<String>, data_dir: Option<PathBuf>) -> Result<()> {
+    // Relative to where the command runs, not to the configuration file.
+    let data_dir = data_dir
+        .map(|d| std::path::absolute(&d).with_context(|| format!("--data-dir {}", d.display())))
+        .transpose()?;
     let config = if path.exists() {
         let config = load(path)?;
+        if let Some(dir) = data_dir.filter(|d| *d != config.data_dir) {
+            bail!(
+                "{} exists with data_dir {}, not {}",
+                path.display(),
+                config.data_dir.display(),
+                dir.display()
+            );
+        }
         if config.instance != instance {
             bail!(
                 "{} is for instance {}, not {instance}",
@@ -370,6 +401,9 @@ fn init(path: &Path, instance: &str, urls: Vec<String>) -> Result<()> {
             instance: instance.to_owned(),
             ..RegistryConfig::default()
         };
+        if let Some(dir) = data_dir {
+            config.data_dir = dir;
+        }
         if let Some(first) = urls.first() {
             config.public_urls = urls.clone();
             let port = config::url_port(first).map_err(anyhow::Error::msg)?;
@@ -531,7 +565,8 @@ fn dispatch<W: WithOp>(command: Command, w: W) -> Result<W::Output> {
         Command::Init { .. }
         | Command::IssueReplicaIdentity { .. }
         | Command::Serve
-        | Command::Replica { .. } => bail!("not an admin command"),
+        | Command::Replica { .. }
+        | Command::Generated(_) => bail!("not an admin command"),
     })
 }
 

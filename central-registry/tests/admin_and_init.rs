@@ -234,3 +234,42 @@ async fn cli_initialises_and_drives_a_running_registry() {
     let _ = stop.send(());
     task.await.unwrap().unwrap();
 }
+
+#[test]
+fn init_puts_the_data_where_data_dir_says_and_keeps_it_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("etc").join("central-registry.toml");
+    let data_dir = dir.path().join("var").join("central-registry");
+    let url = "https://127.0.0.1:41001";
+    let args = |data: &Path| {
+        [
+            "init".to_owned(),
+            "--instance".into(),
+            "JP".into(),
+            "--url".into(),
+            url.into(),
+            "--data-dir".into(),
+            data.display().to_string(),
+        ]
+    };
+    let first = args(&data_dir);
+    let (ok, stdout, stderr) = cli(&config_path, &first.each_ref().map(String::as_str));
+    assert!(ok, "{stdout}{stderr}");
+    let config = RegistryConfig::load(&config_path).unwrap();
+    assert_eq!(config.data_dir, data_dir);
+    assert!(data_dir.join("anchor.toml").exists());
+    assert!(!dir.path().join("etc").join("registry-data").exists());
+
+    // Again: the data is never overwritten. With another directory: refused, naming both.
+    let (ok, _, stderr) = cli(&config_path, &first.each_ref().map(String::as_str));
+    assert!(!ok && stderr.contains("already initialised"), "{stderr}");
+    let other = dir.path().join("elsewhere");
+    let (ok, _, stderr) = cli(&config_path, &args(&other).each_ref().map(String::as_str));
+    assert!(!ok);
+    assert!(
+        stderr.contains(&data_dir.display().to_string())
+            && stderr.contains(&other.display().to_string()),
+        "{stderr}"
+    );
+    assert!(!other.exists());
+}

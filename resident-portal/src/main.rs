@@ -1,5 +1,5 @@
 //! `resident-portal --config PATH`: serves the resident transparency portal until Ctrl-C or
-//! SIGTERM.
+//! SIGTERM. (`completions SHELL` prints a shell completion script.)
 
 use std::path::PathBuf;
 
@@ -10,18 +10,25 @@ use resident_portal::Config;
 #[derive(Debug, Parser)]
 #[command(
     name = "resident-portal",
-    about = "The resident transparency portal: who accessed my data, asked through X-Road"
+    version,
+    about = "The resident transparency portal: who accessed my data, asked through X-Road",
+    subcommand_negates_reqs = true
 )]
 struct Args {
     /// The configuration file (see docs/portal.md).
-    #[arg(long, env = "PORTAL_CONFIG")]
-    config: PathBuf,
+    #[arg(long, env = "PORTAL_CONFIG", required = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    generated: Option<runtime::cli::Generated>,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let config =
-        Config::load(&args.config).with_context(|| format!("loading {}", args.config.display()))?;
+    if let Some(generated) = args.generated {
+        return Ok(generated.run(<Args as clap::CommandFactory>::command())?);
+    }
+    let path = args.config.context("--config is required")?;
+    let config = Config::load(&path).with_context(|| format!("loading {}", path.display()))?;
     runtime::init_tracing(config.log_format == "json");
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     rt.block_on(run(config))

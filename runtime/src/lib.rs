@@ -10,6 +10,7 @@
 //! - [`client`]: HTTP(S) clients with timeouts and bounded bodies (registry polling, admin CLIs).
 //! - [`admin`]: an admin operation on the wire ([`admin::Endpoint`]), its generic axum handler
 //!   and client call, and the checks of an operation table.
+//! - [`cli`]: what every binary's command line has: shell completions and man pages.
 //! - [`logging`]: `tracing` subscriber set-up (text or JSON).
 //! - [`time`]: Unix milliseconds as `jiff` timestamps and RFC 3339 UTC text.
 //! - `testing` (feature `testing`): `eventually`, the tests' one way to wait for something
@@ -18,6 +19,7 @@
 
 pub mod admin;
 pub mod body;
+pub mod cli;
 pub mod client;
 mod conns;
 pub mod logging;

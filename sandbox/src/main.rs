@@ -11,6 +11,7 @@ use sandbox::{Description, Federation, FederationSpec, Ports};
 #[derive(Debug, Parser)]
 #[command(
     name = "sandbox",
+    version,
     about = "Run a local xroad-rs federation on loopback"
 )]
 struct Args {

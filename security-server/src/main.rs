@@ -59,6 +59,10 @@ enum Command {
         advertise: Vec<String>,
         #[arg(long, default_value = "127.0.0.1:8090")]
         admin: String,
+        /// Where keys, certificates, the stored configuration and the message log go
+        /// (written into a new configuration file; default `data` beside it).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
     },
     /// Send the enrolment request to the registry and fetch the certificate once approved.
     Enroll {
@@ -109,6 +113,8 @@ enum Command {
     /// The instance anchor this server trusts.
     #[command(subcommand)]
     Anchor(AnchorCmd),
+    #[command(flatten)]
+    Generated(runtime::cli::Generated),
 }
 
 #[derive(Debug, Subcommand)]
@@ -333,6 +339,9 @@ mod setup_cli;
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Command::Generated(generated) = cli.command {
+        return Ok(generated.run(<Cli as clap::CommandFactory>::command())?);
+    }
     if let Command::Evidence(EvidenceCmd::Verify {
         file,
         anchor,
@@ -369,7 +378,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             evidence_cli::export(&cli.config, query, &out, offline).await
         }
-        Command::Evidence(EvidenceCmd::Verify { .. }) => Ok(()),
+        Command::Evidence(EvidenceCmd::Verify { .. }) | Command::Generated(_) => Ok(()),
         Command::Anchor(AnchorCmd::Show) => setup_cli::show_anchor(&cli.config),
         Command::Messagelog(MessagelogCmd::Archive { older_than_days }) => {
             evidence_cli::archive(&cli.config, older_than_days)
@@ -381,14 +390,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             server_proxy,
             advertise,
             admin,
+            data_dir,
         } => setup_cli::init(
             &cli.config,
             id,
             &anchor,
-            &client_proxy,
-            &server_proxy,
-            advertise,
-            &admin,
+            setup_cli::Listen {
+                client_proxy: &client_proxy,
+                server_proxy: &server_proxy,
+                advertise,
+                admin: &admin,
+            },
+            data_dir,
         ),
         Command::Enroll { token, wait } => {
             setup_cli::enroll(&cli.config, token.as_deref(), wait).await
@@ -504,7 +517,8 @@ fn dispatch<W: WithOp>(command: Command, w: W) -> anyhow::Result<W::Output> {
         | Command::Run
         | Command::Evidence(_)
         | Command::Messagelog(_)
-        | Command::Anchor(_) => bail!("not an admin command"),
+        | Command::Anchor(_)
+        | Command::Generated(_) => bail!("not an admin command"),
     })
 }
 
@@ -704,6 +718,8 @@ mod tests {
             &["evidence", "verify"],
             &["messagelog", "archive"],
             &["anchor", "show"],
+            &["completions"],
+            &["man-pages"],
         ];
         for args in ADMIN_COMMANDS
             .iter()

@@ -1,7 +1,7 @@
 //! `security-server init` and `enroll`: this server's keys, its configuration file and its
 //! enrolment with the registry.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -9,25 +9,42 @@ use globalconf::{Anchor, SecurityServerId};
 use security_server::Config;
 use security_server::identity::{self, EnrollmentStatus, Paths};
 
+/// The addresses `init` writes into a new configuration file.
+pub struct Listen<'a> {
+    pub client_proxy: &'a str,
+    pub server_proxy: &'a str,
+    pub advertise: Vec<String>,
+    pub admin: &'a str,
+}
+
 pub fn init(
     config_path: &Path,
     id: SecurityServerId,
     anchor_path: &Path,
-    client_proxy: &str,
-    server_proxy: &str,
-    advertise: Vec<String>,
-    admin: &str,
+    listen: Listen<'_>,
+    data_dir: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     let anchor = Anchor::load(anchor_path).context("reading the anchor")?;
+    // Relative to where the command runs, not to the configuration file.
+    let data_dir = data_dir
+        .map(|d| std::path::absolute(&d).with_context(|| format!("--data-dir {}", d.display())))
+        .transpose()?;
     if !config_path.exists() {
         let mut config = Config {
             server_id: Some(id.clone()),
             ..Config::default()
         };
-        config.client_proxy.listen = client_proxy.parse().context("--client-proxy")?;
-        config.server_proxy.listen = server_proxy.parse().context("--server-proxy")?;
-        config.server_proxy.advertise = advertise;
-        config.admin.listen = admin.parse().context("--admin")?;
+        config.client_proxy.listen = listen.client_proxy.parse().context("--client-proxy")?;
+        config.server_proxy.listen = listen.server_proxy.parse().context("--server-proxy")?;
+        config.server_proxy.advertise = listen.advertise;
+        config.admin.listen = listen.admin.parse().context("--admin")?;
+        if let Some(dir) = &data_dir {
+            // The anchor and archives are kept with the rest of the server's state: the
+            // packaged service may write nowhere else.
+            config.anchor = dir.join("anchor.toml");
+            config.messagelog.archive_dir = dir.join("archive");
+            config.data_dir.clone_from(dir);
+        }
         if let Some(dir) = config_path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
@@ -35,6 +52,14 @@ pub fn init(
         println!("wrote {}", config_path.display());
     }
     let config = Config::load(config_path)?;
+    if let Some(dir) = data_dir.filter(|d| *d != config.data_dir) {
+        bail!(
+            "{} exists with data_dir {}, not {}",
+            config_path.display(),
+            config.data_dir.display(),
+            dir.display()
+        );
+    }
     if config.server_id()? != &id {
         bail!(
             "{} is configured for {}, not {id}",
