@@ -10,6 +10,8 @@
 //! - [`requests`]: recognising certificate renewals and key requests of enrolled servers (no I/O).
 //! - [`store`]: the redb database; every change, its audit entry and the new publication in one transaction.
 //! - [`datadir`]: the files of the data directory; `init` and replica identities.
+//! - [`backup`]: a backup of the running registry (the database copied table by table), and its
+//!   restore into an empty data directory.
 //! - [`ops`]: every admin operation once ([`ops::AdminOp`]), by domain, over [`ops::Core`] (no async),
 //!   and the JSON views they answer with.
 //! - `shared`: what the tasks and handlers share, the state machine behind one lock.
@@ -38,6 +40,7 @@
 
 pub mod admin;
 mod admin_api;
+pub mod backup;
 pub mod client;
 pub mod config;
 pub mod datadir;

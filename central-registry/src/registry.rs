@@ -110,6 +110,9 @@ impl Registry {
             key_requests: loaded.key_requests,
             key_history: loaded.key_history,
             data_dir: dir.clone(),
+            config_toml: config
+                .to_toml()
+                .map_err(|e| RegistryError::Internal(format!("the configuration: {e}")))?,
             key_activation_delay: i64::try_from(config.key_activation_delay_secs)
                 .unwrap_or(i64::MAX),
             publication: loaded.publication.map(Arc::new),

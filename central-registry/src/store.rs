@@ -219,27 +219,48 @@ where
         .map_err(|e: T::Err| StoreError::Corrupt(what.to_owned(), e.to_string()))
 }
 
+/// Every table of the database but [`AUDIT`].
+const TABLES: [Table; 9] = [
+    MEMBERS,
+    SUBSYSTEMS,
+    GROUPS,
+    SERVERS,
+    KEYS,
+    ENROLLMENTS,
+    TOKENS,
+    KEY_REQUESTS,
+    META,
+];
+
 impl Store {
     /// Creates a new database with all tables (used by `init`).
     pub(crate) fn create(path: &Path) -> Result<Self, StoreError> {
         let db = Database::create(path)?;
         let txn = db.begin_write()?;
-        for t in [
-            MEMBERS,
-            SUBSYSTEMS,
-            GROUPS,
-            SERVERS,
-            KEYS,
-            ENROLLMENTS,
-            TOKENS,
-            KEY_REQUESTS,
-            META,
-        ] {
+        for t in TABLES {
             txn.open_table(t)?;
         }
         txn.open_table(AUDIT)?;
         txn.commit()?;
         Ok(Self { db })
+    }
+
+    /// Copies the database, as one read transaction sees it, into a new file at `path`: a
+    /// backup's copy (the file itself cannot be copied while it may be written).
+    pub(crate) fn snapshot_to(&self, path: &Path) -> Result<(), runtime::backup::BackupError> {
+        use runtime::backup::{BackupError, copy_table};
+        let db = |e: &dyn std::fmt::Display| BackupError::Database(e.to_string());
+        if path.exists() {
+            return Err(BackupError::Refused(format!("{} exists", path.display())));
+        }
+        let from = self.db.begin_read().map_err(|e| db(&e))?;
+        let copy = Database::create(path).map_err(|e| db(&e))?;
+        let to = copy.begin_write().map_err(|e| db(&e))?;
+        for t in TABLES {
+            copy_table(&from, &to, t)?;
+        }
+        copy_table(&from, &to, AUDIT)?;
+        to.commit().map_err(|e| db(&e))
     }
 
     /// Opens the database `init` created.

@@ -80,6 +80,11 @@ impl Load {
         self.turn.lock().await
     }
 
+    /// How many exchanges succeeded so far: `load-1` … `load-N` when none failed.
+    pub fn succeeded(&self) -> usize {
+        self.ok.load(Ordering::Relaxed)
+    }
+
     /// Waits until `more` further exchanges have succeeded.
     pub async fn go_on(&self, more: usize) {
         let target = self.ok.load(Ordering::Relaxed) + more;

@@ -598,5 +598,45 @@ fn the_packages_install_and_each_service_runs_as_its_unit_says() {
     let health = http_get(portal_port, "/health");
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
 
+    // Backups of the running servers, as the service user, into the one place the units let
+    // them write; each restored elsewhere with the packaged binary.
+    let key_out = stdout(&mut server(&[
+        "backup-key",
+        "--out",
+        "/var/lib/xroad-rs/backup.key",
+    ]));
+    let recipient = key_out
+        .split_whitespace()
+        .find(|w| w.starts_with("age1"))
+        .unwrap_or_else(|| panic!("no recipient in {key_out}"))
+        .to_owned();
+    for (pkg, restore_says) in [
+        ("security-server", "message log:"),
+        ("central-registry", "restored the backup of instance JP"),
+    ] {
+        let backups = format!("/var/lib/xroad-rs/{pkg}/backups");
+        run(as_user("mkdir").arg(&backups));
+        let file = format!("{backups}/{pkg}.age");
+        let mut backup = as_user(pkg);
+        backup.args(["--config", &format!("/etc/xroad-rs/{pkg}.toml"), "backup"]);
+        let said = stdout(backup.args(["--recipient", &recipient, "--out", &file]));
+        assert!(said.contains("backup written"), "{said}");
+        let restored = dir.path().join(format!("restored-{pkg}"));
+        let said = stdout(
+            Command::new(format!("/usr/bin/{pkg}"))
+                .arg("--config")
+                .arg(restored.join(format!("{pkg}.toml")))
+                .args([
+                    "restore",
+                    &file,
+                    "--identity",
+                    "/var/lib/xroad-rs/backup.key",
+                ])
+                .arg("--data-dir")
+                .arg(restored.join("data")),
+        );
+        assert!(said.contains(restore_says), "{said}");
+    }
+
     installed.stop_all(&logs);
 }

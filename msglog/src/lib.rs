@@ -13,6 +13,8 @@
 //! - [`history`]: checkpoints and their cosignatures, witness state of other servers' logs, our
 //!   witnesses' progress, the history of signed global configurations.
 //! - [`archive_file`]: the archive file format; reading one file back, checked.
+//! - [`backup`]: a consistent copy of the running log ([`MessageLog::snapshot`]), and
+//!   [`backup::relocate_archives`] for a restore elsewhere.
 //! - [`archive`]: retention: hash-linked archive files, reading archived records back, chain checks.
 //! - [`evidence`]: [`evidence::export`] of records as an `EvidenceBundle`, and the offline
 //!   [`evidence::verify`]; [`report`] is what verification found.
@@ -30,6 +32,7 @@
 
 pub mod archive;
 pub mod archive_file;
+pub mod backup;
 mod crypto;
 mod disk;
 pub mod error;

@@ -6,6 +6,8 @@
 //! - [`serve`]: accept loop for an axum router over plain TCP or TLS, with a connection limit,
 //!   the peer certificate in request extensions, and graceful drain with a deadline.
 //! - `conns`: the connections of one serving loop: per-source limits, idle closing, eviction.
+//! - [`backup`]: the backup file (an age-encrypted tar archive), writing and restoring it,
+//!   and table copies of a running database.
 //! - [`body`]: request bodies that must keep arriving (a gap and a minimum rate).
 //! - [`client`]: HTTP(S) clients with timeouts and bounded bodies (registry polling, admin CLIs).
 //! - [`admin`]: an admin operation on the wire ([`admin::Endpoint`]), its generic axum handler
@@ -18,6 +20,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod backup;
 pub mod body;
 pub mod cli;
 pub mod client;

@@ -22,12 +22,15 @@
 //! - [`usage`]: resident transparency: `findUsage`, `usageEvidence`, suppression rules.
 //! - [`serverconf`]: the services this server provides and the access rights (redb).
 //! - [`proxy`]: the client proxy, the server proxy and its gRPC service, the backend calls.
+//! - [`backup`]: a backup of the running server (databases copied table by table), and its
+//!   restore into an empty data directory.
 //! - [`admin`]: the admin API and the health endpoint; its operations ([`admin::ops`]), each
 //!   described once, and the typed [`admin::AdminClient`] the CLI uses.
 //! - [`server`]: assembles and runs all of the above.
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod backup;
 pub mod client_auth;
 pub mod confclient;
 pub mod config;

@@ -113,6 +113,36 @@ enum Command {
     /// The instance anchor this server trusts.
     #[command(subcommand)]
     Anchor(AnchorCmd),
+    /// Write an encrypted backup of the running server: keys, configuration, services, access
+    /// rights and the whole message log (admin API; docs/backup.md).
+    Backup {
+        /// The age public key (`age1…`, from `backup-key`) whose secret key alone can read it.
+        #[arg(long)]
+        recipient: String,
+        /// The new file, which the server itself writes: for the packaged service, under
+        /// /var/lib/xroad-rs/security-server/backups/.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Make a key pair for backups: the secret key goes to a new file (0600), kept offline; the
+    /// public key to give `backup --recipient` is printed.
+    BackupKey {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Restore a backup into a new configuration file (--config) and an empty data directory,
+    /// with no server running on it.
+    Restore {
+        /// The backup file.
+        file: PathBuf,
+        /// The secret key file (from `backup-key`, or `age-keygen`).
+        #[arg(long)]
+        identity: PathBuf,
+        /// Put the data (with the anchor and the archives) here instead of where the backed-up
+        /// server kept it.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
     #[command(flatten)]
     Generated(runtime::cli::Generated),
 }
@@ -406,6 +436,35 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Enroll { token, wait } => {
             setup_cli::enroll(&cli.config, token.as_deref(), wait).await
         }
+        Command::BackupKey { out } => {
+            let recipient = runtime::backup::generate_key(&out)?;
+            println!("secret key (keep it offline): {}", out.display());
+            println!("public key, for `backup --recipient`: {recipient}");
+            Ok(())
+        }
+        Command::Restore {
+            file,
+            identity,
+            data_dir,
+        } => {
+            let report = security_server::backup::restore(&cli.config, &file, &identity, data_dir)?;
+            println!(
+                "restored the backup of {} begun {}",
+                report.manifest.id, report.manifest.created_at
+            );
+            println!("  files:          {}", report.files);
+            println!("  configuration:  {}", report.config.display());
+            println!("  data directory: {}", report.data_dir.display());
+            println!(
+                "  message log:    {} records (the tree is whole)",
+                report.log_records
+            );
+            println!(
+                "next: security-server --config {} run",
+                report.config.display()
+            );
+            Ok(())
+        }
         Command::Run => {
             let config = Config::load(&cli.config)?;
             runtime::init_tracing(config.log_format == LogFormat::Json);
@@ -425,9 +484,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         | Command::Access(_)
         | Command::Suppression(_)
         | Command::ClientAuth(_)
-        | Command::Audit { .. }) => {
+        | Command::Audit { .. }
+        | Command::Backup { .. }) => {
             let config = Config::load(&cli.config)?;
-            let client = AdminClient::from_config(&config)?;
+            let mut client = AdminClient::from_config(&config)?;
+            if matches!(command, Command::Backup { .. }) {
+                // The server answers once the whole backup is written.
+                client = client.with_timeout(std::time::Duration::from_secs(24 * 3600));
+            }
             dispatch(
                 command,
                 Call {
@@ -456,6 +520,12 @@ fn dispatch<W: WithOp>(command: Command, w: W) -> anyhow::Result<W::Output> {
         Command::Keys(KeysCmd::List) => w.with(ops::ListKeys),
         Command::Keys(KeysCmd::Rotate { member }) => w.with(ops::RotateKey { member }),
         Command::Audit { limit } => w.with(ops::Audit { limit: Some(limit) }),
+        Command::Backup { recipient, out } => w.with(ops::CreateBackup {
+            recipient,
+            // The server writes the file: a path relative to where the command runs means
+            // nothing to it.
+            out: std::path::absolute(&out).with_context(|| out.display().to_string())?,
+        }),
         Command::Service(cmd) => match cmd {
             ServiceCmd::Add {
                 id,
@@ -518,6 +588,8 @@ fn dispatch<W: WithOp>(command: Command, w: W) -> anyhow::Result<W::Output> {
         | Command::Evidence(_)
         | Command::Messagelog(_)
         | Command::Anchor(_)
+        | Command::BackupKey { .. }
+        | Command::Restore { .. }
         | Command::Generated(_) => bail!("not an admin command"),
     })
 }
@@ -663,6 +735,7 @@ mod tests {
         ],
         &["client-auth", "remove", "JP/MUN/131016/records"],
         &["client-auth", "list"],
+        &["backup", "--recipient", "age1x", "--out", "b.age"],
     ];
 
     /// `evidence export` sends `ops::ExportEvidence` itself (see `evidence_cli::export`).
@@ -720,6 +793,8 @@ mod tests {
             &["anchor", "show"],
             &["completions"],
             &["man-pages"],
+            &["backup-key"],
+            &["restore"],
         ];
         for args in ADMIN_COMMANDS
             .iter()

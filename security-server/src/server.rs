@@ -300,6 +300,13 @@ pub async fn start(
         clock: Arc::clone(&clock),
     })
     .with_renewal(Arc::clone(&renewal))
+    .with_backup(crate::backup::Source {
+        config: config.clone(),
+        server_id: identity.server_id.clone(),
+        log: log.clone(),
+        serverconf: Arc::clone(&serverconf),
+        clock: Arc::clone(&clock),
+    })
     .with_rotation(Arc::new(KeyRotation {
         keys: Arc::clone(&keys),
         paths: Paths::new(&config.data_dir),

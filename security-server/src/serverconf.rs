@@ -356,6 +356,29 @@ impl ServerConf {
         }
     }
 
+    /// Copies the database, as one read transaction sees it, into a new file at `path`: a
+    /// backup's copy (the file itself cannot be copied while it may be written).
+    pub fn snapshot_to(&self, path: &Path) -> Result<(), ServerConfError> {
+        let store = self.store.lock().unwrap_or_else(PoisonError::into_inner);
+        let Store::Disk(db) = &*store else {
+            return Err(ServerConfError::Storage(
+                "the configuration is kept in memory only".into(),
+            ));
+        };
+        let from = db.begin_read().map_err(storage)?;
+        if path.exists() {
+            return Err(ServerConfError::Storage(format!(
+                "{} exists",
+                path.display()
+            )));
+        }
+        let copy = Database::create(path).map_err(storage)?;
+        let to = copy.begin_write().map_err(storage)?;
+        runtime::backup::copy_table(&from, &to, CONF).map_err(storage)?;
+        runtime::backup::copy_table(&from, &to, AUDIT).map_err(storage)?;
+        to.commit().map_err(storage)
+    }
+
     /// The clock that timestamps audit records (the system clock by default).
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;

@@ -7,6 +7,7 @@ use super::*;
 /// One command line per admin operation.
 const ADMIN_COMMANDS: &[&[&str]] = &[
     &["status"],
+    &["backup", "--recipient", "age1x", "--out", "b.age"],
     &["publish"],
     &["signing-key", "show"],
     &["signing-key", "rotate"],
@@ -119,6 +120,8 @@ fn every_admin_command_is_listed_above() {
         "replica",
         "completions",
         "man-pages",
+        "backup-key",
+        "restore",
         "help",
     ] {
         commands.retain(|c| c[0] != not_admin);

@@ -52,6 +52,8 @@ pub struct Core {
     pub(crate) key_history: Vec<pb::KeyAnnouncement>,
     /// Where the signing key files are (a rollover writes them).
     pub(crate) data_dir: crate::datadir::DataDir,
+    /// The configuration file as loaded, for backups.
+    pub(crate) config_toml: String,
     pub(crate) publication: Option<Arc<Publication>>,
 }
 

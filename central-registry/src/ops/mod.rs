@@ -20,9 +20,11 @@
 //! - `keys`: member signing keys: list, add, retire, remove.
 //! - `key_requests`: keys servers ask to list (rotation; public endpoint), approval, rejection.
 //! - `enrollment`: enrolment requests (submitted on the public endpoint), decisions, tokens.
+//! - `backup`: [`CreateBackup`], an encrypted backup of the running registry.
 //! - `renewal`: renewed TLS certificates for enrolled servers (public endpoint, no operator).
 //! - [`views`]: the JSON views the operations answer with.
 
+mod backup;
 mod ca;
 mod enrollment;
 mod groups;
@@ -45,6 +47,7 @@ pub use runtime::admin::{
     Endpoint, Input, JsonReply, OpInfo, PathError, PathParams, PathSegment, PlainEndpoint,
 };
 
+pub use backup::CreateBackup;
 pub use ca::{CaCertificate, CaView, RotateCa, ShowCa, WithdrawCa};
 pub use enrollment::{
     ApproveEnrollment, GetEnrollment, IssueToken, ListEnrollments, RejectEnrollment,
@@ -108,6 +111,7 @@ runtime::admin_ops! {
     RemoveServer,
     AddHostedSubsystem,
     RemoveHostedSubsystem,
+    CreateBackup,
 }
 
 /// Names per language for residents (of a member or a subsystem), trimmed: each under a
@@ -158,7 +162,7 @@ mod tests {
 
     use super::*;
 
-    runtime::admin_op_table_tests!(AdminOp, ops: 37, prefix: "/", shapes: ops_without_input_take_a_unit_body_and_204_has_no_answer);
+    runtime::admin_op_table_tests!(AdminOp, ops: 38, prefix: "/", shapes: ops_without_input_take_a_unit_body_and_204_has_no_answer);
 
     #[test]
     fn path_identifiers_name_what_failed_to_parse() {

@@ -37,6 +37,7 @@ pub struct Admin {
     evidence: Option<EvidenceSource>,
     renewal: Option<Arc<crate::renewal::Renewal>>,
     rotation: Option<Arc<crate::rotation::KeyRotation>>,
+    backup: Option<Arc<crate::backup::Source>>,
 }
 
 /// What went wrong with an admin request, and what the caller is told.
@@ -165,12 +166,19 @@ impl Admin {
             evidence: None,
             renewal: None,
             rotation: None,
+            backup: None,
         }
     }
 
     /// Enables `POST /v1/evidence`.
     pub fn with_evidence(mut self, source: EvidenceSource) -> Self {
         self.evidence = Some(source);
+        self
+    }
+
+    /// Writes backups of the server (`POST /v1/backup`).
+    pub fn with_backup(mut self, source: crate::backup::Source) -> Self {
+        self.backup = Some(Arc::new(source));
         self
     }
 

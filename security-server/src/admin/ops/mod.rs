@@ -12,11 +12,13 @@
 //! - `suppressions`: [`ListSuppressions`], [`AddSuppression`], [`RemoveSuppression`].
 //! - `client_auth`: [`ListClientAuth`], [`SetClientAuth`], [`RemoveClientAuth`].
 //! - `keys`: [`ListKeys`], [`RotateKey`].
+//! - `backup`: [`CreateBackup`].
 //!
 //! `/health` and `/metrics` are no operations: they need no token and answer monitors, not
 //! operators.
 
 mod access;
+mod backup;
 mod client_auth;
 mod keys;
 mod services;
@@ -34,6 +36,7 @@ pub use runtime::admin::{
 };
 
 pub use access::{GrantAccess, ListAccess, RevokeAccess};
+pub use backup::CreateBackup;
 pub use client_auth::{ListClientAuth, RemoveClientAuth, SetClientAuth};
 pub use keys::{ListKeys, RotateKey};
 pub use services::{AddService, ListServices, RemoveService};
@@ -66,6 +69,7 @@ runtime::admin_ops! {
     RotateKey,
     Audit,
     ExportEvidence,
+    CreateBackup,
 }
 
 /// One admin operation: its request (`Self`) and where it lives in the admin API (its
@@ -106,7 +110,7 @@ mod tests {
 
     use super::*;
 
-    runtime::admin_op_table_tests!(AdminOp, ops: 19, prefix: "/v1/", shapes: ops_without_input_take_a_unit_body_and_json_is_posted);
+    runtime::admin_op_table_tests!(AdminOp, ops: 20, prefix: "/v1/", shapes: ops_without_input_take_a_unit_body_and_json_is_posted);
 
     #[test]
     fn service_ids_in_the_path_name_what_failed() {
