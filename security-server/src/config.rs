@@ -44,6 +44,28 @@ pub struct Config {
     pub keys: KeysConfig,
     /// Keys in a hardware security module; absent, every key is a file in `data_dir`.
     pub hsm: Option<HsmConfig>,
+    /// Services, access rights, suppression and information-system rules declared in one file
+    /// that every node of a cluster loads (`[declared]`; docs/clusters.md); absent, they are
+    /// changed through the admin API.
+    pub declared: Option<DeclaredConfig>,
+}
+
+/// `[declared]`: the file that holds this server's local configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeclaredConfig {
+    /// The file (relative to this configuration file).
+    pub file: PathBuf,
+    /// Seconds between two reads of the file; a changed file is applied as a whole, or not at
+    /// all.
+    #[serde(default = "DeclaredConfig::default_reload_interval_secs")]
+    pub reload_interval_secs: u64,
+}
+
+impl DeclaredConfig {
+    fn default_reload_interval_secs() -> u64 {
+        5
+    }
 }
 
 /// Keys in a hardware security module through its PKCS#11 library (`[hsm]`; docs/keys.md). The
@@ -332,6 +354,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             keys: KeysConfig::default(),
             hsm: None,
+            declared: None,
         }
     }
 }
@@ -385,6 +408,9 @@ impl Config {
         config.anchor = base_dir.join(&config.anchor);
         config.data_dir = base_dir.join(&config.data_dir);
         config.messagelog.archive_dir = base_dir.join(&config.messagelog.archive_dir);
+        if let Some(declared) = &mut config.declared {
+            declared.file = base_dir.join(&declared.file);
+        }
         if let Some(hsm) = &mut config.hsm {
             hsm.module = base_dir.join(&hsm.module);
             hsm.pin_file = hsm.pin_file.as_ref().map(|p| base_dir.join(p));
@@ -409,6 +435,15 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self
+            .declared
+            .as_ref()
+            .is_some_and(|d| d.reload_interval_secs == 0)
+        {
+            return Err(ConfigError::Invalid(
+                "declared.reload_interval_secs must be at least 1".into(),
+            ));
+        }
         if self.server_id.is_none() {
             return Err(ConfigError::Invalid("server_id is not set".into()));
         }

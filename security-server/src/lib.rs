@@ -21,6 +21,7 @@
 //! - [`log`]: the message log's records, checkpoints, witnessing and evidence export.
 //! - [`usage`]: resident transparency: `findUsage`, `usageEvidence`, suppression rules.
 //! - [`serverconf`]: the services this server provides and the access rights (redb).
+//! - [`declared`]: the same declared in one file that every node of a cluster loads.
 //! - [`proxy`]: the client proxy, the server proxy and its gRPC service, the backend calls.
 //! - [`backup`]: a backup of the running server (databases copied table by table), and its
 //!   restore into an empty data directory.
@@ -34,6 +35,7 @@ pub mod backup;
 pub mod client_auth;
 pub mod confclient;
 pub mod config;
+pub mod declared;
 pub mod error;
 pub mod identity;
 pub mod keys;

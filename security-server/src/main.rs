@@ -113,6 +113,9 @@ enum Command {
     /// The instance anchor this server trusts.
     #[command(subcommand)]
     Anchor(AnchorCmd),
+    /// The configuration a cluster's nodes load from one file (`[declared]`; docs/clusters.md).
+    #[command(subcommand)]
+    Declared(DeclaredCmd),
     /// Write an encrypted backup of the running server: keys, configuration, services, access
     /// rights and the whole message log (admin API; docs/backup.md).
     Backup {
@@ -145,6 +148,16 @@ enum Command {
     },
     #[command(flatten)]
     Generated(runtime::cli::Generated),
+}
+
+#[derive(Debug, Subcommand)]
+enum DeclaredCmd {
+    /// Check a declared file (default: `declared.file` of the configuration) and print what it
+    /// would change on the running server, without applying it; exits 1 if it does not hold.
+    Check {
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -410,6 +423,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Evidence(EvidenceCmd::Verify { .. }) | Command::Generated(_) => Ok(()),
         Command::Anchor(AnchorCmd::Show) => setup_cli::show_anchor(&cli.config),
+        Command::Declared(DeclaredCmd::Check { file }) => {
+            setup_cli::check_declared(&cli.config, file).await
+        }
         Command::Messagelog(MessagelogCmd::Archive { older_than_days }) => {
             evidence_cli::archive(&cli.config, older_than_days)
         }
@@ -588,6 +604,7 @@ fn dispatch<W: WithOp>(command: Command, w: W) -> anyhow::Result<W::Output> {
         | Command::Evidence(_)
         | Command::Messagelog(_)
         | Command::Anchor(_)
+        | Command::Declared(_)
         | Command::BackupKey { .. }
         | Command::Restore { .. }
         | Command::Generated(_) => bail!("not an admin command"),
@@ -795,6 +812,7 @@ mod tests {
             &["man-pages"],
             &["backup-key"],
             &["restore"],
+            &["declared", "check"],
         ];
         for args in ADMIN_COMMANDS
             .iter()

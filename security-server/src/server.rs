@@ -144,11 +144,25 @@ pub async fn start(
         Arc::clone(&clock),
     )?);
 
-    let serverconf = Arc::new(
-        ServerConf::open(&config.data_dir.join("serverconf.redb"))
-            .map_err(StartError::ServerConf)?
-            .with_clock(Arc::clone(&clock)),
-    );
+    let mut serverconf = ServerConf::open(&config.data_dir.join("serverconf.redb"))
+        .map_err(StartError::ServerConf)?
+        .with_clock(Arc::clone(&clock));
+    if let Some(declared) = &config.declared {
+        serverconf = serverconf.declared_in(declared.file.clone());
+    }
+    let serverconf = Arc::new(serverconf);
+    // A declared configuration is in force before the first request; a file that does not
+    // hold leaves the one applied last (and `status` says why).
+    let declared = config.declared.as_ref().map(|d| {
+        let mut reloader = crate::declared::Reloader::new(
+            d.file.clone(),
+            Arc::clone(&serverconf),
+            Arc::clone(&clock),
+        );
+        reloader.reload();
+        (reloader, Duration::from_secs(d.reload_interval_secs))
+    });
+    let declared_status = declared.as_ref().map(|(r, _)| r.status());
 
     let client_proxy_addr = listeners.client_proxy.local_addr()?;
     let client_proxy_tls_addr = listeners
@@ -162,6 +176,9 @@ pub async fn start(
     let mut tasks = JoinSet::new();
 
     tasks.spawn(Arc::clone(&conf).run(shutdown.clone()));
+    if let Some((reloader, interval)) = declared {
+        tasks.spawn(reloader.run(interval, shutdown.clone()));
+    }
     let renewal = Arc::new(Renewal::new(
         tls_identity.clone(),
         Paths::new(&config.data_dir),
@@ -300,6 +317,7 @@ pub async fn start(
         clock: Arc::clone(&clock),
     })
     .with_renewal(Arc::clone(&renewal))
+    .with_declared(declared_status)
     .with_backup(crate::backup::Source {
         config: config.clone(),
         server_id: identity.server_id.clone(),

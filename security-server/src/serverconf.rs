@@ -14,12 +14,11 @@
 //! readers see.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use certs::{Clock, SystemClock};
 use globalconf::{ClientId, ServiceId, SubsystemId};
-use redb::{Database, ReadableDatabase as _, ReadableTable as _, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use crate::client_auth::ClientAuth;
@@ -169,6 +168,12 @@ pub enum ServerConfError {
     UnknownService(Box<ServiceId>),
     #[error("storage: {0}")]
     Storage(String),
+    /// A change through the admin API while the configuration is declared in a file.
+    #[error(
+        "this server's services, access rights, suppression and information-system rules are \
+         declared in {0}: change that file (every node of the cluster loads it)"
+    )]
+    Declared(PathBuf),
 }
 
 /// One recorded change of the local configuration (DESIGN §8).
@@ -184,135 +189,8 @@ pub struct AuditEntry {
     pub details: serde_json::Value,
 }
 
-type Table = TableDefinition<'static, &'static str, &'static [u8]>;
-
-/// Keys [`CONF_SERVICES`], [`CONF_GRANTS`], [`CONF_SUPPRESSIONS`] and [`CONF_CLIENT_AUTH`],
-/// each a JSON array.
-const CONF: Table = TableDefinition::new("local_conf");
-const CONF_SERVICES: &str = "services";
-const CONF_GRANTS: &str = "grants";
-const CONF_SUPPRESSIONS: &str = "suppressions";
-const CONF_CLIENT_AUTH: &str = "client_auth";
-/// Sequence number → JSON [`AuditEntry`].
-const AUDIT: TableDefinition<'static, u64, &'static [u8]> = TableDefinition::new("audit");
-
-/// Where changes go.
-#[derive(Debug)]
-enum Store {
-    /// Tests and tools: nothing survives the process.
-    Memory {
-        audit: Vec<AuditEntry>,
-    },
-    Disk(Database),
-}
-
-fn storage(e: impl std::fmt::Display) -> ServerConfError {
-    ServerConfError::Storage(e.to_string())
-}
-
-fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, ServerConfError> {
-    serde_json::to_vec(value).map_err(storage)
-}
-
-fn decode<T: for<'de> Deserialize<'de>>(what: &str, bytes: &[u8]) -> Result<T, ServerConfError> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| ServerConfError::Storage(format!("stored {what} are unreadable: {e}")))
-}
-
-impl Store {
-    fn open(path: &Path) -> Result<(Self, LocalConf), ServerConfError> {
-        let db = Database::create(path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => ServerConfError::Storage(format!(
-                "{} is open in another process (is the server already running?)",
-                path.display()
-            )),
-            e => ServerConfError::Storage(format!("{}: {e}", path.display())),
-        })?;
-        let txn = db.begin_write().map_err(storage)?;
-        txn.open_table(CONF).map_err(storage)?;
-        txn.open_table(AUDIT).map_err(storage)?;
-        txn.commit().map_err(storage)?;
-
-        let txn = db.begin_read().map_err(storage)?;
-        let table = txn.open_table(CONF).map_err(storage)?;
-        let mut conf = LocalConf::default();
-        if let Some(v) = table.get(CONF_SERVICES).map_err(storage)? {
-            let services: Vec<ServiceEntry> = decode("services", v.value())?;
-            conf.services = services.into_iter().map(|s| (s.id.clone(), s)).collect();
-        }
-        if let Some(v) = table.get(CONF_GRANTS).map_err(storage)? {
-            conf.access = decode("grants", v.value())?;
-        }
-        if let Some(v) = table.get(CONF_SUPPRESSIONS).map_err(storage)? {
-            conf.suppressions = decode("suppression rules", v.value())?;
-        }
-        if let Some(v) = table.get(CONF_CLIENT_AUTH).map_err(storage)? {
-            conf.client_auth = decode("information system rules", v.value())?;
-        }
-        Ok((Store::Disk(db), conf))
-    }
-
-    /// Writes `conf` and appends `entry` (its `seq` is assigned here), all or nothing.
-    fn commit(&mut self, conf: &LocalConf, mut entry: AuditEntry) -> Result<(), ServerConfError> {
-        match self {
-            Store::Memory { audit } => {
-                entry.seq = audit.last().map_or(1, |e| e.seq + 1);
-                audit.push(entry);
-                Ok(())
-            }
-            Store::Disk(db) => {
-                let services: Vec<&ServiceEntry> = conf.services.values().collect();
-                let services = encode(&services)?;
-                let grants = encode(&conf.access)?;
-                let suppressions = encode(&conf.suppressions)?;
-                let client_auth = encode(&conf.client_auth)?;
-                let txn = db.begin_write().map_err(storage)?;
-                {
-                    let mut table = txn.open_table(CONF).map_err(storage)?;
-                    table
-                        .insert(CONF_SERVICES, services.as_slice())
-                        .map_err(storage)?;
-                    table
-                        .insert(CONF_GRANTS, grants.as_slice())
-                        .map_err(storage)?;
-                    table
-                        .insert(CONF_SUPPRESSIONS, suppressions.as_slice())
-                        .map_err(storage)?;
-                    table
-                        .insert(CONF_CLIENT_AUTH, client_auth.as_slice())
-                        .map_err(storage)?;
-                    let mut audit = txn.open_table(AUDIT).map_err(storage)?;
-                    entry.seq = match audit.last().map_err(storage)? {
-                        Some((k, _)) => k.value() + 1,
-                        None => 1,
-                    };
-                    audit
-                        .insert(entry.seq, encode(&entry)?.as_slice())
-                        .map_err(storage)?;
-                }
-                txn.commit().map_err(storage)
-            }
-        }
-    }
-
-    /// The newest `limit` entries, oldest first.
-    fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, ServerConfError> {
-        match self {
-            Store::Memory { audit } => Ok(audit[audit.len().saturating_sub(limit)..].to_vec()),
-            Store::Disk(db) => {
-                let txn = db.begin_read().map_err(storage)?;
-                let table = txn.open_table(AUDIT).map_err(storage)?;
-                let mut entries = Vec::new();
-                for row in table.iter().map_err(storage)?.rev().take(limit) {
-                    let (_, v) = row.map_err(storage)?;
-                    entries.push(decode("audit entries", v.value())?);
-                }
-                entries.reverse();
-                Ok(entries)
-            }
-        }
-    }
-}
+mod store;
+use store::{Store, storage};
 
 /// What one change did, for the audit table; `None` from a change that changed nothing.
 struct Record {
@@ -328,6 +206,9 @@ pub struct ServerConf {
     /// while a change is written.
     store: Mutex<Store>,
     clock: Arc<dyn Clock>,
+    /// The file the configuration is declared in (`[declared]`): then only
+    /// [`ServerConf::apply_declared`] changes it.
+    declared: Option<PathBuf>,
 }
 
 impl Default for ServerConf {
@@ -353,30 +234,51 @@ impl ServerConf {
             current: RwLock::new(Arc::new(conf)),
             store: Mutex::new(store),
             clock: Arc::new(SystemClock),
+            declared: None,
         }
     }
 
     /// Copies the database, as one read transaction sees it, into a new file at `path`: a
     /// backup's copy (the file itself cannot be copied while it may be written).
     pub fn snapshot_to(&self, path: &Path) -> Result<(), ServerConfError> {
-        let store = self.store.lock().unwrap_or_else(PoisonError::into_inner);
-        let Store::Disk(db) = &*store else {
-            return Err(ServerConfError::Storage(
-                "the configuration is kept in memory only".into(),
-            ));
-        };
-        let from = db.begin_read().map_err(storage)?;
-        if path.exists() {
-            return Err(ServerConfError::Storage(format!(
-                "{} exists",
-                path.display()
-            )));
+        self.store
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .snapshot_to(path)
+    }
+
+    /// The configuration is declared in `file` from now on: the admin API's changes are refused
+    /// with [`ServerConfError::Declared`].
+    pub fn declared_in(mut self, file: PathBuf) -> Self {
+        self.declared = Some(file);
+        self
+    }
+
+    /// Makes `desired` the configuration, with one audit record per change in `changes` (see
+    /// `crate::declared::diff`), in one transaction. Nothing happens when `changes` is empty.
+    pub fn apply_declared(
+        &self,
+        desired: LocalConf,
+        changes: Vec<(String, serde_json::Value)>,
+    ) -> Result<(), ServerConfError> {
+        if changes.is_empty() {
+            return Ok(());
         }
-        let copy = Database::create(path).map_err(storage)?;
-        let to = copy.begin_write().map_err(storage)?;
-        runtime::backup::copy_table(&from, &to, CONF).map_err(storage)?;
-        runtime::backup::copy_table(&from, &to, AUDIT).map_err(storage)?;
-        to.commit().map_err(storage)
+        let mut store = self.store.lock().unwrap_or_else(PoisonError::into_inner);
+        let time = self.clock.unix_now();
+        let entries = changes
+            .into_iter()
+            .map(|(action, details)| AuditEntry {
+                seq: 0,
+                time,
+                action,
+                details,
+            })
+            .collect();
+        store.commit_all(&desired, entries)?;
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(desired);
+        tracing::info!("declared local configuration applied");
+        Ok(())
     }
 
     /// The clock that timestamps audit records (the system clock by default).
@@ -404,6 +306,9 @@ impl ServerConf {
         &self,
         change: impl FnOnce(&mut LocalConf) -> Result<(T, Option<Record>), ServerConfError>,
     ) -> Result<T, ServerConfError> {
+        if let Some(file) = &self.declared {
+            return Err(ServerConfError::Declared(file.clone()));
+        }
         let mut store = self.store.lock().unwrap_or_else(PoisonError::into_inner);
         // Changes hold `store`, so no other change can swap the snapshot until we are done.
         let mut next = LocalConf::clone(&self.snapshot());

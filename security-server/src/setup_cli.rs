@@ -161,3 +161,42 @@ pub async fn enroll(config_path: &Path, token: Option<&str>, wait: u64) -> anyho
         }
     }
 }
+
+/// `declared check`: the file checked whole, and what it would change on the running server
+/// (read through the admin API), printed without applying anything.
+pub async fn check_declared(config_path: &Path, file: Option<PathBuf>) -> anyhow::Result<()> {
+    use security_server::admin::{AdminClient, ops};
+    use security_server::serverconf::LocalConf;
+
+    let config = Config::load(config_path)?;
+    let file = match file {
+        Some(file) => file,
+        None => config
+            .declared
+            .as_ref()
+            .map(|d| d.file.clone())
+            .context("no --file, and the configuration has no [declared] file")?,
+    };
+    let loaded = security_server::declared::load(&file)?;
+    let client = AdminClient::from_config(&config)?;
+    let services = client.call(&ops::ListServices).await?;
+    let running = LocalConf {
+        services: services.into_iter().map(|s| (s.id.clone(), s)).collect(),
+        access: exchange::access::AccessRights::new(client.call(&ops::ListAccess).await?),
+        suppressions: client.call(&ops::ListSuppressions).await?,
+        client_auth: client.call(&ops::ListClientAuth).await?,
+    };
+    let changes = security_server::declared::diff(&running, &loaded.conf, &serde_json::Value::Null);
+    println!(
+        "{} holds (sha256 {})",
+        file.display(),
+        hex::encode(loaded.sha256)
+    );
+    if changes.is_empty() {
+        println!("no changes: the running server has exactly this configuration");
+    }
+    for (action, details) in changes {
+        println!("  {action} {details}");
+    }
+    Ok(())
+}

@@ -38,6 +38,7 @@ pub struct Admin {
     renewal: Option<Arc<crate::renewal::Renewal>>,
     rotation: Option<Arc<crate::rotation::KeyRotation>>,
     backup: Option<Arc<crate::backup::Source>>,
+    declared: Option<Arc<std::sync::Mutex<crate::declared::DeclaredStatus>>>,
 }
 
 /// What went wrong with an admin request, and what the caller is told.
@@ -68,6 +69,10 @@ pub enum AdminError {
     /// renewal or a new key.
     #[error("{0}")]
     RegistryFailed(String),
+    /// 409 `Admin.Declared`: services, access rights and rules are declared in a file
+    /// (`[declared]`); the admin API does not change them.
+    #[error("{0}")]
+    Declared(String),
 }
 
 impl AdminError {
@@ -77,6 +82,7 @@ impl AdminError {
             AdminError::BadRequest(_) => (StatusCode::BAD_REQUEST, "Admin.BadRequest"),
             AdminError::NotFound(_) => (StatusCode::NOT_FOUND, "Admin.NotFound"),
             AdminError::UnknownService(_) => (StatusCode::CONFLICT, "Admin.UnknownService"),
+            AdminError::Declared(_) => (StatusCode::CONFLICT, "Admin.Declared"),
             AdminError::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "Admin.Storage"),
             AdminError::RefreshFailed(_) => (StatusCode::BAD_GATEWAY, "Admin.RefreshFailed"),
             AdminError::RegistryFailed(_) => (StatusCode::BAD_GATEWAY, "Admin.RegistryFailed"),
@@ -132,6 +138,7 @@ impl From<ServerConfError> for AdminError {
             ServerConfError::Invalid(why) => AdminError::BadRequest(why),
             ServerConfError::UnknownService(_) => AdminError::UnknownService(e.to_string()),
             ServerConfError::Storage(_) => AdminError::Storage(e.to_string()),
+            ServerConfError::Declared(_) => AdminError::Declared(e.to_string()),
         }
     }
 }
@@ -167,12 +174,22 @@ impl Admin {
             renewal: None,
             rotation: None,
             backup: None,
+            declared: None,
         }
     }
 
     /// Enables `POST /v1/evidence`.
     pub fn with_evidence(mut self, source: EvidenceSource) -> Self {
         self.evidence = Some(source);
+        self
+    }
+
+    /// Shows where the declared configuration stands in `status` (`[declared]`).
+    pub fn with_declared(
+        mut self,
+        status: Option<Arc<std::sync::Mutex<crate::declared::DeclaredStatus>>>,
+    ) -> Self {
+        self.declared = status;
         self
     }
 

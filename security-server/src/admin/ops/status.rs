@@ -28,6 +28,9 @@ pub struct ServerStatus {
     /// The TLS certificate presented now and its renewal.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsStatus>,
+    /// Where the declared configuration stands (`[declared]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub declared: Option<crate::declared::DeclaredStatus>,
 }
 
 /// The global configuration a server holds.
@@ -62,6 +65,11 @@ impl AdminOp for Status {
             grants: local.access.grants().len(),
             services: local.services.len(),
             tls: admin.renewal.as_ref().and_then(|r| r.status().ok()),
+            declared: admin.declared.as_ref().map(|d| {
+                d.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone()
+            }),
         })
     }
     fn text(&self, status: &ServerStatus) -> String {
