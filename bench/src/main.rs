@@ -66,8 +66,11 @@ struct Args {
     json: bool,
 }
 
-fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+fn main() -> std::process::ExitCode {
+    runtime::cli::finish(main_with(Args::parse()))
+}
+
+fn main_with(args: Args) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

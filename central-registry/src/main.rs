@@ -310,33 +310,18 @@ enum KeyCmd {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    runtime::cli::finish(main_with(Cli::parse()))
+}
+
+fn main_with(cli: Cli) -> Result<()> {
     if let Command::Generated(generated) = cli.command {
-        return match generated.run(<Cli as clap::CommandFactory>::command()) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::FAILURE
-            }
-        };
+        return Ok(generated.run(<Cli as clap::CommandFactory>::command())?);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+        .context("cannot start the async runtime")?
+        .block_on(run(cli))
 }
 
 async fn run(cli: Cli) -> Result<()> {
@@ -420,7 +405,11 @@ async fn run(cli: Cli) -> Result<()> {
 }
 
 fn load(path: &Path) -> Result<RegistryConfig> {
-    RegistryConfig::load(path).with_context(|| format!("configuration {}", path.display()))
+    RegistryConfig::load(path).map_err(|e| match e {
+        // Says the file already.
+        config::ConfigError::Io { .. } => e.into(),
+        e => anyhow::Error::from(e).context(path.display().to_string()),
+    })
 }
 
 fn init(path: &Path, instance: &str, urls: Vec<String>, data_dir: Option<PathBuf>) -> Result<()> {

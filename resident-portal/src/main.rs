@@ -22,8 +22,11 @@ struct Args {
     generated: Option<runtime::cli::Generated>,
 }
 
-fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+fn main() -> std::process::ExitCode {
+    runtime::cli::finish(main_with(Args::parse()))
+}
+
+fn main_with(args: Args) -> anyhow::Result<()> {
     if let Some(generated) = args.generated {
         return Ok(generated.run(<Args as clap::CommandFactory>::command())?);
     }

@@ -3,8 +3,10 @@
 //! (`scripts/package`); an operator without the packages can load the completions with
 //! `source <(security-server completions bash)`.
 
+use std::error::Error;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 pub use clap_complete::Shell;
 
@@ -38,6 +40,37 @@ impl Generated {
             }
         }
     }
+}
+
+/// Ends a binary the same way for all: `Ok` exits 0; an error is printed once on stderr, as
+/// `Error: ` and [`error_line`], and exits 1.
+pub fn finish<E: Into<Box<dyn Error + Send + Sync>>>(result: Result<(), E>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let e: Box<dyn Error + Send + Sync> = e.into();
+            eprintln!("Error: {}", error_line(&*e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// An error and its causes on one line, joined by `: `, each said once: a cause whose text
+/// the line already holds (a message that quotes its source) is left out.
+pub fn error_line(error: &(dyn Error + 'static)) -> String {
+    let mut line = String::new();
+    let mut next = Some(error);
+    while let Some(e) = next {
+        let text = e.to_string();
+        if !text.is_empty() && !line.contains(&text) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&text);
+        }
+        next = e.source();
+    }
+    line
 }
 
 /// The completion script of `cmd` for `shell`.
@@ -133,6 +166,43 @@ mod tests {
         for word in ["run", "keys", "list", "completions"] {
             assert!(script.contains(word), "{word} missing");
         }
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("{message}")]
+    struct Layer {
+        message: String,
+        #[source]
+        source: Option<Box<Layer>>,
+    }
+
+    fn chain(messages: &[&str]) -> Layer {
+        messages
+            .iter()
+            .rev()
+            .fold(None, |source, m| {
+                Some(Layer {
+                    message: (*m).to_owned(),
+                    source: source.map(Box::new),
+                })
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn an_error_line_says_each_cause_once() {
+        assert_eq!(
+            error_line(&chain(&[
+                "binding the listeners",
+                "client proxy 127.0.0.1:8080: in use"
+            ])),
+            "binding the listeners: client proxy 127.0.0.1:8080: in use"
+        );
+        // A message that quotes its source does not get it again.
+        assert_eq!(
+            error_line(&chain(&["reading a.toml: denied", "denied"])),
+            "reading a.toml: denied"
+        );
     }
 
     #[test]

@@ -15,6 +15,11 @@ pub fn timestamp(ms: i64) -> Timestamp {
     })
 }
 
+/// Unix seconds as RFC 3339 UTC, what the CLIs print for a time: `2026-11-22T09:00:00Z`.
+pub fn rfc3339(secs: i64) -> String {
+    timestamp(secs.saturating_mul(1000)).to_string()
+}
+
 /// `ms` since the Unix epoch as RFC 3339 UTC with milliseconds: `2026-11-22T09:00:00.123Z`.
 pub fn rfc3339_millis(ms: i64) -> String {
     // jiff's own RFC 3339 printer drops a zero fraction and writes years below 0 with six

@@ -26,8 +26,11 @@ struct Args {
     json_logs: bool,
 }
 
-fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+fn main() -> std::process::ExitCode {
+    runtime::cli::finish(main_with(Args::parse()))
+}
+
+fn main_with(args: Args) -> anyhow::Result<()> {
     runtime::init_tracing(args.json_logs);
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     rt.block_on(run(args))
@@ -147,6 +150,22 @@ fn print_shared_examples(d: &Description) {
     }
 }
 
+/// The binary `name` in this sandbox binary's directory (`target/release/` after
+/// `cargo run --release --bin sandbox`), if it was built there.
+fn beside_this_binary(name: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::current_exe().ok()?.parent()?.join(name);
+    path.exists().then_some(path)
+}
+
+/// How to run the CLI `name` in the examples: the binary beside this one, else through cargo
+/// (which builds it).
+fn cli(name: &str) -> String {
+    match beside_this_binary(name) {
+        Some(path) => path.display().to_string(),
+        None => format!("cargo run -q --release --bin {name} --"),
+    }
+}
+
 fn print_summary(f: &Federation) {
     let d = f.description();
     let dir = f.dir().display();
@@ -170,6 +189,18 @@ fn print_summary(f: &Federation) {
         );
     }
     println!("  admin tokens: {} (0600)", d.credentials.display());
+    match std::env::current_exe() {
+        Ok(exe) => println!("  binaries:     {} (this sandbox)", exe.display()),
+        Err(e) => println!("  binaries:     (this sandbox's path is unknown: {e})"),
+    }
+    for name in ["security-server", "central-registry"] {
+        match beside_this_binary(name) {
+            Some(path) => println!("                {}", path.display()),
+            None => println!(
+                "                {name}: not built beside the sandbox; `cargo build --release --bins` builds it"
+            ),
+        }
+    }
     println!(
         "  demo backend: {} (Chiyoda City's systems; synthetic data)",
         d.demo_backend
@@ -198,13 +229,15 @@ fn print_summary(f: &Federation) {
     if let Some(s) = d.security_servers.first() {
         println!("  # a security server's status, with its own CLI and configuration file");
         println!(
-            "  cargo run -q --bin security-server -- --config {} status",
+            "  {} --config {} status",
+            cli("security-server"),
             s.config.display()
         );
     }
     println!("  # the registry's members, with the registry CLI");
     println!(
-        "  cargo run -q --bin central-registry -- --config {} member list",
+        "  {} --config {} member list",
+        cli("central-registry"),
         d.registry_config.display()
     );
     println!();

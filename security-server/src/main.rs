@@ -380,8 +380,11 @@ impl GrantArgs {
 mod evidence_cli;
 mod setup_cli;
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+fn main() -> std::process::ExitCode {
+    runtime::cli::finish(main_with(Cli::parse()))
+}
+
+fn main_with(cli: Cli) -> anyhow::Result<()> {
     if let Command::Generated(generated) = cli.command {
         return Ok(generated.run(<Cli as clap::CommandFactory>::command())?);
     }

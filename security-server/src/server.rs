@@ -68,15 +68,21 @@ pub struct Listeners {
 
 impl Listeners {
     pub async fn bind(config: &Config) -> std::io::Result<Self> {
+        /// The error names the listener and its address (a port in use says which).
+        async fn bind(what: &str, addr: SocketAddr) -> std::io::Result<TcpListener> {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|e| std::io::Error::new(e.kind(), format!("{what} {addr}: {e}")))
+        }
         let client_proxy_tls = match config.client_proxy.tls_listen {
-            Some(addr) => Some(TcpListener::bind(addr).await?),
+            Some(addr) => Some(bind("client_proxy.tls_listen", addr).await?),
             None => None,
         };
         Ok(Self {
-            client_proxy: TcpListener::bind(config.client_proxy.listen).await?,
+            client_proxy: bind("client_proxy.listen", config.client_proxy.listen).await?,
             client_proxy_tls,
-            server_proxy: TcpListener::bind(config.server_proxy.listen).await?,
-            admin: TcpListener::bind(config.admin.listen).await?,
+            server_proxy: bind("server_proxy.listen", config.server_proxy.listen).await?,
+            admin: bind("admin.listen", config.admin.listen).await?,
         })
     }
 }

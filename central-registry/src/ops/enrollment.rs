@@ -228,7 +228,8 @@ impl AdminOp for IssueToken {
     fn notice(&self, t: &IssuedToken) -> Option<String> {
         Some(format!(
             "one-time enrolment token for {}, valid until {}; hand it to that server's operator",
-            t.server_id, t.expires_at
+            t.server_id,
+            runtime::time::rfc3339(t.expires_at)
         ))
     }
 }

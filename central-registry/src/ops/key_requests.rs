@@ -186,7 +186,7 @@ impl AdminOp for ListKeyRequests {
                     r.member,
                     r.key_id,
                     r.server_id,
-                    r.submitted_at,
+                    runtime::time::rfc3339(r.submitted_at),
                     r.current_key_id,
                     r.retire_current_after_secs
                 )

@@ -273,13 +273,14 @@ impl Core {
 
 /// One key as the CLI lists it (also under its member).
 pub(super) fn key_text(k: &KeyView) -> String {
-    let until = k
-        .valid_until
-        .map_or_else(|| "until removed".to_owned(), |u| format!("until {u}"));
+    let until = k.valid_until.map_or_else(
+        || "until removed".to_owned(),
+        |u| format!("until {}", runtime::time::rfc3339(u)),
+    );
     format!(
         "  key       {}  from {} {until}  {}\n",
         k.key_id,
-        k.valid_from,
+        runtime::time::rfc3339(k.valid_from),
         k.public_key.to_base64()
     )
 }

@@ -69,7 +69,15 @@ impl AdminOp for Audit {
     fn text(&self, entries: &Vec<AuditEntry>) -> String {
         entries
             .iter()
-            .map(|e| format!("{:>6}  {}  {:<24} {}\n", e.seq, e.time, e.action, e.details))
+            .map(|e| {
+                format!(
+                    "{:>6}  {}  {:<24} {}\n",
+                    e.seq,
+                    runtime::time::rfc3339(e.time),
+                    e.action,
+                    e.details
+                )
+            })
             .collect()
     }
 }
@@ -101,8 +109,14 @@ fn status_text(s: &StatusView) -> String {
     [
         format!("instance:            {}", s.instance),
         format!("serial:              {}", s.serial),
-        format!("generated at:        {}", s.generated_at),
-        format!("expires at:          {}", s.expires_at),
+        format!(
+            "generated at:        {}",
+            runtime::time::rfc3339(s.generated_at)
+        ),
+        format!(
+            "expires at:          {}",
+            runtime::time::rfc3339(s.expires_at)
+        ),
         format!("members:             {}", s.members),
         format!("subsystems:          {}", s.subsystems),
         format!("security servers:    {}", s.servers),

@@ -38,9 +38,9 @@ impl AdminOp for ListKeys {
                     (false, false) => "not listed (waits for approval)".to_owned(),
                     (true, false) => format!(
                         "listed, valid from {}{}",
-                        k.valid_from.unwrap_or_default(),
+                        runtime::time::rfc3339(k.valid_from.unwrap_or_default()),
                         k.valid_until
-                            .map(|u| format!(" until {u}"))
+                            .map(|u| format!(" until {}", runtime::time::rfc3339(u)))
                             .unwrap_or_default()
                     ),
                 };

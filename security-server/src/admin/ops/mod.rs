@@ -27,8 +27,6 @@ mod suppressions;
 
 use std::future::Future;
 
-use serde::Serialize;
-
 use super::{Admin, AdminError};
 
 pub use runtime::admin::{
@@ -95,14 +93,6 @@ impl JsonReply for ServerStatus {}
 impl JsonReply for Refresh {}
 impl JsonReply for crate::renewal::TlsStatus {}
 impl JsonReply for crate::rotation::Rotation {}
-
-/// A JSON answer as the CLI prints it whatever `--json` says (`status`, `refresh-globalconf`).
-fn pretty<T: Serialize>(value: &T) -> String {
-    match serde_json::to_string_pretty(value) {
-        Ok(text) => text + "\n",
-        Err(e) => format!("cannot show the answer: {e}\n"),
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -4,7 +4,7 @@
 use http::Method;
 use serde::{Deserialize, Serialize};
 
-use super::{AdminOp, Endpoint, Input, PlainEndpoint, pretty};
+use super::{AdminOp, Endpoint, Input, PlainEndpoint};
 use crate::admin::{Admin, AdminError, on_serverconf};
 use crate::log::EvidenceQuery;
 use crate::renewal::TlsStatus;
@@ -73,7 +73,7 @@ impl AdminOp for Status {
         })
     }
     fn text(&self, status: &ServerStatus) -> String {
-        pretty(status)
+        status_text(status)
     }
 }
 
@@ -110,8 +110,17 @@ impl AdminOp for RefreshGlobalconf {
             source: format!("{:?}", r.source),
         })
     }
-    fn text(&self, refresh: &Refresh) -> String {
-        pretty(refresh)
+    fn text(&self, r: &Refresh) -> String {
+        format!(
+            "configuration serial {} from {}{}\n",
+            r.serial,
+            r.source,
+            if r.changed {
+                " (newer than the one held)"
+            } else {
+                " (already held)"
+            }
+        )
     }
 }
 
@@ -136,8 +145,18 @@ impl AdminOp for RenewTls {
             .await
             .map_err(|e| AdminError::RegistryFailed(e.to_string()))
     }
-    fn text(&self, status: &TlsStatus) -> String {
-        pretty(status)
+    fn text(&self, t: &TlsStatus) -> String {
+        let mut text = format!(
+            "certificate {} valid until {}, renewed from {} (renewal: {})\n",
+            t.cert_sha256,
+            runtime::time::rfc3339(t.not_after),
+            runtime::time::rfc3339(t.renew_at),
+            t.renewal
+        );
+        if let Some(e) = &t.last_error {
+            text += &format!("last renewal failed: {e}\n");
+        }
+        text
     }
 }
 
@@ -170,7 +189,15 @@ impl AdminOp for Audit {
         }
         entries
             .iter()
-            .map(|e| format!("{:>6}  {}  {:<15} {}\n", e.seq, e.time, e.action, e.details))
+            .map(|e| {
+                format!(
+                    "{:>6}  {}  {:<15} {}\n",
+                    e.seq,
+                    runtime::time::rfc3339(e.time),
+                    e.action,
+                    e.details
+                )
+            })
             .collect()
     }
 }
@@ -225,4 +252,54 @@ impl AdminOp for ExportEvidence {
     fn text(&self, bundle: &proto::v1::EvidenceBundle) -> String {
         format!("{} records\n", bundle.records.len())
     }
+}
+
+/// `status` as the CLI prints it without `--json`: one line per thing, times as dates.
+fn status_text(s: &ServerStatus) -> String {
+    use runtime::time::rfc3339;
+    let mut lines = Vec::new();
+    match &s.globalconf {
+        Some(c) => lines.push(format!(
+            "configuration:  serial {}, generated {}, expires {}{}",
+            c.serial,
+            rfc3339(c.generated_at),
+            rfc3339(c.expires_at),
+            if c.usable { "" } else { " (not usable now)" }
+        )),
+        None => lines.push("configuration:  none held yet".to_owned()),
+    }
+    lines.push(format!(
+        "local:          {} services, {} grants",
+        s.services, s.grants
+    ));
+    if let Some(t) = &s.tls {
+        lines.push(format!(
+            "tls:            certificate {} valid until {}, renewed from {} (renewal: {})",
+            &t.cert_sha256[..t.cert_sha256.len().min(16)],
+            rfc3339(t.not_after),
+            rfc3339(t.renew_at),
+            t.renewal
+        ));
+        if let Some(e) = &t.last_error {
+            lines.push(format!("                last renewal failed: {e}"));
+        }
+    }
+    if let Some(d) = &s.declared {
+        lines.push(format!(
+            "declared:       {}{}",
+            d.file.display(),
+            match (&d.applied_sha256, d.applied_at) {
+                (Some(sha), Some(at)) => format!(
+                    ", version {} applied {}",
+                    &sha[..sha.len().min(16)],
+                    rfc3339(at)
+                ),
+                _ => ", nothing applied".to_owned(),
+            }
+        ));
+        if let Some(e) = &d.error {
+            lines.push(format!("                not applied: {e}"));
+        }
+    }
+    lines.into_iter().map(|l| l + "\n").collect()
 }
