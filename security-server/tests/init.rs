@@ -1,5 +1,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-//! `init` makes the server's secrets with mode 0600 and a correctly signed enrolment request.
+//! `init` makes the server's secrets with mode 0600 and a correctly signed enrolment request;
+//! a listener whose port is taken says which.
 
 use std::os::unix::fs::PermissionsExt;
 
@@ -134,4 +135,21 @@ fn a_renewal_cut_off_between_moving_the_key_and_its_certificate_is_finished_at_s
         identity::Identity::load(&config),
         Err(IdentityError::CertificateMismatch)
     ));
+}
+
+#[tokio::test]
+async fn a_port_in_use_names_the_listener_and_its_address() {
+    let taken = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = taken.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.client_proxy.listen = "127.0.0.1:0".parse().unwrap();
+    config.server_proxy.listen = "127.0.0.1:0".parse().unwrap();
+    config.admin.listen = addr;
+    let e = security_server::Listeners::bind(&config).await.unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse);
+    assert!(
+        e.to_string().starts_with(&format!("admin.listen {addr}: ")),
+        "{e}"
+    );
 }
