@@ -24,14 +24,41 @@ use crate::shared::Shared;
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     let mut routes = Routes(Router::new());
     ops::for_each_op(&mut routes);
-    Router::new()
+    let admin = Router::new()
         .nest("/admin/v1", routes.0)
         .fallback(crate::http::not_found)
         .layer(middleware::from_fn_with_state(
             Arc::clone(&shared),
             require_bearer,
         ))
+        .with_state(Arc::clone(&shared));
+    // Monitors read it without the token, as they read a security server's (keep the admin
+    // listener on loopback or a management network).
+    Router::new()
+        .route("/metrics", axum::routing::get(metrics))
+        .route("/health", axum::routing::get(crate::http::health))
         .with_state(shared)
+        .merge(admin)
+}
+
+/// `GET /metrics`.
+async fn metrics(
+    axum::extract::State(shared): axum::extract::State<Arc<Shared>>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let rendered = tokio::task::spawn_blocking(move || {
+        shared.with_core(|core, now| shared.metrics.render(core, now))
+    })
+    .await;
+    match rendered {
+        Ok(Ok(text)) => (
+            [(http::header::CONTENT_TYPE, runtime::metrics::CONTENT_TYPE)],
+            text,
+        )
+            .into_response(),
+        Ok(Err(e)) => e.into_response(),
+        Err(e) => RegistryError::Internal(e.to_string()).into_response(),
+    }
 }
 
 /// Adds one route per operation.

@@ -89,8 +89,11 @@ pub(crate) fn ca_pem_response(pem: String) -> Response {
     ([(header::CONTENT_TYPE, "application/x-pem-file")], pem).into_response()
 }
 
-pub(crate) async fn health() -> &'static str {
-    "ok"
+/// `GET /health` (`runtime::health`): the registry serves whenever it runs; it says which
+/// serial.
+pub(crate) async fn health(State(shared): State<Arc<Shared>>) -> Response {
+    let serial = shared.publication.borrow().serial;
+    runtime::health::Health::Ok.response(runtime::health::detail("serial", serial))
 }
 
 pub(crate) async fn not_found() -> RegistryError {

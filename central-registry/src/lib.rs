@@ -19,6 +19,7 @@
 //! - [`admin`]: [`RegistryAdmin`], the in-process handle (`run` any op).
 //! - `http`: the public HTTPS endpoints (configuration, anchor, CA, enrolment, health).
 //! - `admin_api`: the bearer-token admin HTTP API: one route and one generic handler per op.
+//! - `metrics`: `/metrics` beside it, without the token.
 //! - [`client`]: [`AdminClient`], the admin API client the CLI uses (`call` any op).
 //! - [`replica`]: [`Replica`], the read-only replica that polls, verifies and serves.
 //! - `util`: random tokens, base64 for serde.
@@ -47,6 +48,7 @@ pub mod datadir;
 pub mod enrollment;
 pub mod error;
 mod http;
+mod metrics;
 pub mod ops;
 mod registry;
 pub mod replica;

@@ -140,6 +140,7 @@ impl Registry {
                 tls,
                 publication,
                 core: Mutex::new(core),
+                metrics: crate::metrics::RegistryMetrics::new(),
             }),
         })
     }

@@ -400,8 +400,13 @@ async fn health(State(shared): State<Arc<ReplicaShared>>) -> Response {
         shared: Arc::clone(&shared),
     }
     .current();
+    use runtime::health::{Health, detail};
     match current {
-        Some(conf) if !conf.conf().is_expired(now) => "ok".into_response(),
-        _ => (StatusCode::SERVICE_UNAVAILABLE, "no current configuration").into_response(),
+        Some(conf) if !conf.conf().is_expired(now) => {
+            Health::Ok.response(detail("serial", conf.serial()))
+        }
+        _ => {
+            Health::Unavailable("no current configuration".into()).response(serde_json::Map::new())
+        }
     }
 }

@@ -24,6 +24,7 @@ pub(crate) struct Shared {
     pub(crate) tls: Arc<rustls::ServerConfig>,
     pub(crate) publication: watch::Sender<Arc<Publication>>,
     pub(crate) core: Mutex<Core>,
+    pub(crate) metrics: crate::metrics::RegistryMetrics,
 }
 
 impl fmt::Debug for Shared {

@@ -504,7 +504,7 @@ async fn about(
 }
 
 async fn health() -> Response {
-    axum::Json(json!({ "status": "ok" })).into_response()
+    runtime::health::Health::Ok.response(serde_json::Map::new())
 }
 
 async fn not_found(

@@ -43,34 +43,16 @@ impl Generated {
 }
 
 /// Ends a binary the same way for all: `Ok` exits 0; an error is printed once on stderr, as
-/// `Error: ` and [`error_line`], and exits 1.
+/// `Error: ` and its causes ([`crate::error_chain`]), and exits 1.
 pub fn finish<E: Into<Box<dyn Error + Send + Sync>>>(result: Result<(), E>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let e: Box<dyn Error + Send + Sync> = e.into();
-            eprintln!("Error: {}", error_line(&*e));
+            eprintln!("Error: {}", crate::error_chain(&*e));
             ExitCode::FAILURE
         }
     }
-}
-
-/// An error and its causes on one line, joined by `: `, each said once: a cause whose text
-/// the line already holds (a message that quotes its source) is left out.
-pub fn error_line(error: &(dyn Error + 'static)) -> String {
-    let mut line = String::new();
-    let mut next = Some(error);
-    while let Some(e) = next {
-        let text = e.to_string();
-        if !text.is_empty() && !line.contains(&text) {
-            if !line.is_empty() {
-                line.push_str(": ");
-            }
-            line.push_str(&text);
-        }
-        next = e.source();
-    }
-    line
 }
 
 /// The completion script of `cmd` for `shell`.
@@ -192,7 +174,7 @@ mod tests {
     #[test]
     fn an_error_line_says_each_cause_once() {
         assert_eq!(
-            error_line(&chain(&[
+            crate::error_chain(&chain(&[
                 "binding the listeners",
                 "client proxy 127.0.0.1:8080: in use"
             ])),
@@ -200,7 +182,7 @@ mod tests {
         );
         // A message that quotes its source does not get it again.
         assert_eq!(
-            error_line(&chain(&["reading a.toml: denied", "denied"])),
+            crate::error_chain(&chain(&["reading a.toml: denied", "denied"])),
             "reading a.toml: denied"
         );
     }

@@ -214,14 +214,21 @@ impl HttpClient {
     }
 }
 
-/// The whole `source()` chain in one line: hyper's top-level errors say little on their own.
+/// The whole `source()` chain in one line, joined by `: `, each cause said once: one whose text
+/// the line already holds (a message that quotes its source) is left out. Hyper's top-level
+/// errors say little on their own; the CLIs print their errors this way too.
 pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
+    let mut line = e.to_string();
     let mut cur = e.source();
     while let Some(inner) = cur {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
+        let text = inner.to_string();
+        if !text.is_empty() && !line.contains(&text) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&text);
+        }
         cur = inner.source();
     }
-    s
+    line
 }

@@ -13,6 +13,8 @@
 //! - [`admin`]: an admin operation on the wire ([`admin::Endpoint`]), its generic axum handler
 //!   and client call, and the checks of an operation table.
 //! - [`cli`]: what every binary's command line has: shell completions and man pages.
+//! - [`health`]: the one `/health` answer of every binary.
+//! - [`metrics`]: build information and process metrics for every binary's `/metrics`.
 //! - [`logging`]: `tracing` subscriber set-up (text or JSON).
 //! - [`time`]: Unix milliseconds as `jiff` timestamps and RFC 3339 UTC text.
 //! - `testing` (feature `testing`): `eventually`, the tests' one way to wait for something
@@ -25,7 +27,9 @@ pub mod body;
 pub mod cli;
 pub mod client;
 mod conns;
+pub mod health;
 pub mod logging;
+pub mod metrics;
 pub mod serve;
 pub mod shutdown;
 #[cfg(feature = "testing")]

@@ -20,7 +20,7 @@ const BUCKETS: [f64; 14] = [
 ];
 
 /// The `Content-Type` of [`Metrics::render`]'s text.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub const CONTENT_TYPE: &str = runtime::metrics::CONTENT_TYPE;
 
 /// Which side of the exchange a measurement is from.
 pub const CLIENT_PROXY: &str = "client_proxy";
@@ -36,6 +36,25 @@ struct ExchangeLabels {
 struct ProxyLabels {
     proxy: &'static str,
 }
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServiceLabels {
+    proxy: &'static str,
+    service: Escaped,
+    client: Escaped,
+    outcome: Escaped,
+}
+
+/// Which service an exchange called and which client called it (`xroad_service_exchanges_total`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Parties {
+    pub service: String,
+    pub client: String,
+}
+
+/// At most this many (service, client) pairs get series of their own; later ones are counted as
+/// `other`, so that a flood of made-up identifiers cannot grow the metrics without bound.
+pub const MAX_SERVICE_SERIES: usize = 1000;
 
 /// A label value from outside (an error type), escaped as the text format wants: prometheus-client
 /// writes label values as they are.
@@ -65,10 +84,14 @@ fn latency_histogram() -> Histogram {
 pub struct Metrics {
     registry: Registry,
     exchanges: Family<ExchangeLabels, Counter>,
+    by_service: Family<ServiceLabels, Counter>,
+    /// The (service, client) pairs with series of their own.
+    service_pairs: std::sync::Mutex<std::collections::HashSet<Parties>>,
     latency: Family<ProxyLabels, Histogram, fn() -> Histogram>,
     globalconf: ConfGauges,
     /// The message log's checkpoint state.
     pub log: LogGauges,
+    process: runtime::metrics::ProcessMetrics,
 }
 
 /// The held global configuration and the message log's health, set at each scrape.
@@ -136,11 +159,23 @@ impl Metrics {
         let globalconf = ConfGauges::default();
         let log = LogGauges::default();
         let mut registry = Registry::default();
+        let process = runtime::metrics::ProcessMetrics::register(
+            &mut registry,
+            "security-server",
+            env!("CARGO_PKG_VERSION"),
+        );
         // A counter's samples get `_total` appended: this is `xroad_exchanges_total`.
         registry.register(
             "xroad_exchanges",
             "Exchanges handled, by proxy and outcome (ok or X-Road error type).",
             exchanges.clone(),
+        );
+        let by_service = Family::<ServiceLabels, Counter>::default();
+        registry.register(
+            "xroad_service_exchanges",
+            "Exchanges by proxy, service, client subsystem and outcome (at most \
+             MAX_SERVICE_SERIES service-client pairs; the rest are `other`).",
+            by_service.clone(),
         );
         registry.register(
             "xroad_exchange_duration_seconds",
@@ -195,9 +230,12 @@ impl Metrics {
         Self {
             registry,
             exchanges,
+            by_service,
+            service_pairs: std::sync::Mutex::default(),
             latency,
             globalconf,
             log,
+            process,
         }
     }
 
@@ -212,6 +250,42 @@ impl Metrics {
         self.latency
             .get_or_create(&ProxyLabels { proxy })
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// [`Metrics::observe`], and by service and client when they are known (the request was
+    /// read that far).
+    pub fn observe_exchange(
+        &self,
+        proxy: &'static str,
+        outcome: &str,
+        elapsed: Duration,
+        parties: Option<&Parties>,
+    ) {
+        self.observe(proxy, outcome, elapsed);
+        let Some(parties) = parties else {
+            return;
+        };
+        let admitted = {
+            let mut pairs = self
+                .service_pairs
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            pairs.contains(parties)
+                || (pairs.len() < MAX_SERVICE_SERIES && pairs.insert(parties.clone()))
+        };
+        let (service, client) = if admitted {
+            (parties.service.clone(), parties.client.clone())
+        } else {
+            ("other".to_owned(), "other".to_owned())
+        };
+        self.by_service
+            .get_or_create(&ServiceLabels {
+                proxy,
+                service: Escaped(service),
+                client: Escaped(client),
+                outcome: Escaped(outcome.to_owned()),
+            })
+            .inc();
     }
 
     /// The exposition text (OpenMetrics, ending in `# EOF`), with the gauges set from `scrape`.
@@ -237,6 +311,7 @@ impl Metrics {
                 .map_or(0, |t| t.saturating_sub(scrape.now)),
         );
         self.log.set_age(scrape.now);
+        self.process.refresh();
         let mut out = String::new();
         if let Err(e) = encode(&mut out, &self.registry) {
             tracing::error!(error = %e, "cannot render the metrics");
@@ -343,6 +418,11 @@ mod tests {
         );
         assert!(text.contains("xroad_messagelog_failed 0\n"), "{text}");
         assert!(text.contains("# TYPE xroad_exchange_duration_seconds histogram"));
+        assert!(
+            text.contains("xroad_build_info{binary=\"security-server\""),
+            "{text}"
+        );
+        assert!(text.contains("\nprocess_resident_memory_bytes "), "{text}");
         assert!(text.ends_with("# EOF\n"));
     }
 
@@ -363,6 +443,67 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("xroad_checkpoint_cosignatures 2\n"), "{text}");
+    }
+
+    #[test]
+    fn exchanges_are_counted_by_service_and_client_up_to_a_bound() {
+        let m = Metrics::new();
+        let parties = |i: usize| Parties {
+            service: format!("JP/MUN/131016/records/s{i}"),
+            client: "JP/GOV/digital-agency/portal".into(),
+        };
+        for i in 0..MAX_SERVICE_SERIES + 5 {
+            m.observe_exchange(
+                CLIENT_PROXY,
+                "ok",
+                Duration::from_millis(1),
+                Some(&parties(i)),
+            );
+        }
+        m.observe_exchange(
+            CLIENT_PROXY,
+            "ok",
+            Duration::from_millis(1),
+            Some(&parties(0)),
+        );
+        m.observe_exchange(CLIENT_PROXY, "Client.BadRequest", Duration::ZERO, None);
+        let text = m.render(&Scrape::default());
+        assert_eq!(
+            sample(
+                &text,
+                "xroad_service_exchanges_total",
+                &[
+                    "proxy=\"client_proxy\"",
+                    "service=\"JP/MUN/131016/records/s0\"",
+                    "client=\"JP/GOV/digital-agency/portal\"",
+                    "outcome=\"ok\""
+                ]
+            )
+            .as_deref(),
+            Some("2")
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "xroad_service_exchanges_total",
+                &[
+                    "proxy=\"client_proxy\"",
+                    "service=\"other\"",
+                    "client=\"other\"",
+                    "outcome=\"ok\""
+                ]
+            )
+            .as_deref(),
+            Some("5")
+        );
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("xroad_service_exchanges_total{"))
+            .count();
+        assert_eq!(series, MAX_SERVICE_SERIES + 1);
+        assert!(text.contains(
+            "xroad_exchanges_total{proxy=\"client_proxy\",outcome=\"Client.BadRequest\"} 1"
+        ));
     }
 
     #[test]

@@ -278,36 +278,22 @@ fn refuse(refusal: Refusal) -> Response {
 /// 200 `{"status":"ok","globalconf_serial":N}` when the server can exchange messages (it holds
 /// an unexpired configuration and its message log takes records), else 503 with the reason.
 async fn health(State(admin): State<Admin>) -> Response {
+    use runtime::health::{Health, detail};
     if let Some(e) = admin.evidence.as_ref().and_then(|s| s.log.failure()) {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({
-                "status": "unavailable",
-                "reason": format!(
-                    "the message log has failed, so every exchange is refused (LoggingFailed) \
-                     until it opens again, which it tries every few seconds (free disk space): \
-                     {e}"
-                ),
-            })),
-        )
-            .into_response();
+        return Health::Unavailable(format!(
+            "the message log has failed, so every exchange is refused (LoggingFailed) until it \
+             opens again, which it tries every few seconds (free disk space): {e}"
+        ))
+        .response(serde_json::Map::new());
     }
     match admin.conf.valid_now() {
-        Ok(c) => {
-            // Still serving, but the operator must act before the certificate expires.
-            let body = match admin.renewal.as_ref().and_then(|r| r.attention()) {
-                Some(reason) => serde_json::json!({
-                    "status": "warning", "globalconf_serial": c.serial(), "reason": reason,
-                }),
-                None => serde_json::json!({"status": "ok", "globalconf_serial": c.serial()}),
-            };
-            (StatusCode::OK, Json(body)).into_response()
+        // Still serving, but the operator must act before the certificate expires.
+        Ok(c) => match admin.renewal.as_ref().and_then(|r| r.attention()) {
+            Some(reason) => Health::Warning(reason),
+            None => Health::Ok,
         }
-        Err(reason) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({"status": "unavailable", "reason": reason})),
-        )
-            .into_response(),
+        .response(detail("globalconf_serial", c.serial())),
+        Err(reason) => Health::Unavailable(reason.to_string()).response(serde_json::Map::new()),
     }
 }
 

@@ -152,7 +152,8 @@ async fn handle(State(proxy): State<ClientProxy>, request: Request) -> Response 
             .iter()
             .filter_map(|v| v.to_str().ok()),
     );
-    let (response, outcome) = match proxy.inner.call(request).await {
+    let mut parties = None;
+    let (response, outcome) = match proxy.inner.call(request, &mut parties).await {
         Ok(r) => (r, "ok".to_owned()),
         Err(mut e) => {
             if e.message_id.is_none() {
@@ -163,10 +164,12 @@ async fn handle(State(proxy): State<ClientProxy>, request: Request) -> Response 
             (error_response(&e, format), outcome)
         }
     };
-    proxy
-        .inner
-        .metrics
-        .observe(metrics::CLIENT_PROXY, &outcome, started.elapsed());
+    proxy.inner.metrics.observe_exchange(
+        metrics::CLIENT_PROXY,
+        &outcome,
+        started.elapsed(),
+        parties.as_ref(),
+    );
     response
 }
 
@@ -177,7 +180,12 @@ impl Inner {
             .unwrap_or(conf.parameters().max_clock_skew)
     }
 
-    async fn call(&self, request: Request) -> Result<Response, XRoadError> {
+    /// Answers one request; `parties` is set once the request says which service and client.
+    async fn call(
+        &self,
+        request: Request,
+        parties: &mut Option<metrics::Parties>,
+    ) -> Result<Response, XRoadError> {
         let conf = self
             .conf
             .valid_now()
@@ -189,6 +197,10 @@ impl Inner {
             }
             ClientCall::Service(r) => *r,
         };
+        *parties = Some(metrics::Parties {
+            service: request.service.to_string(),
+            client: request.client.to_string(),
+        });
         let id = request.message_id.clone();
         // From here on every error is about this message.
         self.check_client(conf.conf(), &parts, &request.client)

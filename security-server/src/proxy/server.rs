@@ -68,7 +68,8 @@ impl ServerProxy {
         XRoadError,
     > {
         let started = Instant::now();
-        match self.handle(peer_cert_sha256, request).await {
+        let mut parties = None;
+        match self.handle(peer_cert_sha256, request, &mut parties).await {
             Ok((answer, logged)) => {
                 // Made only once answered: an exchange dropped before (its caller gone) is not
                 // counted, as before the answer went out early.
@@ -76,6 +77,7 @@ impl ServerProxy {
                     metrics: Arc::clone(&self.metrics),
                     started,
                     outcome: Cow::Borrowed("ok"),
+                    parties,
                 };
                 Ok((answer, async move {
                     let result = logged.durable().await;
@@ -87,8 +89,12 @@ impl ServerProxy {
                 }))
             }
             Err(e) => {
-                self.metrics
-                    .observe(metrics::SERVER_PROXY, &e.error_type(), started.elapsed());
+                self.metrics.observe_exchange(
+                    metrics::SERVER_PROXY,
+                    &e.error_type(),
+                    started.elapsed(),
+                    parties.as_ref(),
+                );
                 Err(e)
             }
         }
@@ -98,6 +104,7 @@ impl ServerProxy {
         &self,
         peer_cert_sha256: Option<[u8; 32]>,
         request: &mut tonic::Streaming<pb::ExchangeRequest>,
+        parties: &mut Option<metrics::Parties>,
     ) -> Result<((pb::SignedHeader, MessageBody), Durable), XRoadError> {
         let conf = self
             .conf
@@ -148,6 +155,10 @@ impl ServerProxy {
             self.max_skew(conf),
             &self.replay,
         )?;
+        *parties = Some(metrics::Parties {
+            service: verified.service().to_string(),
+            client: verified.client().to_string(),
+        });
         // From here on every error is about this message.
         self.answer(&verified, &header, body, conf, now)
             .await
@@ -275,12 +286,17 @@ struct Outcome {
     metrics: Arc<Metrics>,
     started: Instant,
     outcome: Cow<'static, str>,
+    parties: Option<metrics::Parties>,
 }
 
 impl Drop for Outcome {
     fn drop(&mut self) {
-        self.metrics
-            .observe(metrics::SERVER_PROXY, &self.outcome, self.started.elapsed());
+        self.metrics.observe_exchange(
+            metrics::SERVER_PROXY,
+            &self.outcome,
+            self.started.elapsed(),
+            self.parties.as_ref(),
+        );
     }
 }
 
