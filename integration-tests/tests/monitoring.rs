@@ -1,13 +1,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Monitoring (docs/monitoring.md): the Grafana dashboard in `monitoring/` asks only for metrics
 //! the servers and the registry really expose, every binary answers `/health` in one format,
-//! and exchanges are counted by service and client.
+//! and exchanges are counted by service and client, and kept as operational data.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use integration_tests::admin;
 use integration_tests::load::resident_record;
 use sandbox::FederationSpec;
+use security_server::admin::ops::QueryOperational;
 
 const MINISTRY: &str = "JP/GOV/digital-agency/ss1";
 const CHIYODA: &str = "JP/MUN/131016/ss1";
@@ -142,6 +144,83 @@ async fn the_dashboard_asks_only_for_what_is_exposed_and_health_reads_the_same_e
         );
     }
     assert!(texts[2].contains("xroad_build_info{binary=\"central-registry\""));
+
+    // Operational data: the exchange on both sides, with its sizes; a refused one too.
+    let osaka = f
+        .server("JP/MUN/271004/ss1")
+        .unwrap()
+        .client_proxy_url()
+        .unwrap();
+    let refused = runtime::HttpClient::plain()
+        .request(
+            http::Method::GET,
+            &format!("{osaka}/r1/JP/MUN/131016/records/residentRecord/131016000001"),
+            &[
+                ("X-Road-Client", "JP/MUN/271004/welfare"),
+                ("X-Road-Id", "monitoring-denied"),
+            ],
+            bytes::Bytes::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        integration_tests::x_road_error(&refused),
+        "Server.ServerProxy.AccessDenied"
+    );
+    let now_ms = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap();
+    let query = QueryOperational {
+        from: now_ms - 600_000,
+        to: now_ms + 600_000,
+        limit: None,
+    };
+    for (server, proxy) in [(MINISTRY, "client_proxy"), (CHIYODA, "server_proxy")] {
+        let record = integration_tests::eventually("the operational record", || async {
+            admin(&f, server)
+                .call(&query)
+                .await
+                .ok()?
+                .records
+                .into_iter()
+                .find(|r| r.message_id == "monitoring-1")
+        })
+        .await;
+        assert_eq!(record.proxy, proxy);
+        assert_eq!(record.outcome, "ok");
+        assert_eq!(record.client, "JP/GOV/digital-agency/portal");
+        assert_eq!(record.service, "JP/MUN/131016/records/residentRecord");
+        assert_eq!(record.request_bytes, Some(0));
+        assert!(record.response_bytes.is_some_and(|n| n > 100), "{record:?}");
+        assert!((now_ms - 600_000..=now_ms).contains(&record.at_ms));
+    }
+    let denied = integration_tests::eventually("the refused exchange's record", || async {
+        admin(&f, CHIYODA)
+            .call(&query)
+            .await
+            .ok()?
+            .records
+            .into_iter()
+            .find(|r| r.message_id == "monitoring-denied")
+    })
+    .await;
+    assert_eq!(denied.outcome, "Server.ServerProxy.AccessDenied");
+    assert_eq!(denied.client, "JP/MUN/271004/welfare");
+    assert_eq!(denied.response_bytes, None);
+    // A range before the exchanges holds none of them.
+    let before = admin(&f, CHIYODA)
+        .call(&QueryOperational {
+            from: 0,
+            to: now_ms - 600_000,
+            limit: None,
+        })
+        .await
+        .unwrap();
+    assert!(before.records.is_empty());
 
     // The registry's public endpoint and the portal answer health the same way.
     let public = f.description().registries[0].clone();

@@ -111,6 +111,9 @@ pub fn write(source: &Source, recipient: &str, out: &Path) -> Result<BackupRepor
         LOG_DB,
         &format!("{LOG_DB}-wal"),
         CONF_DB,
+        // Operational data is not backed up: it is written all the time, and it is not
+        // evidence (the message log is).
+        crate::opmon::FILE,
         "spool",
         BACKUPS_DIR,
     ]

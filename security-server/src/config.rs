@@ -42,12 +42,33 @@ pub struct Config {
     pub messagelog: MessageLogConfig,
     pub tls: TlsConfig,
     pub keys: KeysConfig,
+    /// Operational data of every exchange (`[opmon]`; docs/monitoring.md).
+    pub opmon: OpmonConfig,
     /// Keys in a hardware security module; absent, every key is a file in `data_dir`.
     pub hsm: Option<HsmConfig>,
     /// Services, access rights, suppression and information-system rules declared in one file
     /// that every node of a cluster loads (`[declared]`; docs/clusters.md); absent, they are
     /// changed through the admin API.
     pub declared: Option<DeclaredConfig>,
+}
+
+/// `[opmon]`: operational data of every exchange (client, service, sizes, duration, outcome),
+/// kept in `data_dir/opmon.redb`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OpmonConfig {
+    pub enabled: bool,
+    /// Days a record is kept.
+    pub retention_days: u64,
+}
+
+impl Default for OpmonConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            retention_days: 7,
+        }
+    }
 }
 
 /// `[declared]`: the file that holds this server's local configuration.
@@ -353,6 +374,7 @@ impl Default for Config {
             messagelog: MessageLogConfig::default(),
             tls: TlsConfig::default(),
             keys: KeysConfig::default(),
+            opmon: OpmonConfig::default(),
             hsm: None,
             declared: None,
         }

@@ -18,6 +18,7 @@
 //! - [`renewal`]: renews the TLS certificate before it expires, without a restart.
 //! - [`rotation`]: makes a new member signing key and asks the registry to list it.
 //! - [`metrics`]: Prometheus metrics (prometheus-client).
+//! - [`opmon`]: operational data of every exchange, kept for days and queried by time range.
 //! - [`log`]: the message log's records, checkpoints, witnessing and evidence export.
 //! - [`usage`]: resident transparency: `findUsage`, `usageEvidence`, suppression rules.
 //! - [`serverconf`]: the services this server provides and the access rights (redb).
@@ -41,6 +42,7 @@ pub mod identity;
 pub mod keys;
 pub mod log;
 pub mod metrics;
+pub mod opmon;
 pub mod peer;
 pub mod proxy;
 pub mod renewal;

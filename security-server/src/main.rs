@@ -113,6 +113,18 @@ enum Command {
     /// The instance anchor this server trusts.
     #[command(subcommand)]
     Anchor(AnchorCmd),
+    /// Operational data of the exchanges that began in a time range: client, service, sizes,
+    /// duration, outcome (admin API; docs/monitoring.md).
+    Operational {
+        /// Start (Unix seconds or YYYY-MM-DDTHH:MM:SSZ).
+        #[arg(long)]
+        from: String,
+        /// End (exclusive); default now.
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+    },
     /// The configuration a cluster's nodes load from one file (`[declared]`; docs/clusters.md).
     #[command(subcommand)]
     Declared(DeclaredCmd),
@@ -504,6 +516,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         | Command::Suppression(_)
         | Command::ClientAuth(_)
         | Command::Audit { .. }
+        | Command::Operational { .. }
         | Command::Backup { .. }) => {
             let config = Config::load(&cli.config)?;
             let mut client = AdminClient::from_config(&config)?;
@@ -539,6 +552,14 @@ fn dispatch<W: WithOp>(command: Command, w: W) -> anyhow::Result<W::Output> {
         Command::Keys(KeysCmd::List) => w.with(ops::ListKeys),
         Command::Keys(KeysCmd::Rotate { member }) => w.with(ops::RotateKey { member }),
         Command::Audit { limit } => w.with(ops::Audit { limit: Some(limit) }),
+        Command::Operational { from, to, limit } => w.with(ops::QueryOperational {
+            from: evidence_cli::parse_time_ms(&from)?,
+            to: match to {
+                Some(to) => evidence_cli::parse_time_ms(&to)?,
+                None => jiff::Timestamp::now().as_millisecond(),
+            },
+            limit: Some(limit),
+        }),
         Command::Backup { recipient, out } => w.with(ops::CreateBackup {
             recipient,
             // The server writes the file: a path relative to where the command runs means
@@ -756,6 +777,7 @@ mod tests {
         &["client-auth", "remove", "JP/MUN/131016/records"],
         &["client-auth", "list"],
         &["backup", "--recipient", "age1x", "--out", "b.age"],
+        &["operational", "--from", "0"],
     ];
 
     /// `evidence export` sends `ops::ExportEvidence` itself (see `evidence_cli::export`).

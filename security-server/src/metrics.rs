@@ -45,11 +45,16 @@ struct ServiceLabels {
     outcome: Escaped,
 }
 
-/// Which service an exchange called and which client called it (`xroad_service_exchanges_total`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// What is known of an exchange once its request named the service and the client: for
+/// `xroad_service_exchanges_total` and the operational data ([`crate::opmon`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Parties {
     pub service: String,
     pub client: String,
+    pub message_id: String,
+    /// Body sizes, once read.
+    pub request_bytes: Option<u64>,
+    pub response_bytes: Option<u64>,
 }
 
 /// At most this many (service, client) pairs get series of their own; later ones are counted as
@@ -86,7 +91,9 @@ pub struct Metrics {
     exchanges: Family<ExchangeLabels, Counter>,
     by_service: Family<ServiceLabels, Counter>,
     /// The (service, client) pairs with series of their own.
-    service_pairs: std::sync::Mutex<std::collections::HashSet<Parties>>,
+    service_pairs: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
+    /// Where each exchange's operational data goes, once the server opened it.
+    opmon: std::sync::OnceLock<Arc<crate::opmon::Opmon>>,
     latency: Family<ProxyLabels, Histogram, fn() -> Histogram>,
     globalconf: ConfGauges,
     /// The message log's checkpoint state.
@@ -232,6 +239,7 @@ impl Metrics {
             exchanges,
             by_service,
             service_pairs: std::sync::Mutex::default(),
+            opmon: std::sync::OnceLock::new(),
             latency,
             globalconf,
             log,
@@ -252,8 +260,13 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
+    /// Sends every exchange [`Metrics::observe_exchange`] sees with its parties to `opmon`.
+    pub fn attach_opmon(&self, opmon: Arc<crate::opmon::Opmon>) {
+        let _ = self.opmon.set(opmon);
+    }
+
     /// [`Metrics::observe`], and by service and client when they are known (the request was
-    /// read that far).
+    /// read that far), also as operational data.
     pub fn observe_exchange(
         &self,
         proxy: &'static str,
@@ -265,13 +278,30 @@ impl Metrics {
         let Some(parties) = parties else {
             return;
         };
+        if let Some(opmon) = self.opmon.get() {
+            let elapsed_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+            opmon.record(crate::opmon::OpRecord {
+                at_ms: now_ms.saturating_sub(i64::try_from(elapsed_ms).unwrap_or(i64::MAX)),
+                proxy: proxy.to_owned(),
+                client: parties.client.clone(),
+                service: parties.service.clone(),
+                message_id: parties.message_id.clone(),
+                outcome: outcome.to_owned(),
+                request_bytes: parties.request_bytes,
+                response_bytes: parties.response_bytes,
+                duration_ms: elapsed_ms,
+            });
+        }
+        let pair = (parties.service.clone(), parties.client.clone());
         let admitted = {
             let mut pairs = self
                 .service_pairs
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            pairs.contains(parties)
-                || (pairs.len() < MAX_SERVICE_SERIES && pairs.insert(parties.clone()))
+            pairs.contains(&pair) || (pairs.len() < MAX_SERVICE_SERIES && pairs.insert(pair))
         };
         let (service, client) = if admitted {
             (parties.service.clone(), parties.client.clone())
@@ -451,6 +481,7 @@ mod tests {
         let parties = |i: usize| Parties {
             service: format!("JP/MUN/131016/records/s{i}"),
             client: "JP/GOV/digital-agency/portal".into(),
+            ..Parties::default()
         };
         for i in 0..MAX_SERVICE_SERIES + 5 {
             m.observe_exchange(

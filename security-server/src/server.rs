@@ -54,6 +54,8 @@ pub enum StartError {
     Replay(String),
     #[error("the body spool directory: {0}")]
     Spool(std::io::Error),
+    #[error("{0}")]
+    Opmon(String),
 }
 
 /// The listeners of a server; tests bind them to port 0.
@@ -216,6 +218,17 @@ pub async fn start(
         Arc::clone(&clock),
     );
     let metrics = Arc::new(Metrics::new());
+    let opmon = if config.opmon.enabled {
+        let opmon = crate::opmon::Opmon::open(
+            &config.data_dir.join(crate::opmon::FILE),
+            config.opmon.retention_days,
+        )
+        .map_err(|e| StartError::Opmon(e.to_string()))?;
+        metrics.attach_opmon(Arc::clone(&opmon));
+        Some(opmon)
+    } else {
+        None
+    };
     let skew_override = (exchange.max_clock_skew_secs > 0)
         .then(|| Duration::from_secs(exchange.max_clock_skew_secs));
     let replay_window = Duration::from_secs(if exchange.replay_window_secs > 0 {
@@ -324,6 +337,7 @@ pub async fn start(
     })
     .with_renewal(Arc::clone(&renewal))
     .with_declared(declared_status)
+    .with_opmon(opmon)
     .with_backup(crate::backup::Source {
         config: config.clone(),
         server_id: identity.server_id.clone(),

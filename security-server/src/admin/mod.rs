@@ -39,6 +39,7 @@ pub struct Admin {
     rotation: Option<Arc<crate::rotation::KeyRotation>>,
     backup: Option<Arc<crate::backup::Source>>,
     declared: Option<Arc<std::sync::Mutex<crate::declared::DeclaredStatus>>>,
+    opmon: Option<Arc<crate::opmon::Opmon>>,
 }
 
 /// What went wrong with an admin request, and what the caller is told.
@@ -175,6 +176,7 @@ impl Admin {
             rotation: None,
             backup: None,
             declared: None,
+            opmon: None,
         }
     }
 
@@ -190,6 +192,12 @@ impl Admin {
         status: Option<Arc<std::sync::Mutex<crate::declared::DeclaredStatus>>>,
     ) -> Self {
         self.declared = status;
+        self
+    }
+
+    /// Answers `GET /v1/operational` from `opmon`.
+    pub fn with_opmon(mut self, opmon: Option<Arc<crate::opmon::Opmon>>) -> Self {
+        self.opmon = opmon;
         self
     }
 

@@ -138,6 +138,11 @@ impl ClientProxy {
     }
 }
 
+/// The size of the answer's body, for the operational data (an extension of the response the
+/// client proxy makes; never sent).
+#[derive(Debug, Clone, Copy)]
+struct ResponseBytes(u64);
+
 async fn handle(State(proxy): State<ClientProxy>, request: Request) -> Response {
     let started = Instant::now();
     let message_id = request
@@ -200,12 +205,14 @@ impl Inner {
         *parties = Some(metrics::Parties {
             service: request.service.to_string(),
             client: request.client.to_string(),
+            message_id: request.message_id.clone(),
+            ..metrics::Parties::default()
         });
         let id = request.message_id.clone();
         // From here on every error is about this message.
         self.check_client(conf.conf(), &parts, &request.client)
             .map_err(|e| e.with_id(id.clone()))?;
-        self.exchange(&conf, body, request)
+        self.exchange(&conf, body, request, parties)
             .await
             .map_err(|e| e.or_id(&id))
     }
@@ -245,6 +252,7 @@ impl Inner {
         conf: &VerifiedConf,
         body: Body,
         request: ClientRequest,
+        parties: &mut Option<metrics::Parties>,
     ) -> Result<Response, XRoadError> {
         // The length the connection will deliver (`Content-Length`), if known.
         let declared = hyper::body::Body::size_hint(&body).exact();
@@ -264,16 +272,26 @@ impl Inner {
                 ),
                 ReadError::Storage(e) => spool_failed("request", &e),
             })?;
+        if let Some(p) = parties.as_mut() {
+            p.request_bytes = Some(body.len());
+        }
 
         let exchange = self.forward(conf, request, body);
-        tokio::time::timeout(self.settings.request_timeout, exchange)
+        let response = tokio::time::timeout(self.settings.request_timeout, exchange)
             .await
             .map_err(|_| {
                 XRoadError::new(
                     ClientProxyCode::NetworkError,
                     format!("no answer within {:?}", self.settings.request_timeout),
                 )
-            })?
+            })??;
+        if let (Some(p), Some(ResponseBytes(n))) = (
+            parties.as_mut(),
+            response.extensions().get::<ResponseBytes>(),
+        ) {
+            p.response_bytes = Some(*n);
+        }
+        Ok(response)
     }
 
     async fn forward(
@@ -527,7 +545,11 @@ impl Inner {
         let internal = |e: rest::InvalidHeader| {
             XRoadError::new(ClientProxyCode::InvalidResponse, e.to_string())
         };
+        let response_bytes = body.len();
         let mut response = Response::new(body.into_http());
+        response
+            .extensions_mut()
+            .insert(ResponseBytes(response_bytes));
         *response.status_mut() = verified.status();
         let headers = response.headers_mut();
         rest::apply_headers(headers, verified.headers()).map_err(internal)?;

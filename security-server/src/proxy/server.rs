@@ -71,6 +71,9 @@ impl ServerProxy {
         let mut parties = None;
         match self.handle(peer_cert_sha256, request, &mut parties).await {
             Ok((answer, logged)) => {
+                if let Some(p) = parties.as_mut() {
+                    p.response_bytes = Some(answer.1.len());
+                }
                 // Made only once answered: an exchange dropped before (its caller gone) is not
                 // counted, as before the answer went out early.
                 let mut outcome = Outcome {
@@ -158,6 +161,9 @@ impl ServerProxy {
         *parties = Some(metrics::Parties {
             service: verified.service().to_string(),
             client: verified.client().to_string(),
+            message_id: verified.message_id().to_owned(),
+            request_bytes: Some(body.len()),
+            response_bytes: None,
         });
         // From here on every error is about this message.
         self.answer(&verified, &header, body, conf, now)

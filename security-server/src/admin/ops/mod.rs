@@ -13,6 +13,7 @@
 //! - `client_auth`: [`ListClientAuth`], [`SetClientAuth`], [`RemoveClientAuth`].
 //! - `keys`: [`ListKeys`], [`RotateKey`].
 //! - `backup`: [`CreateBackup`].
+//! - `operational`: [`QueryOperational`], the operational data of the exchanges.
 //!
 //! `/health` and `/metrics` are no operations: they need no token and answer monitors, not
 //! operators.
@@ -21,6 +22,7 @@ mod access;
 mod backup;
 mod client_auth;
 mod keys;
+mod operational;
 mod services;
 mod status;
 mod suppressions;
@@ -37,6 +39,7 @@ pub use access::{GrantAccess, ListAccess, RevokeAccess};
 pub use backup::CreateBackup;
 pub use client_auth::{ListClientAuth, RemoveClientAuth, SetClientAuth};
 pub use keys::{ListKeys, RotateKey};
+pub use operational::QueryOperational;
 pub use services::{AddService, ListServices, RemoveService};
 pub use status::{
     Audit, ExportEvidence, GlobalconfStatus, Refresh, RefreshGlobalconf, RenewTls, ServerStatus,
@@ -68,6 +71,7 @@ runtime::admin_ops! {
     Audit,
     ExportEvidence,
     CreateBackup,
+    QueryOperational,
 }
 
 /// One admin operation: its request (`Self`) and where it lives in the admin API (its
@@ -100,7 +104,7 @@ mod tests {
 
     use super::*;
 
-    runtime::admin_op_table_tests!(AdminOp, ops: 20, prefix: "/v1/", shapes: ops_without_input_take_a_unit_body_and_json_is_posted);
+    runtime::admin_op_table_tests!(AdminOp, ops: 21, prefix: "/v1/", shapes: ops_without_input_take_a_unit_body_and_json_is_posted);
 
     #[test]
     fn service_ids_in_the_path_name_what_failed() {
