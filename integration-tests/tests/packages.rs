@@ -567,6 +567,31 @@ fn the_packages_install_and_each_service_runs_as_its_unit_says() {
         &logs.join("security-server.log"),
         || succeeds(server(&["status"])),
     );
+    // The admin CLIs as an operator reads them: text with dates, not JSON.
+    let status = stdout(&mut server(&["status"]));
+    assert!(
+        status.starts_with("configuration:  serial ") && status.contains(" expires 20"),
+        "{status}"
+    );
+    let operational = stdout(&mut server(&["operational", "--from", "0"]));
+    assert!(
+        operational.contains("no exchanges in that time"),
+        "{operational}"
+    );
+    // A declared file checked against the running server: what it would change.
+    let declared = "/var/lib/xroad-rs/security-server/cluster.toml";
+    std::fs::write(
+        declared,
+        "[[services]]\nid = \"JP/GOV/digital-agency/portal/echo\"\nurl = \"http://127.0.0.1:9\"\n",
+    )
+    .unwrap();
+    run(Command::new("chown").args([USER, declared]));
+    let check = stdout(&mut server(&["declared", "check", "--file", declared]));
+    assert!(
+        check.contains("holds") && check.contains("service.add") && check.contains("/echo"),
+        "{check}"
+    );
+
     // Keys and the admin token are the service user's alone.
     for file in ["admin-token", "tls.key"] {
         let path = format!("/var/lib/xroad-rs/security-server/{file}");
