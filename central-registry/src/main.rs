@@ -123,33 +123,13 @@ enum Command {
     },
     /// Write an encrypted backup of the running registry: keys, CAs, configuration and database
     /// (docs/backup.md).
-    Backup {
-        /// The age public key (`age1…`, from `backup-key`) whose secret key alone can read it.
-        #[arg(long)]
-        recipient: String,
-        /// The new file, which the registry itself writes: for the packaged service, under
-        /// /var/lib/xroad-rs/central-registry/backups/.
-        #[arg(long)]
-        out: PathBuf,
-    },
+    Backup(runtime::backup::BackupArgs),
     /// Make a key pair for backups: the secret key goes to a new file (0600), kept offline; the
     /// public key to give `backup --recipient` is printed.
-    BackupKey {
-        #[arg(long)]
-        out: PathBuf,
-    },
+    BackupKey(runtime::backup::KeyArgs),
     /// Restore a backup into a new configuration file (--config) and an empty data directory,
     /// with no registry running on it.
-    Restore {
-        /// The backup file.
-        file: PathBuf,
-        /// The secret key file (from `backup-key`, or `age-keygen`).
-        #[arg(long)]
-        identity: PathBuf,
-        /// Put the data here instead of where the backed-up registry kept it.
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
-    },
+    Restore(runtime::backup::RestoreArgs),
     #[command(flatten)]
     Generated(runtime::cli::Generated),
 }
@@ -374,26 +354,20 @@ async fn run(cli: Cli) -> Result<()> {
             replica.run(listener, runtime::signal()).await?;
             Ok(())
         }
-        Command::BackupKey { out } => {
-            let recipient = runtime::backup::generate_key(&out)?;
-            println!("secret key (keep it offline): {}", out.display());
-            println!("public key, for `backup --recipient`: {recipient}");
-            Ok(())
-        }
-        Command::Restore {
-            file,
-            identity,
-            data_dir,
-        } => {
-            let report =
-                central_registry::backup::restore(&cli.config, &file, &identity, data_dir)?;
-            println!(
-                "restored the backup of instance {} begun {}",
-                report.manifest.id, report.manifest.created_at
+        Command::BackupKey(args) => Ok(args.run()?),
+        Command::Restore(args) => {
+            let report = central_registry::backup::restore(
+                &cli.config,
+                &args.file,
+                &args.identity,
+                args.data_dir,
+            )?;
+            runtime::backup::print_restored(
+                &report.manifest,
+                report.files,
+                &report.config,
+                &report.data_dir,
             );
-            println!("  files:          {}", report.files);
-            println!("  configuration:  {}", report.config.display());
-            println!("  data directory: {}", report.data_dir.display());
             println!(
                 "next: central-registry --config {} serve",
                 report.config.display()
@@ -520,12 +494,14 @@ fn dispatch<W: WithOp>(command: Command, w: W) -> Result<W::Output> {
         Command::Ca(CaCmd::Rotate) => w.with(ops::RotateCa),
         Command::Ca(CaCmd::Withdraw) => w.with(ops::WithdrawCa),
         Command::Audit { limit } => w.with(ops::Audit { limit: Some(limit) }),
-        Command::Backup { recipient, out } => w.with(ops::CreateBackup {
-            recipient,
-            // The registry writes the file: a path relative to where the command runs means
-            // nothing to it.
-            out: std::path::absolute(&out).with_context(|| out.display().to_string())?,
-        }),
+        Command::Backup(runtime::backup::BackupArgs { recipient, out }) => {
+            w.with(ops::CreateBackup {
+                recipient,
+                // The registry writes the file: a path relative to where the command runs means
+                // nothing to it.
+                out: std::path::absolute(&out).with_context(|| out.display().to_string())?,
+            })
+        }
         Command::Member(cmd) => match cmd {
             MemberCmd::Add { id, name } => w.with(ops::AddMember { id, name }),
             MemberCmd::List => w.with(ops::ListMembers),
@@ -618,8 +594,8 @@ fn dispatch<W: WithOp>(command: Command, w: W) -> Result<W::Output> {
         | Command::IssueReplicaIdentity { .. }
         | Command::Serve
         | Command::Replica { .. }
-        | Command::BackupKey { .. }
-        | Command::Restore { .. }
+        | Command::BackupKey(_)
+        | Command::Restore(_)
         | Command::Generated(_) => bail!("not an admin command"),
     })
 }

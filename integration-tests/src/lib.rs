@@ -8,6 +8,7 @@
 //! - [`verify_offline`]: checks an evidence bundle against the federation's anchor.
 //! - [`export_evidence`]: exports a message's evidence bundle through a server's admin API.
 //! - [`x_road_error`]: the `X-Road-Error` header of an answer.
+//! - [`assert_log_whole`]: every record of a message log under its root and its checkpoint.
 //! - [`raw_peer`]: hand-made exchanges sent to a provider's server proxy, as a peer would.
 //! - [`load`]: exchanges one after another while a test changes something underneath.
 //! - [`eventually`]: waits for a condition instead of sleeping (`runtime::testing`'s, re-exported).
@@ -122,6 +123,40 @@ pub async fn export_evidence(
             last.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
         )
     })
+}
+
+/// Checks that a message log is whole: every record is included under the current root, and
+/// the newest signed checkpoint is consistent with it (nothing signed was rewritten). Panics,
+/// naming what does not hold; returns the size. A log without a checkpoint fails.
+pub fn assert_log_whole(log: &msglog::MessageLog) -> u64 {
+    use msglog::tlog;
+    let size = log.size().expect("the log's size");
+    let root = log.root(size).expect("the log's root");
+    let (cp_size, note) = log
+        .latest_checkpoint()
+        .expect("the log's checkpoints")
+        .expect("a checkpoint was signed");
+    let cp = tlog::Checkpoint::parse_body(tlog::note::parse(&note).expect("a note").text())
+        .expect("a checkpoint");
+    assert_eq!(cp.size(), cp_size);
+    let proof = log
+        .consistency_proof(cp_size, size)
+        .expect("a consistency proof");
+    tlog::verify_consistency(cp_size, size, cp.root(), &root, &proof)
+        .expect("the checkpoint is consistent with the current tree");
+    for index in 0..size {
+        let record = log
+            .record(index)
+            .expect("a record")
+            .unwrap_or_else(|| panic!("record {index} is missing"));
+        let leaf = tlog::leaf_hash(&record.record_bytes);
+        let proof = log
+            .inclusion_proof(index, size)
+            .expect("an inclusion proof");
+        tlog::verify_inclusion(&leaf, index, size, &proof, &root)
+            .unwrap_or_else(|e| panic!("record {index} is not under the root: {e}"));
+    }
+    size
 }
 
 /// The `X-Road-Error` header of `response`, or "" when it has none.

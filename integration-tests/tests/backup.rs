@@ -144,21 +144,7 @@ async fn a_backup_under_load_restores_elsewhere_with_every_acknowledged_exchange
     }
     // The log is whole: every record under the current root, which is consistent with the
     // newest checkpoint signed before the backup.
-    let size = log.size().unwrap();
-    let root = log.root(size).unwrap();
-    let (cp_size, note) = log.latest_checkpoint().unwrap().expect("a checkpoint");
-    let cp = tlog::Checkpoint::parse_body(tlog::note::parse(&note).unwrap().text()).unwrap();
-    let proof = log.consistency_proof(cp_size, size).unwrap();
-    tlog::verify_consistency(cp_size, size, cp.root(), &root, &proof).unwrap();
-    for index in 0..size {
-        let record = log
-            .record(index)
-            .unwrap()
-            .expect("every index has its record");
-        let leaf = tlog::leaf_hash(&record.record_bytes);
-        let proof = log.inclusion_proof(index, size).unwrap();
-        tlog::verify_inclusion(&leaf, index, size, &proof, &root).unwrap();
-    }
+    integration_tests::assert_log_whole(&log);
     drop(log);
     f.stop().await;
 }

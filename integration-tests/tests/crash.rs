@@ -252,25 +252,7 @@ async fn kill_nine_during_load() {
         }
         // Every record is included under the current root, and the newest signed checkpoint is
         // consistent with it (what was signed before the last kill was not rewritten).
-        let size = log.size().unwrap();
-        let root = log.root(size).unwrap();
-        let (cp_size, note) = log
-            .latest_checkpoint()
-            .unwrap()
-            .expect("a checkpoint was signed");
-        let cp = tlog::Checkpoint::parse_body(tlog::note::parse(&note).unwrap().text()).unwrap();
-        assert_eq!(cp.size(), cp_size);
-        let proof = log.consistency_proof(cp_size, size).unwrap();
-        tlog::verify_consistency(cp_size, size, cp.root(), &root, &proof).unwrap();
-        for index in 0..size {
-            let record = log
-                .record(index)
-                .unwrap()
-                .expect("every index has its record");
-            let leaf = tlog::leaf_hash(&record.record_bytes);
-            let proof = log.inclusion_proof(index, size).unwrap();
-            tlog::verify_inclusion(&leaf, index, size, &proof, &root).unwrap();
-        }
+        let size = integration_tests::assert_log_whole(&log);
         println!(
             "{id}: {size} records, {} succeeded exchanges found",
             succeeded.len()

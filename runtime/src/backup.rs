@@ -20,6 +20,61 @@ use std::str::FromStr as _;
 use redb::{Key, ReadTransaction, ReadableTable as _, TableDefinition, Value, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
+/// `backup`'s arguments, the same in every binary that has the command.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BackupArgs {
+    /// The age public key (`age1…`, from `backup-key`) whose secret key alone can read it.
+    #[arg(long)]
+    pub recipient: String,
+    /// The new file, which the running server itself writes: for the packaged service, under
+    /// its data directory's `backups/`.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// `backup-key`'s arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct KeyArgs {
+    /// The new secret key file (0600).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+impl KeyArgs {
+    /// Makes the key pair and says where it went and what to back up to.
+    pub fn run(&self) -> Result<(), BackupError> {
+        let recipient = generate_key(&self.out)?;
+        println!("secret key (keep it offline): {}", self.out.display());
+        println!("public key, for `backup --recipient`: {recipient}");
+        Ok(())
+    }
+}
+
+/// `restore`'s arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RestoreArgs {
+    /// The backup file.
+    pub file: PathBuf,
+    /// The secret key file (from `backup-key`, or `age-keygen`).
+    #[arg(long)]
+    pub identity: PathBuf,
+    /// Put the data here instead of where the backed-up server kept it (with a security
+    /// server's anchor and archives).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// What every restore prints: whose backup, how many files, where they went.
+pub fn print_restored(manifest: &Manifest, files: usize, config: &Path, data_dir: &Path) {
+    println!(
+        "restored the backup of {} begun {}",
+        manifest.id, manifest.created_at
+    );
+    println!("  files:          {files}");
+    println!("  configuration:  {}", config.display());
+    println!("  data directory: {}", data_dir.display());
+}
+
 /// The format of [`Manifest`] and the archive this code writes and reads.
 pub const FORMAT: u32 = 1;
 

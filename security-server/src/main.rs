@@ -130,34 +130,13 @@ enum Command {
     Declared(DeclaredCmd),
     /// Write an encrypted backup of the running server: keys, configuration, services, access
     /// rights and the whole message log (admin API; docs/backup.md).
-    Backup {
-        /// The age public key (`age1…`, from `backup-key`) whose secret key alone can read it.
-        #[arg(long)]
-        recipient: String,
-        /// The new file, which the server itself writes: for the packaged service, under
-        /// /var/lib/xroad-rs/security-server/backups/.
-        #[arg(long)]
-        out: PathBuf,
-    },
+    Backup(runtime::backup::BackupArgs),
     /// Make a key pair for backups: the secret key goes to a new file (0600), kept offline; the
     /// public key to give `backup --recipient` is printed.
-    BackupKey {
-        #[arg(long)]
-        out: PathBuf,
-    },
+    BackupKey(runtime::backup::KeyArgs),
     /// Restore a backup into a new configuration file (--config) and an empty data directory,
     /// with no server running on it.
-    Restore {
-        /// The backup file.
-        file: PathBuf,
-        /// The secret key file (from `backup-key`, or `age-keygen`).
-        #[arg(long)]
-        identity: PathBuf,
-        /// Put the data (with the anchor and the archives) here instead of where the backed-up
-        /// server kept it.
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
-    },
+    Restore(runtime::backup::RestoreArgs),
     #[command(flatten)]
     Generated(runtime::cli::Generated),
 }
@@ -467,25 +446,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Enroll { token, wait } => {
             setup_cli::enroll(&cli.config, token.as_deref(), wait).await
         }
-        Command::BackupKey { out } => {
-            let recipient = runtime::backup::generate_key(&out)?;
-            println!("secret key (keep it offline): {}", out.display());
-            println!("public key, for `backup --recipient`: {recipient}");
-            Ok(())
-        }
-        Command::Restore {
-            file,
-            identity,
-            data_dir,
-        } => {
-            let report = security_server::backup::restore(&cli.config, &file, &identity, data_dir)?;
-            println!(
-                "restored the backup of {} begun {}",
-                report.manifest.id, report.manifest.created_at
+        Command::BackupKey(args) => Ok(args.run()?),
+        Command::Restore(args) => {
+            let report = security_server::backup::restore(
+                &cli.config,
+                &args.file,
+                &args.identity,
+                args.data_dir,
+            )?;
+            runtime::backup::print_restored(
+                &report.manifest,
+                report.files,
+                &report.config,
+                &report.data_dir,
             );
-            println!("  files:          {}", report.files);
-            println!("  configuration:  {}", report.config.display());
-            println!("  data directory: {}", report.data_dir.display());
             println!(
                 "  message log:    {} records (the tree is whole)",
                 report.log_records
@@ -517,10 +491,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         | Command::ClientAuth(_)
         | Command::Audit { .. }
         | Command::Operational { .. }
-        | Command::Backup { .. }) => {
+        | Command::Backup(_)) => {
             let config = Config::load(&cli.config)?;
             let mut client = AdminClient::from_config(&config)?;
-            if matches!(command, Command::Backup { .. }) {
+            if matches!(command, Command::Backup(_)) {
                 // The server answers once the whole backup is written.
                 client = client.with_timeout(std::time::Duration::from_secs(24 * 3600));
             }
@@ -560,12 +534,14 @@ fn dispatch<W: WithOp>(command: Command, w: W) -> anyhow::Result<W::Output> {
             },
             limit: Some(limit),
         }),
-        Command::Backup { recipient, out } => w.with(ops::CreateBackup {
-            recipient,
-            // The server writes the file: a path relative to where the command runs means
-            // nothing to it.
-            out: std::path::absolute(&out).with_context(|| out.display().to_string())?,
-        }),
+        Command::Backup(runtime::backup::BackupArgs { recipient, out }) => {
+            w.with(ops::CreateBackup {
+                recipient,
+                // The server writes the file: a path relative to where the command runs means
+                // nothing to it.
+                out: std::path::absolute(&out).with_context(|| out.display().to_string())?,
+            })
+        }
         Command::Service(cmd) => match cmd {
             ServiceCmd::Add {
                 id,
@@ -629,8 +605,8 @@ fn dispatch<W: WithOp>(command: Command, w: W) -> anyhow::Result<W::Output> {
         | Command::Messagelog(_)
         | Command::Anchor(_)
         | Command::Declared(_)
-        | Command::BackupKey { .. }
-        | Command::Restore { .. }
+        | Command::BackupKey(_)
+        | Command::Restore(_)
         | Command::Generated(_) => bail!("not an admin command"),
     })
 }
