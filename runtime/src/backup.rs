@@ -75,6 +75,27 @@ pub fn print_restored(manifest: &Manifest, files: usize, config: &Path, data_dir
     println!("  data directory: {}", data_dir.display());
 }
 
+/// A backup's staging directory in a data directory, where its database copies wait to go into
+/// the archive (deleted when dropped). Never backed up itself: see [`is_staging`].
+pub fn staging_dir(data_dir: &Path) -> Result<tempfile::TempDir, BackupError> {
+    tempfile::Builder::new()
+        .prefix(STAGING_PREFIX)
+        .tempdir_in(data_dir)
+        .map_err(BackupError::io(data_dir))
+}
+
+/// Whether `relative` (to the data directory) is a staging directory or in one: this backup's,
+/// or one a stopped backup left behind.
+pub fn is_staging(relative: &Path) -> bool {
+    relative
+        .components()
+        .next()
+        .and_then(|c| c.as_os_str().to_str())
+        .is_some_and(|name| name.starts_with(STAGING_PREFIX))
+}
+
+const STAGING_PREFIX: &str = ".backup-";
+
 /// The format of [`Manifest`] and the archive this code writes and reads.
 pub const FORMAT: u32 = 1;
 
@@ -621,6 +642,19 @@ mod tests {
             matches!(result, Err(BackupError::Format(ref m)) if m.contains("elsewhere/x")),
             "{result:?}"
         );
+    }
+
+    #[test]
+    fn staging_directories_are_known_by_their_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let staging = staging_dir(dir.path()).unwrap();
+        let name = Path::new(staging.path().file_name().unwrap());
+        assert!(is_staging(name));
+        assert!(is_staging(&name.join("registry.redb")));
+        assert!(is_staging(Path::new(".backup-left-behind/messagelog.redb")));
+        for other in ["backups/x.age", "tls.key", "data/.backup-x"] {
+            assert!(!is_staging(Path::new(other)), "{other}");
+        }
     }
 
     #[test]

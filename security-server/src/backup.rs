@@ -62,13 +62,7 @@ pub fn write(source: &Source, recipient: &str, out: &Path) -> Result<BackupRepor
     let config = &source.config;
     let created_at =
         runtime::time::timestamp(source.clock.unix_now().saturating_mul(1000)).to_string();
-    let staging = tempfile::Builder::new()
-        .prefix(".backup-")
-        .tempdir_in(&config.data_dir)
-        .map_err(|e| BackupError::Io {
-            path: config.data_dir.clone(),
-            source: e,
-        })?;
+    let staging = runtime::backup::staging_dir(&config.data_dir)?;
     let conf_copy = staging.path().join(CONF_DB);
     source
         .serverconf
@@ -120,12 +114,11 @@ pub fn write(source: &Source, recipient: &str, out: &Path) -> Result<BackupRepor
     .iter()
     .map(PathBuf::from)
     .collect();
-    skipped.extend(staging.path().file_name().map(PathBuf::from));
     skipped.extend(inside(out));
     skipped.extend(inside(&config.anchor));
     skipped.extend(inside(&config.messagelog.archive_dir));
     writer.add_dir("data", data_dir, &|relative| {
-        skipped.iter().any(|s| relative.starts_with(s))
+        runtime::backup::is_staging(relative) || skipped.iter().any(|s| relative.starts_with(s))
     })?;
     writer.add_file(&format!("data/{CONF_DB}"), &conf_copy)?;
     writer.add_file(&format!("data/{LOG_DB}"), &log_copy)?;

@@ -54,8 +54,6 @@ pub enum StartError {
     Replay(String),
     #[error("the body spool directory: {0}")]
     Spool(std::io::Error),
-    #[error("{0}")]
-    Opmon(String),
 }
 
 /// The listeners of a server; tests bind them to port 0.
@@ -218,14 +216,22 @@ pub async fn start(
         Arc::clone(&clock),
     );
     let metrics = Arc::new(Metrics::new());
+    // Operational data is for the operator's insight, not evidence: a store that cannot be
+    // opened is logged, and the server serves without it.
     let opmon = if config.opmon.enabled {
-        let opmon = crate::opmon::Opmon::open(
+        match crate::opmon::Opmon::open(
             &config.data_dir.join(crate::opmon::FILE),
             config.opmon.retention_days,
-        )
-        .map_err(|e| StartError::Opmon(e.to_string()))?;
-        metrics.attach_opmon(Arc::clone(&opmon));
-        Some(opmon)
+        ) {
+            Ok(opmon) => {
+                metrics.attach_opmon(Arc::clone(&opmon));
+                Some(opmon)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "operational data is off until a restart");
+                None
+            }
+        }
     } else {
         None
     };

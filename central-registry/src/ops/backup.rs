@@ -80,13 +80,7 @@ impl AdminOp for CreateBackup {
 fn write(core: &Core, recipient: &str, out: &Path, now: i64) -> Result<BackupReport, BackupError> {
     let data_dir = core.data_dir.root();
     let created_at = runtime::time::timestamp(now.saturating_mul(1000)).to_string();
-    let staging = tempfile::Builder::new()
-        .prefix(".backup-")
-        .tempdir_in(data_dir)
-        .map_err(|source| BackupError::Io {
-            path: data_dir.to_path_buf(),
-            source,
-        })?;
+    let staging = runtime::backup::staging_dir(data_dir)?;
     let db_copy = staging.path().join(DATABASE);
     core.store.snapshot_to(&db_copy)?;
     let manifest = Manifest {
@@ -102,10 +96,9 @@ fn write(core: &Core, recipient: &str, out: &Path, now: i64) -> Result<BackupRep
     let toml = core.config_toml.as_bytes();
     writer.add_reader("config/central-registry.toml", toml, toml.len() as u64)?;
     let mut skipped: Vec<PathBuf> = [DATABASE, BACKUPS_DIR].iter().map(PathBuf::from).collect();
-    skipped.extend(staging.path().file_name().map(PathBuf::from));
     skipped.extend(out.strip_prefix(data_dir).ok().map(Path::to_path_buf));
     writer.add_dir("data", data_dir, &|relative| {
-        skipped.iter().any(|s| relative.starts_with(s))
+        runtime::backup::is_staging(relative) || skipped.iter().any(|s| relative.starts_with(s))
     })?;
     writer.add_file(&format!("data/{DATABASE}"), &db_copy)?;
     let bytes = writer.finish()?;
