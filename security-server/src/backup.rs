@@ -60,8 +60,7 @@ pub struct BackupReport {
 /// Blocking: run it off the async threads.
 pub fn write(source: &Source, recipient: &str, out: &Path) -> Result<BackupReport, BackupError> {
     let config = &source.config;
-    let created_at =
-        runtime::time::timestamp(source.clock.unix_now().saturating_mul(1000)).to_string();
+    let created_at = runtime::time::rfc3339(source.clock.unix_now());
     let staging = runtime::backup::staging_dir(&config.data_dir)?;
     let conf_copy = staging.path().join(CONF_DB);
     source

@@ -280,9 +280,7 @@ impl Metrics {
         };
         if let Some(opmon) = self.opmon.get() {
             let elapsed_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
-            let now_ms = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+            let now_ms = crate::opmon::unix_ms_now();
             opmon.record(crate::opmon::OpRecord {
                 at_ms: now_ms.saturating_sub(i64::try_from(elapsed_ms).unwrap_or(i64::MAX)),
                 proxy: proxy.to_owned(),

@@ -191,7 +191,8 @@ fn write_loop(db: &Database, rx: &Receiver<OpRecord>, retention_ms: i64) {
     }
 }
 
-fn unix_ms_now() -> i64 {
+/// Now, in Unix milliseconds (records are stamped with the wall clock).
+pub(crate) fn unix_ms_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))

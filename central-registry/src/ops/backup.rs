@@ -79,7 +79,7 @@ impl AdminOp for CreateBackup {
 /// Writes a backup of the registry to `out` (absolute, new), encrypted for `recipient`.
 fn write(core: &Core, recipient: &str, out: &Path, now: i64) -> Result<BackupReport, BackupError> {
     let data_dir = core.data_dir.root();
-    let created_at = runtime::time::timestamp(now.saturating_mul(1000)).to_string();
+    let created_at = runtime::time::rfc3339(now);
     let staging = runtime::backup::staging_dir(data_dir)?;
     let db_copy = staging.path().join(DATABASE);
     core.store.snapshot_to(&db_copy)?;
