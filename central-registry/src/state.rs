@@ -310,6 +310,8 @@ pub fn build_configuration(
         registry_urls: settings.registry_urls.clone(),
         ca_certificates: settings.ca_certificates.clone(),
         parameters: Some(settings.parameters),
+        // The registry's federation agreements come with the registry's federation work.
+        federated_instances: Vec::new(),
     }
 }
 

@@ -180,4 +180,15 @@ impl Anchor {
     pub fn signing_key(&self, key_id: &KeyId) -> Option<&PublicKey> {
         self.signing_keys.iter().find(|k| &k.key_id() == key_id)
     }
+
+    /// What two operators compare out of band before they federate (DESIGN §3): the SHA-256 of
+    /// the anchor's canonical form (what [`Anchor::to_toml`] writes), in hex. Two files that
+    /// differ only in layout or comments have the same fingerprint; any change to what is
+    /// trusted changes it.
+    pub fn fingerprint(&self) -> Result<String, AnchorError> {
+        use sha2::Digest as _;
+        Ok(hex::encode(sha2::Sha256::digest(
+            self.to_toml()?.as_bytes(),
+        )))
+    }
 }

@@ -103,6 +103,13 @@ pub struct GroupInfo {
     pub members: Vec<SubsystemId>,
 }
 
+/// Another instance this one is federated with, and the anchor its operator handed over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FederatedInstance {
+    pub instance: InstanceId,
+    pub anchor: crate::Anchor,
+}
+
 /// Instance parameters, with the defaults an unset (zero) field stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Parameters {
@@ -163,6 +170,8 @@ pub struct GlobalConf {
     /// The instance CAs, the issuing one first (empty: the anchor's are in force).
     ca_certificates: Vec<Vec<u8>>,
     parameters: Parameters,
+    /// The federated instances, by identifier.
+    federated: BTreeMap<InstanceId, FederatedInstance>,
 }
 
 impl GlobalConf {
@@ -351,6 +360,32 @@ impl GlobalConf {
                 return Err(inconsistent(format!("group {id} listed twice")));
             }
         }
+        let mut federated = BTreeMap::new();
+        for f in &c.federated_instances {
+            let id: InstanceId = f.instance.parse()?;
+            if &id == instance {
+                return Err(inconsistent(format!(
+                    "instance {id} is listed as federated with itself"
+                )));
+            }
+            let anchor = crate::Anchor::parse(&f.anchor)
+                .map_err(|e| inconsistent(format!("the anchor of federated instance {id}: {e}")))?;
+            if anchor.instance() != &id {
+                return Err(inconsistent(format!(
+                    "federated instance {id} has an anchor of instance {}",
+                    anchor.instance()
+                )));
+            }
+            let entry = FederatedInstance {
+                instance: id.clone(),
+                anchor,
+            };
+            if federated.insert(id.clone(), entry).is_some() {
+                return Err(inconsistent(format!(
+                    "federated instance {id} listed twice"
+                )));
+            }
+        }
         for der in &c.ca_certificates {
             certs::certificate_info(der)
                 .map_err(|e| inconsistent(format!("instance CA certificate: {e}")))?;
@@ -372,6 +407,7 @@ impl GlobalConf {
             registry_urls: c.registry_urls.clone(),
             ca_certificates: c.ca_certificates.clone(),
             parameters: Parameters::from_proto(c.parameters.as_ref()),
+            federated,
         })
     }
 
@@ -412,6 +448,14 @@ impl GlobalConf {
         } else {
             self.ca_certificates.clone()
         }
+    }
+    /// The instances this one is federated with, by identifier.
+    pub fn federated_instances(&self) -> impl Iterator<Item = &FederatedInstance> {
+        self.federated.values()
+    }
+    /// The anchor of a federated instance, if this configuration lists it.
+    pub fn federated(&self, instance: &InstanceId) -> Option<&crate::Anchor> {
+        self.federated.get(instance).map(|f| &f.anchor)
     }
     pub fn members(&self) -> impl Iterator<Item = &MemberInfo> {
         self.members.values()

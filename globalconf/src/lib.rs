@@ -20,7 +20,9 @@ pub mod signed;
 pub mod testing;
 
 pub use anchor::{Anchor, AnchorError};
-pub use conf::{GlobalConf, GroupInfo, MemberInfo, MemberKey, Parameters, ServerInfo};
+pub use conf::{
+    FederatedInstance, GlobalConf, GroupInfo, MemberInfo, MemberKey, Parameters, ServerInfo,
+};
 pub use id::{
     ClientId, GlobalGroupId, IdError, InstanceId, MemberId, SecurityServerId, ServiceId,
     SubsystemId,

@@ -36,6 +36,7 @@ impl ConfBuilder {
                 registry_urls: vec!["https://127.0.0.1:1".into()],
                 ca_certificates: Vec::new(),
                 parameters: None,
+                federated_instances: Vec::new(),
             },
         }
     }
@@ -156,6 +157,15 @@ impl ConfBuilder {
             id: id.into(),
             description: id.rsplit('/').next().unwrap_or(id).into(),
             members: members.iter().map(|m| (*m).to_owned()).collect(),
+        });
+        self
+    }
+
+    /// Lists another instance as federated with this one, under `anchor`.
+    pub fn federated(mut self, anchor: &crate::Anchor) -> Self {
+        self.pb.federated_instances.push(pb::FederatedInstance {
+            instance: anchor.instance().to_string(),
+            anchor: anchor.to_toml().unwrap_or_default(),
         });
         self
     }

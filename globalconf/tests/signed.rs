@@ -196,6 +196,57 @@ fn anchor_round_trips_through_its_file_form() {
 }
 
 #[test]
+fn a_configuration_lists_federated_instances_with_their_anchors() {
+    let key = SigningKey::from_seed([1; 32]);
+    let fi_key = SigningKey::from_seed([9; 32]);
+    let fi = Anchor::new(
+        "FI".parse::<InstanceId>().unwrap(),
+        vec!["https://127.0.0.1:42001".into()],
+        ca_pem(),
+        vec![fi_key.public_key()],
+    )
+    .unwrap();
+    let anchor = anchor_for(&[&key]);
+    let listed = ConfBuilder::from_proto(configuration(3))
+        .federated(&fi)
+        .proto();
+    let verified = signed::verify(&signed::sign(&listed, &key), &anchor).unwrap();
+    let fi_id: InstanceId = "FI".parse().unwrap();
+    assert_eq!(verified.conf().federated(&fi_id), Some(&fi));
+    assert_eq!(verified.conf().federated_instances().count(), 1);
+    assert_eq!(verified.conf().federated(&"EE".parse().unwrap()), None);
+
+    // The fingerprint is of what is trusted, not of the file's layout.
+    let reformatted = format!("# from FI's operator\n{}", fi.to_toml().unwrap());
+    assert_eq!(
+        Anchor::parse(&reformatted).unwrap().fingerprint().unwrap(),
+        fi.fingerprint().unwrap()
+    );
+    assert_ne!(fi.fingerprint().unwrap(), anchor.fingerprint().unwrap());
+
+    // Federated with itself, twice, or under an anchor of another instance: refused.
+    let with_itself = ConfBuilder::from_proto(configuration(3))
+        .federated(&anchor)
+        .proto();
+    assert!(signed::verify(&signed::sign(&with_itself, &key), &anchor).is_err());
+    let twice = ConfBuilder::from_proto(configuration(3))
+        .federated(&fi)
+        .federated(&fi)
+        .proto();
+    assert!(signed::verify(&signed::sign(&twice, &key), &anchor).is_err());
+    let mut mislabelled = ConfBuilder::from_proto(configuration(3))
+        .federated(&fi)
+        .proto();
+    mislabelled.federated_instances[0].instance = "EE".into();
+    assert!(signed::verify(&signed::sign(&mislabelled, &key), &anchor).is_err());
+    let mut garbled = ConfBuilder::from_proto(configuration(3))
+        .federated(&fi)
+        .proto();
+    garbled.federated_instances[0].anchor = "instance = ".into();
+    assert!(signed::verify(&signed::sign(&garbled, &key), &anchor).is_err());
+}
+
+#[test]
 fn servers_follow_a_signing_key_rollover_and_refuse_the_retired_key() {
     let k0 = SigningKey::from_seed([1; 32]);
     let k1 = SigningKey::from_seed([2; 32]);

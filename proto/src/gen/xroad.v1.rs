@@ -30,6 +30,20 @@ pub struct GlobalConfiguration {
     /// configurations from before CA rollover, when the anchor's stay in force.
     #[prost(bytes = "vec", repeated, tag = "10")]
     pub ca_certificates: ::prost::alloc::vec::Vec<::prost::alloc::vec::Vec<u8>>,
+    /// The other instances this one is federated with (DESIGN §3): an agreement both operators
+    /// made out of band. Security servers fetch and verify each one's configuration under the
+    /// anchor given here, and trust its servers and member keys only through that configuration.
+    #[prost(message, repeated, tag = "11")]
+    pub federated_instances: ::prost::alloc::vec::Vec<FederatedInstance>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct FederatedInstance {
+    /// The other instance's identifier, e.g. "FI"; the anchor's.
+    #[prost(string, tag = "1")]
+    pub instance: ::prost::alloc::string::String,
+    /// The other instance's anchor file (TOML), as its operator handed it over.
+    #[prost(string, tag = "2")]
+    pub anchor: ::prost::alloc::string::String,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct Member {
@@ -363,11 +377,15 @@ pub struct ExchangeResponse {
     #[prost(uint64, optional, tag = "3")]
     pub body_length: ::core::option::Option<u64>,
 }
-#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct GetConfigurationRequest {
     /// The serial the caller already holds; 0 if none.
     #[prost(uint64, tag = "1")]
     pub have_serial: u64,
+    /// Whose configuration: empty for the answering server's own instance, else a federated
+    /// instance whose configuration the server holds and relays.
+    #[prost(string, tag = "2")]
+    pub instance: ::prost::alloc::string::String,
 }
 /// One entry of a security server's message log. Its encoding is a Merkle leaf (RFC 6962:
 /// SHA-256(0x00 || bytes)). The body is not part of the record: the signed header carries its
