@@ -234,12 +234,30 @@ fn check_headers(headers: &[pb::Header]) -> Result<(), String> {
     Ok(())
 }
 
+/// The configurations a request is checked against: the client's instance's (its servers and
+/// member keys) and the provider server's own (what it hosts). The same one, unless the client
+/// belongs to a federated instance.
+#[derive(Debug, Clone, Copy)]
+pub struct Confs<'c> {
+    pub client: &'c GlobalConf,
+    pub own: &'c GlobalConf,
+}
+
+impl<'c> From<&'c GlobalConf> for Confs<'c> {
+    fn from(conf: &'c GlobalConf) -> Self {
+        Self {
+            client: conf,
+            own: conf,
+        }
+    }
+}
+
 /// The provider's server's checks of one request (see the module table for order and codes).
 #[allow(clippy::too_many_arguments)]
-pub fn verify_request(
+pub fn verify_request<'c>(
     signed: &pb::SignedHeader,
     body_sha256: &[u8; 32],
-    conf: &GlobalConf,
+    confs: impl Into<Confs<'c>>,
     peer_cert_sha256: &[u8; 32],
     this_server: &SecurityServerId,
     now_unix: i64,
@@ -248,6 +266,7 @@ pub fn verify_request(
 ) -> Result<VerifiedRequest, XRoadError> {
     use ServerProxyCode as c;
     let reject = |code: ServerProxyCode, msg: String| XRoadError::new(code, msg);
+    let Confs { client: conf, own } = confs.into();
 
     // (1) The key, the signature over the exact bytes, then decoding.
     let (key_id, signer_member, _) = verify_envelope(
@@ -397,7 +416,7 @@ pub fn verify_request(
         })?;
 
     // (5) The service is hosted here.
-    let hosted = conf
+    let hosted = own
         .server(this_server)
         .is_some_and(|s| s.hosted.contains(service.subsystem()));
     if !hosted {

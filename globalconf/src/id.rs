@@ -163,6 +163,10 @@ impl MemberId {
     pub fn instance(&self) -> &str {
         &self.instance
     }
+    /// The instance the member belongs to.
+    pub fn instance_id(&self) -> InstanceId {
+        InstanceId(self.instance.clone())
+    }
     pub fn class(&self) -> &str {
         &self.class
     }

@@ -57,6 +57,9 @@ pub struct ConfClient {
     /// How long one download from a registry or a peer may take.
     fetch_timeout: Duration,
     clock: Arc<dyn Clock>,
+    /// For a federated instance's configuration: this server's own instance's configuration,
+    /// whose servers relay the other instance's too (DESIGN §4 (b)).
+    relays: Option<watch::Receiver<Option<VerifiedConf>>>,
 }
 
 impl ConfClient {
@@ -109,7 +112,16 @@ impl ConfClient {
             poll_override,
             fetch_timeout,
             clock,
+            relays: None,
         })
+    }
+
+    /// Makes this the client of a federated instance's configuration: when its registries do
+    /// not answer, the servers of `own` (this server's instance) are asked for it as well as
+    /// the other instance's servers.
+    pub fn relayed_by(mut self, own: watch::Receiver<Option<VerifiedConf>>) -> Self {
+        self.relays = Some(own);
+        self
     }
 
     pub fn current(&self) -> Option<VerifiedConf> {
@@ -244,12 +256,21 @@ impl ConfClient {
         &self,
         failures: &mut Vec<String>,
     ) -> Result<Option<Refreshed>, RefreshError> {
-        let Some(held) = self.current() else {
+        // The configuration's own servers, then (for a federated instance) this server's
+        // instance's servers, which relay it.
+        let mut servers: Vec<globalconf::ServerInfo> = self
+            .current()
+            .map(|held| held.conf().servers().cloned().collect())
+            .unwrap_or_default();
+        if let Some(own) = self.relays.as_ref().and_then(|r| r.borrow().clone()) {
+            servers.extend(own.conf().servers().cloned());
+        }
+        if servers.is_empty() {
             failures.push("no configuration held, so no peers known".into());
             return Ok(None);
-        };
+        }
         let mut best: Option<Refreshed> = None;
-        for server in held.conf().servers() {
+        for server in &servers {
             if server.id == self.own_id {
                 continue;
             }
@@ -263,6 +284,7 @@ impl ConfClient {
                 };
                 let request = pb::GetConfigurationRequest {
                     have_serial: self.current().map_or(0, |c| c.serial()),
+                    instance: self.anchor.instance().to_string(),
                 };
                 let answer =
                     tokio::time::timeout(self.fetch_timeout, client.get_configuration(request))

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use globalconf::{SecurityServerId, SubsystemId};
+use globalconf::{InstanceId, SecurityServerId, SubsystemId};
 use serde::{Deserialize, Serialize};
 
 /// Why a configuration file cannot be used.
@@ -50,6 +50,17 @@ pub struct Config {
     /// that every node of a cluster loads (`[declared]`; docs/clusters.md); absent, they are
     /// changed through the admin API.
     pub declared: Option<DeclaredConfig>,
+    /// Which federated instances this server talks to (`[federation]`; docs/federation.md).
+    pub federation: FederationConfig,
+}
+
+/// `[federation]`: the other instances this server exchanges with. An instance is talked to
+/// only when it is listed here and the own registry's configuration lists it as federated;
+/// by default none is, as in X-Road.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FederationConfig {
+    pub instances: Vec<InstanceId>,
 }
 
 /// `[opmon]`: operational data of every exchange (client, service, sizes, duration, outcome),
@@ -377,6 +388,7 @@ impl Default for Config {
             opmon: OpmonConfig::default(),
             hsm: None,
             declared: None,
+            federation: FederationConfig::default(),
         }
     }
 }

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use certs::{CaRoots, Clock, Domain, KeyId, SigningKey, SystemClock, TlsIdentity};
-use globalconf::{Anchor, MemberId, SecurityServerId};
+use globalconf::{Anchor, InstanceId, MemberId, SecurityServerId};
 use prost::Message;
 use proto::v1 as pb;
 use serde::Deserialize;
@@ -93,6 +93,12 @@ impl Paths {
     }
     pub fn stored_globalconf(&self) -> PathBuf {
         self.data_dir.join("globalconf.bin")
+    }
+    /// Where the configuration of a federated instance is kept.
+    pub fn stored_federated_globalconf(&self, instance: &InstanceId) -> PathBuf {
+        self.data_dir
+            .join("federation")
+            .join(format!("{instance}.globalconf.bin"))
     }
     pub fn signing_dir(&self, member: &MemberId) -> PathBuf {
         self.data_dir

@@ -15,6 +15,8 @@
 //! - [`client_auth`]: how each hosted subsystem's information systems must connect.
 //! - [`peer`]: connections to peer servers over pinned mutual TLS; one `Exchange` on the wire.
 //! - [`confclient`]: holds the verified global configuration; polls registries, then peers.
+//! - [`federation`]: the federated instances this server talks to, each one's configuration
+//!   held by a [`confclient`] of its own; their servers' pins.
 //! - [`renewal`]: renews the TLS certificate before it expires, without a restart.
 //! - [`rotation`]: makes a new member signing key and asks the registry to list it.
 //! - [`metrics`]: Prometheus metrics (prometheus-client).
@@ -38,6 +40,7 @@ pub mod confclient;
 pub mod config;
 pub mod declared;
 pub mod error;
+pub mod federation;
 pub mod identity;
 pub mod keys;
 pub mod log;

@@ -14,6 +14,7 @@ use tokio::task::JoinSet;
 use crate::admin::Admin;
 use crate::confclient::ConfClient;
 use crate::config::Config;
+use crate::federation::Federation;
 use crate::identity::{Identity, IdentityError, Paths};
 use crate::keys::MemberKeys;
 use crate::log::{Checkpointer, MessageLogger};
@@ -93,6 +94,8 @@ pub struct RunningServer {
     /// The message log (DESIGN §6).
     pub log: msglog::MessageLog,
     pub conf: Arc<ConfClient>,
+    /// The federated instances' configurations.
+    pub federation: Arc<Federation>,
     /// Services and access rights; changes apply to the next request.
     pub serverconf: Arc<ServerConf>,
     pub client_proxy_addr: SocketAddr,
@@ -215,6 +218,22 @@ pub async fn start(
         log_config.body_logging_off.clone(),
         Arc::clone(&clock),
     );
+    let federation = Arc::new(
+        Federation::new(
+            Arc::clone(&conf),
+            crate::federation::Settings {
+                allowed: config.federation.instances.clone(),
+                paths: Paths::new(&config.data_dir),
+                own_id: identity.server_id.clone(),
+                fetch_timeout: config.fetch_timeout(),
+                poll_override,
+            },
+            Arc::clone(&peers),
+            Arc::clone(&clock),
+        )
+        .with_history(log.clone()),
+    );
+    tasks.spawn(Arc::clone(&federation).run(shutdown.clone()));
     let metrics = Arc::new(Metrics::new());
     // Operational data is for the operator's insight, not evidence: a store that cannot be
     // opened is logged, and the server serves without it.
@@ -260,7 +279,7 @@ pub async fn start(
             skew_override,
             serverconf: Arc::clone(&serverconf),
         },
-        Arc::clone(&conf),
+        Arc::clone(&federation),
         Arc::clone(&keys),
         Arc::clone(&peers),
         Arc::clone(&clock),
@@ -288,10 +307,14 @@ pub async fn start(
         shutdown.clone(),
     ));
 
-    let peer_tls = crate::peer::server_tls(&tls_identity, conf.subscribe())?;
+    // Peers are pinned against the own configuration and the federated instances'.
+    let peer_tls = Arc::new(tls_identity.pinned_server_config(
+        Arc::clone(&federation) as Arc<dyn certs::PinPolicy>,
+        &[crate::peer::pool::ALPN_H2],
+    )?);
     let server_proxy = Arc::new(ServerProxy {
         this: identity.server_id.clone(),
-        conf: Arc::clone(&conf),
+        confs: Arc::clone(&federation),
         serverconf: Arc::clone(&serverconf),
         keys: Arc::clone(&keys),
         replay: ReplayCache::new(replay_window, exchange.replay_cache_entries),
@@ -317,11 +340,9 @@ pub async fn start(
         .map_err(|e| StartError::Replay(e.to_string()))?;
     }
     // Bounded concurrency bounds the memory peers' bodies can take (each at most max_message).
-    let peer_router = PeerService::new(conf.subscribe(), server_proxy)
-        .router(max_message)
-        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
-            exchange.max_concurrent_exchanges,
-        ));
+    let peer_router = PeerService::new(server_proxy).router(max_message).layer(
+        tower::limit::GlobalConcurrencyLimitLayer::new(exchange.max_concurrent_exchanges),
+    );
     tasks.spawn(serve(
         "server proxy",
         listeners.server_proxy,
@@ -344,6 +365,7 @@ pub async fn start(
     .with_renewal(Arc::clone(&renewal))
     .with_declared(declared_status)
     .with_opmon(opmon)
+    .with_federation(Arc::clone(&federation))
     .with_backup(crate::backup::Source {
         config: config.clone(),
         server_id: identity.server_id.clone(),
@@ -416,6 +438,7 @@ pub async fn start(
     Ok(RunningServer {
         log,
         conf,
+        federation,
         serverconf,
         client_proxy_addr,
         client_proxy_tls_addr,

@@ -40,6 +40,7 @@ pub struct Admin {
     backup: Option<Arc<crate::backup::Source>>,
     declared: Option<Arc<std::sync::Mutex<crate::declared::DeclaredStatus>>>,
     opmon: Option<Arc<crate::opmon::Opmon>>,
+    federation: Option<Arc<crate::federation::Federation>>,
 }
 
 /// What went wrong with an admin request, and what the caller is told.
@@ -177,6 +178,7 @@ impl Admin {
             backup: None,
             declared: None,
             opmon: None,
+            federation: None,
         }
     }
 
@@ -198,6 +200,12 @@ impl Admin {
     /// Answers `GET /v1/operational` from `opmon`.
     pub fn with_opmon(mut self, opmon: Option<Arc<crate::opmon::Opmon>>) -> Self {
         self.opmon = opmon;
+        self
+    }
+
+    /// Shows the federated instances in `status`.
+    pub fn with_federation(mut self, federation: Arc<crate::federation::Federation>) -> Self {
+        self.federation = Some(federation);
         self
     }
 

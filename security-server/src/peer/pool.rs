@@ -157,16 +157,25 @@ impl PeerPool {
         Ok(self.wrap(channel))
     }
 
-    /// Forgets channels to servers or certificates the configuration no longer lists, and those
-    /// made with a certificate this server no longer presents.
+    /// Forgets channels to servers of the configuration's instance, or certificates, that it no
+    /// longer lists, and those made with a certificate this server no longer presents. Channels
+    /// to other (federated) instances' servers are that instance's configuration's to judge.
     pub fn retain(&self, conf: &globalconf::GlobalConf) {
         let own = self.identity.leaf_sha256();
+        let instance = conf.instance().as_str();
         self.lock().retain(|(id, _, pins, with), _| {
             *with == own
-                && conf
-                    .server(id)
-                    .is_some_and(|s| s.pins().eq(pins.iter().copied()))
+                && (id.owner().instance() != instance
+                    || conf
+                        .server(id)
+                        .is_some_and(|s| s.pins().eq(pins.iter().copied())))
         });
+    }
+
+    /// Forgets every channel to a server of `instance` (the federation with it ended).
+    pub fn forget_instance(&self, instance: &globalconf::InstanceId) {
+        self.lock()
+            .retain(|(id, ..), _| id.owner().instance() != instance.as_str());
     }
 
     #[allow(clippy::type_complexity)]

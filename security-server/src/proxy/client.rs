@@ -27,8 +27,8 @@ use exchange::rest::{self, ClientCall, ClientRequest, ResponseMeta};
 use exchange::{ClientCode, ClientProxyCode, ErrorFormat, XRoadError};
 
 use crate::client_auth;
-use crate::confclient::ConfClient;
 use crate::error::error_response;
+use crate::federation::{Federation, Refusal};
 use crate::keys::MemberKeys;
 use crate::log::{Failed, Logged, MessageLogger, Queued};
 use crate::metrics::{self, Metrics};
@@ -95,7 +95,8 @@ pub struct ClientProxySettings {
 #[derive(Debug)]
 struct Inner {
     settings: ClientProxySettings,
-    conf: Arc<ConfClient>,
+    /// The own configuration and the federated instances'.
+    confs: Arc<Federation>,
     keys: Arc<MemberKeys>,
     peers: Arc<PeerPool>,
     clock: Arc<dyn Clock>,
@@ -112,7 +113,7 @@ pub struct ClientProxy {
 impl ClientProxy {
     pub fn new(
         settings: ClientProxySettings,
-        conf: Arc<ConfClient>,
+        confs: Arc<Federation>,
         keys: Arc<MemberKeys>,
         peers: Arc<PeerPool>,
         clock: Arc<dyn Clock>,
@@ -122,7 +123,7 @@ impl ClientProxy {
         Self {
             inner: Arc::new(Inner {
                 settings,
-                conf,
+                confs,
                 keys,
                 peers,
                 clock,
@@ -192,11 +193,20 @@ impl Inner {
         parties: &mut Option<metrics::Parties>,
     ) -> Result<Response, XRoadError> {
         let conf = self
-            .conf
+            .confs
+            .own()
             .valid_now()
             .map_err(XRoadError::outdated_globalconf)?;
         let (parts, body) = request.into_parts();
         let request = match rest::parse_call(&parts)? {
+            // Another instance's clients come from its configuration (as X-Road's
+            // `listClients?xRoadInstance=FI` does).
+            ClientCall::ListClients {
+                instance: Some(instance),
+            } if &instance != conf.conf().instance() => {
+                let theirs = self.confs.conf_for(&instance).map_err(refused)?;
+                return Ok(list_clients(theirs.conf(), Some(&instance), &parts));
+            }
             ClientCall::ListClients { instance } => {
                 return Ok(list_clients(conf.conf(), instance.as_ref(), &parts));
             }
@@ -335,7 +345,15 @@ impl Inner {
             ));
         }
         let provider = request.service.subsystem();
-        let hosting = conf.servers_hosting(provider);
+        // The provider's instance's configuration says who hosts it, and under which keys its
+        // answer is signed: this one's, or a federated instance's.
+        let provider_instance = instance_of(provider);
+        let theirs = if &provider_instance == conf.instance() {
+            verified_conf.clone()
+        } else {
+            self.confs.conf_for(&provider_instance).map_err(refused)?
+        };
+        let hosting = theirs.conf().servers_hosting(provider);
         let candidates: Vec<SecurityServerId> = match &request.target_server {
             Some(t) if hosting.contains(t) => vec![t.clone()],
             Some(t) => {
@@ -365,7 +383,7 @@ impl Inner {
 
         let mut failures = Vec::new();
         for server_id in candidates {
-            let Some(server) = conf.server(&server_id) else {
+            let Some(server) = theirs.conf().server(&server_id) else {
                 continue;
             };
             for address in &server.addresses {
@@ -416,7 +434,7 @@ impl Inner {
                     Ok(Some((answer, confirmation))) => {
                         self.health.succeeded(&server_id);
                         self.respond(
-                            verified_conf,
+                            &theirs,
                             (&request, &request_id),
                             &context,
                             (answer, confirmation),
@@ -566,6 +584,24 @@ impl Inner {
         )
         .map_err(internal)?;
         Ok(response)
+    }
+}
+
+/// The instance a subsystem belongs to.
+fn instance_of(subsystem: &SubsystemId) -> InstanceId {
+    subsystem.member().instance_id()
+}
+
+/// Why another instance's configuration cannot be used, as the client's X-Road error: an
+/// instance this server does not exchange with is unknown to it, as in X-Road
+/// (`UnknownMember`); an expired or missing configuration is `OutdatedGlobalConf`.
+fn refused(refusal: Refusal) -> XRoadError {
+    match refusal {
+        Refusal::Own(m) => XRoadError::outdated_globalconf(m),
+        r @ Refusal::Outdated(..) => XRoadError::outdated_globalconf(r.to_string()),
+        r @ (Refusal::NotFederated { .. } | Refusal::NotAllowed(_)) => {
+            XRoadError::new(ClientProxyCode::UnknownMember, r.to_string())
+        }
     }
 }
 

@@ -5,9 +5,8 @@
 use std::sync::Arc;
 
 use exchange::{ServerProxyCode, XRoadError};
-use globalconf::VerifiedConf;
+use globalconf::InstanceId;
 use proto::v1 as pb;
-use tokio::sync::watch;
 
 use crate::log::witness;
 use crate::peer::wire::{AnswerThenConfirm, error_to_status};
@@ -16,13 +15,12 @@ use crate::proxy::server::ServerProxy;
 /// The peer-facing gRPC service of this server.
 #[derive(Debug, Clone)]
 pub struct PeerService {
-    conf: watch::Receiver<Option<VerifiedConf>>,
     proxy: Arc<ServerProxy>,
 }
 
 impl PeerService {
-    pub fn new(conf: watch::Receiver<Option<VerifiedConf>>, proxy: Arc<ServerProxy>) -> Self {
-        Self { conf, proxy }
+    pub fn new(proxy: Arc<ServerProxy>) -> Self {
+        Self { proxy }
     }
 
     /// `max_message`: the largest gRPC message either way.
@@ -65,7 +63,8 @@ impl pb::peer_server::Peer for PeerService {
         let proxy = &self.proxy;
         let result = async {
             let conf = proxy
-                .conf
+                .confs
+                .own()
                 .valid_now()
                 .map_err(|m| XRoadError::new(ServerProxyCode::OutdatedGlobalConf, m))?;
             let conf = conf.conf();
@@ -119,18 +118,46 @@ impl pb::peer_server::Peer for PeerService {
             .extensions()
             .get::<runtime::PeerCertificate>()
             .map(|p| p.0);
+        let request = request.into_inner();
         let envelope = {
-            let held = self.conf.borrow();
-            let held = held
-                .as_ref()
+            let confs = &self.proxy.confs;
+            let own = confs
+                .own()
+                .current()
                 .ok_or_else(|| tonic::Status::unavailable("this server holds no configuration"))?;
-            // The handshake checked the certificate against the configuration of that moment;
-            // a pooled connection outlives it, so a server removed since is refused here.
-            if peer.is_none_or(|p| held.conf().server_by_cert(&p).is_none()) {
+            // The handshake checked the certificate against the configurations of that moment;
+            // a pooled connection outlives them, so a server removed since is refused here. A
+            // federated instance's server is known through that instance's configuration.
+            let listed = peer.is_some_and(|p| {
+                own.conf().server_by_cert(&p).is_some()
+                    || own.conf().federated_instances().any(|f| {
+                        confs
+                            .held(&f.instance)
+                            .is_some_and(|c| c.conf().server_by_cert(&p).is_some())
+                    })
+            });
+            if !listed {
                 return Err(tonic::Status::permission_denied(
-                    "the configuration this server holds does not list the caller",
+                    "the configurations this server holds do not list the caller",
                 ));
             }
+            // Whose: the own instance's (also when the caller does not say), or a federated
+            // instance's that this server holds and relays.
+            let held = if request.instance.is_empty() {
+                Some(own)
+            } else {
+                let instance: InstanceId = request
+                    .instance
+                    .parse()
+                    .map_err(|_| tonic::Status::invalid_argument("malformed instance"))?;
+                confs.held(&instance)
+            };
+            let held = held.ok_or_else(|| {
+                tonic::Status::not_found(format!(
+                    "this server holds no configuration of instance {}",
+                    request.instance
+                ))
+            })?;
             held.envelope().to_vec()
         };
         // The stored envelope was produced by prost and checked to have no unknown data, so

@@ -18,7 +18,7 @@ use exchange::openapi;
 use exchange::replay::ReplayCache;
 use exchange::{Authorized, HashedBody, MetaCall, ServerProxyCode, XRoadError};
 
-use crate::confclient::ConfClient;
+use crate::federation::{Federation, Refusal};
 use crate::keys::MemberKeys;
 use crate::log::{Durable, Logged, MessageLogger};
 use crate::metrics::{self, Metrics};
@@ -32,7 +32,8 @@ use crate::usage;
 #[derive(Debug)]
 pub struct ServerProxy {
     pub this: SecurityServerId,
-    pub conf: Arc<ConfClient>,
+    /// The own configuration and the federated instances' (a client may be of either).
+    pub confs: Arc<Federation>,
     pub serverconf: Arc<ServerConf>,
     pub keys: Arc<MemberKeys>,
     pub replay: ReplayCache,
@@ -109,17 +110,30 @@ impl ServerProxy {
         request: &mut tonic::Streaming<pb::ExchangeRequest>,
         parties: &mut Option<metrics::Parties>,
     ) -> Result<((pb::SignedHeader, MessageBody), Durable), XRoadError> {
-        let conf = self
-            .conf
+        let own = self
+            .confs
+            .own()
             .valid_now()
             .map_err(|m| XRoadError::new(ServerProxyCode::OutdatedGlobalConf, m))?;
-        let conf = conf.conf();
+        let conf = own.conf();
         let peer = peer_cert_sha256.ok_or_else(|| {
             XRoadError::new(
                 ServerProxyCode::UnauthenticatedPeer,
                 "no client certificate",
             )
         })?;
+        // The configuration that lists the peer says who its clients are and which keys they
+        // sign with: this instance's, or a federated one's.
+        let theirs = self
+            .confs
+            .conf_of_peer(&peer)
+            .map_err(|r| match r {
+                Refusal::Own(m) | Refusal::Outdated(_, m) => {
+                    XRoadError::new(ServerProxyCode::OutdatedGlobalConf, m)
+                }
+                r => XRoadError::new(ServerProxyCode::UnauthenticatedPeer, r.to_string()),
+            })?
+            .unwrap_or_else(|| own.clone());
         let invalid = |m: String| XRoadError::new(ServerProxyCode::InvalidMessage, m);
         let first = request
             .message()
@@ -151,7 +165,10 @@ impl ServerProxy {
         let verified = message::verify_request(
             &header,
             body.sha256(),
-            conf,
+            message::Confs {
+                client: theirs.conf(),
+                own: conf,
+            },
             &peer,
             &self.this,
             now,

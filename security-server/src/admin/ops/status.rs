@@ -31,6 +31,9 @@ pub struct ServerStatus {
     /// Where the declared configuration stands (`[declared]`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub declared: Option<crate::declared::DeclaredStatus>,
+    /// The federated instances the registry lists, and whether this server talks to each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub federation: Vec<crate::federation::FederatedStatus>,
 }
 
 /// The global configuration a server holds.
@@ -70,6 +73,11 @@ impl AdminOp for Status {
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .clone()
             }),
+            federation: admin
+                .federation
+                .as_ref()
+                .map(|f| f.status())
+                .unwrap_or_default(),
         })
     }
     fn text(&self, status: &ServerStatus) -> String {
@@ -300,6 +308,20 @@ fn status_text(s: &ServerStatus) -> String {
         if let Some(e) = &d.error {
             lines.push(format!("                not applied: {e}"));
         }
+    }
+    for f in &s.federation {
+        lines.push(format!(
+            "federated:      {} (anchor {}): {}",
+            f.instance,
+            &f.fingerprint[..f.fingerprint.len().min(16)],
+            match (&f.problem, f.serial, f.expires_at) {
+                (Some(p), _, _) => p.clone(),
+                (None, Some(serial), Some(expires)) => {
+                    format!("serial {serial}, expires {}", rfc3339(expires))
+                }
+                _ => "no configuration held yet".to_owned(),
+            }
+        ));
     }
     lines.into_iter().map(|l| l + "\n").collect()
 }
