@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use globalconf::{MemberId, SubsystemId};
+use globalconf::{InstanceId, MemberId, SubsystemId};
 use http::HeaderName;
 use serde::{Deserialize, Serialize};
 
@@ -228,6 +228,10 @@ pub struct Config {
     pub secure_cookies: bool,
     /// Subsystems to ask; absent means every subsystem `listClients` names.
     pub targets: Option<Vec<SubsystemId>>,
+    /// Federated instances whose members are asked too (their subsystems from
+    /// `listClients?xRoadInstance=…`). The portal's security server must talk to them, and
+    /// their providers grant the portal `findUsage`, as this instance's do.
+    pub federated_instances: Vec<InstanceId>,
     /// Where residents get the federation's anchor file, shown beside the verification help.
     pub verify_hint: Option<String>,
     /// The time zone access times are shown in (an IANA name; default `Asia/Tokyo`).
@@ -259,6 +263,7 @@ impl Default for Config {
             session_ttl_secs: 1800,
             secure_cookies: false,
             targets: None,
+            federated_instances: Vec::new(),
             verify_hint: None,
             time_zone: DEFAULT_TIME_ZONE.to_owned(),
             log_format: "text".to_owned(),

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use globalconf::id::encode_part;
-use globalconf::{SecurityServerId, SubsystemId};
+use globalconf::{InstanceId, SecurityServerId, SubsystemId};
 use http::Method;
 use runtime::{ClientError, HttpClient, Response};
 use tokio::sync::Semaphore;
@@ -60,6 +60,8 @@ struct Inner {
     max_records: usize,
     max_parallel: usize,
     targets: Option<Vec<SubsystemId>>,
+    /// `federated_instances`: whose members are listed and asked too.
+    federated: Vec<InstanceId>,
     /// `[[identifiers]]`: member → the login claim it knows residents by.
     identifiers: Vec<crate::config::IdentifierRule>,
 }
@@ -83,6 +85,7 @@ impl Gateway {
                 max_records: config.max_records_per_provider,
                 max_parallel: config.max_parallel,
                 targets: config.targets.clone(),
+                federated: config.federated_instances.clone(),
                 identifiers: config.identifiers.clone(),
             }),
         })
@@ -97,9 +100,31 @@ impl Gateway {
             .is_none_or(|targets| targets.contains(provider))
     }
 
-    /// `GET /listClients`.
+    /// `GET /listClients`, and `GET /listClients?xRoadInstance=…` of each federated instance.
+    /// A federated instance whose list cannot be had is left out (and logged): this
+    /// instance's members are still asked.
     pub async fn directory(&self) -> Result<Directory, GatewayError> {
-        let url = format!("{}/listClients", self.inner.base);
+        let mut directory = self.list_clients(None).await?;
+        for instance in &self.inner.federated {
+            match self.list_clients(Some(instance)).await {
+                Ok(theirs) => directory.extend(theirs),
+                Err(e) => {
+                    tracing::warn!(%instance, error = %e, "cannot list a federated instance's members; asking only the others")
+                }
+            }
+        }
+        Ok(directory)
+    }
+
+    async fn list_clients(&self, instance: Option<&InstanceId>) -> Result<Directory, GatewayError> {
+        let url = match instance {
+            None => format!("{}/listClients", self.inner.base),
+            Some(i) => format!(
+                "{}/listClients?xRoadInstance={}",
+                self.inner.base,
+                encode_part(i.as_str())
+            ),
+        };
         let answer = self
             .inner
             .http

@@ -287,6 +287,18 @@ impl Directory {
         Ok(directory)
     }
 
+    /// Adds another instance's `listClients` answer (a federated instance's members).
+    pub fn extend(&mut self, other: Directory) {
+        self.members.extend(other.members);
+        self.servers.extend(other.servers);
+        for (id, name) in other.subsystems {
+            if !self.subsystems.iter().any(|(s, _)| *s == id) {
+                self.subsystems.push((id, name));
+            }
+        }
+        self.subsystems.sort_by(|a, b| a.0.cmp(&b.0));
+    }
+
     /// The security servers that host `id`, as `listClients` named them (none when it did not).
     pub fn servers_of(&self, id: &SubsystemId) -> &[SecurityServerId] {
         self.servers.get(id).map(Vec::as_slice).unwrap_or(&[])
