@@ -33,6 +33,11 @@ struct ExchangeLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InstanceLabels {
+    instance: Escaped,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ProxyLabels {
     proxy: &'static str,
 }
@@ -96,6 +101,9 @@ pub struct Metrics {
     opmon: std::sync::OnceLock<Arc<crate::opmon::Opmon>>,
     latency: Family<ProxyLabels, Histogram, fn() -> Histogram>,
     globalconf: ConfGauges,
+    /// Each federated instance's configuration, set at each scrape.
+    federated_expires_in: Family<InstanceLabels, Gauge>,
+    federated_usable: Family<InstanceLabels, Gauge>,
     /// The message log's checkpoint state.
     pub log: LogGauges,
     process: runtime::metrics::ProcessMetrics,
@@ -234,16 +242,51 @@ impl Metrics {
             "Witnesses that cosigned the newest checkpoint.",
             log.cosignatures.clone(),
         );
+        let federated_expires_in = Family::<InstanceLabels, Gauge>::default();
+        registry.register(
+            "xroad_federated_globalconf_expires_in_seconds",
+            "Seconds until the held configuration of a federated instance expires (negative: \
+             expired), by instance.",
+            federated_expires_in.clone(),
+        );
+        let federated_usable = Family::<InstanceLabels, Gauge>::default();
+        registry.register(
+            "xroad_federated_usable",
+            "1 when exchanges with a federated instance can be made now, by instance.",
+            federated_usable.clone(),
+        );
         Self {
             registry,
             exchanges,
             by_service,
+            federated_expires_in,
+            federated_usable,
             service_pairs: std::sync::Mutex::default(),
             opmon: std::sync::OnceLock::new(),
             latency,
             globalconf,
             log,
             process,
+        }
+    }
+
+    /// Sets the federated instances' gauges to how they stand now (an instance no longer
+    /// federated loses its series).
+    pub fn set_federated(&self, now: i64, federated: &[crate::federation::FederatedStatus]) {
+        self.federated_expires_in.clear();
+        self.federated_usable.clear();
+        for f in federated {
+            let labels = InstanceLabels {
+                instance: Escaped(f.instance.to_string()),
+            };
+            if let Some(expires_at) = f.expires_at {
+                self.federated_expires_in
+                    .get_or_create(&labels)
+                    .set(expires_at.saturating_sub(now));
+            }
+            self.federated_usable
+                .get_or_create(&labels)
+                .set(i64::from(f.usable));
         }
     }
 
@@ -352,7 +395,7 @@ impl Metrics {
 /// loopback or a management network).
 pub fn router(
     metrics: Arc<Metrics>,
-    conf: Arc<crate::confclient::ConfClient>,
+    federation: Arc<crate::federation::Federation>,
     clock: Arc<dyn certs::Clock>,
     log: msglog::MessageLog,
     tls: certs::LiveIdentity,
@@ -361,9 +404,12 @@ pub fn router(
         "/metrics",
         axum::routing::get(move || {
             let metrics = Arc::clone(&metrics);
+            let now = clock.unix_now();
+            metrics.set_federated(now, &federation.status());
             let scrape = Scrape {
-                now: clock.unix_now(),
-                globalconf: conf
+                now,
+                globalconf: federation
+                    .own()
                     .current()
                     .map(|c| (c.serial(), c.conf().generated_at(), c.conf().expires_at())),
                 messagelog_failed: log.failure().is_some(),

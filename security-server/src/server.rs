@@ -386,7 +386,7 @@ pub async fn start(
     .router()
     .merge(crate::metrics::router(
         Arc::clone(&metrics),
-        Arc::clone(&conf),
+        Arc::clone(&federation),
         Arc::clone(&clock),
         log.clone(),
         tls_identity.clone(),
