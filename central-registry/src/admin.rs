@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use certs::{KeyId, PublicKey};
-use globalconf::{GlobalGroupId, MemberId, SecurityServerId, SubsystemId};
+use globalconf::{GlobalGroupId, InstanceId, MemberId, SecurityServerId, SubsystemId};
 
 use crate::error::RegistryError;
 pub use crate::ops::views::{
@@ -123,6 +123,23 @@ impl RegistryAdmin {
     ) -> Result<SubsystemView, RegistryError> {
         let name = name.into();
         self.run(ops::AddSubsystem { id, name }).await
+    }
+
+    /// Federates with the instance of `anchor` (its anchor file's text).
+    pub async fn add_federation(
+        &self,
+        anchor: String,
+    ) -> Result<ops::FederationAdded, RegistryError> {
+        self.run(ops::AddFederation { anchor }).await
+    }
+
+    /// Ends the federation with `instance`.
+    pub async fn remove_federation(&self, instance: InstanceId) -> Result<(), RegistryError> {
+        self.run(ops::RemoveFederation { instance }).await
+    }
+
+    pub async fn federations(&self) -> Result<Vec<ops::FederationView>, RegistryError> {
+        self.run(ops::ListFederations).await
     }
 
     pub async fn remove_subsystem(&self, id: SubsystemId) -> Result<(), RegistryError> {

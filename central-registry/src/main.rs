@@ -19,7 +19,7 @@ use central_registry::{
 };
 use certs::{KeyId, PublicKey, SystemClock};
 use clap::{Parser, Subcommand};
-use globalconf::{GlobalGroupId, MemberId, SecurityServerId, SubsystemId};
+use globalconf::{GlobalGroupId, InstanceId, MemberId, SecurityServerId, SubsystemId};
 use http::StatusCode;
 
 #[derive(Debug, Parser)]
@@ -112,6 +112,10 @@ enum Command {
     /// The instance CA: show it, roll it over, withdraw the previous one (docs/keys.md).
     #[command(subcommand)]
     Ca(CaCmd),
+    /// Federation with other instances: their anchors, as agreed by both operators
+    /// (docs/federation.md).
+    #[command(subcommand)]
+    Federation(FederationCmd),
     /// Sign and publish a new configuration serial now.
     Publish,
     /// Serial and validity of the served configuration, and counts.
@@ -240,6 +244,20 @@ enum SigningKeyCmd {
 }
 
 #[derive(Debug, Subcommand)]
+enum FederationCmd {
+    /// Federate with the instance of ANCHOR (the anchor file its operator handed over), or
+    /// replace the anchor held for it. Prints the fingerprint to compare.
+    Add { anchor: PathBuf },
+    /// End the federation with INSTANCE at the next configuration.
+    Remove { instance: InstanceId },
+    /// The federated instances and their anchors' fingerprints.
+    List,
+    /// The fingerprint of ANCHOR, or of this registry's own anchor: what the other operator
+    /// compares with the one `federation add` printed.
+    Fingerprint { anchor: Option<PathBuf> },
+}
+
+#[derive(Debug, Subcommand)]
 enum CaCmd {
     /// The issuing CA, the previous one during a rollover, and the servers it waits for.
     Show,
@@ -355,6 +373,28 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::BackupKey(args) => Ok(args.run()?),
+        Command::Federation(FederationCmd::Fingerprint { anchor }) => {
+            let path = match anchor {
+                Some(path) => path,
+                None => {
+                    central_registry::datadir::DataDir::new(load(&cli.config)?.data_dir).anchor()
+                }
+            };
+            let anchor = globalconf::Anchor::load(&path)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "instance": anchor.instance(),
+                        "fingerprint": anchor.fingerprint()?,
+                    })
+                );
+            } else {
+                println!("instance {}", anchor.instance());
+                println!("anchor fingerprint: {}", anchor.fingerprint()?);
+            }
+            Ok(())
+        }
         Command::Restore(args) => {
             let report = central_registry::backup::restore(
                 &cli.config,
@@ -556,6 +596,17 @@ fn dispatch<W: WithOp>(command: Command, w: W) -> Result<W::Output> {
             ServerCmd::RemoveSubsystem { server, subsystem } => {
                 w.with(ops::RemoveHostedSubsystem { server, subsystem })
             }
+        },
+        Command::Federation(cmd) => match cmd {
+            FederationCmd::Add { anchor } => {
+                // The registry checks the anchor; the file is only read here.
+                let text = std::fs::read_to_string(&anchor)
+                    .with_context(|| format!("cannot read {}", anchor.display()))?;
+                w.with(ops::AddFederation { anchor: text })
+            }
+            FederationCmd::Remove { instance } => w.with(ops::RemoveFederation { instance }),
+            FederationCmd::List => w.with(ops::ListFederations),
+            FederationCmd::Fingerprint { .. } => bail!("not an admin command"),
         },
         Command::Key(cmd) => match cmd {
             KeyCmd::List { member } => w.with(ops::ListKeys { member }),

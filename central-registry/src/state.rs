@@ -158,6 +158,14 @@ pub struct KeyRequestRecord {
     pub retire_current_after_secs: u64,
 }
 
+/// An agreement to federate with another instance: its anchor, as its operator handed it over
+/// (stored in canonical form, what `globalconf::Anchor::to_toml` writes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FederationRecord {
+    pub anchor: String,
+    pub added_at: i64,
+}
+
 /// Everything that goes into the global configuration, keyed and sorted by identifier.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegistryState {
@@ -167,6 +175,8 @@ pub struct RegistryState {
     pub signing_keys: BTreeMap<MemberId, BTreeMap<KeyId, KeyRecord>>,
     pub servers: BTreeMap<SecurityServerId, ServerRecord>,
     pub groups: BTreeMap<GlobalGroupId, GroupRecord>,
+    /// The instances this one is federated with.
+    pub federated: BTreeMap<InstanceId, FederationRecord>,
 }
 
 impl RegistryState {
@@ -178,6 +188,7 @@ impl RegistryState {
             signing_keys: BTreeMap::new(),
             servers: BTreeMap::new(),
             groups: BTreeMap::new(),
+            federated: BTreeMap::new(),
         }
     }
 
@@ -310,8 +321,14 @@ pub fn build_configuration(
         registry_urls: settings.registry_urls.clone(),
         ca_certificates: settings.ca_certificates.clone(),
         parameters: Some(settings.parameters),
-        // The registry's federation agreements come with the registry's federation work.
-        federated_instances: Vec::new(),
+        federated_instances: state
+            .federated
+            .iter()
+            .map(|(instance, f)| pb::FederatedInstance {
+                instance: instance.to_string(),
+                anchor: f.anchor.clone(),
+            })
+            .collect(),
     }
 }
 

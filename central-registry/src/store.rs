@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::enrollment::{EnrollmentRecord, TokenRecord};
 use crate::state::{
-    GroupRecord, KeyRecord, KeyRequestRecord, MemberRecord, RegistryState, ServerRecord,
-    SubsystemRecord,
+    FederationRecord, GroupRecord, KeyRecord, KeyRequestRecord, MemberRecord, RegistryState,
+    ServerRecord, SubsystemRecord,
 };
 use crate::util::b64;
 
@@ -34,6 +34,9 @@ const KEY_REQUESTS: Table = TableDefinition::new("key_requests");
 /// Key: hex SHA-256 of the token.
 const TOKENS: Table = TableDefinition::new("enrollment_tokens");
 const META: Table = TableDefinition::new("meta");
+/// Federated instances: instance id → `FederationRecord` (absent in databases from before
+/// federation).
+const FEDERATION: Table = TableDefinition::new("federated_instances");
 const AUDIT: TableDefinition<'static, u64, &'static [u8]> = TableDefinition::new("audit");
 
 const META_PUBLICATION: &str = "publication";
@@ -152,6 +155,8 @@ pub(crate) enum Change {
     DeleteKeyRequest(MemberId, KeyId),
     /// The whole configuration-signing key history after a rollover.
     PutKeyHistory(Vec<pb::KeyAnnouncement>),
+    PutFederation(InstanceId, FederationRecord),
+    DeleteFederation(InstanceId),
 }
 
 impl Change {
@@ -220,7 +225,7 @@ where
 }
 
 /// Every table of the database but [`AUDIT`].
-const TABLES: [Table; 9] = [
+const TABLES: [Table; 10] = [
     MEMBERS,
     SUBSYSTEMS,
     GROUPS,
@@ -230,6 +235,7 @@ const TABLES: [Table; 9] = [
     TOKENS,
     KEY_REQUESTS,
     META,
+    FEDERATION,
 ];
 
 impl Store {
@@ -308,6 +314,19 @@ impl Store {
                 .or_default()
                 .insert(key_id, record);
         }
+        match txn.open_table(FEDERATION) {
+            Ok(table) => {
+                for row in table.iter()? {
+                    let (k, v) = row?;
+                    let id: InstanceId = parse("federated_instances", k.value())?;
+                    state
+                        .federated
+                        .insert(id, decode("federated_instances", v.value())?);
+                }
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
         let mut enrollments = BTreeMap::new();
         for row in txn.open_table(ENROLLMENTS)?.iter()? {
             let (_, v) = row?;
@@ -379,6 +398,7 @@ impl Store {
             let mut tokens = txn.open_table(TOKENS)?;
             let mut key_requests = txn.open_table(KEY_REQUESTS)?;
             let mut meta = txn.open_table(META)?;
+            let mut federation = txn.open_table(FEDERATION)?;
             for change in changes {
                 match change {
                     Change::PutMember(id, r) => {
@@ -445,6 +465,12 @@ impl Store {
                             META_KEY_HISTORY,
                             encode("signing key history", &history)?.as_slice(),
                         )?;
+                    }
+                    Change::PutFederation(id, r) => {
+                        federation.insert(id.as_str(), encode("federation", r)?.as_slice())?;
+                    }
+                    Change::DeleteFederation(id) => {
+                        federation.remove(id.as_str())?;
                     }
                 }
             }

@@ -154,7 +154,7 @@ codes! {
     /// service, access.
     ServerProxyCode: ServerProxy {
         OutdatedGlobalConf => "the provider's server holds no usable configuration",
-        UnauthenticatedPeer => "the TLS connection carried no client certificate",
+        UnauthenticatedPeer => "the TLS connection carried no client certificate, or one that no configuration this server holds lists any more",
         UnknownSigningKey => "the request's key id is malformed or not in the configuration (never listed, or removed)",
         InvalidSignature => "the signature does not verify over the exact header bytes (checked before decoding)",
         InvalidMessage => "the exchange has no header, the header does not decode, names another key than the one that signed, or has a malformed field",

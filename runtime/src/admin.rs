@@ -185,6 +185,7 @@ path_segment_from_str! {
     globalconf::SubsystemId => "subsystem id",
     globalconf::GlobalGroupId => "group id",
     globalconf::SecurityServerId => "server id",
+    globalconf::InstanceId => "instance id",
 }
 
 impl PathSegment for certs::KeyId {

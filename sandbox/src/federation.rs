@@ -106,6 +106,18 @@ pub struct Description {
     /// The resident portal (DESIGN §7), with its clearly marked development login.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub portal: Option<String>,
+    /// The instances this one is federated with (`sandbox --federated`), each described the
+    /// same way, with the fingerprint of its anchor.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub federated: Vec<FederatedDescription>,
+}
+
+/// A federated instance in `federation.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct FederatedDescription {
+    pub anchor_fingerprint: String,
+    #[serde(flatten)]
+    pub description: Description,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -317,6 +329,7 @@ impl Federation {
             // Its systems connect over HTTPS with certificates of their own (crate::shared).
             config.client_proxy.tls = s.system_certificates;
             config.messagelog.enabled = spec.messagelog_enabled;
+            config.federation.instances = spec.federation.clone();
             config.tls = spec.tls.clone();
             config.keys = spec.keys.clone();
             config.hsm = spec
@@ -463,6 +476,7 @@ impl Federation {
             demo_backend: demo_url.clone(),
             credentials,
             portal: None,
+            federated: Vec::new(),
         };
 
         let (demo_stop, demo_shutdown) = runtime::Shutdown::new();
@@ -519,6 +533,8 @@ impl Federation {
             // Shown after the page's own "where to get the anchor file:": the path alone, so the
             // Japanese page has no English in it.
             verify_hint: Some(self.description.anchor.display().to_string()),
+            // Residents see the federated instances' members' accesses too.
+            federated_instances: self.spec.federation.clone(),
             ..resident_portal::Config::default()
         };
         // Checked here, so a bad configuration fails the start instead of the task.
@@ -553,9 +569,15 @@ impl Federation {
 
     /// Grants the portal's subsystem `findUsage` on every subsystem every server hosts.
     fn grant_find_usage(&self) -> Result<(), SandboxError> {
-        let Some(portal) = &self.spec.portal else {
-            return Ok(());
-        };
+        match &self.spec.portal {
+            Some(portal) => self.grant_find_usage_to(portal),
+            None => Ok(()),
+        }
+    }
+
+    /// Grants `findUsage` on every hosted subsystem to `portal` (this instance's resident
+    /// portal, or a federated instance's).
+    pub fn grant_find_usage_to(&self, portal: &SubsystemId) -> Result<(), SandboxError> {
         for s in &self.spec.servers {
             let Some(running) = self
                 .servers
@@ -719,6 +741,15 @@ impl Federation {
             }),
         }
         Ok(())
+    }
+
+    /// Describes `other` in this instance's `federation.json` as federated with it.
+    pub fn describe_federated(&mut self, other: FederatedDescription) -> Result<(), SandboxError> {
+        self.description
+            .federated
+            .retain(|d| d.description.instance != other.description.instance);
+        self.description.federated.push(other);
+        self.write_description()
     }
 
     fn write_description(&self) -> Result<(), SandboxError> {

@@ -8,18 +8,20 @@
 //!   client certificate of its own, checked at start to be refused as another's.
 //! - [`federation`]: starting it through the real enrolment path, registering services and
 //!   grants, stopping it, `federation.json`.
+//! - [`federate`]: two running instances federated with each other (`--federated`).
 //! - [`demo`]: the demo provider information system (synthetic resident records and tax
 //!   certificates of Chiyoda City, and an echo service).
 #![forbid(unsafe_code)]
 
 pub mod demo;
+pub mod federate;
 pub mod federation;
 pub mod shared;
 pub mod spec;
 
 pub use demo::DemoApi;
 pub use federation::{
-    Description, Federation, Ports, Restart, SandboxError, SandboxServer, ServiceDescription,
-    prepare_dir,
+    Description, FederatedDescription, Federation, Ports, Restart, SandboxError, SandboxServer,
+    ServiceDescription, prepare_dir,
 };
 pub use spec::{Backend, FederationSpec, MemberSpec, SampleExchange, ServerSpec, ServiceSpec};

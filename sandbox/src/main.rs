@@ -24,6 +24,10 @@ struct Args {
     /// JSON logs.
     #[arg(long)]
     json_logs: bool,
+    /// Also run a second instance, FI (its own registry and server, ports base+300..; files in
+    /// DIR/FI), federated with JP both ways.
+    #[arg(long)]
+    federated: bool,
 }
 
 fn main() -> std::process::ExitCode {
@@ -42,19 +46,93 @@ async fn run(args: Args) -> anyhow::Result<()> {
     } else {
         Ports::Fixed(args.base_port)
     };
-    let federation = Federation::start(
-        FederationSpec::sandbox(),
-        &args.dir,
-        ports,
-        Arc::new(certs::SystemClock),
-    )
-    .await
-    .context("starting the sandbox federation")?;
+    let clock: Arc<dyn certs::Clock> = Arc::new(certs::SystemClock);
+    let spec = if args.federated {
+        FederationSpec::sandbox_federated()
+    } else {
+        FederationSpec::sandbox()
+    };
+    let mut federation = Federation::start(spec, &args.dir, ports, Arc::clone(&clock))
+        .await
+        .context("starting the sandbox federation")?;
+    let mut finland = None;
+    if args.federated {
+        let fi_ports = match ports {
+            Ports::Fixed(base) => Ports::Fixed(base.saturating_add(300)),
+            Ports::Ephemeral => Ports::Ephemeral,
+        };
+        let mut fi = Federation::start(
+            FederationSpec::finland(),
+            &args.dir.join("FI"),
+            fi_ports,
+            clock,
+        )
+        .await
+        .context("starting the federated instance FI")?;
+        sandbox::federate::federate(&mut federation, &mut fi)
+            .await
+            .context("federating JP and FI")?;
+        finland = Some(fi);
+    }
     print_summary(&federation);
+    if let Some(fi) = &finland {
+        print_federated(&federation, fi);
+    }
     runtime::signal().await;
     println!("stopping…");
+    if let Some(fi) = finland {
+        fi.stop().await;
+    }
     federation.stop().await;
     Ok(())
+}
+
+/// What runs of the second instance, and the cross-border calls to paste.
+fn print_federated(jp: &Federation, fi: &Federation) {
+    let (d, theirs) = (jp.description(), fi.description());
+    println!();
+    println!(
+        "Instance '{}' runs beside it, federated both ways (its files in {}):",
+        theirs.instance,
+        fi.dir().display()
+    );
+    println!("  anchor:       {}", theirs.anchor.display());
+    for f in &d.federated {
+        println!(
+            "  fingerprint:  {} (as JP's registry holds it)",
+            f.anchor_fingerprint
+        );
+    }
+    println!("  registry:     {}", theirs.registries.join(", "));
+    for s in &theirs.security_servers {
+        println!("  {}   client proxy {}", s.id, s.client_proxy);
+    }
+    let (Some(benefits), Some(population)) = (
+        client_proxy_of(d, BENEFITS),
+        client_proxy_of(theirs, sandbox::spec::FI_POPULATION),
+    ) else {
+        return;
+    };
+    let fi_service = sandbox::spec::FI_POPULATION;
+    println!();
+    println!("Across the border:");
+    println!("  # Japan's benefits system reads Finland's population information");
+    println!("  curl -s {benefits}/r1/{fi_service}/personInfo/131016000001 \\");
+    println!("    -H 'X-Road-Client: {BENEFITS}' -H 'X-Road-Data-Subject: 131016000001' \\");
+    println!("    -H 'X-Road-Purpose: 児童手当の認定 (child allowance eligibility)'");
+    println!("  # Finland's population register reads a Chiyoda City resident record");
+    println!("  curl -s {population}/r1/{RECORDS}/residentRecord/131016000002 \\");
+    println!("    -H 'X-Road-Client: {fi_service}'");
+    println!("  # FI's members, as JP's servers know them");
+    println!("  curl -s '{benefits}/listClients?xRoadInstance=FI'");
+    println!("  # the federation as a server sees it");
+    if let Some(s) = d.security_servers.first() {
+        println!(
+            "  {} --config {} status",
+            cli("security-server"),
+            s.config.display()
+        );
+    }
 }
 
 const PORTAL: &str = "JP/GOV/digital-agency/portal";

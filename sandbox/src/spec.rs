@@ -5,7 +5,7 @@
 //! shared server (共同利用方式) for two villages' systems.
 
 use exchange::access::Subject;
-use globalconf::{MemberId, SecurityServerId, ServiceId, SubsystemId};
+use globalconf::{InstanceId, MemberId, SecurityServerId, ServiceId, SubsystemId};
 
 use crate::demo::DemoApi;
 
@@ -116,6 +116,9 @@ pub struct FederationSpec {
     /// Servers whose keys live in a hardware security module, with their `[hsm]` settings
     /// (`init` makes the keys there). The others keep their keys in files.
     pub hsm: Vec<(SecurityServerId, security_server::config::HsmConfig)>,
+    /// The federated instances the servers talk to (`[federation] instances`); the
+    /// agreement itself is made between the registries ([`crate::federate`]).
+    pub federation: Vec<InstanceId>,
 }
 
 fn id<T: std::str::FromStr>(s: &str) -> T
@@ -302,9 +305,76 @@ impl FederationSpec {
             ],
             portal: Some(id("JP/GOV/digital-agency/portal")),
             samples: sample_exchanges(),
+            federation: Vec::new(),
+        }
+    }
+
+    /// The demo federation, federated with [`FederationSpec::finland`]: Finland's population
+    /// register may read Chiyoda City's resident records, and the Digital Agency's benefits
+    /// system Finland's population information (as when a resident moves between the two).
+    pub fn sandbox_federated() -> Self {
+        let mut spec = Self::sandbox();
+        spec.federation = vec![id("FI")];
+        if let Some(records) = spec
+            .services
+            .iter_mut()
+            .find(|s| s.id.code() == "residentRecord")
+        {
+            records.allowed.push(id(FI_POPULATION));
+        }
+        spec
+    }
+
+    /// A second, small instance `FI` for federation: one agency, its security server and its
+    /// population information service (the demo's resident records), granted to Japan's
+    /// benefits system.
+    pub fn finland() -> Self {
+        let mut jp = Self::sandbox();
+        let mut records = ServiceSpec::demo(
+            id(&format!("{FI_POPULATION}/personInfo")),
+            DemoApi::ResidentRecord,
+            vec![id("JP/GOV/digital-agency/benefits")],
+        );
+        records.names = [
+            ("ja".to_owned(), "フィンランド住民情報".to_owned()),
+            ("en".to_owned(), "Finnish population information".to_owned()),
+        ]
+        .into_iter()
+        .collect();
+        jp.services.clear();
+        Self {
+            instance: "FI".into(),
+            members: vec![MemberSpec {
+                id: id("FI/GOV/0245437-2"),
+                name: "Digital and Population Data Services Agency".into(),
+                subsystems: vec![("population".into(), "Population information system".into())],
+                names: vec![
+                    (
+                        "en".into(),
+                        "Digital and Population Data Services Agency".into(),
+                    ),
+                    ("fi".into(), "Digi- ja väestötietovirasto".into()),
+                    ("ja".into(), "フィンランド デジタル・人口情報庁".into()),
+                ],
+                subsystem_names: Vec::new(),
+                privacy_contact: Some("https://dvv.example.fi/privacy".into()),
+            }],
+            servers: vec![ServerSpec {
+                id: id("FI/GOV/0245437-2/ss1"),
+                hosts: vec![id(FI_POPULATION)],
+                system_certificates: false,
+            }],
+            services: vec![records],
+            portal: None,
+            samples: Vec::new(),
+            federation: vec![id("JP")],
+            ..jp
         }
     }
 }
+
+/// Finland's population information system, the other side of the federated sandbox.
+pub const FI_POPULATION: &str = "FI/GOV/0245437-2/population";
 
 /// Residents 131016000001–3 of Chiyoda City, whose data two other organisations used:
 /// 1 by both, 2 by the Digital Agency only, 3 by Osaka City only. The others have none.

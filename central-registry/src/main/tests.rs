@@ -67,6 +67,10 @@ const ADMIN_COMMANDS: &[&[&str]] = &[
         "00112233445566778899aabbccddeeff",
     ],
     &["key", "requests"],
+    // The command only reads the file (any will do here); the registry checks the anchor.
+    &["federation", "add", "Cargo.toml"],
+    &["federation", "remove", "FI"],
+    &["federation", "list"],
     &[
         "key",
         "approve",

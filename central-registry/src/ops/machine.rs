@@ -181,6 +181,12 @@ impl Core {
             Change::PutKeyHistory(history) => {
                 self.key_history = history;
             }
+            Change::PutFederation(id, r) => {
+                s.federated.insert(id, r);
+            }
+            Change::DeleteFederation(id) => {
+                s.federated.remove(&id);
+            }
         }
     }
 

@@ -20,6 +20,7 @@
 //! - `keys`: member signing keys: list, add, retire, remove.
 //! - `key_requests`: keys servers ask to list (rotation; public endpoint), approval, rejection.
 //! - `enrollment`: enrolment requests (submitted on the public endpoint), decisions, tokens.
+//! - `federation`: the instances this one is federated with, and their anchors.
 //! - `backup`: [`CreateBackup`], an encrypted backup of the running registry.
 //! - `renewal`: renewed TLS certificates for enrolled servers (public endpoint, no operator).
 //! - [`views`]: the JSON views the operations answer with.
@@ -27,6 +28,7 @@
 mod backup;
 mod ca;
 mod enrollment;
+mod federation;
 mod groups;
 mod key_requests;
 mod keys;
@@ -51,6 +53,9 @@ pub use backup::CreateBackup;
 pub use ca::{CaCertificate, CaView, RotateCa, ShowCa, WithdrawCa};
 pub use enrollment::{
     ApproveEnrollment, GetEnrollment, IssueToken, ListEnrollments, RejectEnrollment,
+};
+pub use federation::{
+    AddFederation, FederationAdded, FederationView, ListFederations, RemoveFederation,
 };
 pub use groups::{AddGroup, AddGroupMember, ListGroups, RemoveGroup, RemoveGroupMember};
 pub use key_requests::{
@@ -111,6 +116,9 @@ runtime::admin_ops! {
     RemoveServer,
     AddHostedSubsystem,
     RemoveHostedSubsystem,
+    ListFederations,
+    AddFederation,
+    RemoveFederation,
     CreateBackup,
 }
 
@@ -162,7 +170,7 @@ mod tests {
 
     use super::*;
 
-    runtime::admin_op_table_tests!(AdminOp, ops: 38, prefix: "/", shapes: ops_without_input_take_a_unit_body_and_204_has_no_answer);
+    runtime::admin_op_table_tests!(AdminOp, ops: 41, prefix: "/", shapes: ops_without_input_take_a_unit_body_and_204_has_no_answer);
 
     #[test]
     fn path_identifiers_name_what_failed_to_parse() {

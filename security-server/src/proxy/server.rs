@@ -133,7 +133,15 @@ impl ServerProxy {
                 }
                 r => XRoadError::new(ServerProxyCode::UnauthenticatedPeer, r.to_string()),
             })?
-            .unwrap_or_else(|| own.clone());
+            // The handshake checked the certificate against the configurations of that moment;
+            // a pooled connection outlives them (a server removed since, or a federation ended).
+            .ok_or_else(|| {
+                XRoadError::new(
+                    ServerProxyCode::UnauthenticatedPeer,
+                    "the peer's TLS certificate is in no configuration this server holds, of \
+                     this instance or of a federated one it exchanges with",
+                )
+            })?;
         let invalid = |m: String| XRoadError::new(ServerProxyCode::InvalidMessage, m);
         let first = request
             .message()
