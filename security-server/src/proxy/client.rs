@@ -7,10 +7,7 @@
 //! Every request first needs a usable global configuration: a server whose configuration is
 //! missing or expired refuses with `Server.ClientProxy.OutdatedGlobalConf`, as X-Road does.
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -33,51 +30,9 @@ use crate::keys::MemberKeys;
 use crate::log::{Failed, Logged, MessageLogger, Queued};
 use crate::metrics::{self, Metrics};
 use crate::peer::{self, Part as _, PeerPool};
+use crate::proxy::health::Health;
 use crate::serverconf::ServerConf;
 use crate::spool::{MessageBody, ReadError, Room, Spool};
-
-/// How long a provider server that could not be reached is tried last.
-const UNHEALTHY_FOR: Duration = Duration::from_secs(30);
-
-/// Provider servers ranked by recent connection failures; healthy ones share the load.
-#[derive(Debug, Default)]
-struct Health {
-    failed_at: Mutex<HashMap<SecurityServerId, Instant>>,
-    next: AtomicUsize,
-}
-
-impl Health {
-    /// Healthy servers first, rotated for each call so they share the load; then those that
-    /// recently failed, longest-ago failure first.
-    fn order(&self, servers: &[SecurityServerId]) -> Vec<SecurityServerId> {
-        if servers.is_empty() {
-            return Vec::new();
-        }
-        let start = self.next.fetch_add(1, Ordering::Relaxed) % servers.len();
-        let rotated = servers[start..].iter().chain(&servers[..start]);
-        let failed = self.failed_at.lock().unwrap_or_else(|p| p.into_inner());
-        let (mut healthy, mut sick) = (Vec::new(), Vec::new());
-        for s in rotated {
-            match failed.get(s) {
-                Some(at) if at.elapsed() < UNHEALTHY_FOR => sick.push((*at, s.clone())),
-                _ => healthy.push(s.clone()),
-            }
-        }
-        sick.sort_by_key(|(at, _)| *at);
-        healthy.extend(sick.into_iter().map(|(_, s)| s));
-        healthy
-    }
-
-    fn failed(&self, server: &SecurityServerId) {
-        let mut failed = self.failed_at.lock().unwrap_or_else(|p| p.into_inner());
-        failed.insert(server.clone(), Instant::now());
-    }
-
-    fn succeeded(&self, server: &SecurityServerId) {
-        let mut failed = self.failed_at.lock().unwrap_or_else(|p| p.into_inner());
-        failed.remove(server);
-    }
-}
 
 /// What the client proxy is built from.
 #[derive(Debug)]
