@@ -132,3 +132,68 @@ async fn federated_instances_are_published_with_the_agreed_anchor_until_removed(
     jp.stop().await;
     fi.stop().await;
 }
+
+fn cli(config: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_central-registry"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_compare_the_fingerprints_the_cli_prints() {
+    let mut jp = TestRegistry::start().await;
+    let mut fi = TestRegistry::start_with(|c| c.instance = "FI".into()).await;
+    let jp_config = jp.dir.path().join("registry.toml");
+    std::fs::write(&jp_config, jp.config.to_toml().unwrap()).unwrap();
+    let fi_config = fi.dir.path().join("registry.toml");
+    std::fs::write(&fi_config, fi.config.to_toml().unwrap()).unwrap();
+    let fi_anchor = fi.dir.path().join("fi-anchor.toml");
+    fi.anchor.save(&fi_anchor).unwrap();
+
+    let run = |config: std::path::PathBuf, args: Vec<String>| async move {
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            cli(&config, &args)
+        })
+        .await
+        .unwrap()
+    };
+    let words = |s: &[&str]| s.iter().map(|w| (*w).to_owned()).collect::<Vec<_>>();
+
+    // FI's operator reads out FI's own fingerprint...
+    let (ok, theirs, stderr) = run(fi_config.clone(), words(&["federation", "fingerprint"])).await;
+    assert!(ok, "{stderr}");
+    let fingerprint = fi.anchor.fingerprint().unwrap();
+    assert!(theirs.contains(&fingerprint), "{theirs}");
+    // ...and JP's operator sees the same one when adding the anchor that travelled.
+    let (ok, added, stderr) = run(
+        jp_config.clone(),
+        vec![
+            "federation".into(),
+            "add".into(),
+            fi_anchor.display().to_string(),
+        ],
+    )
+    .await;
+    assert!(ok, "{stderr}");
+    assert!(added.contains("federated with instance FI"), "{added}");
+    assert!(added.contains(&fingerprint), "{added}");
+    assert!(stderr.contains("Compare the fingerprint"), "{stderr}");
+    let (ok, listed, _) = run(jp_config.clone(), words(&["federation", "list"])).await;
+    assert!(ok && listed.contains(&fingerprint), "{listed}");
+    let (ok, _, stderr) = run(jp_config.clone(), words(&["federation", "remove", "FI"])).await;
+    assert!(ok, "{stderr}");
+    let (ok, listed, _) = run(jp_config, words(&["federation", "list"])).await;
+    assert!(ok && listed.contains("not federated"), "{listed}");
+
+    jp.stop().await;
+    fi.stop().await;
+}
