@@ -103,6 +103,7 @@ async fn exchanges_go_across_both_ways_and_stop_when_the_federation_ends() {
     assert_eq!(r.headers["x-road-service"], FI_PERSON);
     assert_eq!(r.headers["x-road-security-server"], FI_SERVER);
     assert!(r.text().contains("131016000001"), "{}", r.text());
+    let across = r.headers["x-road-id"].to_str().unwrap().to_owned();
 
     let r = fi_to_jp(&fi).await;
     assert_eq!(r.status, 200, "{}", r.text());
@@ -118,6 +119,56 @@ async fn exchanges_go_across_both_ways_and_stop_when_the_federation_ends() {
             String::from_utf8_lossy(&r.record_bytes).contains(FI_POPULATION)
         }),
         "Chiyoda's log has no record of FI's call"
+    );
+
+    // Evidence across: JP's server's bundle of the exchange carries both instances'
+    // configurations; it verifies with both anchors, and says whose each signature is; with
+    // JP's anchor alone, FI's agency's signature cannot be checked.
+    let bundle = integration_tests::export_evidence(&jp, BENEFITS_SERVER, &across, 1).await;
+    let relaxed = msglog::VerifyOptions {
+        require_cosignatures: 0,
+    };
+    let report = msglog::verify_trusting(&bundle, &[anchor(&jp), anchor(&fi)], relaxed).unwrap();
+    let instances: Vec<&str> = report
+        .configurations
+        .iter()
+        .map(|c| c.instance.as_str())
+        .collect();
+    assert!(
+        instances.contains(&"JP") && instances.contains(&"FI"),
+        "{report}"
+    );
+    let signers: Vec<&str> = report
+        .records
+        .iter()
+        .filter_map(|r| r.signer.as_deref())
+        .collect();
+    assert!(signers.contains(&"JP/GOV/digital-agency"), "{report}");
+    assert!(signers.contains(&"FI/GOV/0245437-2"), "{report}");
+    match msglog::verify_trusting(&bundle, &[anchor(&jp)], relaxed) {
+        Err(msglog::EvidenceError::Rejected(report)) => {
+            assert!(report.to_string().contains("no anchor of FI"), "{report}");
+        }
+        other => panic!("verified without FI's anchor: {other:?}"),
+    }
+    // And with FI's alone, JP's client's signature cannot be, nor JP's checkpoint.
+    assert!(msglog::verify_trusting(&bundle, &[anchor(&jp)][..0], relaxed).is_err());
+    assert!(msglog::verify_trusting(&bundle, &[anchor(&fi)], relaxed).is_err());
+    // An exchange within JP, on the same federated server, needs JP's anchor only.
+    let within = call(
+        &jp,
+        BENEFITS_SERVER,
+        &format!("/r1/{RESIDENT_RECORD}/131016000002"),
+        BENEFITS,
+    )
+    .await;
+    assert_eq!(within.status, 200, "{}", within.text());
+    let id = within.headers["x-road-id"].to_str().unwrap().to_owned();
+    let bundle = integration_tests::export_evidence(&jp, BENEFITS_SERVER, &id, 1).await;
+    let report = msglog::verify_trusting(&bundle, &[anchor(&jp)], relaxed).unwrap();
+    assert!(
+        report.configurations.iter().all(|c| c.instance == "JP"),
+        "{report}"
     );
 
     // Metaservices across: JP's server lists FI's members from FI's configuration.

@@ -23,7 +23,8 @@ use redb::{
 
 use crate::tables::{
     ARCHIVES, BODIES, BY_MESSAGE_ID, BY_SUBJECT, BY_TIME, CHECKPOINTS, CONF_BY_TIME,
-    CONFIGURATIONS, META, NODES, RECORDS, WITNESS_STATE, WITNESSED, read_size,
+    CONFIGURATIONS, FEDERATED_CONF_BY_TIME, FEDERATED_CONFIGURATIONS, META, NODES, RECORDS,
+    WITNESS_STATE, WITNESSED, read_size,
 };
 use crate::{LogError, MessageLog, wal};
 
@@ -78,6 +79,8 @@ impl MessageLog {
         copy_table(&from, &to, WITNESSED)?;
         copy_table(&from, &to, CONFIGURATIONS)?;
         copy_table(&from, &to, CONF_BY_TIME)?;
+        copy_table(&from, &to, FEDERATED_CONFIGURATIONS)?;
+        copy_table(&from, &to, FEDERATED_CONF_BY_TIME)?;
         copy_table(&from, &to, ARCHIVES)?;
         to.commit()?;
         Ok(Snapshot {

@@ -92,9 +92,18 @@ pub fn export(
         });
         progress(done as u64 + 1, total);
     }
-    let configurations = log.configurations_for(&times)?;
+    let mut configurations = log.configurations_for(&times)?;
     if configurations.is_empty() {
         return Err(EvidenceError::NoConfiguration);
+    }
+    // A cross-border exchange's records are signed by keys of the other instance too: its
+    // configurations of the time go in as well (only for instances the records name, so that
+    // an auditor of this instance's exchanges needs no other anchor).
+    let own = server_id.owner().instance();
+    for instance in records_instances(&records) {
+        if instance != own {
+            configurations.extend(log.federated_configurations_for(&instance, &times)?);
+        }
     }
     Ok(pb::EvidenceBundle {
         version: BUNDLE_VERSION,
@@ -104,6 +113,27 @@ pub fn export(
         configurations,
         exported_at: clock.unix_now(),
     })
+}
+
+/// The instances the records' client, service and peer belong to (their identifiers' first
+/// part).
+fn records_instances(records: &[pb::EvidenceRecord]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for r in records {
+        // Record bytes that do not decode are exported as they are; verification names them.
+        let Ok(record) = pb::LogRecord::decode(r.record.as_slice()) else {
+            continue;
+        };
+        for id in [&record.client, &record.service, &record.peer] {
+            if let Some(instance) = id.split('/').next().filter(|i| !i.is_empty())
+                && !out.iter().any(|o| o == instance)
+            {
+                out.push(instance.to_owned());
+            }
+        }
+    }
+    out.sort_unstable();
+    out
 }
 
 /// What verification demands beyond the checks that always run.
@@ -136,6 +166,19 @@ pub fn verify_with(
     anchor: &Anchor,
     options: VerifyOptions,
 ) -> Result<Report, EvidenceError> {
+    verify_trusting(bundle_bytes, std::slice::from_ref(anchor), options)
+}
+
+/// [`verify_with`] trusting several anchors, each for its own instance: the evidence of a
+/// cross-border exchange holds configurations of both instances (DESIGN §3, federation), and
+/// each is checked under the anchor of the instance it is of. A configuration of an instance
+/// none of `anchors` is of is not trusted, and so neither are the signatures only it vouches
+/// for.
+pub fn verify_trusting(
+    bundle_bytes: &[u8],
+    anchors: &[Anchor],
+    options: VerifyOptions,
+) -> Result<Report, EvidenceError> {
     let bundle = pb::EvidenceBundle::decode(bundle_bytes)
         .map_err(|e| EvidenceError::Malformed(e.to_string()))?;
     // prost skips unknown fields: a bundle that is not exactly what we decoded is refused.
@@ -155,7 +198,7 @@ pub fn verify_with(
 
     let mut report = Report::new(bundle.server_id.clone(), bundle.exported_at);
     check_contents(&bundle, &mut report);
-    let confs = check_configurations(&bundle, anchor, &mut report);
+    let confs = check_configurations(&bundle, anchors, &mut report);
     let listed = confs.iter().any(|c| c.conf().server(&server_id).is_some());
     report.check(
         Subject::Bundle,
@@ -221,11 +264,36 @@ fn check_contents(bundle: &pb::EvidenceBundle, report: &mut Report) {
 
 fn check_configurations(
     bundle: &pb::EvidenceBundle,
-    anchor: &Anchor,
+    anchors: &[Anchor],
     report: &mut Report,
 ) -> Vec<VerifiedConf> {
     let mut confs = Vec::new();
     for (position, envelope) in bundle.configurations.iter().enumerate() {
+        let failed = |report: &mut Report, why: String| {
+            report.fail(
+                Subject::Configuration {
+                    position,
+                    serial: None,
+                },
+                CheckKind::ConfigurationSignature,
+                why,
+            );
+        };
+        // Which instance it says it is of picks the anchor; the anchor's check decides.
+        let Some(claimed) = claimed_instance(envelope) else {
+            failed(report, "not a signed configuration".into());
+            continue;
+        };
+        let Some(anchor) = anchors.iter().find(|a| a.instance().as_str() == claimed) else {
+            failed(
+                report,
+                format!(
+                    "a configuration of instance {claimed}, and no anchor of {claimed} was given \
+                     to trust it (give the anchors of every instance the exchange crossed)"
+                ),
+            );
+            continue;
+        };
         match signed::verify(envelope, anchor) {
             Ok(conf) => {
                 report.pass(
@@ -241,22 +309,23 @@ fn check_configurations(
                     ),
                 );
                 report.configurations.push(ConfigurationInfo {
+                    instance: anchor.instance().to_string(),
                     serial: conf.serial(),
                     generated_at: conf.conf().generated_at(),
                 });
                 confs.push(conf);
             }
-            Err(e) => report.fail(
-                Subject::Configuration {
-                    position,
-                    serial: None,
-                },
-                CheckKind::ConfigurationSignature,
-                e.to_string(),
-            ),
+            Err(e) => failed(report, e.to_string()),
         }
     }
     confs
+}
+
+/// The instance a configuration envelope says it is of (unverified: only to pick the anchor).
+fn claimed_instance(envelope: &[u8]) -> Option<String> {
+    let signed = pb::SignedConfiguration::decode(envelope).ok()?;
+    let conf = pb::GlobalConfiguration::decode(signed.configuration.as_slice()).ok()?;
+    Some(conf.instance)
 }
 
 /// The verified checkpoint, if its signature and origin check out.
@@ -558,6 +627,7 @@ fn record_info(er: &pb::EvidenceRecord, record: &pb::LogRecord, kind: &str) -> R
         body_included: er.has_body,
         error: None,
         sent: None,
+        signer: None,
     }
 }
 
@@ -578,7 +648,7 @@ fn check_signed_header(
     } else {
         Domain::ResponseHeader
     };
-    let Some((key_id, key_member, public_key)) = find_key(confs, &record.key_id) else {
+    let Some((key_id, public_key)) = find_key(confs, &record.key_id) else {
         report.fail(
             subject.clone(),
             CheckKind::HeaderSignature,
@@ -596,14 +666,14 @@ fn check_signed_header(
         report.fail(
             subject.clone(),
             CheckKind::HeaderSignature,
-            format!("the signature does not verify under key {key_id} of {key_member}"),
+            format!("the signature does not verify under key {key_id}"),
         );
         return;
     }
     report.pass(
         subject.clone(),
         CheckKind::HeaderSignature,
-        format!("verifies under key {key_id} of {key_member}"),
+        format!("verifies under key {key_id}"),
     );
 
     let header = match kind {
@@ -628,7 +698,7 @@ fn check_signed_header(
         info.status = Some(h.status);
     }
 
-    check_signer(&header, record, &key_id, key_member, confs, subject, report);
+    info.signer = check_signer(&header, record, &key_id, confs, subject, report);
     report.check(
         subject.clone(),
         CheckKind::RecordMatchesHeader,
@@ -691,31 +761,28 @@ fn check_body(
     report.check(subject.clone(), CheckKind::Body, outcome);
 }
 
-/// The key a record names, from whichever verified configuration lists it.
-fn find_key<'c>(
-    confs: &'c [VerifiedConf],
-    key_id: &str,
-) -> Option<(KeyId, &'c MemberId, PublicKey)> {
+/// The key a record names, from whichever verified configuration lists it. Which member it
+/// vouches for is [`check_signer`]'s question, answered by the signer's own instance.
+fn find_key(confs: &[VerifiedConf], key_id: &str) -> Option<(KeyId, PublicKey)> {
     let key_id = KeyId::parse(key_id).ok()?;
     confs.iter().find_map(|c| {
         c.conf()
             .signing_key(&key_id)
-            .map(|(member, key)| (key_id.clone(), member, key.public_key))
+            .map(|(_, key)| (key_id.clone(), key.public_key))
     })
 }
 
 /// The key belongs to the member that had to sign (the client's for a request, the service
-/// provider's for a response) and some configuration of the bundle lists it as valid when the
-/// header was made.
+/// provider's for a response): a configuration of the bundle of that member's instance lists it
+/// as the member's, valid when the header was made. Answers the signer.
 fn check_signer(
     header: &Header,
     record: &pb::LogRecord,
     key_id: &KeyId,
-    key_member: &MemberId,
     confs: &[VerifiedConf],
     subject: &Subject,
     report: &mut Report,
-) {
+) -> Option<String> {
     let signer: Result<MemberId, String> = match header {
         Header::Request(h) => h
             .client
@@ -729,26 +796,41 @@ fn check_signer(
             .map_err(|e| format!("the record's service: {e}")),
     };
     let created_at = header.created_at();
-    let outcome = signer.and_then(|signer| {
-        if &signer != key_member {
+    let outcome = signer.as_ref().map_err(Clone::clone).and_then(|signer| {
+        let instance = signer.instance();
+        // Only the signer's instance's configurations say whose a key is.
+        let theirs: Vec<&VerifiedConf> = confs
+            .iter()
+            .filter(|c| c.conf().instance().as_str() == instance)
+            .collect();
+        if theirs.is_empty() {
             return Err(format!(
-                "key {key_id} belongs to {key_member}, but {signer} had to sign"
+                "{signer} had to sign, and no configuration of instance {instance} verified \
+                 (is the anchor of {instance} among those given?)"
             ));
         }
-        confs
+        if let Some(c) = theirs
             .iter()
-            .find(|c| c.conf().member_key_at(&signer, key_id, created_at).is_some())
-            .map(|c| {
-                format!(
-                    "key {key_id} of {signer}, valid at {created_at} (configuration serial {})",
-                    c.serial()
-                )
-            })
-            .ok_or_else(|| {
-                format!("no configuration of the bundle lists key {key_id} of {signer} as valid at {created_at}")
-            })
+            .find(|c| c.conf().member_key_at(signer, key_id, created_at).is_some())
+        {
+            return Ok(format!(
+                "key {key_id} of {signer} (instance {instance}), valid at {created_at} \
+                 (configuration serial {})",
+                c.serial()
+            ));
+        }
+        match theirs.iter().find_map(|c| c.conf().signing_key(key_id)) {
+            Some((owner, _)) if owner != signer => Err(format!(
+                "key {key_id} belongs to {owner}, but {signer} had to sign"
+            )),
+            _ => Err(format!(
+                "no configuration of instance {instance} in the bundle lists key {key_id} of \
+                 {signer} as valid at {created_at}"
+            )),
+        }
     });
-    report.check(subject.clone(), CheckKind::SignerKey, outcome);
+    let passed = report.check(subject.clone(), CheckKind::SignerKey, outcome);
+    signer.ok().filter(|_| passed).map(|s| s.to_string())
 }
 
 fn record_matches_header(header: &Header, record: &pb::LogRecord) -> Result<String, String> {

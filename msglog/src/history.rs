@@ -11,8 +11,9 @@ use tlog::{Checkpoint, NoteSignature, WitnessState};
 use crate::LogError;
 use crate::store::MessageLog;
 use crate::tables::{
-    CHECKPOINTS, CONF_BY_TIME, CONFIGURATIONS, META, META_CHECKPOINTS_THINNED_BELOW, NODES, Nodes,
-    WITNESS_STATE, WITNESSED, read_size, tree_error,
+    CHECKPOINTS, CONF_BY_TIME, CONFIGURATIONS, FEDERATED_CONF_BY_TIME, FEDERATED_CONFIGURATIONS,
+    META, META_CHECKPOINTS_THINNED_BELOW, NODES, Nodes, WITNESS_STATE, WITNESSED, read_size,
+    tree_error,
 };
 
 /// How many stored checkpoints [`MessageLog::checkpoint_covering`] looks at from each end.
@@ -295,6 +296,77 @@ impl MessageLog {
         }
         txn.commit()?;
         Ok(())
+    }
+
+    /// [`MessageLog::store_configuration`] for a configuration of a federated instance, whose
+    /// serials are that instance's own.
+    pub fn store_federated_configuration(
+        &self,
+        instance: &str,
+        serial: u64,
+        generated_at: i64,
+        envelope: &[u8],
+    ) -> Result<(), LogError> {
+        let (_open, txn) = self.write_txn()?;
+        {
+            let mut confs = txn.open_table(FEDERATED_CONFIGURATIONS)?;
+            let existing = confs
+                .get((instance, serial))?
+                .map(|v| v.value().1 == envelope);
+            match existing {
+                Some(true) => return Ok(()),
+                Some(false) => return Err(LogError::ConfigurationConflict(serial)),
+                None => {}
+            }
+            confs.insert((instance, serial), (generated_at, envelope))?;
+            txn.open_table(FEDERATED_CONF_BY_TIME)?
+                .insert((instance, generated_at, serial), ())?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// [`MessageLog::configurations_for`] of the federated instance `instance`: what a record
+    /// of a cross-border exchange needs, since a key of the other side only its instance's
+    /// configuration lists.
+    pub fn federated_configurations_for(
+        &self,
+        instance: &str,
+        times: &[i64],
+    ) -> Result<Vec<Vec<u8>>, LogError> {
+        let (_open, txn) = self.read_txn()?;
+        let by_time = txn.open_table(FEDERATED_CONF_BY_TIME)?;
+        let confs = txn.open_table(FEDERATED_CONFIGURATIONS)?;
+        let mut serials = BTreeSet::new();
+        for &t in times {
+            if let Some(row) = by_time
+                .range((instance, i64::MIN, 0)..=(instance, t, u64::MAX))?
+                .next_back()
+            {
+                serials.insert(row?.0.value().2);
+            }
+        }
+        if let Some(row) = confs
+            .range((instance, 0)..=(instance, u64::MAX))?
+            .next_back()
+        {
+            serials.insert(row?.0.value().1);
+        }
+        let mut out = Vec::with_capacity(serials.len());
+        for serial in serials {
+            let envelope = confs
+                .get((instance, serial))?
+                .ok_or_else(|| {
+                    LogError::corrupt(format!(
+                        "configuration {serial} of {instance} is indexed but missing"
+                    ))
+                })?
+                .value()
+                .1
+                .to_vec();
+            out.push(envelope);
+        }
+        Ok(out)
     }
 
     /// The envelopes needed to check records made at `times` (Unix seconds): for each time the

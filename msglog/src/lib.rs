@@ -47,7 +47,7 @@ mod writer;
 
 pub use archive::{ArchiveFile, ArchiveReport, ArchiveVerification, verify_archive_chain};
 pub use error::{EvidenceError, LogError};
-pub use evidence::{VerifyOptions, export, verify, verify_with};
+pub use evidence::{VerifyOptions, export, verify, verify_trusting, verify_with};
 pub use keys::load_or_create_key;
 pub use report::Report;
 pub use store::{Entry, LogOptions, LogStats, MessageLog, Pending, StoredRecord};

@@ -140,6 +140,8 @@ pub struct WitnessInfo {
 /// A configuration that verified.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ConfigurationInfo {
+    /// The instance it is of (a cross-border exchange's bundle holds two).
+    pub instance: String,
     pub serial: u64,
     pub generated_at: i64,
 }
@@ -166,6 +168,9 @@ pub struct RecordInfo {
     /// (the provider's server may then hold the exchange in its log, answered or not).
     pub error: Option<String>,
     pub sent: Option<bool>,
+    /// The member whose key signed the header (its identifier names its instance), once the
+    /// signature and the signer checked out.
+    pub signer: Option<String>,
 }
 
 /// Everything a verification found.

@@ -29,9 +29,10 @@ use crate::crypto::{self, BodyCipher};
 use crate::disk::{self, Faults};
 use crate::tables::{
     ARCHIVES, BODIES, BY_MESSAGE_ID, BY_SUBJECT, BY_TIME, CHECKPOINTS, CONF_BY_TIME,
-    CONFIGURATIONS, FORMAT_VERSION, FORMAT_VERSION_RECORDS_INLINE, META, META_BODY_KEY_CHECK,
-    META_FORMAT, META_OPEN_EPOCH, META_SALT, META_WAL_APPLIED, NODES, Nodes, RECORDS,
-    WITNESS_STATE, WITNESSED, read_size, tree_error,
+    CONFIGURATIONS, FEDERATED_CONF_BY_TIME, FEDERATED_CONFIGURATIONS, FORMAT_VERSION,
+    FORMAT_VERSION_RECORDS_INLINE, META, META_BODY_KEY_CHECK, META_FORMAT, META_OPEN_EPOCH,
+    META_SALT, META_WAL_APPLIED, NODES, Nodes, RECORDS, WITNESS_STATE, WITNESSED, read_size,
+    tree_error,
 };
 use crate::wal;
 use crate::writer::{self, Counters, Inbox, Indexer, Prepared, Queue, Shared, Wait, Writer};
@@ -900,6 +901,8 @@ fn initialise(db: &Database, body_key: Option<&[u8; 32]>) -> Result<([u8; 32], u
         txn.open_table(WITNESSED)?;
         txn.open_table(CONFIGURATIONS)?;
         txn.open_table(CONF_BY_TIME)?;
+        txn.open_table(FEDERATED_CONFIGURATIONS)?;
+        txn.open_table(FEDERATED_CONF_BY_TIME)?;
         txn.open_table(ARCHIVES)?;
         let mut meta = txn.open_table(META)?;
         let format = meta.get(META_FORMAT)?.map(|v| v.value().to_vec());

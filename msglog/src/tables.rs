@@ -15,6 +15,8 @@
 //! | `witnessed_size` | witness server id | the size of ours that witness last cosigned |
 //! | `configurations` | serial | (generated_at, `SignedConfiguration` envelope) |
 //! | `configurations_by_time` | (generated_at, serial) | () |
+//! | `federated_configurations` | (instance, serial) | (generated_at, `SignedConfiguration` envelope) of a federated instance |
+//! | `federated_configurations_by_time` | (instance, generated_at, serial) | () |
 //! | `archives` | first index | (last index, file path, SHA-256 of the file) |
 
 use redb::{ReadableTable, TableDefinition};
@@ -40,6 +42,10 @@ pub(crate) const CONFIGURATIONS: TableDefinition<u64, (i64, &[u8])> =
     TableDefinition::new("configurations");
 pub(crate) const CONF_BY_TIME: TableDefinition<(i64, u64), ()> =
     TableDefinition::new("configurations_by_time");
+pub(crate) const FEDERATED_CONFIGURATIONS: TableDefinition<(&str, u64), (i64, &[u8])> =
+    TableDefinition::new("federated_configurations");
+pub(crate) const FEDERATED_CONF_BY_TIME: TableDefinition<(&str, i64, u64), ()> =
+    TableDefinition::new("federated_configurations_by_time");
 pub(crate) const ARCHIVES: TableDefinition<u64, (u64, &str, &[u8; 32])> =
     TableDefinition::new("archives");
 

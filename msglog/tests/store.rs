@@ -740,6 +740,61 @@ async fn configurations_in_force_at_given_times() {
 }
 
 #[tokio::test]
+async fn federated_instances_configurations_are_kept_apart_and_exported_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("messagelog.redb");
+    let log = open(&path);
+    log.store_configuration(1, 1000, b"jp-1").unwrap();
+    log.store_configuration(2, 3000, b"jp-2").unwrap();
+    // Another instance's serials are its own: serial 1 of FI is not JP's serial 1.
+    log.store_federated_configuration("FI", 1, 900, b"fi-1")
+        .unwrap();
+    log.store_federated_configuration("FI", 7, 2500, b"fi-7")
+        .unwrap();
+    log.store_federated_configuration("EE", 1, 100, b"ee-1")
+        .unwrap();
+    log.store_federated_configuration("FI", 7, 2500, b"fi-7")
+        .unwrap();
+    assert!(matches!(
+        log.store_federated_configuration("FI", 7, 2500, b"fi-7b"),
+        Err(LogError::ConfigurationConflict(7))
+    ));
+    // Each instance's apart: the one in force at each time, and the newest.
+    assert_eq!(
+        log.configurations_for(&[2000]).unwrap(),
+        vec![b"jp-1".to_vec(), b"jp-2".to_vec()]
+    );
+    let fi = |log: &MessageLog, times: &[i64]| log.federated_configurations_for("FI", times);
+    assert_eq!(
+        fi(&log, &[2000]).unwrap(),
+        vec![b"fi-1".to_vec(), b"fi-7".to_vec()]
+    );
+    assert_eq!(fi(&log, &[10]).unwrap(), vec![b"fi-7".to_vec()]);
+    assert_eq!(
+        log.federated_configurations_for("EE", &[2000]).unwrap(),
+        vec![b"ee-1".to_vec()]
+    );
+    assert!(
+        log.federated_configurations_for("SE", &[2000])
+            .unwrap()
+            .is_empty()
+    );
+    // They outlive a reopening, and a backup copies them.
+    drop(log);
+    let log = open(&path);
+    assert_eq!(fi(&log, &[3000]).unwrap(), vec![b"fi-7".to_vec()]);
+    let copy = dir.path().join("copy.redb");
+    let snapshot = log.snapshot(&copy).unwrap();
+    drop(snapshot);
+    drop(log);
+    let restored = open(&copy);
+    assert_eq!(
+        fi(&restored, &[1000]).unwrap(),
+        vec![b"fi-1".to_vec(), b"fi-7".to_vec()]
+    );
+}
+
+#[tokio::test]
 async fn records_table_points_at_the_exact_record_bytes_in_a_segment() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("messagelog.redb");

@@ -97,19 +97,25 @@ pub async fn export(
     Ok(())
 }
 
-/// Verifies a bundle offline; returns whether it holds.
+/// Verifies a bundle offline, trusting each anchor for its own instance (a cross-border
+/// exchange's evidence needs both instances'); returns whether it holds.
 pub fn verify(
     file: &Path,
-    anchor: &Path,
+    anchors: &[std::path::PathBuf],
     require_cosignatures: usize,
     json: bool,
 ) -> anyhow::Result<bool> {
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    let anchor = Anchor::load(anchor).context("reading the anchor")?;
+    let anchors = anchors
+        .iter()
+        .map(|path| {
+            Anchor::load(path).with_context(|| format!("reading the anchor {}", path.display()))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let options = msglog::VerifyOptions {
         require_cosignatures,
     };
-    let (report, valid) = match msglog::verify_with(&bytes, &anchor, options) {
+    let (report, valid) = match msglog::verify_trusting(&bytes, &anchors, options) {
         Ok(report) => (report, true),
         Err(msglog::EvidenceError::Rejected(report)) => (*report, false),
         Err(e) => {

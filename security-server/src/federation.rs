@@ -371,9 +371,12 @@ async fn keep_history(
             let log = log.clone();
             let instance = c.conf().instance().to_string();
             let stored = tokio::task::spawn_blocking(move || {
-                // FEDERATION-HISTORY: msglog's store_federated_configuration lands next.
-                let _ = (&log, &instance, &c);
-                Ok::<(), msglog::LogError>(())
+                log.store_federated_configuration(
+                    &instance,
+                    c.serial(),
+                    c.conf().generated_at(),
+                    c.envelope(),
+                )
             })
             .await;
             if !matches!(stored, Ok(Ok(_))) {

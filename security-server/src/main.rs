@@ -184,11 +184,14 @@ enum EvidenceCmd {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Verify a bundle offline, with only the instance anchor: exits 0 only if everything holds.
+    /// Verify a bundle offline, with only the instance anchor(s): exits 0 only if everything
+    /// holds.
     Verify {
         file: PathBuf,
-        #[arg(long)]
-        anchor: PathBuf,
+        /// The instance anchor; repeat it for evidence of a cross-border exchange, with the
+        /// anchor of each instance (docs/federation.md).
+        #[arg(long = "anchor", required = true)]
+        anchors: Vec<PathBuf>,
         /// Independent witnesses that must have cosigned the checkpoint.
         #[arg(long, default_value_t = 1)]
         require_cosignatures: usize,
@@ -381,11 +384,11 @@ fn main_with(cli: Cli) -> anyhow::Result<()> {
     }
     if let Command::Evidence(EvidenceCmd::Verify {
         file,
-        anchor,
+        anchors,
         require_cosignatures,
     }) = &cli.command
     {
-        let valid = evidence_cli::verify(file, anchor, *require_cosignatures, cli.json)?;
+        let valid = evidence_cli::verify(file, anchors, *require_cosignatures, cli.json)?;
         std::process::exit(if valid { 0 } else { 1 });
     }
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
