@@ -7,12 +7,11 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 
 use central_registry::{DataDir, Registry, RegistryConfig, RegistryError, init_data_dir};
 use certs::SystemClock;
-use common::{TestRegistry, error_type};
+use common::{TestRegistry, cli, error_type};
 use tokio::net::TcpListener;
 
 fn mode(path: &Path) -> u32 {
@@ -133,20 +132,6 @@ fn init_writes_secret_files_0600_and_refuses_to_run_twice() {
         "{second:?}"
     );
     drop(registry);
-}
-
-fn cli(config: &Path, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_central-registry"))
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use central_registry::ops::{AddFederation, ListFederations, RemoveFederation};
 use central_registry::{AdminClient, Registry};
-use common::TestRegistry;
+use common::{TestRegistry, cli};
 use globalconf::{Anchor, InstanceId};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -131,20 +131,6 @@ async fn federated_instances_are_published_with_the_agreed_anchor_until_removed(
 
     jp.stop().await;
     fi.stop().await;
-}
-
-fn cli(config: &std::path::Path, args: &[&str]) -> (bool, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_central-registry"))
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

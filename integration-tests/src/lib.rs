@@ -8,6 +8,7 @@
 //! - [`verify_offline`]: checks an evidence bundle against the federation's anchor.
 //! - [`export_evidence`]: exports a message's evidence bundle through a server's admin API.
 //! - [`x_road_error`]: the `X-Road-Error` header of an answer.
+//! - [`portal_login`]: a resident portal's development login over plain HTTP.
 //! - [`assert_log_whole`]: every record of a message log under its root and its checkpoint.
 //! - [`raw_peer`]: hand-made exchanges sent to a provider's server proxy, as a peer would.
 //! - [`load`]: exchanges one after another while a test changes something underneath.
@@ -157,6 +158,23 @@ pub fn assert_log_whole(log: &msglog::MessageLog) -> u64 {
             .unwrap_or_else(|e| panic!("record {index} is not under the root: {e}"));
     }
     size
+}
+
+/// Logs in to the resident portal at `portal` with the development login, as `resident`;
+/// answers the session cookie. Panics if the portal does not answer with a session.
+pub async fn portal_login(portal: &str, resident: &str) -> String {
+    let r = runtime::HttpClient::plain()
+        .request(
+            http::Method::POST,
+            &format!("{portal}/login/dev"),
+            &[("content-type", "application/x-www-form-urlencoded")],
+            format!("resident={resident}").into(),
+        )
+        .await
+        .expect("the portal answers");
+    assert_eq!(r.status.as_u16(), 303, "{}", r.text());
+    let cookie = r.headers["set-cookie"].to_str().expect("a session cookie");
+    cookie.split(';').next().unwrap_or_default().to_owned()
 }
 
 /// The `X-Road-Error` header of `response`, or "" when it has none.

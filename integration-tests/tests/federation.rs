@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use globalconf::{Anchor, InstanceId};
 use http::Method;
-use integration_tests::{eventually, start_federation, x_road_error};
+use integration_tests::{eventually, portal_login, start_federation, x_road_error};
 use sandbox::spec::FI_POPULATION;
 use sandbox::{Federation, FederationSpec, federate};
 
@@ -62,22 +62,6 @@ async fn fi_to_jp(fi: &Federation) -> runtime::Response {
         FI_POPULATION,
     )
     .await
-}
-
-/// Logs in to a resident portal with the development login; answers the session cookie.
-async fn portal_login(portal: &str, resident: &str) -> String {
-    let r = runtime::HttpClient::plain()
-        .request(
-            Method::POST,
-            &format!("{portal}/login/dev"),
-            &[("content-type", "application/x-www-form-urlencoded")],
-            format!("resident={resident}").into(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(r.status.as_u16(), 303, "{}", r.text());
-    let cookie = r.headers["set-cookie"].to_str().unwrap();
-    cookie.split(';').next().unwrap().to_owned()
 }
 
 fn anchor(f: &Federation) -> Anchor {

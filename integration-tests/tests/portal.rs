@@ -6,8 +6,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use integration_tests::eventually;
 use integration_tests::webdriver::Browser;
+use integration_tests::{eventually, portal_login};
 use sandbox::{Federation, FederationSpec};
 
 const OSAKA: &str = "JP/MUN/271004/ss1";
@@ -376,22 +376,6 @@ async fn assert_fits_a_phone(browser: &Browser, url: &str, screen: &str) {
     );
 }
 
-/// Logs in over plain HTTP with the development login; answers the session cookie.
-async fn login(portal: &str, resident: &str) -> String {
-    let r = runtime::HttpClient::plain()
-        .request(
-            http::Method::POST,
-            &format!("{portal}/login/dev"),
-            &[("content-type", "application/x-www-form-urlencoded")],
-            format!("resident={resident}").into(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(r.status.as_u16(), 303, "{}", r.text());
-    let cookie = r.headers["set-cookie"].to_str().unwrap();
-    cookie.split(';').next().unwrap().to_owned()
-}
-
 async fn get(url: &str, cookie: &str) -> runtime::Response {
     runtime::HttpClient::plain()
         .request(
@@ -433,7 +417,7 @@ async fn evidence_once_sealed(url: &str, cookie: &str) -> Vec<u8> {
 async fn evidence_from_the_portal_verifies_and_a_member_that_is_down_is_shown_unavailable() {
     let (_dir, mut f) = start().await;
     let portal = f.portal_url().unwrap().to_owned();
-    let cookie = login(&portal, "131016000003").await;
+    let cookie = portal_login(&portal, "131016000003").await;
     let timeline: serde_json::Value = timeline_of(&portal, &cookie).await;
     let entries = timeline["entries"].as_array().unwrap();
     assert_eq!(entries.len(), 1, "{timeline}");
@@ -446,7 +430,7 @@ async fn evidence_from_the_portal_verifies_and_a_member_that_is_down_is_shown_un
     let bundle = evidence_once_sealed(&url, &cookie).await;
     assert!(integration_tests::verify_offline(&f, &bundle).passed());
     // Another resident cannot fetch it through the portal.
-    let other = login(&portal, "131016000001").await;
+    let other = portal_login(&portal, "131016000001").await;
     assert_eq!(get(&url, &other).await.status.as_u16(), 404);
 
     // Osaka City's server goes down: its subsystem is shown as unavailable, never dropped,
@@ -519,7 +503,7 @@ async fn accesses_served_by_either_server_of_a_subsystem_all_show_with_their_evi
     }
 
     let portal = f.portal_url().unwrap().to_owned();
-    let cookie = login(&portal, RESIDENT).await;
+    let cookie = portal_login(&portal, RESIDENT).await;
     let timeline: serde_json::Value = timeline_of(&portal, &cookie).await;
     let entries = timeline["entries"].as_array().unwrap();
     assert_eq!(entries.len(), 2, "{timeline}");

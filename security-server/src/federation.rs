@@ -299,7 +299,7 @@ impl Federation {
                     Some(log) => {
                         tokio::join!(
                             running.clone().run(child.clone()),
-                            keep_history(running.subscribe(), log, child)
+                            keep_history(running.subscribe(), log, true, child)
                         );
                     }
                     None => running.run(child).await,
@@ -358,10 +358,13 @@ impl PinPolicy for Federation {
     }
 }
 
-/// Stores every accepted configuration of a federated instance in the message log's history.
-async fn keep_history(
+/// Stores every configuration `updates` publishes in the message log's history, so that evidence
+/// can show the configuration in force when a record was written: the own instance's, or (when
+/// `federated`) a federated instance's, whose serials are its own.
+pub(crate) async fn keep_history(
     mut updates: tokio::sync::watch::Receiver<Option<VerifiedConf>>,
     log: msglog::MessageLog,
+    federated: bool,
     shutdown: runtime::Shutdown,
 ) {
     let mut stop = std::pin::pin!(shutdown.wait());
@@ -369,20 +372,18 @@ async fn keep_history(
         let current = updates.borrow_and_update().clone();
         if let Some(c) = current {
             let log = log.clone();
-            let instance = c.conf().instance().to_string();
             let stored = tokio::task::spawn_blocking(move || {
-                log.store_federated_configuration(
-                    &instance,
-                    c.serial(),
-                    c.conf().generated_at(),
-                    c.envelope(),
-                )
+                let (serial, generated_at) = (c.serial(), c.conf().generated_at());
+                if federated {
+                    let instance = c.conf().instance().as_str();
+                    log.store_federated_configuration(instance, serial, generated_at, c.envelope())
+                } else {
+                    log.store_configuration(serial, generated_at, c.envelope())
+                }
             })
             .await;
             if !matches!(stored, Ok(Ok(_))) {
-                tracing::error!(
-                    "cannot store a federated instance's configuration in the message log's history"
-                );
+                tracing::error!("cannot store the configuration in the message log's history");
             }
         }
         tokio::select! {

@@ -400,9 +400,10 @@ pub async fn start(
         shutdown.clone(),
     ));
 
-    tasks.spawn(keep_configuration_history(
+    tasks.spawn(crate::federation::keep_history(
         conf.subscribe(),
         log.clone(),
+        false,
         shutdown.clone(),
     ));
     let checkpointer = Checkpointer {
@@ -459,33 +460,6 @@ async fn serve(
 ) {
     if let Err(e) = runtime::serve_http_with(listener, tls, router, shutdown.wait(), limits).await {
         tracing::error!(listener = name, error = %e, "listener failed");
-    }
-}
-
-/// Stores every accepted configuration in the message log's history, so that evidence can show
-/// the configuration in force when a record was written.
-async fn keep_configuration_history(
-    mut updates: tokio::sync::watch::Receiver<Option<globalconf::VerifiedConf>>,
-    log: msglog::MessageLog,
-    shutdown: runtime::Shutdown,
-) {
-    let mut stop = std::pin::pin!(shutdown.wait());
-    loop {
-        let current = updates.borrow_and_update().clone();
-        if let Some(c) = current {
-            let log = log.clone();
-            let stored = tokio::task::spawn_blocking(move || {
-                log.store_configuration(c.serial(), c.conf().generated_at(), c.envelope())
-            })
-            .await;
-            if !matches!(stored, Ok(Ok(_))) {
-                tracing::error!("cannot store the configuration in the message log's history");
-            }
-        }
-        tokio::select! {
-            _ = &mut stop => return,
-            changed = updates.changed() => if changed.is_err() { return },
-        }
     }
 }
 

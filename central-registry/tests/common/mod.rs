@@ -19,6 +19,22 @@ use tokio::task::JoinHandle;
 
 pub use runtime::testing::eventually;
 
+/// Runs the `central-registry` binary with `--config config` and `args`: whether it succeeded,
+/// its stdout and its stderr.
+pub fn cli(config: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_central-registry"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 pub fn https_client(anchor: &Anchor) -> runtime::HttpClient {
     let tls = certs::client_config_trusting(&anchor.ca_certificates_der(), &[]).unwrap();
     runtime::HttpClient::https(tls)

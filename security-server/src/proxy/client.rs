@@ -159,7 +159,13 @@ impl Inner {
             ClientCall::ListClients {
                 instance: Some(instance),
             } if &instance != conf.conf().instance() => {
-                let theirs = self.confs.conf_for(&instance).map_err(refused)?;
+                // An instance this server does not exchange with has no clients it knows of:
+                // an empty list, as X-Road answers for an unknown instance.
+                let theirs = match self.confs.conf_for(&instance) {
+                    Ok(theirs) => theirs,
+                    Err(r @ (Refusal::Own(_) | Refusal::Outdated(..))) => return Err(refused(r)),
+                    Err(Refusal::NotFederated { .. } | Refusal::NotAllowed(_)) => conf.clone(),
+                };
                 return Ok(list_clients(theirs.conf(), Some(&instance), &parts));
             }
             ClientCall::ListClients { instance } => {
