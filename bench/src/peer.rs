@@ -441,7 +441,7 @@ fn print_windows(shape: &Shape, windows: &[Window]) {
         shape.warmup_seconds
     );
     println!(
-        "{:<5} {:<11} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>6} {:>9} {:>9} {:>8} {:>6} {:>5}",
+        "{:<5} {:<11} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>6} {:>9} {:>9} {:>8} {:>6} {:>5} {:>5}",
         "round",
         "path",
         "req/s",
@@ -455,13 +455,14 @@ fn print_windows(shape: &Shape, windows: &[Window]) {
         "provider",
         "backend",
         "wrk",
-        "idle"
+        "idle",
+        "steal"
     );
     for w in windows {
         let us =
             |d: Option<Duration>| d.map_or_else(|| "-".into(), |d| format!("{} µs", d.as_micros()));
         println!(
-            "{:<5} {:<11} {:>9.1} {:>8.1} {:>8} {:>8} {:>8} {:>8} {:>6} {:>9} {:>9} {:>8} {:>6} {:>5}",
+            "{:<5} {:<11} {:>9.1} {:>8.1} {:>8} {:>8} {:>8} {:>8} {:>6} {:>9} {:>9} {:>8} {:>6} {:>5} {:>5}",
             w.round,
             w.path.name(),
             rate(shape, w),
@@ -475,9 +476,8 @@ fn print_windows(shape: &Shape, windows: &[Window]) {
             us(w.cpu_per_request(1)),
             us(w.cpu_per_request(2)),
             us(w.cpu_per_request(3)),
-            w.machine
-                .and_then(|m| m.idle_fraction())
-                .map_or_else(|| "-".into(), |f| format!("{:.0} %", f * 100.0)),
+            share(w.machine.and_then(|m| m.idle_fraction())),
+            share(w.machine.and_then(|m| m.steal_fraction())),
         );
     }
     let mut ratios: Vec<f64> = (1..=shape.rounds)
@@ -499,7 +499,8 @@ fn print_windows(shape: &Shape, windows: &[Window]) {
         println!(
             "gateway / nginx chain throughput, per round: median {median:.3} (min {min:.3}, max \
              {max:.3}); CPU columns: per request, of each process (client's side, provider's \
-             side, the backend, wrk); idle: the whole machine's"
+             side, the backend, wrk); idle and steal: shares of the whole machine's CPU time \
+             (steal: taken by the hypervisor for other guests)"
         );
     }
 }
@@ -512,6 +513,10 @@ fn rate(shape: &Shape, w: &Window) -> f64 {
     } else {
         w.wrk.throughput()
     }
+}
+
+fn share(fraction: Option<f64>) -> String {
+    fraction.map_or_else(|| "-".into(), |f| format!("{:.0} %", f * 100.0))
 }
 
 fn ms(d: Duration) -> String {
