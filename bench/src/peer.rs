@@ -61,10 +61,12 @@ const SMALL_BODY: usize = 64 * 1024;
 /// 64 connections for small bodies (the load); fewer for large ones, whose in-flight
 /// bodies would otherwise be gigabytes.
 pub fn default_connections(body_bytes: usize) -> u32 {
-    match body_bytes {
-        0..=SMALL_BODY => 64,
-        ..=4_194_304 => 16,
-        _ => 4,
+    if body_bytes <= SMALL_BODY {
+        64
+    } else if body_bytes <= 4 << 20 {
+        16
+    } else {
+        4
     }
 }
 
@@ -554,15 +556,6 @@ fn load_average() -> String {
             || "load average unknown".into(),
             |l| format!("load average before: {l}"),
         )
-}
-
-/// Sends `signal` (`TERM`, `QUIT`) to `pid` with kill(1), the one way to signal a process
-/// without unsafe code.
-fn signal(pid: u32, signal: &str) {
-    let _ = std::process::Command::new("kill")
-        .arg(format!("-{signal}"))
-        .arg(pid.to_string())
-        .status();
 }
 
 #[cfg(test)]

@@ -160,7 +160,7 @@ impl ServerProcess {
     }
 
     pub async fn stop(mut self) {
-        super::signal(self.pid, "TERM");
+        super::procfs::signal(self.pid, "TERM");
         if tokio::time::timeout(Duration::from_secs(30), self.child.wait())
             .await
             .is_err()

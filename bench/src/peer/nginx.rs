@@ -144,7 +144,7 @@ impl Nginx {
 
     /// Asks nginx to finish what it does and stop (SIGQUIT), and waits for it (up to 10 s).
     pub async fn stop(mut self) {
-        super::signal(self.pid, "QUIT");
+        super::procfs::signal(self.pid, "QUIT");
         if tokio::time::timeout(Duration::from_secs(10), self.child.wait())
             .await
             .is_err()

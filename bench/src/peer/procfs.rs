@@ -1,6 +1,6 @@
 //! What Linux tells about a process in `/proc`: its CPU time (`stat`), its memory (`status`), its
-//! children; and how much disk is free (`df`). Parsing is pure; reading returns `None` where the
-//! system does not tell (not Linux, or the process is gone).
+//! children; how much disk is free (`df`); and signalling a process (`kill`). Parsing is pure;
+//! reading returns `None` where the system does not tell (not Linux, or the process is gone).
 
 use std::os::unix::fs::MetadataExt as _;
 use std::path::Path;
@@ -133,4 +133,13 @@ pub fn disk_usage(dir: &Path) -> u64 {
             _ => 0,
         })
         .sum()
+}
+
+/// Sends `signal` (`TERM`, `QUIT`) to `pid` with kill(1), the one way to signal a process
+/// without unsafe code.
+pub fn signal(pid: u32, signal: &str) {
+    let _ = std::process::Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status();
 }
