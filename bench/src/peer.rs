@@ -96,6 +96,8 @@ struct Window {
     /// backend; the registry is idle), and wrk.
     cpu: [Option<Duration>; 4],
     machine: Option<MachineTicks>,
+    /// Resident memory of each side's processes at the end of the window, in bytes.
+    rss: [Option<u64>; 2],
 }
 
 impl Window {
@@ -274,6 +276,11 @@ async fn measure_rounds(
                 round,
                 wrk: result,
                 cpu: after.since(&before),
+                rss: sides.each_ref().map(|pids| {
+                    pids.iter()
+                        .map(|pid| procfs::memory(*pid).map(|(rss, _)| rss))
+                        .sum::<Option<u64>>()
+                }),
                 machine: after.machine.zip(before.machine).map(|(a, b)| a.since(b)),
             };
             if window.wrk.successes() == 0 {
@@ -443,7 +450,7 @@ fn print_windows(shape: &Shape, windows: &[Window]) {
         shape.warmup_seconds
     );
     println!(
-        "{:<5} {:<11} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>6} {:>9} {:>9} {:>8} {:>6} {:>5} {:>5}",
+        "{:<5} {:<11} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>6} {:>9} {:>9} {:>8} {:>6} {:>5} {:>5} {:>9}",
         "round",
         "path",
         "req/s",
@@ -458,13 +465,14 @@ fn print_windows(shape: &Shape, windows: &[Window]) {
         "backend",
         "wrk",
         "idle",
-        "steal"
+        "steal",
+        "RSS MB"
     );
     for w in windows {
         let us =
             |d: Option<Duration>| d.map_or_else(|| "-".into(), |d| format!("{} µs", d.as_micros()));
         println!(
-            "{:<5} {:<11} {:>9.1} {:>8.1} {:>8} {:>8} {:>8} {:>8} {:>6} {:>9} {:>9} {:>8} {:>6} {:>5} {:>5}",
+            "{:<5} {:<11} {:>9.1} {:>8.1} {:>8} {:>8} {:>8} {:>8} {:>6} {:>9} {:>9} {:>8} {:>6} {:>5} {:>5} {:>9}",
             w.round,
             w.path.name(),
             rate(shape, w),
@@ -480,6 +488,10 @@ fn print_windows(shape: &Shape, windows: &[Window]) {
             us(w.cpu_per_request(3)),
             share(w.machine.and_then(|m| m.idle_fraction())),
             share(w.machine.and_then(|m| m.steal_fraction())),
+            match w.rss {
+                [Some(c), Some(p)] => format!("{:.0}/{:.0}", c as f64 / 1e6, p as f64 / 1e6),
+                _ => "-".into(),
+            },
         );
     }
     let mut ratios: Vec<f64> = (1..=shape.rounds)
@@ -502,7 +514,8 @@ fn print_windows(shape: &Shape, windows: &[Window]) {
             "gateway / nginx chain throughput, per round: median {median:.3} (min {min:.3}, max \
              {max:.3}); CPU columns: per request, of each process (client's side, provider's \
              side, the backend, wrk); idle and steal: shares of the whole machine's CPU time \
-             (steal: taken by the hypervisor for other guests)"
+             (steal: taken by the hypervisor for other guests); RSS: client's side / provider's \
+             side at the end of the window (nginx: master and workers added up)"
         );
     }
 }
