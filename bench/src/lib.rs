@@ -4,7 +4,10 @@
 //! - [`load`]: a closed-loop HTTP load generator (N clients, warm-up, exact latency percentiles),
 //!   used by the `bench` program (`src/main.rs`: the message exchange through the gateway
 //!   against the same load sent directly to the provider's backend).
+//! - [`peer`]: `bench peer`, the gateway's two security servers as processes against a two-hop
+//!   mutual-TLS nginx chain, driven alike by `wrk` in alternating rounds.
 //! - `benches/`: `cargo bench -p bench` targets (the global configuration at national size).
 #![forbid(unsafe_code)]
 
 pub mod load;
+pub mod peer;

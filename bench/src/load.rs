@@ -158,7 +158,8 @@ impl MachineTicks {
         })
     }
 
-    fn since(self, before: MachineTicks) -> MachineTicks {
+    /// The ticks between `before` and `self`.
+    pub fn since(self, before: MachineTicks) -> MachineTicks {
         MachineTicks {
             idle: self.idle.saturating_sub(before.idle),
             steal: self.steal.saturating_sub(before.steal),

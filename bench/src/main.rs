@@ -11,15 +11,21 @@
 //! The load generator, the three security servers, the registry and the backend share this one
 //! process and the machine's cores, so the numbers compare the two paths on equal terms rather
 //! than show what a dedicated server would do.
+//!
+//! `cargo run --release --bin bench -- peer`: the comparison an operator would make instead
+//! ([`bench::peer`]): the shipped `security-server` binary as two processes against a two-hop
+//! mutual-TLS nginx chain, both driven by `wrk` in alternating rounds, for 1 KiB, 1 MiB and
+//! 100 MiB bodies (`scripts/install-bench-tools` installs nginx and wrk).
 #![forbid(unsafe_code)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use bench::load::{self, LoadOptions, LoadReport, Target};
-use clap::Parser;
+use bench::peer::PeerOptions;
+use clap::{Parser, Subcommand};
 use sandbox::{DemoApi, Federation, FederationSpec, Ports, ServiceSpec};
 
 const CLIENT: &str = "JP/GOV/digital-agency/portal";
@@ -64,18 +70,120 @@ struct Args {
     /// Print one JSON line with the results instead of the table.
     #[arg(long)]
     json: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// The gateway's two security servers, as processes of the shipped binary with the message
+    /// log on, against a two-hop mutual-TLS nginx chain in front of the same backend, driven
+    /// alike by `wrk` in alternating rounds (the options above do not apply).
+    Peer(PeerArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct PeerArgs {
+    /// Request body sizes in bytes, comma-separated (each echoed back).
+    #[arg(long, value_delimiter = ',', default_values_t = [1024usize, 1_048_576, 104_857_600])]
+    sizes: Vec<usize>,
+    /// wrk connections; by default 64 for bodies up to 64 KiB, 16 up to 4 MiB, else 4.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    connections: Option<u32>,
+    /// wrk threads.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=256))]
+    threads: u32,
+    /// Rounds for bodies up to 64 KiB: each measures both paths, the order alternating.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    rounds: u32,
+    /// Measured seconds per window for bodies up to 64 KiB.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    seconds: u64,
+    /// Rounds for larger bodies.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=100))]
+    large_rounds: u32,
+    /// Measured seconds per window for larger bodies.
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    large_seconds: u64,
+    /// Seconds of load before each measured window.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(0..=600))]
+    warmup_seconds: u64,
+    /// The security server binary; by default the one beside this program.
+    #[arg(long)]
+    security_server: Option<PathBuf>,
+    /// The nginx binary; by default found on PATH, /usr/sbin or /sbin.
+    #[arg(long)]
+    nginx: Option<PathBuf>,
+    /// The wrk binary; by default found on PATH.
+    #[arg(long)]
+    wrk: Option<PathBuf>,
+    /// nginx `worker_processes` of each of the two nginx.
+    #[arg(long, default_value = "auto")]
+    nginx_workers: String,
+    /// Stop before a window when the disk holding the run's files has fewer free gigabytes.
+    #[arg(long, default_value_t = 8.0)]
+    min_free_gb: f64,
+    /// Keep the run's files (configurations, logs, message logs) here instead of a temporary
+    /// directory that is removed.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+impl PeerArgs {
+    fn into_options(self) -> anyhow::Result<PeerOptions> {
+        let beside_this = || -> anyhow::Result<PathBuf> {
+            let exe = std::env::current_exe().context("where this program is")?;
+            Ok(exe.with_file_name("security-server"))
+        };
+        Ok(PeerOptions {
+            sizes: self.sizes,
+            connections: self.connections,
+            threads: self.threads,
+            rounds: self.rounds,
+            seconds: self.seconds,
+            large_rounds: self.large_rounds,
+            large_seconds: self.large_seconds,
+            warmup_seconds: self.warmup_seconds,
+            security_server: match self.security_server {
+                Some(p) => p,
+                None => beside_this()?,
+            },
+            nginx: self.nginx.unwrap_or_else(|| find_program("nginx")),
+            wrk: self.wrk.unwrap_or_else(|| find_program("wrk")),
+            nginx_workers: self.nginx_workers,
+            min_free_bytes: (self.min_free_gb.max(0.0) * 1e9) as u64,
+            dir: self.dir,
+        })
+    }
+}
+
+/// `name` on PATH or in /usr/sbin or /sbin (where Debian puts nginx); the bare name if nowhere,
+/// so the error names it.
+fn find_program(name: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from(name))
 }
 
 fn main() -> std::process::ExitCode {
     runtime::cli::finish(main_with(Args::parse()))
 }
 
-fn main_with(args: Args) -> anyhow::Result<()> {
+fn main_with(mut args: Args) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    rt.block_on(run(args))
+    match args.command.take() {
+        Some(Command::Peer(peer)) => {
+            let options = peer.into_options()?;
+            rt.block_on(bench::peer::run(&options))
+        }
+        None => rt.block_on(run(args)),
+    }
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
