@@ -264,6 +264,22 @@ async fn exchanges_go_across_both_ways_and_stop_when_the_federation_ends() {
         "{}",
         refused.text()
     );
+    // The server still lists FI in [federation] instances: status says the agreement is gone.
+    let status = integration_tests::admin(&jp, BENEFITS_SERVER)
+        .call(&security_server::admin::ops::Status)
+        .await
+        .unwrap();
+    assert_eq!(status.federation.len(), 1);
+    assert!(!status.federation[0].usable);
+    assert!(
+        status.federation[0]
+            .problem
+            .as_deref()
+            .is_some_and(|p| p.contains("not federated")),
+        "{:?}",
+        status.federation
+    );
+
     // FI's pooled connection to Chiyoda's server outlives the handshake: the request itself is
     // refused; a new connection would fail its handshake.
     let r = fi_to_jp(&fi).await;

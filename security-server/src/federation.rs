@@ -216,6 +216,25 @@ impl Federation {
                 problem,
             });
         }
+        // Listed here, but no agreement in the registry's configuration: say so too.
+        for id in &self.settings.allowed {
+            if own.conf().federated(id).is_none() {
+                out.push(FederatedStatus {
+                    instance: id.clone(),
+                    fingerprint: String::new(),
+                    serial: None,
+                    expires_at: None,
+                    usable: false,
+                    problem: Some(
+                        Refusal::NotFederated {
+                            own: own.conf().instance().clone(),
+                            other: id.clone(),
+                        }
+                        .to_string(),
+                    ),
+                });
+            }
+        }
         out
     }
 

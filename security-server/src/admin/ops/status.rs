@@ -310,10 +310,17 @@ fn status_text(s: &ServerStatus) -> String {
         }
     }
     for f in &s.federation {
+        let anchor = if f.fingerprint.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " (anchor {})",
+                &f.fingerprint[..f.fingerprint.len().min(16)]
+            )
+        };
         lines.push(format!(
-            "federated:      {} (anchor {}): {}",
+            "federated:      {}{anchor}: {}",
             f.instance,
-            &f.fingerprint[..f.fingerprint.len().min(16)],
             match (&f.problem, f.serial, f.expires_at) {
                 (Some(p), _, _) => p.clone(),
                 (None, Some(serial), Some(expires)) => {
