@@ -303,9 +303,10 @@ fn check_configurations(
                     },
                     CheckKind::ConfigurationSignature,
                     format!(
-                        "signed by a registry key of the anchor of {}, generated at {}",
-                        anchor.instance(),
-                        conf.conf().generated_at()
+                        "a configuration of {instance}, signed by a registry key of the anchor \
+                         of {instance}, generated at {}",
+                        conf.conf().generated_at(),
+                        instance = anchor.instance()
                     ),
                 );
                 report.configurations.push(ConfigurationInfo {
@@ -628,6 +629,7 @@ fn record_info(er: &pb::EvidenceRecord, record: &pb::LogRecord, kind: &str) -> R
         error: None,
         sent: None,
         signer: None,
+        signer_instance: None,
     }
 }
 
@@ -649,11 +651,29 @@ fn check_signed_header(
         Domain::ResponseHeader
     };
     let Some((key_id, public_key)) = find_key(confs, &record.key_id) else {
+        // Whose it should be (the record's word, unsigned): to say which anchor may be missing.
+        let claimed = if kind == pb::LogKind::Request {
+            &record.client
+        } else {
+            &record.service
+        };
+        let instance = claimed.split('/').next().unwrap_or_default();
+        let hint = if confs
+            .iter()
+            .any(|c| c.conf().instance().as_str() == instance)
+        {
+            String::new()
+        } else {
+            format!(
+                "; no configuration of {instance}, whose member had to sign, verified (verify \
+                 with {instance}'s anchor too)"
+            )
+        };
         report.fail(
             subject.clone(),
             CheckKind::HeaderSignature,
             format!(
-                "key {:?} is not listed in any configuration of the bundle",
+                "key {:?} is not listed in any verified configuration of the bundle{hint}",
                 record.key_id
             ),
         );
@@ -699,6 +719,11 @@ fn check_signed_header(
     }
 
     info.signer = check_signer(&header, record, &key_id, confs, subject, report);
+    info.signer_instance = info
+        .signer
+        .as_deref()
+        .and_then(|s| s.split('/').next())
+        .map(str::to_owned);
     report.check(
         subject.clone(),
         CheckKind::RecordMatchesHeader,
@@ -815,7 +840,7 @@ fn check_signer(
         {
             return Ok(format!(
                 "key {key_id} of {signer} (instance {instance}), valid at {created_at} \
-                 (configuration serial {})",
+                 (configuration serial {} of {instance})",
                 c.serial()
             ));
         }

@@ -171,6 +171,8 @@ pub struct RecordInfo {
     /// The member whose key signed the header (its identifier names its instance), once the
     /// signature and the signer checked out.
     pub signer: Option<String>,
+    /// The instance of that member.
+    pub signer_instance: Option<String>,
 }
 
 /// Everything a verification found.

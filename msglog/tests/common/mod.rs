@@ -1,5 +1,6 @@
 //! Shared fixtures: a small instance (registry key, anchor, two members each owning one security
-//! server), signed request/response records, and plain entries.
+//! server), signed request/response records, and plain entries; a second instance, FI,
+//! federated with it, for evidence of cross-border exchanges.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
@@ -21,6 +22,10 @@ pub const PROVIDER_MEMBER: &str = "JP/GOV/8000012";
 pub const PROVIDER: &str = "JP/GOV/8000012/records";
 pub const SERVICE: &str = "JP/GOV/8000012/records/residents/v1";
 pub const PROVIDER_SERVER: &str = "JP/GOV/8000012/ss1";
+pub const FI_PROVIDER_MEMBER: &str = "FI/GOV/0245437-2";
+pub const FI_PROVIDER: &str = "FI/GOV/0245437-2/population";
+pub const FI_SERVICE: &str = "FI/GOV/0245437-2/population/persons/v1";
+pub const FI_PROVIDER_SERVER: &str = "FI/GOV/0245437-2/ss1";
 pub const GENERATED_AT: i64 = 1_800_000_000;
 pub const CREATED_AT: i64 = 1_800_000_100;
 
@@ -69,23 +74,28 @@ pub struct Instance {
     pub anchor: Anchor,
 }
 
+/// The anchor of `instance` whose configurations `registry` signs.
+pub fn anchor_of(instance: &str, registry: &SigningKey) -> Anchor {
+    let clock = certs::ManualClock::at_unix(GENERATED_AT);
+    let ca = certs::CertificateAuthority::generate(
+        instance,
+        std::time::Duration::from_secs(86_400),
+        &clock,
+    )
+    .unwrap();
+    Anchor::new(
+        instance.parse::<InstanceId>().unwrap(),
+        vec!["https://127.0.0.1:41001".into()],
+        ca.certificate_pem(),
+        vec![registry.public_key()],
+    )
+    .unwrap()
+}
+
 impl Instance {
     pub fn new() -> Self {
         let registry = SigningKey::from_seed([1; 32]);
-        let clock = certs::ManualClock::at_unix(GENERATED_AT);
-        let ca = certs::CertificateAuthority::generate(
-            "JP",
-            std::time::Duration::from_secs(86_400),
-            &clock,
-        )
-        .unwrap();
-        let anchor = Anchor::new(
-            "JP".parse::<InstanceId>().unwrap(),
-            vec!["https://127.0.0.1:41001".into()],
-            ca.certificate_pem(),
-            vec![registry.public_key()],
-        )
-        .unwrap();
+        let anchor = anchor_of("JP", &registry);
         Instance {
             registry,
             client_key: SigningKey::from_seed([2; 32]),
@@ -121,16 +131,29 @@ impl Instance {
 
     /// A request as the client's server logs it, signed by the client member's key.
     pub fn request(&self, message_id: &str, body: &[u8], subject: Option<&str>) -> Entry {
+        self.request_to(SERVICE, PROVIDER_SERVER, message_id, body, subject)
+    }
+
+    /// [`Instance::request`] for `service` at the server `target` (of this or another
+    /// instance).
+    pub fn request_to(
+        &self,
+        service: &str,
+        target: &str,
+        message_id: &str,
+        body: &[u8],
+        subject: Option<&str>,
+    ) -> Entry {
         let header = pb::RequestHeader {
             message_id: message_id.into(),
             client: CLIENT.into(),
-            service: SERVICE.into(),
+            service: service.into(),
             method: "GET".into(),
             path: "/residents/1".into(),
             created_at: CREATED_AT,
             body_sha256: Sha256::digest(body).to_vec(),
             signer_key_id: self.client_key.key_id().to_string(),
-            target_server: PROVIDER_SERVER.into(),
+            target_server: target.into(),
             ..Default::default()
         }
         .encode_to_vec();
@@ -141,14 +164,14 @@ impl Instance {
                 side: pb::LogSide::Client as i32,
                 message_id: message_id.into(),
                 client: CLIENT.into(),
-                service: SERVICE.into(),
+                service: service.into(),
                 signed_header: header,
                 signature: signature.to_vec(),
                 key_id: self.client_key.key_id().to_string(),
                 body_sha256: Sha256::digest(body).to_vec(),
                 body_stored: true,
                 logged_at_ms: CREATED_AT * 1000 + 5,
-                peer: PROVIDER_SERVER.into(),
+                peer: target.into(),
                 error: String::new(),
                 sent: false,
             },
@@ -160,44 +183,13 @@ impl Instance {
     /// The response to `request`, signed by the provider member's key; `request_hash` is
     /// SHA-512 of the request's signed header unless `wrong_request_hash`.
     pub fn response(&self, request: &Entry, body: &[u8], wrong_request_hash: bool) -> Entry {
-        let mut request_hash = Sha512::digest(&request.record.signed_header).to_vec();
-        if wrong_request_hash {
-            request_hash[0] ^= 1;
-        }
-        let header = pb::ResponseHeader {
-            message_id: request.record.message_id.clone(),
-            status: 200,
-            created_at: CREATED_AT + 1,
-            body_sha256: Sha256::digest(body).to_vec(),
-            request_hash,
-            signer_key_id: self.provider_key.key_id().to_string(),
-            server: PROVIDER_SERVER.into(),
-            ..Default::default()
-        }
-        .encode_to_vec();
-        let signature = self
-            .provider_key
-            .sign(certs::Domain::ResponseHeader, &header);
-        Entry {
-            record: pb::LogRecord {
-                kind: pb::LogKind::Response as i32,
-                side: pb::LogSide::Client as i32,
-                message_id: request.record.message_id.clone(),
-                client: CLIENT.into(),
-                service: SERVICE.into(),
-                signed_header: header,
-                signature: signature.to_vec(),
-                key_id: self.provider_key.key_id().to_string(),
-                body_sha256: Sha256::digest(body).to_vec(),
-                body_stored: true,
-                logged_at_ms: (CREATED_AT + 1) * 1000,
-                peer: PROVIDER_SERVER.into(),
-                error: String::new(),
-                sent: false,
-            },
-            body: Some(HashedBody::new(Bytes::copy_from_slice(body))),
-            data_subject: None,
-        }
+        response_by(
+            &self.provider_key,
+            PROVIDER_SERVER,
+            request,
+            body,
+            wrong_request_hash,
+        )
     }
 
     /// Signs a checkpoint of the log's current size with the client member's key (the log's
@@ -225,8 +217,104 @@ impl Instance {
     }
 }
 
+/// The response to `request` as the client's server logs it, signed with `key` by the provider's
+/// server `server` (of any instance); `request_hash` is SHA-512 of the request's signed header
+/// unless `wrong_request_hash`.
+pub fn response_by(
+    key: &SigningKey,
+    server: &str,
+    request: &Entry,
+    body: &[u8],
+    wrong_request_hash: bool,
+) -> Entry {
+    let mut request_hash = Sha512::digest(&request.record.signed_header).to_vec();
+    if wrong_request_hash {
+        request_hash[0] ^= 1;
+    }
+    let header = pb::ResponseHeader {
+        message_id: request.record.message_id.clone(),
+        status: 200,
+        created_at: CREATED_AT + 1,
+        body_sha256: Sha256::digest(body).to_vec(),
+        request_hash,
+        signer_key_id: key.key_id().to_string(),
+        server: server.into(),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let signature = key.sign(certs::Domain::ResponseHeader, &header);
+    Entry {
+        record: pb::LogRecord {
+            kind: pb::LogKind::Response as i32,
+            side: pb::LogSide::Client as i32,
+            message_id: request.record.message_id.clone(),
+            client: request.record.client.clone(),
+            service: request.record.service.clone(),
+            signed_header: header,
+            signature: signature.to_vec(),
+            key_id: key.key_id().to_string(),
+            body_sha256: Sha256::digest(body).to_vec(),
+            body_stored: true,
+            logged_at_ms: (CREATED_AT + 1) * 1000,
+            peer: server.into(),
+            error: String::new(),
+            sent: false,
+        },
+        body: Some(HashedBody::new(Bytes::copy_from_slice(body))),
+        data_subject: None,
+    }
+}
+
 /// Whether `needle` occurs anywhere in the file.
 pub fn file_contains(path: &Path, needle: &[u8]) -> bool {
     let bytes = std::fs::read(path).unwrap();
     bytes.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The instance FI, federated with [`Instance`]'s JP: its registry key and anchor, one provider
+/// member with a message-signing key and a security server.
+pub struct Foreign {
+    pub registry: SigningKey,
+    pub provider_key: SigningKey,
+    pub anchor: Anchor,
+}
+
+impl Foreign {
+    pub fn new() -> Self {
+        let registry = SigningKey::from_seed([11; 32]);
+        let anchor = anchor_of("FI", &registry);
+        Foreign {
+            registry,
+            provider_key: SigningKey::from_seed([12; 32]),
+            anchor,
+        }
+    }
+
+    pub fn configuration(&self, serial: u64, generated_at: i64) -> pb::GlobalConfiguration {
+        ConfBuilder::new("FI", generated_at)
+            .serial(serial)
+            .subsystem(FI_PROVIDER)
+            .named(
+                FI_PROVIDER_MEMBER,
+                "Digital and Population Data Services Agency",
+            )
+            .key(FI_PROVIDER_MEMBER, &self.provider_key, 1_700_000_000, 0)
+            .server_at(
+                FI_PROVIDER_SERVER,
+                &["127.0.0.1:5600"],
+                [3; 32],
+                &[FI_PROVIDER],
+            )
+            .proto()
+    }
+
+    /// `conf`'s envelope, signed by FI's registry.
+    pub fn sign(&self, conf: &pb::GlobalConfiguration) -> Vec<u8> {
+        globalconf::signed::sign(conf, &self.registry)
+    }
+
+    /// The signed envelope of [`Foreign::configuration`].
+    pub fn envelope(&self, serial: u64, generated_at: i64) -> Vec<u8> {
+        self.sign(&self.configuration(serial, generated_at))
+    }
 }
