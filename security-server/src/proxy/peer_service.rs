@@ -126,17 +126,9 @@ impl pb::peer_server::Peer for PeerService {
                 .current()
                 .ok_or_else(|| tonic::Status::unavailable("this server holds no configuration"))?;
             // The handshake checked the certificate against the configurations of that moment;
-            // a pooled connection outlives them, so a server removed since is refused here. A
-            // federated instance's server is known through that instance's configuration.
-            let listed = peer.is_some_and(|p| {
-                own.conf().server_by_cert(&p).is_some()
-                    || own.conf().federated_instances().any(|f| {
-                        confs
-                            .held(&f.instance)
-                            .is_some_and(|c| c.conf().server_by_cert(&p).is_some())
-                    })
-            });
-            if !listed {
+            // a pooled connection outlives them, so a server removed since (or of an instance
+            // no longer federated) is refused here, by the same policy.
+            if !peer.is_some_and(|p| certs::PinPolicy::allows(confs.as_ref(), &p)) {
                 return Err(tonic::Status::permission_denied(
                     "the configurations this server holds do not list the caller",
                 ));
