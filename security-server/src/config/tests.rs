@@ -33,6 +33,34 @@ fn the_production_template_parses_and_encrypts_logged_bodies() {
         "keys left out keep their defaults"
     );
     assert_eq!(c.admin.connections, runtime::ConnectionLimits::default());
+    assert!(
+        c.federation.instances.is_empty(),
+        "no federated instance by default"
+    );
+}
+
+#[test]
+fn federated_instances_are_instance_identifiers() {
+    let c = Config::from_str(
+        "server_id = \"JP/GOV/a/ss1\"\n[federation]\ninstances = [\"FI\", \"EE\"]\n",
+        Path::new("."),
+    )
+    .unwrap();
+    assert_eq!(
+        c.federation
+            .instances
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        ["FI", "EE"]
+    );
+    assert!(
+        Config::from_str(
+            "server_id = \"JP/GOV/a/ss1\"\n[federation]\ninstances = [\"F/I\"]\n",
+            Path::new("."),
+        )
+        .is_err()
+    );
 }
 
 #[test]
