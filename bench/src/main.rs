@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use bench::load::{self, LoadOptions, LoadReport, Target};
-use bench::peer::PeerOptions;
+use bench::peer::{PeerOptions, median_min_max};
 use clap::{Parser, Subcommand};
 use sandbox::{DemoApi, Federation, FederationSpec, Ports, ServiceSpec};
 
@@ -450,19 +450,6 @@ async fn measure(target: Target, options: &LoadOptions) -> LoadReport {
     load::run(target, options).await
 }
 
-/// The median (the mean of the middle two for an even count), minimum and maximum; sorts `xs`.
-fn median_min_max(xs: &mut [f64]) -> Option<(f64, f64, f64)> {
-    xs.sort_by(f64::total_cmp);
-    let (min, max) = (*xs.first()?, *xs.last()?);
-    let mid = xs.len() / 2;
-    let median = if xs.len().is_multiple_of(2) {
-        (xs[mid - 1] + xs[mid]) / 2.0
-    } else {
-        xs[mid]
-    };
-    Some((median, min, max))
-}
-
 fn cpus() -> usize {
     std::thread::available_parallelism().map_or(1, usize::from)
 }
@@ -582,20 +569,4 @@ fn json_line(
         },
     })
     .to_string()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::median_min_max;
-
-    #[test]
-    fn the_median_of_an_even_count_is_the_mean_of_the_middle_two() {
-        assert_eq!(median_min_max(&mut []), None);
-        assert_eq!(median_min_max(&mut [0.7]), Some((0.7, 0.7, 0.7)));
-        assert_eq!(median_min_max(&mut [0.9, 0.5, 0.7]), Some((0.7, 0.5, 0.9)));
-        assert_eq!(
-            median_min_max(&mut [0.75, 0.5, 0.25, 1.0]),
-            Some((0.625, 0.25, 1.0))
-        );
-    }
 }

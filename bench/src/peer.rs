@@ -548,7 +548,7 @@ pub fn size_name(bytes: usize) -> String {
 }
 
 /// The median (the mean of the middle two for an even count), minimum and maximum; sorts `xs`.
-fn median_min_max(xs: &mut [f64]) -> Option<(f64, f64, f64)> {
+pub fn median_min_max(xs: &mut [f64]) -> Option<(f64, f64, f64)> {
     xs.sort_by(f64::total_cmp);
     let (min, max) = (*xs.first()?, *xs.last()?);
     let mid = xs.len() / 2;
