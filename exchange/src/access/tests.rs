@@ -61,6 +61,22 @@ fn group_grant() {
 }
 
 #[test]
+fn federated_subsystems_are_granted_by_name_and_groups_stay_per_instance() {
+    // A subsystem of a federated instance is granted by its identifier, as any other.
+    const FOREIGN: &str = "FI/GOV/0245437-2/population";
+    let rights = AccessRights::new(vec![grant(FOREIGN, None, None)]);
+    assert!(allows(&rights, FOREIGN, Method::GET, "/x"));
+    assert!(!allows(&rights, CLIENT, Method::GET, "/x"));
+    // A group is looked up in this instance's configuration: its members only, and another
+    // instance's group grants nothing.
+    let rights = AccessRights::new(vec![grant(GROUP, None, None)]);
+    assert!(!allows(&rights, FOREIGN, Method::GET, "/x"));
+    let rights = AccessRights::new(vec![grant("FI/portals", None, None)]);
+    assert!(!allows(&rights, FOREIGN, Method::GET, "/x"));
+    assert!(!allows(&rights, CLIENT, Method::GET, "/x"));
+}
+
+#[test]
 fn method_restriction() {
     let rights = AccessRights::new(vec![grant(CLIENT, Some(Method::GET), None)]);
     assert!(allows(&rights, CLIENT, Method::GET, "/x"));
