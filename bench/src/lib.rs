@@ -4,6 +4,8 @@
 //! - [`load`]: a closed-loop HTTP load generator (N clients, warm-up, exact latency percentiles),
 //!   used by the `bench` program (`src/main.rs`: the message exchange through the gateway
 //!   against the same load sent directly to the provider's backend).
+//! - `src/bin/portal-scale.rs`: the resident portal's page over thousands of stand-in members
+//!   (time and CPU per page, `docs/performance-national-scale.md`).
 //! - `benches/`: `cargo bench -p bench` targets (the global configuration at national size).
 #![forbid(unsafe_code)]
 
