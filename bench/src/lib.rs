@@ -6,6 +6,8 @@
 //!   against the same load sent directly to the provider's backend).
 //! - [`peer`]: `bench peer`, the gateway's two security servers as processes against a two-hop
 //!   mutual-TLS nginx chain, driven alike by `wrk` in alternating rounds.
+//! - `src/bin/portal-scale.rs`: the resident portal's page over thousands of stand-in members
+//!   (time and CPU per page, `docs/performance-national-scale.md`).
 //! - `benches/`: `cargo bench -p bench` targets (the global configuration at national size).
 #![forbid(unsafe_code)]
 

@@ -214,6 +214,12 @@ pub struct Config {
     pub purpose: String,
     /// How long one call to the security server may take.
     pub timeout_secs: u64,
+    /// How long the providers may take, each with every page of its `findUsage` (and every
+    /// server hosting it), from when the portal starts asking them (waiting for one of the
+    /// `max_parallel` permits counts); a provider not done by then is shown as unavailable
+    /// with what it gave so far. With 2,000 members a few always hang, and without this bound
+    /// each would hold the resident's page for `timeout_secs` (or several).
+    pub member_timeout_ms: u64,
     /// Providers asked at once.
     pub max_parallel: usize,
     /// Records asked for per `findUsage` page (at most 500).
@@ -257,7 +263,8 @@ impl Default for Config {
             client: None,
             purpose: DEFAULT_PURPOSE.to_owned(),
             timeout_secs: 5,
-            max_parallel: 32,
+            member_timeout_ms: 1500,
+            max_parallel: 256,
             page_size: 100,
             max_records_per_provider: 1000,
             session_ttl_secs: 1800,
@@ -344,6 +351,9 @@ impl Config {
         if self.timeout_secs == 0 {
             return invalid("timeout_secs must be at least 1".into());
         }
+        if self.member_timeout_ms == 0 {
+            return invalid("member_timeout_ms must be at least 1".into());
+        }
         if self.max_parallel == 0 {
             return invalid("max_parallel must be at least 1".into());
         }
@@ -421,6 +431,10 @@ impl Config {
 
     pub fn timeout(&self) -> Duration {
         Duration::from_secs(self.timeout_secs)
+    }
+
+    pub fn member_timeout(&self) -> Duration {
+        Duration::from_millis(self.member_timeout_ms)
     }
 
     pub fn session_ttl(&self) -> Duration {

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use globalconf::id::encode_part;
@@ -13,6 +14,7 @@ use http::Method;
 use runtime::{ClientError, HttpClient, Response};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 
 use crate::config::{Config, ConfigError};
 use crate::login::{Resident, ResidentId};
@@ -59,6 +61,8 @@ struct Inner {
     page_size: u32,
     max_records: usize,
     max_parallel: usize,
+    /// `member_timeout_ms`: every provider's whole `findUsage`, from when the first is asked.
+    member_timeout: Duration,
     targets: Option<Vec<SubsystemId>>,
     /// `federated_instances`: whose members are listed and asked too.
     federated: Vec<InstanceId>,
@@ -84,6 +88,7 @@ impl Gateway {
                 page_size: config.page_size,
                 max_records: config.max_records_per_provider,
                 max_parallel: config.max_parallel,
+                member_timeout: config.member_timeout(),
                 targets: config.targets.clone(),
                 federated: config.federated_instances.clone(),
                 identifiers: config.identifiers.clone(),
@@ -186,6 +191,9 @@ impl Gateway {
                 .collect(),
         };
 
+        // One deadline for every provider, from when they are first asked: the page answers
+        // by then whatever hangs, and a provider still waiting for a permit is late too.
+        let deadline = Instant::now() + self.inner.member_timeout;
         let limit = Arc::new(Semaphore::new(self.inner.max_parallel));
         let mut tasks = JoinSet::new();
         for (index, (provider, servers)) in providers.iter().enumerate() {
@@ -214,10 +222,25 @@ impl Gateway {
                     }
                 };
                 // The semaphore is never closed; without a permit we would only run unbounded.
-                let _permit = limit.acquire_owned().await.ok();
+                let Ok(Ok(_permit)) =
+                    tokio::time::timeout_at(deadline, limit.acquire_owned()).await
+                else {
+                    let source = SourceStatus {
+                        provider,
+                        state: SourceState::Unavailable {
+                            reason: "timeout: not asked in time (too many organisations at once)"
+                                .into(),
+                            partial_records: 0,
+                        },
+                    };
+                    let records = Vec::new();
+                    return (index, ProviderResult { source, records });
+                };
                 (
                     index,
-                    gateway.provider_usage(&subject, provider, &servers).await,
+                    gateway
+                        .provider_usage(&subject, provider, &servers, deadline)
+                        .await,
                 )
             });
         }
@@ -256,15 +279,18 @@ impl Gateway {
     /// One provider's access records. When `listClients` named several servers hosting it,
     /// each is asked in turn (`X-Road-Security-Server`), since each logs only the exchanges it
     /// served; otherwise the provider is asked once, of whichever server the portal's security
-    /// server picks. Never fails: a failure is the provider's state.
+    /// server picks. All of it by `deadline`. Never fails: a failure is the provider's state.
     async fn provider_usage(
         &self,
         resident: &ResidentId,
         mut provider: Provider,
         servers: &[SecurityServerId],
+        deadline: Instant,
     ) -> ProviderResult {
         if servers.len() < 2 {
-            let answer = self.server_usage(resident, &provider.id, None).await;
+            let answer = self
+                .server_usage(resident, &provider.id, None, deadline)
+                .await;
             if let Some((member, subsystem)) = answer.names {
                 (provider.member_names, provider.subsystem_names) = (member, subsystem);
             }
@@ -282,7 +308,7 @@ impl Gateway {
         let mut failures = Vec::new();
         for server in servers {
             let answer = self
-                .server_usage(resident, &provider.id, Some(server))
+                .server_usage(resident, &provider.id, Some(server), deadline)
                 .await;
             if let Some((member, subsystem)) = answer.names {
                 (provider.member_names, provider.subsystem_names) = (member, subsystem);
@@ -334,12 +360,13 @@ impl Gateway {
         }
     }
 
-    /// Pages through one provider's `findUsage`, of `server` when given.
+    /// Pages through one provider's `findUsage`, of `server` when given, until `deadline`.
     async fn server_usage(
         &self,
         resident: &ResidentId,
         provider: &SubsystemId,
         server: Option<&SecurityServerId>,
+        deadline: Instant,
     ) -> ServerAnswer {
         let mut paging = ProviderPaging::new(self.inner.page_size, self.inner.max_records);
         let mut failure: Option<SourceState> = None;
@@ -350,9 +377,18 @@ impl Gateway {
                 self.service_base(provider)
             );
             let partial = paging.records_so_far();
-            let answer = match self.call(&url, resident, server).await {
-                Ok(a) => a,
-                Err(e) => {
+            let call = tokio::time::timeout_at(deadline, self.call(&url, resident, server));
+            let answer = match call.await {
+                Ok(Ok(a)) => a,
+                Err(_elapsed) => {
+                    tracing::info!(%provider, "findUsage not done within member_timeout_ms");
+                    failure = Some(SourceState::Unavailable {
+                        reason: "timeout: the organisation did not answer in time".into(),
+                        partial_records: partial,
+                    });
+                    break;
+                }
+                Ok(Err(e)) => {
                     failure = Some(SourceState::Unavailable {
                         reason: transport_reason(&e),
                         partial_records: partial,

@@ -317,10 +317,10 @@ impl Directory {
             .filter(|n| !n.trim().is_empty())
             .cloned()
             .unwrap_or_else(|| id.member().to_string());
-        let subsystem_name = self
-            .subsystems
-            .iter()
-            .find(|(s, _)| s == id)
+        // Sorted by identifier (`parse`, `extend`); thousands of providers per page.
+        let at = self.subsystems.binary_search_by(|(s, _)| s.cmp(id)).ok();
+        let subsystem_name = at
+            .and_then(|at| self.subsystems.get(at))
             .map(|(_, n)| n.clone())
             .filter(|n| !n.trim().is_empty())
             .unwrap_or_else(|| id.code().to_owned());

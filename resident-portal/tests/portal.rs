@@ -39,6 +39,8 @@ enum Behaviour {
     Error(&'static str, u16),
     /// Never answers.
     Hang,
+    /// Answers the first findUsage page from the records, then never answers again.
+    HangAfterFirstPage,
 }
 
 #[derive(Clone)]
@@ -279,7 +281,10 @@ async fn service(
         None => return xroad_error(404, "Server.ClientProxy.UnknownService", "no such provider"),
         Some(Behaviour::Error(t, status)) => return xroad_error(status, t, "fake failure"),
         Some(Behaviour::Hang) => std::future::pending::<()>().await,
-        Some(Behaviour::Records) => {}
+        Some(Behaviour::HangAfterFirstPage) if query.get("offset").is_some_and(|o| o != "0") => {
+            std::future::pending::<()>().await
+        }
+        Some(Behaviour::Records | Behaviour::HangAfterFirstPage) => {}
     }
     let mut mine: Vec<&FakeRecord> = fake
         .records
@@ -646,6 +651,70 @@ async fn providers_that_refuse_or_do_not_answer_are_shown() {
     assert_eq!(state_of(TAX), "unavailable");
     assert_eq!(state_of(SLOW), "unavailable");
     assert_eq!(state_of(RECORDS), "ok");
+}
+
+#[tokio::test]
+async fn providers_still_busy_at_member_timeout_are_unavailable_and_the_page_answers() {
+    // Pensions never answers; the tax office answers its first page, then hangs.
+    let mut fake = Fake::federation()
+        .member("JP/MUN/011002", "Sapporo City (札幌市)")
+        .subsystem(SLOW, "Pensions", Behaviour::Hang)
+        .subsystem(TAX, "Tax office", Behaviour::HangAfterFirstPage);
+    for i in 0..3 {
+        fake = fake.record(
+            TAX,
+            ALICE,
+            &format!("tax-{i}"),
+            1_700_000_000_000 + i,
+            RECORDS,
+            "taxCertificate",
+            Some("p"),
+        );
+    }
+    let (ss, _fake, _ss_stop) = fake.start().await;
+    let mut c = config(&ss, LoginKind::Development);
+    // Far beyond the bound below: only member_timeout_ms can end these providers' calls.
+    c.timeout_secs = 3600;
+    c.member_timeout_ms = 200;
+    c.page_size = 2;
+    let portal = Portal::start(c).await;
+    let session = portal.dev_login(ALICE).await;
+
+    let api = tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        portal.get("/api/timeline", &[("cookie", &session)]),
+    )
+    .await
+    .expect("the page answers without waiting for the hanging providers");
+    assert_eq!(api.status, StatusCode::OK);
+    let json: Value = serde_json::from_slice(&api.body).unwrap();
+    let source = |id: &str| {
+        json["sources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == id)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(source(SLOW)["state"], "unavailable");
+    assert!(
+        source(SLOW)["reason"].as_str().unwrap().contains("timeout"),
+        "{}",
+        source(SLOW)
+    );
+    assert_eq!(source(SLOW)["partial_records"], 0);
+    assert_eq!(source(TAX)["state"], "unavailable");
+    assert_eq!(source(TAX)["partial_records"], 2, "its first page is kept");
+    assert_eq!(source(RECORDS)["state"], "ok");
+    assert_eq!(source(WELFARE)["state"], "ok");
+    let ids: Vec<&str> = json["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["message_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["a-tax-1", "a-wel-1", "a-res-1", "tax-2", "tax-1"]);
 }
 
 #[tokio::test]

@@ -14,7 +14,8 @@ fn minimal_file_takes_the_defaults() {
     assert_eq!(c.listen, SocketAddr::from(([127, 0, 0, 1], 8200)));
     assert_eq!(c.purpose, DEFAULT_PURPOSE);
     assert_eq!(c.timeout_secs, 5);
-    assert_eq!(c.max_parallel, 32);
+    assert_eq!(c.member_timeout_ms, 1500);
+    assert_eq!(c.max_parallel, 256);
     assert_eq!(c.page_size, 100);
     assert_eq!(c.max_records_per_provider, 1000);
     assert_eq!(c.session_ttl_secs, 1800);
@@ -38,6 +39,7 @@ fn full_file_parses() {
         client = "JP/GOV/digital-agency/portal"
         purpose = "確認"
         timeout_secs = 2
+        member_timeout_ms = 800
         max_parallel = 4
         page_size = 500
         max_records_per_provider = 50
@@ -172,6 +174,7 @@ fn rejects_bad_values() {
         format!("page_size = 0\n{MINIMAL}"),
         format!("timeout_secs = 0\n{MINIMAL}"),
         format!("max_parallel = 0\n{MINIMAL}"),
+        format!("member_timeout_ms = 0\n{MINIMAL}"),
         format!("purpose = \"a\\nb\"\n{MINIMAL}"),
         format!("targets = []\n{MINIMAL}"),
         format!("targets = [\"JP/MUN\"]\n{MINIMAL}"),
