@@ -7,7 +7,7 @@
 //! - [`peer`]: `bench peer`, the gateway's two security servers as processes against a two-hop
 //!   mutual-TLS nginx chain, driven alike by `wrk` in alternating rounds.
 //! - `src/bin/portal-scale.rs`: the resident portal's page over thousands of stand-in members
-//!   (time and CPU per page, `docs/performance-national-scale.md`).
+//!   (time and CPU per page, `docs/performance.md`, "National scale").
 //! - `benches/`: `cargo bench -p bench` targets (the global configuration at national size).
 #![forbid(unsafe_code)]
 
