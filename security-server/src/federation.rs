@@ -156,12 +156,15 @@ impl Federation {
         }
     }
 
-    /// The configuration that lists the peer with this TLS certificate: the own one, or a
-    /// federated instance's that is usable now. `None` when none does.
-    pub fn conf_of_peer(&self, cert_sha256: &[u8; 32]) -> Result<Option<VerifiedConf>, Refusal> {
-        let own = self.own.valid_now().map_err(Refusal::Own)?;
+    /// The configuration that lists the peer with this TLS certificate: `own` (the own one,
+    /// usable now), or a federated instance's that is usable now. `None` when none does.
+    pub fn conf_of_peer(
+        &self,
+        own: &VerifiedConf,
+        cert_sha256: &[u8; 32],
+    ) -> Result<Option<VerifiedConf>, Refusal> {
         if own.conf().server_by_cert(cert_sha256).is_some() {
-            return Ok(Some(own));
+            return Ok(Some(own.clone()));
         }
         let listing: Option<InstanceId> = self.read().iter().find_map(|(id, o)| {
             o.client

@@ -126,7 +126,7 @@ impl ServerProxy {
         // sign with: this instance's, or a federated one's.
         let theirs = self
             .confs
-            .conf_of_peer(&peer)
+            .conf_of_peer(&own, &peer)
             .map_err(|r| match r {
                 Refusal::Own(m) | Refusal::Outdated(_, m) => {
                     XRoadError::new(ServerProxyCode::OutdatedGlobalConf, m)
