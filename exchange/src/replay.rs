@@ -8,8 +8,14 @@
 //! expiry and pruned from the front on every call, so memory stays bounded by `max_entries`;
 //! when the cache is full of unexpired entries, new messages are refused ([`ReplayError::Full`])
 //! rather than weakening the check.
+//!
+//! An entry is a 16-byte digest of the client and the request id, not the two strings: at a
+//! thousand requests a second a ten-minute window holds 600,000 entries, which as strings took
+//! about half a kilobyte each and now take under a hundred bytes. Two different requests share
+//! a digest with a probability of about 2⁻⁶⁴ even with a full cache, and since a collision could
+//! only refuse a request as a duplicate, never accept a replay, that is no weakening.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashSet};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -26,13 +32,28 @@ pub enum ReplayError {
     Full,
 }
 
-type Key = (ClientId, String);
+/// The first 16 bytes of SHA-256 over the client and the request id, each length-prefixed so
+/// that no two (client, id) pairs give the same input.
+type Key = [u8; 16];
+
+fn key(client: &ClientId, request_id: &str) -> Key {
+    use sha2::Digest as _;
+    let client = client.to_string();
+    let mut hasher = sha2::Sha256::new();
+    for part in [client.as_bytes(), request_id.as_bytes()] {
+        hasher.update((part.len() as u64).to_le_bytes());
+        hasher.update(part);
+    }
+    let digest = hasher.finalize();
+    let mut key = [0; 16];
+    key.copy_from_slice(&digest[..16]);
+    key
+}
 
 #[derive(Debug, Default)]
 struct Inner {
-    /// Key → its expiry (`created_at + window`).
-    seen: HashMap<Key, i64>,
-    /// The same entries ordered by expiry, for pruning.
+    seen: HashSet<Key>,
+    /// The same entries with their expiry (`created_at + window`), ordered by it for pruning.
     by_expiry: BTreeSet<(i64, Key)>,
 }
 
@@ -68,15 +89,15 @@ impl ReplayCache {
         if expiry < now {
             return Err(ReplayError::Expired);
         }
-        let key = (client.clone(), request_id.to_owned());
-        if inner.seen.contains_key(&key) {
+        let key = key(client, request_id);
+        if inner.seen.contains(&key) {
             return Err(ReplayError::Duplicate);
         }
         if inner.seen.len() >= self.max_entries {
             return Err(ReplayError::Full);
         }
-        inner.by_expiry.insert((expiry, key.clone()));
-        inner.seen.insert(key, expiry);
+        inner.by_expiry.insert((expiry, key));
+        inner.seen.insert(key);
         Ok(())
     }
 
@@ -141,6 +162,16 @@ mod tests {
         c.check_and_insert(&client("b"), "id-1", NOW, NOW).unwrap();
         c.check_and_insert(&client("a"), "id-2", NOW, NOW).unwrap();
         assert_eq!(c.len(), 3);
+    }
+
+    #[test]
+    fn where_the_client_ends_and_the_id_begins_matters() {
+        let c = cache(10);
+        let a: ClientId = "JP/GOV/x/a".parse().unwrap();
+        let ab: ClientId = "JP/GOV/x/ab".parse().unwrap();
+        c.check_and_insert(&a, "b1", NOW, NOW).unwrap();
+        c.check_and_insert(&ab, "1", NOW, NOW).unwrap();
+        assert_eq!(c.len(), 2);
     }
 
     #[test]
