@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use certs::ManualClock;
 use globalconf::{ConfError, Succession};
+use integration_tests::eventually;
 use prost::Message;
 use proto::v1 as pb;
 use sandbox::{Federation, FederationSpec};
@@ -31,10 +32,9 @@ fn conf_of(f: &Federation, id: &str) -> Arc<security_server::confclient::ConfCli
 }
 
 #[tokio::test]
-async fn with_the_registry_down_a_server_gets_the_newest_configuration_from_a_peer() {
+async fn a_configuration_one_server_fetched_is_passed_on_to_the_others_with_the_registry_down() {
     let (_dir, mut f) = start(Arc::new(certs::SystemClock)).await;
-    let before = conf_of(&f, CHIYODA).current().unwrap().serial();
-
+    let old = conf_of(&f, CHIYODA).current().unwrap();
     f.registry()
         .add_member(
             "JP/GOV/mhlw".parse().unwrap(),
@@ -43,24 +43,106 @@ async fn with_the_registry_down_a_server_gets_the_newest_configuration_from_a_pe
         .await
         .unwrap();
     let newest = f.registry().publication().serial;
-    assert!(newest > before);
-    let ministry = conf_of(&f, MINISTRY).refresh().await.unwrap();
-    assert_eq!(ministry.serial, newest);
-
+    assert!(newest > old.serial());
+    // Only the ministry's server fetches it before the registry goes away; the others would
+    // not poll for an hour.
+    assert_eq!(
+        conf_of(&f, MINISTRY).refresh().await.unwrap().serial,
+        newest
+    );
     f.stop_registry().await;
-    let chiyoda = conf_of(&f, CHIYODA)
-        .refresh()
+    for id in [CHIYODA, OSAKA, SHARED] {
+        let conf = conf_of(&f, id);
+        eventually(&format!("{id} holds serial {newest}"), || async {
+            (conf.current().unwrap().serial() == newest).then_some(())
+        })
+        .await;
+        let held = conf.current().unwrap();
+        assert!(
+            held.conf()
+                .member(&"JP/GOV/mhlw".parse().unwrap())
+                .is_some()
+        );
+    }
+
+    // Offered over the wire, a configuration that does not verify, or an older one, is refused
+    // and changes nothing.
+    let peer = integration_tests::raw_peer::RawPeer::new(&f);
+    let chiyoda = peer
+        .conf
+        .conf()
+        .server(&CHIYODA.parse().unwrap())
+        .unwrap()
+        .clone();
+    let mut client = peer
+        .pool
+        .connect(&chiyoda, &chiyoda.addresses[0])
         .await
-        .expect("a peer answers");
-    assert_eq!(chiyoda.source, Source::Peer(MINISTRY.parse().unwrap()));
-    assert_eq!(chiyoda.serial, newest);
-    assert_eq!(chiyoda.succession, Succession::Newer);
+        .unwrap();
     let held = conf_of(&f, CHIYODA).current().unwrap();
+    let mut tampered = pb::SignedConfiguration::decode(held.envelope()).unwrap();
+    let last = tampered.configuration.len() - 1;
+    tampered.configuration[last] ^= 0x01;
+    let older = pb::SignedConfiguration::decode(old.envelope()).unwrap();
+    for (what, offered) in [("tampered", tampered), ("older", older)] {
+        let status = client.offer_configuration(offered).await.unwrap_err();
+        assert_eq!(
+            status.code(),
+            tonic::Code::InvalidArgument,
+            "{what}: {status}"
+        );
+    }
+    let same = pb::SignedConfiguration::decode(held.envelope()).unwrap();
+    let answer = client.offer_configuration(same).await.unwrap().into_inner();
+    assert_eq!(answer.serial, newest);
+    assert_eq!(
+        conf_of(&f, CHIYODA).current().unwrap().envelope(),
+        held.envelope()
+    );
+    f.stop().await;
+}
+
+#[tokio::test]
+async fn with_the_registry_down_a_server_gets_the_newest_configuration_from_a_peer() {
+    let (_dir, mut f) = start(Arc::new(certs::SystemClock)).await;
+    // Chiyoda's server is down while a new configuration is published and passed round.
+    f.stop_server(CHIYODA).await;
+    f.registry()
+        .add_member(
+            "JP/GOV/mhlw".parse().unwrap(),
+            "Ministry of Health, Labour and Welfare",
+        )
+        .await
+        .unwrap();
+    let newest = f.registry().publication().serial;
+    assert_eq!(
+        conf_of(&f, MINISTRY).refresh().await.unwrap().serial,
+        newest
+    );
+    f.stop_registry().await;
+
+    // Started again, it asks the registry (down), then peers.
+    f.restart_server(CHIYODA).await.unwrap();
+    let conf = conf_of(&f, CHIYODA);
+    eventually("Chiyoda's server gets the newest from a peer", || async {
+        (conf.current().unwrap().serial() == newest).then_some(())
+    })
+    .await;
+    let held = conf.current().unwrap();
     assert!(
         held.conf()
             .member(&"JP/GOV/mhlw".parse().unwrap())
             .is_some()
     );
+    // Asked again, the peers hold nothing newer: a refresh that changes nothing, not a failure.
+    let again = conf.refresh().await.expect("peers answer");
+    assert!(
+        matches!(again.source, Source::Peer(_)),
+        "{:?}",
+        again.source
+    );
+    assert_eq!(again.serial, newest);
+    assert_eq!(again.succession, Succession::Same);
     f.stop().await;
 }
 

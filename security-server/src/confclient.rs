@@ -16,6 +16,11 @@ use tokio::sync::{Mutex, watch};
 
 use crate::peer::PeerPool;
 
+/// How many peers a refresh asks when no registry provided a configuration.
+pub const PEERS_ASKED: usize = 8;
+/// How many peers a newly accepted configuration is passed on to.
+pub const PEERS_OFFERED: usize = 4;
+
 /// Why a refresh found nothing to accept.
 #[derive(Debug, thiserror::Error)]
 pub enum RefreshError {
@@ -158,6 +163,15 @@ impl ConfClient {
     /// Verifies an envelope, checks it may replace the current one, stores it atomically and
     /// publishes it.
     pub async fn offer(&self, envelope: &[u8]) -> Result<Succession, OfferError> {
+        // The one held, offered again (peers pass a new one on to each other): nothing to check.
+        if self
+            .current
+            .borrow()
+            .as_ref()
+            .is_some_and(|held| held.envelope() == envelope)
+        {
+            return Ok(Succession::Same);
+        }
         let candidate = globalconf::signed::verify(envelope, &self.anchor)?;
         let _guard = self.offer_lock.lock().await;
         let succession = match self.current.borrow().as_ref() {
@@ -252,12 +266,9 @@ impl ConfClient {
         }
     }
 
-    async fn refresh_from_peers(
-        &self,
-        failures: &mut Vec<String>,
-    ) -> Result<Option<Refreshed>, RefreshError> {
-        // The configuration's own servers, then (for a federated instance) this server's
-        // instance's servers, which relay it.
+    /// The servers that may relay this configuration: those it lists, then (for a federated
+    /// instance's) this server's own instance's, never this server itself.
+    fn relaying_servers(&self) -> Vec<globalconf::ServerInfo> {
         let mut servers: Vec<globalconf::ServerInfo> = self
             .current()
             .map(|held| held.conf().servers().cloned().collect())
@@ -265,63 +276,169 @@ impl ConfClient {
         if let Some(own) = self.relays.as_ref().and_then(|r| r.borrow().clone()) {
             servers.extend(own.conf().servers().cloned());
         }
+        servers.retain(|s| s.id != self.own_id);
+        servers
+    }
+
+    /// Asks [`PEERS_ASKED`] peers chosen at random, all at once, for anything newer than the
+    /// configuration held. Asking every peer in turn, as this did before, cost each server a
+    /// download from every other at each poll while the registries were down: traffic growing
+    /// with the square of the instance. A new configuration still reaches every server quickly
+    /// because the servers that accept it pass it on ([`ConfClient::spread`]).
+    async fn refresh_from_peers(
+        &self,
+        failures: &mut Vec<String>,
+    ) -> Result<Option<Refreshed>, RefreshError> {
+        let servers = self.relaying_servers();
         if servers.is_empty() {
             failures.push("no configuration held, so no peers known".into());
             return Ok(None);
         }
+        let asked = random_sample(servers, PEERS_ASKED);
+        let have = self.current().map_or(0, |c| c.serial());
+        let answers =
+            futures_util::future::join_all(asked.iter().map(|s| self.fetch_from(s, have))).await;
         let mut best: Option<Refreshed> = None;
-        for server in &servers {
-            if server.id == self.own_id {
-                continue;
-            }
-            for address in &server.addresses {
-                let mut client = match self.peers.client(server, address) {
-                    Ok(c) => c,
+        for (server, answer) in asked.iter().zip(answers) {
+            let succession = match answer {
+                Err(e) => {
+                    failures.push(format!("{}: {e}", server.id));
+                    continue;
+                }
+                // The peer holds nothing newer.
+                Ok(None) => Succession::Same,
+                Ok(Some(envelope)) => match self.offer(&envelope).await {
+                    Ok(succession) => succession,
+                    Err(OfferError::Store(e)) => return Err(RefreshError::Store(e)),
                     Err(e) => {
                         failures.push(format!("{}: {e}", server.id));
                         continue;
                     }
-                };
-                let request = pb::GetConfigurationRequest {
-                    have_serial: self.current().map_or(0, |c| c.serial()),
-                    instance: self.anchor.instance().to_string(),
-                };
-                let answer =
-                    tokio::time::timeout(self.fetch_timeout, client.get_configuration(request))
-                        .await;
-                let envelope = match answer {
-                    Ok(Ok(r)) => prost::Message::encode_to_vec(&r.into_inner()),
-                    Ok(Err(status)) => {
-                        failures.push(format!("{} at {address}: {}", server.id, status.message()));
-                        continue;
-                    }
-                    Err(_) => {
-                        failures.push(format!("{} at {address}: timed out", server.id));
-                        continue;
-                    }
-                };
-                match self.offer(&envelope).await {
-                    Ok(succession) => {
-                        let serial = self.current().map_or(0, |c| c.serial());
-                        if best
-                            .as_ref()
-                            .is_none_or(|b| serial > b.serial || succession == Succession::Newer)
-                        {
-                            best = Some(Refreshed {
-                                source: Source::Peer(server.id.clone()),
-                                serial,
-                                succession,
-                            });
-                        }
-                    }
-                    Err(OfferError::Store(e)) => return Err(RefreshError::Store(e)),
-                    Err(e) => failures.push(format!("{} at {address}: {e}", server.id)),
-                }
-                // One answering address per server is enough.
-                break;
+                },
+            };
+            let serial = self.current().map_or(0, |c| c.serial());
+            if best
+                .as_ref()
+                .is_none_or(|b| serial > b.serial || succession == Succession::Newer)
+            {
+                best = Some(Refreshed {
+                    source: Source::Peer(server.id.clone()),
+                    serial,
+                    succession,
+                });
             }
         }
         Ok(best)
+    }
+
+    /// One peer's configuration if it is newer than `have` (`None`: it holds nothing newer),
+    /// from the first of its addresses that answers.
+    async fn fetch_from(
+        &self,
+        server: &globalconf::ServerInfo,
+        have: u64,
+    ) -> Result<Option<Vec<u8>>, String> {
+        let mut last = "no address".to_owned();
+        for address in &server.addresses {
+            let mut client = match self.peers.client(server, address) {
+                Ok(c) => c,
+                Err(e) => {
+                    last = format!("at {address}: {e}");
+                    continue;
+                }
+            };
+            let request = pb::GetConfigurationRequest {
+                have_serial: have,
+                instance: self.anchor.instance().to_string(),
+            };
+            match tokio::time::timeout(self.fetch_timeout, client.get_configuration(request)).await
+            {
+                Ok(Ok(r)) => {
+                    let signed = r.into_inner();
+                    return Ok((signed != pb::SignedConfiguration::default())
+                        .then(|| prost::Message::encode_to_vec(&signed)));
+                }
+                Ok(Err(status)) => last = format!("at {address}: {}", status.message()),
+                Err(_) => last = format!("at {address}: timed out"),
+            }
+        }
+        Err(last)
+    }
+
+    /// Passes every configuration this client newly accepts, from wherever it came, on to
+    /// [`PEERS_OFFERED`] servers of the instance chosen at random, which verify it and pass it
+    /// on in turn when it is new to them (rumour spreading): a configuration one server fetched
+    /// reaches nearly all in a few round trips, also while the registries are down, and the few
+    /// it misses fetch it from a peer at their next poll. For the own instance's configuration;
+    /// the stored copy this client started from is not news.
+    pub async fn spread(self: Arc<Self>, shutdown: runtime::Shutdown) {
+        let mut updates = self.subscribe();
+        updates.borrow_and_update();
+        let mut stop = std::pin::pin!(shutdown.wait());
+        loop {
+            tokio::select! {
+                _ = &mut stop => return,
+                changed = updates.changed() => if changed.is_err() { return },
+            }
+            let Some(conf) = updates.borrow_and_update().clone() else {
+                continue;
+            };
+            let signed = match <pb::SignedConfiguration as prost::Message>::decode(conf.envelope())
+            {
+                Ok(signed) => signed,
+                Err(e) => {
+                    tracing::error!(error = %e, "the accepted configuration does not decode");
+                    continue;
+                }
+            };
+            let servers: Vec<globalconf::ServerInfo> = conf
+                .conf()
+                .servers()
+                .filter(|s| s.id != self.own_id)
+                .cloned()
+                .collect();
+            let chosen = random_sample(servers, PEERS_OFFERED);
+            let offers = chosen.iter().map(|s| self.offer_to(s, signed.clone()));
+            for (server, result) in chosen
+                .iter()
+                .zip(futures_util::future::join_all(offers).await)
+            {
+                match result {
+                    Ok(serial) => {
+                        tracing::debug!(peer = %server.id, offered = conf.serial(), holds = serial, "configuration passed on")
+                    }
+                    Err(e) => {
+                        tracing::debug!(peer = %server.id, error = %e, "configuration not passed on")
+                    }
+                }
+            }
+        }
+    }
+
+    /// Offers `signed` to one peer at the first of its addresses that answers; the serial the
+    /// peer holds afterwards.
+    async fn offer_to(
+        &self,
+        server: &globalconf::ServerInfo,
+        signed: pb::SignedConfiguration,
+    ) -> Result<u64, String> {
+        let mut last = "no address".to_owned();
+        for address in &server.addresses {
+            let mut client = match self.peers.client(server, address) {
+                Ok(c) => c,
+                Err(e) => {
+                    last = format!("at {address}: {e}");
+                    continue;
+                }
+            };
+            let call = client.offer_configuration(signed.clone());
+            match tokio::time::timeout(self.fetch_timeout, call).await {
+                Ok(Ok(r)) => return Ok(r.into_inner().serial),
+                Ok(Err(status)) => last = format!("at {address}: {}", status.message()),
+                Err(_) => last = format!("at {address}: timed out"),
+            }
+        }
+        Err(last)
     }
 
     /// How long to wait between polls.
@@ -360,4 +477,40 @@ pub enum OfferError {
     Refused(#[from] ConfError),
     #[error("cannot store the configuration: {0}")]
     Store(#[from] certs::Error),
+}
+
+/// Up to `k` of `items`, chosen uniformly at random (a partial Fisher–Yates shuffle). Should
+/// the system's random source fail, the first `k`.
+fn random_sample<T>(mut items: Vec<T>, k: usize) -> Vec<T> {
+    let k = k.min(items.len());
+    for i in 0..k {
+        let Ok(r) = getrandom::u64() else { break };
+        let span = (items.len() - i) as u64;
+        let j = i + usize::try_from(r % span).unwrap_or(0);
+        items.swap(i, j);
+    }
+    items.truncate(k);
+    items
+}
+
+#[cfg(test)]
+mod tests {
+    use super::random_sample;
+
+    #[test]
+    fn a_random_sample_is_k_distinct_items_and_varies() {
+        let mut firsts = std::collections::BTreeSet::new();
+        for _ in 0..200 {
+            let mut sample = random_sample((0..300).collect::<Vec<u32>>(), 8);
+            firsts.insert(sample[0]);
+            assert_eq!(sample.len(), 8);
+            sample.sort_unstable();
+            sample.dedup();
+            assert_eq!(sample.len(), 8, "no item twice");
+        }
+        // 200 draws of one of 300: all the same would mean no randomness.
+        assert!(firsts.len() > 50, "{firsts:?}");
+        assert_eq!(random_sample(vec![1, 2], 8).len(), 2);
+        assert!(random_sample(Vec::<u8>::new(), 8).is_empty());
+    }
 }

@@ -185,6 +185,7 @@ pub async fn start(
     let mut tasks = JoinSet::new();
 
     tasks.spawn(Arc::clone(&conf).run(shutdown.clone()));
+    tasks.spawn(Arc::clone(&conf).spread(shutdown.clone()));
     if let Some((reloader, interval)) = declared {
         tasks.spawn(reloader.run(interval, shutdown.clone()));
     }

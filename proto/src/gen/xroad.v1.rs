@@ -377,9 +377,16 @@ pub struct ExchangeResponse {
     #[prost(uint64, optional, tag = "3")]
     pub body_length: ::core::option::Option<u64>,
 }
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct OfferConfigurationResponse {
+    /// The serial of the configuration the offered-to server holds after the offer.
+    #[prost(uint64, tag = "1")]
+    pub serial: u64,
+}
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct GetConfigurationRequest {
-    /// The serial the caller already holds; 0 if none.
+    /// The serial the caller already holds; 0 if none. A server that holds nothing newer answers
+    /// with an empty SignedConfiguration (no bytes at all) instead of the one the caller has.
     #[prost(uint64, tag = "1")]
     pub have_serial: u64,
     /// Whose configuration: empty for the answering server's own instance, else a federated
@@ -696,6 +703,35 @@ pub mod peer_client {
                 .insert(GrpcMethod::new("xroad.v1.Peer", "GetConfiguration"));
             self.inner.unary(req, path, codec).await
         }
+        /// A peer of the same instance passes on a configuration of that instance it has just
+        /// accepted, so that a new one spreads in seconds even while the registries are down: the
+        /// receiver verifies it under its anchor as if it had fetched it, keeps it if it is newer and
+        /// then passes it on in turn (DESIGN §4 (b)). Refused (INVALID_ARGUMENT) when it does not
+        /// verify or is older than the one held.
+        pub async fn offer_configuration(
+            &mut self,
+            request: impl tonic::IntoRequest<super::SignedConfiguration>,
+        ) -> std::result::Result<
+            tonic::Response<super::OfferConfigurationResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/xroad.v1.Peer/OfferConfiguration",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("xroad.v1.Peer", "OfferConfiguration"));
+            self.inner.unary(req, path, codec).await
+        }
         /// Witness a peer's message-log checkpoint (DESIGN §6).
         pub async fn add_checkpoint(
             &mut self,
@@ -763,6 +799,18 @@ pub mod peer_server {
             request: tonic::Request<super::GetConfigurationRequest>,
         ) -> std::result::Result<
             tonic::Response<super::SignedConfiguration>,
+            tonic::Status,
+        >;
+        /// A peer of the same instance passes on a configuration of that instance it has just
+        /// accepted, so that a new one spreads in seconds even while the registries are down: the
+        /// receiver verifies it under its anchor as if it had fetched it, keeps it if it is newer and
+        /// then passes it on in turn (DESIGN §4 (b)). Refused (INVALID_ARGUMENT) when it does not
+        /// verify or is older than the one held.
+        async fn offer_configuration(
+            &self,
+            request: tonic::Request<super::SignedConfiguration>,
+        ) -> std::result::Result<
+            tonic::Response<super::OfferConfigurationResponse>,
             tonic::Status,
         >;
         /// Witness a peer's message-log checkpoint (DESIGN §6).
@@ -927,6 +975,49 @@ pub mod peer_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = GetConfigurationSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/xroad.v1.Peer/OfferConfiguration" => {
+                    #[allow(non_camel_case_types)]
+                    struct OfferConfigurationSvc<T: Peer>(pub Arc<T>);
+                    impl<T: Peer> tonic::server::UnaryService<super::SignedConfiguration>
+                    for OfferConfigurationSvc<T> {
+                        type Response = super::OfferConfigurationResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::SignedConfiguration>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Peer>::offer_configuration(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = OfferConfigurationSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

@@ -338,6 +338,13 @@ mod tests {
             Err(tonic::Status::unimplemented("not in this test"))
         }
 
+        async fn offer_configuration(
+            &self,
+            _: tonic::Request<pb::SignedConfiguration>,
+        ) -> Result<tonic::Response<pb::OfferConfigurationResponse>, tonic::Status> {
+            Err(tonic::Status::unimplemented("not in this test"))
+        }
+
         async fn add_checkpoint(
             &self,
             _: tonic::Request<pb::AddCheckpointRequest>,

@@ -1,6 +1,7 @@
 //! The server proxy's face to peer servers: the `Peer` gRPC service. `Exchange` goes to the
-//! [`ServerProxy`], `AddCheckpoint` to this server's witness, `GetConfiguration` answers with
-//! the configuration this server holds (peers refresh from each other, DESIGN §4).
+//! [`ServerProxy`], `AddCheckpoint` to this server's witness, `GetConfiguration` and
+//! `OfferConfiguration` to the [`ConfigurationRelay`] (peers refresh from each other and pass a
+//! new configuration on, DESIGN §4).
 
 use std::sync::Arc;
 
@@ -8,6 +9,8 @@ use exchange::{ServerProxyCode, XRoadError};
 use globalconf::InstanceId;
 use proto::v1 as pb;
 
+use crate::confclient::OfferError;
+use crate::federation::Federation;
 use crate::log::witness;
 use crate::peer::wire::{AnswerThenConfirm, error_to_status};
 use crate::proxy::server::ServerProxy;
@@ -16,11 +19,13 @@ use crate::proxy::server::ServerProxy;
 #[derive(Debug, Clone)]
 pub struct PeerService {
     proxy: Arc<ServerProxy>,
+    relay: ConfigurationRelay,
 }
 
 impl PeerService {
     pub fn new(proxy: Arc<ServerProxy>) -> Self {
-        Self { proxy }
+        let relay = ConfigurationRelay::new(Arc::clone(&proxy.confs));
+        Self { proxy, relay }
     }
 
     /// `max_message`: the largest gRPC message either way.
@@ -40,10 +45,7 @@ impl pb::peer_server::Peer for PeerService {
         &self,
         request: tonic::Request<tonic::Streaming<pb::ExchangeRequest>>,
     ) -> Result<tonic::Response<AnswerThenConfirm>, tonic::Status> {
-        let peer = request
-            .extensions()
-            .get::<runtime::PeerCertificate>()
-            .map(|p| p.0);
+        let peer = peer_of(&request);
         let mut stream = request.into_inner();
         match self.proxy.exchange(peer, &mut stream).await {
             Ok(((header, body), logged)) => Ok(tonic::Response::new(AnswerThenConfirm::new(
@@ -69,10 +71,8 @@ impl pb::peer_server::Peer for PeerService {
                 .map_err(|m| XRoadError::new(ServerProxyCode::OutdatedGlobalConf, m))?;
             let conf = conf.conf();
             // The pinned TLS certificate says which server is asking.
-            let peer = request
-                .extensions()
-                .get::<runtime::PeerCertificate>()
-                .and_then(|p| conf.server_by_cert(&p.0))
+            let peer = peer_of(&request)
+                .and_then(|p| conf.server_by_cert(&p))
                 .map(|s| s.id.clone())
                 .ok_or_else(|| {
                     XRoadError::new(ServerProxyCode::UnauthenticatedPeer, "unknown peer")
@@ -114,48 +114,115 @@ impl pb::peer_server::Peer for PeerService {
         &self,
         request: tonic::Request<pb::GetConfigurationRequest>,
     ) -> Result<tonic::Response<pb::SignedConfiguration>, tonic::Status> {
-        let peer = request
-            .extensions()
-            .get::<runtime::PeerCertificate>()
-            .map(|p| p.0);
-        let request = request.into_inner();
-        let envelope = {
-            let confs = &self.proxy.confs;
-            let own = confs
-                .own()
-                .current()
-                .ok_or_else(|| tonic::Status::unavailable("this server holds no configuration"))?;
-            // The handshake checked the certificate against the configurations of that moment;
-            // a pooled connection outlives them, so a server removed since (or of an instance
-            // no longer federated) is refused here, by the same policy.
-            if !peer.is_some_and(|p| certs::PinPolicy::allows(confs.as_ref(), &p)) {
-                return Err(tonic::Status::permission_denied(
-                    "the configurations this server holds do not list the caller",
-                ));
-            }
-            // Whose: the own instance's (also when the caller does not say), or a federated
-            // instance's that this server holds and relays.
-            let held = if request.instance.is_empty() {
-                Some(own)
-            } else {
-                let instance: InstanceId = request
-                    .instance
-                    .parse()
-                    .map_err(|_| tonic::Status::invalid_argument("malformed instance"))?;
-                confs.held(&instance)
-            };
-            let held = held.ok_or_else(|| {
-                tonic::Status::not_found(format!(
-                    "this server holds no configuration of instance {}",
-                    request.instance
-                ))
-            })?;
-            held.envelope().to_vec()
+        let peer = peer_of(&request);
+        self.relay
+            .get(peer, &request.into_inner())
+            .map(tonic::Response::new)
+    }
+
+    async fn offer_configuration(
+        &self,
+        request: tonic::Request<pb::SignedConfiguration>,
+    ) -> Result<tonic::Response<pb::OfferConfigurationResponse>, tonic::Status> {
+        let peer = peer_of(&request);
+        self.relay
+            .offer(peer, request.into_inner())
+            .await
+            .map(tonic::Response::new)
+    }
+}
+
+/// The certificate the peer presented (the TLS handshake pinned it).
+pub fn peer_of<T>(request: &tonic::Request<T>) -> Option<[u8; 32]> {
+    request
+        .extensions()
+        .get::<runtime::PeerCertificate>()
+        .map(|p| p.0)
+}
+
+/// Serves the configurations this server holds to peers and takes new ones from them
+/// (DESIGN §4 (b)): the configuration-relay half of the peer service, also used on its own by
+/// `bench converge`.
+#[derive(Debug, Clone)]
+pub struct ConfigurationRelay {
+    confs: Arc<Federation>,
+}
+
+impl ConfigurationRelay {
+    pub fn new(confs: Arc<Federation>) -> Self {
+        Self { confs }
+    }
+
+    /// The handshake checked the certificate against the configurations of that moment; a
+    /// pooled connection outlives them, so a server removed since (or of an instance no longer
+    /// federated) is refused here, by the same policy.
+    fn check_peer(&self, peer: Option<[u8; 32]>) -> Result<(), tonic::Status> {
+        if peer.is_some_and(|p| certs::PinPolicy::allows(self.confs.as_ref(), &p)) {
+            Ok(())
+        } else {
+            Err(tonic::Status::permission_denied(
+                "the configurations this server holds do not list the caller",
+            ))
+        }
+    }
+
+    /// The configuration asked for: the own instance's (also when the caller does not say), or
+    /// a federated instance's that this server holds and relays; empty when it is not newer
+    /// than the one the caller has.
+    pub fn get(
+        &self,
+        peer: Option<[u8; 32]>,
+        request: &pb::GetConfigurationRequest,
+    ) -> Result<pb::SignedConfiguration, tonic::Status> {
+        let own = self
+            .confs
+            .own()
+            .current()
+            .ok_or_else(|| tonic::Status::unavailable("this server holds no configuration"))?;
+        self.check_peer(peer)?;
+        let held = if request.instance.is_empty() {
+            Some(own)
+        } else {
+            let instance: InstanceId = request
+                .instance
+                .parse()
+                .map_err(|_| tonic::Status::invalid_argument("malformed instance"))?;
+            self.confs.held(&instance)
         };
+        let held = held.ok_or_else(|| {
+            tonic::Status::not_found(format!(
+                "this server holds no configuration of instance {}",
+                request.instance
+            ))
+        })?;
+        if held.serial() <= request.have_serial {
+            return Ok(pb::SignedConfiguration::default());
+        }
         // The stored envelope was produced by prost and checked to have no unknown data, so
         // decoding and re-encoding it gives back the same bytes.
-        let signed = <pb::SignedConfiguration as prost::Message>::decode(envelope.as_slice())
-            .map_err(|_| tonic::Status::internal("stored configuration does not decode"))?;
-        Ok(tonic::Response::new(signed))
+        <pb::SignedConfiguration as prost::Message>::decode(held.envelope())
+            .map_err(|_| tonic::Status::internal("stored configuration does not decode"))
+    }
+
+    /// A configuration of this server's instance that a peer passes on: verified and kept as
+    /// one fetched from the registry would be (and then passed on by
+    /// [`crate::confclient::ConfClient::spread`] if it is newer).
+    pub async fn offer(
+        &self,
+        peer: Option<[u8; 32]>,
+        signed: pb::SignedConfiguration,
+    ) -> Result<pb::OfferConfigurationResponse, tonic::Status> {
+        self.check_peer(peer)?;
+        let own = self.confs.own();
+        match own.offer(&prost::Message::encode_to_vec(&signed)).await {
+            Ok(_) => Ok(pb::OfferConfigurationResponse {
+                serial: own.current().map_or(0, |c| c.serial()),
+            }),
+            Err(OfferError::Refused(e)) => Err(tonic::Status::invalid_argument(e.to_string())),
+            Err(OfferError::Store(e)) => {
+                tracing::error!(error = %e, "cannot store a configuration a peer offered");
+                Err(tonic::Status::internal("cannot store the configuration"))
+            }
+        }
     }
 }
