@@ -16,6 +16,10 @@
 //! ([`bench::peer`]): the shipped `security-server` binary as two processes against a two-hop
 //! mutual-TLS nginx chain, both driven by `wrk` in alternating rounds, for 1 KiB, 1 MiB and
 //! 100 MiB bodies (`scripts/install-bench-tools` installs nginx and wrk).
+//!
+//! `cargo run --release --bin bench -- converge`: 300 simulated security servers in this
+//! process and how fast a new global configuration reaches them all with the registry stopped
+//! right after publishing ([`bench::converge`]).
 #![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
@@ -80,6 +84,27 @@ enum Command {
     /// log on, against a two-hop mutual-TLS nginx chain in front of the same backend, driven
     /// alike by `wrk` in alternating rounds (the options above do not apply).
     Peer(PeerArgs),
+    /// A simulated instance of security servers in this process (real configuration client,
+    /// verification and peer relay over pinned mutual TLS): how long a newly published
+    /// configuration takes to reach all of them when the registry stops right after publishing.
+    Converge(ConvergeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ConvergeArgs {
+    /// Security servers in the instance.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u32).range(2..=5000))]
+    servers: u32,
+    /// Members the configuration lists (the national instance: 1,741 municipalities and the
+    /// ministries); at least one per server.
+    #[arg(long, default_value_t = 1800)]
+    members: u32,
+    /// Every server's poll interval, in seconds (the configuration's default is 60).
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    poll_secs: u64,
+    /// Give up on servers that do not hold the new configuration after this many seconds.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    timeout_secs: u64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -181,6 +206,25 @@ fn main_with(mut args: Args) -> anyhow::Result<()> {
         Some(Command::Peer(peer)) => {
             let options = peer.into_options()?;
             rt.block_on(bench::peer::run(&options))
+        }
+        Some(Command::Converge(c)) => {
+            let options = bench::converge::ConvergeOptions {
+                servers: c.servers as usize,
+                members: c.members as usize,
+                poll: Duration::from_secs(c.poll_secs),
+                timeout: Duration::from_secs(c.timeout_secs),
+            };
+            println!(
+                "{} servers polling every {} s; the registry stops once the first holds the new configuration",
+                options.servers, c.poll_secs
+            );
+            let report = rt.block_on(bench::converge::run(&options))?;
+            print!("{}", bench::converge::describe(&report));
+            if report.converged() {
+                Ok(())
+            } else {
+                anyhow::bail!("not every server holds the new configuration")
+            }
         }
         None => rt.block_on(run(args)),
     }
