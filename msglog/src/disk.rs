@@ -36,8 +36,12 @@ impl Faults {
     }
 }
 
-/// Opens (or creates) the database file at `path`.
-pub(crate) fn open_database(path: &Path, faults: &Faults) -> Result<Database, LogError> {
+/// Opens (or creates) the database file at `path`, its page cache at most `cache_bytes`.
+pub(crate) fn open_database(
+    path: &Path,
+    cache_bytes: usize,
+    faults: &Faults,
+) -> Result<Database, LogError> {
     #[cfg(any(test, feature = "fault-injection"))]
     {
         let file = std::fs::OpenOptions::new()
@@ -51,12 +55,16 @@ pub(crate) fn open_database(path: &Path, faults: &Faults) -> Result<Database, Lo
             file: redb::backends::FileBackend::new(file)?,
             faults: faults.clone(),
         };
-        Ok(Database::builder().create_with_backend(backend)?)
+        Ok(Database::builder()
+            .set_cache_size(cache_bytes)
+            .create_with_backend(backend)?)
     }
     #[cfg(not(any(test, feature = "fault-injection")))]
     {
         let _ = faults;
-        Ok(Database::builder().create(path)?)
+        Ok(Database::builder()
+            .set_cache_size(cache_bytes)
+            .create(path)?)
     }
 }
 

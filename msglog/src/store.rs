@@ -56,11 +56,16 @@ pub struct LogOptions {
     /// The most records one archive file holds (default 100,000), so that reading an archived
     /// record back loads a bounded file.
     pub archive_file_records: u64,
+    /// The most memory the database's page cache may take (default 32 MiB), pages read and
+    /// pages written but not yet flushed together. redb's own default is 1 GiB, which a server
+    /// running for months would fill with the log's pages.
+    pub cache_bytes: usize,
 }
 
 impl LogOptions {
     pub const DEFAULT_GROUP_COMMIT_INTERVAL: Duration = Duration::from_millis(2);
     pub const DEFAULT_ARCHIVE_FILE_RECORDS: u64 = 100_000;
+    pub const DEFAULT_CACHE_BYTES: usize = 32 << 20;
 }
 
 impl Default for LogOptions {
@@ -70,6 +75,7 @@ impl Default for LogOptions {
             subject_key: [0; 32],
             group_commit_interval: Self::DEFAULT_GROUP_COMMIT_INTERVAL,
             archive_file_records: Self::DEFAULT_ARCHIVE_FILE_RECORDS,
+            cache_bytes: Self::DEFAULT_CACHE_BYTES,
         }
     }
 }
@@ -256,7 +262,11 @@ impl Engine {
     /// Opens the log at `path` and applies to it what its write-ahead log holds beyond it.
     fn open(core: &Core) -> Result<Engine, LogError> {
         let (path, options) = (&core.path, &core.options);
-        let db = Arc::new(disk::open_database(path, &core.faults)?);
+        let db = Arc::new(disk::open_database(
+            path,
+            options.cache_bytes,
+            &core.faults,
+        )?);
         let (salt, epoch) = initialise(&db, options.body_key.as_ref())?;
         let cipher = Arc::new(BodyCipher::new(options.body_key.as_ref(), &salt, epoch)?);
 

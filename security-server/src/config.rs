@@ -258,6 +258,8 @@ pub struct MessageLogConfig {
     /// next one may gather records, so that more of them share each fsync; 0 syncs as soon as
     /// the last one is done.
     pub group_commit_interval_ms: u64,
+    /// The most memory, in MiB, the message log's database may cache.
+    pub cache_mb: u64,
 }
 
 impl Default for MessageLogConfig {
@@ -272,6 +274,7 @@ impl Default for MessageLogConfig {
             checkpoint_interval_secs: 0,
             witness_count: 0,
             group_commit_interval_ms: 2,
+            cache_mb: 32,
         }
     }
 }
@@ -505,6 +508,11 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "tls.check_interval_secs must be at least 1 and tls.renew_before_days at most 365"
                     .into(),
+            ));
+        }
+        if self.messagelog.cache_mb == 0 {
+            return Err(ConfigError::Invalid(
+                "messagelog.cache_mb must be at least 1".into(),
             ));
         }
         if self.messagelog.group_commit_interval_ms > 1000 {

@@ -25,6 +25,12 @@ const RECORDS: TableDefinition<(i64, u64), &[u8]> = TableDefinition::new("operat
 const QUEUE: usize = 10_000;
 /// The most records a query answers.
 pub const MAX_QUERY: usize = 10_000;
+/// How long the writer gathers records after the first before it commits them, and at most
+/// how many: a record can be queried this much later than its exchange ended.
+const GATHER: Duration = Duration::from_millis(200);
+const MAX_BATCH: usize = 2_000;
+/// The most memory the store's page cache may take.
+const CACHE_BYTES: usize = 4 << 20;
 /// How often old records are deleted.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
@@ -78,7 +84,14 @@ pub struct Opmon {
 impl Opmon {
     /// Opens (or creates) the store at `path`, keeping records `retention_days`.
     pub fn open(path: &Path, retention_days: u64) -> Result<Arc<Opmon>, OpmonError> {
-        let db = Arc::new(Database::create(path).map_err(fail)?);
+        // Written in batches and read by the occasional query: a small cache does (redb's
+        // default, 1 GiB, would let memory grow with the store).
+        let db = Arc::new(
+            Database::builder()
+                .set_cache_size(CACHE_BYTES)
+                .create(path)
+                .map_err(fail)?,
+        );
         let txn = db.begin_write().map_err(fail)?;
         txn.open_table(RECORDS).map_err(fail)?;
         txn.commit().map_err(fail)?;
@@ -179,7 +192,23 @@ fn write_loop(db: &Database, rx: &Receiver<OpRecord>, retention_ms: i64) {
             Err(RecvTimeoutError::Timeout) => None,
             Err(RecvTimeoutError::Disconnected) => return,
         };
-        let batch: Vec<OpRecord> = first.into_iter().chain(rx.try_iter().take(1000)).collect();
+        // Gathered for a while, so that a busy server commits a few times a second rather than
+        // once per exchange or two (each commit rewrites and checksums the table's last pages).
+        let mut batch: Vec<OpRecord> = first.into_iter().collect();
+        let mut closed = false;
+        if !batch.is_empty() {
+            let until = Instant::now() + GATHER;
+            while batch.len() < MAX_BATCH {
+                match rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
+                    Ok(r) => batch.push(r),
+                    Err(RecvTimeoutError::Timeout) => break,
+                    Err(RecvTimeoutError::Disconnected) => {
+                        closed = true;
+                        break;
+                    }
+                }
+            }
+        }
         let prune = last_prune
             .is_none_or(|at| at.elapsed() >= PRUNE_EVERY)
             .then(|| unix_ms_now().saturating_sub(retention_ms));
@@ -187,6 +216,9 @@ fn write_loop(db: &Database, rx: &Receiver<OpRecord>, retention_ms: i64) {
             tracing::warn!(error = %e, records = batch.len(), "operational data not stored");
         } else if prune.is_some() {
             last_prune = Some(Instant::now());
+        }
+        if closed {
+            return;
         }
     }
 }

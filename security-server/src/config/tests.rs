@@ -22,6 +22,7 @@ fn the_production_template_parses_and_encrypts_logged_bodies() {
     assert!(c.client_proxy.tls);
     assert_eq!(c.messagelog.retention_days, 30);
     assert_eq!(c.messagelog.group_commit_interval_ms, 2);
+    assert_eq!(c.messagelog.cache_mb, 32);
     assert_eq!(c.log_format, LogFormat::Json);
     assert_eq!(c.server_proxy.connections.max_per_source, 100);
     assert_eq!(
@@ -111,6 +112,19 @@ fn unknown_keys_bad_ids_and_missing_id_are_refused() {
         )
         .is_err()
     );
+    assert!(
+        Config::from_str(
+            "server_id = \"JP/GOV/x/ss1\"\n[messagelog]\ncache_mb = 0\n",
+            base
+        )
+        .is_err()
+    );
+    let c = Config::from_str(
+        "server_id = \"JP/GOV/x/ss1\"\n[messagelog]\ncache_mb = 8\n",
+        base,
+    )
+    .unwrap();
+    assert_eq!(c.messagelog.cache_mb, 8);
 }
 
 #[test]

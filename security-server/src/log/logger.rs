@@ -31,6 +31,8 @@ pub fn open(config: &crate::config::Config) -> Result<MessageLog, msglog::LogErr
             group_commit_interval: std::time::Duration::from_millis(
                 config.messagelog.group_commit_interval_ms,
             ),
+            cache_bytes: usize::try_from(config.messagelog.cache_mb.saturating_mul(1 << 20))
+                .unwrap_or(usize::MAX),
             ..msglog::LogOptions::default()
         },
     )
