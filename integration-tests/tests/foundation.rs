@@ -31,10 +31,8 @@ fn conf_of(f: &Federation, id: &str) -> Arc<security_server::confclient::ConfCli
     Arc::clone(&f.server(id).unwrap().running().unwrap().conf)
 }
 
-#[tokio::test]
-async fn a_configuration_one_server_fetched_is_passed_on_to_the_others_with_the_registry_down() {
-    let (_dir, mut f) = start(Arc::new(certs::SystemClock)).await;
-    let old = conf_of(&f, CHIYODA).current().unwrap();
+/// Adds the Ministry of Health to the registry; the serial of the configuration that lists it.
+async fn publish_a_new_member(f: &Federation) -> u64 {
     f.registry()
         .add_member(
             "JP/GOV/mhlw".parse().unwrap(),
@@ -42,7 +40,14 @@ async fn a_configuration_one_server_fetched_is_passed_on_to_the_others_with_the_
         )
         .await
         .unwrap();
-    let newest = f.registry().publication().serial;
+    f.registry().publication().serial
+}
+
+#[tokio::test]
+async fn a_configuration_one_server_fetched_is_passed_on_to_the_others_with_the_registry_down() {
+    let (_dir, mut f) = start(Arc::new(certs::SystemClock)).await;
+    let old = conf_of(&f, CHIYODA).current().unwrap();
+    let newest = publish_a_new_member(&f).await;
     assert!(newest > old.serial());
     // Only the ministry's server fetches it before the registry goes away; the others would
     // not poll for an hour.
@@ -107,14 +112,7 @@ async fn with_the_registry_down_a_server_gets_the_newest_configuration_from_a_pe
     let (_dir, mut f) = start(Arc::new(certs::SystemClock)).await;
     // Chiyoda's server is down while a new configuration is published and passed round.
     f.stop_server(CHIYODA).await;
-    f.registry()
-        .add_member(
-            "JP/GOV/mhlw".parse().unwrap(),
-            "Ministry of Health, Labour and Welfare",
-        )
-        .await
-        .unwrap();
-    let newest = f.registry().publication().serial;
+    let newest = publish_a_new_member(&f).await;
     assert_eq!(
         conf_of(&f, MINISTRY).refresh().await.unwrap().serial,
         newest

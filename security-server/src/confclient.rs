@@ -12,7 +12,9 @@ use std::time::Duration;
 use certs::{CaRoots, Clock};
 use globalconf::{Anchor, ConfError, SecurityServerId, Succession, VerifiedConf};
 use proto::v1 as pb;
+use proto::v1::peer_client::PeerClient;
 use tokio::sync::{Mutex, watch};
+use tonic::transport::Channel;
 
 use crate::peer::PeerPool;
 
@@ -331,33 +333,48 @@ impl ConfClient {
         Ok(best)
     }
 
-    /// One peer's configuration if it is newer than `have` (`None`: it holds nothing newer),
-    /// from the first of its addresses that answers.
+    /// One peer's configuration if it is newer than `have` (`None`: it holds nothing newer).
     async fn fetch_from(
         &self,
         server: &globalconf::ServerInfo,
         have: u64,
     ) -> Result<Option<Vec<u8>>, String> {
+        let request = pb::GetConfigurationRequest {
+            have_serial: have,
+            instance: self.anchor.instance().to_string(),
+        };
+        let signed = self
+            .call_peer(server, |mut client| {
+                let request = request.clone();
+                async move { client.get_configuration(request).await }
+            })
+            .await?;
+        Ok((signed != pb::SignedConfiguration::default())
+            .then(|| prost::Message::encode_to_vec(&signed)))
+    }
+
+    /// Makes `call` to the first of `server`'s addresses that answers, each within the fetch
+    /// timeout; the last failure if none does.
+    async fn call_peer<T, F, Fut>(
+        &self,
+        server: &globalconf::ServerInfo,
+        call: F,
+    ) -> Result<T, String>
+    where
+        F: Fn(PeerClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
         let mut last = "no address".to_owned();
         for address in &server.addresses {
-            let mut client = match self.peers.client(server, address) {
+            let client = match self.peers.client(server, address) {
                 Ok(c) => c,
                 Err(e) => {
                     last = format!("at {address}: {e}");
                     continue;
                 }
             };
-            let request = pb::GetConfigurationRequest {
-                have_serial: have,
-                instance: self.anchor.instance().to_string(),
-            };
-            match tokio::time::timeout(self.fetch_timeout, client.get_configuration(request)).await
-            {
-                Ok(Ok(r)) => {
-                    let signed = r.into_inner();
-                    return Ok((signed != pb::SignedConfiguration::default())
-                        .then(|| prost::Message::encode_to_vec(&signed)));
-                }
+            match tokio::time::timeout(self.fetch_timeout, call(client)).await {
+                Ok(Ok(r)) => return Ok(r.into_inner()),
                 Ok(Err(status)) => last = format!("at {address}: {}", status.message()),
                 Err(_) => last = format!("at {address}: timed out"),
             }
@@ -415,30 +432,19 @@ impl ConfClient {
         }
     }
 
-    /// Offers `signed` to one peer at the first of its addresses that answers; the serial the
-    /// peer holds afterwards.
+    /// Offers `signed` to one peer; the serial the peer holds afterwards.
     async fn offer_to(
         &self,
         server: &globalconf::ServerInfo,
         signed: pb::SignedConfiguration,
     ) -> Result<u64, String> {
-        let mut last = "no address".to_owned();
-        for address in &server.addresses {
-            let mut client = match self.peers.client(server, address) {
-                Ok(c) => c,
-                Err(e) => {
-                    last = format!("at {address}: {e}");
-                    continue;
-                }
-            };
-            let call = client.offer_configuration(signed.clone());
-            match tokio::time::timeout(self.fetch_timeout, call).await {
-                Ok(Ok(r)) => return Ok(r.into_inner().serial),
-                Ok(Err(status)) => last = format!("at {address}: {}", status.message()),
-                Err(_) => last = format!("at {address}: timed out"),
-            }
-        }
-        Err(last)
+        let answer = self
+            .call_peer(server, |mut client| {
+                let signed = signed.clone();
+                async move { client.offer_configuration(signed).await }
+            })
+            .await?;
+        Ok(answer.serial)
     }
 
     /// How long to wait between polls.
