@@ -1,6 +1,7 @@
 //! Backup and restore of the registry (docs/backup.md): a backup of a running registry, restored
-//! into another directory, opens as the same registry (members, keys, CA, anchor, serial); the
-//! backup is refused to another key, and a restore never writes over anything.
+//! into another directory, opens as the same registry (members, federation agreements, keys, CA,
+//! anchor, serial); the backup is refused to another key, and a restore never writes over
+//! anything.
 
 #![allow(clippy::unwrap_used)] // tests may unwrap
 
@@ -22,6 +23,25 @@ async fn a_running_registry_backed_up_restores_as_the_same_registry() {
             id: "JP/MUN/131016".parse().unwrap(),
             name: "Chiyoda".into(),
         })
+        .await
+        .unwrap();
+    // A federation agreement with FI, as FI's operator handed over its anchor.
+    let fi_ca = certs::CertificateAuthority::generate(
+        "FI",
+        std::time::Duration::from_secs(86_400),
+        &certs::SystemClock,
+    )
+    .unwrap();
+    let fi = globalconf::Anchor::new(
+        "FI".parse().unwrap(),
+        vec!["https://registry.fi.example:4443".into()],
+        fi_ca.certificate_pem(),
+        vec![certs::SigningKey::generate().unwrap().public_key()],
+    )
+    .unwrap();
+    registry
+        .admin
+        .add_federation(fi.to_toml().unwrap())
         .await
         .unwrap();
     let serial = registry.serial().await;
@@ -109,6 +129,10 @@ async fn a_running_registry_backed_up_restores_as_the_same_registry() {
     let members = reopened.admin().run(ListMembers).await.unwrap();
     assert_eq!(members.len(), 1, "{members:?}");
     assert_eq!(members[0].id.to_string(), "JP/MUN/131016");
+    let federations = reopened.admin().federations().await.unwrap();
+    assert_eq!(federations.len(), 1, "{federations:?}");
+    assert_eq!(federations[0].instance.as_str(), "FI");
+    assert_eq!(federations[0].fingerprint, fi.fingerprint().unwrap());
     assert!(
         reopened
             .admin()
