@@ -128,7 +128,7 @@ impl pb::peer_server::Peer for RelayOnly {
 
     async fn offer_configuration(
         &self,
-        request: tonic::Request<pb::SignedConfiguration>,
+        request: tonic::Request<pb::OfferConfigurationRequest>,
     ) -> Result<tonic::Response<pb::OfferConfigurationResponse>, tonic::Status> {
         self.calls.offered.fetch_add(1, Ordering::Relaxed);
         let peer = peer_of(&request);

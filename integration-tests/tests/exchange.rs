@@ -1463,7 +1463,7 @@ impl pb::peer_server::Peer for EarlyAnswerProvider {
 
     async fn offer_configuration(
         &self,
-        _: tonic::Request<pb::SignedConfiguration>,
+        _: tonic::Request<pb::OfferConfigurationRequest>,
     ) -> Result<tonic::Response<pb::OfferConfigurationResponse>, tonic::Status> {
         Err(tonic::Status::unimplemented("not in this test"))
     }

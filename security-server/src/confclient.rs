@@ -58,6 +58,9 @@ pub struct ConfClient {
     peers: Arc<PeerPool>,
     // Serialises offers, so that check-then-store cannot interleave.
     offer_lock: Mutex<()>,
+    // Serialises peers' offers, so that several offering the same new configuration at once
+    // cause one download.
+    take_lock: Mutex<()>,
     /// The CAs HTTPS to the registry trusts: the held configuration's.
     roots: Arc<CaRoots>,
     poll_override: Option<Duration>,
@@ -115,6 +118,7 @@ impl ConfClient {
             registries,
             peers,
             offer_lock: Mutex::new(()),
+            take_lock: Mutex::new(()),
             roots,
             poll_override,
             fetch_timeout,
@@ -382,12 +386,13 @@ impl ConfClient {
         Err(last)
     }
 
-    /// Passes every configuration this client newly accepts, from wherever it came, on to
-    /// [`PEERS_OFFERED`] servers of the instance chosen at random, which verify it and pass it
-    /// on in turn when it is new to them (rumour spreading): a configuration one server fetched
-    /// reaches nearly all in a few round trips, also while the registries are down, and the few
-    /// it misses fetch it from a peer at their next poll. For the own instance's configuration;
-    /// the stored copy this client started from is not news.
+    /// Tells [`PEERS_OFFERED`] servers of the instance, chosen at random, of every
+    /// configuration this client newly accepts, from wherever it came; those that hold an older
+    /// one fetch it from this server, verify it and tell others in turn ([`ConfClient::take_offer`]:
+    /// rumour spreading). A configuration one server fetched so reaches nearly all in a few
+    /// round trips, also while the registries are down, and the few it misses fetch it from a
+    /// peer at their next poll. For the own instance's configuration; the stored copy this
+    /// client started from is not news.
     pub async fn spread(self: Arc<Self>, shutdown: runtime::Shutdown) {
         let mut updates = self.subscribe();
         updates.borrow_and_update();
@@ -400,14 +405,6 @@ impl ConfClient {
             let Some(conf) = updates.borrow_and_update().clone() else {
                 continue;
             };
-            let signed = match <pb::SignedConfiguration as prost::Message>::decode(conf.envelope())
-            {
-                Ok(signed) => signed,
-                Err(e) => {
-                    tracing::error!(error = %e, "the accepted configuration does not decode");
-                    continue;
-                }
-            };
             let servers: Vec<globalconf::ServerInfo> = conf
                 .conf()
                 .servers()
@@ -415,36 +412,63 @@ impl ConfClient {
                 .cloned()
                 .collect();
             let chosen = random_sample(servers, PEERS_OFFERED);
-            let offers = chosen.iter().map(|s| self.offer_to(s, signed.clone()));
+            let offers = chosen.iter().map(|s| self.offer_to(s, conf.serial()));
             for (server, result) in chosen
                 .iter()
                 .zip(futures_util::future::join_all(offers).await)
             {
                 match result {
                     Ok(serial) => {
-                        tracing::debug!(peer = %server.id, offered = conf.serial(), holds = serial, "configuration passed on")
+                        tracing::debug!(peer = %server.id, offered = conf.serial(), holds = serial, "configuration offered")
                     }
                     Err(e) => {
-                        tracing::debug!(peer = %server.id, error = %e, "configuration not passed on")
+                        tracing::debug!(peer = %server.id, error = %e, "configuration not offered")
                     }
                 }
             }
         }
     }
 
-    /// Offers `signed` to one peer; the serial the peer holds afterwards.
-    async fn offer_to(
-        &self,
-        server: &globalconf::ServerInfo,
-        signed: pb::SignedConfiguration,
-    ) -> Result<u64, String> {
+    /// Tells one peer this server holds `serial`; the serial the peer holds afterwards.
+    async fn offer_to(&self, server: &globalconf::ServerInfo, serial: u64) -> Result<u64, String> {
         let answer = self
-            .call_peer(server, |mut client| {
-                let signed = signed.clone();
-                async move { client.offer_configuration(signed).await }
+            .call_peer(server, |mut client| async move {
+                client
+                    .offer_configuration(pb::OfferConfigurationRequest { serial })
+                    .await
             })
             .await?;
         Ok(answer.serial)
+    }
+
+    /// A server of the instance, `from`, says it holds `serial`: when that is newer than the
+    /// configuration held, fetches it from `from` and offers it to this client (verified and
+    /// checked as any other). Does nothing otherwise, so that the many offers of a
+    /// configuration already held cost no download.
+    pub async fn take_offer(
+        &self,
+        from: &globalconf::ServerInfo,
+        serial: u64,
+    ) -> Result<Succession, TakeOfferError> {
+        let held = || self.current().map_or(0, |c| c.serial());
+        if serial <= held() {
+            return Ok(Succession::Same);
+        }
+        let _guard = self.take_lock.lock().await;
+        // Another offer may have brought it meanwhile.
+        let have = held();
+        if serial <= have {
+            return Ok(Succession::Same);
+        }
+        match self
+            .fetch_from(from, have)
+            .await
+            .map_err(TakeOfferError::Fetch)?
+        {
+            // It offered more than it holds (or holds it no longer).
+            None => Ok(Succession::Same),
+            Some(envelope) => Ok(self.offer(&envelope).await?),
+        }
     }
 
     /// How long to wait between polls.
@@ -474,6 +498,15 @@ impl ConfClient {
             }
         }
     }
+}
+
+/// Why a configuration a peer offered was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum TakeOfferError {
+    #[error("cannot fetch it from the offering server: {0}")]
+    Fetch(String),
+    #[error(transparent)]
+    Offer(#[from] OfferError),
 }
 
 /// Why an offered configuration was not accepted.

@@ -378,6 +378,12 @@ pub struct ExchangeResponse {
     pub body_length: ::core::option::Option<u64>,
 }
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct OfferConfigurationRequest {
+    /// The serial of the configuration of this instance the offering server has just accepted.
+    #[prost(uint64, tag = "1")]
+    pub serial: u64,
+}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct OfferConfigurationResponse {
     /// The serial of the configuration the offered-to server holds after the offer.
     #[prost(uint64, tag = "1")]
@@ -703,14 +709,15 @@ pub mod peer_client {
                 .insert(GrpcMethod::new("xroad.v1.Peer", "GetConfiguration"));
             self.inner.unary(req, path, codec).await
         }
-        /// A peer of the same instance passes on a configuration of that instance it has just
-        /// accepted, so that a new one spreads in seconds even while the registries are down: the
-        /// receiver verifies it under its anchor as if it had fetched it, keeps it if it is newer and
-        /// then passes it on in turn (DESIGN §4 (b)). Refused (INVALID_ARGUMENT) when it does not
-        /// verify or is older than the one held.
+        /// A server of the same instance says it has just accepted a configuration of that instance,
+        /// so that a new one spreads in seconds even while the registries are down (DESIGN §4 (b)).
+        /// When the serial is newer than the one held, the receiver fetches it from the offering
+        /// server (GetConfiguration), verifies it under its anchor as any other, keeps it and offers
+        /// it on in turn; otherwise it does nothing. Only the serial travels, so the many offers to
+        /// servers that already hold it cost next to nothing. Answers the serial held afterwards.
         pub async fn offer_configuration(
             &mut self,
-            request: impl tonic::IntoRequest<super::SignedConfiguration>,
+            request: impl tonic::IntoRequest<super::OfferConfigurationRequest>,
         ) -> std::result::Result<
             tonic::Response<super::OfferConfigurationResponse>,
             tonic::Status,
@@ -801,14 +808,15 @@ pub mod peer_server {
             tonic::Response<super::SignedConfiguration>,
             tonic::Status,
         >;
-        /// A peer of the same instance passes on a configuration of that instance it has just
-        /// accepted, so that a new one spreads in seconds even while the registries are down: the
-        /// receiver verifies it under its anchor as if it had fetched it, keeps it if it is newer and
-        /// then passes it on in turn (DESIGN §4 (b)). Refused (INVALID_ARGUMENT) when it does not
-        /// verify or is older than the one held.
+        /// A server of the same instance says it has just accepted a configuration of that instance,
+        /// so that a new one spreads in seconds even while the registries are down (DESIGN §4 (b)).
+        /// When the serial is newer than the one held, the receiver fetches it from the offering
+        /// server (GetConfiguration), verifies it under its anchor as any other, keeps it and offers
+        /// it on in turn; otherwise it does nothing. Only the serial travels, so the many offers to
+        /// servers that already hold it cost next to nothing. Answers the serial held afterwards.
         async fn offer_configuration(
             &self,
-            request: tonic::Request<super::SignedConfiguration>,
+            request: tonic::Request<super::OfferConfigurationRequest>,
         ) -> std::result::Result<
             tonic::Response<super::OfferConfigurationResponse>,
             tonic::Status,
@@ -993,7 +1001,9 @@ pub mod peer_server {
                 "/xroad.v1.Peer/OfferConfiguration" => {
                     #[allow(non_camel_case_types)]
                     struct OfferConfigurationSvc<T: Peer>(pub Arc<T>);
-                    impl<T: Peer> tonic::server::UnaryService<super::SignedConfiguration>
+                    impl<
+                        T: Peer,
+                    > tonic::server::UnaryService<super::OfferConfigurationRequest>
                     for OfferConfigurationSvc<T> {
                         type Response = super::OfferConfigurationResponse;
                         type Future = BoxFuture<
@@ -1002,7 +1012,7 @@ pub mod peer_server {
                         >;
                         fn call(
                             &mut self,
-                            request: tonic::Request<super::SignedConfiguration>,
+                            request: tonic::Request<super::OfferConfigurationRequest>,
                         ) -> Self::Future {
                             let inner = Arc::clone(&self.0);
                             let fut = async move {

@@ -340,7 +340,7 @@ mod tests {
 
         async fn offer_configuration(
             &self,
-            _: tonic::Request<pb::SignedConfiguration>,
+            _: tonic::Request<pb::OfferConfigurationRequest>,
         ) -> Result<tonic::Response<pb::OfferConfigurationResponse>, tonic::Status> {
             Err(tonic::Status::unimplemented("not in this test"))
         }

@@ -9,7 +9,7 @@ use exchange::{ServerProxyCode, XRoadError};
 use globalconf::InstanceId;
 use proto::v1 as pb;
 
-use crate::confclient::OfferError;
+use crate::confclient::{OfferError, TakeOfferError};
 use crate::federation::Federation;
 use crate::log::witness;
 use crate::peer::wire::{AnswerThenConfirm, error_to_status};
@@ -122,7 +122,7 @@ impl pb::peer_server::Peer for PeerService {
 
     async fn offer_configuration(
         &self,
-        request: tonic::Request<pb::SignedConfiguration>,
+        request: tonic::Request<pb::OfferConfigurationRequest>,
     ) -> Result<tonic::Response<pb::OfferConfigurationResponse>, tonic::Status> {
         let peer = peer_of(&request);
         self.relay
@@ -204,22 +204,34 @@ impl ConfigurationRelay {
             .map_err(|_| tonic::Status::internal("stored configuration does not decode"))
     }
 
-    /// A configuration of this server's instance that a peer passes on: verified and kept as
-    /// one fetched from the registry would be (and then passed on by
-    /// [`crate::confclient::ConfClient::spread`] if it is newer).
+    /// A server of this instance says it holds a configuration with `request.serial`: when
+    /// that is newer, this server fetches it from that server and keeps it if it verifies (and
+    /// then tells others, [`crate::confclient::ConfClient::spread`]).
     pub async fn offer(
         &self,
         peer: Option<[u8; 32]>,
-        signed: pb::SignedConfiguration,
+        request: pb::OfferConfigurationRequest,
     ) -> Result<pb::OfferConfigurationResponse, tonic::Status> {
         self.check_peer(peer)?;
         let own = self.confs.own();
-        match own.offer(&prost::Message::encode_to_vec(&signed)).await {
+        // Only a server the own configuration lists offers it: this server fetches from it.
+        let from = own
+            .current()
+            .and_then(|c| peer.and_then(|p| c.conf().server_by_cert(&p).cloned()))
+            .ok_or_else(|| {
+                tonic::Status::permission_denied(
+                    "only servers of this instance offer its configuration",
+                )
+            })?;
+        match own.take_offer(&from, request.serial).await {
             Ok(_) => Ok(pb::OfferConfigurationResponse {
                 serial: own.current().map_or(0, |c| c.serial()),
             }),
-            Err(OfferError::Refused(e)) => Err(tonic::Status::invalid_argument(e.to_string())),
-            Err(OfferError::Store(e)) => {
+            Err(TakeOfferError::Fetch(e)) => Err(tonic::Status::unavailable(e)),
+            Err(TakeOfferError::Offer(OfferError::Refused(e))) => {
+                Err(tonic::Status::invalid_argument(e.to_string()))
+            }
+            Err(TakeOfferError::Offer(OfferError::Store(e))) => {
                 tracing::error!(error = %e, "cannot store a configuration a peer offered");
                 Err(tonic::Status::internal("cannot store the configuration"))
             }
