@@ -5,7 +5,7 @@
 //! One process holds a whole simulated instance on loopback: a registry serving the signed
 //! configuration over HTTPS, and N security servers, each with its own CA-issued TLS identity,
 //! stored configuration, configuration client ([`ConfClient`]: polls, verifies, stores, asks
-//! peers, passes a new one on) and peer listener serving the [`ConfigurationRelay`] over pinned
+//! peers, tells peers of a new one) and peer listener serving the [`ConfigurationRelay`] over pinned
 //! mutual TLS. These are the code paths a security server runs for its configuration; what takes
 //! no part in it (the proxies, the message log) is left out, so that hundreds fit in one process.
 //!

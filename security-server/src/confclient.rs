@@ -20,7 +20,7 @@ use crate::peer::PeerPool;
 
 /// How many peers a refresh asks when no registry provided a configuration.
 pub const PEERS_ASKED: usize = 8;
-/// How many peers a newly accepted configuration is passed on to.
+/// How many peers are told of a newly accepted configuration.
 pub const PEERS_OFFERED: usize = 4;
 
 /// Why a refresh found nothing to accept.
@@ -290,7 +290,7 @@ impl ConfClient {
     /// configuration held. Asking every peer in turn, as this did before, cost each server a
     /// download from every other at each poll while the registries were down: traffic growing
     /// with the square of the instance. A new configuration still reaches every server quickly
-    /// because the servers that accept it pass it on ([`ConfClient::spread`]).
+    /// because the servers that accept it tell others of it ([`ConfClient::spread`]).
     async fn refresh_from_peers(
         &self,
         failures: &mut Vec<String>,
