@@ -16,7 +16,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
@@ -198,7 +198,7 @@ pub async fn run(options: &ConvergeOptions) -> anyhow::Result<ConvergeReport> {
             listener,
         });
     }
-    let now = unix_now();
+    let now = clock.unix_now();
     let mut builder = ConfBuilder::new("JP", now);
     for s in &servers {
         let subsystem = format!("{}/records", s.id.owner());
@@ -299,7 +299,7 @@ pub async fn run(options: &ConvergeOptions) -> anyhow::Result<ConvergeReport> {
 
     // Publish the next configuration; stop the registry as soon as one server holds it.
     conf.serial += 1;
-    conf.generated_at = unix_now();
+    conf.generated_at = clock.unix_now();
     conf.expires_at = conf.generated_at + 7 * 86_400;
     conf.members.push(pb::Member {
         id: "JP/GOV/newcomer".into(),
@@ -427,12 +427,6 @@ fn registry_router(registry: Arc<Registry>) -> axum::Router {
             }
         }),
     )
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// A number in [0, 1) from the system's random source (0 should it fail).

@@ -289,8 +289,8 @@ impl LoadReport {
     }
 }
 
-/// Nearest-rank percentile of sorted samples.
-fn percentile(sorted: &[u32], p: f64) -> Option<u32> {
+/// The nearest-rank `p`-th percentile (0..=100) of `sorted`; `None` when it is empty.
+pub fn percentile<T: Copy>(sorted: &[T], p: f64) -> Option<T> {
     if sorted.is_empty() {
         return None;
     }

@@ -174,11 +174,7 @@ impl Run {
     fn percentile(&self, q: f64) -> f64 {
         let mut sorted = self.page_ms.clone();
         sorted.sort_by(f64::total_cmp);
-        let rank = (q * sorted.len() as f64).ceil() as usize;
-        sorted
-            .get(rank.saturating_sub(1))
-            .copied()
-            .unwrap_or(f64::NAN)
+        bench::load::percentile(&sorted, q * 100.0).unwrap_or(f64::NAN)
     }
 }
 

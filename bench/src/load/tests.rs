@@ -10,7 +10,7 @@ fn percentiles_are_exact_nearest_rank() {
     assert_eq!(percentile(&samples, 0.1), Some(1));
     assert_eq!(percentile(&[7], 99.0), Some(7));
     assert_eq!(percentile(&[1, 2, 3], 50.0), Some(2));
-    assert_eq!(percentile(&[], 50.0), None);
+    assert_eq!(percentile::<u32>(&[], 50.0), None);
 }
 
 fn report(requests: u64, errors: u64, secs: u64, cpu_ms: Option<u64>, lat: &[u32]) -> LoadReport {
